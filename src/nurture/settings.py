@@ -1,0 +1,46 @@
+"""One typed settings object, built from the environment (and a ``.env`` file in the working directory) at start-up.
+
+Every variable is documented in ``.env.example`` and the README.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nurture.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """nurture's configuration: ``NURTURE_*`` environment variables, then ``.env``, then these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="NURTURE_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field("sqlite:///nurture.db", description="SQLAlchemy URL of the database.")
+    mail_url: str = Field("console://", description="Mail transport: smtp://user:pass@host:port, file://DIR or console://.")
+    from_address: str = Field(
+        "Nurture <nurture@localhost>", validation_alias="NURTURE_FROM", description="From: header of nurture emails."
+    )
+    base_url: str = Field("http://127.0.0.1:8000", description="Public URL of the HTTP intake; tracking links use it.")
+    secret_key: str = Field("", description="Signs tracking, unsubscribe and sales links. Generated and stored if empty.")
+    api_key: str = Field("", description="Bearer key for the write endpoints of the HTTP API.")
+    sales_webhook_url: str = Field("", description="Where lead.promoted notifications are POSTed (signed).")
+    webhook_secret: str = Field("", description="HMAC-SHA256 key of the outbound webhook signature.")
+    http_host: str = Field("127.0.0.1", description="Address the HTTP intake listens on.")
+    http_port: int = Field(8000, description="Port the HTTP intake listens on.")
+    campaigns_dir: Path = Field(Path("campaigns"), description="Folder of campaign YAML files (and scoring.yaml).")
+    templates_dir: Path = Field(Path("templates"), description="Folder of Jinja email templates.")
+    default_timezone: str = Field("UTC", description="IANA timezone for leads without one (when a campaign sets none).")
+    log_level: str = Field("INFO", description="Logging level of the worker.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
