@@ -1,0 +1,58 @@
+"""The ``nurture`` command: sub-commands are registered here from their own modules."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from nurture.errors import NurtureError
+
+app = typer.Typer(
+    name="nurture",
+    help="Code-first nurture campaigns: check, preview, simulate and run them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    """Attach every command module; each one defines ``register(app)``."""
+    from nurture.cli import commands
+
+    for module in commands.MODULES:
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: user errors print ``error: ...`` and exit 1 (``-v`` shows the traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    args = [a for a in args if a not in ("-v", "--verbose")]
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _register()
+    try:
+        app(args=args, prog_name="nurture", standalone_mode=False)
+    except NurtureError as exc:
+        if verbose:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        cause = exc.__cause__
+        while cause is not None:
+            typer.echo(f"  caused by: {cause}", err=True)
+            cause = cause.__cause__
+        raise SystemExit(1) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(1) from None
+    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
