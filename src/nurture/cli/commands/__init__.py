@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-MODULES: list = []
+from nurture.cli.commands import campaigns
+
+MODULES = [campaigns]

@@ -1,0 +1,139 @@
+"""``nurture check``, ``schema``, ``preview`` and ``simulate``: the marketer's commands, no database needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nurture.authoring import check, load_lead_file, preview
+from nurture.compose import email_context
+from nurture.definitions.campaign import Campaign
+from nurture.definitions.loader import load_catalog
+from nurture.errors import DefinitionError
+from nurture.settings import get_settings
+
+CAMPAIGNS_HELP = "Campaigns folder [env: NURTURE_CAMPAIGNS_DIR, default: campaigns]."
+TEMPLATES_HELP = "Templates folder [env: NURTURE_TEMPLATES_DIR, default: templates]."
+
+
+def _dirs(campaigns: Path | None, templates: Path | None) -> tuple[Path, Path]:
+    settings = get_settings()
+    return campaigns or settings.campaigns_dir, templates or settings.templates_dir
+
+
+def check_command(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Campaign files or folders (default: the campaigns folder)."),
+    campaigns: Optional[Path] = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
+    templates: Optional[Path] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only."),
+) -> None:
+    """Validate campaigns, the policy and templates, and render every email against a sample lead.
+
+    Prints each problem as path:line: message and exits 1 if there is any (fit for pre-commit hooks and CI).
+    """
+    campaigns_dir, templates_dir = _dirs(campaigns, templates)
+    report = check(campaigns_dir, templates_dir, files=list(paths) if paths else None)
+    for problem in report.problems:
+        typer.echo(str(problem))
+    if report.problems:
+        typer.echo(f"{len(report.problems)} problem(s) found", err=True)
+        raise typer.Exit(1)
+    if not quiet:
+        typer.echo(f"ok: {len(report.catalog.campaigns)} campaign(s), {report.emails} email(s) rendered, no problems")
+
+
+def schema_command() -> None:
+    """Print the JSON Schema of a campaign file (for yaml-language-server and other editors)."""
+    schema = Campaign.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "nurture campaign"
+    typer.echo(json.dumps(schema, indent=2))
+
+
+def preview_command(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    step: str = typer.Argument(..., help="Step id (an email or content-stream step)."),
+    lead: Optional[Path] = typer.Option(None, "--lead", help="YAML/JSON file with the lead's fields (default: a sample lead)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="A/B variant id, or a content-stream piece id."),
+    html_out: Optional[Path] = typer.Option(None, "--html-out", help="Write the HTML part to this file."),
+    show_html: bool = typer.Option(False, "--html", help="Print the HTML part too."),
+    campaigns: Optional[Path] = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
+    templates: Optional[Path] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+) -> None:
+    """Render one email of a campaign (subject, text and HTML) for a sample or given lead."""
+    campaigns_dir, templates_dir = _dirs(campaigns, templates)
+    catalog = load_catalog(campaigns_dir, templates_dir).raise_for_problems()
+    email = preview(catalog, templates_dir, campaign, step, load_lead_file(lead), variant=variant, content_id=variant)
+    typer.echo(f"Subject: {email.subject}\n")
+    typer.echo(email.text.rstrip() + "\n")
+    if html_out:
+        html_out.write_text(email.html, encoding="utf-8")
+        typer.echo(f"HTML part written to {html_out} ({len(email.html)} characters)")
+    elif show_html:
+        typer.echo(email.html)
+    else:
+        typer.echo(f"(HTML part: {len(email.html)} characters; --html to print it, --html-out FILE to save it)")
+
+
+def simulate_command(
+    campaign: str = typer.Argument(..., help="Campaign id."),
+    lead: Path = typer.Option(..., "--lead", help="YAML/JSON file with the lead's fields."),
+    start: str = typer.Option(..., "--start", help="When the lead enters, ISO 8601 (UTC if no offset)."),
+    days: float = typer.Option(30, "--days", help="How many days to simulate."),
+    event: Optional[list[str]] = typer.Option(
+        None, "--event",
+        help="TYPE[:DETAIL]@ISO8601, repeatable: email_open:STEP@..., email_click:STEP@..., demo_request@..., "
+        "content_download:CONTENT@..., stage:sql@..., unsubscribe@...",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the timeline as a JSON list."),
+    campaigns: Optional[Path] = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
+    templates: Optional[Path] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+) -> None:
+    """Dry-run a campaign for one lead over time: what it would get and when (UTC and lead-local), and why it stops.
+
+    No database and no sending: the same engine as the worker, on a virtual clock.
+    """
+    from nurture.rendering import EmailRenderer
+    from nurture.authoring import preview_links
+    from nurture.simulate import parse_event, parse_time, simulate
+
+    settings = get_settings()
+    campaigns_dir, templates_dir = _dirs(campaigns, templates)
+    catalog = load_catalog(campaigns_dir, templates_dir).raise_for_problems()
+    chosen = catalog.campaign(campaign)
+    lead_view = load_lead_file(lead)
+    events = [parse_event(text, chosen.id) for text in event or []]
+    renderer = EmailRenderer(templates_dir)
+    links = preview_links()
+
+    def subject(action, who):  # noqa: ANN001, ANN202
+        return renderer.render(action.template, action.subject, email_context(chosen, action, who), links).subject
+
+    timeline = simulate(chosen, catalog.policy, lead_view, start=parse_time(start), days=days, events=events,
+                        default_tz=settings.default_timezone, render_subject=subject)
+    if as_json:
+        typer.echo(json.dumps([entry.to_json() for entry in timeline], indent=2))
+        return
+    typer.echo(f"{chosen.id} for {lead_view.email}, from {start} for {days:g} days")
+    for entry in timeline:
+        when = f"{entry.at:%Y-%m-%d %H:%M}Z  {entry.local:%a %Y-%m-%d %H:%M %Z}"
+        what = entry.kind
+        if entry.kind == "email":
+            tag = f" [{entry.variant}]" if entry.variant else (f" [{entry.content}]" if entry.content else "")
+            what = f"email{tag}: {entry.subject}"
+        detail = f"  ({entry.detail})" if entry.detail and entry.kind != "email" else ""
+        typer.echo(f"{when:40}  {entry.step or '-':16}  {what}{detail}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the authoring commands."""
+    app.command("check")(check_command)
+    app.command("schema")(schema_command)
+    app.command("preview")(preview_command)
+    app.command("simulate")(simulate_command)
+
+
+__all__ = ["register", "DefinitionError"]

@@ -1,0 +1,352 @@
+"""The step engine: given a campaign, where an enrollment stands, the lead, its history and the time, decide what is due.
+
+Pure and deterministic: the worker calls it for each claimed enrollment, ``nurture simulate`` calls it on a virtual clock,
+so what a marketer previews is what the worker does.
+
+Rules the engine applies:
+- A step runs ``wait`` after the previous step ran (days are calendar days in the lead's timezone).
+- Email steps then wait for the send window (lead's timezone) and the frequency cap; content streams wait for their cadence.
+- ``when`` is evaluated when the step is due: false skips the step (recorded).
+- A wait is counted from when the previous step actually ran, so after downtime a backlog is spread out again, not sent
+  in a burst; an email step more than ``catch_up.max_late`` late is skipped and recorded (unset: always sent).
+- Editing a live campaign: the enrollment keeps the id of the step it waits on. If that step still exists (even moved)
+  the lead goes on from it with its new definition; if it was removed, the lead goes on with the step after the last step
+  it went through that still exists; if none does, with the first step it has not been through; if there is none, it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from nurture.core import calendar
+from nurture.core.conditions import evaluate
+from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, History, LeadView, Send
+from nurture.definitions.campaign import END, Campaign, ContentItem, Step, UpdateSpec, WebhookSpec
+from nurture.definitions.policy import Policy
+
+MAX_STEPS_PER_ADVANCE = 64  # a goto loop without waits must not spin forever
+
+
+@dataclass(frozen=True)
+class PathEntry:
+    """One thing that happened to an enrollment: a step ran, was skipped, branched, timed out..."""
+
+    step: str
+    at: datetime
+    outcome: str  # sent | skipped | branch | event | timeout | updated | webhook | exhausted | relocated | late
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """As stored in the enrollment state."""
+        return {"step": self.step, "at": self.at.isoformat(), "outcome": self.outcome, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> PathEntry:
+        """Read back from the enrollment state."""
+        return cls(data["step"], datetime.fromisoformat(data["at"]), data["outcome"], data.get("detail", ""))
+
+
+@dataclass(frozen=True)
+class EnrollmentState:
+    """Where an enrollment stands: the step it waits on, since when, and the path so far."""
+
+    step_id: str | None
+    arrived_at: datetime
+    enrolled_at: datetime
+    path: tuple[PathEntry, ...] = ()
+
+    @classmethod
+    def start(cls, campaign: Campaign, at: datetime) -> EnrollmentState:
+        """A new enrollment, at the first step."""
+        return cls(step_id=campaign.steps[0].id, arrived_at=at, enrolled_at=at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The part kept in the enrollment's JSON state column."""
+        return {"path": [p.to_json() for p in self.path]}
+
+    @classmethod
+    def from_row(cls, step_id: str | None, arrived_at: datetime, enrolled_at: datetime, state: dict[str, Any]) -> EnrollmentState:
+        """Rebuild from the enrollment's columns."""
+        path = tuple(PathEntry.from_json(p) for p in (state or {}).get("path", []))
+        return cls(step_id=step_id, arrived_at=arrived_at, enrolled_at=enrolled_at, path=path)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something to do now: send an email, call a webhook, update the lead."""
+
+    kind: str  # email | webhook | update
+    step_id: str
+    step_key: str  # the delivery key within the enrollment: the step id, or step/content for streams
+    at: datetime
+    template: str | None = None
+    subject: str | None = None
+    variant: str | None = None
+    content: ContentItem | None = None
+    webhook: WebhookSpec | None = None
+    update: UpdateSpec | None = None
+
+
+@dataclass
+class Advance:
+    """The engine's decision: actions to take now, the new state, and when to look again."""
+
+    state: EnrollmentState
+    actions: list[Action] = field(default_factory=list)
+    notes: list[PathEntry] = field(default_factory=list)
+    next_due_at: datetime | None = None
+    waiting_for: str | None = None
+    ended: str | None = None  # why the enrollment ended: completed, unsubscribed, stage:sql, goal:demo_request, ...
+
+
+def exit_reason(campaign: Campaign, lead: LeadView, history: History, since: datetime, now: datetime) -> str | None:
+    """Why a lead must leave the campaign now, or None: suppression, an exit stage, or a goal event since enrollment."""
+    if lead.unsubscribed:
+        return "unsubscribed"
+    if lead.bounced:
+        return "bounced"
+    if lead.stage in campaign.exit.stages:
+        return f"stage:{lead.stage}"
+    goals = set(campaign.exit.events) | {UNSUBSCRIBE, BOUNCE, COMPLAINT}
+    for event in history.events:
+        if event.type in goals and since <= event.at <= now:
+            return "unsubscribed" if event.type == UNSUBSCRIBE else f"goal:{event.type}" if event.type not in (BOUNCE, COMPLAINT) else event.type
+    return None
+
+
+def choose_variant(seed: str, variants: list[tuple[str | None, int, str, str]]) -> tuple[str | None, int, str, str]:
+    """The variant a lead gets: fixed by a hash of ``seed`` (lead, campaign, step), in proportion to the weights."""
+    if len(variants) == 1:
+        return variants[0]
+    total = sum(weight for _id, weight, _t, _s in variants)
+    point = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % total
+    for variant in variants:
+        point -= variant[1]
+        if point < 0:
+            return variant
+    return variants[-1]
+
+
+@dataclass(frozen=True)
+class _Env:
+    campaign: Campaign
+    policy: Policy
+    lead: LeadView
+    zone: ZoneInfo
+
+
+def lead_zone(campaign: Campaign, policy: Policy, lead: LeadView, default_tz: str) -> ZoneInfo:
+    """The timezone a lead's sends are planned in: its own, else the campaign's, else the policy's, else the default."""
+    return calendar.resolve_zone(lead.timezone, campaign.timezone, policy.timezone or default_tz)
+
+
+def _window(env: _Env, step: Step) -> calendar.SendWindow | None:
+    spec = step.send_window or env.campaign.send_window or env.policy.send_window
+    return spec.window() if spec else None
+
+
+def _apply_cap(env: _Env, at: datetime, history: History, window: calendar.SendWindow | None) -> datetime:
+    """The first time at or after ``at`` that is inside the window and under the frequency cap."""
+    cap = env.policy.frequency_cap
+    at = calendar.next_window_open(at, window, env.zone)
+    if cap is None:
+        return at
+    period = cap.per.as_timedelta()
+    for _ in range(32):
+        recent = sorted(s.at for s in history.sends if at - period < s.at <= at)
+        if len(recent) < cap.max:
+            return at
+        freed = recent[len(recent) - cap.max] + period
+        at = calendar.next_window_open(max(freed, at), window, env.zone)
+    return at
+
+
+def _next_in_order(campaign: Campaign, step: Step) -> str | None:
+    index = campaign.index_of(step.id)
+    if index is None or index + 1 >= len(campaign.steps):
+        return None
+    return campaign.steps[index + 1].id
+
+
+def _target(campaign: Campaign, step: Step, jump: str | None) -> str | None:
+    if jump == END:
+        return None
+    return jump if jump else _next_in_order(campaign, step)
+
+
+def relocate(campaign: Campaign, state: EnrollmentState) -> tuple[str | None, str]:
+    """Where an enrollment goes on when the step it waits on was removed from the campaign (see the module docstring)."""
+    gone_through = [p.step for p in state.path]
+    for step_id in reversed(gone_through):
+        index = campaign.index_of(step_id)
+        if index is not None:
+            nxt = campaign.steps[index + 1].id if index + 1 < len(campaign.steps) else None
+            return nxt, f"step '{state.step_id}' was removed; going on after '{step_id}'"
+    for step in campaign.steps:
+        if step.id not in gone_through:
+            return step.id, f"step '{state.step_id}' was removed; going on with '{step.id}'"
+    return None, f"step '{state.step_id}' was removed and no step is left"
+
+
+def _stream_remaining(step: Step, lead_history: History, campaign_id: str) -> list[ContentItem]:
+    assert step.stream is not None
+    received = {s.content_id for s in lead_history.sends if s.content_id}
+    received |= {s.step_key.split("/", 1)[1] for s in lead_history.sends if s.campaign_id == campaign_id
+                 and s.step_key.startswith(step.id + "/")}
+    engaged = {str(e.properties.get("content")) for e in lead_history.events if e.properties.get("content")}
+    return [item for item in step.stream.content if item.id not in received and item.id not in engaged]
+
+
+def _due(env: _Env, step: Step, state: EnrollmentState, history: History) -> tuple[datetime, str | None]:
+    """When ``step`` is due, and the event type it waits for (wait_for steps)."""
+    base = calendar.add_wait(state.arrived_at, step.wait, env.zone)
+    if step.email is not None:
+        return _apply_cap(env, base, history, _window(env, step)), None
+    if step.stream is not None:
+        cadence = step.stream.cadence
+        slot_at = calendar.parse_time_of_day(cadence.at)
+        last = max((s.at for s in history.sends if s.campaign_id == env.campaign.id
+                    and s.step_key.startswith(step.id + "/")), default=None)
+        after = max(base, last) if last else base - timedelta(microseconds=1)
+        slot = calendar.next_weekly(after, cadence.days, slot_at, env.zone)
+        return _apply_cap(env, slot, history, None), None
+    if step.wait_for is not None:
+        return base, step.wait_for.event
+    return base, None
+
+
+def _first_matching_event(step: Step, history: History, campaign_id: str, after: datetime, until: datetime):
+    spec = step.wait_for
+    assert spec is not None
+    for event in sorted(history.events, key=lambda e: e.at):
+        if event.type != spec.event or not (after <= event.at <= until):
+            continue
+        if spec.step and not (event.campaign_id == campaign_id and event.step_key is not None
+                              and (event.step_key == spec.step or event.step_key.startswith(spec.step + "/"))):
+            continue
+        return event
+    return None
+
+
+def advance(
+    campaign: Campaign,
+    policy: Policy,
+    state: EnrollmentState,
+    lead: LeadView,
+    history: History,
+    now: datetime,
+    *,
+    default_tz: str = "UTC",
+) -> Advance:
+    """Run every step of ``state`` that is due at ``now``; return the actions, the new state and the next due time."""
+    env = _Env(campaign, policy, lead, lead_zone(campaign, policy, lead, default_tz))
+    result = Advance(state=state)
+    reason = exit_reason(campaign, lead, history, state.enrolled_at, now)
+    if reason:
+        result.ended = reason
+        return result
+    planned: list[Send] = []
+
+    def record(entry: PathEntry) -> None:
+        result.notes.append(entry)
+        result.state = replace(result.state, path=(*result.state.path, entry))
+
+    def move(to: str | None, at: datetime) -> None:
+        result.state = replace(result.state, step_id=to, arrived_at=at)
+
+    for _ in range(MAX_STEPS_PER_ADVANCE):
+        current = result.state
+        if current.step_id is None:
+            result.ended = "completed"
+            return result
+        index = campaign.index_of(current.step_id)
+        if index is None:
+            target, why = relocate(campaign, current)
+            record(PathEntry(current.step_id, now, "relocated", why))
+            move(target, current.arrived_at)
+            continue
+        step = campaign.steps[index]
+        seen = history.with_sends(planned)
+        due, waiting_for = _due(env, step, current, seen)
+
+        if step.wait_for is not None:
+            deadline = calendar.add_wait(due, step.wait_for.timeout, env.zone)
+            event = _first_matching_event(step, seen, campaign.id, due, min(now, deadline))
+            if event is not None:
+                record(PathEntry(step.id, event.at, "event", f"{step.wait_for.event} came first"))
+                move(_target(campaign, step, step.on_event or step.goto), event.at)
+                continue
+            if now < deadline:
+                result.next_due_at, result.waiting_for = deadline, waiting_for
+                return result
+            record(PathEntry(step.id, deadline, "timeout", f"no {step.wait_for.event} within {step.wait_for.timeout}"))
+            move(_target(campaign, step, step.on_timeout or step.goto), deadline)
+            continue
+
+        if due > now:
+            result.next_due_at = due
+            return result
+        ran_at = now if step.email is not None or step.stream is not None else due
+        if step.when is not None and not evaluate(
+            step.when, lead=lead, history=seen, campaign_id=campaign.id, since=current.enrolled_at, now=now
+        ):
+            record(PathEntry(step.id, ran_at, "skipped", "condition not met"))
+            move(_target(campaign, step, step.goto), ran_at)
+            continue
+
+        if step.branch is not None:
+            for number, rule in enumerate(step.branch, start=1):
+                if rule.when is None or evaluate(
+                    rule.when, lead=lead, history=seen, campaign_id=campaign.id, since=current.enrolled_at, now=now
+                ):
+                    record(PathEntry(step.id, ran_at, "branch", f"rule {number} -> {rule.goto}"))
+                    move(_target(campaign, step, rule.goto), ran_at)
+                    break
+            else:
+                record(PathEntry(step.id, ran_at, "branch", "no rule matched -> next step"))
+                move(_target(campaign, step, None), ran_at)
+            continue
+
+        if step.email is not None:
+            max_late = policy.catch_up.max_late
+            if max_late is not None and now - due > max_late.as_timedelta():
+                record(PathEntry(step.id, now, "late", f"due {due.isoformat()}, more than {max_late} late"))
+            else:
+                variant, _weight, template, subject = choose_variant(
+                    f"{lead.key}:{campaign.id}:{step.id}", step.email.resolved_variants()
+                )
+                result.actions.append(Action("email", step.id, step.id, now, template, subject, variant))
+                planned.append(Send(now, campaign.id, step.id))
+                record(PathEntry(step.id, now, "sent", f"variant {variant}" if variant else ""))
+            move(_target(campaign, step, step.goto), now)
+            continue
+
+        if step.stream is not None:
+            remaining = _stream_remaining(step, seen, campaign.id)
+            if remaining:
+                item = remaining[0]
+                key = f"{step.id}/{item.id}"
+                result.actions.append(Action("email", step.id, key, now, item.template, item.subject, content=item))
+                planned.append(Send(now, campaign.id, key, item.id))
+                record(PathEntry(step.id, now, "sent", f"content {item.id}"))
+                remaining = remaining[1:]
+            if not remaining:
+                record(PathEntry(step.id, now, "exhausted", "every piece of content sent or seen"))
+                move(_target(campaign, step, step.goto), now)
+            continue
+
+        if step.update is not None:
+            result.actions.append(Action("update", step.id, step.id, ran_at, update=step.update))
+            record(PathEntry(step.id, ran_at, "updated"))
+        elif step.webhook is not None:
+            result.actions.append(Action("webhook", step.id, step.id, ran_at, webhook=step.webhook))
+            record(PathEntry(step.id, ran_at, "webhook"))
+        move(_target(campaign, step, step.goto), ran_at)
+
+    # a loop of steps without waits: stop here and look again in a minute rather than spin
+    result.next_due_at = now + timedelta(minutes=1)
+    return result

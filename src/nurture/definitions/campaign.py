@@ -1,0 +1,251 @@
+"""The campaign file: the shape marketers write in ``campaigns/*.yaml``.
+
+Unknown keys are errors; every model here has a JSON Schema (``nurture schema``) for editors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from nurture.definitions.conditions import Comparison, Condition, FieldTest
+from nurture.definitions.fields import (
+    CadenceSpec,
+    DurationField,
+    SendWindowSpec,
+    Slug,
+    Stage,
+    Strict,
+    TimezoneName,
+)
+from nurture.durations import Duration
+
+END = "end"
+"""The ``goto`` target that finishes the campaign."""
+
+
+class Variant(Strict):
+    """One A/B variant of an email step; missing ``subject``/``template`` come from the step's email."""
+
+    id: Slug
+    weight: int = Field(1, ge=1, description="Relative weight; a lead's variant is fixed by a hash of lead and step.")
+    subject: str | None = None
+    template: str | None = None
+
+
+class EmailSpec(Strict):
+    """Send an email: a Jinja template (HTML; a sibling .txt.j2 gives the text part) and a subject (a template too)."""
+
+    template: str | None = None
+    subject: str | None = None
+    variants: list[Variant] | None = Field(None, min_length=2)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmailSpec:
+        for variant in self.variants or [None]:
+            label = f"variant '{variant.id}'" if variant else "email"
+            if not ((variant and variant.template) or self.template):
+                raise ValueError(f"{label} has no template")
+            if not ((variant and variant.subject) or self.subject):
+                raise ValueError(f"{label} has no subject")
+        ids = [v.id for v in self.variants or []]
+        if len(ids) != len(set(ids)):
+            raise ValueError("variant ids must be unique")
+        return self
+
+    def resolved_variants(self) -> list[tuple[str | None, int, str, str]]:
+        """(variant id, weight, template, subject) for each variant, or one row with id None when there are none."""
+        if not self.variants:
+            return [(None, 1, self.template or "", self.subject or "")]
+        return [
+            (v.id, v.weight, v.template or self.template or "", v.subject or self.subject or "") for v in self.variants
+        ]
+
+
+class WebhookSpec(Strict):
+    """Call another channel (a CRM task, an ad audience): a signed JSON POST with the lead, campaign and step."""
+
+    url: str = Field(pattern=r"^https?://", description="http(s) URL to POST to.")
+    method: Literal["POST", "PUT"] = "POST"
+    payload: dict[str, Any] = Field(default_factory=dict, description="Extra JSON merged into the body.")
+
+
+class UpdateSpec(Strict):
+    """Change the lead: set fields (custom fields by name), add or remove tags."""
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    add_tags: list[str] = Field(default_factory=list)
+    remove_tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> UpdateSpec:
+        if not (self.set or self.add_tags or self.remove_tags):
+            raise ValueError("update needs set, add_tags or remove_tags")
+        return self
+
+
+class WaitForSpec(Strict):
+    """Wait until the lead records ``event`` (for email events, on the email of ``step``), at most ``timeout``."""
+
+    event: str = Field(description="Event type, e.g. email_click, email_open, content_download, webinar_attended.")
+    step: str | None = Field(None, description="For email_open / email_click: the email step it must come from.")
+    timeout: DurationField
+
+
+class ContentItem(Strict):
+    """One piece of a content stream."""
+
+    id: Slug
+    title: str
+    template: str
+    subject: str
+    link: str | None = Field(None, pattern=r"^https?://")
+
+
+class StreamSpec(Strict):
+    """Send the next unseen piece of ``content`` at every ``cadence`` slot until the list is exhausted."""
+
+    cadence: CadenceSpec
+    content: list[ContentItem] = Field(min_length=1)
+
+    @field_validator("content")
+    @classmethod
+    def _unique(cls, content: list[ContentItem]) -> list[ContentItem]:
+        ids = [c.id for c in content]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"content ids must be unique: {', '.join(dupes)}")
+        return content
+
+
+class BranchRule(Strict):
+    """Go to ``goto`` when ``when`` holds; a rule without ``when`` always matches (the default, written last)."""
+
+    when: Condition | None = None
+    goto: str
+
+
+ACTIONS = ("email", "webhook", "update", "wait_for", "stream", "branch")
+
+
+class Step(Strict):
+    """One step: wait, then (if ``when`` holds) do exactly one action, then go on to ``goto`` or the next step."""
+
+    id: Slug
+    wait: DurationField = Field(default=Duration(), description="Time after the previous step before this one runs.")
+    when: Condition | None = Field(None, description="Skip this step unless the condition holds.")
+    email: EmailSpec | None = None
+    webhook: WebhookSpec | None = None
+    update: UpdateSpec | None = None
+    wait_for: WaitForSpec | None = None
+    stream: StreamSpec | None = None
+    branch: list[BranchRule] | None = Field(None, min_length=1)
+    goto: str | None = Field(None, description="Step to continue with afterwards ('end' to finish).")
+    on_event: str | None = Field(None, description="wait_for: step to go to when the event came ('end' to finish).")
+    on_timeout: str | None = Field(None, description="wait_for: step to go to when the timeout passed.")
+    send_window: SendWindowSpec | None = Field(None, description="Overrides the campaign's send window for this step.")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Step:
+        present = [name for name in ACTIONS if getattr(self, name) is not None]
+        if len(present) != 1:
+            found = ", ".join(present) if present else "none"
+            raise ValueError(f"step '{self.id}' needs exactly one action of {', '.join(ACTIONS)} (found: {found})")
+        if (self.on_event or self.on_timeout) and self.wait_for is None:
+            raise ValueError("on_event / on_timeout only go with wait_for")
+        if self.branch is not None and self.goto is not None:
+            raise ValueError("a branch step chooses its target itself: use goto inside the branch rules")
+        return self
+
+    @property
+    def action(self) -> str:
+        """The name of this step's action."""
+        return next(name for name in ACTIONS if getattr(self, name) is not None)
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(key, step id) of every jump this step can take."""
+        jumps = [("goto", self.goto), ("on_event", self.on_event), ("on_timeout", self.on_timeout)]
+        jumps += [("branch.goto", rule.goto) for rule in self.branch or []]
+        return [(key, target) for key, target in jumps if target]
+
+
+class EntryFilter(Strict):
+    """Lead-field filters for entry: every key given must hold."""
+
+    industry: list[str] | None = None
+    country: list[str] | None = None
+    company_size: Comparison | None = None
+    tags: list[str] | None = Field(None, description="The lead has at least one of these tags.")
+    had_event: list[str] | None = Field(None, description="The lead recorded at least one event of these types.")
+    fields: dict[str, FieldTest] | None = Field(None, description="Tests on other lead fields and custom fields.")
+
+
+class Entry(Strict):
+    """Who enters: leads in (or reaching) ``stage`` that match ``where``."""
+
+    stage: Stage | list[Stage] = "mql"
+    where: EntryFilter | None = None
+
+    def stages(self) -> list[str]:
+        """The entry stages as a list."""
+        return [self.stage] if isinstance(self.stage, str) else list(self.stage)
+
+
+class ExitSpec(Strict):
+    """When a lead leaves early. Unsubscribes and bounces always end every campaign."""
+
+    stages: list[Stage] = Field(default_factory=lambda: ["sql", "opportunity", "customer", "disqualified"])
+    events: list[str] = Field(default_factory=list, description="Goal events, e.g. demo_request.")
+
+
+class Reentry(Strict):
+    """Whether a lead that finished or left may enter again: ``never``, ``always``, or ``{after: 30d}``."""
+
+    policy: Literal["never", "always", "after"] = "never"
+    after: DurationField | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"policy": value}
+        if isinstance(value, dict) and "after" in value and "policy" not in value:
+            return {"policy": "after", **value}
+        return value
+
+    @model_validator(mode="after")
+    def _after_given(self) -> Reentry:
+        if (self.policy == "after") != (self.after is not None):
+            raise ValueError("re-entry 'after' needs a duration, as in {after: 30d}")
+        return self
+
+
+class Campaign(Strict):
+    """A nurture campaign."""
+
+    id: Slug
+    name: str
+    description: str = ""
+    paused: bool = Field(False, description="A paused campaign enrolls nobody and sends nothing.")
+    priority: int = Field(0, description="When campaigns compete for the frequency cap, higher goes first.")
+    entry: Entry = Field(default_factory=Entry)
+    exit: ExitSpec = Field(default_factory=ExitSpec)
+    reentry: Reentry = Field(default_factory=Reentry)
+    timezone: TimezoneName | None = Field(None, description="For leads without a timezone of their own.")
+    send_window: SendWindowSpec | None = Field(None, description="Overrides the policy's send window.")
+    steps: list[Step] = Field(min_length=1)
+
+    def step(self, step_id: str) -> Step:
+        """The step with that id (KeyError if none)."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def index_of(self, step_id: str) -> int | None:
+        """The position of a step, None if it is not (or no longer) in the campaign."""
+        for index, step in enumerate(self.steps):
+            if step.id == step_id:
+                return index
+        return None

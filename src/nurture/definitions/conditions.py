@@ -1,0 +1,80 @@
+"""Conditions on engagement, score and lead fields, as written in campaign YAML (``when:``, branch rules, entry filters)."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from pydantic import Field, model_validator
+
+from nurture.definitions.fields import Strict
+
+Scalar = Union[str, int, float, bool]
+
+
+class Comparison(Strict):
+    """A test on one value: ``{gte: 50}``, ``{in: [US, CA]}``, ``{eq: software}``; several keys must all hold."""
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    not_in: list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Comparison:
+        if not self.model_fields_set:
+            raise ValueError("a comparison needs at least one of eq, ne, gt, gte, lt, lte, in, not_in")
+        return self
+
+
+FieldTest = Union[Comparison, list[Scalar], Scalar]
+"""A lead-field test: a plain value (equals, case-insensitive for text), a list (one of), or a comparison."""
+
+StepRefs = Union[str, list[str]]
+
+
+class Condition(Strict):
+    """All the keys given must hold. ``any``/``all``/``not`` combine conditions.
+
+    Engagement keys name email steps of the same campaign: ``opened: welcome`` holds once the lead opened the email of
+    step ``welcome``; ``clicked`` likewise; ``not_opened`` / ``not_clicked`` are their negations.
+    """
+
+    opened: StepRefs | None = None
+    clicked: StepRefs | None = None
+    not_opened: StepRefs | None = None
+    not_clicked: StepRefs | None = None
+    event: StepRefs | None = Field(None, description="The lead recorded an event of this type since it was enrolled.")
+    no_event: StepRefs | None = Field(None, description="The lead recorded no event of this type since it was enrolled.")
+    score: Comparison | None = None
+    lead: dict[str, FieldTest] | None = Field(None, description="Tests on lead fields (custom fields by name too).")
+    any: list[Condition] | None = None
+    all: list[Condition] | None = None
+    not_: Condition | None = Field(None, alias="not")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Condition:
+        if not self.model_fields_set:
+            raise ValueError("a condition needs at least one test (opened, clicked, score, lead, any, ...)")
+        return self
+
+    def step_refs(self) -> list[tuple[str, str]]:
+        """Every (key, step id) this condition names, nested ones included, for reference checks."""
+        refs: list[tuple[str, str]] = []
+        for key in ("opened", "clicked", "not_opened", "not_clicked"):
+            value = getattr(self, key)
+            for step_id in [value] if isinstance(value, str) else value or []:
+                refs.append((key, step_id))
+        for child in [*(self.any or []), *(self.all or []), *([self.not_] if self.not_ else [])]:
+            refs.extend(child.step_refs())
+        return refs
+
+
+def as_list(value: Any) -> list[Any]:
+    """A YAML value that may be one item or a list, as a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]

@@ -1,0 +1,236 @@
+"""Load and validate the campaigns folder: every problem found, each as ``path:line: message``."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from nurture.definitions.campaign import END, Campaign, Step
+from nurture.definitions.policy import POLICY_FILE, RESERVED_FILES, Policy
+from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
+from nurture.errors import DefinitionError, Problem
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Catalog:
+    """Everything loaded from the campaigns folder."""
+
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    documents: dict[str, YamlDocument] = field(default_factory=dict)  # by campaign id
+    policy: Policy = field(default_factory=Policy)
+    policy_document: YamlDocument | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """The campaign with that id; DefinitionError naming the known ids otherwise."""
+        try:
+            return self.campaigns[campaign_id]
+        except KeyError:
+            known = ", ".join(sorted(self.campaigns)) or "none"
+            raise DefinitionError([Problem("campaigns", 0, f"no campaign '{campaign_id}' (known: {known})")]) from None
+
+    def raise_for_problems(self) -> Catalog:
+        """Raise DefinitionError if anything was wrong; return self otherwise."""
+        if self.problems:
+            raise DefinitionError(self.problems)
+        return self
+
+
+def fingerprint(campaign: Campaign) -> str:
+    """A short hash of a campaign's content, to notice that a live campaign was edited."""
+    text = json.dumps(campaign.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:
+    """Keep the parts of a pydantic error location that index into the YAML data (drop union tags and the like)."""
+    kept: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            kept.append(part)
+        elif isinstance(node, dict) and part == "not_" and "not" in node:
+            node = node["not"]
+            kept.append("not")
+        elif isinstance(node, dict) and part == "in_" and "in" in node:
+            node = node["in"]
+            kept.append("in")
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            kept.append(part)
+        elif isinstance(node, (dict, list)):
+            # a key that is not in the data: a missing or unknown field name, kept for the message only
+            continue
+    return tuple(kept)
+
+
+def _message(error: dict[str, Any], model_fields: list[str]) -> str:
+    kind = error["type"]
+    last = error["loc"][-1] if error["loc"] else None
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(str(last), model_fields, n=1)
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown key '{last}'{suffix}"
+    if kind == "missing":
+        return f"missing required key '{last}'"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if isinstance(last, str) and last not in message:
+        return f"{last}: {message}"
+    return message
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        names.append(info.alias or name)
+    return names
+
+
+def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list[Problem]]:
+    """Validate parsed YAML against a model; errors come back as problems at the line of the offending key."""
+    if doc.problems or doc.data is None:
+        empty = [] if doc.problems else [doc.problem((), "the file is empty")]
+        return None, [*doc.problems, *empty]
+    if not isinstance(doc.data, dict):
+        return None, [doc.problem((), "expected a mapping of keys (id, name, steps, ...) at the top level")]
+    try:
+        return model.model_validate(doc.data), []
+    except ValidationError as exc:
+        problems: dict[tuple[int, str], Problem] = {}
+        seen_locs: set[Loc] = set()
+        for error in exc.errors():
+            loc = _data_loc(doc.data, tuple(error["loc"]))
+            if loc in seen_locs and error["type"] not in ("extra_forbidden", "missing"):
+                continue  # a union reports one error per alternative: the first says enough
+            seen_locs.add(loc)
+            problem = doc.problem(loc, _message(error, _known_keys(model)))
+            problems.setdefault((problem.line, problem.message), problem)
+        return None, list(problems.values())
+
+
+def _check_references(campaign: Campaign, doc: YamlDocument, templates_dir: Path | None) -> list[Problem]:
+    problems: list[Problem] = []
+    ids = [step.id for step in campaign.steps]
+    email_steps = {step.id for step in campaign.steps if step.email is not None or step.stream is not None}
+    seen: set[str] = set()
+    for index, step in enumerate(campaign.steps):
+        at: Loc = ("steps", index)
+        if step.id in seen:
+            problems.append(doc.problem((*at, "id"), f"duplicate step id '{step.id}'"))
+        seen.add(step.id)
+        for key, target in step.targets():
+            if target != END and target not in ids:
+                loc = (*at, key) if key != "branch.goto" else (*at, "branch")
+                problems.append(doc.problem(loc, f"{key} target '{target}' is not a step of this campaign"))
+        conditions = [("when", step.when)] + [
+            (f"branch", rule.when) for rule in step.branch or [] if rule.when is not None
+        ]
+        for key, condition in conditions:
+            if condition is None:
+                continue
+            for test, ref in condition.step_refs():
+                if ref not in email_steps:
+                    problems.append(doc.problem((*at, key), f"{test}: '{ref}' is not an email step of this campaign"))
+                elif ids.index(ref) >= index and key == "when":
+                    problems.append(doc.problem((*at, key), f"{test}: '{ref}' does not come before step '{step.id}'"))
+        if step.wait_for and step.wait_for.step and step.wait_for.step not in email_steps:
+            problems.append(
+                doc.problem((*at, "wait_for", "step"), f"wait_for step '{step.wait_for.step}' is not an email step")
+            )
+        if templates_dir is not None:
+            problems.extend(_check_templates(step, at, doc, templates_dir))
+    return problems
+
+
+def template_uses(step: Step) -> list[tuple[Loc, str, str, str | None]]:
+    """(location in the step, template, subject, variant or content id) of every email a step can send."""
+    uses: list[tuple[Loc, str, str, str | None]] = []
+    if step.email is not None:
+        if step.email.variants:
+            for i, (variant, _w, template, subject) in enumerate(step.email.resolved_variants()):
+                uses.append((("email", "variants", i), template, subject, variant))
+        else:
+            uses.append((("email",), step.email.template or "", step.email.subject or "", None))
+    if step.stream is not None:
+        for i, item in enumerate(step.stream.content):
+            uses.append((("stream", "content", i), item.template, item.subject, item.id))
+    return uses
+
+
+def _check_templates(step: Step, at: Loc, doc: YamlDocument, templates_dir: Path) -> list[Problem]:
+    problems = []
+    for loc, template, _subject, _variant in template_uses(step):
+        if not (templates_dir / template).is_file():
+            where = (*at, *loc, "template") if (*at, *loc, "template") in doc.lines else (*at, *loc)
+            problems.append(doc.problem(where, f"template '{template}' not found in {templates_dir}"))
+    return problems
+
+
+def load_campaign_file(path: Path, templates_dir: Path | None = None) -> tuple[Campaign | None, YamlDocument, list[Problem]]:
+    """Load one campaign file; the campaign is None when it has problems that stop it being used."""
+    doc = load_yaml(path)
+    campaign, problems = validate_document(doc, Campaign)
+    if campaign is not None:
+        problems = _check_references(campaign, doc, templates_dir)
+    return (campaign if not problems else None), doc, problems
+
+
+def campaign_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split the given files and folders into campaign files and policy files (scoring/routing are not campaigns)."""
+    campaigns: list[Path] = []
+    policies: list[Path] = []
+    for path in paths:
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        for file in files:
+            if file.name == POLICY_FILE:
+                policies.append(file)
+            elif file.name not in RESERVED_FILES and not file.name.startswith("_"):
+                campaigns.append(file)
+    return campaigns, policies
+
+
+def load_catalog(campaigns_dir: Path, templates_dir: Path | None = None, *, files: list[Path] | None = None) -> Catalog:
+    """Load every campaign in ``campaigns_dir`` (or just ``files``) and the policy; collect, never raise, problems."""
+    catalog = Catalog()
+    if files is None and not campaigns_dir.is_dir():
+        catalog.problems.append(Problem(str(campaigns_dir), 0, "campaigns folder not found"))
+        return catalog
+    campaign_paths, policy_paths = campaign_files(files if files is not None else [campaigns_dir])
+    if files is not None and not policy_paths and (campaigns_dir / POLICY_FILE).is_file():
+        policy_paths = [campaigns_dir / POLICY_FILE]
+    for path in policy_paths:
+        doc = load_yaml(path)
+        policy, problems = validate_document(doc, Policy)
+        catalog.problems.extend(problems)
+        if policy is not None:
+            catalog.policy, catalog.policy_document = policy, doc
+    where_defined: dict[str, YamlDocument] = {}
+    for path in campaign_paths:
+        if not path.is_file():
+            catalog.problems.append(Problem(str(path), 0, "file not found"))
+            continue
+        campaign, doc, problems = load_campaign_file(path, templates_dir)
+        catalog.problems.extend(problems)
+        if campaign is None:
+            continue
+        if campaign.id in where_defined:
+            first = where_defined[campaign.id]
+            catalog.problems.append(
+                doc.problem(("id",), f"campaign id '{campaign.id}' is already used by {first.path}:{first.line_of(('id',))}")
+            )
+            continue
+        where_defined[campaign.id] = doc
+        catalog.campaigns[campaign.id] = campaign
+        catalog.documents[campaign.id] = doc
+    return catalog

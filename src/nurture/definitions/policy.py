@@ -1,0 +1,36 @@
+"""The nurture policy (``campaigns/policy.yaml``): rules that hold across every campaign."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from nurture.definitions.fields import DurationField, SendWindowSpec, Strict, TimezoneName
+from nurture.durations import Duration
+
+
+class FrequencyCap(Strict):
+    """At most ``max`` nurture emails per lead in any ``per`` period, across all campaigns."""
+
+    max: int = Field(1, ge=1)
+    per: DurationField = Field(default=Duration(days=1))
+
+
+class CatchUp(Strict):
+    """What the worker does with steps that fell due while it was down."""
+
+    max_late: DurationField | None = Field(
+        None, description="Skip (and record) an email step more than this late; unset: send every late step."
+    )
+
+
+class Policy(Strict):
+    """Defaults and limits for every campaign."""
+
+    timezone: TimezoneName | None = Field(None, description="Default lead timezone; NURTURE_DEFAULT_TIMEZONE if unset.")
+    send_window: SendWindowSpec | None = Field(None, description="Default send window; unset means any time.")
+    frequency_cap: FrequencyCap | None = Field(default_factory=FrequencyCap)
+    catch_up: CatchUp = Field(default_factory=CatchUp)
+
+
+POLICY_FILE = "policy.yaml"
+RESERVED_FILES = {POLICY_FILE, "scoring.yaml", "routing.yaml"}
