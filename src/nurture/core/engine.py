@@ -145,8 +145,13 @@ def lead_zone(campaign: Campaign, policy: Policy, lead: LeadView, default_tz: st
 
 
 def _window(env: _Env, step: Step) -> calendar.SendWindow | None:
-    spec = step.send_window or env.campaign.send_window or env.policy.send_window
-    return spec.window() if spec else None
+    """The step's window, else the campaign's, else the policy's; ``always`` (at any level) means none."""
+    for spec in (step.send_window, env.campaign.send_window, env.policy.send_window):
+        if spec == "always":
+            return None
+        if spec is not None:
+            return spec.window()
+    return None
 
 
 def _apply_cap(env: _Env, at: datetime, history: History, window: calendar.SendWindow | None) -> datetime:

@@ -144,7 +144,9 @@ class Step(Strict):
     goto: str | None = Field(None, description="Step to continue with afterwards ('end' to finish).")
     on_event: str | None = Field(None, description="wait_for: step to go to when the event came ('end' to finish).")
     on_timeout: str | None = Field(None, description="wait_for: step to go to when the timeout passed.")
-    send_window: SendWindowSpec | None = Field(None, description="Overrides the campaign's send window for this step.")
+    send_window: SendWindowSpec | Literal["always"] | None = Field(
+        None, description="Overrides the campaign's send window for this step; 'always' sends at any hour."
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
@@ -233,7 +235,9 @@ class Campaign(Strict):
     exit: ExitSpec = Field(default_factory=ExitSpec)
     reentry: Reentry = Field(default_factory=Reentry)
     timezone: TimezoneName | None = Field(None, description="For leads without a timezone of their own.")
-    send_window: SendWindowSpec | None = Field(None, description="Overrides the policy's send window.")
+    send_window: SendWindowSpec | Literal["always"] | None = Field(
+        None, description="Overrides the policy's send window; 'always' sends at any hour."
+    )
     steps: list[Step] = Field(min_length=1)
 
     def step(self, step_id: str) -> Step:
