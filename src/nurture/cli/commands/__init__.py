@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from nurture.cli.commands import campaigns
+from nurture.cli.commands import campaigns, run
 
-MODULES = [campaigns]
+MODULES = [campaigns, run]

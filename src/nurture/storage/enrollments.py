@@ -1,0 +1,145 @@
+"""Enrolling leads into campaigns (entry criteria and re-entry policy) and ending enrollments early."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from nurture.core.conditions import filter_matches
+from nurture.core.facts import Engagement, History
+from nurture.definitions.campaign import Campaign
+from nurture.definitions.loader import Catalog, fingerprint
+from nurture.storage.database import transaction, upsert_insert
+from nurture.storage.models import CampaignVersion, EngagementEvent, Enrollment, Lead
+from nurture.storage.schedule import lead_view
+
+E = Enrollment.__table__
+L = Lead.__table__
+EV = EngagementEvent.__table__
+CV = CampaignVersion.__table__
+
+CHUNK = 2000
+
+
+def _not_enrolled(campaign: Campaign, now: datetime) -> Any:
+    """SQL: the lead has no enrollment that the re-entry policy says blocks a new one."""
+    mine = and_(E.c.lead_id == L.c.id, E.c.campaign_id == campaign.id)
+    policy = campaign.reentry
+    if policy.policy == "always":
+        blocking = and_(mine, E.c.status == "active")
+    elif policy.policy == "after" and policy.after is not None:
+        blocking = and_(mine, or_(E.c.status == "active", E.c.ended_at > now - policy.after.as_timedelta()))
+    else:
+        blocking = mine
+    return ~exists().where(blocking)
+
+
+def _event_types(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[Engagement]]:
+    found: dict[int, list[Engagement]] = {}
+    rows = conn.execute(select(EV.c.lead_id, EV.c.type, EV.c.occurred_at).where(EV.c.lead_id.in_(list(lead_ids))).distinct())
+    for row in rows:
+        found.setdefault(row.lead_id, []).append(Engagement(row.type, row.occurred_at))
+    return found
+
+
+def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iterable[int] | None = None) -> int:
+    """Enroll every matching lead (or just ``lead_ids``) into every campaign it may enter now; return how many.
+
+    New enrollments are due at once: the dispatcher's first look at them plans the first step properly.
+    """
+    wanted = sorted(set(lead_ids)) if lead_ids is not None else None
+    created = 0
+    for campaign in sorted(catalog.campaigns.values(), key=lambda c: -c.priority):
+        if campaign.paused:
+            continue
+        version = fingerprint(campaign)
+        last_id = 0
+        while True:
+            with transaction(engine) as conn:
+                query = (
+                    select(L)
+                    .where(
+                        L.c.id > last_id,
+                        L.c.stage.in_(campaign.entry.stages()),
+                        L.c.unsubscribed_at.is_(None),
+                        L.c.bounced_at.is_(None),
+                        _not_enrolled(campaign, now),
+                    )
+                    .order_by(L.c.id)
+                    .limit(CHUNK)
+                )
+                if wanted is not None:
+                    query = query.where(L.c.id.in_(wanted))
+                leads = list(conn.execute(query))
+                if not leads:
+                    break
+                last_id = leads[-1].id
+                where = campaign.entry.where
+                events = _event_types(conn, [r.id for r in leads]) if where and where.had_event else {}
+                rows = [
+                    dict(lead_id=r.id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
+                         arrived_at=now, next_due_at=now, state={}, campaign_version=version,
+                         priority=campaign.priority, enrolled_at=now)
+                    for r in leads
+                    if filter_matches(where, lead_view(r), History(events.get(r.id, [])))
+                ]
+                if rows:
+                    insert = upsert_insert(E, conn.dialect).on_conflict_do_nothing(
+                        index_elements=["lead_id", "campaign_id"], index_where=text("status = 'active'")
+                    )
+                    created += conn.execute(insert, rows).rowcount or 0
+            if wanted is not None:
+                break
+    return created
+
+
+def exit_enrollments(conn: Connection, lead_id: int, reason: str, now: datetime, *, campaign_ids: Iterable[str] | None = None) -> int:
+    """End a lead's active enrollments at once (unsubscribe, promotion, disqualification); return how many."""
+    query = update(E).where(E.c.lead_id == lead_id, E.c.status == "active")
+    if campaign_ids is not None:
+        query = query.where(E.c.campaign_id.in_(list(campaign_ids)))
+    result = conn.execute(
+        query.values(status="exited", ended_at=now, end_reason=reason, next_due_at=None, waiting_for=None)
+    )
+    return result.rowcount or 0
+
+
+def wake_waiting(conn: Connection, lead_id: int, event_type: str, at: datetime) -> int:
+    """Make a lead's enrollments that wait for ``event_type`` due at ``at`` (the engine checks the event itself)."""
+    result = conn.execute(
+        update(E)
+        .where(E.c.lead_id == lead_id, E.c.status == "active", E.c.waiting_for == event_type)
+        .values(next_due_at=at)
+    )
+    return result.rowcount or 0
+
+
+def sync_campaign_versions(engine: Engine, catalog: Catalog, now: datetime) -> list[str]:
+    """Record each campaign's fingerprint; for an edited one, make its active enrollments due so they are re-planned.
+
+    Returns the ids of campaigns that changed since they were last loaded.
+    """
+    changed = []
+    with transaction(engine) as conn:
+        known = {row.campaign_id: row.fingerprint for row in conn.execute(select(CV))}
+        for campaign_id, campaign in catalog.campaigns.items():
+            current = fingerprint(campaign)
+            if known.get(campaign_id) == current:
+                continue
+            insert = upsert_insert(CV, conn.dialect)
+            conn.execute(
+                insert.values(campaign_id=campaign_id, fingerprint=current, loaded_at=now).on_conflict_do_update(
+                    index_elements=["campaign_id"], set_={"fingerprint": current, "loaded_at": now}
+                )
+            )
+            if campaign_id in known:
+                changed.append(campaign_id)
+                conn.execute(
+                    update(E)
+                    .where(E.c.campaign_id == campaign_id, E.c.status == "active")
+                    .values(next_due_at=now, campaign_version=current)
+                )
+    return changed

@@ -1,0 +1,317 @@
+"""The dispatcher's queries: claim due enrollments, load what the engine needs, write its decisions, track deliveries.
+
+Each function is one short transaction; none is held across rendering or network I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from nurture.core.facts import Engagement, History, LeadView, Send
+from nurture.storage.database import for_update_skip_locked, transaction, upsert_insert
+from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox
+
+E = Enrollment.__table__
+D = Delivery.__table__
+L = Lead.__table__
+EV = EngagementEvent.__table__
+O = Outbox.__table__
+
+LEAD_COLUMNS = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
+
+
+def lead_view(row: Any) -> LeadView:
+    """A LeadView from a row of the lead table."""
+    return LeadView(
+        key=str(row.id),
+        email=row.email,
+        stage=row.stage,
+        score=float(row.score or 0),
+        timezone=row.timezone,
+        tags=tuple(row.tags or ()),
+        attributes={name: getattr(row, name) for name in LEAD_COLUMNS if getattr(row, name) is not None},
+        custom=dict(row.fields or {}),
+        unsubscribed=row.unsubscribed_at is not None,
+        bounced=row.bounced_at is not None,
+    )
+
+
+def claim_due_enrollments(
+    engine: Engine, now: datetime, *, limit: int, owner: str, lease: timedelta, campaign_ids: Iterable[str]
+) -> list[Any]:
+    """Lease up to ``limit`` active enrollments due at ``now`` (and not leased by a live worker); return their rows."""
+    with transaction(engine) as conn:
+        ids_query = (
+            select(E.c.id)
+            .where(
+                E.c.status == "active",
+                E.c.next_due_at <= now,
+                E.c.campaign_id.in_(list(campaign_ids)),
+                or_(E.c.lease_until.is_(None), E.c.lease_until < now),
+            )
+            .order_by(E.c.next_due_at)
+            .limit(limit)
+        )
+        ids = [row.id for row in conn.execute(for_update_skip_locked(ids_query, conn.dialect))]
+        if not ids:
+            return []
+        conn.execute(update(E).where(E.c.id.in_(ids)).values(lease_until=now + lease, lease_owner=owner))
+        return list(conn.execute(select(E).where(E.c.id.in_(ids)).order_by(E.c.lead_id, E.c.priority.desc())))
+
+
+@dataclass
+class LeadFacts:
+    """A lead and its history as the engine needs them (sends accumulate while a batch is decided)."""
+
+    lead: LeadView
+    row: Any
+    events: list[Engagement] = field(default_factory=list)
+    sends: list[Send] = field(default_factory=list)
+
+    def history(self) -> History:
+        """The engine's view of this lead's history."""
+        return History(self.events, self.sends)
+
+
+def _chunks(values: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) -> dict[int, LeadFacts]:
+    """Leads, their engagement since ``events_since`` and every nurture email they were sent or are being sent."""
+    facts: dict[int, LeadFacts] = {}
+    with transaction(engine, read_only=True) as conn:
+        for chunk in _chunks(list(lead_ids)):
+            for row in conn.execute(select(L).where(L.c.id.in_(chunk))):
+                facts[row.id] = LeadFacts(lead_view(row), row)
+            events = conn.execute(
+                select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties)
+                .where(EV.c.lead_id.in_(chunk), EV.c.occurred_at >= events_since)
+                .order_by(EV.c.occurred_at)
+            )
+            for ev in events:
+                facts[ev.lead_id].events.append(
+                    Engagement(ev.type, ev.occurred_at, ev.campaign_id, ev.step_key, ev.properties or {})
+                )
+            sends = conn.execute(
+                select(D.c.lead_id, D.c.campaign_id, D.c.step_key, D.c.sent_at, D.c.created_at).where(
+                    D.c.lead_id.in_(chunk), D.c.channel == "email", D.c.status.in_(("claimed", "sent", "retry"))
+                )
+            )
+            for s in sends:
+                content = s.step_key.split("/", 1)[1] if "/" in s.step_key else None
+                facts[s.lead_id].sends.append(Send(s.sent_at or s.created_at, s.campaign_id, s.step_key, content))
+    return facts
+
+
+@dataclass
+class EnrollmentUpdate:
+    """What the engine decided for one enrollment."""
+
+    id: int
+    step_id: str | None
+    arrived_at: datetime
+    state: dict[str, Any]
+    next_due_at: datetime | None
+    waiting_for: str | None
+    ended: str | None
+
+
+@dataclass
+class NewDelivery:
+    """A message to create (and then send) for an enrollment step."""
+
+    enrollment_id: int
+    lead_id: int
+    campaign_id: str
+    step_id: str
+    step_key: str
+    variant: str | None
+    message_id: str
+    channel: str = "email"
+
+
+@dataclass
+class LeadChange:
+    """Field and tag changes an ``update`` step makes."""
+
+    lead_id: int
+    set: dict[str, Any]
+    add_tags: list[str]
+    remove_tags: list[str]
+
+
+def write_decisions(
+    engine: Engine,
+    now: datetime,
+    *,
+    enrollments: list[EnrollmentUpdate],
+    deliveries: list[NewDelivery],
+    lead_changes: list[LeadChange],
+    outbox: list[dict[str, Any]],
+    lease: timedelta,
+) -> list[Any]:
+    """In one transaction: create the deliveries (leased for sending), advance the enrollments, release their lease.
+
+    Returns the created delivery rows. A delivery whose (enrollment, step) key exists already is not created again:
+    that is what makes a step send at most once per enrollment.
+    """
+    with transaction(engine) as conn:
+        created: list[Any] = []
+        if deliveries:
+            insert = upsert_insert(D, conn.dialect).on_conflict_do_nothing(index_elements=["enrollment_id", "step_key"])
+            rows = [
+                dict(enrollment_id=d.enrollment_id, lead_id=d.lead_id, campaign_id=d.campaign_id, step_id=d.step_id,
+                     step_key=d.step_key, variant=d.variant, channel=d.channel, status="claimed", attempts=0,
+                     lease_until=now + lease, message_id=d.message_id, created_at=now)
+                for d in deliveries
+            ]
+            created = list(conn.execute(insert.returning(*D.c), rows))
+        if enrollments:
+            conn.execute(
+                update(E).where(E.c.id == bindparam("e_id")).values(
+                    step_id=bindparam("step_id"), arrived_at=bindparam("arrived_at"), state=bindparam("state"),
+                    next_due_at=bindparam("next_due_at"), waiting_for=bindparam("waiting_for"),
+                    status=bindparam("status"), ended_at=bindparam("ended_at"), end_reason=bindparam("end_reason"),
+                    lease_until=None, lease_owner=None,
+                ),
+                [
+                    dict(e_id=u.id, step_id=u.step_id, arrived_at=u.arrived_at, state=u.state,
+                         next_due_at=None if u.ended else u.next_due_at, waiting_for=None if u.ended else u.waiting_for,
+                         status=("completed" if u.ended == "completed" else "exited") if u.ended else "active",
+                         ended_at=now if u.ended else None, end_reason=u.ended)
+                    for u in enrollments
+                ],
+            )
+        for change in lead_changes:
+            _apply_lead_change(conn, change, now)
+        if outbox:
+            conn.execute(upsert_insert(O, conn.dialect).on_conflict_do_nothing(index_elements=["dedup_key"]), outbox)
+        return created
+
+
+def _apply_lead_change(conn: Connection, change: LeadChange, now: datetime) -> None:
+    row = conn.execute(select(L).where(L.c.id == change.lead_id)).one_or_none()
+    if row is None:
+        return
+    values: dict[str, Any] = {"updated_at": now}
+    custom = dict(row.fields or {})
+    for name, value in change.set.items():
+        if name in LEAD_COLUMNS or name in ("timezone",):
+            values[name] = value
+        else:
+            custom[name] = value
+    tags = [t for t in (row.tags or []) if t not in change.remove_tags]
+    tags += [t for t in change.add_tags if t not in tags]
+    values.update(fields=custom, tags=tags)
+    conn.execute(update(L).where(L.c.id == change.lead_id).values(**values))
+
+
+def release_enrollments(engine: Engine, ids: Sequence[int]) -> None:
+    """Give leased enrollments back without changes (shutting down, or a batch that failed)."""
+    with transaction(engine) as conn:
+        for chunk in _chunks(list(ids)):
+            conn.execute(update(E).where(E.c.id.in_(chunk)).values(lease_until=None, lease_owner=None))
+
+
+def claim_deliveries_to_retry(engine: Engine, now: datetime, *, limit: int, lease: timedelta) -> list[Any]:
+    """Lease deliveries due for another attempt, and claimed ones whose sender died (lease expired)."""
+    with transaction(engine) as conn:
+        query = (
+            select(D.c.id)
+            .where(
+                D.c.channel == "email",
+                or_(
+                    and_(D.c.status == "retry", D.c.next_attempt_at <= now),
+                    and_(D.c.status == "claimed", D.c.lease_until < now),
+                ),
+            )
+            .order_by(D.c.id)
+            .limit(limit)
+        )
+        ids = [row.id for row in conn.execute(for_update_skip_locked(query, conn.dialect))]
+        if not ids:
+            return []
+        conn.execute(update(D).where(D.c.id.in_(ids)).values(status="claimed", lease_until=now + lease))
+        return list(conn.execute(select(D).where(D.c.id.in_(ids))))
+
+
+def suppressed_leads(engine: Engine, lead_ids: Sequence[int]) -> set[int]:
+    """Of these leads, the ones that must not be emailed (unsubscribed or bounced)."""
+    found: set[int] = set()
+    with transaction(engine, read_only=True) as conn:
+        for chunk in _chunks(sorted(set(lead_ids))):
+            found |= {
+                row.id for row in conn.execute(
+                    select(L.c.id).where(L.c.id.in_(chunk), or_(L.c.unsubscribed_at.is_not(None), L.c.bounced_at.is_not(None)))
+                )
+            }
+    return found
+
+
+def exited_enrollments(engine: Engine, enrollment_ids: Sequence[int]) -> set[int]:
+    """Of these enrollments, the ones that ended by exiting (their pending messages are not sent)."""
+    found: set[int] = set()
+    with transaction(engine, read_only=True) as conn:
+        for chunk in _chunks(sorted(set(enrollment_ids))):
+            found |= {row.id for row in conn.execute(select(E.c.id).where(E.c.id.in_(chunk), E.c.status == "exited"))}
+    return found
+
+
+@dataclass
+class DeliveryOutcome:
+    """The result of one send attempt."""
+
+    id: int
+    status: str  # sent | retry | failed | suppressed
+    attempts: int
+    error: str | None = None
+    provider_message_id: str | None = None
+    subject: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+def record_outcomes(engine: Engine, now: datetime, outcomes: list[DeliveryOutcome]) -> None:
+    """Mark a batch of send attempts in one transaction."""
+    if not outcomes:
+        return
+    with transaction(engine) as conn:
+        conn.execute(
+            update(D).where(D.c.id == bindparam("d_id")).values(
+                status=bindparam("status"), attempts=bindparam("attempts"), error=bindparam("error"),
+                provider_message_id=bindparam("provider_message_id"), subject=bindparam("subject"),
+                next_attempt_at=bindparam("next_attempt_at"), sent_at=bindparam("sent_at"), lease_until=None,
+            ),
+            [
+                dict(d_id=o.id, status=o.status, attempts=o.attempts, error=o.error,
+                     provider_message_id=o.provider_message_id, subject=o.subject, next_attempt_at=o.next_attempt_at,
+                     sent_at=now if o.status == "sent" else None)
+                for o in outcomes
+            ],
+        )
+
+
+def next_due(engine: Engine, campaign_ids: Iterable[str]) -> datetime | None:
+    """The earliest due time of any active enrollment or delivery retry (an index lookup each)."""
+    with transaction(engine, read_only=True) as conn:
+        enrollment_due = conn.execute(
+            select(func.min(E.c.next_due_at)).where(E.c.status == "active", E.c.campaign_id.in_(list(campaign_ids)))
+        ).scalar()
+        retry_due = conn.execute(select(func.min(D.c.next_attempt_at)).where(D.c.status == "retry")).scalar()
+    candidates = [t for t in (enrollment_due, retry_due) if t is not None]
+    return min(candidates) if candidates else None
+
+
+def group_by_lead(rows: Iterable[Any]) -> dict[int, list[Any]]:
+    """Rows grouped by their lead id, in the order given."""
+    grouped: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[row.lead_id].append(row)
+    return grouped

@@ -1,0 +1,304 @@
+"""The dispatcher tick: claim due enrollments, let the engine decide, create deliveries, send them, record results.
+
+1. Claim (one short write transaction): lease a batch of due enrollments.
+2. Decide (no transaction): load the leads' facts, run the step engine for each enrollment.
+3. Write (one short write transaction): create the delivery rows (unique per enrollment x step), advance the
+   enrollments, apply lead updates, queue webhooks in the outbox.
+4. Send (no transaction): re-check suppression, render, build, hand the batch to the transport.
+5. Record (one short write transaction): sent, retry with backoff, or failed with the reason.
+
+A crash between 3 and 5 leaves deliveries ``claimed`` with a lease; when it expires they are sent again with the same
+Message-ID (SMTP cannot be exactly-once: at most the in-flight batch may be sent twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy.engine import Engine
+
+from nurture.compose import render_action
+from nurture.core.engine import Action, EnrollmentState, advance
+from nurture.core.facts import Send
+from nurture.definitions.loader import Catalog
+from nurture.delivery import OutgoingEmail, SendResult, Transport, build_message_bytes, domain_of, message_id_for
+from nurture.errors import NurtureError
+from nurture.rendering import EmailRenderer, LinkBuilder
+from nurture.signing import Signer
+from nurture.storage import schedule
+from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChange, LeadFacts, NewDelivery
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class DispatchConfig:
+    """Knobs of the dispatcher."""
+
+    batch_size: int = 500
+    lease: timedelta = timedelta(minutes=5)
+    max_attempts: int = 6
+    retry_base: timedelta = timedelta(seconds=30)  # 30 s, 1 min, 2 min, 4 min, ... capped at retry_max
+    retry_max: timedelta = timedelta(hours=2)
+    default_timezone: str = "UTC"
+    from_address: str = "Nurture <nurture@localhost>"
+    base_url: str = "http://127.0.0.1:8000"
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    suppressed: int = 0
+    ended: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: TickReport) -> None:
+        """Sum another report into this one."""
+        for name in ("claimed", "sent", "retried", "failed", "suppressed", "ended"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+
+def worker_id() -> str:
+    """This process's name in leases: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backoff(attempts: int, config: DispatchConfig) -> timedelta:
+    """The wait before attempt ``attempts + 1``: exponential from ``retry_base``, capped at ``retry_max``."""
+    return min(config.retry_base * (2 ** max(attempts - 1, 0)), config.retry_max)
+
+
+@dataclass
+class _Pending:
+    delivery: Any  # the delivery row
+    action: Action
+    facts: LeadFacts
+
+
+class Dispatcher:
+    """Sends what is due. Thread-unsafe by design: APScheduler runs it with max_instances=1."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        catalog: Catalog,
+        renderer: EmailRenderer,
+        transport: Transport,
+        signer: Signer,
+        config: DispatchConfig | None = None,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.renderer = renderer
+        self.transport = transport
+        self.signer = signer
+        self.config = config or DispatchConfig()
+        self.owner = owner or worker_id()
+        self.domain = domain_of(self.config.from_address)
+        self.stopping = False
+
+    # -- the tick -------------------------------------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> TickReport:
+        """One batch of due enrollments and one batch of retries, at ``now``."""
+        report = self._dispatch_enrollments(now)
+        report.add(self._retry_deliveries(now))
+        return report
+
+    def drain(self, clock: Clock, *, max_batches: int | None = None) -> TickReport:
+        """Tick until nothing is due (or ``stopping`` is set); the clock is read once per batch."""
+        total = TickReport()
+        batches = 0
+        while not self.stopping:
+            report = self.tick(clock())
+            total.add(report)
+            batches += 1
+            if report.claimed == 0 or (max_batches is not None and batches >= max_batches):
+                break
+        return total
+
+    def _dispatch_enrollments(self, now: datetime) -> TickReport:
+        report = TickReport()
+        rows = schedule.claim_due_enrollments(
+            self.engine, now, limit=self.config.batch_size, owner=self.owner, lease=self.config.lease,
+            campaign_ids=self.catalog.campaigns.keys(),
+        )
+        if not rows:
+            return report
+        report.claimed = len(rows)
+        try:
+            since = min(row.enrolled_at for row in rows)
+            facts = schedule.load_facts(self.engine, sorted({row.lead_id for row in rows}), since)
+            pending = self._decide_and_write(now, rows, facts, report)
+        except Exception:
+            schedule.release_enrollments(self.engine, [row.id for row in rows])
+            raise
+        self._send(now, pending, report)
+        return report
+
+    def _decide_and_write(self, now: datetime, rows: list[Any], facts: dict[int, LeadFacts], report: TickReport) -> list[_Pending]:
+        updates: list[EnrollmentUpdate] = []
+        new_deliveries: list[NewDelivery] = []
+        actions: dict[tuple[int, str], tuple[Action, LeadFacts]] = {}
+        changes: list[LeadChange] = []
+        outbox: list[dict[str, Any]] = []
+        for row in rows:
+            campaign = self.catalog.campaigns[row.campaign_id]
+            lead_facts = facts.get(row.lead_id)
+            if lead_facts is None:  # the lead was deleted under us
+                updates.append(EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {}, None, None, "lead deleted"))
+                continue
+            state = EnrollmentState.from_row(row.step_id, row.arrived_at, row.enrolled_at, row.state or {})
+            result = advance(campaign, self.catalog.policy, state, lead_facts.lead, lead_facts.history(), now,
+                             default_tz=self.config.default_timezone)
+            for action in result.actions:
+                if action.kind == "email":
+                    key = f"{row.id}:{action.step_key}"
+                    new_deliveries.append(NewDelivery(row.id, row.lead_id, campaign.id, action.step_id, action.step_key,
+                                                      action.variant, message_id_for(key, self.domain)))
+                    actions[(row.id, action.step_key)] = (action, lead_facts)
+                    lead_facts.sends.append(Send(now, campaign.id, action.step_key,
+                                                 action.content.id if action.content else None))
+                elif action.kind == "update" and action.update is not None:
+                    changes.append(LeadChange(row.lead_id, dict(action.update.set), list(action.update.add_tags),
+                                              list(action.update.remove_tags)))
+                elif action.kind == "webhook" and action.webhook is not None:
+                    outbox.append(self._webhook_row(now, row, campaign.id, action, lead_facts))
+            if result.ended:
+                report.ended += 1
+            new_state = result.state
+            updates.append(EnrollmentUpdate(row.id, new_state.step_id, new_state.arrived_at, new_state.to_json(),
+                                            result.next_due_at, result.waiting_for, result.ended))
+        created = schedule.write_decisions(
+            self.engine, now, enrollments=updates, deliveries=new_deliveries, lead_changes=changes, outbox=outbox,
+            lease=self.config.lease,
+        )
+        pending = []
+        for delivery in created:
+            action, lead_facts = actions[(delivery.enrollment_id, delivery.step_key)]
+            pending.append(_Pending(delivery, action, lead_facts))
+        return pending
+
+    def _webhook_row(self, now: datetime, row: Any, campaign_id: str, action: Action, facts: LeadFacts) -> dict[str, Any]:
+        assert action.webhook is not None
+        lead = facts.lead
+        body = {
+            "type": "step.webhook",
+            "campaign": campaign_id,
+            "step": action.step_id,
+            "lead": {"email": lead.email, "stage": lead.stage, "score": lead.score, **dict(lead.attributes)},
+            **action.webhook.payload,
+        }
+        return dict(kind="step_webhook", dedup_key=f"step:{row.id}:{action.step_key}", status="pending", attempts=0,
+                    next_attempt_at=now, created_at=now,
+                    payload={"url": action.webhook.url, "method": action.webhook.method, "body": body})
+
+    # -- retries ---------------------------------------------------------------------------------------------------
+
+    def _retry_deliveries(self, now: datetime) -> TickReport:
+        report = TickReport()
+        rows = schedule.claim_deliveries_to_retry(self.engine, now, limit=self.config.batch_size, lease=self.config.lease)
+        if not rows:
+            return report
+        facts = schedule.load_facts(self.engine, sorted({row.lead_id for row in rows}), now)
+        pending: list[_Pending] = []
+        outcomes: list[DeliveryOutcome] = []
+        for row in rows:
+            action = self._action_for(row, now)
+            lead_facts = facts.get(row.lead_id)
+            if action is None or lead_facts is None:
+                outcomes.append(DeliveryOutcome(row.id, "failed", row.attempts, "the step or the lead no longer exists"))
+                report.failed += 1
+                continue
+            pending.append(_Pending(row, action, lead_facts))
+        schedule.record_outcomes(self.engine, now, outcomes)
+        self._send(now, pending, report)
+        return report
+
+    def _action_for(self, delivery: Any, now: datetime) -> Action | None:
+        """Rebuild the email action of a delivery from its campaign (for a retry)."""
+        campaign = self.catalog.campaigns.get(delivery.campaign_id)
+        if campaign is None or campaign.index_of(delivery.step_id) is None:
+            return None
+        step = campaign.step(delivery.step_id)
+        if step.stream is not None:
+            content_id = delivery.step_key.split("/", 1)[-1]
+            item = next((c for c in step.stream.content if c.id == content_id), None)
+            if item is None:
+                return None
+            return Action("email", step.id, delivery.step_key, now, item.template, item.subject, content=item)
+        if step.email is None:
+            return None
+        for variant, _weight, template, subject in step.email.resolved_variants():
+            if variant == delivery.variant:
+                return Action("email", step.id, delivery.step_key, now, template, subject, variant)
+        return None
+
+    # -- sending ---------------------------------------------------------------------------------------------------
+
+    def _send(self, now: datetime, pending: list[_Pending], report: TickReport) -> None:
+        if not pending:
+            return
+        suppressed = schedule.suppressed_leads(self.engine, [p.delivery.lead_id for p in pending])
+        exited = schedule.exited_enrollments(self.engine, [p.delivery.enrollment_id for p in pending])
+        outcomes: list[DeliveryOutcome] = []
+        batch: list[tuple[OutgoingEmail, bytes]] = []
+        sending: list[tuple[_Pending, str]] = []
+        for item in pending:
+            delivery = item.delivery
+            attempts = delivery.attempts + 1
+            if delivery.lead_id in suppressed or delivery.enrollment_id in exited:
+                outcomes.append(DeliveryOutcome(delivery.id, "suppressed", delivery.attempts, "lead suppressed or left"))
+                report.suppressed += 1
+                continue
+            campaign = self.catalog.campaigns[delivery.campaign_id]
+            links = LinkBuilder(self.config.base_url, self.signer, str(delivery.id))
+            try:
+                rendered = render_action(self.renderer, campaign, item.action, item.facts.lead, links)
+                email = OutgoingEmail(
+                    message_id=delivery.message_id or message_id_for(f"{delivery.enrollment_id}:{delivery.step_key}", self.domain),
+                    from_addr=self.config.from_address, to_addr=item.facts.lead.email, subject=rendered.subject,
+                    html=rendered.html, text=rendered.text, list_unsubscribe_url=links.unsubscribe(),
+                )
+                data = build_message_bytes(email, date=now)
+            except (NurtureError, ValueError) as exc:
+                # a template that fails for this lead will fail again: no retry, the reason is kept
+                outcomes.append(DeliveryOutcome(delivery.id, "failed", attempts, f"render: {exc}"))
+                report.failed += 1
+                continue
+            batch.append((email, data))
+            sending.append((item, rendered.subject))
+        results = self.transport.send_many(batch) if batch else []
+        for (item, subject), result in zip(sending, results):
+            outcomes.append(self._outcome(now, item.delivery, subject, result, report))
+        schedule.record_outcomes(self.engine, now, outcomes)
+
+    def _outcome(self, now: datetime, delivery: Any, subject: str, result: SendResult, report: TickReport) -> DeliveryOutcome:
+        attempts = delivery.attempts + 1
+        if result.ok:
+            report.sent += 1
+            return DeliveryOutcome(delivery.id, "sent", attempts, None, result.provider_message_id, subject)
+        if result.permanent or attempts >= self.config.max_attempts:
+            report.failed += 1
+            why = result.error or "send failed"
+            if not result.permanent:
+                why = f"gave up after {attempts} attempts: {why}"
+            return DeliveryOutcome(delivery.id, "failed", attempts, why, subject=subject)
+        report.retried += 1
+        return DeliveryOutcome(delivery.id, "retry", attempts, result.error, subject=subject,
+                               next_attempt_at=now + backoff(attempts, self.config))
