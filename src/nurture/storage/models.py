@@ -1,0 +1,210 @@
+"""The tables: leads, their enrollments in campaigns, deliveries, engagement events, stage history, the outbox.
+
+The schema itself is created by the Alembic migrations in ``nurture/migrations``; a test checks that they
+produce exactly these models. JSON columns track top-level changes (``enrollment.state["variant"] = "b"``
+is saved); a change nested deeper needs the whole value assigned again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy.ext.mutable import MutableDict, MutableList
+from sqlmodel import Field, SQLModel
+
+from nurture.storage.database import UTCDateTime, utcnow
+
+# Named constraints and indexes keep migrations deterministic on both back-ends.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+LEAD_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
+STAGE_ACTORS = ("rule", "api", "cli", "sales", "import", "system")
+ENROLLMENT_STATUSES = ("active", "completed", "exited")
+DELIVERY_STATUSES = ("claimed", "sent", "retry", "failed", "suppressed")
+DELIVERY_CHANNELS = ("email", "webhook")
+OUTBOX_STATUSES = ("pending", "sent", "failed")
+
+# BIGINT on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" is the auto-incrementing rowid.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+JSON_DICT = MutableDict.as_mutable(JSON())
+JSON_LIST = MutableList.as_mutable(JSON())
+ACTIVE = text("status = 'active'")
+
+
+class Lead(SQLModel, table=True):
+    """A person marketing nurtures, keyed by email (stored stripped and lower-cased)."""
+
+    __tablename__ = "lead"
+    __table_args__ = (UniqueConstraint("email"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    title: str | None = None
+    industry: str | None = None
+    company_size: int | None = None
+    country: str | None = Field(default=None, sa_type=String(2))  # ISO 3166-1 alpha-2, upper case
+    timezone: str | None = None  # IANA name
+    tags: list[str] = Field(default_factory=list, sa_type=JSON_LIST)
+    fields: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # custom fields
+    stage: str = Field(default="lead", index=True)
+    score: float = 0.0
+    owner: str | None = None
+    unsubscribed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    bounced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    stage_changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Enrollment(SQLModel, table=True):
+    """A lead's way through one campaign; while active, ``next_due_at`` is its place in the schedule."""
+
+    __tablename__ = "enrollment"
+    __table_args__ = (
+        Index("ix_enrollment_status_next_due_at", "status", "next_due_at"),
+        Index("ix_enrollment_campaign_id_status", "campaign_id", "status"),
+        # A lead is never twice active in one campaign; once ended it may enroll again.
+        Index(
+            "uq_enrollment_active_lead_id_campaign_id",
+            "lead_id",
+            "campaign_id",
+            unique=True,
+            sqlite_where=ACTIVE,
+            postgresql_where=ACTIVE,
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
+    campaign_id: str
+    status: str = "active"
+    step_id: str | None = None  # the step the lead is waiting on
+    arrived_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # when it reached that step
+    next_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    waiting_for: str | None = None  # an event type that wakes this enrollment early
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_owner: str | None = None
+    state: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # owned by the step engine
+    campaign_version: str | None = None
+    priority: int = 0
+    enrolled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str | None = None
+
+
+class Delivery(SQLModel, table=True):
+    """One message (email or webhook) of one step to one enrollment; unique, so it is never sent twice."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_key"),
+        Index("ix_delivery_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_delivery_lead_id_sent_at", "lead_id", "sent_at"),  # frequency caps
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    enrollment_id: int = Field(foreign_key="enrollment.id", ondelete="CASCADE", sa_type=ID)
+    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
+    campaign_id: str
+    step_id: str
+    step_key: str  # the step id, or "step/content-id" for content streams
+    variant: str | None = None
+    channel: str = "email"
+    status: str = "claimed"
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    message_id: str | None = None
+    provider_message_id: str | None = Field(default=None, index=True)  # bounces arrive keyed by it
+    subject: str | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class EngagementEvent(SQLModel, table=True):
+    """Something a lead did (opened, clicked, visited, replied, ...) and the points scoring gave it."""
+
+    __tablename__ = "engagement_event"
+    __table_args__ = (
+        UniqueConstraint("external_id"),  # intake is idempotent on it
+        Index("ix_engagement_event_lead_id_occurred_at", "lead_id", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
+    type: str
+    occurred_at: datetime = Field(sa_type=UTCDateTime)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    external_id: str | None = None
+    campaign_id: str | None = None
+    step_key: str | None = None
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="SET NULL", sa_type=ID)
+    properties: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)
+    points: float = 0.0
+
+
+class StageChange(SQLModel, table=True):
+    """One move of a lead through the lifecycle, with who moved it and why."""
+
+    __tablename__ = "stage_change"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
+    from_stage: str | None = None  # None when the lead was created at ``to_stage``
+    to_stage: str
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    reason: str = ""
+    actor: str  # one of STAGE_ACTORS
+
+
+class Outbox(SQLModel, table=True):
+    """A notification decided inside a transaction and delivered by the worker afterwards, with retries."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("dedup_key"),
+        Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    kind: str  # "sales_webhook", "owner_email", "step_webhook", ...
+    dedup_key: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)
+    status: str = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # while a worker sends it
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Meta(SQLModel, table=True):
+    """Small settings nurture keeps for itself, such as a generated secret key."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class CampaignVersion(SQLModel, table=True):
+    """The fingerprint of each campaign as last loaded, so the worker notices an edited campaign."""
+
+    __tablename__ = "campaign_version"
+
+    campaign_id: str = Field(primary_key=True)
+    fingerprint: str
+    loaded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
