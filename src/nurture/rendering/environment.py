@@ -13,6 +13,8 @@ Every failure becomes a :class:`~nurture.errors.TemplateRenderError` whose messa
 from __future__ import annotations
 
 import os
+import re
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from jinja2 import (
 )
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import escape
 
 from nurture.errors import Problem, TemplateRenderError
 from nurture.rendering.links import LinkBuilder
@@ -39,6 +42,41 @@ from nurture.rendering.text import html_to_text
 
 SUBJECT_PATH = "<subject>"
 _SUBJECT_CACHE_LIMIT = 2048
+_DERIVED_CACHE_LIMIT = 512
+_MARKER = re.compile("\ue000(\\d+)\ue001")
+
+
+class _Placeholders:
+    """The values a render printed with ``{{ }}``, replaced in the output by numbered private-use markers.
+
+    Deriving the text part from HTML costs more than rendering it, yet every lead who takes the same branches gets the
+    same HTML apart from those values (names, signed links). So the text is derived once from the HTML *with markers*
+    (the skeleton) and the values are put back into the text. Values that could change the derived text beyond their
+    own place (markup, edge whitespace, line breaks) make the render uncacheable and the text is derived directly.
+    """
+
+    __slots__ = ("values", "index", "cacheable")
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.index: dict[str, int] = {}
+        self.cacheable = True
+
+    def marker(self, value: Any) -> Any:
+        if hasattr(value, "__html__"):
+            self.cacheable = False
+            return value
+        text = str(value)  # StrictUndefined raises here exactly as it would when printed
+        if (not text or text != text.strip() or "\n" in text or "  " in text or "\ue000" in text
+                or text.startswith(("#", "javascript:"))):
+            self.cacheable = False
+            return value
+        # One marker per distinct value, so "link text equals its URL" reads the same in the skeleton.
+        number = self.index.get(text)
+        if number is None:
+            number = self.index[text] = len(self.values)
+            self.values.append(text)
+        return f"\ue000{number}\ue001"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +132,11 @@ class EmailRenderer:
             lstrip_blocks=True,
             auto_reload=False,
             cache_size=-1,
+            finalize=self._finalize,
         )
         self.environment.filters["track"] = _track_filter
+        self._local = threading.local()
+        self._derived: dict[str, str] = {}  # HTML skeleton -> derived text skeleton
         self.subject_environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._subjects: dict[str, Template] = {}
         # Template name -> compiled text sibling, or None when the text part is derived from the HTML.
@@ -104,11 +145,11 @@ class EmailRenderer:
     def render(self, template: str, subject: str, context: dict, links: LinkBuilder) -> RenderedEmail:
         """Render one email for ``context``; raise :class:`TemplateRenderError` naming ``file:line`` on any failure."""
         namespace = self._namespace(context, links)
-        html = self._render_html(template, namespace)
+        html, skeleton = self._render_html_skeleton(template, namespace)
         return RenderedEmail(
             subject=self._render_subject(subject, context),
             html=html,
-            text=self._render_text(template, namespace, html),
+            text=self._render_text(template, namespace, html, skeleton),
         )
 
     def check(self, template: str, subject: str, context: dict, links: LinkBuilder) -> list[Problem]:
@@ -144,13 +185,52 @@ class EmailRenderer:
             "open_pixel_url": links.open_pixel(),
         }
 
-    def _render_html(self, name: str, namespace: dict[str, Any]) -> str:
-        return self._guarded(name, lambda: self.environment.get_template(name).render(namespace))
+    def _finalize(self, value: Any) -> Any:
+        placeholders: _Placeholders | None = getattr(self._local, "placeholders", None)
+        return value if placeholders is None else placeholders.marker(value)
 
-    def _render_text(self, name: str, namespace: dict[str, Any], html: str | None) -> str:
+    def _render_html(self, name: str, namespace: dict[str, Any]) -> str:
+        html, _skeleton = self._render_html_skeleton(name, namespace)
+        return html
+
+    def _render_html_skeleton(self, name: str, namespace: dict[str, Any]) -> tuple[str, tuple[str, list[str]] | None]:
+        """The HTML, and (skeleton, values) when the derived text may be taken from the skeleton cache."""
+        if self._text_template_or_none(name) is not None:
+            return self._guarded(name, lambda: self.environment.get_template(name).render(namespace)), None
+        placeholders = self._local.placeholders = _Placeholders()
+        try:
+            template = self._guarded(name, lambda: self.environment.get_template(name))
+            skeleton = self._guarded(name, lambda: template.render(namespace))
+        finally:
+            self._local.placeholders = None
+        values = placeholders.values
+        escaped = [str(escape(v)) for v in values] if self.environment.autoescape(name) else values
+        html = _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton)
+        return html, ((skeleton, values) if placeholders.cacheable else None)
+
+    def _text_template_or_none(self, name: str) -> Template | None:
+        try:
+            return self._text_template(name)
+        except Exception:
+            return None  # reported by _render_text with its location
+
+    def _derive_text(self, html: str, skeleton: tuple[str, list[str]] | None) -> str:
+        if skeleton is None:
+            return html_to_text(html)
+        source, values = skeleton
+        derived = self._derived.get(source)
+        if derived is None:
+            if len(self._derived) >= _DERIVED_CACHE_LIMIT:
+                self._derived.clear()
+            derived = self._derived[source] = html_to_text(source)
+        return _MARKER.sub(lambda m: values[int(m.group(1))], derived)
+
+    def _render_text(
+        self, name: str, namespace: dict[str, Any], html: str | None, skeleton: tuple[str, list[str]] | None = None
+    ) -> str:
         text_template = self._guarded(name, lambda: self._text_template(name))
         if text_template is None:
-            return html_to_text(html) if html is not None else ""
+            return self._derive_text(html, skeleton) if html is not None else ""
         return self._guarded(text_template.name or name, lambda: text_template.render(namespace))
 
     def _text_template(self, name: str) -> Template | None:

@@ -7,8 +7,8 @@ the HTML (head, styles, scripts, ``display:none`` preheaders, images such as the
 
 from __future__ import annotations
 
+import html as html_lib
 import re
-from html.parser import HTMLParser
 
 _SKIPPED = frozenset({"head", "title", "style", "script", "template", "noscript"})
 _VOID = frozenset(
@@ -29,9 +29,27 @@ _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGN
 _WHITESPACE = re.compile(r"\s+")
 
 
-class _TextExtractor(HTMLParser):
+# A tokenizer rather than html.parser: this runs once per derived email on the dispatcher's hot path, and the regex
+# scan is several times faster than HTMLParser for the same result on email HTML.
+_TOKEN = re.compile(
+    r"<!--.*?(?:-->|$)|<![^>]*>|<\?[^>]*>"
+    r"|<(/?)([a-zA-Z][a-zA-Z0-9:-]*)((?:[^>\"']|\"[^\"]*\"|'[^']*')*)>",
+    re.DOTALL,
+)
+_ATTRIBUTE = re.compile(r"""([^\s=/>"']+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+)))?""")
+
+
+def _attributes(text: str) -> list[tuple[str, str | None]]:
+    found: list[tuple[str, str | None]] = []
+    for name, double, single, bare in _ATTRIBUTE.findall(text):
+        value = double or single or bare
+        has_value = bool(value) or "=" in text
+        found.append((name.lower(), html_lib.unescape(value) if has_value else None))
+    return found
+
+
+class _TextExtractor:
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.pieces: list[str] = []
         self._skipping: list[str] = []
         self._links: list[tuple[str | None, int]] = []
@@ -150,9 +168,33 @@ def _assemble(pieces: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _feed(extractor: _TextExtractor, html: str) -> None:
+    position = 0
+    for match in _TOKEN.finditer(html):
+        if match.start() > position:
+            extractor.handle_data(html_lib.unescape(html[position : match.start()]))
+        position = match.end()
+        tag = match.group(2)
+        if tag is None:
+            continue  # a comment, doctype or processing instruction
+        tag = tag.lower()
+        if match.group(1):
+            extractor.handle_endtag(tag)
+            continue
+        raw = match.group(3)
+        self_closing = raw.rstrip().endswith("/")
+        needs_attributes = raw.strip() and (tag == "a" or "style" in raw or "hidden" in raw)
+        attrs = _attributes(raw.rstrip().rstrip("/")) if needs_attributes else []
+        if self_closing:
+            extractor.handle_startendtag(tag, attrs)
+        else:
+            extractor.handle_starttag(tag, attrs)
+    if position < len(html):
+        extractor.handle_data(html_lib.unescape(html[position:]))
+
+
 def html_to_text(html: str) -> str:
     """Return a readable plain-text rendering of ``html``."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    return _assemble(parser.pieces)
+    extractor = _TextExtractor()
+    _feed(extractor, html)
+    return _assemble(extractor.pieces)

@@ -1,0 +1,216 @@
+"""Dispatch benchmark: N leads due now, rendered and delivered to a local SMTP sink.
+
+Prints emails/s for nurture's dispatcher and, side by side against the same sink in the same run:
+  ceiling  pre-rendered messages sent over the same number of reused smtplib connections;
+  naive    one persistent APScheduler job per email (SQLAlchemyJobStore), the design nurture avoids.
+Also: the cost of a tick that finds nothing due with --idle-leads enrolled, and the worker's peak memory.
+
+    .venv/bin/python bench/dispatch.py --leads 100000 --naive-leads 5000 --idle-leads 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import rss_mb, seed, smtp_sink, wait_for_count, write_project  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONNECTIONS = 4
+
+
+def _worker(url: str, campaigns: Path, templates: Path, port: int, batch: int):
+    from nurture.definitions.loader import load_catalog
+    from nurture.delivery import SMTPTransport
+    from nurture.rendering import EmailRenderer
+    from nurture.signing import Signer
+    from nurture.storage.database import make_engine
+    from nurture.worker.dispatcher import DispatchConfig, Dispatcher
+
+    catalog = load_catalog(campaigns, templates).raise_for_problems()
+    transport = SMTPTransport.from_url(f"smtp://127.0.0.1:{port}?connections={CONNECTIONS}")
+    dispatcher = Dispatcher(make_engine(url), catalog, EmailRenderer(templates), transport, Signer("bench"),
+                            DispatchConfig(batch_size=batch, from_address="Acme <hello@acme.example>"))
+    return dispatcher, transport
+
+
+def bench_nurture(leads: int, batch: int, tmp: Path) -> dict:
+    from nurture.storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp / 'nurture.db'}"
+    upgrade(url)
+    seed(url, leads)
+    campaigns, templates = write_project(tmp, ROOT / "templates")
+    with smtp_sink() as (port, counter):
+        dispatcher, transport = _worker(url, campaigns, templates, port, batch)
+        clock = lambda: datetime.now(timezone.utc)  # noqa: E731
+        started = time.perf_counter()
+        report = dispatcher.drain(clock)
+        wait_for_count(counter, report.sent)
+        elapsed = time.perf_counter() - started
+        transport.close()
+        received = counter.value
+    return {"sent": report.sent, "received": received, "seconds": elapsed, "per_second": report.sent / elapsed,
+            "peak_rss_mb": rss_mb()}
+
+
+def bench_ceiling(messages: int, tmp: Path) -> dict:
+    """Pre-rendered bytes over CONNECTIONS reused smtplib connections."""
+    from nurture.delivery import OutgoingEmail, build_message_bytes
+
+    now = datetime.now(timezone.utc)
+    html = (ROOT / "templates" / "_layout.html.j2").read_text()
+    payloads = [
+        build_message_bytes(OutgoingEmail(f"<m{i}@acme.example>", "Acme <hello@acme.example>", f"lead{i}@example.com",
+                                          f"Your guide, Lead{i}", html, "text", None), date=now)
+        for i in range(messages)
+    ]
+    with smtp_sink() as (port, counter):
+        per = [payloads[i::CONNECTIONS] for i in range(CONNECTIONS)]
+
+        def send(chunk: list[bytes]) -> None:
+            with smtplib.SMTP("127.0.0.1", port) as smtp:
+                for index, data in enumerate(chunk):
+                    smtp.sendmail("hello@acme.example", [f"lead{index}@example.com"], data)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CONNECTIONS) as pool:
+            list(pool.map(send, per))
+        wait_for_count(counter, messages)
+        elapsed = time.perf_counter() - started
+    return {"sent": messages, "seconds": elapsed, "per_second": messages / elapsed}
+
+
+def bench_naive(messages: int, tmp: Path) -> dict:
+    """One persistent APScheduler 3 job per email, rendered and sent when the job runs."""
+    from apscheduler.executors.pool import ThreadPoolExecutor as APExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    global _NAIVE
+    campaigns, templates = write_project(tmp / "naive", ROOT / "templates")
+    with smtp_sink() as (port, counter):
+        from nurture.rendering import EmailRenderer, LinkBuilder
+        from nurture.signing import Signer
+
+        _NAIVE = {"renderer": EmailRenderer(templates), "port": port, "local": threading.local(),
+                  "links": Signer("bench")}
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{tmp / 'naive.db'}")},
+            executors={"default": APExecutor(CONNECTIONS)}, timezone=timezone.utc,
+        )
+        scheduler.start(paused=True)
+        started = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        for i in range(messages):
+            scheduler.add_job(_naive_send, "date", run_date=now, args=[i], id=f"email-{i}", misfire_grace_time=None)
+        add_seconds = time.perf_counter() - started
+        sent_started = time.perf_counter()
+        scheduler.resume()
+        wait_for_count(counter, messages, timeout=600)
+        send_seconds = time.perf_counter() - sent_started
+        scheduler.shutdown(wait=False)
+        received = counter.value
+    return {"sent": received, "schedule_per_second": messages / add_seconds, "seconds": send_seconds,
+            "per_second": received / send_seconds}
+
+
+_NAIVE: dict = {}
+
+
+def _naive_send(i: int) -> None:
+    from nurture.delivery import OutgoingEmail, build_message_bytes
+    from nurture.rendering import LinkBuilder
+
+    state = _NAIVE
+    local = state["local"]
+    if not hasattr(local, "smtp"):
+        local.smtp = smtplib.SMTP("127.0.0.1", state["port"])
+    links = LinkBuilder("https://t.acme.example", state["links"], str(i))
+    context = {"lead": {"first_name": f"Lead{i}", "company": "Acme", "email": f"lead{i}@example.com"},
+               "campaign": {"id": "bench", "name": "Benchmark"}, "step": {"id": "welcome"}}
+    rendered = state["renderer"].render("bench/welcome.html.j2", "Your guide, {{ lead.first_name }}", context, links)
+    email = OutgoingEmail(f"<n{i}@acme.example>", "Acme <hello@acme.example>", f"lead{i}@example.com",
+                          rendered.subject, rendered.html, rendered.text, links.unsubscribe())
+    local.smtp.sendmail("hello@acme.example", [email.to_addr], build_message_bytes(email, date=datetime.now(timezone.utc)))
+
+
+IDLE_SCRIPT = r"""
+import sys, time, json
+sys.path.insert(0, sys.argv[5])
+from datetime import datetime, timezone
+from _common import rss_mb
+from dispatch import _worker
+dispatcher, transport = _worker(sys.argv[1], __import__('pathlib').Path(sys.argv[2]), __import__('pathlib').Path(sys.argv[3]), int(sys.argv[4]), 500)
+now = datetime.now(timezone.utc)
+dispatcher.tick(now)
+samples = []
+for _ in range(200):
+    t = time.perf_counter(); dispatcher.tick(now); samples.append(time.perf_counter() - t)
+samples.sort()
+print(json.dumps({"median_ms": samples[len(samples)//2] * 1000, "p99_ms": samples[int(len(samples)*0.99)] * 1000,
+                  "peak_rss_mb": rss_mb()}))
+"""
+
+
+def bench_idle(leads: int, tmp: Path) -> dict:
+    """A tick with nothing due while ``leads`` enrollments wait (in a fresh process, to read its memory)."""
+    from nurture.storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp / 'idle.db'}"
+    upgrade(url)
+    seed(url, leads, due=False)
+    campaigns, templates = write_project(tmp / "idle", ROOT / "templates")
+    out = subprocess.run(
+        [sys.executable, "-c", IDLE_SCRIPT, url, str(campaigns), str(templates), "25", str(Path(__file__).parent)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--naive-leads", type=int, default=5_000, help="the naive peer is slow: fewer emails")
+    parser.add_argument("--idle-leads", type=int, default=100_000, help="1000000 for the issue's figure")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["naive", "ceiling", "idle"])
+    args = parser.parse_args()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        results["nurture"] = bench_nurture(args.leads, args.batch, tmp)
+        print(f"nurture   {results['nurture']['per_second']:8.0f} emails/s  ({args.leads} in "
+              f"{results['nurture']['seconds']:.1f}s, sink received {results['nurture']['received']}, "
+              f"peak RSS {results['nurture']['peak_rss_mb']:.0f} MB)", flush=True)
+        if "ceiling" not in args.skip:
+            results["ceiling"] = bench_ceiling(min(args.leads, 50_000), tmp)
+            print(f"ceiling   {results['ceiling']['per_second']:8.0f} emails/s  (pre-rendered bytes, "
+                  f"{CONNECTIONS} reused smtplib connections)", flush=True)
+        if "naive" not in args.skip:
+            results["naive"] = bench_naive(args.naive_leads, tmp)
+            print(f"naive     {results['naive']['per_second']:8.0f} emails/s  (one APScheduler job per email; "
+                  f"scheduling {results['naive']['schedule_per_second']:.0f} jobs/s)", flush=True)
+        if "idle" not in args.skip:
+            results["idle"] = bench_idle(args.idle_leads, tmp)
+            print(f"idle tick {results['idle']['median_ms']:8.2f} ms median, {results['idle']['p99_ms']:.2f} ms p99 "
+                  f"with {args.idle_leads} enrolled; worker peak RSS {results['idle']['peak_rss_mb']:.0f} MB", flush=True)
+    nurture = results["nurture"]["per_second"]
+    if "ceiling" in results:
+        print(f"ratio nurture/ceiling = {nurture / results['ceiling']['per_second']:.2f}  (target >= 0.8)")
+    if "naive" in results:
+        print(f"ratio nurture/naive   = {nurture / results['naive']['per_second']:.1f}x (target >= 5x)")
+
+
+if __name__ == "__main__":
+    main()
