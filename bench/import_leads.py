@@ -1,0 +1,117 @@
+"""Benchmark: nurture's CSV lead import against a raw sqlite3 executemany of the same rows.
+
+    .venv/bin/python bench/import_leads.py [--rows 1000000] [--keep DIR]
+
+Generates realistic lead rows into a CSV in a temporary folder, imports them into a fresh, migrated SQLite
+file with ``import_leads_csv`` (validation, upsert, stage history), then inserts the same rows with the
+``sqlite3`` module into the same table of another fresh database (no parsing, no validation) as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from nurture.storage.database import make_engine
+from nurture.storage.importer import import_leads_csv
+from nurture.storage.migrate import upgrade
+
+FIRST = ["Ada", "Grace", "Linus", "Margaret", "Alan", "Barbara", "Dennis", "Frances", "Ken", "Radia", "José", "Zoë"]
+LAST = ["Lovelace", "Hopper", "Torvalds", "Hamilton", "Turing", "Liskov", "Ritchie", "Allen", "Thompson", "Perlman"]
+COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark Industries", "Wayne Enterprises", "Soylent"]
+TITLES = ["CTO", "VP Engineering", "Head of Marketing", "Developer", "Data Engineer", "CEO", "Product Manager"]
+INDUSTRIES = ["software", "retail", "finance", "healthcare", "manufacturing", "education"]
+PLACES = [("US", "America/New_York"), ("US", "America/Los_Angeles"), ("DE", "Europe/Berlin"),
+          ("FR", "Europe/Paris"), ("GB", "Europe/London"), ("JP", "Asia/Tokyo"), ("BR", "America/Sao_Paulo")]
+TAGS = ["webinar", "trial", "newsletter", "ebook", "event", "partner"]
+HEADER = ["email", "first_name", "last_name", "company", "title", "industry", "company_size", "country", "timezone",
+          "stage", "tags", "lead_source", "utm_campaign"]
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    """Write ``rows`` lead rows (10% mql, the rest lead) with two custom columns."""
+    rng = random.Random(seed)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for number in range(rows):
+            first, last, company = rng.choice(FIRST), rng.choice(LAST), rng.choice(COMPANIES)
+            country, zone = rng.choice(PLACES)
+            writer.writerow([
+                f"{first}.{last}.{number}@{company.split()[0].lower()}.example.com",
+                first, last, company, rng.choice(TITLES), rng.choice(INDUSTRIES), rng.choice((10, 50, 200, 1000, 5000)),
+                country, zone, "mql" if rng.random() < 0.1 else "lead", ";".join(rng.sample(TAGS, rng.randint(0, 3))),
+                rng.choice(("ads", "organic", "referral")), f"spring-{rng.randint(1, 9)}",
+            ])
+
+
+def nurture_import(csv_path: Path, db_path: Path) -> tuple[float, int]:
+    """Seconds nurture's importer takes, and the rows it imported."""
+    engine = make_engine(f"sqlite:///{db_path}")
+    upgrade(engine)
+    started = time.perf_counter()
+    report = import_leads_csv(engine, csv_path)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    assert not report.rejected, report.rejected[:5]
+    return elapsed, report.imported
+
+
+def baseline_import(csv_path: Path, db_path: Path) -> tuple[float, int]:
+    """Seconds the sqlite3 module takes to executemany the same rows (already parsed) into the same table."""
+    engine = make_engine(f"sqlite:///{db_path}")
+    upgrade(engine)
+    engine.dispose()
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        rows = [
+            (*row[:6], int(row[6]), row[7], row[8], row[9], json.dumps(row[10].split(";") if row[10] else []),
+             json.dumps({"lead_source": row[11], "utm_campaign": row[12]}), 0.0, now, now, now)
+            for row in reader
+        ]
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    started = time.perf_counter()
+    connection.execute("BEGIN IMMEDIATE")
+    connection.executemany(
+        "INSERT INTO lead (email, first_name, last_name, company, title, industry, company_size, country, timezone,"
+        " stage, tags, fields, score, created_at, updated_at, stage_changed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    connection.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed, len(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both imports and print rows/s side by side."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows to generate (default 100000)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="nurture-bench-") as folder:
+        csv_path = Path(folder) / "leads.csv"
+        generate(csv_path, args.rows)
+        size = csv_path.stat().st_size / 1e6
+        print(f"{args.rows} rows, {size:.1f} MB CSV, SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}")
+        ours, ours_rows = nurture_import(csv_path, Path(folder) / "nurture.db")
+        base, base_rows = baseline_import(csv_path, Path(folder) / "baseline.db")
+    print(f"nurture import_leads_csv : {ours:7.2f} s  {ours_rows / ours:10,.0f} rows/s  (parse + validate + upsert)")
+    print(f"sqlite3 executemany      : {base:7.2f} s  {base_rows / base:10,.0f} rows/s  (pre-parsed, INSERT only)")
+    print(f"ratio                    : {ours / base:7.2f}x the baseline's time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Bulk import of leads from CSV: validate every row, upsert the good ones in large batches, report the rest.
+
+Speed comes from doing per batch a handful of statements (one SELECT of the existing leads, one executemany
+upsert, one insert of stage changes) instead of ORM objects per row. A blank cell never erases what a lead
+already has, and rows for the same email apply in file order. Batches commit one by one, so a long import
+does not hold SQLite's write lock for minutes; re-importing the same file is harmless.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, case, func, insert, literal_column, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Insert
+
+from nurture.errors import InvalidInput
+from nurture.storage.database import (
+    SerializedJSON,
+    UTCDateTime,
+    executemany_prepared,
+    inline_constant,
+    transaction,
+    upsert_insert,
+    utcnow,
+)
+from nurture.storage.leads import (
+    TEXT_FIELDS,
+    clean_company_size,
+    clean_country,
+    clean_email,
+    clean_stage,
+    clean_tags,
+    clean_text,
+    clean_timezone,
+)
+from nurture.storage.models import Lead, StageChange
+
+LEAD = Lead.__table__
+STAGE_CHANGE = StageChange.__table__
+_CLEANERS: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(TEXT_FIELDS, clean_text),
+    "company_size": clean_company_size,
+    "country": clean_country,
+    "timezone": clean_timezone,
+    "stage": clean_stage,
+    "tags": clean_tags,
+}
+_KEEP_UNLESS_GIVEN = (*TEXT_FIELDS, "company_size", "country", "timezone")  # a blank cell keeps the lead's value
+_BLANK_ROW: dict[str, Any] = dict.fromkeys(("email", *_KEEP_UNLESS_GIVEN, "stage", "tags"))
+_SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
+
+
+@dataclass
+class ImportReport:
+    """The outcome of an import. ``inserted + updated + len(rejected)`` is the number of data rows."""
+
+    inserted: int = 0
+    updated: int = 0  # rows for an email already in the database or earlier in the file
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (file line number, problem)
+    mql_lead_ids: list[int] = field(default_factory=list)  # leads that entered the mql stage by this import
+
+    @property
+    def imported(self) -> int:
+        """Rows written (inserted or updated)."""
+        return self.inserted + self.updated
+
+
+class _Lines:
+    """The file's lines, decoded, counting bytes read (for progress) and remembering lines that are not UTF-8."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.bytes_read = 0
+        self.number = 0
+        self.bad_lines: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._handle)
+        self.bytes_read += len(raw)
+        self.number += 1
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad_lines.append(self.number)
+            text = raw.decode("utf-8", errors="replace")
+        return text.lstrip("\ufeff") if self.number == 1 else text
+
+
+def import_leads_csv(
+    engine: Engine,
+    path: str | Path,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 5000,
+) -> ImportReport:
+    """Import the leads of a CSV file (UTF-8, header on line 1); ``on_progress(bytes_done, bytes_total)`` is called
+    after every batch. Bad rows are reported with their line number in the file; the others are imported.
+
+    Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
+    stage, tags (``;``-separated), owner; any other column becomes a custom field. Raises
+    :class:`InvalidInput` when the file cannot be read or has no email column.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+        total = path.stat().st_size
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+    report = ImportReport()
+    with handle:
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
+        columns = _Columns.from_header(path, next(reader, None))
+        batch: dict[str, dict[str, Any]] = {}  # email -> the row's values
+        previous_end = reader.line_num
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                report.rejected.append((previous_end + 1, f"malformed CSV: {exc}"))
+                previous_end = reader.line_num
+                continue
+            line, previous_end = previous_end + 1, reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            if lines.bad_lines and lines.bad_lines[-1] >= line:
+                report.rejected.append((line, "not UTF-8 text (save the file as UTF-8)"))
+                continue
+            try:
+                row = _clean_row(cells, columns)
+            except InvalidInput as exc:
+                report.rejected.append((line, str(exc)))
+                continue
+            email = row["email"]
+            earlier = batch.pop(email, None)
+            if earlier is not None:  # as if written one after the other: later values win, blanks keep
+                report.updated += 1
+                row = _merge(earlier, row)
+            batch[email] = row
+            if len(batch) >= batch_size:
+                _write_batch(engine, batch, path.name, report)
+                batch = {}
+                if on_progress:
+                    on_progress(lines.bytes_read, total)
+        if batch:
+            _write_batch(engine, batch, path.name, report)
+    if on_progress:
+        on_progress(total, total)
+    return report
+
+
+@dataclass(frozen=True)
+class _Columns:
+    cleaners: list[tuple[int, str, Callable[[str], Any] | None]]  # (index, name, cleaner; None: a custom field)
+    width: int  # cells in the header
+
+    @classmethod
+    def from_header(cls, path: Path, header: list[str] | None) -> _Columns:
+        """The columns of the header, or InvalidInput when it is missing, repeats a name or lacks email."""
+        if not header:
+            raise InvalidInput(f"{path} is empty: the first line must name the columns (email, first_name, ...)")
+        columns: list[tuple[int, str, Callable[[str], Any] | None]] = []
+        seen: set[str] = set()
+        for index, title in enumerate(header):
+            name = title.strip()
+            key = name.lower().replace(" ", "_").replace("-", "_")
+            if not name:
+                continue
+            cleaner = _clean_row_email if key == "email" else _CLEANERS.get(key)
+            name = key if cleaner else name
+            if name in seen:
+                raise InvalidInput(f"{path}: column {title!r} appears twice in the header")
+            seen.add(name)
+            columns.append((index, name, cleaner))
+        if "email" not in seen:
+            raise InvalidInput(f"{path}: the header has no email column (found: {', '.join(header)})")
+        return cls(columns, len(header))
+
+
+def _clean_row(cells: list[str], columns: _Columns) -> dict[str, Any]:
+    """The row's values, validated, with None for blank or absent columns and ``custom`` for its custom fields;
+    or InvalidInput naming every problem of the row."""
+    values = dict(_BLANK_ROW)
+    custom: dict[str, str] = {}
+    problems: list[str] = []
+    count = len(cells)
+    for index, name, cleaner in columns.cleaners:
+        cell = cells[index] if index < count else ""
+        if cleaner is None:  # a custom field
+            if cell and not cell.isspace():
+                custom[name] = cell.strip()
+            continue
+        if cleaner is clean_text:  # inlined: most columns are free text
+            values[name] = cell.strip() or None
+            continue
+        try:
+            values[name] = cleaner(cell)
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    if count > columns.width and any(cell.strip() for cell in cells[columns.width :]):
+        problems.append(f"{count} values but the header has {columns.width} columns")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    values["custom"] = custom
+    return values
+
+
+def _clean_row_email(cell: str) -> str:
+    if not cell.strip():
+        raise InvalidInput("email is empty")
+    return clean_email(cell)
+
+
+def _merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    merged = {key: earlier[key] if value is None else value for key, value in later.items()}
+    merged["custom"] = {**earlier["custom"], **later["custom"]}
+    return merged
+
+
+def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport) -> None:
+    """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
+
+    The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own.
+    """
+    now = utcnow()
+    with transaction(engine) as connection:
+        existing = _existing(connection, list(batch))
+        for email, row in batch.items():
+            old = existing.get(email)
+            custom = row.pop("custom")
+            if old is None:
+                report.inserted += 1
+                row["stage"] = row["stage"] or "lead"
+                tags, fields = row["tags"], custom
+            else:
+                report.updated += 1
+                row["stage"] = row["stage"] or old["stage"]
+                tags, fields = row["tags"] or old["tags"], {**old["fields"], **custom}
+            row["tags"] = json.dumps(tags) if tags else "[]"
+            row["fields"] = json.dumps(fields) if fields else "{}"
+        params = list(batch.values())
+        executemany_prepared(connection, _upsert_statement(connection, now), params)
+        _record_stage_changes(connection, params, existing, source, now, report)
+
+
+def _existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    query = select(LEAD.c.id, LEAD.c.email, LEAD.c.stage, LEAD.c.tags, LEAD.c.fields)
+    for start in range(0, len(emails), _SELECT_CHUNK):
+        chunk = emails[start : start + _SELECT_CHUNK]
+        for row in connection.execute(query.where(LEAD.c.email.in_(chunk))).mappings():
+            found[row["email"]] = dict(row)
+    return found
+
+
+def _upsert_statement(connection: Connection, now: datetime) -> Insert:
+    """INSERT ... ON CONFLICT (email) DO UPDATE, with the batch's constants in the SQL and JSON pre-serialized."""
+    timestamp = inline_constant(now, UTCDateTime(), connection.dialect)
+    statement = upsert_insert(LEAD, connection.dialect).values(
+        tags=bindparam("tags", type_=SerializedJSON()),
+        fields=bindparam("fields", type_=SerializedJSON()),
+        score=literal_column("0.0"),
+        created_at=timestamp,
+        updated_at=timestamp,
+        stage_changed_at=timestamp,
+    )
+    new = statement.excluded
+    keep_unless_given = {name: func.coalesce(new[name], LEAD.c[name]) for name in _KEEP_UNLESS_GIVEN}
+    return statement.on_conflict_do_update(
+        index_elements=[LEAD.c.email],
+        set_={
+            **keep_unless_given,
+            "stage": new.stage,
+            "tags": new.tags,
+            "fields": new.fields,
+            "updated_at": new.updated_at,
+            "stage_changed_at": case((LEAD.c.stage != new.stage, new.stage_changed_at), else_=LEAD.c.stage_changed_at),
+        },
+    )
+
+
+def _record_stage_changes(
+    connection: Connection,
+    params: list[dict[str, Any]],
+    existing: dict[str, dict[str, Any]],
+    source: str,
+    now: datetime,
+    report: ImportReport,
+) -> None:
+    """Stage history for leads whose stage this batch changed (new leads: when they start past "lead")."""
+    moves: list[tuple[str, str | None, str]] = []
+    for row in params:
+        old = existing.get(row["email"])
+        old_stage = old["stage"] if old else None
+        if row["stage"] != (old_stage or "lead"):
+            moves.append((row["email"], old_stage, row["stage"]))
+    if not moves:
+        return
+    ids = {email: old["id"] for email, old in existing.items()}
+    new_emails = [email for email, old_stage, _ in moves if old_stage is None]
+    if new_emails:
+        ids |= {row.email: row.id for row in _ids(connection, new_emails)}
+    connection.execute(
+        insert(STAGE_CHANGE),
+        [
+            {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now,
+             "reason": f"imported from {source}", "actor": "import"}
+            for email, old_stage, stage in moves
+        ],
+    )
+    report.mql_lead_ids.extend(ids[email] for email, _, stage in moves if stage == "mql")
+
+
+def _ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
+    for start in range(0, len(emails), _SELECT_CHUNK):
+        chunk = emails[start : start + _SELECT_CHUNK]
+        yield from connection.execute(select(LEAD.c.id, LEAD.c.email).where(LEAD.c.email.in_(chunk)))

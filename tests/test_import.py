@@ -1,0 +1,166 @@
+"""CSV lead import against real databases: good rows, bad rows with their file line numbers, upserts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
+
+from nurture.errors import InvalidInput
+from nurture.storage.database import session
+from nurture.storage.importer import import_leads_csv
+from nurture.storage.models import Lead, StageChange
+
+HEADER = "email,first_name,last_name,company,title,industry,company_size,country,timezone,stage,tags,plan\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "leads.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def leads(engine) -> dict[str, Lead]:
+    with session(engine, read_only=True) as db:
+        return {lead.email: lead for lead in db.execute(sa.select(Lead)).scalars()}
+
+
+def stage_changes(engine) -> list[tuple[str | None, str, str]]:
+    with session(engine, read_only=True) as db:
+        rows = db.execute(sa.select(StageChange).order_by(StageChange.id)).scalars()
+        return [(change.from_stage, change.to_stage, change.actor) for change in rows]
+
+
+def test_good_rows_are_normalized_and_stored(engine, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER
+                 + " Ada@Example.com ,Ada,Lovelace,Acme,CTO,software,\"1,200\",gb,Europe/London,MQL,vip; beta ;vip,pro\n"
+                 + "grace@example.com,Grace,,,,,,,,,,\n")
+    report = import_leads_csv(engine, path)
+    assert (report.inserted, report.updated, report.rejected) == (2, 0, [])
+    stored = leads(engine)
+    ada = stored["ada@example.com"]
+    assert (ada.first_name, ada.company, ada.company_size, ada.country) == ("Ada", "Acme", 1200, "GB")
+    assert (ada.timezone, ada.stage, ada.tags, ada.fields) == ("Europe/London", "mql", ["vip", "beta"], {"plan": "pro"})
+    grace = stored["grace@example.com"]
+    assert (grace.last_name, grace.stage, grace.tags, grace.fields) == (None, "lead", [], {})
+    assert ada.created_at.tzinfo is not None and ada.score == 0
+    assert report.mql_lead_ids == [ada.id]
+    assert stage_changes(engine) == [(None, "mql", "import")]
+
+
+def test_each_bad_row_is_reported_with_its_line_and_the_rest_imported(engine, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER
+                 + "ok1@example.com,,,,,,,,,,,\n"                       # line 2
+                 + "not-an-email,,,,,,,,,,,\n"                          # 3
+                 + ",Nameless,,,,,,,,,,\n"                              # 4
+                 + "size@example.com,,,,,,lots,,,,,\n"                  # 5
+                 + "stage@example.com,,,,,,,,,hot,,\n"                  # 6
+                 + "\n"                                                 # 7: blank lines are skipped
+                 + "tz@example.com,,,,,,,,Mars/Olympus,,,\n"            # 8
+                 + "country@example.com,,,,,,,USA,,,,\n"                # 9
+                 + "wide@example.com,,,,,,,,,,,,surplus\n"              # 10
+                 + "two@example.com,,,,,,-5,U,,,,\n"                    # 11
+                 + "ok2@example.com,,,,,,,,,,,\n")                      # 12
+    report = import_leads_csv(engine, path)
+    assert report.inserted == 2 and report.updated == 0
+    rejected = dict(report.rejected)
+    assert list(rejected) == [3, 4, 5, 6, 8, 9, 10, 11]
+    assert "invalid email 'not-an-email'" in rejected[3]
+    assert "email is empty" in rejected[4]
+    assert "company_size must be a whole number" in rejected[5]
+    assert "unknown stage 'hot'" in rejected[6]
+    assert "unknown timezone 'Mars/Olympus'" in rejected[8]
+    assert "country must be a 2-letter ISO code" in rejected[9]
+    assert "13 values but the header has 12 columns" in rejected[10]
+    assert "company_size must not be negative" in rejected[11] and "country" in rejected[11]
+    assert set(leads(engine)) == {"ok1@example.com", "ok2@example.com"}
+
+
+def test_multi_line_quoted_fields_keep_line_numbers_right(engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "email,notes\n"
+                 + 'a@example.com,"first line\nsecond line\nthird line"\n'   # lines 2-4
+                 + "bad-email,x\n"                                            # 5
+                 + 'b@example.com,"one\r\ntwo"\r\n'                           # 6-7
+                 + "also bad,y\n")                                            # 8
+    report = import_leads_csv(engine, path)
+    assert [line for line, _ in report.rejected] == [5, 8]
+    assert leads(engine)["a@example.com"].fields == {"notes": "first line\nsecond line\nthird line"}
+
+
+def test_upsert_updates_keeps_blanks_merges_fields_and_tracks_stage(engine, tmp_path: Path) -> None:
+    first = write(tmp_path, HEADER + "ada@example.com,Ada,Lovelace,Acme,CTO,,50,GB,,lead,a;b,pro\n", "one.csv")
+    import_leads_csv(engine, first)
+    second = write(tmp_path, "email,title,company_size,stage,tags,seats\n"
+                   + "ADA@example.com,Countess,,mql,,10\n"
+                   + "new@example.com,Dev,5,,,\n", "two.csv")
+    report = import_leads_csv(engine, second)
+    assert (report.inserted, report.updated) == (1, 1)
+    ada = leads(engine)["ada@example.com"]
+    assert (ada.first_name, ada.title, ada.company_size, ada.country) == ("Ada", "Countess", 50, "GB")
+    assert (ada.stage, ada.tags, ada.fields) == ("mql", ["a", "b"], {"plan": "pro", "seats": "10"})
+    assert ada.stage_changed_at > ada.created_at
+    assert report.mql_lead_ids == [ada.id]
+    assert stage_changes(engine) == [("lead", "mql", "import")]
+    again = import_leads_csv(engine, second)  # re-importing changes nothing and enters nobody into mql again
+    assert (again.inserted, again.updated, again.mql_lead_ids) == (0, 2, [])
+    assert len(stage_changes(engine)) == 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5000])
+def test_the_last_row_of_an_email_wins(engine, tmp_path: Path, batch_size: int) -> None:
+    path = write(tmp_path, "email,title,stage\n"
+                 + "a@example.com,first,lead\n"
+                 + "b@example.com,only,lead\n"
+                 + "A@example.com,second,sql\n"
+                 + "a@example.com,third,\n")
+    report = import_leads_csv(engine, path, batch_size=batch_size)
+    assert (report.inserted, report.updated, report.rejected) == (2, 2, [])
+    a = leads(engine)["a@example.com"]
+    assert (a.title, a.stage) == ("third", "sql")
+
+
+def test_header_names_are_matched_loosely_and_bom_and_crlf_accepted(engine, tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffE-mail,First Name,COUNTRY,Lead Source\r\nada@example.com,Ada,de,webinar\r\n"
+                     .replace("E-mail", "Email").encode("utf-8"))
+    report = import_leads_csv(engine, path)
+    assert report.rejected == []
+    ada = leads(engine)["ada@example.com"]
+    assert (ada.first_name, ada.country, ada.fields) == ("Ada", "DE", {"Lead Source": "webinar"})
+
+
+def test_lines_that_are_not_utf8_are_rejected(engine, tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"email,first_name\nok@example.com,Ada\nfr@example.com,Fran\xe7oise\nok2@example.com,Bo\n")
+    report = import_leads_csv(engine, path)
+    assert report.rejected == [(3, "not UTF-8 text (save the file as UTF-8)")]
+    assert report.inserted == 2
+
+
+def test_progress_is_reported_in_bytes(engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "email\n" + "".join(f"l{i}@example.com\n" for i in range(10)))
+    seen: list[tuple[int, int]] = []
+    import_leads_csv(engine, path, batch_size=3, on_progress=lambda done, total: seen.append((done, total)))
+    size = path.stat().st_size
+    assert seen[-1] == (size, size)
+    assert len(seen) == 4 and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty"),
+        ("first_name,company\nAda,Acme\n", "no email column"),
+        ("email,Email\na@example.com,b@example.com\n", "appears twice"),
+    ],
+)
+def test_unusable_files_are_refused(engine, tmp_path: Path, content: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        import_leads_csv(engine, write(tmp_path, content))
+
+
+def test_a_missing_file_is_refused(engine, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="cannot read"):
+        import_leads_csv(engine, tmp_path / "missing.csv")
