@@ -1,0 +1,168 @@
+"""``nurture leads``: import leads from CSV, add or update one, and show everything about one."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from nurture.errors import InvalidInput, LeadNotFound
+from nurture.settings import get_settings
+from nurture.storage.database import session
+from nurture.storage.importer import import_leads_csv
+from nurture.storage.leads import get_lead, lead_summary, upsert_lead
+from nurture.storage.migrate import open_database
+
+leads_app = typer.Typer(
+    help="Leads: import, add, show (database from NURTURE_DATABASE_URL).",
+    no_args_is_help=True,
+)
+
+PROGRESS_FROM_BYTES = 1_000_000  # smaller files import before a progress bar would be worth drawing
+
+
+@leads_app.command("import")
+def import_command(
+    file: Path = typer.Argument(..., help="CSV file, UTF-8, with a header line naming the columns."),
+    batch_size: int = typer.Option(5000, "--batch-size", min=1, help="Rows written per transaction."),
+) -> None:
+    """Create or update leads from a CSV file.
+
+    Columns: email, first_name, last_name, company, title, industry, company_size, country, timezone, stage,
+    tags (separated by ";"), owner; any other column is a custom field. Rows are matched by email; blank cells keep what the lead has. Bad rows are listed on stderr with their line
+    numbers and the rest is imported. Exits 1 when the file cannot be read or has no valid row.
+    """
+    engine = open_database(get_settings().database_url)
+    try:
+        size = file.stat().st_size if file.is_file() else 0
+        if size >= PROGRESS_FROM_BYTES:
+            with typer.progressbar(length=size, label=f"importing {file.name}", file=sys.stderr) as bar:
+                done = [0]
+
+                def advance(bytes_done: int, _total: int) -> None:
+                    bar.update(bytes_done - done[0])
+                    done[0] = bytes_done
+
+                report = import_leads_csv(engine, file, on_progress=advance, batch_size=batch_size)
+        else:
+            report = import_leads_csv(engine, file, batch_size=batch_size)
+    finally:
+        engine.dispose()
+    for line, problem in report.rejected:
+        typer.echo(f"{file}:{line}: {problem}", err=True)
+    typer.echo(f"{file}: {report.inserted} new, {report.updated} updated, {len(report.rejected)} rejected")
+    if report.mql_lead_ids:
+        typer.echo(f"{len(report.mql_lead_ids)} leads entered the mql stage")
+    if not report.imported:
+        raise InvalidInput(f"no lead imported from {file}")
+
+
+@leads_app.command("add")
+def add_command(
+    email: str = typer.Argument(..., help="The lead's email address (its identity)."),
+    first_name: str | None = typer.Option(None, "--first-name", help="First name."),
+    last_name: str | None = typer.Option(None, "--last-name", help="Last name."),
+    company: str | None = typer.Option(None, "--company", help="Company name."),
+    title: str | None = typer.Option(None, "--title", help="Job title."),
+    industry: str | None = typer.Option(None, "--industry", help="Industry."),
+    company_size: int | None = typer.Option(None, "--company-size", min=0, help="Number of employees."),
+    country: str | None = typer.Option(None, "--country", help="ISO 3166-1 alpha-2 code, e.g. DE."),
+    timezone: str | None = typer.Option(None, "--timezone", help="IANA name, e.g. Europe/Berlin."),
+    stage: str | None = typer.Option(None, "--stage", help="lead, mql, sql, opportunity, customer, recycled..."),
+    owner: str | None = typer.Option(None, "--owner", help="Sales owner."),
+    tags: list[str] | None = typer.Option(None, "--tag", help="A tag (repeat the option); replaces the tags."),
+    fields: list[str] | None = typer.Option(None, "--field", help="A custom field as KEY=VALUE (repeatable)."),
+) -> None:
+    """Create a lead, or update the given fields of an existing one."""
+    given = dict(
+        first_name=first_name, last_name=last_name, company=company, title=title, industry=industry,
+        company_size=company_size, country=country, timezone=timezone, stage=stage, owner=owner, tags=tags or None,
+    )
+    data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
+    data["fields"] = dict(_key_value(item) for item in fields or [])
+    engine = open_database(get_settings().database_url)
+    try:
+        with session(engine) as db:
+            try:
+                get_lead(db, email)
+                existed = True
+            except LeadNotFound:
+                existed = False
+            lead = upsert_lead(db, data, actor="cli")
+    finally:
+        engine.dispose()
+    typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise InvalidInput(f"--field takes KEY=VALUE, got {item!r}")
+    return key.strip(), value
+
+
+@leads_app.command("show")
+def show_command(
+    email: str = typer.Argument(..., help="The lead's email address."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show a lead: fields, stage, score, enrollments, deliveries, recent events and stage history."""
+    engine = open_database(get_settings().database_url)
+    try:
+        with session(engine, read_only=True) as db:
+            summary = lead_summary(db, email)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    typer.echo(_render_summary(summary))
+
+
+def _render_summary(summary: dict[str, Any]) -> str:
+    lead = summary["lead"]
+    out = [f"{lead['email']} (id {lead['id']})"]
+    for key, value in lead.items():
+        if key not in ("email", "id") and value not in (None, [], {}):
+            out.append(f"  {key:<17} {_cell(value, key)}")
+    sections = [
+        ("Enrollments", summary["enrollments"], ["campaign_id", "status", "step_id", "next_due_at", "end_reason"]),
+        ("Deliveries", summary["deliveries"], ["campaign_id", "step_key", "status", "attempts", "sent_at", "error"]),
+        ("Recent events", summary["events"], ["occurred_at", "type", "points", "campaign_id", "step_key"]),
+        ("Stage history", summary["stage_history"], ["at", "from_stage", "to_stage", "actor", "reason"]),
+    ]
+    for title, rows, columns in sections:
+        out.append("")
+        out.append(f"{title}:" if rows else f"{title}: none")
+        if rows:
+            out.extend("  " + line for line in _table(rows, columns))
+    return "\n".join(out)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    cells = [[_cell(row[c], c) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    return lines
+
+
+def _cell(value: Any, key: str) -> str:
+    if value is None:
+        return ""
+    if key.endswith("at") and isinstance(value, str):  # ISO timestamps from the summary, to the second
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``nurture leads`` to the command line."""
+    app.add_typer(leads_app, name="leads")

@@ -1,0 +1,125 @@
+"""``nurture db`` and ``nurture leads`` through Typer's test runner, on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from nurture.cli.commands import db as db_commands
+from nurture.cli.commands import leads as leads_commands
+from nurture.errors import InvalidInput, LeadNotFound, SchemaOutOfDate
+from nurture.settings import get_settings
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    db_commands.register(app)
+    leads_commands.register(app)
+    return app
+
+
+@pytest.fixture
+def run(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NURTURE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args))
+
+    yield invoke
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def upgraded(run) -> None:
+    assert run("db", "upgrade").exit_code == 0
+
+
+def test_db_upgrade_and_current(run) -> None:
+    result = run("db", "current", "--check")
+    assert result.exit_code == 1 and "run `nurture db upgrade`" in result.stdout
+    result = run("db", "upgrade")
+    assert result.exit_code == 0
+    assert "applied 0001: Initial schema." in result.stdout
+    assert "upgraded from an empty database to 0001" in result.stdout
+    assert "already at 0001, nothing to do" in run("db", "upgrade").stdout
+    result = run("db", "current", "--check")
+    assert result.exit_code == 0 and "at 0001 (up to date)" in result.stdout
+
+
+def test_leads_commands_refuse_a_database_without_schema(run) -> None:
+    result = run("leads", "show", "ada@example.com")
+    assert isinstance(result.exception, SchemaOutOfDate)
+
+
+def test_add_then_update_then_show(run, upgraded) -> None:
+    result = run("leads", "add", "Ada@Example.com", "--first-name", "Ada", "--country", "gb", "--tag", "vip",
+                 "--tag", "beta", "--field", "plan=pro", "--company-size", "50")
+    assert result.exit_code == 0, result.output
+    assert "added lead ada@example.com (id 1, stage lead)" in result.stdout
+    result = run("leads", "add", "ada@example.com", "--stage", "mql", "--title", "CTO")
+    assert "updated lead ada@example.com (id 1, stage mql)" in result.stdout
+    shown = run("leads", "show", "ADA@example.com").stdout
+    assert "ada@example.com (id 1)" in shown and "Ada" in shown and "vip, beta" in shown
+    assert '{"plan": "pro"}' in shown and "Enrollments: none" in shown
+    assert "Stage history:" in shown and "lead        mql       cli" in shown
+    summary = json.loads(run("leads", "show", "ada@example.com", "--json").stdout)
+    assert summary["lead"]["title"] == "CTO" and summary["lead"]["company_size"] == 50
+    assert summary["stage_history"][0]["to_stage"] == "mql"
+
+
+def test_add_reports_invalid_values(run, upgraded) -> None:
+    result = run("leads", "add", "not-an-email", "--timezone", "Nowhere/Land")
+    assert isinstance(result.exception, InvalidInput)
+    assert "invalid email" in str(result.exception) and "unknown timezone" in str(result.exception)
+    assert isinstance(run("leads", "add", "a@example.com", "--field", "novalue").exception, InvalidInput)
+
+
+def test_show_an_unknown_lead(run, upgraded) -> None:
+    assert isinstance(run("leads", "show", "nobody@example.com").exception, LeadNotFound)
+
+
+def test_import_prints_the_report_and_bad_rows_on_stderr(run, upgraded, tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("email,stage\nada@example.com,mql\nbad,lead\ngrace@example.com,\n")
+    result = run("leads", "import", str(path))
+    assert result.exit_code == 0
+    assert f"{path}: 2 new, 0 updated, 1 rejected" in result.stdout
+    assert "1 leads entered the mql stage" in result.stdout
+    assert f"{path}:3: invalid email 'bad'" in result.stderr
+    assert "invalid email" not in result.stdout
+
+
+def test_import_fails_when_nothing_is_valid_or_the_file_is_unreadable(run, upgraded, tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("email\nnope\n")
+    result = run("leads", "import", str(path))
+    assert isinstance(result.exception, InvalidInput) and "no lead imported" in str(result.exception)
+    assert f"{path}:2: invalid email" in result.stderr
+    assert isinstance(run("leads", "import", str(tmp_path / "missing.csv")).exception, InvalidInput)
+
+
+def test_import_shows_progress_on_large_files(run, upgraded, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(leads_commands, "PROGRESS_FROM_BYTES", 10)
+    path = tmp_path / "big.csv"
+    path.write_text("email\n" + "".join(f"l{i}@example.com\n" for i in range(50)))
+    result = run("leads", "import", str(path), "--batch-size", "7")
+    assert result.exit_code == 0 and "50 new" in result.stdout
+    assert "importing big.csv" in result.stderr
+
+
+def test_every_command_has_help(app: typer.Typer) -> None:
+    group = typer.main.get_command(app)
+    for name in ("db", "leads"):
+        sub = group.commands[name]  # type: ignore[attr-defined]
+        assert sub.help, name
+        for command in sub.commands.values():
+            assert command.help, f"{name} {command.name}"
+            for param in command.params:
+                assert param.help, f"{name} {command.name} {param.name}"
