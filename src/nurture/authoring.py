@@ -14,6 +14,7 @@ from nurture.core.facts import LeadView, lead_from_mapping
 from nurture.compose import email_context
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
+from nurture.definitions.scoring import SCORING_FILE, load_scoring
 from nurture.errors import InvalidInput, Problem
 from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail, sample_lead
 from nurture.signing import Signer
@@ -84,9 +85,12 @@ class CheckReport:
 
 
 def check(campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = None) -> CheckReport:
-    """Validate campaigns, the policy and templates, and render every email; collect every problem."""
+    """Validate campaigns, the policy, the scoring rules and templates, and render every email; collect every problem."""
     catalog = load_catalog(campaigns_dir, templates_dir, files=files)
     problems = list(catalog.problems)
+    scoring_dirs = {campaigns_dir, *(path.parent for path in files or [] if path.name == SCORING_FILE)}
+    for scoring_dir in sorted(scoring_dirs):
+        problems += load_scoring(scoring_dir)[1]
     if templates_dir.is_dir():
         problems += check_template_syntax(templates_dir)
         problems += check_emails(catalog, templates_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,13 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _text(value: Any) -> str | None:
+    """A value as text for substring and pattern tests; None (never matches) when there is nothing to search."""
+    if value is None or isinstance(value, bool):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
 def compare(value: Any, test: Comparison) -> bool:
     """Whether ``value`` passes every key of the comparison (text compared case-insensitively)."""
     if test.eq is not None and _norm(value) != _norm(test.eq):
@@ -33,6 +41,15 @@ def compare(value: Any, test: Comparison) -> bool:
         return False
     if test.not_in is not None and _norm(value) in {_norm(v) for v in test.not_in}:
         return False
+    if test.contains is not None or test.matches is not None:
+        text = _text(value)
+        if text is None:
+            return False
+        needles = [test.contains] if isinstance(test.contains, str) else test.contains or []
+        if needles and not any(needle.casefold() in text.casefold() for needle in needles):
+            return False
+        if test.matches is not None and re.search(test.matches, text) is None:
+            return False
     bounds = [(test.gt, lambda a, b: a > b), (test.gte, lambda a, b: a >= b), (test.lt, lambda a, b: a < b),
               (test.lte, lambda a, b: a <= b)]
     for bound, holds in bounds:

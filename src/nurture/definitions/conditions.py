@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nurture.definitions.fields import Strict
 
@@ -12,7 +13,11 @@ Scalar = Union[str, int, float, bool]
 
 
 class Comparison(Strict):
-    """A test on one value: ``{gte: 50}``, ``{in: [US, CA]}``, ``{eq: software}``; several keys must all hold."""
+    """A test on one value: ``{gte: 50}``, ``{in: [US, CA]}``, ``{eq: software}``; several keys must all hold.
+
+    ``contains`` is a case-insensitive substring test (a list: any of them); ``matches`` is a regular expression searched
+    anywhere in the value (case-sensitive unless it starts with ``(?i)``).
+    """
 
     eq: Scalar | None = None
     ne: Scalar | None = None
@@ -22,11 +27,30 @@ class Comparison(Strict):
     lte: float | None = None
     in_: list[Scalar] | None = Field(None, alias="in")
     not_in: list[Scalar] | None = None
+    contains: str | list[str] | None = Field(None, description="Substring, case-insensitive; a list: any of them.")
+    matches: str | None = Field(None, description="A regular expression searched in the value, e.g. '(?i)\\bvp\\b'.")
+
+    @field_validator("contains")
+    @classmethod
+    def _has_text(cls, needles: str | list[str] | None) -> str | list[str] | None:
+        if needles is not None and not all([needles] if isinstance(needles, str) else needles or [""]):
+            raise ValueError("contains needs a non-empty text (or a list of them)")
+        return needles
+
+    @field_validator("matches")
+    @classmethod
+    def _regex_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return pattern
 
     @model_validator(mode="after")
     def _not_empty(self) -> Comparison:
         if not self.model_fields_set:
-            raise ValueError("a comparison needs at least one of eq, ne, gt, gte, lt, lte, in, not_in")
+            raise ValueError("a comparison needs at least one of eq, ne, gt, gte, lt, lte, in, not_in, contains, matches")
         return self
 
 

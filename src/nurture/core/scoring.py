@@ -1,0 +1,188 @@
+"""Lead scoring (pure): points for each event as it is recorded, the score now (behaviour decayed + fit), MQL promotion.
+
+Points are awarded once, when an event is recorded (:func:`event_points`), and stored with it: editing ``scoring.yaml``
+later changes what new events are worth, never the history. The score is recomputed from those stored points whenever
+it is needed (:func:`score`), so decay needs no batch job to be right; a periodic job only refreshes the stored total
+and notices leads that decayed below a threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Sequence
+
+from nurture.core.conditions import field_matches
+from nurture.core.facts import Engagement, LeadView
+from nurture.definitions.conditions import Comparison
+from nurture.definitions.scoring import EventRule, ScoringRules
+
+BEHAVIOUR, FIT = "behaviour", "fit"
+PROMOTABLE_STAGES = ("lead", "recycled")
+"""Stages scoring may move to ``mql``; every later stage (and ``disqualified``) is decided by people or other rules."""
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """One line of a score breakdown: an event type's points (all its events folded together) or a fit rule that holds."""
+
+    source: str  # "behaviour" | "fit"
+    label: str  # the event type, or the fit rule's label
+    points: float  # contribution now (behaviour: after decay)
+    raw: float  # points as awarded, before decay; equal to points for fit
+    at: datetime | None  # the latest event folded in; None for fit
+    count: int = 1  # events folded into this item
+
+    def to_json(self) -> dict[str, Any]:
+        """The item as plain JSON values."""
+        return {
+            "source": self.source, "label": self.label, "points": self.points, "raw": self.raw,
+            "at": self.at.isoformat() if self.at else None, "count": self.count,
+        }
+
+
+@dataclass(frozen=True)
+class ScoreBreakdown:
+    """A lead's score and where it comes from. ``total`` is ``behaviour + fit``, raised to the floor if there is one."""
+
+    total: float
+    behaviour: float
+    fit: float
+    items: tuple[ScoreItem, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """For the API and ``leads show --json``."""
+        return {
+            "total": self.total, "behaviour": self.behaviour, "fit": self.fit,
+            "items": [item.to_json() for item in self.items],
+        }
+
+
+def utc_day(at: datetime) -> date:
+    """The UTC calendar day a daily cap counts ``at`` in."""
+    return at.astimezone(UTC).date()
+
+
+def _signed(points: float) -> str:
+    return f"{points:+g}"
+
+
+def _describe(name: str, test: Any) -> str:
+    """A short text for one property test, for reasons: ``url contains /pricing``."""
+    if not isinstance(test, Comparison):
+        return f"{name} in {', '.join(map(str, test))}" if isinstance(test, list) else f"{name} = {test}"
+    parts = []
+    for key, value in test.model_dump(by_alias=True, exclude_none=True).items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else value
+        parts.append(f"{name} {key.replace('_', ' ')} {shown}")
+    return " and ".join(parts)
+
+
+def _rule_matches(rule: EventRule, event: Engagement) -> bool:
+    return all(field_matches(event.properties.get(name), test) for name, test in (rule.when or {}).items())
+
+
+def event_points(rules: ScoringRules, event: Engagement, scored_today: int) -> tuple[float, str]:
+    """Points for ``event`` as it is recorded, and a short reason (``"email_click +3"``).
+
+    ``scored_today`` is how many earlier events of the same type were awarded points for this lead on the same UTC day
+    (:func:`utc_day`); the matching rule's ``max_per_day`` compares against it, so with several rules for one type the
+    cap counts the events every rule scored. Unknown types, unmatched rules and capped events score 0.
+    """
+    event_rules = rules.behaviour.events.get(event.type)
+    if not event_rules:
+        return 0.0, f"no rule for {event.type}"
+    rule = next((r for r in event_rules if _rule_matches(r, event)), None)
+    if rule is None:
+        return 0.0, f"{event.type}: no rule matched"
+    if rule.max_per_day is not None and scored_today >= rule.max_per_day:
+        return 0.0, f"{event.type}: daily cap of {rule.max_per_day} reached"
+    reason = f"{event.type} {_signed(rule.points)}"
+    if rule.when:
+        reason += f" ({'; '.join(_describe(name, test) for name, test in rule.when.items())})"
+    return float(rule.points), reason
+
+
+def fit_items(rules: ScoringRules, lead: LeadView) -> list[ScoreItem]:
+    """The fit rules that hold for ``lead`` (every test in ``when``; custom fields by name), in file order.
+
+    Of the rules sharing a ``group`` only the first that holds counts.
+    """
+    items = []
+    groups_scored: set[str] = set()
+    for rule in rules.fit:
+        if rule.group is not None and rule.group in groups_scored:
+            continue
+        if all(field_matches(lead.get(name), test) for name, test in rule.when.items()):
+            items.append(ScoreItem(FIT, rule.label, float(rule.points), float(rule.points), None))
+            if rule.group is not None:
+                groups_scored.add(rule.group)
+    return items
+
+
+def decayed(points: float, age_seconds: float, half_life_seconds: float | None) -> float:
+    """``points`` after ``age_seconds`` with a half-life; no half-life or no age: unchanged."""
+    if not half_life_seconds or age_seconds <= 0:
+        return points
+    return points * 0.5 ** (age_seconds / half_life_seconds)
+
+
+@dataclass
+class _Group:
+    """Running sums for one event type while a score is computed."""
+
+    latest: datetime
+    points: float = 0.0
+    raw: float = 0.0
+    count: int = 0
+
+
+def score(
+    rules: ScoringRules, lead: LeadView, events: Sequence[tuple[Engagement, float]], now: datetime
+) -> ScoreBreakdown:
+    """The lead's score at ``now`` from its events (each with the points it was awarded) and its fields.
+
+    Behaviour points decay from the event's time with the configured half-life; an event stamped after ``now`` (a
+    client clock slightly ahead) counts in full rather than growing. Events that were awarded 0 points are left out of
+    the items. Items: one per event type (largest contribution first), then the fit rules that hold.
+    """
+    half_life = rules.behaviour.half_life
+    half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
+    groups: dict[str, _Group] = {}
+    for event, awarded in events:
+        if not awarded:
+            continue
+        group = groups.setdefault(event.type, _Group(latest=event.at))
+        group.points += decayed(awarded, (now - event.at).total_seconds(), half_life_seconds)
+        group.raw += awarded
+        group.latest = max(group.latest, event.at)
+        group.count += 1
+    behaviour_items = sorted(
+        (ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count) for kind, g in groups.items()),
+        key=lambda item: (-item.points, item.label),
+    )
+    fits = fit_items(rules, lead)
+    behaviour = sum(group.points for group in groups.values())
+    fit = sum(item.points for item in fits)
+    total = behaviour + fit
+    if rules.floor is not None:
+        total = max(total, rules.floor)
+    return ScoreBreakdown(round(total, 2), round(behaviour, 2), round(fit, 2), (*behaviour_items, *fits))
+
+
+def stage_after_scoring(rules: ScoringRules, stage: str, breakdown: ScoreBreakdown) -> tuple[str, str] | None:
+    """``("mql", reason)`` when a lead or recycled lead reaches the MQL threshold (and the minimum fit); None otherwise.
+
+    Scoring only ever promotes to ``mql``: it never demotes (a decayed score does not undo a hand-off) and never
+    decides ``sql`` or later, which belong to sales feedback and the promotion rules.
+    """
+    threshold = rules.thresholds.mql
+    if stage not in PROMOTABLE_STAGES or threshold is None or breakdown.total < threshold:
+        return None
+    reason = f"score {breakdown.total} >= mql threshold {threshold:g}"
+    min_fit = rules.thresholds.mql_min_fit
+    if min_fit is not None:
+        if breakdown.fit < min_fit:
+            return None
+        reason += f", fit {breakdown.fit} >= {min_fit:g}"
+    return "mql", reason
