@@ -92,8 +92,10 @@ def check(campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = N
     for scoring_dir in sorted(scoring_dirs):
         problems += load_scoring(scoring_dir)[1]
     if templates_dir.is_dir():
-        problems += check_template_syntax(templates_dir)
-        problems += check_emails(catalog, templates_dir)
+        syntax = check_template_syntax(templates_dir)
+        broken = {Path(p.path).resolve() for p in syntax}
+        problems += syntax  # a broken template is reported once, by its syntax error, not again by every render
+        problems += [p for p in check_emails(catalog, templates_dir) if Path(p.path).resolve() not in broken]
     else:
         problems.append(Problem(str(templates_dir), 0, "templates folder not found"))
     emails = sum(len(template_uses(step)) for c in catalog.campaigns.values() for step in c.steps)

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _register()
     try:
-        app(args=args, prog_name="nurture", standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of typer.Exit: pass it on.
+        code = app(args=args, prog_name="nurture", standalone_mode=False)
     except NurtureError as exc:
         if verbose:
             raise
@@ -56,3 +57,5 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             raise SystemExit(exc.exit_code) from None
         raise
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)

@@ -61,9 +61,24 @@ def compare(value: Any, test: Comparison) -> bool:
     return True
 
 
+_POSITIVE_KEYS = ("eq", "gt", "gte", "lt", "lte", "in_", "contains", "matches")
+
+
 def field_matches(value: Any, test: Any) -> bool:
-    """A lead-field test: a value (equals), a list (one of), or a Comparison. A list-valued field matches if any item does."""
+    """A lead-field test: a value (equals), a list (one of), or a Comparison.
+
+    On a list-valued field (tags) a positive test holds if any item passes, and ``ne`` / ``not_in`` hold only if no
+    item is excluded: ``tags: {not_in: [nurtured]}`` is false for a lead tagged ``nurtured`` among others.
+    """
     if isinstance(value, (list, tuple, set)):
+        if isinstance(test, Comparison) and (test.ne is not None or test.not_in is not None):
+            negative = Comparison.model_construct(ne=test.ne, not_in=test.not_in)
+            if not all(compare(item, negative) for item in value):
+                return False
+            positive = test.model_copy(update={"ne": None, "not_in": None})
+            if any(getattr(positive, key) is not None for key in _POSITIVE_KEYS):
+                return any(compare(item, positive) for item in value)
+            return True
         return any(field_matches(item, test) for item in value)
     if isinstance(test, Comparison):
         return compare(value, test)

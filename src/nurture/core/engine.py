@@ -155,18 +155,23 @@ def _window(env: _Env, step: Step) -> calendar.SendWindow | None:
 
 
 def _apply_cap(env: _Env, at: datetime, history: History, window: calendar.SendWindow | None) -> datetime:
-    """The first time at or after ``at`` that is inside the window and under the frequency cap."""
+    """The first time at or after ``at`` that is inside the window and under the frequency cap.
+
+    The cap period counts like a wait (``per: 1d`` is a calendar day in the lead's timezone), so a daily email at
+    09:00 local stays at 09:00 across a DST change instead of being pushed an hour by a 23-hour day.
+    """
     cap = env.policy.frequency_cap
     at = calendar.next_window_open(at, window, env.zone)
     if cap is None:
         return at
-    period = cap.per.as_timedelta()
     for _ in range(32):
-        recent = sorted(s.at for s in history.sends if at - period < s.at <= at)
-        if len(recent) < cap.max:
+        frees = sorted(
+            free for free in (calendar.add_wait(s.at, cap.per, env.zone) for s in history.sends if s.at <= at)
+            if free > at
+        )
+        if len(frees) < cap.max:
             return at
-        freed = recent[len(recent) - cap.max] + period
-        at = calendar.next_window_open(max(freed, at), window, env.zone)
+        at = calendar.next_window_open(max(frees[len(frees) - cap.max], at), window, env.zone)
     return at
 
 
@@ -295,6 +300,13 @@ def advance(
         if due > now:
             result.next_due_at = due
             return result
+        if step.email is not None or step.stream is not None:
+            # Due already, but the window and the cap are what they are *now*: a late tick after the window
+            # closed, or a send another campaign made since, still holds this email back.
+            send_at = _apply_cap(env, now, seen, _window(env, step) if step.email is not None else None)
+            if send_at > now:
+                result.next_due_at = send_at
+                return result
         ran_at = now if step.email is not None or step.stream is not None else due
         if step.when is not None and not evaluate(
             step.when, lead=lead, history=seen, campaign_id=campaign.id, since=current.enrolled_at, now=now

@@ -156,6 +156,8 @@ class Step(Strict):
             raise ValueError(f"step '{self.id}' needs exactly one action of {', '.join(ACTIONS)} (found: {found})")
         if (self.on_event or self.on_timeout) and self.wait_for is None:
             raise ValueError("on_event / on_timeout only go with wait_for")
+        if self.send_window is not None and self.email is None:
+            raise ValueError("send_window only applies to email steps (streams follow their cadence)")
         if self.branch is not None and self.goto is not None:
             raise ValueError("a branch step chooses its target itself: use goto inside the branch rules")
         return self

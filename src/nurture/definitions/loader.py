@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -73,26 +73,68 @@ def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:
     return tuple(kept)
 
 
-def _message(error: dict[str, Any], model_fields: list[str]) -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, Union, list, dict and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for argument in get_args(annotation):
+        found.extend(_models_in(argument))
+    return found
+
+
+def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model whose keys are expected at ``loc`` (a location in the data), for did-you-mean hints."""
+    current: list[type[BaseModel]] = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list item: the same models as the list holds
+        following: list[type[BaseModel]] = []
+        for candidate in current:
+            for name, info in candidate.model_fields.items():
+                if part in (name, info.alias):
+                    following.extend(_models_in(info.annotation))
+        if not following:
+            return None
+        current = following
+    return current[0] if current else None
+
+
+# When a value fails every branch of a union, pydantic reports one error per branch; keep the most telling one.
+_RANK = {"value_error": 0, "assertion_error": 0, "literal_error": 1, "enum": 1, "string_pattern_mismatch": 1}
+
+
+def _rank(error: dict[str, Any]) -> int:
+    if error["type"] == "literal_error" and error["msg"] == "Input should be 'always'":
+        return 3  # the 'always' shorthand of send windows: only telling when nothing else is said
+    return _RANK.get(error["type"], 2)
+
+
+def _message(error: dict[str, Any], data_loc: Loc, model: type[BaseModel]) -> str:
     kind = error["type"]
     last = error["loc"][-1] if error["loc"] else None
     if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(str(last), model_fields, n=1)
+        owner = _model_at(model, data_loc[:-1])
+        hint = difflib.get_close_matches(str(last), _known_keys(owner), n=1) if owner is not None else []
         suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
         return f"unknown key '{last}'{suffix}"
     if kind == "missing":
         return f"missing required key '{last}'"
+    # Name the key only when the error is at a key of the data (not inside a union branch or an internal field).
+    key = data_loc[-1] if data_loc and isinstance(data_loc[-1], str) and data_loc[-1] == last else None
+    if kind == "string_pattern_mismatch" and key in ("id",):
+        return f"id: '{error['input']}' is not a valid id: use lower-case letters, digits, '-' and '_'"
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
-    if isinstance(last, str) and last not in message:
-        return f"{last}: {message}"
+    if key is not None and key not in message:
+        return f"{key}: {message}"
     return message
 
 
-def _known_keys(model: type[BaseModel]) -> list[str]:
+def _known_keys(model: type[BaseModel] | None) -> list[str]:
     names: list[str] = []
-    for name, info in model.model_fields.items():
+    for name, info in (model.model_fields.items() if model is not None else ()):
         names.append(info.alias or name)
     return names
 
@@ -107,14 +149,17 @@ def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:
-        problems: dict[tuple[int, str], Problem] = {}
-        seen_locs: set[Loc] = set()
+        chosen: dict[Loc, tuple[int, dict[str, Any]]] = {}
+        always: list[tuple[Loc, dict[str, Any]]] = []
         for error in exc.errors():
             loc = _data_loc(doc.data, tuple(error["loc"]))
-            if loc in seen_locs and error["type"] not in ("extra_forbidden", "missing"):
-                continue  # a union reports one error per alternative: the first says enough
-            seen_locs.add(loc)
-            problem = doc.problem(loc, _message(error, _known_keys(model)))
+            if error["type"] in ("extra_forbidden", "missing"):
+                always.append((loc, error))
+            elif loc not in chosen or _rank(error) < chosen[loc][0]:
+                chosen[loc] = (_rank(error), error)
+        problems: dict[tuple[int, str], Problem] = {}
+        for loc, error in always + [(loc, error) for loc, (_r, error) in chosen.items()]:
+            problem = doc.problem(loc, _message(error, loc, model))
             problems.setdefault((problem.line, problem.message), problem)
         return None, list(problems.values())
 

@@ -63,6 +63,8 @@ class _Placeholders:
         self.cacheable = True
 
     def marker(self, value: Any) -> Any:
+        if value is None:
+            return ""
         if hasattr(value, "__html__"):
             self.cacheable = False
             return value
@@ -104,6 +106,10 @@ def _track_filter(context: Context, url: str) -> str:
     return context["track"](url)
 
 
+def _none_as_empty(value: Any) -> Any:
+    return "" if value is None else value
+
+
 def _sibling_text_name(name: str) -> str | None:
     for html_suffix, text_suffix in ((".html.j2", ".txt.j2"), (".html", ".txt")):
         if name.endswith(html_suffix):
@@ -137,7 +143,9 @@ class EmailRenderer:
         self.environment.filters["track"] = _track_filter
         self._local = threading.local()
         self._derived: dict[str, str] = {}  # HTML skeleton -> derived text skeleton
-        self.subject_environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        self.subject_environment = ImmutableSandboxedEnvironment(
+            undefined=StrictUndefined, autoescape=False, finalize=_none_as_empty
+        )
         self._subjects: dict[str, Template] = {}
         # Template name -> compiled text sibling, or None when the text part is derived from the HTML.
         self._text_templates: dict[str, Template | None] = {}
@@ -186,8 +194,11 @@ class EmailRenderer:
         }
 
     def _finalize(self, value: Any) -> Any:
+        # A known field without a value (None) prints as nothing, never as "None"; an unknown name still fails.
         placeholders: _Placeholders | None = getattr(self._local, "placeholders", None)
-        return value if placeholders is None else placeholders.marker(value)
+        if placeholders is None:
+            return "" if value is None else value
+        return placeholders.marker(value)
 
     def _render_html(self, name: str, namespace: dict[str, Any]) -> str:
         html, _skeleton = self._render_html_skeleton(name, namespace)

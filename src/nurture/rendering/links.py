@@ -7,6 +7,7 @@ absolute http(s) URLs, so the redirect endpoint can never be turned into an open
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from nurture.signing import BadSignature, Signer
@@ -16,11 +17,12 @@ OPEN = "open"
 UNSUBSCRIBE = "unsubscribe"
 
 _PIXEL_SUFFIX = ".gif"
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def is_trackable_url(url: str) -> bool:
     """Whether ``url`` is an absolute http(s) URL that a click link may redirect to."""
-    if not isinstance(url, str) or not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+    if not isinstance(url, str) or not url or _UNSAFE.search(url):
         return False
     try:
         parts = urlsplit(url)
@@ -36,6 +38,7 @@ class LinkBuilder:
         self.base_url = base_url.rstrip("/")
         self.signer = signer
         self.delivery_ref = delivery_ref
+        self._unsubscribe: str | None = None
 
     def click(self, url: str) -> str:
         """Return a tracking link that records a click and redirects to ``url`` (absolute http(s) only)."""
@@ -50,9 +53,12 @@ class LinkBuilder:
         return f"{self.base_url}/t/o/{token}{_PIXEL_SUFFIX}"
 
     def unsubscribe(self) -> str:
-        """Return the one-click unsubscribe URL for this delivery's lead."""
-        token = self.signer.sign({"d": self.delivery_ref}, purpose=UNSUBSCRIBE)
-        return f"{self.base_url}/u/{token}"
+        """Return the one-click unsubscribe URL for this delivery's lead (built once: the template and the
+        List-Unsubscribe header both ask for it)."""
+        if self._unsubscribe is None:
+            token = self.signer.sign({"d": self.delivery_ref}, purpose=UNSUBSCRIBE)
+            self._unsubscribe = f"{self.base_url}/u/{token}"
+        return self._unsubscribe
 
 
 def _delivery_ref(payload: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, exists, or_, select, text, update
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.conditions import filter_matches
@@ -37,11 +37,24 @@ def _not_enrolled(campaign: Campaign, now: datetime) -> Any:
     return ~exists().where(blocking)
 
 
-def _event_types(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[Engagement]]:
+def _events_since_last_entry(conn: Connection, campaign_id: str, lead_ids: Sequence[int]) -> dict[int, list[Engagement]]:
+    """Each lead's events since it last entered this campaign (all of them if it never did).
+
+    So a ``had_event`` entry filter on a campaign that allows re-entry needs a new event for each new entry.
+    """
+    last_entry = dict(
+        conn.execute(
+            select(E.c.lead_id, func.max(E.c.enrolled_at))
+            .where(E.c.campaign_id == campaign_id, E.c.lead_id.in_(list(lead_ids)))
+            .group_by(E.c.lead_id)
+        ).all()
+    )
     found: dict[int, list[Engagement]] = {}
-    rows = conn.execute(select(EV.c.lead_id, EV.c.type, EV.c.occurred_at).where(EV.c.lead_id.in_(list(lead_ids))).distinct())
+    rows = conn.execute(select(EV.c.lead_id, EV.c.type, EV.c.occurred_at).where(EV.c.lead_id.in_(list(lead_ids))))
     for row in rows:
-        found.setdefault(row.lead_id, []).append(Engagement(row.type, row.occurred_at))
+        since = last_entry.get(row.lead_id)
+        if since is None or row.occurred_at > since:
+            found.setdefault(row.lead_id, []).append(Engagement(row.type, row.occurred_at))
     return found
 
 
@@ -78,7 +91,7 @@ def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iter
                     break
                 last_id = leads[-1].id
                 where = campaign.entry.where
-                events = _event_types(conn, [r.id for r in leads]) if where and where.had_event else {}
+                events = _events_since_last_entry(conn, campaign.id, [r.id for r in leads]) if where and where.had_event else {}
                 rows = [
                     dict(lead_id=r.id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
                          arrived_at=now, next_due_at=now, state={}, campaign_version=version,

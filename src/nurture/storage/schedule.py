@@ -208,8 +208,11 @@ def _apply_lead_change(conn: Connection, change: LeadChange, now: datetime) -> N
             values[name] = value
         else:
             custom[name] = value
-    tags = [t for t in (row.tags or []) if t not in change.remove_tags]
-    tags += [t for t in change.add_tags if t not in tags]
+    # tags match case-insensitively everywhere (entry filters, conditions), so they are removed that way too
+    removed = {t.casefold() for t in change.remove_tags}
+    tags = [t for t in (row.tags or []) if t.casefold() not in removed]
+    present = {t.casefold() for t in tags}
+    tags += [t for t in change.add_tags if t.casefold() not in present]
     values.update(fields=custom, tags=tags)
     conn.execute(update(L).where(L.c.id == change.lead_id).values(**values))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -36,6 +37,7 @@ from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChan
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+SEND_CHUNK = 400  # messages rendered before the transport starts on them; it sends while the next chunk renders
 
 
 @dataclass
@@ -252,14 +254,31 @@ class Dispatcher:
     # -- sending ---------------------------------------------------------------------------------------------------
 
     def _send(self, now: datetime, pending: list[_Pending], report: TickReport) -> None:
+        """Render and send ``pending`` in chunks, the transport sending one chunk while the next is rendered."""
         if not pending:
             return
         suppressed = schedule.suppressed_leads(self.engine, [p.delivery.lead_id for p in pending])
         exited = schedule.exited_enrollments(self.engine, [p.delivery.enrollment_id for p in pending])
         outcomes: list[DeliveryOutcome] = []
+        in_flight: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult]]]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="nurture-send") as sender:
+            for start in range(0, len(pending), SEND_CHUNK):
+                batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], suppressed, exited,
+                                                    outcomes, report)
+                if batch:
+                    in_flight.append((sending, sender.submit(self.transport.send_many, batch)))
+            for sending, future in in_flight:
+                for (item, subject), result in zip(sending, future.result()):
+                    outcomes.append(self._outcome(now, item.delivery, subject, result, report))
+        schedule.record_outcomes(self.engine, now, outcomes)
+
+    def _render_chunk(
+        self, now: datetime, chunk: list[_Pending], suppressed: set[int], exited: set[int],
+        outcomes: list[DeliveryOutcome], report: TickReport,
+    ) -> tuple[list[tuple[OutgoingEmail, bytes]], list[tuple[_Pending, str]]]:
         batch: list[tuple[OutgoingEmail, bytes]] = []
         sending: list[tuple[_Pending, str]] = []
-        for item in pending:
+        for item in chunk:
             delivery = item.delivery
             attempts = delivery.attempts + 1
             if delivery.lead_id in suppressed or delivery.enrollment_id in exited:
@@ -283,10 +302,7 @@ class Dispatcher:
                 continue
             batch.append((email, data))
             sending.append((item, rendered.subject))
-        results = self.transport.send_many(batch) if batch else []
-        for (item, subject), result in zip(sending, results):
-            outcomes.append(self._outcome(now, item.delivery, subject, result, report))
-        schedule.record_outcomes(self.engine, now, outcomes)
+        return batch, sending
 
     def _outcome(self, now: datetime, delivery: Any, subject: str, result: SendResult, report: TickReport) -> DeliveryOutcome:
         attempts = delivery.attempts + 1
