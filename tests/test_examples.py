@@ -103,7 +103,8 @@ def test_ebook_nurture_simulation_starts_with_the_personal_welcome(tmp_path: Pat
     first = timeline[0]
     assert first["step"] == "welcome" and first["kind"] == "email"
     assert first["subject"] == "Your guide, Dana"
-    assert first["local"].startswith("2026-03-02T09:00")  # 03:00 in Chicago: held for the 09:00 send window
+    # The welcome answers the download at once (send_window: always): 03:00 in Chicago, not held until 09:00.
+    assert first["local"].startswith("2026-03-02T03:00")
     emails = [e for e in timeline if e["kind"] == "email"]
     assert emails[1]["step"] == "case-study" and emails[1]["subject"] == "How Acme cut churn"
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from nurture.cli.commands import campaigns, run
+from nurture.cli.commands import campaigns, db, events, leads, run
 
-MODULES = [campaigns, run]
+MODULES = [campaigns, run, db, leads, events]

@@ -24,6 +24,8 @@ def run_command(
     logging.getLogger("nurture").setLevel(settings.log_level.upper())
     if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its per-run lines would drown the worker's
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     worker = Worker(settings)
     if once:
         report = worker.run_once()
