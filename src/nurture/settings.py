@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     templates_dir: Path = Field(Path("templates"), description="Folder of Jinja email templates.")
     default_timezone: str = Field("UTC", description="IANA timezone for leads without one (when a campaign sets none).")
     log_level: str = Field("INFO", description="Logging level of the worker.")
+    batch_size: int = Field(500, ge=1, description="Enrollments the dispatcher claims per batch.")
+    lease_seconds: float = Field(
+        300, gt=0, description="How long a claimed batch is reserved; a crashed worker's batch is taken over after it."
+    )
+    max_attempts: int = Field(6, ge=1, description="Send attempts before a delivery is marked failed.")
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between the dispatcher's looks when idle.")
 
 
 @lru_cache(maxsize=1)

@@ -63,8 +63,11 @@ class Worker:
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
             self.engine, self.catalog, EmailRenderer(settings.templates_dir), self.transport, self.signer,
-            config or DispatchConfig(default_timezone=settings.default_timezone, from_address=settings.from_address,
-                                     base_url=settings.base_url),
+            config or DispatchConfig(
+                batch_size=settings.batch_size, lease=timedelta(seconds=settings.lease_seconds),
+                max_attempts=settings.max_attempts, default_timezone=settings.default_timezone,
+                from_address=settings.from_address, base_url=settings.base_url,
+            ),
         )
         self._stop = threading.Event()
 

@@ -15,8 +15,8 @@ from nurture.definitions.loader import load_catalog
 from nurture.errors import DefinitionError
 from nurture.settings import get_settings
 
-CAMPAIGNS_HELP = "Campaigns folder [env: NURTURE_CAMPAIGNS_DIR, default: campaigns]."
-TEMPLATES_HELP = "Templates folder [env: NURTURE_TEMPLATES_DIR, default: templates]."
+CAMPAIGNS_HELP = "Campaigns folder (env NURTURE_CAMPAIGNS_DIR, default: campaigns)."
+TEMPLATES_HELP = "Templates folder (env NURTURE_TEMPLATES_DIR, default: templates)."
 
 
 def _dirs(campaigns: Path | None, templates: Path | None) -> tuple[Path, Path]:

@@ -11,12 +11,15 @@ from nurture.settings import get_settings
 
 def run_command(
     once: bool = typer.Option(False, "--once", help="Process everything due now, then exit (tests, cron-style deploys)."),
-    poll_interval: float = typer.Option(0.5, "--poll-interval", help="Seconds between dispatcher looks when idle."),
+    poll_interval: float = typer.Option(
+        None, "--poll-interval", help="Seconds between dispatcher looks when idle (env NURTURE_POLL_INTERVAL, default 0.5)."
+    ),
 ) -> None:
     """Run the nurture worker: enroll leads, send due steps, retry failures, until SIGTERM/SIGINT.
 
     Reads NURTURE_DATABASE_URL, NURTURE_MAIL_URL, NURTURE_FROM, NURTURE_BASE_URL, NURTURE_CAMPAIGNS_DIR,
-    NURTURE_TEMPLATES_DIR and NURTURE_DEFAULT_TIMEZONE (see .env.example).
+    NURTURE_TEMPLATES_DIR, NURTURE_DEFAULT_TIMEZONE, NURTURE_BATCH_SIZE, NURTURE_LEASE_SECONDS,
+    NURTURE_MAX_ATTEMPTS and NURTURE_POLL_INTERVAL (see .env.example).
     """
     from nurture.worker.runner import RunOptions, Worker
 
@@ -32,7 +35,7 @@ def run_command(
         typer.echo(f"done: {report.sent} sent, {report.retried} to retry, {report.failed} failed, "
                    f"{report.suppressed} suppressed, {report.ended} enrollment(s) ended")
         return
-    worker.run_forever(RunOptions(poll_interval=poll_interval))
+    worker.run_forever(RunOptions(poll_interval=poll_interval or settings.poll_interval))
 
 
 def register(app: typer.Typer) -> None:
