@@ -1,8 +1,9 @@
-"""``nurture run``: the dispatcher and the periodic jobs on APScheduler 3 (in-memory job store, UTC).
+"""``nurture run``: the dispatcher and the periodic jobs on APScheduler 3 (in-memory job store, UTC), and the HTTP
+intake on uvicorn in the same process (or either one alone for larger deploys).
 
 The database is the schedule, so APScheduler only runs a handful of jobs: the dispatcher (every ``poll_interval``,
-``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped) and the
-enrollment sweep. Nothing per lead lives in APScheduler.
+``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the enrollment
+sweep, and the nightly rescoring (score decay). Nothing per lead lives in APScheduler.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from nurture.definitions.loader import Catalog, load_catalog
+from nurture.definitions.scoring import ScoringRules, load_scoring
 from nurture.delivery import Transport, transport_from_url
+from nurture.errors import DefinitionError
 from nurture.rendering import EmailRenderer
 from nurture.settings import Settings
 from nurture.signing import Signer
@@ -41,6 +44,7 @@ class RunOptions:
     poll_interval: float = 0.5  # seconds between dispatcher looks when idle
     sweep_interval: float = 600.0  # seconds between full enrollment sweeps (intake enrolls its own leads at once)
     max_batches_per_run: int = 20  # a dispatcher run yields after this many batches so shutdown stays prompt
+    rescore_hour: int = 3  # UTC hour of the nightly rescoring (score decay)
 
 
 class Worker:
@@ -59,6 +63,7 @@ class Worker:
         self.clock = clock
         self.engine = open_database(settings.database_url)
         self.catalog = catalog or load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
+        self.scoring = _load_rules(settings)
         self.transport = transport or transport_from_url(settings.mail_url)
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
@@ -69,13 +74,16 @@ class Worker:
                 from_address=settings.from_address, base_url=settings.base_url,
             ),
         )
+        self.options = RunOptions(poll_interval=settings.poll_interval)
+        self.scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
+
+    # -- jobs ------------------------------------------------------------------------------------------------------
 
     def start_up(self) -> int:
         """Notice edited campaigns and enroll every lead that matches a campaign; return new enrollments."""
         now = self.clock()
-        changed = sync_campaign_versions(self.engine, self.catalog, now)
-        for campaign_id in changed:
+        for campaign_id in sync_campaign_versions(self.engine, self.catalog, now):
             log.info("campaign %s changed since it was last loaded: its active enrollments are re-planned", campaign_id)
         return self.sweep()
 
@@ -86,17 +94,10 @@ class Worker:
             log.info("enrolled %d lead(s)", created)
         return created
 
-    def run_once(self) -> TickReport:
-        """Process everything due now, then return (``nurture run --once``)."""
-        self.start_up()
-        report = self.dispatcher.drain(self.clock)
-        self.transport.close()
-        return report
-
     def dispatch(self) -> None:
         """One dispatcher run (an APScheduler job): drain a bounded number of batches."""
         try:
-            report = self.dispatcher.drain(self.clock, max_batches=RunOptions.max_batches_per_run)
+            report = self.dispatcher.drain(self.clock, max_batches=self.options.max_batches_per_run)
         except Exception:  # the job must survive a bad moment (database busy, ...): log and try again next run
             log.exception("dispatcher run failed; retrying at the next interval")
             return
@@ -104,38 +105,115 @@ class Worker:
             log.info("dispatched: %d claimed, %d sent, %d retry, %d failed, %d suppressed, %d ended",
                      report.claimed, report.sent, report.retried, report.failed, report.suppressed, report.ended)
 
+    def rescore(self) -> int:
+        """Recompute stored scores (decay); safe to run on every worker."""
+        from nurture.storage.intake import rescore_all
+
+        changed = rescore_all(self.engine, self.scoring, self.clock())
+        log.info("rescored: %d score(s) changed", changed)
+        return changed
+
+    def run_once(self) -> TickReport:
+        """Process everything due now, then return (``nurture run --once``)."""
+        self.start_up()
+        report = self.dispatcher.drain(self.clock)
+        self.transport.close()
+        return report
+
+    # -- the service -----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Enroll, then start the periodic jobs in background threads."""
+        self.start_up()
+        scheduler = BackgroundScheduler(timezone=timezone.utc)
+        common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
+        scheduler.add_job(self.dispatch, "interval", seconds=self.options.poll_interval, id="dispatch",
+                          next_run_time=self.clock(), **common)
+        scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
+        scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
+        scheduler.start()
+        self.scheduler = scheduler
+        log.info("worker running: %d campaign(s), polling every %.1fs", len(self.catalog.campaigns),
+                 self.options.poll_interval)
+
+    def stop(self) -> None:
+        """Stop claiming, let the batch in flight finish and be recorded, release everything."""
+        self.dispatcher.stopping = True
+        self._stop.set()
+        if self.scheduler is not None and self.scheduler.running:
+            log.info("stopping: finishing the batch in flight")
+            self.scheduler.shutdown(wait=True)
+        self.transport.close()
+        log.info("stopped")
+
     def request_stop(self, *_args: object) -> None:
-        """Stop claiming; the batch in flight is finished and recorded."""
+        """Signal handler: ask :meth:`run_forever` to stop."""
         self.dispatcher.stopping = True
         self._stop.set()
 
-    def run_forever(self, options: RunOptions | None = None, *, install_signals: bool = True) -> None:
-        """Run until SIGTERM/SIGINT (or :meth:`request_stop`), then finish the batch in flight and exit cleanly."""
-        options = options or RunOptions()
-        self.start_up()
-        scheduler = BackgroundScheduler(timezone=timezone.utc)
-        common = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
-        scheduler.add_job(self.dispatch, "interval", seconds=options.poll_interval, id="dispatch",
-                          next_run_time=self.clock(), **common)
-        scheduler.add_job(self.sweep, "interval", seconds=options.sweep_interval, id="sweep", **common)
-        self.scheduler = scheduler
+    def run_forever(self, *, install_signals: bool = True) -> None:
+        """The worker alone, until SIGTERM/SIGINT (or :meth:`request_stop`)."""
         if install_signals:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        scheduler.start()
-        log.info("worker running: %d campaign(s), polling every %.1fs", len(self.catalog.campaigns), options.poll_interval)
+        self.start()
         try:
             while not self._stop.wait(timeout=1.0):
                 pass
         finally:
-            log.info("stopping: finishing the batch in flight")
-            scheduler.shutdown(wait=True)
-            self.transport.close()
+            self.stop()
             self.engine.dispose()
-            log.info("stopped")
 
     def wake(self) -> None:
         """Run the dispatcher now (intake calls this after an event that may make a step due)."""
-        scheduler = getattr(self, "scheduler", None)
-        if scheduler is not None and scheduler.running:
-            scheduler.modify_job("dispatch", next_run_time=self.clock() + timedelta(milliseconds=1))
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.running and not self._stop.is_set():
+            try:
+                scheduler.modify_job("dispatch", next_run_time=self.clock())
+            except Exception:  # the scheduler may be shutting down; the next interval catches up anyway
+                log.debug("could not wake the dispatcher", exc_info=True)
+
+
+def _load_rules(settings: Settings) -> ScoringRules:
+    rules, problems = load_scoring(settings.campaigns_dir)
+    if problems:
+        raise DefinitionError(problems)
+    return rules
+
+
+def http_app(settings: Settings, worker: Worker | None = None) -> Any:
+    """The intake app: sharing the worker's database, definitions and signer when there is one."""
+    from nurture.intake.app import create_app
+
+    if worker is not None:
+        return create_app(settings, engine=worker.engine, catalog=worker.catalog, rules=worker.scoring,
+                          signer=worker.signer, on_event=worker.wake)
+    engine = open_database(settings.database_url)
+    catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
+    signer = Signer(signing_secret(engine, settings.secret_key))
+    return create_app(settings, engine=engine, catalog=catalog, rules=_load_rules(settings), signer=signer)
+
+
+def serve(settings: Settings, *, worker: Worker | None) -> None:
+    """Run the HTTP intake on uvicorn in this thread (it handles SIGTERM/SIGINT), with the worker's jobs beside it."""
+    import uvicorn
+
+    app = http_app(settings, worker)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                            access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM/SIGINT while it serves, then raises the signal again once it has shut down; with
+    # handlers of our own in place that second delivery only asks the worker to stop, so the finally below runs
+    # and the process exits 0 after the batch in flight is recorded.
+    stop = worker.request_stop if worker is not None else (lambda *_args: None)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if worker is not None:
+        worker.start()
+    log.info("HTTP intake on http://%s:%d (docs at /docs)", settings.http_host, settings.http_port)
+    try:
+        server.run()
+    finally:
+        if worker is not None:
+            worker.stop()
+            worker.engine.dispose()
