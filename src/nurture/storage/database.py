@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Table, TypeDecorator, create_engine, event, literal, literal_column, text
@@ -186,7 +187,10 @@ def executemany_prepared(connection: Connection, statement: Insert, rows: list[d
     compiled = statement.compile(dialect=connection.dialect, column_keys=list(rows[0]))
     if compiled.positional:
         order = compiled.positiontup or []
-        connection.exec_driver_sql(compiled.string, [tuple(row[name] for name in order) for row in rows])
+        if len(order) == 1:
+            connection.exec_driver_sql(compiled.string, [(row[order[0]],) for row in rows])
+        else:
+            connection.exec_driver_sql(compiled.string, list(map(itemgetter(*order), rows)))
     else:
         connection.exec_driver_sql(compiled.string, rows)
 
