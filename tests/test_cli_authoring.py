@@ -3,6 +3,9 @@
 Every problem path the validator has is covered at the library level in ``test_definitions.py``; here we check what the
 command prints for them (``path:line: message`` on stdout, a count on stderr, exit 1), how it finds the folders
 (options, environment, defaults) and the preview command's output and errors.
+
+Starting the command costs most of a second, so the invocations that only read files run together, in parallel, against
+one set of project folders built once (``ran``); each test then judges the output of its own invocation.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from nurture.authoring import preview, sample_lead_view
+from nurture.definitions.loader import Catalog, load_catalog
+from nurture.errors import InvalidInput
 
 NURTURE = Path(sys.executable).with_name("nurture")
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -78,24 +86,22 @@ TEMPLATES = {
 }
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A project folder: campaigns/ (the issue's example), templates/ (layouts and emails), a lead file."""
-    write_all(tmp_path / "campaigns", {"ebook-nurture.yaml": ISSUE_EXAMPLE})
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    for layout in ("_layout.html.j2", "_layout.txt.j2"):
-        shutil.copy(SHIPPED_TEMPLATES / layout, templates / layout)
-    write_all(templates, TEMPLATES)
-    (tmp_path / "lead.yaml").write_text("email: Ann@Example.com\nfirst_name: Ann\ncompany: Initech\n", encoding="utf-8")
-    return tmp_path
-
-
 def write_all(folder: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+
+def make_project(root: Path, campaigns: dict[str, str], templates: dict[str, str] | None = None) -> Path:
+    """A project folder: campaigns/, templates/ (the shipped layouts, the emails above and ``templates``), lead.yaml."""
+    write_all(root / "campaigns", campaigns)
+    (root / "templates").mkdir(parents=True)
+    for layout in ("_layout.html.j2", "_layout.txt.j2"):
+        shutil.copy(SHIPPED_TEMPLATES / layout, root / "templates" / layout)
+    write_all(root / "templates", {**TEMPLATES, **(templates or {})})
+    (root / "lead.yaml").write_text("email: Ann@Example.com\nfirst_name: Ann\ncompany: Initech\n", encoding="utf-8")
+    return root
 
 
 def nurture(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -107,59 +113,101 @@ def nurture(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subproc
 
 FOLDERS = ("--campaigns", "campaigns", "--templates", "templates")
 
+BROKEN_CAMPAIGNS = {
+    "a-syntax.yaml": "id: a\nname: A\nsteps:\n  - id: x\n    email: {template: t.html.j2\n",
+    "b-keys.yaml": "id: b\nnmae: B\nsteps:\n  - id: x\n    wait: 2 days\n"
+                   "    email: {template: ebook/welcome.html.j2, subject: Hi}\n",
+    "c-steps.yaml": "id: c\nname: C\nsteps:\n  - id: x\n    email: {template: ebook/welcome.html.j2, subject: Hi}\n"
+                    "    goto: nowhere\n  - id: y\n    when: {clicked: z}\n"
+                    "    email: {template: ebook/gone.html.j2, subject: Hi}\n",
+    "d-render.yaml": "id: d\nname: D\nsteps:\n  - id: x\n    email:\n      template: undefined.html.j2\n"
+                     "      subject: 'Hi {{ lead.nick }}'\n  - id: y\n    email: {template: escape.html.j2, subject: Hi}\n"
+                     "  - id: z\n    email: {template: unclosed.html.j2, subject: Hi}\n",
+    "ebook-nurture.yaml": ISSUE_EXAMPLE,
+    "f-copy.yaml": ISSUE_EXAMPLE,
+    "policy.yaml": "timezone: Atlantis/Capital\n",
+}
+BROKEN_TEMPLATES = {
+    "undefined.html.j2": "<p>Hello</p>\n<p>{{ offer_code }}</p>\n",
+    "escape.html.j2": "{{ ''.__class__.__mro__ }}\n",
+    "unclosed.html.j2": "<p>One</p>\n<p>Two</p>\n{% if lead.first_name %}\n",
+}
+
+# name: (project folder, arguments, environment)
+INVOCATIONS: dict[str, tuple[str, list[str], dict[str, str] | None]] = {
+    "check-from-environment": ("elsewhere", ["check"], {"NURTURE_CAMPAIGNS_DIR": "{root}/issue/campaigns",
+                                                        "NURTURE_TEMPLATES_DIR": "{root}/issue/templates"}),
+    "check-defaults-quiet": ("main", ["check", "-q"], None),
+    "check-broken": ("broken", ["check", *FOLDERS], None),
+    "check-given-file": ("with-broken", ["check", "campaigns/ebook-nurture.yaml", *FOLDERS], None),
+    "schema": ("elsewhere", ["schema"], None),
+    "preview-sample-lead": ("main", ["preview", "ebook-nurture", "welcome", *FOLDERS], None),
+    "preview-lead-html-out": ("main", ["preview", "ebook-nurture", "case-study", "--lead", "lead.yaml", "--html-out",
+                                       "{root}/case-study.html", *FOLDERS], None),
+    "preview-variant": ("main", ["preview", "showcase", "pitch", "--variant", "question", *FOLDERS], None),
+    "preview-stream-piece": ("main", ["preview", "showcase", "stream", "--variant", "guide", *FOLDERS], None),
+    "preview-unknown-step": ("main", ["preview", "ebook-nurture", "nope", *FOLDERS], None),
+    "preview-unknown-variant": ("main", ["preview", "showcase", "pitch", "--variant", "zzz", *FOLDERS], None),
+    "preview-unknown-campaign": ("main", ["preview", "ebook", "welcome", *FOLDERS], None),
+    "preview-broken-folder": ("with-broken", ["preview", "ebook-nurture", "welcome", *FOLDERS], None),
+    "preview-variant-without-variants": ("main", ["preview", "ebook-nurture", "welcome", "--variant", "b", *FOLDERS],
+                                         None),
+}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project folders the invocations run in."""
+    root = tmp_path_factory.mktemp("cli")
+    make_project(root / "issue", {"ebook-nurture.yaml": ISSUE_EXAMPLE})
+    make_project(root / "main", {"ebook-nurture.yaml": ISSUE_EXAMPLE, "showcase.yaml": SHOWCASE})
+    make_project(root / "broken", BROKEN_CAMPAIGNS, BROKEN_TEMPLATES)
+    make_project(root / "with-broken", {"ebook-nurture.yaml": ISSUE_EXAMPLE,
+                                        "broken.yaml": "id: broken\nname: Broken\nsteps: []\n"})
+    (root / "elsewhere").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def ran(root: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every invocation's result, by name; they run side by side."""
+    def start(cwd: str, args: list[str], env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:
+        args = [a.replace("{root}", str(root)) for a in args]
+        env = {k: v.replace("{root}", str(root)) for k, v in (env or {}).items()}
+        return nurture(root / cwd, *args, env=env)
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        futures = {name: pool.submit(start, *invocation) for name, invocation in INVOCATIONS.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+OK_ISSUE = "ok: 1 campaign(s), 2 email(s) rendered, no problems\n"
+
 
 # --- check ---------------------------------------------------------------------------------------------------------------
 
 
-def test_check_passes_the_issue_example(project: Path) -> None:
-    result = nurture(project, "check", *FOLDERS)
-    assert (result.returncode, result.stdout, result.stderr) == (
-        0, "ok: 1 campaign(s), 2 email(s) rendered, no problems\n", ""
-    )
+def test_check_passes_the_issue_example_found_through_the_environment(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["check-from-environment"]
+    assert (result.returncode, result.stdout, result.stderr) == (0, OK_ISSUE, "")
 
 
-def test_check_uses_the_folders_in_the_current_directory_by_default(project: Path) -> None:
-    write_all(project / "campaigns", {"showcase.yaml": SHOWCASE})
-    result = nurture(project, "check")
-    # ebook: 2 emails; showcase: 2 variants and 2 stream pieces
-    assert (result.returncode, result.stdout) == (0, "ok: 2 campaign(s), 6 email(s) rendered, no problems\n")
-
-
-def test_check_reads_the_folders_from_the_environment(project: Path) -> None:
-    elsewhere = project / "elsewhere"
-    elsewhere.mkdir()
-    env = {"NURTURE_CAMPAIGNS_DIR": str(project / "campaigns"), "NURTURE_TEMPLATES_DIR": str(project / "templates")}
-    assert nurture(elsewhere, "check", env=env).stdout == "ok: 1 campaign(s), 2 email(s) rendered, no problems\n"
-    without = nurture(elsewhere, "check")
-    assert without.returncode == 1
-    assert "campaigns:0: campaigns folder not found" in without.stdout
-
-
-def test_check_quiet_prints_nothing_when_all_is_well(project: Path) -> None:
-    result = nurture(project, "check", "-q", *FOLDERS)
+def test_check_uses_the_folders_in_the_current_directory_by_default_and_quiet_prints_nothing(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["check-defaults-quiet"]
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_check_prints_every_problem_as_path_line_message_and_exits_1(project: Path) -> None:
-    write_all(project / "campaigns", {
-        "a-syntax.yaml": "id: a\nname: A\nsteps:\n  - id: x\n    email: {template: t.html.j2\n",
-        "b-keys.yaml": "id: b\nnmae: B\nsteps:\n  - id: x\n    wait: 2 days\n"
-                       "    email: {template: ebook/welcome.html.j2, subject: Hi}\n",
-        "c-steps.yaml": "id: c\nname: C\nsteps:\n  - id: x\n    email: {template: ebook/welcome.html.j2, subject: Hi}\n"
-                        "    goto: nowhere\n  - id: y\n    when: {clicked: z}\n"
-                        "    email: {template: ebook/gone.html.j2, subject: Hi}\n",
-        "d-render.yaml": "id: d\nname: D\nsteps:\n  - id: x\n    email:\n      template: undefined.html.j2\n"
-                         "      subject: 'Hi {{ lead.nick }}'\n  - id: y\n    email: {template: escape.html.j2, subject: Hi}\n",
-        "f-copy.yaml": ISSUE_EXAMPLE,
-        "policy.yaml": "timezone: Atlantis/Capital\n",
-    })
-    write_all(project / "templates", {
-        "undefined.html.j2": "<p>Hello</p>\n<p>{{ offer_code }}</p>\n",
-        "escape.html.j2": "{{ ''.__class__.__mro__ }}\n",
-    })
-    result = nurture(project, "check", *FOLDERS)
+def test_check_prints_every_problem_as_path_line_message_and_exits_1(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["check-broken"]
     assert result.returncode == 1
-    assert result.stdout.splitlines() == [
+    lines = result.stdout.splitlines()
+    assert lines[:12] == [
         "campaigns/a-syntax.yaml:6: YAML syntax error: expected ',' or '}', but got '<stream end>'",
         "campaigns/b-keys.yaml:1: missing required key 'name'",
         "campaigns/b-keys.yaml:2: unknown key 'nmae' (did you mean 'name'?)",
@@ -172,47 +220,25 @@ def test_check_prints_every_problem_as_path_line_message_and_exits_1(project: Pa
         "campaigns/f-copy.yaml:1: campaign id 'ebook-nurture' is already used by campaigns/ebook-nurture.yaml:1",
         "campaigns/policy.yaml:1: unknown timezone 'Atlantis/Capital'",
         "templates/escape.html.j2:1: access to attribute '__class__' of 'str' object is unsafe.",
-        "templates/undefined.html.j2:2: 'offer_code' is undefined",
+        "templates/unclosed.html.j2:3: template syntax error: Unexpected end of template. Jinja was looking for the "
+        "following tags: " + lines[11].split("following tags: ", 1)[-1],  # Jinja lists the tags in no fixed order
     ]
-    assert result.stderr == "12 problem(s) found\n"
+    assert lines[12:] == ["templates/undefined.html.j2:2: 'offer_code' is undefined"]
+    assert lines[11].endswith("The innermost block that needs to be closed is 'if'.")
+    assert result.stderr == "13 problem(s) found\n"
 
 
-def test_check_reports_a_template_syntax_error_at_the_templates_line(project: Path) -> None:
-    write_all(project / "templates", {"ebook/case_study.html.j2": "<p>One</p>\n<p>Two</p>\n{% if lead.first_name %}\n"})
-    result = nurture(project, "check", *FOLDERS)
-    assert result.returncode == 1
-    assert result.stdout.splitlines() and all(
-        line.startswith("templates/ebook/case_study.html.j2:3: ") for line in result.stdout.splitlines()
-    )
-    assert "Unexpected end of template" in result.stdout
-
-
-def test_check_given_files_checks_only_those(project: Path) -> None:
-    write_all(project / "campaigns", {"broken.yaml": "id: broken\n"})
-    assert nurture(project, "check", *FOLDERS).returncode == 1
-    result = nurture(project, "check", "campaigns/ebook-nurture.yaml", *FOLDERS)
-    assert (result.returncode, result.stdout) == (0, "ok: 1 campaign(s), 2 email(s) rendered, no problems\n")
-    result = nurture(project, "check", "campaigns/broken.yaml", *FOLDERS)
-    assert result.returncode == 1
-    assert result.stdout.splitlines() == [
-        "campaigns/broken.yaml:1: missing required key 'name'",
-        "campaigns/broken.yaml:1: missing required key 'steps'",
-    ]
-
-
-def test_check_without_a_campaigns_folder(project: Path) -> None:
-    result = nurture(project, "check", "--campaigns", "nowhere", "--templates", "templates")
-    assert (result.returncode, result.stdout, result.stderr) == (
-        1, "nowhere:0: campaigns folder not found\n", "1 problem(s) found\n"
-    )
+def test_check_given_files_checks_only_those(ran: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = ran["check-given-file"]  # campaigns/broken.yaml lies next to it
+    assert (result.returncode, result.stdout) == (0, OK_ISSUE)
 
 
 # --- schema --------------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    result = nurture(tmp_path_factory.mktemp("schema"), "schema")
+def schema(ran: dict[str, subprocess.CompletedProcess[str]]) -> dict[str, Any]:
+    result = ran["schema"]
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -251,8 +277,8 @@ def test_schema_durations_match_what_the_loader_accepts(schema: dict[str, Any]) 
 # --- preview -------------------------------------------------------------------------------------------------------------
 
 
-def test_preview_prints_subject_and_text_for_the_sample_lead(project: Path) -> None:
-    result = nurture(project, "preview", "ebook-nurture", "welcome", *FOLDERS)
+def test_preview_prints_subject_and_text_for_the_sample_lead(ran: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = ran["preview-sample-lead"]
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Subject: Your guide, Dana\n\nHi Dana, here is your guide.\n")
     assert "You are receiving this email at dana.whitfield@northwind-logistics.com" in result.stdout
@@ -260,81 +286,89 @@ def test_preview_prints_subject_and_text_for_the_sample_lead(project: Path) -> N
                      result.stdout, re.MULTILINE)
 
 
-def test_preview_for_a_given_lead(project: Path) -> None:
-    result = nurture(project, "preview", "ebook-nurture", "welcome", "--lead", "lead.yaml", *FOLDERS)
-    assert result.stdout.startswith("Subject: Your guide, Ann\n\nHi Ann, here is your guide.\n")
-    assert "ann@example.com" in result.stdout
-
-
-def test_preview_writes_the_html_part(project: Path) -> None:
-    result = nurture(project, "preview", "ebook-nurture", "case-study", "--html-out", "out.html", *FOLDERS)
+def test_preview_for_a_given_lead_writes_the_html_part(
+    root: Path, ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["preview-lead-html-out"]
     assert result.returncode == 0, result.stderr
-    html = (project / "out.html").read_text(encoding="utf-8")
+    assert result.stdout.startswith("Subject: How Acme cut churn\n\nHow Acme (https://nurture.example/preview/t/c/")
+    assert "You are receiving this email at ann@example.com" in result.stdout
+    html = (root / "case-study.html").read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>")
-    assert "How <a href=\"https://nurture.example/preview/t/c/" in html
-    assert result.stdout.splitlines()[0] == "Subject: How Acme cut churn"
-    assert result.stdout.splitlines()[-1] == f"HTML part written to out.html ({len(html)} characters)"
-
-
-def test_preview_prints_the_html_part(project: Path) -> None:
-    result = nurture(project, "preview", "ebook-nurture", "case-study", "--html", *FOLDERS)
-    assert result.returncode == 0, result.stderr
-    assert "<!DOCTYPE html>" in result.stdout and "</html>" in result.stdout
+    assert '<p>How <a href="https://nurture.example/preview/t/c/' in html  # links are tracked, with preview keys
+    assert "ann@example.com" in html
+    assert result.stdout.splitlines()[-1] == f"HTML part written to {root / 'case-study.html'} ({len(html)} characters)"
 
 
 @pytest.mark.parametrize(
-    ("args", "subject"),
+    ("invocation", "subject"),
     [
-        ([], "18% less churn at Northwind Logistics"),  # the first variant
-        (["--variant", "numbers"], "18% less churn at Northwind Logistics"),
-        (["--variant", "question"], "Default, Dana"),
+        ("preview-variant", "Subject: Default, Dana"),  # a variant without a subject takes the email's
+        ("preview-stream-piece", "Subject: New: The guide"),
     ],
 )
-def test_preview_a_variant(project: Path, args: list[str], subject: str) -> None:
-    write_all(project / "campaigns", {"showcase.yaml": SHOWCASE})
-    result = nurture(project, "preview", "showcase", "pitch", *args, *FOLDERS)
+def test_preview_a_variant_or_stream_piece(
+    ran: dict[str, subprocess.CompletedProcess[str]], invocation: str, subject: str
+) -> None:
+    result = ran[invocation]
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"Subject: {subject}"
-
-
-@pytest.mark.parametrize(("piece", "subject"), [("guide", "New: The guide"), ("checklist", "The checklist")])
-def test_preview_a_stream_piece(project: Path, piece: str, subject: str) -> None:
-    write_all(project / "campaigns", {"showcase.yaml": SHOWCASE})
-    result = nurture(project, "preview", "showcase", "stream", "--variant", piece, *FOLDERS)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == f"Subject: {subject}"
+    assert result.stdout.splitlines()[0] == subject
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("invocation", "message"),
     [
-        (["ebook-nurture", "nope"], "error: campaign 'ebook-nurture' has no step 'nope' (steps: welcome, case-study)"),
-        (["showcase", "pitch", "--variant", "zzz"],
-         "error: step 'pitch' has no variant or content 'zzz' (has: numbers, question)"),
-        (["showcase", "stream", "--variant", "zzz"],
-         "error: step 'stream' has no variant or content 'zzz' (has: guide, checklist)"),
-        (["showcase", "await"], "error: step 'await' sends no email (it is a wait_for step)"),
-        (["ebook", "welcome"], "error: campaigns:0: no campaign 'ebook' (known: ebook-nurture, showcase)"),
+        ("preview-unknown-step", "error: campaign 'ebook-nurture' has no step 'nope' (steps: welcome, case-study)"),
+        ("preview-unknown-variant", "error: step 'pitch' has no variant or content 'zzz' (has: numbers, question)"),
+        ("preview-unknown-campaign", "error: campaigns:0: no campaign 'ebook' (known: ebook-nurture, showcase)"),
+        ("preview-broken-folder",
+         "error: campaigns/broken.yaml:3: steps: List should have at least 1 item after validation, not 0"),
     ],
 )
-def test_preview_errors_are_a_message_and_exit_1(project: Path, args: list[str], message: str) -> None:
-    write_all(project / "campaigns", {"showcase.yaml": SHOWCASE})
-    result = nurture(project, "preview", *args, *FOLDERS)
+def test_preview_errors_are_a_message_and_exit_1(
+    ran: dict[str, subprocess.CompletedProcess[str]], invocation: str, message: str
+) -> None:
+    result = ran[invocation]
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", [message])
 
 
 @pytest.mark.xfail(strict=True, reason="preview --variant on an email step without variants says '(has: None)'")
-def test_preview_an_unknown_variant_of_a_step_without_variants(project: Path) -> None:
-    result = nurture(project, "preview", "ebook-nurture", "welcome", "--variant", "b", *FOLDERS)
+def test_preview_an_unknown_variant_of_a_step_without_variants(ran: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = ran["preview-variant-without-variants"]
     assert result.returncode == 1
     assert result.stderr.startswith("error: step 'welcome' has no variant or content 'b'")
     assert "None" not in result.stderr
 
 
-def test_preview_refuses_a_folder_with_problems(project: Path) -> None:
-    write_all(project / "campaigns", {"broken.yaml": "id: broken\nname: Broken\nsteps: []\n"})
-    result = nurture(project, "preview", "ebook-nurture", "welcome", *FOLDERS)
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "error: campaigns/broken.yaml:3: steps: List should have at least 1 item after validation, not 0"
-    ]
+# --- preview, the library function behind the command ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def catalog(root: Path) -> Catalog:
+    return load_catalog(root / "main" / "campaigns", root / "main" / "templates").raise_for_problems()
+
+
+@pytest.mark.parametrize(
+    ("step", "variant", "subject"),
+    [
+        ("welcome", None, "Your guide, Dana"),
+        ("pitch", None, "18% less churn at Northwind Logistics"),  # the first variant by default
+        ("pitch", "numbers", "18% less churn at Northwind Logistics"),
+        ("pitch", "question", "Default, Dana"),
+        ("stream", None, "New: The guide"),  # the first piece by default
+        ("stream", "checklist", "The checklist"),
+    ],
+)
+def test_preview_renders_the_chosen_email(
+    root: Path, catalog: Catalog, step: str, variant: str | None, subject: str
+) -> None:
+    campaign = "ebook-nurture" if step == "welcome" else "showcase"
+    email = preview(catalog, root / "main" / "templates", campaign, step, sample_lead_view(), variant=variant,
+                    content_id=variant)
+    assert email.subject == subject
+    assert email.html.startswith("<!DOCTYPE html>") and email.text
+
+
+def test_preview_of_a_step_that_sends_no_email(root: Path, catalog: Catalog) -> None:
+    with pytest.raises(InvalidInput, match=r"^step 'await' sends no email \(it is a wait_for step\)$"):
+        preview(catalog, root / "main" / "templates", "showcase", "await", sample_lead_view())
