@@ -28,6 +28,14 @@ class Catalog:
     policy: Policy = field(default_factory=Policy)
     policy_document: YamlDocument | None = None
     problems: list[Problem] = field(default_factory=list)
+    _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def fingerprint(self, campaign_id: str) -> str:
+        """The campaign's content hash (computed once: campaigns do not change while loaded)."""
+        found = self._fingerprints.get(campaign_id)
+        if found is None:
+            found = self._fingerprints[campaign_id] = fingerprint(self.campaigns[campaign_id])
+        return found
 
     def campaign(self, campaign_id: str) -> Campaign:
         """The campaign with that id; DefinitionError naming the known ids otherwise."""

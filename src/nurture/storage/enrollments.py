@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from nurture.core.conditions import filter_matches
 from nurture.core.facts import Engagement, History
 from nurture.definitions.campaign import Campaign
-from nurture.definitions.loader import Catalog, fingerprint
+from nurture.definitions.loader import Catalog
 from nurture.storage.database import transaction, upsert_insert
 from nurture.storage.models import CampaignVersion, EngagementEvent, Enrollment, Lead
 from nurture.storage.schedule import lead_view
@@ -58,54 +58,118 @@ def _events_since_last_entry(conn: Connection, campaign_id: str, lead_ids: Seque
     return found
 
 
+def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,
+                  lead_ids: Sequence[int] | None) -> tuple[int, int | None]:
+    """Enroll one chunk of matching leads with ids above ``after_id`` (a sweep, filtered in SQL); return
+    (created, last id seen or None)."""
+    query = (
+        select(L)
+        .where(
+            L.c.id > after_id,
+            L.c.stage.in_(campaign.entry.stages()),
+            L.c.unsubscribed_at.is_(None),
+            L.c.bounced_at.is_(None),
+            _not_enrolled(campaign, now),
+        )
+        .order_by(L.c.id)
+        .limit(CHUNK)
+    )
+    if lead_ids is not None:
+        query = query.where(L.c.id.in_(list(lead_ids)))
+    leads = list(conn.execute(query))
+    if not leads:
+        return 0, None
+    where = campaign.entry.where
+    events = _events_since_last_entry(conn, campaign.id, [r.id for r in leads]) if where and where.had_event else {}
+    rows = [
+        dict(lead_id=r.id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
+             arrived_at=now, next_due_at=now, state={}, campaign_version=version,
+             priority=campaign.priority, enrolled_at=now)
+        for r in leads
+        if filter_matches(where, lead_view(r), History(events.get(r.id, [])))
+    ]
+    created = 0
+    if rows:
+        insert = upsert_insert(E, conn.dialect).on_conflict_do_nothing(
+            index_elements=["lead_id", "campaign_id"], index_where=text("status = 'active'")
+        )
+        created = len(conn.execute(insert.returning(E.c.id), rows).all())  # rowcount is -1 for executemany on psycopg
+    return created, leads[-1].id
+
+
+def _blocked(campaign: Campaign, past: list[Any], now: datetime) -> bool:
+    """Whether this lead's enrollments in the campaign keep it from entering again (the re-entry policy)."""
+    if any(e.status == "active" for e in past):
+        return True
+    policy = campaign.reentry
+    if policy.policy == "always":
+        return False
+    if policy.policy == "after" and policy.after is not None:
+        since = now - policy.after.as_timedelta()
+        return any(e.ended_at is not None and e.ended_at > since for e in past)
+    return bool(past)
+
+
+def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign], lead_ids: Sequence[int],
+                  now: datetime) -> int:
+    """Enroll the given leads: their rows and enrollments read once, every campaign decided in Python."""
+    leads = list(conn.execute(select(L).where(L.c.id.in_(list(lead_ids)))))
+    past: dict[tuple[int, str], list[Any]] = {}
+    for row in conn.execute(
+        select(E.c.lead_id, E.c.campaign_id, E.c.status, E.c.ended_at, E.c.enrolled_at).where(E.c.lead_id.in_(list(lead_ids)))
+    ):
+        past.setdefault((row.lead_id, row.campaign_id), []).append(row)
+    events: dict[int, list[Any]] = {}
+    if any(c.entry.where and c.entry.where.had_event for c in campaigns):
+        for row in conn.execute(select(EV.c.lead_id, EV.c.type, EV.c.occurred_at).where(EV.c.lead_id.in_(list(lead_ids)))):
+            events.setdefault(row.lead_id, []).append(row)
+    rows = []
+    for campaign in campaigns:
+        stages = set(campaign.entry.stages())
+        where = campaign.entry.where
+        for lead in leads:
+            if lead.stage not in stages or lead.unsubscribed_at is not None or lead.bounced_at is not None:
+                continue
+            mine = past.get((lead.id, campaign.id), [])
+            if _blocked(campaign, mine, now):
+                continue
+            last_entry = max((e.enrolled_at for e in mine), default=None)
+            history = History([Engagement(e.type, e.occurred_at) for e in events.get(lead.id, [])
+                               if last_entry is None or e.occurred_at > last_entry])
+            if filter_matches(where, lead_view(lead), history):
+                rows.append(dict(lead_id=lead.id, campaign_id=campaign.id, status="active",
+                                 step_id=campaign.steps[0].id, arrived_at=now, next_due_at=now, state={},
+                                 campaign_version=catalog.fingerprint(campaign.id), priority=campaign.priority,
+                                 enrolled_at=now))
+    if not rows:
+        return 0
+    insert = upsert_insert(E, conn.dialect).on_conflict_do_nothing(
+        index_elements=["lead_id", "campaign_id"], index_where=text("status = 'active'")
+    )
+    return len(conn.execute(insert.returning(E.c.id), rows).all())
+
+
 def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iterable[int] | None = None) -> int:
     """Enroll every matching lead (or just ``lead_ids``) into every campaign it may enter now; return how many.
 
-    New enrollments are due at once: the dispatcher's first look at them plans the first step properly.
+    New enrollments are due at once: the dispatcher's first look at them plans the first step properly. For given
+    leads (intake, the CLI) it is one short transaction; a full sweep goes campaign by campaign in chunks.
     """
-    wanted = sorted(set(lead_ids)) if lead_ids is not None else None
+    campaigns = [c for c in sorted(catalog.campaigns.values(), key=lambda c: -c.priority) if not c.paused]
     created = 0
-    for campaign in sorted(catalog.campaigns.values(), key=lambda c: -c.priority):
-        if campaign.paused:
-            continue
-        version = fingerprint(campaign)
-        last_id = 0
-        while True:
+    if lead_ids is not None:
+        wanted = sorted(set(lead_ids))
+        for start in range(0, len(wanted), CHUNK):
             with transaction(engine) as conn:
-                query = (
-                    select(L)
-                    .where(
-                        L.c.id > last_id,
-                        L.c.stage.in_(campaign.entry.stages()),
-                        L.c.unsubscribed_at.is_(None),
-                        L.c.bounced_at.is_(None),
-                        _not_enrolled(campaign, now),
-                    )
-                    .order_by(L.c.id)
-                    .limit(CHUNK)
-                )
-                if wanted is not None:
-                    query = query.where(L.c.id.in_(wanted))
-                leads = list(conn.execute(query))
-                if not leads:
-                    break
-                last_id = leads[-1].id
-                where = campaign.entry.where
-                events = _events_since_last_entry(conn, campaign.id, [r.id for r in leads]) if where and where.had_event else {}
-                rows = [
-                    dict(lead_id=r.id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
-                         arrived_at=now, next_due_at=now, state={}, campaign_version=version,
-                         priority=campaign.priority, enrolled_at=now)
-                    for r in leads
-                    if filter_matches(where, lead_view(r), History(events.get(r.id, [])))
-                ]
-                if rows:
-                    insert = upsert_insert(E, conn.dialect).on_conflict_do_nothing(
-                        index_elements=["lead_id", "campaign_id"], index_where=text("status = 'active'")
-                    )
-                    created += conn.execute(insert, rows).rowcount or 0
-            if wanted is not None:
-                break
+                created += _enroll_given(conn, catalog, campaigns, wanted[start : start + CHUNK], now)
+        return created
+    for campaign in campaigns:
+        last_id: int | None = 0
+        while last_id is not None:
+            with transaction(engine) as conn:
+                count, last_id = _enroll_chunk(conn, campaign, catalog.fingerprint(campaign.id), now,
+                                               after_id=last_id, lead_ids=None)
+            created += count
     return created
 
 
@@ -139,7 +203,7 @@ def sync_campaign_versions(engine: Engine, catalog: Catalog, now: datetime) -> l
     with transaction(engine) as conn:
         known = {row.campaign_id: row.fingerprint for row in conn.execute(select(CV))}
         for campaign_id, campaign in catalog.campaigns.items():
-            current = fingerprint(campaign)
+            current = catalog.fingerprint(campaign_id)
             if known.get(campaign_id) == current:
                 continue
             insert = upsert_insert(CV, conn.dialect)
