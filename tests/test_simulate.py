@@ -66,7 +66,9 @@ steps:
 """
 
 TEMPLATES = {
-    "ebook/welcome.html.j2": '{% extends "_layout.html.j2" %}{% block content %}<p>Hi {{ lead.first_name }}</p>{% endblock %}\n',
+    "ebook/welcome.html.j2": (
+        '{% extends "_layout.html.j2" %}{% block content %}<p>Hi {{ lead.first_name }}</p>{% endblock %}\n'
+    ),
     "ebook/case_study.html.j2": '{% extends "_layout.html.j2" %}{% block content %}<p>Acme</p>{% endblock %}\n',
     "ebook/checklist.html.j2": '{% extends "_layout.html.j2" %}{% block content %}<p>Ten points</p>{% endblock %}\n',
     "ebook/demo.html.j2": '{% extends "_layout.html.j2" %}{% block content %}<p>Book a demo</p>{% endblock %}\n',
