@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
           "  (parse + validate + upsert + stage history)")
     print(f"csv + sqlite3 executemany: {base:6.1f} s wall {base_cpu:6.1f} s CPU {base_rows / base:9,.0f} rows/s"
           "  (parse + plain INSERT, one transaction)")
-    print(f"ratio                    : {ours / base:6.2f}x the baseline's wall time, {ours_cpu / base_cpu:.2f}x its CPU")
+    print(f"ratio                    : {ours / base:6.2f}x the baseline's wall time, "
+          f"{ours_cpu / base_cpu:.2f}x its CPU")
     print(f"load average             : {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

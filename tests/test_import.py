@@ -35,7 +35,7 @@ def stage_changes(engine) -> list[tuple[str | None, str, str]]:
 
 def test_good_rows_are_normalized_and_stored(engine, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER
-                 + " Ada@Example.com ,Ada,Lovelace,Acme,CTO,software,\"1,200\",gb,Europe/London,MQL,vip; beta ;vip,pro\n"
+                 + ' Ada@Example.com ,Ada,Lovelace,Acme,CTO,software,"1,200",gb,Europe/London,MQL,vip; beta ;vip,pro\n'
                  + "grace@example.com,Grace,,,,,,,,,,\n")
     report = import_leads_csv(engine, path)
     assert (report.inserted, report.updated, report.rejected) == (2, 0, [])

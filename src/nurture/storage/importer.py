@@ -30,28 +30,11 @@ from nurture.storage.database import (
     upsert_insert,
     utcnow,
 )
-from nurture.storage.leads import (
-    TEXT_FIELDS,
-    clean_company_size,
-    clean_country,
-    clean_email,
-    clean_stage,
-    clean_tags,
-    clean_text,
-    clean_timezone,
-)
+from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
 from nurture.storage.models import Lead, StageChange
 
 LEAD = Lead.__table__
 STAGE_CHANGE = StageChange.__table__
-_CLEANERS: dict[str, Callable[[str], Any]] = {
-    **dict.fromkeys(TEXT_FIELDS, clean_text),
-    "company_size": clean_company_size,
-    "country": clean_country,
-    "timezone": clean_timezone,
-    "stage": clean_stage,
-    "tags": clean_tags,
-}
 _KEEP_UNLESS_GIVEN = (*TEXT_FIELDS, "company_size", "country", "timezone")  # a blank cell keeps the lead's value
 _BLANK_ROW: dict[str, Any] = dict.fromkeys(("email", *_KEEP_UNLESS_GIVEN, "stage", "tags"))
 _SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
@@ -178,7 +161,7 @@ class _Columns:
             key = name.lower().replace(" ", "_").replace("-", "_")
             if not name:
                 continue
-            cleaner = _clean_row_email if key == "email" else _CLEANERS.get(key)
+            cleaner = _clean_row_email if key == "email" else FIELD_CLEANERS.get(key)
             name = key if cleaner else name
             if name in seen:
                 raise InvalidInput(f"{path}: column {title!r} appears twice in the header")

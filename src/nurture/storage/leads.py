@@ -7,7 +7,7 @@ refused the same way everywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -125,6 +125,17 @@ def clean_text(value: Any) -> str | None:
     return text or None
 
 
+FIELD_CLEANERS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(TEXT_FIELDS, clean_text),
+    "company_size": clean_company_size,
+    "country": clean_country,
+    "timezone": clean_timezone,
+    "stage": clean_stage,
+    "tags": clean_tags,
+}
+"""The cleaner of every lead column except email; each returns None for an empty value."""
+
+
 def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate and normalize lead data; unknown keys (and a ``fields`` mapping) become custom ``fields``.
 
@@ -134,16 +145,14 @@ def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     custom: dict[str, Any] = dict(data.get("fields") or {})
     problems: list[str] = []
-    cleaners = {"company_size": clean_company_size, "country": clean_country, "timezone": clean_timezone}
-    cleaners |= {"stage": clean_stage, "tags": clean_tags, **dict.fromkeys(TEXT_FIELDS, clean_text)}
     if not data.get("email"):
         problems.append("email is required")
     for key, value in data.items():
         try:
             if key == "email":
                 cleaned["email"] = clean_email(str(value)) if value else None
-            elif key in cleaners:
-                cleaned[key] = cleaners[key](value)
+            elif key in FIELD_CLEANERS:
+                cleaned[key] = FIELD_CLEANERS[key](value)
             elif key != "fields":
                 custom[key] = value
         except InvalidInput as exc:

@@ -92,7 +92,9 @@ def ensure_current(engine: Engine) -> None:
     if current == head:
         return
     if current is None:
-        raise SchemaOutOfDate(f"the database has no nurture schema yet, this nurture needs {head}: run `nurture db upgrade`")
+        raise SchemaOutOfDate(
+            f"the database has no nurture schema yet, this nurture needs {head}: run `nurture db upgrade`"
+        )
     known = {script.revision for script in _scripts().walk_revisions()}
     if current not in known:
         raise SchemaOutOfDate(

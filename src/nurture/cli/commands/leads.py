@@ -33,8 +33,9 @@ def import_command(
     """Create or update leads from a CSV file.
 
     Columns: email, first_name, last_name, company, title, industry, company_size, country, timezone, stage,
-    tags (separated by ";"), owner; any other column is a custom field. Rows are matched by email; blank cells keep what the lead has. Bad rows are listed on stderr with their line
-    numbers and the rest is imported. Exits 1 when the file cannot be read or has no valid row.
+    tags (separated by ";"), owner; any other column is a custom field. Rows are matched by email; blank cells
+    keep what the lead has. Bad rows are listed on stderr with their line numbers and the rest is imported.
+    Exits 1 when the file cannot be read or has no valid row.
     """
     engine = open_database(get_settings().database_url)
     try:

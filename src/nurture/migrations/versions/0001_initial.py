@@ -186,5 +186,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("campaign_version", "meta", "outbox", "stage_change", "engagement_event", "delivery", "enrollment", "lead"):
+    dependents_first = ("campaign_version", "meta", "outbox", "stage_change", "engagement_event", "delivery")
+    for table in (*dependents_first, "enrollment", "lead"):
         op.drop_table(table)
