@@ -7,6 +7,7 @@ Everything dialect-specific lives here, so the rest of storage writes one query 
   ``database is locked`` instead of waiting for the busy timeout). Writers therefore queue up politely.
 - PostgreSQL claims rows with ``FOR UPDATE SKIP LOCKED`` so several workers can share the tables.
 - SQLite has no time zones: :class:`UTCDateTime` stores UTC and hands back aware UTC datetimes on both.
+- Upserts use each dialect's ``INSERT ... ON CONFLICT``; bulk writes can skip per-row parameter processing.
 """
 
 from __future__ import annotations
