@@ -1,0 +1,348 @@
+"""The HTTP intake: events and leads in (Bearer ``NURTURE_API_KEY``), tracking links, provider webhooks, health.
+
+Routes (OpenAPI at ``/docs``):
+
+- ``POST /v1/events``: one event object or ``{"events": [...]}`` (at most 1,000), recorded all together or not at all
+- ``POST /v1/leads``, ``GET /v1/leads/{email}``: upsert a lead; everything about one, with its score breakdown
+- ``GET /t/o/{token}.gif``, ``GET /t/c/{token}``, ``GET|POST /u/{token}``: signed tracking and unsubscribe links
+- ``POST /v1/webhooks/bounces``, ``POST /v1/webhooks/sendgrid``: bounces and complaints from the mail provider
+- ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
+
+Errors are JSON ``{"error": "..."}`` with a 4xx status; bad input never causes a 500 and never writes anything.
+Logs name routes, event types and counts, never emails or tokens (uvicorn's access log, which prints full paths, is
+replaced by one that prints the route template: serve with :func:`server_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nurture import __version__
+from nurture.definitions.loader import Catalog
+from nurture.definitions.scoring import ScoringRules
+from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
+from nurture.intake import providers, tracking
+from nurture.intake.auth import require_api_key
+from nurture.intake.context import ApiError, IntakeContext, context, read_json, utcnow
+from nurture.intake.schemas import (
+    EventBatch,
+    EventBody,
+    EventsResponse,
+    LeadBody,
+    SavedLeadBody,
+    describe_errors,
+)
+from nurture.settings import Settings
+from nurture.signing import Signer
+from nurture.storage.database import session, transaction
+from nurture.storage.intake import MAX_BATCH, RECORDED, EventIn, InvalidEvents, save_lead
+from nurture.storage.lookups import status_counts
+from nurture.storage.scores import score_breakdown
+from nurture.storage.leads import lead_summary
+from nurture.storage.migrate import ensure_current
+
+log = logging.getLogger("nurture.intake")
+
+api = APIRouter(prefix="/v1", tags=["api"], dependencies=[Depends(require_api_key)])
+ops = APIRouter(tags=["operations"])
+
+_EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/EventBody"}, {"$ref": "#/components/schemas/EventBatch"},
+        ]}}},
+    }
+}
+
+
+def parse_events(payload: Any) -> tuple[list[EventIn], bool]:
+    """The events of a ``POST /v1/events`` body and whether it was a batch; :class:`ApiError` 422 when malformed."""
+    if isinstance(payload, dict) and "events" in payload:
+        items = payload["events"]
+        if not isinstance(items, list) or not items:
+            raise ApiError(422, "events must be a non-empty list of event objects")
+        if len(items) > MAX_BATCH:
+            raise ApiError(422, f"at most {MAX_BATCH} events per request, got {len(items)}: split the batch")
+        if set(payload) != {"events"}:
+            raise ApiError(422, f"unknown key(s) next to events: {', '.join(sorted(set(payload) - {'events'}))}")
+        problems: list[str] = []
+        events: list[EventIn] = []
+        for index, item in enumerate(items):
+            try:
+                events.append(EventBody.model_validate(item).to_event())
+            except ValidationError as exc:
+                problems.append(describe_errors(exc, f"events[{index}]"))
+        if problems:
+            raise ApiError(422, "; ".join(problems[:20]))
+        return events, True
+    if isinstance(payload, dict):
+        try:
+            return [EventBody.model_validate(payload).to_event()], False
+        except ValidationError as exc:
+            raise ApiError(422, describe_errors(exc)) from None
+    raise ApiError(422, 'send one event object, or {"events": [...]} for a batch')
+
+
+@api.post(
+    "/events", status_code=202, response_model=EventsResponse, openapi_extra=_EVENTS_BODY,
+    responses={200: {"description": "Every event was a duplicate: nothing changed."}},
+)
+async def post_events(request: Request) -> JSONResponse:
+    """Record engagement events: scoring, promotion, exits and waits follow in the same transaction.
+
+    Answers 202 when something was recorded, 200 when every event was a duplicate of one recorded before (same id).
+    """
+    events, batch = parse_events(await read_json(request))
+    try:
+        results = await run_in_threadpool(context(request).record, events, actor="api", source="api")
+    except InvalidEvents as exc:
+        messages = [f"events[{i}]: {m}" if batch else m for i, m in exc.problems]
+        raise ApiError(422, "; ".join(messages[:20])) from None
+    recorded = sum(1 for result in results if result.status == RECORDED)
+    body = {"recorded": recorded, "duplicate": len(results) - recorded, "results": [r.to_json() for r in results]}
+    return JSONResponse(body, status_code=202 if recorded else 200)
+
+
+@api.post(
+    "/leads", response_model=SavedLeadBody, status_code=200,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/LeadBody"}}}}},
+    responses={201: {"description": "The lead was created."}},
+)
+async def post_lead(request: Request) -> JSONResponse:
+    """Create or update a lead by email; it is rescored and enrolled in every campaign it now matches.
+
+    Answers 201 for a new lead, 200 for an update.
+    """
+    payload = await read_json(request, limit=256 * 1024)
+    if not isinstance(payload, dict):
+        raise ApiError(422, "send a JSON object of lead fields, with at least email")
+    try:
+        body = LeadBody.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(422, describe_errors(exc)) from None
+    ctx = context(request)
+    saved = await run_in_threadpool(
+        save_lead, ctx.engine, ctx.catalog, ctx.rules, body.model_dump(exclude_unset=True), now=ctx.clock(), actor="api"
+    )
+    if saved.enrolled:
+        ctx.wake()
+    return JSONResponse(
+        SavedLeadBody(**saved.__dict__).model_dump(), status_code=201 if saved.created else 200,
+        headers={"Location": f"/v1/leads/{saved.email}"},
+    )
+
+
+@api.get("/leads/{email}")
+def get_lead(email: str, request: Request) -> dict[str, Any]:
+    """Everything about one lead: fields, stage, score with its breakdown, enrollments, recent events, stage history."""
+    ctx = context(request)
+    with session(ctx.engine, read_only=True) as orm_session:
+        summary = lead_summary(orm_session, email)
+    summary["score"] = score_breakdown(ctx.engine, ctx.rules, email, ctx.clock()).to_json()
+    return summary
+
+
+@ops.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive (no database access)."""
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", responses={503: {"description": "The database is unreachable or its schema is not current."}})
+def readyz(request: Request) -> JSONResponse:
+    """Ready to serve: the database answers and its schema is the one this nurture needs."""
+    engine = context(request).engine
+    try:
+        with transaction(engine, read_only=True) as conn:
+            conn.execute(text("SELECT 1"))
+        ensure_current(engine)
+    except SchemaOutOfDate as exc:
+        return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+    except Exception as exc:  # any failure to reach the database means "not ready", with no details leaked
+        log.warning("readiness check failed: %s", type(exc).__name__)
+        return JSONResponse({"status": "unavailable", "error": "database unreachable"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@ops.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: leads by stage, enrollments, deliveries and outbox rows by status, events recorded."""
+    ctx = context(request)
+    counts = status_counts(ctx.engine)
+    return PlainTextResponse(render_metrics(counts, ctx.event_counts()), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _label(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(counts: dict[str, dict[str, int]], events: dict[tuple[str, str], int]) -> str:
+    """The metrics as Prometheus text exposition format (version 0.0.4)."""
+    lines: list[str] = []
+
+    def gauge(name: str, help_text: str, label: str, values: dict[str, int]) -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} gauge"])
+        for key in sorted(values):
+            lines.append(f'{name}{{{label}="{_label(key)}"}} {values[key]}')
+
+    gauge("nurture_leads", "Leads by lifecycle stage.", "stage", counts["leads"])
+    gauge("nurture_leads_suppressed", "Leads nurture must not email, by why.", "reason", counts["suppressed"])
+    gauge("nurture_enrollments", "Enrollments by status.", "status", counts["enrollments"])
+    gauge("nurture_deliveries", "Deliveries by status.", "status", counts["deliveries"])
+    lines.extend(["# HELP nurture_outbox_pending Outbox notifications waiting to be delivered.",
+                  "# TYPE nurture_outbox_pending gauge", f"nurture_outbox_pending {counts['outbox'].get('pending', 0)}"])
+    lines.extend(["# HELP nurture_events_total Engagement events received by this process since it started.",
+                  "# TYPE nurture_events_total counter"])
+    for (source, status), value in sorted(events.items()):
+        lines.append(f'nurture_events_total{{source="{_label(source)}",status="{_label(status)}"}} {value}')
+    return "\n".join(lines) + "\n"
+
+
+# --- errors and request logging ------------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(NurtureError)
+    async def _nurture_error(_request: Request, exc: NurtureError) -> JSONResponse:
+        if isinstance(exc, LeadNotFound):
+            return _error(404, str(exc))
+        if isinstance(exc, SchemaOutOfDate):
+            return _error(503, str(exc))
+        return _error(422 if isinstance(exc, InvalidInput) else 400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "error"
+        return _error(exc.status_code, message.lower() if message == "Not Found" else message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"] if part not in ("body", "path", "query"))
+            parts.append(f"{location}: {error['msg']}" if location else error["msg"])
+        return _error(422, "; ".join(parts) or "invalid request")
+
+
+class RequestLog:
+    """Logs each request as method, route template, status and time (never the path: it holds emails and tokens),
+    and answers an unexpected exception with a JSON 500 whose log lines carry no exception message (messages of
+    database errors quote the row's values)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            log.error("unhandled %s in %s %s:\n%s", type(exc).__name__, scope["method"], _route(scope),
+                      "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+            if not response_started:
+                await _error(500, "internal error")(scope, receive, send)
+            status = 500
+        log.info("%s %s %d %.1fms", scope["method"], _route(scope), status, (time.perf_counter() - started) * 1000)
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    return getattr(route, "path", None) or "(no route)"
+
+
+# --- the app ---------------------------------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine,
+    catalog: Catalog,
+    rules: ScoringRules,
+    signer: Signer,
+    on_event: Callable[[], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """The intake app over an open database; ``on_event`` is called after new events are recorded (wake the worker).
+
+    ``clock`` is read once per request (tests pass a fixed one).
+    """
+    app = FastAPI(
+        title="nurture intake",
+        version=__version__,
+        description="Engagement events and leads in; signed tracking, click and unsubscribe links; provider webhooks.",
+    )
+    app.state.intake = IntakeContext(settings, engine, catalog, rules, signer, clock=clock, on_event=on_event)
+    _install_error_handlers(app)
+    app.add_middleware(RequestLog)
+    app.include_router(api)
+    app.include_router(providers.router)
+    app.include_router(tracking.router)
+    app.include_router(ops)
+    _document_bodies(app)
+    return app
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Add the request body models read by hand (to control errors and size) to the OpenAPI components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (EventBody, EventBatch, LeadBody):
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """A uvicorn configuration for the intake: host and port from settings, uvicorn's access log off (it would log
+    emails and tokens that sit in paths; :class:`RequestLog` logs route templates instead)."""
+    options: dict[str, Any] = dict(host=settings.http_host, port=settings.http_port, access_log=False,
+                                   log_level="info", proxy_headers=True, server_header=False)
+    options.update(overrides)
+    return uvicorn.Config(app, **options)

@@ -1,0 +1,179 @@
+"""Bounces, spam complaints and unsubscribes reported by the mail provider: they suppress the lead at once.
+
+Two formats:
+
+- ``POST /v1/webhooks/bounces`` (Bearer ``NURTURE_API_KEY``): nurture's own, for any provider or relay script:
+  ``{"type": "bounce"|"spam_complaint", "email"?, "message_id"?, "reason"?, "occurred_at"?, "id"?}`` or a list of
+  them. The lead is found by email, or by the message's id (the Message-ID nurture sent, or the provider's id).
+  A malformed notice rejects the request (422) and records nothing; a notice whose lead cannot be found is
+  reported ``unmatched``.
+- ``POST /v1/webhooks/sendgrid?token=<NURTURE_API_KEY>``: SendGrid's Event Webhook, a JSON array of events. ``bounce``
+  (not ``blocked``, a temporary refusal), ``dropped``, ``spamreport``, ``unsubscribe`` and ``group_unsubscribe``
+  suppress the lead; every other event (delivered, open, click, deferred, ...) is ignored, as are items without a
+  usable email, so one odd item never makes SendGrid retry the whole batch. ``sg_event_id`` makes retries
+  idempotent.
+
+  Why a token in the URL rather than SendGrid's signature: SendGrid signs its Event Webhook with ECDSA and a key pair
+  it generates per account, and verifying needs that public key (and a dependency for ECDSA); a shared secret in
+  the URL works on every SendGrid plan and needs neither. Serve it over HTTPS only, as for the Bearer key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
+from nurture.errors import InvalidInput
+from nurture.intake.auth import require_api_key, require_query_token
+from nurture.intake.context import ApiError, IntakeContext, context, read_json
+from nurture.intake.schemas import BounceNotice, describe_errors
+from nurture.storage.intake import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
+from nurture.storage.lookups import DeliveryTarget, delivery_for_message_id
+
+log = logging.getLogger("nurture.intake")
+
+router = APIRouter(prefix="/v1/webhooks", tags=["provider webhooks"])
+
+SENDGRID_EVENTS = {"bounce": BOUNCE, "dropped": BOUNCE, "spamreport": COMPLAINT, "unsubscribe": UNSUBSCRIBE,
+                   "group_unsubscribe": UNSUBSCRIBE}
+"""SendGrid event names that suppress a lead, and the nurture event type each becomes."""
+
+
+def _derived_id(prefix: str, key: str) -> str:
+    """An event id from a provider's key, within the id length limit."""
+    candidate = f"{prefix}:{key}"
+    if len(candidate) <= MAX_ID_LENGTH:
+        return candidate
+    return f"{prefix}:sha256:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+
+
+def _counts(results: list[Any]) -> dict[str, int]:
+    recorded = sum(1 for r in results if r.status == RECORDED)
+    return {"recorded": recorded, "duplicate": len(results) - recorded}
+
+
+def _record_notices(ctx: IntakeContext, notices: list[BounceNotice]) -> dict[str, Any]:
+    events: list[EventIn] = []
+    positions: list[int] = []
+    statuses: list[dict[str, Any]] = [{"index": i, "status": "unmatched"} for i in range(len(notices))]
+    for index, notice in enumerate(notices):
+        target: DeliveryTarget | None = None
+        if notice.message_id:
+            target = delivery_for_message_id(ctx.engine, notice.message_id)
+        email = notice.email or (target.email if target else None)
+        if not email:
+            continue
+        key = notice.message_id.strip().strip("<>") if notice.message_id else None
+        properties = {k: v for k, v in (("reason", notice.reason), ("message_id", key)) if v}
+        events.append(EventIn(
+            email=email, type=notice.type, occurred_at=notice.occurred_at or ctx.clock(), properties=properties,
+            id=notice.id or (_derived_id(notice.type, key) if key else None),
+            campaign_id=target.campaign_id if target else None, step_key=target.step_key if target else None,
+            delivery_id=target.delivery_id if target else None,
+        ))
+        positions.append(index)
+    try:
+        results = ctx.record(events, actor="system", source="bounces") if events else []
+    except InvalidEvents as exc:
+        raise ApiError(422, "; ".join(f"[{positions[i]}]: {m}" for i, m in exc.problems[:20])) from None
+    for position, result in zip(positions, results):
+        statuses[position] = {"index": position, "status": result.status, "email": result.email}
+    unmatched = sum(1 for s in statuses if s["status"] == "unmatched")
+    if unmatched:
+        log.info("%d bounce notice(s) matched no lead", unmatched)
+    return {**_counts(results), "unmatched": unmatched, "results": statuses}
+
+
+@router.post("/bounces", dependencies=[Depends(require_api_key)])
+async def bounces(request: Request) -> dict[str, Any]:
+    """Bounces and spam complaints in nurture's own format: the leads are suppressed and leave every campaign."""
+    payload = await read_json(request)
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise ApiError(422, "send a bounce notice or a non-empty list of them")
+    if len(items) > MAX_BATCH:
+        raise ApiError(422, f"at most {MAX_BATCH} notices per request, got {len(items)}")
+    notices: list[BounceNotice] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        prefix = f"[{index}]" if isinstance(payload, list) else ""
+        try:
+            notice = BounceNotice.model_validate(item)
+        except ValidationError as exc:
+            problems.append(describe_errors(exc, prefix))
+            continue
+        if not (notice.email or "").strip() and not (notice.message_id or "").strip():
+            problems.append(f"{prefix + ': ' if prefix else ''}give the lead's email or the message_id")
+        notices.append(notice)
+    if problems:
+        raise ApiError(422, "; ".join(problems[:20]))
+    return await run_in_threadpool(_record_notices, context(request), notices)
+
+
+def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | None:
+    """The nurture event for one SendGrid event, or None when it is ignored."""
+    if not isinstance(item, dict):
+        return None
+    kind = SENDGRID_EVENTS.get(str(item.get("event", "")))
+    if kind is None or (item.get("event") == "bounce" and item.get("type") == "blocked"):
+        return None
+    reason = str(item.get("reason") or item.get("response") or "")[:2000]
+    if item.get("event") == "dropped":  # SendGrid drops mail to addresses it already suppresses; keep the why
+        lowered = reason.lower()
+        kind = UNSUBSCRIBE if "unsubscribe" in lowered else COMPLAINT if "spam" in lowered else BOUNCE
+    occurred_at = now
+    stamp = item.get("timestamp")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 < stamp < 1e11:
+        occurred_at = min(datetime.fromtimestamp(stamp, timezone.utc), now)
+    message_id = str(item.get("sg_message_id") or "")
+    target = None
+    if message_id:
+        # sg_message_id is the X-Message-Id SendGrid returned at sending, plus ".filterXXXX..." after it
+        target = delivery_for_message_id(ctx.engine, message_id.split(".filter", 1)[0])
+    email = item.get("email") if isinstance(item.get("email"), str) and item.get("email") else None
+    email = email or (target.email if target else None)
+    if email is None:
+        return None
+    event_id = item.get("sg_event_id")
+    properties = {"provider": "sendgrid", "sendgrid_event": str(item.get("event"))}
+    if reason:
+        properties["reason"] = reason
+    event = EventIn(
+        email=email, type=kind, occurred_at=occurred_at, properties=properties,
+        id=_derived_id("sendgrid", event_id) if isinstance(event_id, str) and event_id else None,
+        campaign_id=target.campaign_id if target else None, step_key=target.step_key if target else None,
+        delivery_id=target.delivery_id if target else None,
+    )
+    try:
+        return clean_event(event, now)
+    except InvalidInput:
+        return None
+
+
+def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
+    now = ctx.clock()
+    events = [event for item in items if (event := _sendgrid_event(ctx, item, now)) is not None]
+    results = []
+    for start in range(0, len(events), MAX_BATCH):
+        results += ctx.record(events[start : start + MAX_BATCH], actor="system", source="sendgrid")
+    ignored = len(items) - len(events)
+    log.info("sendgrid webhook: %d suppressing event(s), %d ignored", len(events), ignored)
+    return {**_counts(results), "ignored": ignored}
+
+
+@router.post("/sendgrid", dependencies=[Depends(require_query_token)])
+async def sendgrid(request: Request) -> dict[str, int]:
+    """SendGrid's Event Webhook (a JSON array): bounces, drops, spam reports and unsubscribes suppress the lead."""
+    payload = await read_json(request)
+    if not isinstance(payload, list):
+        raise ApiError(422, "expected SendGrid's JSON array of events")
+    if len(payload) > 10 * MAX_BATCH:
+        raise ApiError(413, f"at most {10 * MAX_BATCH} events per request")
+    return await run_in_threadpool(_record_sendgrid, context(request), payload)

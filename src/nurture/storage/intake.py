@@ -1,0 +1,540 @@
+"""Recording engagement: one transaction writes a batch of events and everything they cause.
+
+For every event of a batch, in order: the event is written once (idempotent on its client ``id``), an unknown email
+becomes a new lead, scoring gives the event its points, the lead's score is recomputed over its history and may
+promote it, suppression events (unsubscribe, bounce, spam complaint) end every enrollment, goal events end the
+campaigns that list them, and enrollments waiting for that event type become due. All of it commits together or not
+at all; nothing external happens inside the transaction. New leads and leads that may now match a campaign are
+enrolled right after the commit.
+
+Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
+other. A deadlock or serialization failure reported by PostgreSQL retries the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, LeadView
+from nurture.core.scoring import event_points, score, stage_after_scoring
+from nurture.definitions.loader import Catalog
+from nurture.definitions.scoring import ScoringRules
+from nurture.errors import InvalidInput
+from nurture.storage.database import session, transaction, upsert_insert
+from nurture.storage.enrollments import enroll_leads, exit_enrollments, wake_waiting
+from nurture.storage.leads import clean_email, clean_lead_data, upsert_lead
+from nurture.storage.models import STAGE_ACTORS, EngagementEvent, Enrollment, Lead, StageChange
+from nurture.storage.schedule import lead_view
+from nurture.storage.scores import rescore_all, score_breakdown, scored_events
+
+__all__ = [
+    "DUPLICATE", "MAX_BATCH", "MAX_ID_LENGTH", "RECORDED", "EventIn", "EventResult", "InvalidEvents", "SavedLead",
+    "clean_event", "clean_events", "clean_properties", "record_events", "rescore_all", "save_lead", "score_breakdown",
+]
+
+log = logging.getLogger(__name__)
+
+L = Lead.__table__
+EV = EngagementEvent.__table__
+E = Enrollment.__table__
+SC = StageChange.__table__
+
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+"""What an event type looks like: a lower-case slug such as ``webinar_attended`` or ``page.view``."""
+
+MAX_BATCH = 1000
+MAX_ID_LENGTH = 200
+MAX_PROPERTIES_BYTES = 16 * 1024
+MAX_FUTURE = timedelta(days=1)
+"""How far ahead of the server's clock an event may be dated (clock skew, not scheduling)."""
+
+SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
+"""Event types that stop all email to the lead, and the end reason their enrollments get."""
+
+RECORDED, DUPLICATE = "recorded", "duplicate"
+_RETRIES = 3
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure (PostgreSQL)
+_MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class EventIn:
+    """One engagement event as a caller hands it in (HTTP, CLI, tracking links, provider webhooks)."""
+
+    email: str
+    type: str
+    occurred_at: datetime | None = None  # aware; None: now
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None  # the client's id: the same id is recorded once
+    campaign_id: str | None = None  # set by tracking links
+    step_key: str | None = None
+    delivery_id: int | None = None
+    dedupe_within: timedelta | None = None
+    """Tracking: an event of the same lead, type, delivery and url within this long is a duplicate (link bursts)."""
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """What became of one event of a batch, and the lead's score and stage after it."""
+
+    index: int
+    status: str  # recorded | duplicate
+    email: str
+    type: str
+    id: str | None
+    points: float
+    score: float
+    stage: str
+    stage_changed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "index": self.index, "status": self.status, "id": self.id, "email": self.email, "type": self.type,
+            "points": self.points, "score": self.score, "stage": self.stage, "stage_changed": self.stage_changed,
+        }
+
+
+class InvalidEvents(InvalidInput):
+    """Some events of a batch are invalid; nothing of the batch was recorded."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        self.problems = problems
+        shown = [f"events[{index}]: {message}" for index, message in problems[:_MAX_PROBLEMS_SHOWN]]
+        if len(problems) > _MAX_PROBLEMS_SHOWN:
+            shown.append(f"... and {len(problems) - _MAX_PROBLEMS_SHOWN} more")
+        super().__init__("; ".join(shown))
+
+
+# --- validation -------------------------------------------------------------------------------------------------
+
+
+def clean_properties(value: Any) -> dict[str, Any]:
+    """Event properties as a plain JSON object within the size limit, or :class:`InvalidInput`."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput("properties must be an object of names to values")
+    if not all(isinstance(key, str) for key in value):
+        raise InvalidInput("property names must be strings")
+    try:
+        text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        raise InvalidInput("properties must hold JSON values only (text, numbers, true/false, null, lists, objects)") from None
+    if len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
+        raise InvalidInput(f"properties are larger than {MAX_PROPERTIES_BYTES // 1024} KiB")
+    return json.loads(text)
+
+
+def clean_event(event: EventIn, now: datetime) -> EventIn:
+    """The event normalized (email lower-cased, time in UTC, properties plain JSON), or :class:`InvalidInput` naming
+    every problem."""
+    problems: list[str] = []
+    email = ""
+    try:
+        email = clean_email(event.email) if isinstance(event.email, str) and event.email.strip() else ""
+        if not email:
+            problems.append("email is required")
+    except InvalidInput as exc:
+        problems.append(str(exc))
+    if not isinstance(event.type, str) or not EVENT_TYPE.fullmatch(event.type):
+        problems.append(
+            f"invalid type {event.type!r}: use a lower-case slug of at most 64 characters (letters, digits, _ . -), "
+            "starting with a letter, such as webinar_attended"
+        )
+    occurred_at = event.occurred_at if event.occurred_at is not None else now
+    if not isinstance(occurred_at, datetime):
+        problems.append("occurred_at must be a date and time")
+    elif occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
+        problems.append("occurred_at needs a time zone offset, such as 2024-05-01T09:30:00Z")
+    else:
+        occurred_at = occurred_at.astimezone(timezone.utc)
+        if occurred_at > now + MAX_FUTURE:
+            problems.append(f"occurred_at {occurred_at.isoformat()} is more than a day in the future")
+    if event.id is not None and (not isinstance(event.id, str) or not event.id.strip() or len(event.id) > MAX_ID_LENGTH):
+        problems.append(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    properties: dict[str, Any] = {}
+    try:
+        properties = clean_properties(event.properties)
+    except InvalidInput as exc:
+        problems.append(str(exc))
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return replace(event, email=email, occurred_at=occurred_at, properties=properties)
+
+
+def clean_events(events: Sequence[EventIn], now: datetime) -> list[EventIn]:
+    """Every event cleaned, or :class:`InvalidEvents` listing each bad one by its index in the batch."""
+    if len(events) > MAX_BATCH:
+        raise InvalidInput(f"at most {MAX_BATCH} events per batch, got {len(events)}")
+    cleaned: list[EventIn] = []
+    problems: list[tuple[int, str]] = []
+    for index, event in enumerate(events):
+        try:
+            cleaned.append(clean_event(event, now))
+        except InvalidInput as exc:
+            problems.append((index, str(exc)))
+    if problems:
+        raise InvalidEvents(problems)
+    return cleaned
+
+
+# --- recording --------------------------------------------------------------------------------------------------
+
+
+def _as_engagement(event: EventIn) -> Engagement:
+    assert event.occurred_at is not None
+    return Engagement(event.type, event.occurred_at, event.campaign_id, event.step_key, dict(event.properties))
+
+
+def _day_bounds(at: datetime) -> tuple[datetime, datetime]:
+    start = datetime.combine(at.astimezone(timezone.utc).date(), time(), tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+@dataclass
+class _LeadState:
+    """A lead as the batch changes it; written back once when the batch ends."""
+
+    row: Any
+    created: bool
+    stage: str
+    score: float
+    stage_changed_at: datetime
+    unsubscribed_at: datetime | None
+    bounced_at: datetime | None
+    scored: list[tuple[Engagement, float]]
+    scored_today: dict[tuple[str, date], int] = field(default_factory=dict)
+    recorded: bool = False
+    stage_changed: bool = False
+    dirty: bool = False
+
+    @property
+    def id(self) -> int:
+        return int(self.row.id)
+
+    def view(self) -> LeadView:
+        return replace(
+            lead_view(self.row), stage=self.stage, score=self.score,
+            unsubscribed=self.unsubscribed_at is not None, bounced=self.bounced_at is not None,
+        )
+
+
+class _Batch:
+    """One batch being recorded inside one transaction."""
+
+    def __init__(self, conn: Connection, catalog: Catalog, rules: ScoringRules, now: datetime, actor: str) -> None:
+        self.conn, self.catalog, self.rules, self.now, self.actor = conn, catalog, rules, now, actor
+        self.leads: dict[str, _LeadState] = {}
+        self.by_id: dict[int, _LeadState] = {}
+
+    # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
+    def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
+        """Find the client ids already recorded, then lock or create the leads of the other events."""
+        ids = sorted({e.id for e in events if e.id is not None})
+        known: dict[str, tuple[int, float]] = {}
+        for start in range(0, len(ids), 900):
+            rows = self.conn.execute(
+                select(EV.c.external_id, EV.c.lead_id, EV.c.points).where(EV.c.external_id.in_(ids[start : start + 900]))
+            )
+            known.update({row.external_id: (row.lead_id, float(row.points)) for row in rows})
+        first_type = {}
+        for event in events:
+            if event.id is None or event.id not in known:
+                first_type.setdefault(event.email, event.type)
+        emails = sorted(first_type)
+        found: dict[str, Any] = {}
+        for start in range(0, len(emails), 900):
+            query = select(L).where(L.c.email.in_(emails[start : start + 900])).order_by(L.c.email).with_for_update()
+            found.update({row.email: row for row in self.conn.execute(query)})
+        for email in emails:
+            row, created = found.get(email), False
+            if row is None:
+                row, created = self.create_lead(email, f"created by a {first_type[email]} event")
+            self.track(row, created)
+        return known
+
+    def create_lead(self, email: str, reason: str) -> tuple[Any, bool]:
+        """Insert a lead at stage ``lead`` (its first history row names the actor); a concurrent insert wins."""
+        now = self.now
+        inserted = self.conn.execute(
+            upsert_insert(L, self.conn.dialect)
+            .values(email=email, tags=[], fields={}, stage="lead", score=0.0, created_at=now, updated_at=now,
+                    stage_changed_at=now)
+            .on_conflict_do_nothing(index_elements=["email"])
+            .returning(L.c.id)
+        ).first()
+        row = self.conn.execute(select(L).where(L.c.email == email).with_for_update()).one()
+        if inserted is not None:
+            self.conn.execute(SC.insert().values(
+                lead_id=row.id, from_stage=None, to_stage="lead", at=now, actor=self.actor,
+                reason=reason,
+            ))
+        return row, inserted is not None
+
+    def track(self, row: Any, created: bool) -> _LeadState:
+        """Follow this lead's changes through the batch."""
+        state = _LeadState(
+            row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
+            unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at, scored=[],
+        )
+        self.leads[row.email] = state
+        self.by_id[int(row.id)] = state
+        return state
+
+    def load_history(self) -> None:
+        """Load the scored history of every lead of the batch in one go."""
+        history = scored_events(self.conn, sorted(self.by_id))
+        for lead_id, scored in history.items():
+            self.by_id[lead_id].scored = scored
+
+    def record(self, index: int, event: EventIn, known: dict[str, tuple[int, float]]) -> EventResult:
+        """Write one event and its consequences; a repeated id is a duplicate and changes nothing."""
+        if event.id is not None and event.id in known:
+            lead_id, points = known[event.id]
+            return self._duplicate(index, event, lead_id, points)
+        lead = self.leads[event.email]
+        engagement = _as_engagement(event)
+        if event.dedupe_within is not None:
+            burst = self._burst(lead, event)
+            if burst is not None:
+                return self._duplicate(index, event, lead.id, burst)
+        day = engagement.at.date()
+        points, why = event_points(self.rules, engagement, self._scored_today(lead, event.type, engagement.at))
+        inserted = self.conn.execute(
+            upsert_insert(EV, self.conn.dialect)
+            .values(lead_id=lead.id, type=event.type, occurred_at=engagement.at, recorded_at=self.now,
+                    external_id=event.id, campaign_id=event.campaign_id, step_key=event.step_key,
+                    delivery_id=event.delivery_id, properties=dict(event.properties), points=points)
+            .on_conflict_do_nothing(index_elements=["external_id"])
+            .returning(EV.c.id)
+        ).first()
+        if inserted is None:  # recorded by a concurrent batch since we looked
+            existing = self.conn.execute(
+                select(EV.c.lead_id, EV.c.points).where(EV.c.external_id == event.id)
+            ).one()
+            known[event.id or ""] = (existing.lead_id, float(existing.points))
+            return self._duplicate(index, event, existing.lead_id, float(existing.points))
+        if event.id is not None:
+            known[event.id] = (lead.id, points)
+        lead.recorded = lead.dirty = True
+        if points:
+            lead.scored.append((engagement, points))
+            lead.scored_today[(event.type, day)] = lead.scored_today.get((event.type, day), 0) + 1
+        self._consequences(lead, event)
+        changed = self.rescore(lead)
+        return EventResult(index, RECORDED, lead.row.email, event.type, event.id, points, lead.score, lead.stage, changed)
+
+    def _scored_today(self, lead: _LeadState, event_type: str, at: datetime) -> int:
+        key = (event_type, at.date())
+        if key not in lead.scored_today:
+            start, end = _day_bounds(at)
+            lead.scored_today[key] = self.conn.execute(
+                select(func.count()).select_from(EV).where(
+                    EV.c.lead_id == lead.id, EV.c.type == event_type, EV.c.occurred_at >= start,
+                    EV.c.occurred_at < end, EV.c.points != 0,
+                )
+            ).scalar_one()
+        return lead.scored_today[key]
+
+    def _burst(self, lead: _LeadState, event: EventIn) -> float | None:
+        """The points of an event this one repeats within its dedupe window, None if it is new."""
+        assert event.occurred_at is not None and event.dedupe_within is not None
+        query = select(EV.c.properties, EV.c.points).where(
+            EV.c.lead_id == lead.id, EV.c.type == event.type,
+            EV.c.occurred_at >= event.occurred_at - event.dedupe_within,
+            EV.c.occurred_at <= event.occurred_at + event.dedupe_within,
+        )
+        if event.delivery_id is None:
+            query = query.where(EV.c.delivery_id.is_(None))
+        else:
+            query = query.where(EV.c.delivery_id == event.delivery_id)
+        url = event.properties.get("url")
+        for row in self.conn.execute(query):
+            if (row.properties or {}).get("url") == url:
+                return float(row.points)
+        return None
+
+    def _duplicate(self, index: int, event: EventIn, lead_id: int, points: float) -> EventResult:
+        lead = self.by_id.get(lead_id)
+        if lead is not None:
+            return EventResult(index, DUPLICATE, lead.row.email, event.type, event.id, points, lead.score, lead.stage,
+                               False)
+        row = self.conn.execute(select(L.c.email, L.c.score, L.c.stage).where(L.c.id == lead_id)).one()
+        return EventResult(index, DUPLICATE, row.email, event.type, event.id, points, float(row.score), row.stage, False)
+
+    def _consequences(self, lead: _LeadState, event: EventIn) -> None:
+        """Suppression, goal exits and waking the enrollments that wait for this event type."""
+        at = event.occurred_at
+        assert at is not None
+        reason = SUPPRESSION_REASONS.get(event.type)
+        if reason is not None:
+            if event.type == UNSUBSCRIBE and lead.unsubscribed_at is None:
+                lead.unsubscribed_at = at
+            elif event.type in (BOUNCE, COMPLAINT) and lead.bounced_at is None:
+                lead.bounced_at = at
+            exit_enrollments(self.conn, lead.id, reason, self.now)
+            return
+        goal_of = [c.id for c in self.catalog.campaigns.values() if event.type in c.exit.events]
+        if goal_of:
+            # Only enrollments that began before the event: a late-arriving old event does not end a newer enrollment.
+            reached = self.conn.execute(
+                select(E.c.campaign_id).where(
+                    E.c.lead_id == lead.id, E.c.status == "active", E.c.campaign_id.in_(goal_of), E.c.enrolled_at <= at
+                )
+            ).scalars().all()
+            if reached:
+                exit_enrollments(self.conn, lead.id, f"goal:{event.type}", self.now, campaign_ids=reached)
+        wake_waiting(self.conn, lead.id, event.type, at)
+
+    def rescore(self, lead: _LeadState) -> bool:
+        """Recompute the lead's score; promote it when scoring says so. True when its stage changed."""
+        breakdown = score(self.rules, lead.view(), lead.scored, self.now)
+        lead.score = breakdown.total
+        decision = stage_after_scoring(self.rules, lead.stage, breakdown)
+        if decision is None:
+            return False
+        new_stage, reason = decision
+        if new_stage == lead.stage:
+            return False
+        self.move(lead, new_stage, reason, actor="rule")
+        return True
+
+    def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> None:
+        """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits."""
+        self.conn.execute(SC.insert().values(
+            lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor,
+        ))
+        lead.stage, lead.stage_changed_at = stage, self.now
+        lead.stage_changed = lead.dirty = True
+        exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
+        if exits:
+            exit_enrollments(self.conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
+
+    def finish(self) -> None:
+        """Write every changed lead back."""
+        for lead in self.by_id.values():
+            if lead.dirty:
+                self.conn.execute(
+                    update(L).where(L.c.id == lead.id).values(
+                        score=lead.score, stage=lead.stage, stage_changed_at=lead.stage_changed_at,
+                        unsubscribed_at=lead.unsubscribed_at, bounced_at=lead.bounced_at, updated_at=self.now,
+                    )
+                )
+
+    def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
+        """Leads that may enter a campaign now: created, promoted, or with new events (entry filters read them)."""
+        entry_stages = {s for c in self.catalog.campaigns.values() if not c.paused for s in c.entry.stages()}
+        return sorted(
+            lead.id for lead in self.by_id.values()
+            if (include_unchanged or lead.created or lead.recorded or lead.stage_changed)
+            and lead.stage in entry_stages
+            and lead.unsubscribed_at is None and lead.bounced_at is None
+        )
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def record_events(
+    engine: Engine, catalog: Catalog, rules: ScoringRules, events: Sequence[EventIn], *, now: datetime, actor: str
+) -> list[EventResult]:
+    """Record a batch of events and their consequences in one transaction; return one result per event, in order.
+
+    Every event is validated first: one bad event rejects the whole batch with :class:`InvalidEvents` (naming each
+    bad item by its index) and nothing is written. A client ``id`` seen before makes the event a ``duplicate`` that
+    changes nothing. After the commit, new and promoted leads are enrolled in the campaigns they now match.
+    """
+    if actor not in STAGE_ACTORS:
+        raise ValueError(f"unknown actor {actor!r}")
+    cleaned = clean_events(events, now)
+    if not cleaned:
+        return []
+    for attempt in range(_RETRIES):
+        try:
+            with transaction(engine) as conn:
+                batch = _Batch(conn, catalog, rules, now, actor)
+                known = batch.prepare(cleaned)
+                batch.load_history()
+                results = [batch.record(index, event, known) for index, event in enumerate(cleaned)]
+                batch.finish()
+            break
+        except DBAPIError as exc:
+            if attempt + 1 == _RETRIES or not _retryable(exc):
+                raise
+            log.info("event batch hit a %s; retrying", type(exc.orig).__name__)
+    recorded = [r for r in results if r.status == RECORDED]
+    log.info("recorded %d event(s), %d duplicate(s); types: %s", len(recorded), len(results) - len(recorded),
+             ", ".join(sorted({r.type for r in recorded})) or "-")
+    to_enroll = batch.to_enroll()
+    if to_enroll:
+        created = enroll_leads(engine, catalog, now, lead_ids=to_enroll)
+        if created:
+            log.info("enrolled %d lead(s) after recording events", created)
+    return results
+
+
+# --- leads through the API ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedLead:
+    """What :func:`save_lead` did."""
+
+    email: str
+    created: bool
+    stage: str
+    score: float
+    stage_changed: bool
+    enrolled: int
+
+
+def save_lead(
+    engine: Engine, catalog: Catalog, rules: ScoringRules, data: Mapping[str, Any], *, now: datetime, actor: str
+) -> SavedLead:
+    """Create or update a lead (fields as :func:`nurture.storage.leads.clean_lead_data` accepts them) and rescore it.
+
+    The fields are written by :func:`nurture.storage.leads.upsert_lead` (an explicit stage is recorded with
+    ``actor``); then the new score, fit points included, may promote the lead. A stage that a campaign exits on ends
+    that enrollment at once. After the commit the lead is enrolled in every campaign it now matches.
+    """
+    if actor not in STAGE_ACTORS:
+        raise ValueError(f"unknown actor {actor!r}")
+    email = clean_lead_data(data)["email"]  # InvalidInput before any transaction
+    for attempt in range(_RETRIES):
+        try:
+            with session(engine) as orm_session:
+                conn = orm_session.connection()
+                before = conn.execute(select(L.c.stage).where(L.c.email == email).with_for_update()).scalar()
+                upsert_lead(orm_session, data, actor=actor)
+                batch = _Batch(conn, catalog, rules, now, actor)
+                lead = batch.track(conn.execute(select(L).where(L.c.email == email)).one(), before is None)
+                if before is not None and lead.stage != before:
+                    lead.stage_changed = True
+                    exits = [c.id for c in catalog.campaigns.values() if lead.stage in c.exit.stages]
+                    if exits:
+                        exit_enrollments(conn, lead.id, f"stage:{lead.stage}", now, campaign_ids=exits)
+                batch.load_history()
+                batch.rescore(lead)
+                lead.dirty = True
+                batch.finish()
+            break
+        except DBAPIError as exc:
+            if attempt + 1 == _RETRIES or not _retryable(exc):
+                raise
+    enrolled = 0
+    if lead.id in batch.to_enroll(include_unchanged=True):
+        enrolled = enroll_leads(engine, catalog, now, lead_ids=[lead.id])
+    return SavedLead(email, before is None, lead.stage, lead.score, lead.stage_changed, enrolled)

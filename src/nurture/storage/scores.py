@@ -1,0 +1,86 @@
+"""Scores from stored points: one lead's breakdown (explainability) and the periodic refresh of every stored score.
+
+Points are fixed when an event is recorded; the score is recomputed from them (decay is a function of the time), so
+these only read events and, for :func:`rescore_all`, write the lead's ``score`` column.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+
+from nurture.core.facts import Engagement
+from nurture.core.scoring import ScoreBreakdown, score
+from nurture.definitions.scoring import ScoringRules
+from nurture.errors import LeadNotFound
+from nurture.storage.database import for_update_skip_locked, transaction
+from nurture.storage.leads import normalize_email
+from nurture.storage.models import EngagementEvent, Lead
+from nurture.storage.schedule import lead_view
+
+log = logging.getLogger(__name__)
+
+L = Lead.__table__
+EV = EngagementEvent.__table__
+
+
+def scored_events(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[tuple[Engagement, float]]]:
+    """Each lead's events that scored (points other than 0: the others add nothing), oldest first."""
+    found: dict[int, list[tuple[Engagement, float]]] = {lead_id: [] for lead_id in lead_ids}
+    for start in range(0, len(lead_ids), 900):
+        rows = conn.execute(
+            select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties,
+                   EV.c.points)
+            .where(EV.c.lead_id.in_(list(lead_ids[start : start + 900])), EV.c.points != 0)
+            .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id)
+        )
+        for row in rows:
+            engagement = Engagement(row.type, row.occurred_at, row.campaign_id, row.step_key, row.properties or {})
+            found[row.lead_id].append((engagement, float(row.points)))
+    return found
+
+
+def score_breakdown(engine: Engine, rules: ScoringRules, email: str, now: datetime) -> ScoreBreakdown:
+    """The lead's score as of ``now``, item by item (which events and fit rules gave how many points)."""
+    with transaction(engine, read_only=True) as conn:
+        row = conn.execute(select(L).where(L.c.email == normalize_email(email))).one_or_none()
+        if row is None:
+            raise LeadNotFound(f"no lead with email {normalize_email(email)!r}")
+        scored = scored_events(conn, [row.id])[row.id]
+    return score(rules, lead_view(row), scored, now)
+
+
+def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: int = 1000) -> int:
+    """Recompute every lead's stored score as of ``now`` (decay, edited rules); return how many scores changed.
+
+    Runs in short transactions of ``chunk`` leads, so intake is never blocked for long; leads that intake holds at
+    that moment are skipped (intake rescores them itself). Promotion is left to the lead's next event or update:
+    decay only lowers scores. Safe to run again at any time.
+    """
+    changed = 0
+    last_id = 0
+    while True:
+        with transaction(engine) as conn:
+            query = select(L).where(L.c.id > last_id).order_by(L.c.id).limit(chunk)
+            rows = list(conn.execute(for_update_skip_locked(query, conn.dialect)))
+            if not rows:
+                break
+            last_id = rows[-1].id
+            history = scored_events(conn, [row.id for row in rows])
+            updates = []
+            for row in rows:
+                total = score(rules, lead_view(row), history[row.id], now).total
+                if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
+                    updates.append({"lead_id": row.id, "new_score": total})
+            for item in updates:
+                conn.execute(update(L).where(L.c.id == item["lead_id"]).values(score=item["new_score"]))
+            changed += len(updates)
+        if len(rows) < chunk:
+            break
+    log.info("rescored leads: %d score(s) changed", changed)
+    return changed

@@ -1,0 +1,429 @@
+"""The HTTP API over a real uvicorn server and a real SQLite file: events, leads, API key, provider webhooks, health."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from http_server import HttpServer
+from intake_world import (
+    T0,
+    Clock,
+    add_delivery,
+    count_rows,
+    enrollments_of,
+    events_of,
+    lead_row,
+    load_world,
+    write_campaigns,
+)
+from nurture.intake import create_app
+from nurture.settings import Settings
+from nurture.signing import Signer
+from nurture.storage.database import make_engine
+from nurture.storage.migrate import upgrade
+from nurture.storage.models import EngagementEvent, Lead, StageChange
+
+API_KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@dataclass
+class Intake:
+    """A running intake: its base URL, database, clock, and how often it woke the worker."""
+
+    url: str
+    engine: Engine
+    clock: Clock
+    wakes: list[int] = field(default_factory=list)
+
+    def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None, raw: bytes | None = None,
+             **kwargs: Any) -> httpx.Response:
+        content = raw if raw is not None else json.dumps(body).encode()
+        return httpx.post(self.url + path, content=content, headers={"Content-Type": "application/json",
+                                                                     **(AUTH if headers is None else headers)}, **kwargs)
+
+    def get(self, path: str, *, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.get(self.url + path, headers=AUTH if headers is None else headers)
+
+
+def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True) -> Iterator[Intake]:
+    url = f"sqlite:///{tmp_path / 'intake.db'}"
+    if migrate:
+        upgrade(url)
+    engine = make_engine(url, busy_timeout=5)
+    catalog, rules = load_world(write_campaigns(tmp_path / "campaigns"))
+    clock = Clock()
+    intake = Intake("", engine, clock)
+    settings = Settings(api_key=api_key, database_url=url)
+    app = create_app(settings, engine=engine, catalog=catalog, rules=rules, signer=Signer("s3cret"),
+                     on_event=lambda: intake.wakes.append(1), clock=clock)
+    with HttpServer(app) as server:
+        intake.url = server.url
+        yield intake
+    engine.dispose()
+
+
+@pytest.fixture
+def intake(tmp_path: Path) -> Iterator[Intake]:
+    yield from _serve(tmp_path, API_KEY)
+
+
+def nothing_written(engine: Engine) -> bool:
+    return count_rows(engine, Lead) == 0 and count_rows(engine, EngagementEvent) == 0 and count_rows(engine, StageChange) == 0
+
+
+# --- the API key -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {API_KEY}"}, {"Authorization": "Bearer"},
+     {"Authorization": f"Bearer {API_KEY}x"}],
+)
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/events"), ("POST", "/v1/leads"), ("GET", "/v1/leads/a@example.com"),
+                         ("POST", "/v1/webhooks/bounces")],
+)
+def test_a_missing_or_wrong_api_key_is_401_and_changes_nothing(intake, headers, method, path):
+    body = {"email": "a@example.com", "type": "bounce"}
+    response = httpx.request(method, intake.url + path, json=body if method == "POST" else None, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "API key" in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_without_a_configured_key_the_api_refuses_with_503(tmp_path):
+    for intake in _serve(tmp_path, ""):
+        for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer anything"}):
+            response = intake.post("/v1/events", {"email": "a@example.com", "type": "page_view"}, headers=headers)
+            assert response.status_code == 503
+            assert "NURTURE_API_KEY" in response.json()["error"]
+        response = intake.post("/v1/webhooks/sendgrid?token=", [{"event": "bounce", "email": "a@example.com"}])
+        assert response.status_code == 503
+        assert nothing_written(intake.engine)
+
+
+# --- POST /v1/events ----------------------------------------------------------------------------------------------
+
+
+def test_an_event_is_recorded_and_a_retried_post_counts_once(intake):
+    event = {"id": "form-42", "email": "Ada@Example.com", "type": "content_download",
+             "occurred_at": "2024-05-01T12:00:00Z", "properties": {"asset": "ebook"}}
+    first = intake.post("/v1/events", event)
+    retry = intake.post("/v1/events", event)
+
+    assert first.status_code == 202
+    assert first.json()["results"] == [{"index": 0, "status": "recorded", "id": "form-42", "email": "ada@example.com",
+                                        "type": "content_download", "points": 10.0, "score": 10.0, "stage": "lead",
+                                        "stage_changed": False}]
+    assert retry.status_code == 200
+    assert retry.json()["results"][0]["status"] == "duplicate" and retry.json()["duplicate"] == 1
+    assert lead_row(intake.engine, "ada@example.com").score == 10
+    assert len(events_of(intake.engine)) == 1
+    assert intake.wakes == [1]  # woken for the new event, not for the duplicate
+
+
+def test_concurrent_retries_of_one_event_record_it_once(intake):
+    event = {"id": "retry-me", "email": "a@example.com", "type": "content_download"}
+    start = threading.Barrier(8)
+
+    def post(_: int) -> int:
+        start.wait()
+        return intake.post("/v1/events", event).json()["recorded"]
+
+    with ThreadPoolExecutor(8) as pool:
+        recorded = list(pool.map(post, range(8)))
+    assert sorted(recorded) == [0] * 7 + [1]
+    assert lead_row(intake.engine, "a@example.com").score == 10 and len(events_of(intake.engine)) == 1
+
+
+def test_a_batch_is_all_or_nothing(intake):
+    batch = {"events": [{"email": "a@example.com", "type": "page_view"},
+                        {"email": "b@example.com", "type": "page_view"},
+                        {"email": "c@example.com", "type": "Not A Slug"}]}
+    response = intake.post("/v1/events", batch)
+
+    assert response.status_code == 422
+    assert "events[2]" in response.json()["error"] and "invalid type" in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+    batch["events"][2]["type"] = "page_view"
+    response = intake.post("/v1/events", batch)
+    assert response.status_code == 202 and response.json()["recorded"] == 3
+    assert count_rows(intake.engine, Lead) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"type": "page_view"}, 422, "email: Field required"),
+        ({"email": "a@example.com"}, 422, "type: Field required"),
+        ({"email": "not an email", "type": "page_view"}, 422, "invalid email"),
+        ({"email": "a@example.com", "type": "Page View!"}, 422, "invalid type"),
+        ({"email": "a@example.com", "type": "page_view", "occurred_at": "yesterday"}, 422, "occurred_at"),
+        ({"email": "a@example.com", "type": "page_view", "occurred_at": "2024-05-01T10:00:00"}, 422, "time zone"),
+        ({"email": "a@example.com", "type": "page_view", "occurred_at": "2024-05-03T12:00:01Z"}, 422, "future"),
+        ({"email": "a@example.com", "type": "page_view", "properties": "url"}, 422, "properties"),
+        ({"email": "a@example.com", "type": "page_view", "properties": {"x": "y" * 20_000}}, 422, "KiB"),
+        ({"email": "a@example.com", "type": "page_view", "colour": "red"}, 422, "colour: unknown key"),
+        ({"email": 42, "type": "page_view"}, 422, "email"),
+        ({"events": []}, 422, "non-empty list"),
+        ({"events": [{"email": "a@example.com", "type": "page_view"}] * 1001}, 422, "at most 1000"),
+        ({"events": [{"email": "a@example.com", "type": "page_view"}, {"type": "x"}]}, 422, "events[1].email"),
+        ([{"email": "a@example.com", "type": "page_view"}], 422, "one event object"),
+        ("page_view", 422, "one event object"),
+    ],
+)
+def test_bad_payloads_are_4xx_json_and_write_nothing(intake, body, status, message):
+    response = intake.post("/v1/events", body)
+
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert message in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+@pytest.mark.parametrize(("raw", "message"), [(b"{not json", "not valid JSON"), (b"", "empty"), (b"\xff\xfe", "not valid JSON")])
+def test_a_body_that_is_not_json_is_400(intake, raw, message):
+    response = intake.post("/v1/events", raw=raw)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_an_oversized_body_is_413(intake):
+    huge = json.dumps({"events": [{"email": "a@example.com", "type": "page_view", "properties": {"x": "y" * 9000}}] * 1000})
+    response = intake.post("/v1/events", raw=huge.encode())
+    assert response.status_code == 413
+    assert "larger than" in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_score_rises_with_a_breakdown_in_the_lead(intake):
+    intake.post("/v1/events", {"events": [{"email": "a@example.com", "type": "page_view"},
+                                          {"email": "a@example.com", "type": "content_download"}]})
+    response = intake.get("/v1/leads/A@example.com")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["lead"]["email"] == "a@example.com" and body["lead"]["score"] == 11
+    assert body["score"]["total"] == 11
+    assert {item["label"]: item["points"] for item in body["score"]["items"]} == {"content_download": 10, "page_view": 1}
+    assert [event["type"] for event in body["events"]] == ["content_download", "page_view"]
+    assert body["stage_history"][0]["to_stage"] == "lead"
+
+
+def test_crossing_the_mql_threshold_over_http_enrolls_the_lead(intake):
+    response = intake.post("/v1/events", {"events": [{"email": "a@example.com", "type": "webinar_attended"},
+                                                     {"email": "a@example.com", "type": "content_download"}]})
+
+    assert [r["stage_changed"] for r in response.json()["results"]] == [False, True]
+    body = intake.get("/v1/leads/a@example.com").json()
+    assert body["lead"]["stage"] == "mql"
+    assert [(e["campaign_id"], e["status"]) for e in body["enrollments"]] == [("mql-nurture", "active")]
+    assert body["stage_history"][-1]["actor"] == "rule"
+
+
+# --- leads --------------------------------------------------------------------------------------------------------
+
+
+def test_post_lead_creates_then_updates_and_enrolls_a_matching_mql(intake):
+    created = intake.post("/v1/leads", {"email": "Ada@Example.com", "first_name": "Ada", "company_size": 500,
+                                        "plan": "pro", "tags": ["webinar"]})
+    assert created.status_code == 201
+    assert created.json() == {"email": "ada@example.com", "created": True, "stage": "lead", "score": 10.0,
+                              "stage_changed": False, "enrolled": 0}
+    assert created.headers["Location"] == "/v1/leads/ada@example.com"
+
+    updated = intake.post("/v1/leads", {"email": "ada@example.com", "stage": "mql"})
+    assert updated.status_code == 200 and updated.json()["stage"] == "mql" and updated.json()["stage_changed"]
+    assert [e.campaign_id for e in enrollments_of(intake.engine, "ada@example.com")] == ["mql-nurture"]
+    lead = intake.get("/v1/leads/ada@example.com").json()["lead"]
+    assert (lead["first_name"], lead["company_size"], lead["fields"], lead["tags"]) == ("Ada", 500, {"plan": "pro"}, ["webinar"])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"first_name": "Ada"}, "email"),
+        ({"email": "nope"}, "invalid email"),
+        ({"email": "a@example.com", "company_size": "lots"}, "company_size"),
+        ({"email": "a@example.com", "company_size": 12.5}, "company_size"),
+        ({"email": "a@example.com", "country": "Germany"}, "country"),
+        ({"email": "a@example.com", "timezone": "Mars/Base"}, "timezone"),
+        ({"email": "a@example.com", "stage": "hot"}, "unknown stage"),
+        ({"email": "a@example.com", "tags": 7}, "tags"),
+        (["a@example.com"], "JSON object"),
+    ],
+)
+def test_post_lead_refuses_bad_values_with_the_message(intake, body, message):
+    response = intake.post("/v1/leads", body)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_an_unknown_lead_is_a_json_404(intake):
+    response = intake.get("/v1/leads/nobody@example.com")
+    assert response.status_code == 404
+    assert response.json() == {"error": "no lead with email 'nobody@example.com'"}
+
+
+# --- provider webhooks ----------------------------------------------------------------------------------------------
+
+
+def test_generic_bounces_find_the_lead_by_email_or_message_id(intake):
+    first = add_delivery(intake.engine, "a@example.com")
+    add_delivery(intake.engine, "b@example.com")
+    response = intake.post("/v1/webhooks/bounces", [
+        {"type": "bounce", "message_id": "nurture.1@example.com", "reason": "550 mailbox unknown"},
+        {"type": "spam_complaint", "email": "B@example.com"},
+        {"type": "bounce", "message_id": "<unknown@example.com>"},
+    ])
+
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["recorded", "recorded", "unmatched"]
+    assert lead_row(intake.engine, "a@example.com").bounced_at == T0
+    assert lead_row(intake.engine, "b@example.com").bounced_at == T0
+    [bounce] = events_of(intake.engine, "a@example.com")
+    assert (bounce.type, bounce.delivery_id, bounce.properties["reason"]) == ("bounce", first, "550 mailbox unknown")
+    assert enrollments_of(intake.engine, "a@example.com")[0].end_reason == "bounced"
+    assert enrollments_of(intake.engine, "b@example.com")[0].end_reason == "spam_complaint"
+    again = intake.post("/v1/webhooks/bounces", {"type": "bounce", "message_id": "<nurture.1@example.com>"})
+    assert again.json()["duplicate"] == 1  # a provider's retry is recognised by the message id
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"type": "bounce"}, "email or the message_id"), ({"type": "soft", "email": "a@example.com"}, "type"),
+     ([{"type": "bounce", "email": "a@example.com"}, {"type": "bounce", "email": "bad"}], "[1]: invalid email")],
+)
+def test_bad_bounce_notices_are_422_and_write_nothing(intake, body, message):
+    response = intake.post("/v1/webhooks/bounces", body)
+    assert response.status_code == 422
+    assert message in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def sendgrid_events(**overrides: Any) -> list[dict[str, Any]]:
+    stamp = int(T0.timestamp()) - 60
+    return [
+        {"email": "a@example.com", "timestamp": stamp, "event": "processed", "sg_event_id": "e0", "sg_message_id": "m.filter1"},
+        {"email": "a@example.com", "timestamp": stamp, "event": "delivered", "sg_event_id": "e1", "sg_message_id": "m.filter1"},
+        {"email": "a@example.com", "timestamp": stamp, "event": "bounce", "type": "bounce", "sg_event_id": "e2",
+         "sg_message_id": "prov-1.filterdrecv-1", "reason": "550 5.1.1 user unknown", "status": "5.1.1"},
+        {"email": "c@example.com", "timestamp": stamp, "event": "spamreport", "sg_event_id": "e3"},
+        {"email": "d@example.com", "timestamp": stamp, "event": "unsubscribe", "sg_event_id": "e4"},
+        {"email": "e@example.com", "timestamp": stamp, "event": "bounce", "type": "blocked", "sg_event_id": "e5"},
+        {"email": "f@example.com", "timestamp": stamp, "event": "dropped", "reason": "Unsubscribed Address", "sg_event_id": "e6"},
+        {"email": "not-an-email", "timestamp": stamp, "event": "bounce", "sg_event_id": "e7"},
+        {**overrides},
+    ]
+
+
+def test_a_sendgrid_event_webhook_suppresses_the_leads(intake):
+    delivery = add_delivery(intake.engine, "a@example.com")
+    response = intake.post(f"/v1/webhooks/sendgrid?token={API_KEY}", sendgrid_events(), headers={})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"recorded": 4, "duplicate": 0, "ignored": 5}
+    a = lead_row(intake.engine, "a@example.com")
+    assert a.bounced_at == T0 - timedelta(seconds=60)
+    assert enrollments_of(intake.engine, "a@example.com")[0].end_reason == "bounced"
+    assert events_of(intake.engine, "a@example.com")[0].delivery_id == delivery
+    assert lead_row(intake.engine, "c@example.com").bounced_at is not None
+    assert lead_row(intake.engine, "d@example.com").unsubscribed_at is not None
+    assert lead_row(intake.engine, "f@example.com").unsubscribed_at is not None
+    assert lead_row(intake.engine, "e@example.com") is None  # "blocked" is temporary: ignored
+
+    retried = intake.post(f"/v1/webhooks/sendgrid?token={API_KEY}", sendgrid_events(), headers={})
+    assert retried.json() == {"recorded": 0, "duplicate": 4, "ignored": 5}
+
+
+@pytest.mark.parametrize("query", ["", "?token=wrong", f"?token={API_KEY}x"])
+def test_the_sendgrid_webhook_needs_the_token(intake, query):
+    response = intake.post(f"/v1/webhooks/sendgrid{query}", sendgrid_events(), headers={})
+    assert response.status_code == 401
+    assert "token" in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_the_sendgrid_webhook_wants_an_array(intake):
+    response = intake.post(f"/v1/webhooks/sendgrid?token={API_KEY}", {"event": "bounce"}, headers={})
+    assert response.status_code == 422
+    assert nothing_written(intake.engine)
+
+
+# --- operations -------------------------------------------------------------------------------------------------------
+
+
+def test_healthz_readyz_metrics_and_docs(intake):
+    assert httpx.get(intake.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(intake.url + "/readyz").json() == {"status": "ready"}
+    add_delivery(intake.engine, "a@example.com")
+    intake.post("/v1/events", {"events": [{"email": "a@example.com", "type": "page_view", "id": "p1"},
+                                          {"email": "b@example.com", "type": "page_view", "id": "p1"}]})
+
+    metrics = httpx.get(intake.url + "/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = set(metrics.text.splitlines())
+    assert {'nurture_leads{stage="mql"} 1', 'nurture_enrollments{status="active"} 1', 'nurture_deliveries{status="sent"} 1',
+            "nurture_outbox_pending 0", 'nurture_events_total{source="api",status="recorded"} 1',
+            'nurture_events_total{source="api",status="duplicate"} 1', "# TYPE nurture_leads gauge"} <= lines
+
+    assert httpx.get(intake.url + "/docs").status_code == 200
+    spec = httpx.get(intake.url + "/openapi.json").json()
+    assert {"/v1/events", "/v1/leads", "/v1/leads/{email}", "/t/c/{token}", "/u/{token}", "/healthz"} <= set(spec["paths"])
+    assert "EventBatch" in spec["components"]["schemas"]
+
+
+def test_readyz_is_503_when_the_schema_is_missing(tmp_path):
+    for intake in _serve(tmp_path, API_KEY, migrate=False):
+        response = httpx.get(intake.url + "/readyz")
+        assert response.status_code == 503
+        assert "nurture db upgrade" in response.json()["error"]
+        assert httpx.get(intake.url + "/healthz").status_code == 200
+
+
+def test_unknown_routes_are_json_404(intake):
+    response = httpx.get(intake.url + "/v2/nothing")
+    assert response.status_code == 404 and response.json() == {"error": "not found"}
+
+
+def test_logs_name_routes_and_types_but_no_emails_or_keys(intake, caplog):
+    caplog.set_level("DEBUG", logger="nurture")
+    intake.post("/v1/events", {"email": "secret.person@example.com", "type": "page_view", "id": "private-id"})
+    intake.get("/v1/leads/secret.person@example.com")
+    intake.post("/v1/events", {"email": "secret.person@example.com", "type": "page_view"},
+                headers={"Authorization": "Bearer leaked-guess"})
+
+    text = caplog.text
+    assert "POST /v1/events 202" in text and "GET /v1/leads/{email} 200" in text and "page_view" in text
+    for secret in ("secret.person", "example.com", API_KEY, "leaked-guess", "private-id"):
+        assert secret not in text
+
+
+def test_an_unexpected_failure_is_a_json_500_logged_without_the_data(intake, caplog):
+    caplog.set_level("DEBUG")
+    with intake.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE engagement_event")  # every write of an event now fails inside SQLite
+    response = intake.post("/v1/events", {"email": "hidden.person@example.com", "type": "page_view", "id": "secret-id"})
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error"}
+    assert "unhandled OperationalError in POST /v1/events" in caplog.text
+    for secret in ("hidden.person", "secret-id", "no such table"):  # the exception's message quotes SQL and values
+        assert secret not in caplog.text
