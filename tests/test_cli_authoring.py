@@ -322,7 +322,6 @@ def test_preview_errors_are_a_message_and_exit_1(
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", [message])
 
 
-@pytest.mark.xfail(strict=True, reason="preview --variant on an email step without variants says '(has: None)'")
 def test_preview_an_unknown_variant_of_a_step_without_variants(ran: dict[str, subprocess.CompletedProcess[str]]) -> None:
     result = ran["preview-variant-without-variants"]
     assert result.returncode == 1

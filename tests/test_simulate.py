@@ -374,12 +374,6 @@ def test_bad_input_is_a_message_and_exit_1_not_a_traceback(
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", [message])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a goto loop without waits is re-run every minute (engine: next_due_at = now + 1 minute after "
-    "MAX_STEPS_PER_ADVANCE steps), recording 64 path entries each time: the path grows without bound and simulate's "
-    "cost grows quadratically (0.5 days of simulation take ~15 s, the default --days 30 effectively hangs)",
-)
 def test_a_goto_loop_without_waits_is_not_replayed_every_minute() -> None:
     campaign = Campaign.model_validate({
         "id": "loop",

@@ -14,6 +14,7 @@ from nurture.core.facts import LeadView, lead_from_mapping
 from nurture.compose import email_context
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
+from nurture.definitions.sales import SALES_FILE, load_sales
 from nurture.definitions.scoring import SCORING_FILE, load_scoring
 from nurture.errors import InvalidInput, Problem
 from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail, sample_lead
@@ -85,12 +86,15 @@ class CheckReport:
 
 
 def check(campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = None) -> CheckReport:
-    """Validate campaigns, the policy, the scoring rules and templates, and render every email; collect every problem."""
+    """Validate campaigns, policy, scoring and sales rules and templates; render every email; collect every problem."""
     catalog = load_catalog(campaigns_dir, templates_dir, files=files)
     problems = list(catalog.problems)
     scoring_dirs = {campaigns_dir, *(path.parent for path in files or [] if path.name == SCORING_FILE)}
     for scoring_dir in sorted(scoring_dirs):
         problems += load_scoring(scoring_dir)[1]
+    sales_dirs = {campaigns_dir, *(path.parent for path in files or [] if path.name == SALES_FILE)}
+    for sales_dir in sorted(sales_dirs):
+        problems += load_sales(sales_dir)[1]
     if templates_dir.is_dir():
         syntax = check_template_syntax(templates_dir)
         broken = {Path(p.path).resolve() for p in syntax}
@@ -136,7 +140,9 @@ def preview(
     if wanted is not None:
         matches = [u for u in uses if u[3] == wanted]
         if not matches:
-            raise InvalidInput(f"step '{step_id}' has no variant or content '{wanted}' (has: {', '.join(str(u[3]) for u in uses)})")
+            known = [str(u[3]) for u in uses if u[3] is not None]
+            has = f"has: {', '.join(known)}" if known else "it has no variants"
+            raise InvalidInput(f"step '{step_id}' has no variant or content '{wanted}' ({has})")
         chosen = matches[0]
     _loc, template, subject, key = chosen
     content = next((c for c in step.stream.content if c.id == key), None) if step.stream else None

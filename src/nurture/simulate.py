@@ -36,6 +36,8 @@ def parse_event(text: str, campaign_id: str) -> Engagement:
         if not detail:
             raise InvalidInput(f"event {text!r}: {kind} needs the step whose email it was, as {kind}:STEP@TIME")
         return Engagement(kind, at, campaign_id=campaign_id, step_key=detail)
+    if kind == "stage" and not detail:
+        raise InvalidInput(f"event {text!r}: a stage change names the stage, as stage:sql@TIME")
     properties = {"stage": detail} if kind == "stage" else ({"content": detail} if detail else {})
     return Engagement(kind, at, properties=properties)
 
@@ -127,8 +129,9 @@ def simulate(
             now = max(now, event.at)
             seen.append(event)
             lead = _apply_event(lead, event)
+            shown = f"stage -> {event.properties['stage']}" if event.type == "stage" else event.type
             timeline.append(TimelineEntry(event.at, local(event.at), None, "input",
-                                          detail=f"{event.type}" + (f" on {event.step_key}" if event.step_key else "")))
+                                          detail=shown + (f" on {event.step_key}" if event.step_key else "")))
             continue
         if due is None or due > horizon:
             break

@@ -29,6 +29,7 @@ from nurture.definitions.campaign import END, Campaign, ContentItem, Step, Updat
 from nurture.definitions.policy import Policy
 
 MAX_STEPS_PER_ADVANCE = 64  # a goto loop without waits must not spin forever
+_SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def exit_reason(campaign: Campaign, lead: LeadView, history: History, since: dat
     goals = set(campaign.exit.events) | {UNSUBSCRIBE, BOUNCE, COMPLAINT}
     for event in history.events:
         if event.type in goals and since <= event.at <= now:
-            return "unsubscribed" if event.type == UNSUBSCRIBE else f"goal:{event.type}" if event.type not in (BOUNCE, COMPLAINT) else event.type
+            return _SUPPRESSION_REASONS.get(event.type) or f"goal:{event.type}"
     return None
 
 
@@ -364,6 +365,7 @@ def advance(
             record(PathEntry(step.id, ran_at, "webhook"))
         move(_target(campaign, step, step.goto), ran_at)
 
-    # a loop of steps without waits: stop here and look again in a minute rather than spin
-    result.next_due_at = now + timedelta(minutes=1)
+    # A goto loop without any wait would run forever (``nurture check`` rejects one; a hand-made state could still
+    # hold one): end the enrollment, saying so, instead of spinning or growing its path without end.
+    result.ended = f"loop: more than {MAX_STEPS_PER_ADVANCE} steps ran without a wait"
     return result

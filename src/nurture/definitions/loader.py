@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -81,6 +81,13 @@ def _data_loc(data: Any, loc: tuple[Any, ...]) -> Loc:
     return tuple(kept)
 
 
+def _has_mapping(annotation: Any) -> bool:
+    """Whether an annotation holds a ``dict`` (whose keys are data, not field names)."""
+    if get_origin(annotation) is dict:
+        return True
+    return any(_has_mapping(argument) for argument in get_args(annotation))
+
+
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     """The pydantic models an annotation can hold (through Optional, Union, list, dict and Annotated)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -94,14 +101,19 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """The model whose keys are expected at ``loc`` (a location in the data), for did-you-mean hints."""
     current: list[type[BaseModel]] = [model]
+    key_is_data = False  # the previous part was a dict field: this part is one of its keys, not a field name
     for part in loc:
         if isinstance(part, int):
             continue  # a list item: the same models as the list holds
+        if key_is_data:
+            key_is_data = False
+            continue
         following: list[type[BaseModel]] = []
         for candidate in current:
             for name, info in candidate.model_fields.items():
                 if part in (name, info.alias):
                     following.extend(_models_in(info.annotation))
+                    key_is_data = key_is_data or _has_mapping(info.annotation)
         if not following:
             return None
         current = following
@@ -118,6 +130,11 @@ def _rank(error: dict[str, Any]) -> int:
     return _RANK.get(error["type"], 2)
 
 
+def _below(loc: Loc, others: list[Loc]) -> bool:
+    """Whether a more precise problem was found inside ``loc`` (then a union's 'wrong shape' errors say nothing)."""
+    return any(len(other) > len(loc) and other[: len(loc)] == loc for other in others)
+
+
 def _message(error: dict[str, Any], data_loc: Loc, model: type[BaseModel]) -> str:
     kind = error["type"]
     last = error["loc"][-1] if error["loc"] else None
@@ -132,6 +149,9 @@ def _message(error: dict[str, Any], data_loc: Loc, model: type[BaseModel]) -> st
     key = data_loc[-1] if data_loc and isinstance(data_loc[-1], str) and data_loc[-1] == last else None
     if kind == "string_pattern_mismatch" and key in ("id",):
         return f"id: '{error['input']}' is not a valid id: use lower-case letters, digits, '-' and '_'"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        shorthand = " or 'always'" if data_loc and data_loc[-1] == "send_window" else ""
+        return f"{data_loc[-1] if data_loc else 'value'}: expected a mapping of keys{shorthand}, not {error['input']!r}"
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
@@ -165,8 +185,10 @@ def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list
                 always.append((loc, error))
             elif loc not in chosen or _rank(error) < chosen[loc][0]:
                 chosen[loc] = (_rank(error), error)
+        precise = [loc for loc, _error in always] + list(chosen)
+        kept = [(loc, error) for loc, (rank, error) in chosen.items() if rank < 2 or not _below(loc, precise)]
         problems: dict[tuple[int, str], Problem] = {}
-        for loc, error in always + [(loc, error) for loc, (_r, error) in chosen.items()]:
+        for loc, error in always + kept:
             problem = doc.problem(loc, _message(error, loc, model))
             problems.setdefault((problem.line, problem.message), problem)
         return None, list(problems.values())
@@ -203,6 +225,44 @@ def _check_references(campaign: Campaign, doc: YamlDocument, templates_dir: Path
             )
         if templates_dir is not None:
             problems.extend(_check_templates(step, at, doc, templates_dir))
+    problems.extend(_check_loops(campaign, doc))
+    return problems
+
+
+def _successors(campaign: Campaign, index: int) -> list[int]:
+    step = campaign.steps[index]
+    after = [index + 1] if index + 1 < len(campaign.steps) else []
+    jumps = [t for _k, t in step.targets() if t != END]
+    targets = [campaign.index_of(t) for t in jumps]
+    if step.branch is not None:
+        defaulted = any(rule.when is None for rule in step.branch)
+        return [i for i in targets if i is not None] + ([] if defaulted else after)
+    if step.wait_for is not None:
+        ends = [step.on_event or step.goto, step.on_timeout or step.goto]
+        found = [campaign.index_of(t) if t else (after[0] if after else None) for t in ends if t != END]
+        return [i for i in found if i is not None]
+    if step.goto is not None:
+        return [i for i in targets if i is not None]
+    return after
+
+
+def _check_loops(campaign: Campaign, doc: YamlDocument) -> list[Problem]:
+    """A cycle of steps in which nothing waits (no ``wait``, no ``wait_for``, no stream cadence) would never end."""
+    instant = {i for i, step in enumerate(campaign.steps)
+               if not step.wait and step.wait_for is None and step.stream is None}
+    problems, reported = [], set()
+    for start in sorted(instant):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in _successors(campaign, node):
+                if nxt == start and start not in reported:
+                    names = " -> ".join(campaign.steps[i].id for i in [*path, start])
+                    problems.append(doc.problem(("steps", start, "id"), f"steps loop without any wait: {names}"))
+                    reported.update(path)
+                elif nxt in instant and nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
     return problems
 
 

@@ -82,7 +82,7 @@ def simulate_command(
     campaign: str = typer.Argument(..., help="Campaign id."),
     lead: Path = typer.Option(..., "--lead", help="YAML/JSON file with the lead's fields."),
     start: str = typer.Option(..., "--start", help="When the lead enters, ISO 8601 (UTC if no offset)."),
-    days: float = typer.Option(30, "--days", help="How many days to simulate."),
+    days: float = typer.Option(30, "--days", min=0, max=3650, help="How many days to simulate."),
     event: Optional[list[str]] = typer.Option(
         None, "--event",
         help="TYPE[:DETAIL]@ISO8601, repeatable: email_open:STEP@..., email_click:STEP@..., demo_request@..., "
