@@ -415,10 +415,6 @@ CAP = "frequency_cap: {max: 1, per: 1d}\n"
 def test_a_lead_in_two_campaigns_gets_one_email_a_day_the_higher_priority_first(
     tmp_path: Path, sqlite_url: str, clock: Clock, smtp_sink: SmtpSink, batch_size: int, request: pytest.FixtureRequest
 ) -> None:
-    if batch_size < 500:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: claim_due_enrollments orders only by next_due_at, so when a lead's two due enrollments fall into "
-            "different batches the lower-priority campaign can take the day's frequency cap")))
     # The newsletter enrollments exist first (lower ids), so priority, not insertion order, must decide.
     project = write_project(tmp_path / "two", {"newsletter": NEWSLETTER}, policy=CAP)
     emails = seed_leads(sqlite_url, tmp_path, 12)

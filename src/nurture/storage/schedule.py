@@ -61,6 +61,21 @@ def claim_due_enrollments(
         ids = [row.id for row in conn.execute(for_update_skip_locked(ids_query, conn.dialect))]
         if not ids:
             return []
+        # The same leads' other due enrollments come along, so the engine sees all that compete for a lead's
+        # frequency cap at once and lets the highest priority go first (not whichever fell due a moment earlier).
+        lead_ids = [row.lead_id for row in conn.execute(select(E.c.lead_id).where(E.c.id.in_(ids)).distinct())]
+        siblings = (
+            select(E.c.id)
+            .where(
+                E.c.lead_id.in_(lead_ids),
+                E.c.status == "active",
+                E.c.next_due_at <= now,
+                E.c.campaign_id.in_(list(campaign_ids)),
+                or_(E.c.lease_until.is_(None), E.c.lease_until < now),
+                E.c.id.not_in(ids),
+            )
+        )
+        ids += [row.id for row in conn.execute(for_update_skip_locked(siblings, conn.dialect))]
         conn.execute(update(E).where(E.c.id.in_(ids)).values(lease_until=now + lease, lease_owner=owner))
         return list(conn.execute(select(E).where(E.c.id.in_(ids)).order_by(E.c.lead_id, E.c.priority.desc())))
 

@@ -74,7 +74,7 @@ class Worker:
                 from_address=settings.from_address, base_url=settings.base_url,
             ),
         )
-        self.options = RunOptions(poll_interval=settings.poll_interval)
+        self.options = RunOptions(poll_interval=settings.poll_interval, sweep_interval=settings.sweep_interval)
         self.scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
 
