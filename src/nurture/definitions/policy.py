@@ -33,4 +33,4 @@ class Policy(Strict):
 
 
 POLICY_FILE = "policy.yaml"
-RESERVED_FILES = {POLICY_FILE, "scoring.yaml", "routing.yaml"}
+RESERVED_FILES = {POLICY_FILE, "scoring.yaml", "routing.yaml", "sales.yaml"}

@@ -1,0 +1,206 @@
+"""Promotion to SQL, disqualification, and what sales' verdict does (pure; the rules come from ``sales.yaml``).
+
+:func:`decide` is asked after anything that can change the answer (an event recorded, fields updated, a score
+recomputed) and says what should happen to the lead's stage, with the rule and a reason a rep can read. The caller
+writes the stage change, routes the lead (:mod:`nurture.core.routing`) and queues the handoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from nurture.core.conditions import field_matches
+from nurture.core.facts import Engagement, LeadView
+from nurture.core.scoring import ScoreBreakdown
+from nurture.definitions.conditions import Comparison
+from nurture.definitions.sales import DOMAIN, RESET_BEHAVIOUR, SalesRules
+from nurture.durations import Duration
+
+PROMOTE, DISQUALIFY = "promote", "disqualify"
+ACCEPT, REJECT = "accept", "reject"
+
+PROMOTABLE_STAGES = ("lead", "mql", "recycled")
+"""Stages the rules may move to ``sql``: later stages belong to sales, and ``disqualified`` is final."""
+KEPT_STAGES = ("opportunity", "customer", "disqualified")
+"""Stages the disqualification rules leave alone: a deal in progress or won is sales' call, not a domain list's."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A stage change the rules call for."""
+
+    kind: str  # "promote" (to sql) | "disqualify"
+    rule: str  # "intent:demo_request", "score-and-fit:enterprise-ready", "disqualify:competitor"
+    reason: str  # for people: "demo_request (explicit intent)"
+
+
+@dataclass(frozen=True)
+class FeedbackOutcome:
+    """What a rep's accept or reject does to the lead."""
+
+    stage: str  # "opportunity" | "recycled" | "disqualified"
+    score_adjustment: float  # points added to the score (negative: taken off)
+    set_fields: Mapping[str, Any]  # lead fields to set (rejection_reason among them on a reject)
+    reason: str  # for people and the lead's history
+    recycle_after: Duration | None = None  # recycled: wait this long before recycle campaigns and promotion
+    reset_behaviour: bool = False  # drop every behaviour point (fit stays), before score_adjustment
+
+    def to_json(self) -> dict[str, Any]:
+        """For the API and ``nurture sales`` output."""
+        return {
+            "stage": self.stage, "score_adjustment": self.score_adjustment, "set_fields": dict(self.set_fields),
+            "reason": self.reason, "recycle_after": str(self.recycle_after) if self.recycle_after is not None else None,
+            "reset_behaviour": self.reset_behaviour,
+        }
+
+
+def lead_value(lead: LeadView, name: str) -> Any:
+    """A lead field as the sales rules test it; ``domain`` is the email's domain (lower case)."""
+    if name == DOMAIN:
+        _, at, domain = lead.email.rpartition("@")
+        return domain.strip().lower() if at and domain.strip() else None
+    return lead.get(name)
+
+
+def _present(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, (list, tuple, set)):
+        return bool(value)
+    return value is not None
+
+
+def holds(value: Any, test: Any) -> bool:
+    """One test on one value; a value that is missing (None, blank, an empty list) fails every test.
+
+    That is the difference from campaign conditions: ``country: {not_in: [IR]}`` must not pass a lead with no country,
+    or a disqualification on it would catch every short form.
+    """
+    return _present(value) and field_matches(value, test)
+
+
+def lead_holds(lead: LeadView, tests: Mapping[str, Any] | None) -> bool:
+    """Whether every test on lead fields holds (no tests: True)."""
+    return all(holds(lead_value(lead, name), test) for name, test in (tests or {}).items())
+
+
+_OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "in", "not_in": "not in",
+              "contains": "contains", "matches": "matches"}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_shown(item) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def describe(name: str, test: Any) -> str:
+    """A test as a rep reads it: ``company_size >= 200``, ``budget in confirmed, approved``."""
+    if isinstance(test, Comparison):
+        parts = test.model_dump(by_alias=True, exclude_none=True)
+        return " and ".join(f"{name} {_OPERATORS[key]} {_shown(value)}" for key, value in parts.items())
+    if isinstance(test, list):
+        return f"{name} in {_shown(test)}"
+    return f"{name} = {_shown(test)}"
+
+
+def _describe_all(tests: Mapping[str, Any] | None) -> str:
+    return ", ".join(describe(name, test) for name, test in (tests or {}).items())
+
+
+def _disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:
+    for rule in rules.disqualify:
+        if lead_holds(lead, rule.when):
+            values = ", ".join(f"{name} {_shown(lead_value(lead, name))}" for name in rule.when)
+            return Decision(DISQUALIFY, f"disqualify:{rule.name}", f"{rule.name}: {values}")
+    return None
+
+
+def _intent(rules: SalesRules, lead: LeadView, event: Engagement) -> Decision | None:
+    for trigger in rules.promotion.intent:
+        if trigger.event != event.type or not lead_holds(lead, trigger.when):
+            continue
+        properties = trigger.properties or {}
+        if not all(holds(event.properties.get(name), test) for name, test in properties.items()):
+            continue
+        conditions = "; ".join(text for text in (_describe_all(trigger.when), _describe_all(properties)) if text)
+        detail = f"explicit intent; {conditions}" if conditions else "explicit intent"
+        return Decision(PROMOTE, f"intent:{event.type}", f"{event.type} ({detail})")
+    return None
+
+
+def _score_and_fit(rules: SalesRules, lead: LeadView, breakdown: ScoreBreakdown) -> Decision | None:
+    for rule in rules.promotion.score_and_fit:
+        if breakdown.total < rule.score:
+            continue
+        if rule.min_fit is not None and breakdown.fit < rule.min_fit:
+            continue
+        if not lead_holds(lead, rule.fit):
+            continue
+        reason = f"score {_shown(breakdown.total)} >= {_shown(rule.score)}"
+        fit = [f"{_shown(breakdown.fit)} fit points >= {_shown(rule.min_fit)}"] if rule.min_fit is not None else []
+        fit += [describe(name, test) for name, test in (rule.fit or {}).items()]
+        if fit:
+            reason += f" and fit: {', '.join(fit)}"
+        return Decision(PROMOTE, f"score-and-fit:{rule.name}", reason)
+    return None
+
+
+def decide(
+    rules: SalesRules, lead: LeadView, breakdown: ScoreBreakdown, event: Engagement | None
+) -> Decision | None:
+    """Whether the lead should now be disqualified or promoted to SQL; None when nothing changes.
+
+    In order: the disqualification rules (from any stage but opportunity, customer and disqualified; a disqualified
+    lead is never promoted, whatever it asks for), then, for leads, MQLs and recycled leads only, the intent trigger
+    for ``event`` (the event just recorded, or None), then the score-and-fit rules on ``breakdown``. First match wins.
+    """
+    if lead.stage not in KEPT_STAGES:
+        disqualified = _disqualification(rules, lead)
+        if disqualified is not None:
+            return disqualified
+    if lead.stage not in PROMOTABLE_STAGES:
+        return None
+    if event is not None:
+        promoted = _intent(rules, lead, event)
+        if promoted is not None:
+            return promoted
+    return _score_and_fit(rules, lead, breakdown)
+
+
+def reject_reasons(rules: SalesRules) -> list[str]:
+    """The codes a rep can reject a lead with, in the file's order."""
+    return list(rules.feedback.reject_reasons)
+
+
+def feedback(rules: SalesRules, verdict: str, reason: str | None) -> FeedbackOutcome:
+    """What sales' verdict on an SQL does to it.
+
+    ``accept``: it becomes an opportunity (``reason`` is an optional note). ``reject``: ``reason`` must be one of the
+    configured codes, whose stage, score change, delay and fields apply; ``rejection_reason`` is always set to the code,
+    so recycle campaigns can select on it. Anything else raises ValueError naming what is allowed.
+    """
+    if verdict == ACCEPT:
+        note = (reason or "").strip()
+        return FeedbackOutcome("opportunity", 0, {}, f"accepted by sales: {note}" if note else "accepted by sales")
+    if verdict != REJECT:
+        raise ValueError(f"unknown verdict {verdict!r}: use {ACCEPT} or {REJECT}")
+    codes = reject_reasons(rules)
+    configured = rules.feedback.reject_reasons.get(reason or "")
+    if configured is None:
+        given = f"unknown reject reason {reason!r}" if reason else "a rejection needs a reason"
+        raise ValueError(f"{given}: use one of {', '.join(codes)}")
+    assert reason is not None
+    reset = configured.score == RESET_BEHAVIOUR
+    adjustment = 0.0 if reset else float(configured.score)
+    return FeedbackOutcome(
+        stage=configured.stage,
+        score_adjustment=adjustment,
+        set_fields={**configured.set, "rejection_reason": reason},
+        reason=f"rejected by sales: {reason}" + (f" ({configured.label})" if configured.label else ""),
+        recycle_after=configured.recycle_after if configured.stage == "recycled" else None,
+        reset_behaviour=reset,
+    )
