@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.scoring import ScoringRules, load_scoring
 from nurture.delivery import Transport, transport_from_url
+from nurture.delivery.webhooks import WebhookSender, make_client
 from nurture.errors import DefinitionError
 from nurture.rendering import EmailRenderer
 from nurture.settings import Settings
@@ -28,6 +29,7 @@ from nurture.storage.enrollments import enroll_leads, sync_campaign_versions
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
 from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport
+from nurture.worker.outbox import OutboxProcessor
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,11 @@ class Worker:
                 from_address=settings.from_address, base_url=settings.base_url,
             ),
         )
+        self.http_client = make_client()
+        self.outbox = OutboxProcessor(
+            self.engine, sender=WebhookSender(self.http_client, secret=settings.webhook_secret), mail=self.transport,
+            from_address=settings.from_address, sales_webhook_url=settings.sales_webhook_url,
+        )
         self.options = RunOptions(poll_interval=settings.poll_interval, sweep_interval=settings.sweep_interval)
         self.scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
@@ -105,6 +112,17 @@ class Worker:
             log.info("dispatched: %d claimed, %d sent, %d retry, %d failed, %d suppressed, %d ended",
                      report.claimed, report.sent, report.retried, report.failed, report.suppressed, report.ended)
 
+    def deliver_outbox(self) -> None:
+        """One outbox run (an APScheduler job): sales notifications, owner emails, step webhooks."""
+        try:
+            report = self.outbox.drain(self.clock, max_batches=self.options.max_batches_per_run)
+        except Exception:
+            log.exception("outbox run failed; retrying at the next interval")
+            return
+        if report.claimed:
+            log.info("outbox: %d claimed, %d sent, %d retry, %d failed", report.claimed, report.sent, report.retried,
+                     report.failed)
+
     def rescore(self) -> int:
         """Recompute stored scores (decay); safe to run on every worker."""
         from nurture.storage.intake import rescore_all
@@ -117,7 +135,9 @@ class Worker:
         """Process everything due now, then return (``nurture run --once``)."""
         self.start_up()
         report = self.dispatcher.drain(self.clock)
+        self.outbox.drain(self.clock)
         self.transport.close()
+        self.http_client.close()
         return report
 
     # -- the service -----------------------------------------------------------------------------------------------
@@ -129,6 +149,8 @@ class Worker:
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         scheduler.add_job(self.dispatch, "interval", seconds=self.options.poll_interval, id="dispatch",
                           next_run_time=self.clock(), **common)
+        scheduler.add_job(self.deliver_outbox, "interval", seconds=self.options.poll_interval, id="outbox",
+                          next_run_time=self.clock(), **common)
         scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
         scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
         scheduler.start()
@@ -139,11 +161,13 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming, let the batch in flight finish and be recorded, release everything."""
         self.dispatcher.stopping = True
+        self.outbox.stopping = True
         self._stop.set()
         if self.scheduler is not None and self.scheduler.running:
             log.info("stopping: finishing the batch in flight")
             self.scheduler.shutdown(wait=True)
         self.transport.close()
+        self.http_client.close()
         log.info("stopped")
 
     def request_stop(self, *_args: object) -> None:
@@ -170,6 +194,7 @@ class Worker:
         if scheduler is not None and scheduler.running and not self._stop.is_set():
             try:
                 scheduler.modify_job("dispatch", next_run_time=self.clock())
+                scheduler.modify_job("outbox", next_run_time=self.clock())
             except Exception:  # the scheduler may be shutting down; the next interval catches up anyway
                 log.debug("could not wake the dispatcher", exc_info=True)
 

@@ -1,0 +1,93 @@
+"""Funnel and campaign metrics on real databases: the figures a marketing and sales review rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Engine
+
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
+from nurture.storage.database import transaction
+from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, StageChange
+from nurture.storage.reports import build_report
+
+NOW = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
+DAY = timedelta(days=1)
+
+
+def seed(engine: Engine) -> None:  # noqa: F811
+    """Ten MQLs this month (four last month), four SQLs, one accepted, one rejected; A/B deliveries with engagement."""
+    with transaction(engine) as conn:
+        conn.execute(insert(Lead.__table__), [
+            dict(id=i, email=f"l{i}@example.com", stage="mql", tags=[], fields={}, score=0.0, created_at=NOW,
+                 updated_at=NOW, stage_changed_at=NOW) for i in range(1, 15)
+        ])
+        changes = [dict(lead_id=i, from_stage="lead", to_stage="mql", at=NOW - (20 - i) * DAY, reason="score",
+                        actor="rule") for i in range(1, 11)]
+        changes += [dict(lead_id=i, from_stage="lead", to_stage="mql", at=NOW - 40 * DAY, reason="score",
+                         actor="rule") for i in range(11, 15)]
+        # SQLs 2 days (48 h), 3 days, 4 days and 5 days after their MQL
+        changes += [dict(lead_id=i, from_stage="mql", to_stage="sql", at=NOW - (20 - i) * DAY + (i + 1) * DAY,
+                         reason="demo_request", actor="rule") for i in (1, 2, 3, 4)]
+        changes += [dict(lead_id=1, from_stage="sql", to_stage="opportunity", at=NOW - DAY, reason="accepted",
+                         actor="sales"),
+                    dict(lead_id=2, from_stage="sql", to_stage="recycled", at=NOW - DAY, reason="no_budget",
+                         actor="sales")]
+        conn.execute(insert(StageChange.__table__), changes)
+        conn.execute(insert(Enrollment.__table__), [
+            dict(id=i, lead_id=i, campaign_id="ebook", status="active" if i > 2 else "exited", step_id="welcome",
+                 arrived_at=NOW, next_due_at=NOW, state={}, priority=0, enrolled_at=NOW - 10 * DAY,
+                 ended_at=None if i > 2 else NOW - DAY, end_reason=None if i > 2 else "stage:sql")
+            for i in range(1, 11)
+        ])
+        conn.execute(insert(Delivery.__table__), [
+            dict(id=i, enrollment_id=i, lead_id=i, campaign_id="ebook", step_id="welcome", step_key="welcome",
+                 variant="a" if i % 2 else "b", channel="email", status="sent" if i != 10 else "failed", attempts=1,
+                 created_at=NOW - 5 * DAY, sent_at=NOW - 5 * DAY)
+            for i in range(1, 11)
+        ])
+        # variant a (1,3,5,7,9): opens by 1, 3, 5 and a click by 1; variant b (2,4,6,8; 10 failed): a click by 2 only
+        events = [(1, "email_open"), (3, "email_open"), (5, "email_open"), (1, "email_click"), (2, "email_click"),
+                  (1, "email_open")]
+        conn.execute(insert(EngagementEvent.__table__), [
+            dict(lead_id=lead, type=kind, occurred_at=NOW - 4 * DAY, recorded_at=NOW - 4 * DAY, campaign_id="ebook",
+                 step_key="welcome", delivery_id=lead, properties={}, points=0.0)
+            for lead, kind in events
+        ])
+
+
+def test_funnel_and_ab_figures(engine: Engine) -> None:  # noqa: F811
+    seed(engine)
+    report = build_report(engine, since=NOW - 30 * DAY, until=NOW)
+    f = report.funnel
+    assert (f.new_mql, f.new_sql, f.accepted, f.rejected) == (10, 4, 1, 1)
+    assert f.mql_to_sql_rate == 0.4
+    assert f.sql_acceptance_rate == 0.5
+    assert f.median_hours_mql_to_sql == 84.0  # 48, 72, 96, 120 h
+    assert f.mql_velocity_change == 1.5  # 10 this period against 4 the period before
+    steps = {s.variant: s for s in report.steps}
+    assert (steps["a"].sent, steps["a"].opened, steps["a"].clicked) == (5, 3, 1)
+    assert (steps["b"].sent, steps["b"].failed, steps["b"].opened, steps["b"].clicked) == (4, 1, 1, 1)  # a click is an open
+    assert steps["a"].open_rate == 0.6 and steps["b"].click_rate == 0.25
+    [campaign] = report.campaigns
+    assert (campaign.enrolled, campaign.active, campaign.exited) == (10, 8, {"stage:sql": 2})
+    assert campaign.sent == 9 and campaign.open_rate == round(4 / 9, 4)
+
+
+def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url: str) -> None:  # noqa: F811
+    seed(engine)
+    nurture = Path(sys.executable).with_name("nurture")
+    result = subprocess.run(
+        [str(nurture), "report", "--since", (NOW - 30 * DAY).isoformat(), "--json"], capture_output=True, text=True,
+        env={**os.environ, "NURTURE_DATABASE_URL": migrated_url}, cwd=tmp_path, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["funnel"]["new_sql"] == 4
+    assert {s["variant"] for s in data["steps"]} == {"a", "b"}
