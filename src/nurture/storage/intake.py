@@ -14,26 +14,36 @@ other. A deadlock or serialization failure reported by PostgreSQL retries the wh
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, LeadView
-from nurture.core.scoring import event_points, score, stage_after_scoring
+from nurture.core.scoring import event_points, score, stage_after_scoring, utc_day
 from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
-from nurture.errors import InvalidInput
 from nurture.storage.database import session, transaction, upsert_insert
 from nurture.storage.enrollments import enroll_leads, exit_enrollments, wake_waiting
-from nurture.storage.leads import clean_email, clean_lead_data, upsert_lead
+from nurture.storage.events import (
+    DUPLICATE,
+    MAX_BATCH,
+    MAX_ID_LENGTH,
+    RECORDED,
+    EventIn,
+    EventResult,
+    InvalidEvents,
+    clean_event,
+    clean_events,
+    clean_properties,
+)
+from nurture.storage.leads import clean_lead_data, upsert_lead
 from nurture.storage.models import STAGE_ACTORS, EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.schedule import lead_view
 from nurture.storage.scores import rescore_all, score_breakdown, scored_events
@@ -50,147 +60,11 @@ EV = EngagementEvent.__table__
 E = Enrollment.__table__
 SC = StageChange.__table__
 
-EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-"""What an event type looks like: a lower-case slug such as ``webinar_attended`` or ``page.view``."""
-
-MAX_BATCH = 1000
-MAX_ID_LENGTH = 200
-MAX_PROPERTIES_BYTES = 16 * 1024
-MAX_FUTURE = timedelta(days=1)
-"""How far ahead of the server's clock an event may be dated (clock skew, not scheduling)."""
-
 SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 """Event types that stop all email to the lead, and the end reason their enrollments get."""
 
-RECORDED, DUPLICATE = "recorded", "duplicate"
 _RETRIES = 3
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure (PostgreSQL)
-_MAX_PROBLEMS_SHOWN = 20
-
-
-@dataclass(frozen=True)
-class EventIn:
-    """One engagement event as a caller hands it in (HTTP, CLI, tracking links, provider webhooks)."""
-
-    email: str
-    type: str
-    occurred_at: datetime | None = None  # aware; None: now
-    properties: Mapping[str, Any] = field(default_factory=dict)
-    id: str | None = None  # the client's id: the same id is recorded once
-    campaign_id: str | None = None  # set by tracking links
-    step_key: str | None = None
-    delivery_id: int | None = None
-    dedupe_within: timedelta | None = None
-    """Tracking: an event of the same lead, type, delivery and url within this long is a duplicate (link bursts)."""
-
-
-@dataclass(frozen=True)
-class EventResult:
-    """What became of one event of a batch, and the lead's score and stage after it."""
-
-    index: int
-    status: str  # recorded | duplicate
-    email: str
-    type: str
-    id: str | None
-    points: float
-    score: float
-    stage: str
-    stage_changed: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
-        return {
-            "index": self.index, "status": self.status, "id": self.id, "email": self.email, "type": self.type,
-            "points": self.points, "score": self.score, "stage": self.stage, "stage_changed": self.stage_changed,
-        }
-
-
-class InvalidEvents(InvalidInput):
-    """Some events of a batch are invalid; nothing of the batch was recorded."""
-
-    def __init__(self, problems: list[tuple[int, str]]) -> None:
-        self.problems = problems
-        shown = [f"events[{index}]: {message}" for index, message in problems[:_MAX_PROBLEMS_SHOWN]]
-        if len(problems) > _MAX_PROBLEMS_SHOWN:
-            shown.append(f"... and {len(problems) - _MAX_PROBLEMS_SHOWN} more")
-        super().__init__("; ".join(shown))
-
-
-# --- validation -------------------------------------------------------------------------------------------------
-
-
-def clean_properties(value: Any) -> dict[str, Any]:
-    """Event properties as a plain JSON object within the size limit, or :class:`InvalidInput`."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidInput("properties must be an object of names to values")
-    if not all(isinstance(key, str) for key in value):
-        raise InvalidInput("property names must be strings")
-    try:
-        text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        raise InvalidInput("properties must hold JSON values only (text, numbers, true/false, null, lists, objects)") from None
-    if len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
-        raise InvalidInput(f"properties are larger than {MAX_PROPERTIES_BYTES // 1024} KiB")
-    return json.loads(text)
-
-
-def clean_event(event: EventIn, now: datetime) -> EventIn:
-    """The event normalized (email lower-cased, time in UTC, properties plain JSON), or :class:`InvalidInput` naming
-    every problem."""
-    problems: list[str] = []
-    email = ""
-    try:
-        email = clean_email(event.email) if isinstance(event.email, str) and event.email.strip() else ""
-        if not email:
-            problems.append("email is required")
-    except InvalidInput as exc:
-        problems.append(str(exc))
-    if not isinstance(event.type, str) or not EVENT_TYPE.fullmatch(event.type):
-        problems.append(
-            f"invalid type {event.type!r}: use a lower-case slug of at most 64 characters (letters, digits, _ . -), "
-            "starting with a letter, such as webinar_attended"
-        )
-    occurred_at = event.occurred_at if event.occurred_at is not None else now
-    if not isinstance(occurred_at, datetime):
-        problems.append("occurred_at must be a date and time")
-    elif occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
-        problems.append("occurred_at needs a time zone offset, such as 2024-05-01T09:30:00Z")
-    else:
-        occurred_at = occurred_at.astimezone(timezone.utc)
-        if occurred_at > now + MAX_FUTURE:
-            problems.append(f"occurred_at {occurred_at.isoformat()} is more than a day in the future")
-    if event.id is not None and (not isinstance(event.id, str) or not event.id.strip() or len(event.id) > MAX_ID_LENGTH):
-        problems.append(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters")
-    properties: dict[str, Any] = {}
-    try:
-        properties = clean_properties(event.properties)
-    except InvalidInput as exc:
-        problems.append(str(exc))
-    if problems:
-        raise InvalidInput("; ".join(problems))
-    return replace(event, email=email, occurred_at=occurred_at, properties=properties)
-
-
-def clean_events(events: Sequence[EventIn], now: datetime) -> list[EventIn]:
-    """Every event cleaned, or :class:`InvalidEvents` listing each bad one by its index in the batch."""
-    if len(events) > MAX_BATCH:
-        raise InvalidInput(f"at most {MAX_BATCH} events per batch, got {len(events)}")
-    cleaned: list[EventIn] = []
-    problems: list[tuple[int, str]] = []
-    for index, event in enumerate(events):
-        try:
-            cleaned.append(clean_event(event, now))
-        except InvalidInput as exc:
-            problems.append((index, str(exc)))
-    if problems:
-        raise InvalidEvents(problems)
-    return cleaned
-
-
-# --- recording --------------------------------------------------------------------------------------------------
 
 
 def _as_engagement(event: EventIn) -> Engagement:
@@ -198,9 +72,35 @@ def _as_engagement(event: EventIn) -> Engagement:
     return Engagement(event.type, event.occurred_at, event.campaign_id, event.step_key, dict(event.properties))
 
 
-def _day_bounds(at: datetime) -> tuple[datetime, datetime]:
-    start = datetime.combine(at.astimezone(timezone.utc).date(), time(), tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)
+@dataclass(frozen=True)
+class _Statements:
+    """The statements a batch runs many times, built once per dialect: building one costs more than running it."""
+
+    insert_event: Any
+    insert_lead: Any
+    lock_leads: Any
+    known_ids: Any
+    insert_stage_change: Any
+    update_lead: Any
+
+
+_LEAD_STATE_COLUMNS = ("score", "stage", "stage_changed_at", "unsubscribed_at", "bounced_at", "updated_at")
+
+
+@lru_cache(maxsize=4)
+def _statements(dialect: str) -> _Statements:
+    return _Statements(
+        insert_event=upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"]).returning(EV.c.id),
+        insert_lead=upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.email),
+        insert_stage_change=SC.insert(),
+        lock_leads=select(L).where(L.c.email.in_(bindparam("emails", expanding=True))).order_by(L.c.email)
+        .with_for_update(),
+        known_ids=select(EV.c.external_id, EV.c.lead_id, EV.c.points).where(
+            EV.c.external_id.in_(bindparam("ids", expanding=True))),
+        update_lead=update(L).where(L.c.id == bindparam("b_id")).values(
+            {name: bindparam(f"b_{name}") for name in _LEAD_STATE_COLUMNS}
+        ),
+    )
 
 
 @dataclass
@@ -215,7 +115,6 @@ class _LeadState:
     unsubscribed_at: datetime | None
     bounced_at: datetime | None
     scored: list[tuple[Engagement, float]]
-    scored_today: dict[tuple[str, date], int] = field(default_factory=dict)
     recorded: bool = False
     stage_changed: bool = False
     dirty: bool = False
@@ -223,6 +122,10 @@ class _LeadState:
     @property
     def id(self) -> int:
         return int(self.row.id)
+
+    def scored_on(self, event_type: str, day: date) -> int:
+        """How many events of this type scored (points other than 0) on this UTC day: what daily caps count."""
+        return sum(1 for event, _points in self.scored if event.type == event_type and utc_day(event.at) == day)
 
     def view(self) -> LeadView:
         return replace(
@@ -238,6 +141,13 @@ class _Batch:
         self.conn, self.catalog, self.rules, self.now, self.actor = conn, catalog, rules, now, actor
         self.leads: dict[str, _LeadState] = {}
         self.by_id: dict[int, _LeadState] = {}
+        self.sql = _statements(conn.dialect.name)
+        campaigns = catalog.campaigns.values()
+        self.goals: dict[str, list[str]] = {}
+        for campaign in campaigns:
+            for event_type in campaign.exit.events:
+                self.goals.setdefault(event_type, []).append(campaign.id)
+        self.awaited = {step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None}
 
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
@@ -245,43 +155,46 @@ class _Batch:
         ids = sorted({e.id for e in events if e.id is not None})
         known: dict[str, tuple[int, float]] = {}
         for start in range(0, len(ids), 900):
-            rows = self.conn.execute(
-                select(EV.c.external_id, EV.c.lead_id, EV.c.points).where(EV.c.external_id.in_(ids[start : start + 900]))
-            )
+            rows = self.conn.execute(self.sql.known_ids, {"ids": ids[start : start + 900]})
             known.update({row.external_id: (row.lead_id, float(row.points)) for row in rows})
         first_type = {}
         for event in events:
             if event.id is None or event.id not in known:
                 first_type.setdefault(event.email, event.type)
         emails = sorted(first_type)
-        found: dict[str, Any] = {}
-        for start in range(0, len(emails), 900):
-            query = select(L).where(L.c.email.in_(emails[start : start + 900])).order_by(L.c.email).with_for_update()
-            found.update({row.email: row for row in self.conn.execute(query)})
+        found = self._lock_leads(emails)
+        missing = [email for email in emails if email not in found]
+        created = self.create_leads({email: f"created by a {first_type[email]} event" for email in missing})
+        if missing:
+            found.update(self._lock_leads(missing))
         for email in emails:
-            row, created = found.get(email), False
-            if row is None:
-                row, created = self.create_lead(email, f"created by a {first_type[email]} event")
-            self.track(row, created)
+            self.track(found[email], email in created)
         return known
 
-    def create_lead(self, email: str, reason: str) -> tuple[Any, bool]:
-        """Insert a lead at stage ``lead`` (its first history row names the actor); a concurrent insert wins."""
+    def _lock_leads(self, emails: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for start in range(0, len(emails), 900):
+            rows = self.conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + 900])})
+            found.update({row.email: row for row in rows})
+        return found
+
+    def create_leads(self, reasons: Mapping[str, str]) -> set[str]:
+        """Insert leads at stage ``lead``, each with a first history row naming the actor and ``reasons[email]``;
+        return the emails inserted (a lead a concurrent batch inserted first is theirs)."""
+        if not reasons:
+            return set()
         now = self.now
-        inserted = self.conn.execute(
-            upsert_insert(L, self.conn.dialect)
-            .values(email=email, tags=[], fields={}, stage="lead", score=0.0, created_at=now, updated_at=now,
-                    stage_changed_at=now)
-            .on_conflict_do_nothing(index_elements=["email"])
-            .returning(L.c.id)
-        ).first()
-        row = self.conn.execute(select(L).where(L.c.email == email).with_for_update()).one()
-        if inserted is not None:
-            self.conn.execute(SC.insert().values(
-                lead_id=row.id, from_stage=None, to_stage="lead", at=now, actor=self.actor,
-                reason=reason,
-            ))
-        return row, inserted is not None
+        rows = [dict(email=email, tags=[], fields={}, stage="lead", score=0.0, created_at=now, updated_at=now,
+                     stage_changed_at=now) for email in sorted(reasons)]
+        inserted = set(self.conn.execute(self.sql.insert_lead, rows).scalars())
+        if inserted:
+            ids = self._lock_leads(sorted(inserted))
+            self.conn.execute(self.sql.insert_stage_change, [
+                dict(lead_id=ids[email].id, from_stage=None, to_stage="lead", at=now, actor=self.actor,
+                     reason=reasons[email])
+                for email in sorted(inserted)
+            ])
+        return inserted
 
     def track(self, row: Any, created: bool) -> _LeadState:
         """Follow this lead's changes through the batch."""
@@ -310,16 +223,12 @@ class _Batch:
             burst = self._burst(lead, event)
             if burst is not None:
                 return self._duplicate(index, event, lead.id, burst)
-        day = engagement.at.date()
-        points, why = event_points(self.rules, engagement, self._scored_today(lead, event.type, engagement.at))
-        inserted = self.conn.execute(
-            upsert_insert(EV, self.conn.dialect)
-            .values(lead_id=lead.id, type=event.type, occurred_at=engagement.at, recorded_at=self.now,
-                    external_id=event.id, campaign_id=event.campaign_id, step_key=event.step_key,
-                    delivery_id=event.delivery_id, properties=dict(event.properties), points=points)
-            .on_conflict_do_nothing(index_elements=["external_id"])
-            .returning(EV.c.id)
-        ).first()
+        points, _why = event_points(self.rules, engagement, lead.scored_on(event.type, utc_day(engagement.at)))
+        inserted = self.conn.execute(self.sql.insert_event, dict(
+            lead_id=lead.id, type=event.type, occurred_at=engagement.at, recorded_at=self.now, external_id=event.id,
+            campaign_id=event.campaign_id, step_key=event.step_key, delivery_id=event.delivery_id,
+            properties=dict(event.properties), points=points,
+        )).first()
         if inserted is None:  # recorded by a concurrent batch since we looked
             existing = self.conn.execute(
                 select(EV.c.lead_id, EV.c.points).where(EV.c.external_id == event.id)
@@ -331,22 +240,9 @@ class _Batch:
         lead.recorded = lead.dirty = True
         if points:
             lead.scored.append((engagement, points))
-            lead.scored_today[(event.type, day)] = lead.scored_today.get((event.type, day), 0) + 1
         self._consequences(lead, event)
         changed = self.rescore(lead)
         return EventResult(index, RECORDED, lead.row.email, event.type, event.id, points, lead.score, lead.stage, changed)
-
-    def _scored_today(self, lead: _LeadState, event_type: str, at: datetime) -> int:
-        key = (event_type, at.date())
-        if key not in lead.scored_today:
-            start, end = _day_bounds(at)
-            lead.scored_today[key] = self.conn.execute(
-                select(func.count()).select_from(EV).where(
-                    EV.c.lead_id == lead.id, EV.c.type == event_type, EV.c.occurred_at >= start,
-                    EV.c.occurred_at < end, EV.c.points != 0,
-                )
-            ).scalar_one()
-        return lead.scored_today[key]
 
     def _burst(self, lead: _LeadState, event: EventIn) -> float | None:
         """The points of an event this one repeats within its dedupe window, None if it is new."""
@@ -386,7 +282,7 @@ class _Batch:
                 lead.bounced_at = at
             exit_enrollments(self.conn, lead.id, reason, self.now)
             return
-        goal_of = [c.id for c in self.catalog.campaigns.values() if event.type in c.exit.events]
+        goal_of = self.goals.get(event.type)
         if goal_of:
             # Only enrollments that began before the event: a late-arriving old event does not end a newer enrollment.
             reached = self.conn.execute(
@@ -396,7 +292,8 @@ class _Batch:
             ).scalars().all()
             if reached:
                 exit_enrollments(self.conn, lead.id, f"goal:{event.type}", self.now, campaign_ids=reached)
-        wake_waiting(self.conn, lead.id, event.type, at)
+        if event.type in self.awaited:  # only a wait_for step sets an enrollment's waiting_for
+            wake_waiting(self.conn, lead.id, event.type, at)
 
     def rescore(self, lead: _LeadState) -> bool:
         """Recompute the lead's score; promote it when scoring says so. True when its stage changed."""
@@ -413,7 +310,7 @@ class _Batch:
 
     def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> None:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits."""
-        self.conn.execute(SC.insert().values(
+        self.conn.execute(self.sql.insert_stage_change, dict(
             lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor,
         ))
         lead.stage, lead.stage_changed_at = stage, self.now
@@ -423,15 +320,14 @@ class _Batch:
             exit_enrollments(self.conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
 
     def finish(self) -> None:
-        """Write every changed lead back."""
-        for lead in self.by_id.values():
-            if lead.dirty:
-                self.conn.execute(
-                    update(L).where(L.c.id == lead.id).values(
-                        score=lead.score, stage=lead.stage, stage_changed_at=lead.stage_changed_at,
-                        unsubscribed_at=lead.unsubscribed_at, bounced_at=lead.bounced_at, updated_at=self.now,
-                    )
-                )
+        """Write every changed lead back (one statement for the batch)."""
+        rows = [
+            dict(b_id=lead.id, b_score=lead.score, b_stage=lead.stage, b_stage_changed_at=lead.stage_changed_at,
+                 b_unsubscribed_at=lead.unsubscribed_at, b_bounced_at=lead.bounced_at, b_updated_at=self.now)
+            for lead in self.by_id.values() if lead.dirty
+        ]
+        if rows:
+            self.conn.execute(self.sql.update_lead, rows)
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
         """Leads that may enter a campaign now: created, promoted, or with new events (entry filters read them)."""

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.facts import Engagement
@@ -29,16 +29,18 @@ L = Lead.__table__
 EV = EngagementEvent.__table__
 
 
+_SCORED_EVENTS = (
+    select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties, EV.c.points)
+    .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0)
+    .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id)
+)
+
+
 def scored_events(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[tuple[Engagement, float]]]:
     """Each lead's events that scored (points other than 0: the others add nothing), oldest first."""
     found: dict[int, list[tuple[Engagement, float]]] = {lead_id: [] for lead_id in lead_ids}
     for start in range(0, len(lead_ids), 900):
-        rows = conn.execute(
-            select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties,
-                   EV.c.points)
-            .where(EV.c.lead_id.in_(list(lead_ids[start : start + 900])), EV.c.points != 0)
-            .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id)
-        )
+        rows = conn.execute(_SCORED_EVENTS, {"lead_ids": list(lead_ids[start : start + 900])})
         for row in rows:
             engagement = Engagement(row.type, row.occurred_at, row.campaign_id, row.step_key, row.properties or {})
             found[row.lead_id].append((engagement, float(row.points)))
