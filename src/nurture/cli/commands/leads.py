@@ -25,6 +25,26 @@ leads_app = typer.Typer(
 PROGRESS_FROM_BYTES = 1_000_000  # smaller files import before a progress bar would be worth drawing
 
 
+def _enroll(engine: Any, lead_ids: list[int] | None) -> None:
+    """Enroll the leads in the campaigns they match now, so a running worker sends at once (not at its next sweep)."""
+    from datetime import timezone
+
+    from nurture.definitions.loader import load_catalog
+    from nurture.storage.enrollments import enroll_leads
+
+    settings = get_settings()
+    if not settings.campaigns_dir.is_dir():
+        return
+    catalog = load_catalog(settings.campaigns_dir, settings.templates_dir)
+    if catalog.problems:
+        typer.echo(f"not enrolled yet: the campaigns have problems (run `nurture check`); "
+                   f"`nurture run` enrolls them once they are fixed", err=True)
+        return
+    created = enroll_leads(engine, catalog, datetime.now(timezone.utc), lead_ids)
+    if created:
+        typer.echo(f"{created} enrollment(s) started")
+
+
 @leads_app.command("import")
 def import_command(
     file: Path = typer.Argument(..., help="CSV file, UTF-8, with a header line naming the columns."),
@@ -51,6 +71,8 @@ def import_command(
                 report = import_leads_csv(engine, file, on_progress=advance, batch_size=batch_size)
         else:
             report = import_leads_csv(engine, file, batch_size=batch_size)
+        if report.imported:
+            _enroll(engine, None)
     finally:
         engine.dispose()
     for line, problem in report.rejected:
@@ -94,9 +116,10 @@ def add_command(
             except LeadNotFound:
                 existed = False
             lead = upsert_lead(db, data, actor="cli")
+        typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
+        _enroll(engine, [lead.id])
     finally:
         engine.dispose()
-    typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
 
 
 def _key_value(item: str) -> tuple[str, str]:
