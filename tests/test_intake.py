@@ -370,11 +370,8 @@ def test_cli_records_an_event_and_prints_points_score_and_stage(cli, engine):
 )
 def test_cli_refuses_bad_input_with_a_message_and_exit_status_1(cli, engine, monkeypatch, capsys, args, message):
     from nurture.cli import app as cli_app
-    from nurture.cli import commands
-    from nurture.cli.commands import events, run
 
-    monkeypatch.setattr(commands, "MODULES", [events, run])  # until `nurture event` is registered with the others
-    monkeypatch.setattr(cli_app, "app", typer.Typer(pretty_exceptions_enable=False))  # keep the real one untouched
+    monkeypatch.setattr(cli_app, "app", typer.Typer(pretty_exceptions_enable=False))  # register into a fresh one
     with pytest.raises(SystemExit) as exited:
         cli_app.main(["event", *args])
 
