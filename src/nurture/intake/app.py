@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nurture import __version__
 from nurture.definitions.loader import Catalog
+from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
 from nurture.intake import providers, tracking
@@ -300,6 +301,7 @@ def create_app(
     signer: Signer,
     on_event: Callable[[], None] | None = None,
     clock: Callable[[], datetime] = utcnow,
+    sales: SalesRules | None = None,
 ) -> FastAPI:
     """The intake app over an open database; ``on_event`` is called after new events are recorded (wake the worker).
 
@@ -310,7 +312,8 @@ def create_app(
         version=__version__,
         description="Engagement events and leads in; signed tracking, click and unsubscribe links; provider webhooks.",
     )
-    app.state.intake = IntakeContext(settings, engine, catalog, rules, signer, clock=clock, on_event=on_event)
+    app.state.intake = IntakeContext(settings, engine, catalog, rules, signer, clock=clock, on_event=on_event,
+                                     sales=sales or SalesRules())
     _install_error_handlers(app)
     app.add_middleware(RequestLog)
     app.include_router(api)

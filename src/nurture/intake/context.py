@@ -16,6 +16,7 @@ from fastapi import Request
 from sqlalchemy.engine import Engine
 
 from nurture.definitions.loader import Catalog
+from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.settings import Settings
 from nurture.signing import Signer
@@ -53,12 +54,14 @@ class IntakeContext:
     signer: Signer
     clock: Callable[[], datetime] = utcnow
     on_event: Callable[[], None] | None = None
+    sales: SalesRules = field(default_factory=SalesRules)
     events_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, status) -> count
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, events: Sequence[EventIn], *, actor: str, source: str) -> list[EventResult]:
         """Record events (one transaction), count them for ``/metrics``, and wake the worker if any were new."""
-        results = record_events(self.engine, self.catalog, self.rules, events, now=self.clock(), actor=actor)
+        results = record_events(self.engine, self.catalog, self.rules, events, now=self.clock(), actor=actor,
+                                sales=self.sales)
         recorded = sum(1 for result in results if result.status == RECORDED)
         with self._lock:
             self.events_total[(source, RECORDED)] += recorded

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, LeadView
 from nurture.core.scoring import event_points, score, stage_after_scoring, utc_day
 from nurture.definitions.loader import Catalog
+from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.storage.database import session, transaction, upsert_insert
 from nurture.storage.enrollments import enroll_leads, exit_enrollments, wake_waiting
@@ -345,7 +346,8 @@ def _retryable(exc: DBAPIError) -> bool:
 
 
 def record_events(
-    engine: Engine, catalog: Catalog, rules: ScoringRules, events: Sequence[EventIn], *, now: datetime, actor: str
+    engine: Engine, catalog: Catalog, rules: ScoringRules, events: Sequence[EventIn], *, now: datetime, actor: str,
+    sales: SalesRules | None = None,
 ) -> list[EventResult]:
     """Record a batch of events and their consequences in one transaction; return one result per event, in order.
 
@@ -398,7 +400,8 @@ class SavedLead:
 
 
 def save_lead(
-    engine: Engine, catalog: Catalog, rules: ScoringRules, data: Mapping[str, Any], *, now: datetime, actor: str
+    engine: Engine, catalog: Catalog, rules: ScoringRules, data: Mapping[str, Any], *, now: datetime, actor: str,
+    sales: SalesRules | None = None,
 ) -> SavedLead:
     """Create or update a lead (fields as :func:`nurture.storage.leads.clean_lead_data` accepts them) and rescore it.
 

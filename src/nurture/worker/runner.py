@@ -18,6 +18,7 @@ from typing import Any, Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from nurture.definitions.loader import Catalog, load_catalog
+from nurture.definitions.sales import SalesRules, load_sales
 from nurture.definitions.scoring import ScoringRules, load_scoring
 from nurture.delivery import Transport, transport_from_url
 from nurture.delivery.webhooks import WebhookSender, make_client
@@ -66,6 +67,7 @@ class Worker:
         self.engine = open_database(settings.database_url)
         self.catalog = catalog or load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
         self.scoring = _load_rules(settings)
+        self.sales = _load_sales(settings)
         self.transport = transport or transport_from_url(settings.mail_url)
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
@@ -199,6 +201,13 @@ class Worker:
                 log.debug("could not wake the dispatcher", exc_info=True)
 
 
+def _load_sales(settings: Settings) -> SalesRules:
+    rules, problems = load_sales(settings.campaigns_dir)
+    if problems:
+        raise DefinitionError(problems)
+    return rules
+
+
 def _load_rules(settings: Settings) -> ScoringRules:
     rules, problems = load_scoring(settings.campaigns_dir)
     if problems:
@@ -212,11 +221,12 @@ def http_app(settings: Settings, worker: Worker | None = None) -> Any:
 
     if worker is not None:
         return create_app(settings, engine=worker.engine, catalog=worker.catalog, rules=worker.scoring,
-                          signer=worker.signer, on_event=worker.wake)
+                          signer=worker.signer, on_event=worker.wake, sales=worker.sales)
     engine = open_database(settings.database_url)
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
     signer = Signer(signing_secret(engine, settings.secret_key))
-    return create_app(settings, engine=engine, catalog=catalog, rules=_load_rules(settings), signer=signer)
+    return create_app(settings, engine=engine, catalog=catalog, rules=_load_rules(settings), signer=signer,
+                      sales=_load_sales(settings))
 
 
 def serve(settings: Settings, *, worker: Worker | None) -> None:

@@ -52,6 +52,7 @@ def event_command(
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.scoring import load_scoring
     from nurture.settings import get_settings
+    from nurture.definitions.sales import load_sales
     from nurture.storage.intake import DUPLICATE, EventIn, record_events
     from nurture.storage.migrate import open_database
 
@@ -61,14 +62,15 @@ def event_command(
     # Templates are not needed to record an event: a template being edited must not stop intake.
     catalog = load_catalog(settings.campaigns_dir).raise_for_problems()
     rules, problems = load_scoring(settings.campaigns_dir)
-    if problems:
-        raise DefinitionError(problems)
+    sales, sales_problems = load_sales(settings.campaigns_dir)
+    if problems or sales_problems:
+        raise DefinitionError([*problems, *sales_problems])
     event = EventIn(email=email, type=event_type, occurred_at=occurred_at, properties=properties, id=event_id)
     engine = open_database(settings.database_url)
     try:
         now = datetime.now(timezone.utc)
         try:
-            [result] = record_events(engine, catalog, rules, [event], now=now, actor="cli")
+            [result] = record_events(engine, catalog, rules, [event], now=now, actor="cli", sales=sales)
         except InvalidInput as exc:
             raise InvalidInput(str(exc).removeprefix("events[0]: ")) from None
     finally:
