@@ -5,56 +5,10 @@
 - ``migrate``: schema upgrades (Alembic, driven from code) and the check that the schema is current
 - ``leads``: validating, upserting and summarizing leads
 - ``importer``: bulk CSV import of leads
+- ``enrollments``, ``schedule``: entering campaigns; the dispatcher's claims and decisions
+- ``intake``, ``events``, ``scores``, ``lookups``: engagement in, scores out
+- ``outbox``, ``reports``, ``secrets``: notifications to deliver, metrics, the signing secret
+
+Import the module you need (``from nurture.storage import schedule``): the package imports nothing itself, so a
+command that does not touch the database (``nurture check``) does not pay for SQLAlchemy and Alembic.
 """
-
-from __future__ import annotations
-
-from nurture.storage.database import (
-    for_update_skip_locked,
-    make_engine,
-    session,
-    transaction,
-    upsert_insert,
-    utcnow,
-)
-from nurture.storage.importer import ImportReport, import_leads_csv
-from nurture.storage.leads import get_lead, lead_summary, normalize_email, upsert_lead
-from nurture.storage.migrate import current_revision, ensure_current, head_revision, open_database, upgrade
-from nurture.storage.models import (
-    CampaignVersion,
-    Delivery,
-    EngagementEvent,
-    Enrollment,
-    Lead,
-    Meta,
-    Outbox,
-    StageChange,
-)
-
-__all__ = [
-    "CampaignVersion",
-    "Delivery",
-    "EngagementEvent",
-    "Enrollment",
-    "ImportReport",
-    "Lead",
-    "Meta",
-    "Outbox",
-    "StageChange",
-    "current_revision",
-    "ensure_current",
-    "for_update_skip_locked",
-    "get_lead",
-    "head_revision",
-    "import_leads_csv",
-    "lead_summary",
-    "make_engine",
-    "normalize_email",
-    "open_database",
-    "session",
-    "transaction",
-    "upgrade",
-    "upsert_insert",
-    "upsert_lead",
-    "utcnow",
-]

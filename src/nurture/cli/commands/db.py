@@ -5,8 +5,6 @@ from __future__ import annotations
 import typer
 
 from nurture.settings import get_settings
-from nurture.storage.database import display_url, make_engine
-from nurture.storage.migrate import current_revision, head_revision, upgrade
 
 db_app = typer.Typer(
     help="The database schema (database from NURTURE_DATABASE_URL, default sqlite:///nurture.db).",
@@ -20,6 +18,9 @@ def upgrade_command(
 ) -> None:
     """Create nurture's tables, or migrate them to this version of nurture (safe to run again)."""
     url = get_settings().database_url
+    from nurture.storage.database import display_url, make_engine
+    from nurture.storage.migrate import upgrade
+
     engine = make_engine(url)
     try:
         result = upgrade(engine, revision)
@@ -40,6 +41,9 @@ def current_command(
 ) -> None:
     """Show the schema revision of the database and the one this nurture needs."""
     url = get_settings().database_url
+    from nurture.storage.database import display_url, make_engine
+    from nurture.storage.migrate import current_revision, head_revision
+
     engine = make_engine(url)
     try:
         current = current_revision(engine)

@@ -12,10 +12,6 @@ import typer
 
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.settings import get_settings
-from nurture.storage.database import session
-from nurture.storage.importer import import_leads_csv
-from nurture.storage.leads import get_lead, lead_summary, upsert_lead
-from nurture.storage.migrate import open_database
 
 leads_app = typer.Typer(
     help="Leads: import, add, show (database from NURTURE_DATABASE_URL).",
@@ -57,6 +53,9 @@ def import_command(
     keep what the lead has. Bad rows are listed on stderr with their line numbers and the rest is imported.
     Exits 1 when the file cannot be read or has no valid row.
     """
+    from nurture.storage.importer import import_leads_csv
+    from nurture.storage.migrate import open_database
+
     engine = open_database(get_settings().database_url)
     try:
         size = file.stat().st_size if file.is_file() else 0
@@ -107,6 +106,10 @@ def add_command(
     )
     data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
     data["fields"] = dict(_key_value(item) for item in fields or [])
+    from nurture.storage.database import session
+    from nurture.storage.leads import get_lead, upsert_lead
+    from nurture.storage.migrate import open_database
+
     engine = open_database(get_settings().database_url)
     try:
         with session(engine) as db:
@@ -135,6 +138,10 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Show a lead: fields, stage, score, enrollments, deliveries, recent events and stage history."""
+    from nurture.storage.database import session
+    from nurture.storage.leads import lead_summary
+    from nurture.storage.migrate import open_database
+
     engine = open_database(get_settings().database_url)
     try:
         with session(engine, read_only=True) as db:
