@@ -177,21 +177,27 @@ def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:
-        chosen: dict[Loc, tuple[int, dict[str, Any]]] = {}
-        always: list[tuple[Loc, dict[str, Any]]] = []
-        for error in exc.errors():
-            loc = _data_loc(doc.data, tuple(error["loc"]))
-            if error["type"] in ("extra_forbidden", "missing"):
-                always.append((loc, error))
-            elif loc not in chosen or _rank(error) < chosen[loc][0]:
-                chosen[loc] = (_rank(error), error)
-        precise = [loc for loc, _error in always] + list(chosen)
-        kept = [(loc, error) for loc, (rank, error) in chosen.items() if rank < 2 or not _below(loc, precise)]
-        problems: dict[tuple[int, str], Problem] = {}
-        for loc, error in always + kept:
-            problem = doc.problem(loc, _message(error, loc, model))
-            problems.setdefault((problem.line, problem.message), problem)
-        return None, list(problems.values())
+        return None, validation_problems(doc, exc, model)
+
+
+def validation_problems(doc: YamlDocument, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors for a YAML file as ``path:line: message`` problems: at the offending key's line, one per
+    place (a union's other branches say nothing useful), unknown keys with a did-you-mean hint from their own mapping."""
+    chosen: dict[Loc, tuple[int, dict[str, Any]]] = {}
+    always: list[tuple[Loc, dict[str, Any]]] = []
+    for error in exc.errors():
+        loc = _data_loc(doc.data, tuple(error["loc"]))
+        if error["type"] in ("extra_forbidden", "missing"):
+            always.append((loc, error))
+        elif loc not in chosen or _rank(error) < chosen[loc][0]:
+            chosen[loc] = (_rank(error), error)
+    precise = [loc for loc, _error in always] + list(chosen)
+    kept = [(loc, error) for loc, (rank, error) in chosen.items() if rank < 2 or not _below(loc, precise)]
+    problems: dict[tuple[int, str], Problem] = {}
+    for loc, error in always + kept:
+        problem = doc.problem(loc, _message(error, loc, model))
+        problems.setdefault((problem.line, problem.message), problem)
+    return list(problems.values())
 
 
 def _check_references(campaign: Campaign, doc: YamlDocument, templates_dir: Path | None) -> list[Problem]:
@@ -209,7 +215,7 @@ def _check_references(campaign: Campaign, doc: YamlDocument, templates_dir: Path
                 loc = (*at, key) if key != "branch.goto" else (*at, "branch")
                 problems.append(doc.problem(loc, f"{key} target '{target}' is not a step of this campaign"))
         conditions = [("when", step.when)] + [
-            (f"branch", rule.when) for rule in step.branch or [] if rule.when is not None
+            ("branch", rule.when) for rule in step.branch or [] if rule.when is not None
         ]
         for key, condition in conditions:
             if condition is None:

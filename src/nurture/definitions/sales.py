@@ -39,7 +39,6 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     Field,
     ValidationError,
@@ -48,9 +47,9 @@ from pydantic import (
 )
 
 from nurture.core import calendar
-from nurture.definitions.conditions import Comparison, Scalar
+from nurture.definitions.conditions import Comparison
 from nurture.definitions.fields import DurationField, Strict, TimezoneName
-from nurture.definitions.loader import _data_loc
+from nurture.definitions.loader import validation_problems
 from nurture.definitions.scoring import EventType, Points, Tests
 from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
 from nurture.durations import Duration
@@ -272,54 +271,6 @@ def _parts(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    """Which model the mapping at ``loc`` (a location in the data) is, for did-you-mean hints."""
-    annotations: list[Any] = [SalesRules]
-    for part in loc:
-        following: list[Any] = []
-        for candidate in (p for a in annotations for p in _parts(a)):
-            origin = get_origin(candidate)
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel) and isinstance(part, str):
-                following += [f.annotation for n, f in candidate.model_fields.items() if part in (n, f.alias)]
-            elif origin is list and isinstance(part, int):
-                following.append(get_args(candidate)[0])
-            elif origin is dict and isinstance(part, str):
-                following.append(get_args(candidate)[1])
-        annotations = following
-    models = [p for a in annotations for p in _parts(a) if isinstance(p, type) and issubclass(p, BaseModel)]
-    return models[0] if models else None
-
-
-def _keys(model: type[BaseModel] | None) -> list[str]:
-    return [info.alias or name for name, info in model.model_fields.items()] if model is not None else []
-
-
-def _message(error: dict[str, Any], loc: Loc) -> str:
-    kind, last = error["type"], (error["loc"][-1] if error["loc"] else None)
-    if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(str(last), _keys(_model_at(loc[:-1])), n=1)
-        return f"unknown key '{last}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-    if kind == "missing":
-        return f"missing required key '{last}'"
-    message = error["msg"].removeprefix("Value error, ")
-    named = loc[-1] if loc and isinstance(loc[-1], str) else None
-    return f"{named}: {message}" if named and named not in message else message
-
-
-def _validation_problems(doc: YamlDocument, exc: ValidationError) -> list[Problem]:
-    problems: list[Problem] = []
-    seen_locs: set[Loc] = set()
-    for error in exc.errors():
-        loc = _data_loc(doc.data, tuple(error["loc"]))
-        if loc in seen_locs and error["type"] not in ("extra_forbidden", "missing"):
-            continue  # a union reports one error per alternative: the first says enough
-        seen_locs.add(loc)
-        problem = doc.problem(loc, _message(error, loc))
-        if problem not in problems:
-            problems.append(problem)
-    return problems
-
-
 def _unknown(kind: str, name: str, known: list[str]) -> str:
     hint = difflib.get_close_matches(name, known, n=1)
     return f"{kind} '{name}' is not defined" + (f" (did you mean '{hint[0]}'?)" if hint else "")
@@ -436,7 +387,7 @@ def validate_sales(doc: YamlDocument) -> tuple[SalesRules, list[Problem]]:
     try:
         rules = SalesRules.model_validate(doc.data)
     except ValidationError as exc:
-        return SalesRules(), sorted(_validation_problems(doc, exc))
+        return SalesRules(), sorted(validation_problems(doc, exc, SalesRules))
     problems = sorted(set(
         _check_promotion(rules, doc) + _check_routing(rules.routing, doc) + _check_feedback(rules.feedback, doc)
     ))

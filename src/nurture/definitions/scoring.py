@@ -24,14 +24,12 @@ A missing file means no points and no thresholds. Problems come back as ``scorin
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     Discriminator,
     Field,
@@ -43,8 +41,8 @@ from pydantic import (
 
 from nurture.definitions.conditions import Comparison, Scalar
 from nurture.definitions.fields import DurationField, Strict
-from nurture.definitions.loader import _data_loc
-from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
+from nurture.definitions.loader import validation_problems
+from nurture.definitions.yamlsource import YamlDocument, load_yaml
 from nurture.durations import Duration
 from nurture.errors import Problem
 
@@ -175,51 +173,6 @@ class ScoringRules(Strict):
     floor: Points | None = Field(None, le=0, description="The lowest total a lead can have (0 or below); unset: none.")
 
 
-def _model_at(parent: Loc) -> type[BaseModel]:
-    """Which model the mapping at ``parent`` (a location in the data) is, for did-you-mean hints."""
-    if parent == ():
-        return ScoringRules
-    if parent == ("behaviour",):
-        return Behaviour
-    if parent[:2] == ("behaviour", "events") and len(parent) in (3, 4):
-        return EventRule
-    if parent[:1] == ("fit",) and len(parent) == 2:
-        return FitRule
-    if parent == ("thresholds",):
-        return Thresholds
-    return Comparison  # the only other strict mapping: a comparison inside a ``when``
-
-
-def _keys(model: type[BaseModel]) -> list[str]:
-    return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def _message(error: dict[str, Any], loc: Loc) -> str:
-    kind, last = error["type"], (error["loc"][-1] if error["loc"] else None)
-    if kind == "extra_forbidden":
-        hint = difflib.get_close_matches(str(last), _keys(_model_at(loc[:-1])), n=1)
-        return f"unknown key '{last}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-    if kind == "missing":
-        return f"missing required key '{last}'"
-    message = error["msg"].removeprefix("Value error, ")
-    named = loc[-1] if loc and isinstance(loc[-1], str) else None
-    return f"{named}: {message}" if named and named not in message else message
-
-
-def _validation_problems(doc: YamlDocument, exc: ValidationError) -> list[Problem]:
-    problems: list[Problem] = []
-    seen_locs: set[Loc] = set()
-    for error in exc.errors():
-        loc = _data_loc(doc.data, tuple(error["loc"]))
-        if loc in seen_locs and error["type"] not in ("extra_forbidden", "missing"):
-            continue  # a union (``str | list[str]``) reports one error per alternative: the first says enough
-        seen_locs.add(loc)
-        problem = doc.problem(loc, _message(error, loc))
-        if problem not in problems:
-            problems.append(problem)
-    return problems
-
-
 def best_possible_fit(rules: ScoringRules) -> float:
     """The most fit points any lead can get: every positive rule, but only the best rule of each group."""
     best_of_group: dict[str, float] = {}
@@ -269,7 +222,7 @@ def validate_scoring(doc: YamlDocument) -> tuple[ScoringRules, list[Problem]]:
     try:
         rules = ScoringRules.model_validate(doc.data)
     except ValidationError as exc:
-        return ScoringRules(), sorted(_validation_problems(doc, exc))
+        return ScoringRules(), sorted(validation_problems(doc, exc, ScoringRules))
     problems = _check_rules(rules, doc)
     return (ScoringRules() if problems else rules), problems
 

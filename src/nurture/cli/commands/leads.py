@@ -33,8 +33,8 @@ def _enroll(engine: Any, lead_ids: list[int] | None) -> None:
         return
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir)
     if catalog.problems:
-        typer.echo(f"not enrolled yet: the campaigns have problems (run `nurture check`); "
-                   f"`nurture run` enrolls them once they are fixed", err=True)
+        typer.echo("not enrolled yet: the campaigns have problems (run `nurture check`); "
+                   "`nurture run` enrolls them once they are fixed", err=True)
         return
     created = enroll_leads(engine, catalog, datetime.now(timezone.utc), lead_ids)
     if created:
