@@ -5,12 +5,11 @@ Each function is one short transaction; none is held across rendering or network
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.facts import Engagement, History, LeadView, Send
@@ -316,20 +315,22 @@ def record_outcomes(engine: Engine, now: datetime, outcomes: list[DeliveryOutcom
         )
 
 
-def next_due(engine: Engine, campaign_ids: Iterable[str]) -> datetime | None:
-    """The earliest due time of any active enrollment or delivery retry (an index lookup each)."""
+def anything_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> bool:
+    """Whether a tick at ``now`` would find work: read-only (a snapshot on SQLite), so an idle worker never takes
+    the write lock that intake needs."""
     with transaction(engine, read_only=True) as conn:
-        enrollment_due = conn.execute(
-            select(func.min(E.c.next_due_at)).where(E.c.status == "active", E.c.campaign_id.in_(list(campaign_ids)))
-        ).scalar()
-        retry_due = conn.execute(select(func.min(D.c.next_attempt_at)).where(D.c.status == "retry")).scalar()
-    candidates = [t for t in (enrollment_due, retry_due) if t is not None]
-    return min(candidates) if candidates else None
-
-
-def group_by_lead(rows: Iterable[Any]) -> dict[int, list[Any]]:
-    """Rows grouped by their lead id, in the order given."""
-    grouped: dict[int, list[Any]] = defaultdict(list)
-    for row in rows:
-        grouped[row.lead_id].append(row)
-    return grouped
+        enrollment = conn.execute(
+            select(E.c.id).where(
+                E.c.status == "active", E.c.next_due_at <= now, E.c.campaign_id.in_(list(campaign_ids)),
+                or_(E.c.lease_until.is_(None), E.c.lease_until < now),
+            ).limit(1)
+        ).first()
+        if enrollment is not None:
+            return True
+        delivery = conn.execute(
+            select(D.c.id).where(
+                or_(and_(D.c.status == "retry", D.c.next_attempt_at <= now),
+                    and_(D.c.status == "claimed", D.c.lease_until < now))
+            ).limit(1)
+        ).first()
+        return delivery is not None

@@ -118,6 +118,8 @@ class Dispatcher:
 
     def tick(self, now: datetime) -> TickReport:
         """One batch of due enrollments and one batch of retries, at ``now``."""
+        if not schedule.anything_due(self.engine, now, self.catalog.campaigns.keys()):
+            return TickReport()
         report = self._dispatch_enrollments(now)
         report.add(self._retry_deliveries(now))
         return report
