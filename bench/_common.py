@@ -92,8 +92,9 @@ def write_project(root: Path, layout_dir: Path) -> tuple[Path, Path]:
     return campaigns, templates
 
 
-def seed(url: str, leads: int, *, due: bool = True, campaign: str = "bench", step: str = "welcome") -> None:
-    """``leads`` MQL leads, each enrolled in the campaign, due now (or in a year), written in bulk."""
+def seed(url: str, leads: int, *, due: bool = True, enroll: bool = True, campaign: str = "bench",
+         step: str = "welcome") -> None:
+    """``leads`` MQL leads, each enrolled in the campaign (unless ``enroll`` is false), due now (or in a year)."""
     from sqlalchemy import insert
 
     from nurture.storage.database import make_engine, transaction
@@ -111,6 +112,8 @@ def seed(url: str, leads: int, *, due: bool = True, campaign: str = "bench", ste
                 for i in range(start, min(start + chunk, leads))
             ]
             conn.execute(insert(Lead.__table__), rows)
+            if not enroll:
+                continue
             conn.execute(
                 insert(Enrollment.__table__),
                 [dict(lead_id=r["id"], campaign_id=campaign, status="active", step_id=step, arrived_at=now,
@@ -120,7 +123,13 @@ def seed(url: str, leads: int, *, due: bool = True, campaign: str = "bench", ste
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process, MB."""
+    """Peak resident memory of this process, MB (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -47,20 +47,29 @@ def _worker(url: str, campaigns: Path, templates: Path, port: int, batch: int):
 def bench_nurture(leads: int, batch: int, tmp: Path) -> dict:
     from nurture.storage.migrate import upgrade
 
+    from nurture.storage.enrollments import enroll_leads
+
     url = f"sqlite:///{tmp / 'nurture.db'}"
     upgrade(url)
-    seed(url, leads)
+    seed(url, leads, enroll=False)
     campaigns, templates = write_project(tmp, ROOT / "templates")
     with smtp_sink() as (port, counter):
         dispatcher, transport = _worker(url, campaigns, templates, port, batch)
         clock = lambda: datetime.now(timezone.utc)  # noqa: E731
         started = time.perf_counter()
+        cpu_started = time.process_time()
+        enrolled = enroll_leads(dispatcher.engine, dispatcher.catalog, clock())  # nurture's "scheduling"
+        enroll_seconds = time.perf_counter() - started
+        send_started = time.perf_counter()
         report = dispatcher.drain(clock)
         wait_for_count(counter, report.sent)
-        elapsed = time.perf_counter() - started
+        end = time.perf_counter()
+        cpu = time.process_time() - cpu_started
         transport.close()
         received = counter.value
-    return {"sent": report.sent, "received": received, "seconds": elapsed, "per_second": report.sent / elapsed,
+    return {"sent": report.sent, "received": received, "enrolled": enrolled, "enroll_seconds": enroll_seconds,
+            "seconds": end - send_started, "per_second": report.sent / (end - send_started),
+            "end_to_end_per_second": report.sent / (end - started), "cpu_ms_per_email": cpu / report.sent * 1000,
             "peak_rss_mb": rss_mb()}
 
 
@@ -122,7 +131,7 @@ def bench_naive(messages: int, tmp: Path) -> dict:
         scheduler.shutdown(wait=False)
         received = counter.value
     return {"sent": received, "schedule_per_second": messages / add_seconds, "seconds": send_seconds,
-            "per_second": received / send_seconds}
+            "per_second": received / send_seconds, "end_to_end_per_second": received / (add_seconds + send_seconds)}
 
 
 _NAIVE: dict = {}
@@ -190,17 +199,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         results["nurture"] = bench_nurture(args.leads, args.batch, tmp)
-        print(f"nurture   {results['nurture']['per_second']:8.0f} emails/s  ({args.leads} in "
-              f"{results['nurture']['seconds']:.1f}s, sink received {results['nurture']['received']}, "
-              f"peak RSS {results['nurture']['peak_rss_mb']:.0f} MB)", flush=True)
+        n = results["nurture"]
+        print(f"nurture   {n['per_second']:8.0f} emails/s  ({args.leads} in {n['seconds']:.1f}s, sink received "
+              f"{n['received']}; {n['cpu_ms_per_email']:.2f} ms CPU per email; enrolling took {n['enroll_seconds']:.1f}s, "
+              f"end to end {n['end_to_end_per_second']:.0f}/s; peak RSS {n['peak_rss_mb']:.0f} MB)", flush=True)
         if "ceiling" not in args.skip:
             results["ceiling"] = bench_ceiling(min(args.leads, 50_000), tmp)
             print(f"ceiling   {results['ceiling']['per_second']:8.0f} emails/s  (pre-rendered bytes, "
                   f"{CONNECTIONS} reused smtplib connections)", flush=True)
         if "naive" not in args.skip:
             results["naive"] = bench_naive(args.naive_leads, tmp)
-            print(f"naive     {results['naive']['per_second']:8.0f} emails/s  (one APScheduler job per email; "
-                  f"scheduling {results['naive']['schedule_per_second']:.0f} jobs/s)", flush=True)
+            v = results["naive"]
+            print(f"naive     {v['per_second']:8.0f} emails/s  (one APScheduler job per email; scheduling "
+                  f"{v['schedule_per_second']:.0f} jobs/s, end to end {v['end_to_end_per_second']:.0f}/s)", flush=True)
         if "idle" not in args.skip:
             results["idle"] = bench_idle(args.idle_leads, tmp)
             print(f"idle tick {results['idle']['median_ms']:8.2f} ms median, {results['idle']['p99_ms']:.2f} ms p99 "
@@ -209,7 +220,10 @@ def main() -> None:
     if "ceiling" in results:
         print(f"ratio nurture/ceiling = {nurture / results['ceiling']['per_second']:.2f}  (target >= 0.8)")
     if "naive" in results:
-        print(f"ratio nurture/naive   = {nurture / results['naive']['per_second']:.1f}x (target >= 5x)")
+        naive = results["naive"]
+        print(f"ratio nurture/naive   = {nurture / naive['per_second']:.1f}x sending alone, "
+              f"{results['nurture']['end_to_end_per_second'] / naive['end_to_end_per_second']:.1f}x from due leads "
+              f"to delivered emails, scheduling included (target >= 5x)")
 
 
 if __name__ == "__main__":

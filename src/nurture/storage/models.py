@@ -74,6 +74,7 @@ class Enrollment(SQLModel, table=True):
     __table_args__ = (
         Index("ix_enrollment_status_next_due_at", "status", "next_due_at"),
         Index("ix_enrollment_campaign_id_status", "campaign_id", "status"),
+        Index("ix_enrollment_lead_id_campaign_id", "lead_id", "campaign_id"),  # "is this lead in that campaign?"
         # A lead is never twice active in one campaign; once ended it may enroll again.
         Index(
             "uq_enrollment_active_lead_id_campaign_id",
@@ -86,7 +87,7 @@ class Enrollment(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
+    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
     campaign_id: str
     status: str = "active"
     step_id: str | None = None  # the step the lead is waiting on

@@ -72,7 +72,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_enrollment"),
         sa.ForeignKeyConstraint(["lead_id"], ["lead.id"], name="fk_enrollment_lead_id_lead", ondelete="CASCADE"),
     )
-    op.create_index("ix_enrollment_lead_id", "enrollment", ["lead_id"])
+    # lead first: "is this lead in that campaign" is the question enrollment asks for every candidate lead
+    op.create_index("ix_enrollment_lead_id_campaign_id", "enrollment", ["lead_id", "campaign_id"])
     op.create_index("ix_enrollment_status_next_due_at", "enrollment", ["status", "next_due_at"])
     op.create_index("ix_enrollment_campaign_id_status", "enrollment", ["campaign_id", "status"])
     op.create_index(
