@@ -32,6 +32,7 @@ from worker_world import (
     Clock,
     Project,
     by_recipient,
+    lead_email,
     deliveries,
     dispatch_config,
     enrollments,
@@ -652,3 +653,43 @@ def test_two_workers_drain_one_postgres_database_without_sending_anything_twice(
         for worker in workers:
             worker.transport.close()
             worker.engine.dispose()
+
+
+HANDS_OFF = """\
+id: onboarding
+name: Onboarding
+entry: {stage: mql}
+steps:
+  - id: welcome
+    email: {template: welcome.html.j2, subject: "Welcome, {{ lead.first_name }}"}
+  - id: to-stream
+    update: {add_tags: [long-term]}
+"""
+STREAM = """\
+id: stream
+name: Long-term stream
+entry: {stage: [lead, mql], where: {tags: [long-term]}}
+steps:
+  - id: news
+    email: {template: news.html.j2, subject: "News"}
+"""
+
+
+def test_a_tag_set_by_an_update_step_enrolls_the_lead_at_once(tmp_path: Path, sqlite_url: str, clock: Clock,
+                                                               smtp_sink: SmtpSink) -> None:
+    project = write_project(tmp_path / "handoff", {"onboarding": HANDS_OFF, "stream": STREAM},
+                            policy="frequency_cap: {max: 1, per: 1d}\n")
+    seed_leads(sqlite_url, tmp_path, 2)
+    worker = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
+    try:
+        worker.run_once()
+        # the update step tagged the leads and they entered the stream in the same run, not at the next sweep
+        assert sorted((e.lead_id, e.campaign_id) for e in enrollments(worker.engine) if e.campaign_id == "stream") == [
+            (1, "stream"), (2, "stream")]
+        assert worker.sweep() == 0
+        clock.advance(days=1)
+        worker.dispatcher.drain(clock)
+        assert subjects(smtp_sink, lead_email(0)) == ["Welcome, Lead0", "News"]  # the cap spaced them a day apart
+    finally:
+        worker.transport.close()
+        worker.engine.dispose()

@@ -32,6 +32,7 @@ from nurture.errors import NurtureError
 from nurture.rendering import EmailRenderer, LinkBuilder
 from nurture.signing import Signer
 from nurture.storage import schedule
+from nurture.storage.enrollments import enroll_leads
 from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChange, LeadFacts, NewDelivery
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,9 @@ class Dispatcher:
             self.engine, now, enrollments=updates, deliveries=new_deliveries, lead_changes=changes, outbox=outbox,
             lease=self.config.lease,
         )
+        if changes:
+            # a tag or field an update step set may be another campaign's entry (a hand-off to a content stream)
+            enroll_leads(self.engine, self.catalog, now, lead_ids=[change.lead_id for change in changes])
         pending = []
         for delivery in created:
             action, lead_facts = actions[(delivery.enrollment_id, delivery.step_key)]
