@@ -141,9 +141,10 @@ async def post_lead(request: Request) -> JSONResponse:
         raise ApiError(422, describe_errors(exc)) from None
     ctx = context(request)
     saved = await run_in_threadpool(
-        save_lead, ctx.engine, ctx.catalog, ctx.rules, body.model_dump(exclude_unset=True), now=ctx.clock(), actor="api"
+        save_lead, ctx.engine, ctx.catalog, ctx.rules, body.model_dump(exclude_unset=True), now=ctx.clock(), actor="api",
+        sales=ctx.sales, handoff=ctx.handoff,
     )
-    if saved.enrolled:
+    if saved.enrolled or saved.stage_changed:  # a promotion queued its handoff: deliver it now
         ctx.wake()
     return JSONResponse(
         SavedLeadBody(**saved.__dict__).model_dump(), status_code=201 if saved.created else 200,

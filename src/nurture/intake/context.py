@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Engine
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
+from nurture.handoff import Handoff
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.intake import RECORDED, EventIn, EventResult, record_events
@@ -61,7 +63,7 @@ class IntakeContext:
     def record(self, events: Sequence[EventIn], *, actor: str, source: str) -> list[EventResult]:
         """Record events (one transaction), count them for ``/metrics``, and wake the worker if any were new."""
         results = record_events(self.engine, self.catalog, self.rules, events, now=self.clock(), actor=actor,
-                                sales=self.sales)
+                                sales=self.sales, handoff=self.handoff)
         recorded = sum(1 for result in results if result.status == RECORDED)
         with self._lock:
             self.events_total[(source, RECORDED)] += recorded
@@ -69,6 +71,11 @@ class IntakeContext:
         if recorded:
             self.wake()
         return results
+
+    @cached_property
+    def handoff(self) -> Handoff:
+        """The signed accept/reject links (``NURTURE_BASE_URL``) of promotions, and whether a sales webhook is set."""
+        return Handoff.from_settings(self.settings, self.signer)
 
     def wake(self) -> None:
         """Tell the worker there is new work (the ``on_event`` callback), if one was given."""

@@ -30,6 +30,8 @@ from nurture.core.scoring import event_points, score, stage_after_scoring, utc_d
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
+from nurture.handoff import Handoff
+from nurture.storage import promotion
 from nurture.storage.database import session, transaction, upsert_insert
 from nurture.storage.enrollments import enroll_leads, exit_enrollments, wake_waiting
 from nurture.storage.events import (
@@ -82,6 +84,7 @@ class _Statements:
     lock_leads: Any
     known_ids: Any
     insert_stage_change: Any
+    insert_stage_change_id: Any
     update_lead: Any
 
 
@@ -94,6 +97,7 @@ def _statements(dialect: str) -> _Statements:
         insert_event=upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"]).returning(EV.c.id),
         insert_lead=upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.email),
         insert_stage_change=SC.insert(),
+        insert_stage_change_id=SC.insert().returning(SC.c.id),
         lock_leads=select(L).where(L.c.email.in_(bindparam("emails", expanding=True))).order_by(L.c.email)
         .with_for_update(),
         known_ids=select(EV.c.external_id, EV.c.lead_id, EV.c.points).where(
@@ -138,8 +142,10 @@ class _LeadState:
 class _Batch:
     """One batch being recorded inside one transaction."""
 
-    def __init__(self, conn: Connection, catalog: Catalog, rules: ScoringRules, now: datetime, actor: str) -> None:
+    def __init__(self, conn: Connection, catalog: Catalog, rules: ScoringRules, now: datetime, actor: str, *,
+                 sales: SalesRules | None = None, handoff: Handoff | None = None) -> None:
         self.conn, self.catalog, self.rules, self.now, self.actor = conn, catalog, rules, now, actor
+        self.sales, self.handoff = sales, handoff
         self.leads: dict[str, _LeadState] = {}
         self.by_id: dict[int, _LeadState] = {}
         self.sql = _statements(conn.dialect.name)
@@ -242,7 +248,7 @@ class _Batch:
         if points:
             lead.scored.append((engagement, points))
         self._consequences(lead, event)
-        changed = self.rescore(lead)
+        changed = self.rescore(lead, engagement)
         return EventResult(index, RECORDED, lead.row.email, event.type, event.id, points, lead.score, lead.stage, changed)
 
     def _burst(self, lead: _LeadState, event: EventIn) -> float | None:
@@ -296,29 +302,31 @@ class _Batch:
         if event.type in self.awaited:  # only a wait_for step sets an enrollment's waiting_for
             wake_waiting(self.conn, lead.id, event.type, at)
 
-    def rescore(self, lead: _LeadState) -> bool:
-        """Recompute the lead's score; promote it when scoring says so. True when its stage changed."""
+    def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
+        """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
+        disqualified (:func:`nurture.storage.promotion.after_rescore`). True when its stage changed."""
         breakdown = score(self.rules, lead.view(), lead.scored, self.now)
         lead.score = breakdown.total
+        changed = False
         decision = stage_after_scoring(self.rules, lead.stage, breakdown)
-        if decision is None:
-            return False
-        new_stage, reason = decision
-        if new_stage == lead.stage:
-            return False
-        self.move(lead, new_stage, reason, actor="rule")
-        return True
+        if decision is not None and decision[0] != lead.stage and not promotion.recycling(
+                lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
+            self.move(lead, decision[0], decision[1], actor="rule")
+            changed = True
+        return promotion.after_rescore(self, lead, breakdown, event) or changed
 
-    def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> None:
-        """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits."""
-        self.conn.execute(self.sql.insert_stage_change, dict(
+    def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> int:
+        """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the
+        history row's id."""
+        change_id = self.conn.execute(self.sql.insert_stage_change_id, dict(
             lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor,
-        ))
+        )).scalar_one()
         lead.stage, lead.stage_changed_at = stage, self.now
         lead.stage_changed = lead.dirty = True
         exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
         if exits:
             exit_enrollments(self.conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
+        return int(change_id)
 
     def finish(self) -> None:
         """Write every changed lead back (one statement for the batch)."""
@@ -347,9 +355,12 @@ def _retryable(exc: DBAPIError) -> bool:
 
 def record_events(
     engine: Engine, catalog: Catalog, rules: ScoringRules, events: Sequence[EventIn], *, now: datetime, actor: str,
-    sales: SalesRules | None = None,
+    sales: SalesRules | None = None, handoff: Handoff | None = None,
 ) -> list[EventResult]:
     """Record a batch of events and their consequences in one transaction; return one result per event, in order.
+
+    With ``sales`` rules, a lead may become an SQL (or be disqualified) in the same transaction, its handoff queued in
+    the outbox with ``handoff``'s signed links (see :mod:`nurture.storage.promotion`).
 
     Every event is validated first: one bad event rejects the whole batch with :class:`InvalidEvents` (naming each
     bad item by its index) and nothing is written. A client ``id`` seen before makes the event a ``duplicate`` that
@@ -363,7 +374,7 @@ def record_events(
     for attempt in range(_RETRIES):
         try:
             with transaction(engine) as conn:
-                batch = _Batch(conn, catalog, rules, now, actor)
+                batch = _Batch(conn, catalog, rules, now, actor, sales=sales, handoff=handoff)
                 known = batch.prepare(cleaned)
                 batch.load_history()
                 results = [batch.record(index, event, known) for index, event in enumerate(cleaned)]
@@ -401,13 +412,14 @@ class SavedLead:
 
 def save_lead(
     engine: Engine, catalog: Catalog, rules: ScoringRules, data: Mapping[str, Any], *, now: datetime, actor: str,
-    sales: SalesRules | None = None,
+    sales: SalesRules | None = None, handoff: Handoff | None = None,
 ) -> SavedLead:
     """Create or update a lead (fields as :func:`nurture.storage.leads.clean_lead_data` accepts them) and rescore it.
 
     The fields are written by :func:`nurture.storage.leads.upsert_lead` (an explicit stage is recorded with
-    ``actor``); then the new score, fit points included, may promote the lead. A stage that a campaign exits on ends
-    that enrollment at once. After the commit the lead is enrolled in every campaign it now matches.
+    ``actor``); then the new score, fit points included, may promote the lead (to MQL; with ``sales`` rules to SQL,
+    or disqualify it, as :func:`record_events` does). A stage that a campaign exits on ends that enrollment at once.
+    After the commit the lead is enrolled in every campaign it now matches.
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
@@ -418,7 +430,7 @@ def save_lead(
                 conn = orm_session.connection()
                 before = conn.execute(select(L.c.stage).where(L.c.email == email).with_for_update()).scalar()
                 upsert_lead(orm_session, data, actor=actor)
-                batch = _Batch(conn, catalog, rules, now, actor)
+                batch = _Batch(conn, catalog, rules, now, actor, sales=sales, handoff=handoff)
                 lead = batch.track(conn.execute(select(L).where(L.c.email == email)).one(), before is None)
                 if before is not None and lead.stage != before:
                     lead.stage_changed = True

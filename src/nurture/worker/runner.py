@@ -2,8 +2,9 @@
 intake on uvicorn in the same process (or either one alone for larger deploys).
 
 The database is the schedule, so APScheduler only runs a handful of jobs: the dispatcher (every ``poll_interval``,
-``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the enrollment
-sweep, and the nightly rescoring (score decay). Nothing per lead lives in APScheduler.
+``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the outbox, the
+handoff's digests and SLA reminders (:mod:`nurture.worker.handoff`), the enrollment sweep, and the nightly rescoring
+(score decay). Nothing per lead lives in APScheduler.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nurture.definitions.scoring import ScoringRules, load_scoring
 from nurture.delivery import Transport, transport_from_url
 from nurture.delivery.webhooks import WebhookSender, make_client
 from nurture.errors import DefinitionError
+from nurture.handoff import Handoff
 from nurture.rendering import EmailRenderer
 from nurture.settings import Settings
 from nurture.signing import Signer
@@ -30,6 +32,7 @@ from nurture.storage.enrollments import enroll_leads, sync_campaign_versions
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
 from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport
+from nurture.worker.handoff import HandoffJobs
 from nurture.worker.outbox import OutboxProcessor
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class RunOptions:
     sweep_interval: float = 600.0  # seconds between full enrollment sweeps (intake enrolls its own leads at once)
     max_batches_per_run: int = 20  # a dispatcher run yields after this many batches so shutdown stays prompt
     rescore_hour: int = 3  # UTC hour of the nightly rescoring (score decay)
+    handoff_interval: float = 60.0  # seconds between looks for due digests and SLA reminders
 
 
 class Worker:
@@ -83,9 +87,14 @@ class Worker:
             self.engine, sender=WebhookSender(self.http_client, secret=settings.webhook_secret), mail=self.transport,
             from_address=settings.from_address, sales_webhook_url=settings.sales_webhook_url,
         )
+        self.handoff = HandoffJobs(
+            self.engine, sales=self.sales, scoring=self.scoring, handoff=Handoff.from_settings(settings, self.signer),
+            campaign_names={campaign.id: campaign.name for campaign in self.catalog.campaigns.values()},
+        )
         self.options = RunOptions(poll_interval=settings.poll_interval, sweep_interval=settings.sweep_interval)
         self.scheduler: BackgroundScheduler | None = None
         self._stop = threading.Event()
+        self._outbox_woken = threading.Event()
 
     # -- jobs ------------------------------------------------------------------------------------------------------
 
@@ -115,15 +124,33 @@ class Worker:
                      report.claimed, report.sent, report.retried, report.failed, report.suppressed, report.ended)
 
     def deliver_outbox(self) -> None:
-        """One outbox run (an APScheduler job): sales notifications, owner emails, step webhooks."""
+        """One outbox run (an APScheduler job): sales notifications, owner emails, step webhooks.
+
+        A wake-up that came while this run was going (a promotion committed after its last look) makes it look again
+        at once, rather than at the next interval: that is the handoff's latency."""
         try:
-            report = self.outbox.drain(self.clock, max_batches=self.options.max_batches_per_run)
+            while True:
+                self._outbox_woken.clear()
+                report = self.outbox.drain(self.clock, max_batches=self.options.max_batches_per_run)
+                if not self._outbox_woken.is_set() or self._stop.is_set() or report.released:
+                    break
         except Exception:
             log.exception("outbox run failed; retrying at the next interval")
             return
         if report.claimed:
             log.info("outbox: %d claimed, %d sent, %d retry, %d failed", report.claimed, report.sent, report.retried,
                      report.failed)
+
+    def remind(self) -> None:
+        """Queue the owners' daily digests and the SLA reminders that are due (an APScheduler job), and deliver them
+        at once."""
+        try:
+            report = self.handoff.run(self.clock())
+        except Exception:
+            log.exception("handoff run failed; retrying at the next interval")
+            return
+        if report.queued:
+            self.wake()
 
     def rescore(self) -> int:
         """Recompute stored scores (decay); safe to run on every worker."""
@@ -137,6 +164,7 @@ class Worker:
         """Process everything due now, then return (``nurture run --once``)."""
         self.start_up()
         report = self.dispatcher.drain(self.clock)
+        self.handoff.run(self.clock())
         self.outbox.drain(self.clock)
         self.transport.close()
         self.http_client.close()
@@ -150,9 +178,11 @@ class Worker:
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         scheduler.add_job(self.dispatch, "interval", seconds=self.options.poll_interval, id="dispatch",
-                          next_run_time=self.clock(), **common)
+                          next_run_time=utcnow(), **common)
         scheduler.add_job(self.deliver_outbox, "interval", seconds=self.options.poll_interval, id="outbox",
-                          next_run_time=self.clock(), **common)
+                          next_run_time=utcnow(), **common)
+        scheduler.add_job(self.remind, "interval", seconds=self.options.handoff_interval, id="handoff",
+                          next_run_time=utcnow(), **common)
         scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
         scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
         scheduler.start()
@@ -191,12 +221,14 @@ class Worker:
             self.engine.dispose()
 
     def wake(self) -> None:
-        """Run the dispatcher now (intake calls this after an event that may make a step due)."""
+        """Run the dispatcher and the outbox now (intake calls this after an event that may make a step due or queue
+        a notification). APScheduler keeps wall-clock time, whatever clock the worker decides with."""
+        self._outbox_woken.set()
         scheduler = self.scheduler
         if scheduler is not None and scheduler.running and not self._stop.is_set():
             try:
-                scheduler.modify_job("dispatch", next_run_time=self.clock())
-                scheduler.modify_job("outbox", next_run_time=self.clock())
+                scheduler.modify_job("dispatch", next_run_time=utcnow())
+                scheduler.modify_job("outbox", next_run_time=utcnow())
             except Exception:  # the scheduler may be shutting down; the next interval catches up anyway
                 log.debug("could not wake the dispatcher", exc_info=True)
 

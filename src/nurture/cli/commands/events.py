@@ -53,8 +53,11 @@ def event_command(
     from nurture.definitions.scoring import load_scoring
     from nurture.settings import get_settings
     from nurture.definitions.sales import load_sales
+    from nurture.handoff import Handoff
+    from nurture.signing import Signer
     from nurture.storage.intake import DUPLICATE, EventIn, record_events
     from nurture.storage.migrate import open_database
+    from nurture.storage.secrets import signing_secret
 
     settings = get_settings()
     occurred_at = parse_time(at) if at is not None else None
@@ -69,8 +72,10 @@ def event_command(
     engine = open_database(settings.database_url)
     try:
         now = datetime.now(timezone.utc)
+        handoff = Handoff.from_settings(settings, Signer(signing_secret(engine, settings.secret_key)))
         try:
-            [result] = record_events(engine, catalog, rules, [event], now=now, actor="cli", sales=sales)
+            [result] = record_events(engine, catalog, rules, [event], now=now, actor="cli", sales=sales,
+                                     handoff=handoff)
         except InvalidInput as exc:
             raise InvalidInput(str(exc).removeprefix("events[0]: ")) from None
     finally:
