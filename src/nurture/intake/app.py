@@ -38,7 +38,7 @@ from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
-from nurture.intake import providers, tracking
+from nurture.intake import dashboard, providers, tracking
 from nurture.intake.auth import require_api_key
 from nurture.intake.context import ApiError, IntakeContext, context, read_json, utcnow
 from nurture.intake.schemas import (
@@ -321,6 +321,7 @@ def create_app(
     app.include_router(providers.router)
     app.include_router(tracking.router)
     app.include_router(ops)
+    app.include_router(dashboard.router)
     _document_bodies(app)
     return app
 

@@ -429,7 +429,7 @@ def save_lead(
             with session(engine) as orm_session:
                 conn = orm_session.connection()
                 before = conn.execute(select(L.c.stage).where(L.c.email == email).with_for_update()).scalar()
-                upsert_lead(orm_session, data, actor=actor)
+                upsert_lead(orm_session, data, actor=actor, now=now)
                 batch = _Batch(conn, catalog, rules, now, actor, sales=sales, handoff=handoff)
                 lead = batch.track(conn.execute(select(L).where(L.c.email == email)).one(), before is None)
                 if before is not None and lead.stage != before:

@@ -164,17 +164,19 @@ def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def upsert_lead(session: Session, data: Mapping[str, Any], *, actor: str, reason: str = "") -> Lead:
+def upsert_lead(
+    session: Session, data: Mapping[str, Any], *, actor: str, reason: str = "", now: datetime | None = None
+) -> Lead:
     """Create the lead with ``data["email"]`` or update the fields given; a new stage is recorded in its history.
 
     Custom fields are merged (a ``None`` value removes one); ``tags`` replace the lead's tags. The caller's
-    session holds the change until it commits.
+    session holds the change until it commits. ``now`` dates the change (the wall clock when not given).
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
     cleaned = clean_lead_data(data)
     email = cleaned.pop("email")
-    now = utcnow()
+    now = now or utcnow()
     lead = _find(session, email)
     previous_stage = lead.stage if lead is not None else None
     if lead is None:

@@ -43,18 +43,20 @@ def claim(engine: Engine, now: datetime, *, limit: int, lease: timedelta) -> lis
     Rows whose lease expired (their worker died mid-batch) are claimable again. On PostgreSQL concurrent claimers
     skip each other's rows (``FOR UPDATE SKIP LOCKED``); on SQLite the write lock serializes them.
     """
-    with transaction(engine) as conn:
-        query = (
-            select(O.c.id)
-            .where(
-                O.c.status == "pending",
-                or_(O.c.next_attempt_at.is_(None), O.c.next_attempt_at <= now),
-                or_(O.c.lease_until.is_(None), O.c.lease_until < now),
-            )
-            .order_by(O.c.next_attempt_at, O.c.id)
-            .limit(limit)
+    due = (
+        select(O.c.id)
+        .where(
+            O.c.status == "pending",
+            or_(O.c.next_attempt_at.is_(None), O.c.next_attempt_at <= now),
+            or_(O.c.lease_until.is_(None), O.c.lease_until < now),
         )
-        ids = [row.id for row in conn.execute(for_update_skip_locked(query, conn.dialect))]
+        .order_by(O.c.next_attempt_at, O.c.id)
+    )
+    with transaction(engine, read_only=True) as conn:
+        if conn.execute(due.limit(1)).first() is None:
+            return []  # idle: a snapshot read, so polling never takes the write lock intake needs
+    with transaction(engine) as conn:
+        ids = [row.id for row in conn.execute(for_update_skip_locked(due.limit(limit), conn.dialect))]
         if not ids:
             return []
         conn.execute(update(O).where(O.c.id.in_(ids)).values(lease_until=now + lease))

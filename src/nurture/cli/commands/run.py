@@ -11,7 +11,9 @@ from nurture.settings import get_settings
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its per-run lines would drown the worker's
+    # APScheduler's per-run lines, and its "skipped: maximum number of running instances" when intake wakes a job that
+    # is already running (expected: the running one takes the new work), would drown the worker's own log.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs full URLs, and a webhook URL can be a secret
 
