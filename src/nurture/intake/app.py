@@ -39,6 +39,7 @@ from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
 from nurture.intake import dashboard, providers, tracking
+from nurture.intake import sales as sales_routes  # `sales` is create_app's rules parameter
 from nurture.intake.auth import require_api_key
 from nurture.intake.context import ApiError, IntakeContext, context, read_json, utcnow
 from nurture.intake.schemas import (
@@ -320,6 +321,7 @@ def create_app(
     app.include_router(api)
     app.include_router(providers.router)
     app.include_router(tracking.router)
+    app.include_router(sales_routes.router)
     app.include_router(ops)
     app.include_router(dashboard.router)
     _document_bodies(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, exists, func, or_, select, text, update
@@ -22,6 +22,25 @@ EV = EngagementEvent.__table__
 CV = CampaignVersion.__table__
 
 CHUNK = 2000
+
+RECYCLE_AT = "recycle_at"
+"""The custom field sales' reject sets (ISO UTC): a recycled lead enters no campaign before that time."""
+
+
+def waiting_to_recycle(lead: Any, now: datetime) -> bool:
+    """Whether ``lead`` (a row) is a recycled lead whose ``recycle_at`` is still ahead of ``now``.
+
+    Only the recycled stage waits: a gate left over from an earlier rejection must not keep a lead that has since moved
+    on (to sql, opportunity, customer) out of that stage's campaigns. A value that is not a time is no gate.
+    """
+    value = (lead.fields or {}).get(RECYCLE_AT) if lead.stage == "recycled" else None
+    if not isinstance(value, str):
+        return False
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return (at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)) > now
 
 
 def _not_enrolled(campaign: Campaign, now: datetime) -> Any:
@@ -86,7 +105,7 @@ def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datet
              arrived_at=now, next_due_at=now, state={}, campaign_version=version,
              priority=campaign.priority, enrolled_at=now)
         for r in leads
-        if filter_matches(where, lead_view(r), History(events.get(r.id, [])))
+        if not waiting_to_recycle(r, now) and filter_matches(where, lead_view(r), History(events.get(r.id, [])))
     ]
     created = 0
     if rows:
@@ -129,6 +148,8 @@ def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign],
         where = campaign.entry.where
         for lead in leads:
             if lead.stage not in stages or lead.unsubscribed_at is not None or lead.bounced_at is not None:
+                continue
+            if waiting_to_recycle(lead, now):
                 continue
             mine = past.get((lead.id, campaign.id), [])
             if _blocked(campaign, mine, now):

@@ -1,0 +1,569 @@
+"""Sales' verdict on an SQL (storage.feedback) and the recycle gate of enrollment, on SQLite files and PostgreSQL.
+
+The world: an SQL seeded as the promotion code leaves one (a lead at stage ``sql`` with its history lead -> mql -> sql
+and scored events), scoring with a half-life and fit rules, reject reasons of every kind, and campaigns that a
+decision ends or starts. ``test_feedback_http`` uses the same world.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
+from intake_world import T0, count_rows, enrollments_of, events_of, lead_row, stage_history
+from nurture.definitions.loader import Catalog, load_catalog
+from nurture.definitions.sales import SalesRules, load_sales
+from nurture.definitions.scoring import ScoringRules, load_scoring
+from nurture.errors import InvalidInput, LeadNotFound
+from nurture.storage.database import transaction
+from nurture.storage.enrollments import enroll_leads, waiting_to_recycle
+from nurture.storage.feedback import (
+    SALES_FEEDBACK,
+    AlreadyDecided,
+    FeedbackResult,
+    NotAwaitingDecision,
+    apply_feedback,
+    promotion_status,
+)
+from nurture.storage.intake import rescore_all, score_breakdown
+from nurture.storage.models import EngagementEvent, Enrollment, Lead, Outbox, StageChange
+
+FILES = {
+    "scoring.yaml": """\
+behaviour:
+  half_life: 30d
+  events:
+    content_download: 10
+    webinar_attended: 30
+    pricing_page_view: 5
+fit:
+  - {label: "company size 200+", when: {company_size: {gte: 200}}, points: 10}
+  - {label: "budget confirmed", when: {budget_confirmed: true}, points: 15}
+thresholds:
+  mql: 40
+""",
+    "sales.yaml": """\
+promotion:
+  intent: [demo_request]
+feedback:
+  reject_reasons:
+    no_budget: {label: No budget this year, stage: recycled, score: -30, recycle_after: 0s,
+                set: {budget_confirmed: false}}
+    bad_timing: {label: "Not now, maybe next quarter", stage: recycled, score: -10, recycle_after: 90d,
+                 set: {purchase_timeline: null}}
+    wrong_person: {label: Not the decision maker, stage: recycled, score: -20,
+                   set: {decision_maker: false, owner: null}}
+    no_response: {stage: recycled, score: reset_behaviour, recycle_after: 30d}
+    not_a_fit: {label: Not a fit, stage: disqualified}
+    broken: {stage: recycled, score: -5, set: {country: Germany}}
+""",
+    # SQLs get a follow-up sequence that sales' verdict ends.
+    "sql-followup.yaml": """\
+id: sql-followup
+name: SQL follow-up
+entry: {stage: sql}
+exit: {stages: [opportunity, recycled, disqualified]}
+steps:
+  - {id: intro, wait: 1d, email: {template: intro.html.j2, subject: Intro}}
+""",
+    "mql-nurture.yaml": """\
+id: mql-nurture
+name: MQL nurture
+entry: {stage: mql}
+steps:
+  - {id: welcome, email: {template: welcome.html.j2, subject: Welcome}}
+""",
+    "onboarding.yaml": """\
+id: opportunity-onboarding
+name: Opportunity onboarding
+entry: {stage: opportunity}
+steps:
+  - {id: hello, email: {template: hello.html.j2, subject: Hello}}
+""",
+    "recycle-no-budget.yaml": """\
+id: recycle-no-budget
+name: Recycled - no budget
+entry: {stage: recycled, where: {fields: {rejection_reason: no_budget}}}
+exit: {stages: [sql, opportunity, customer, disqualified]}
+steps:
+  - {id: budget-planning, email: {template: budget.html.j2, subject: For your next budget round}}
+""",
+    "recycle-timing.yaml": """\
+id: recycle-timing
+name: Recycled - bad timing
+entry: {stage: recycled, where: {fields: {rejection_reason: bad_timing}}}
+exit: {stages: [sql, opportunity, customer, disqualified]}
+steps:
+  - {id: next-quarter, email: {template: quarter.html.j2, subject: Next quarter}}
+""",
+}
+
+PROMOTION_REASON = "demo_request (explicit intent)"
+
+
+@dataclass
+class World:
+    """The definitions of the test folder."""
+
+    folder: Path
+    catalog: Catalog
+    scoring: ScoringRules
+    sales: SalesRules
+
+
+def write_world(folder: Path, files: dict[str, str] | None = None) -> World:
+    """Write the world's files into ``folder`` (with ``files`` replacing or adding some) and load them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in {**FILES, **(files or {})}.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    catalog = load_catalog(folder).raise_for_problems()
+    scoring, problems = load_scoring(folder)
+    sales, sales_problems = load_sales(folder)
+    assert not problems and not sales_problems, [*problems, *sales_problems]
+    return World(folder, catalog, scoring, sales)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return write_world(tmp_path / "campaigns")
+
+
+DEFAULT_EVENTS = (("webinar_attended", 30.0, T0 - timedelta(days=2)),
+                  ("content_download", 10.0, T0 - timedelta(days=1)))
+
+
+def seed_sql(engine: Engine, email: str, *, at: datetime = T0, events: tuple[tuple[str, float, datetime], ...] =
+             DEFAULT_EVENTS, fields: dict[str, Any] | None = None, **columns: Any) -> tuple[int, int]:
+    """A lead at stage ``sql`` as promotion leaves it: history lead -> mql -> sql, scored events, an enrollment in the
+    SQL follow-up; return (lead id, promotion id). The stored score is left at 0: a decision recomputes it."""
+    L, SC, EV, E = Lead.__table__, StageChange.__table__, EngagementEvent.__table__, Enrollment.__table__
+    values = {"first_name": "Ada", "last_name": "Lovelace", "company": "Analytical Engines", "title": "CTO",
+              "company_size": 500, **columns}
+    with transaction(engine) as conn:
+        lead_id = conn.execute(L.insert().values(
+            email=email, tags=[], fields=fields or {"budget_confirmed": True}, stage="sql", score=0.0,
+            created_at=at - timedelta(days=10), updated_at=at, stage_changed_at=at, **values,
+        ).returning(L.c.id)).scalar_one()
+        conn.execute(SC.insert(), [
+            dict(lead_id=lead_id, from_stage=None, to_stage="lead", at=at - timedelta(days=10), reason="import",
+                 actor="import"),
+            dict(lead_id=lead_id, from_stage="lead", to_stage="mql", at=at - timedelta(days=2), reason="score 40",
+                 actor="rule"),
+        ])
+        for event_type, points, when in events:
+            conn.execute(EV.insert().values(lead_id=lead_id, type=event_type, occurred_at=when, recorded_at=when,
+                                            properties={}, points=points))
+        promotion_id = promote(conn, lead_id, at)
+        conn.execute(E.insert().values(lead_id=lead_id, campaign_id="sql-followup", status="active", step_id="intro",
+                                       arrived_at=at, next_due_at=at + timedelta(days=1), state={}, priority=0,
+                                       enrolled_at=at))
+    return lead_id, promotion_id
+
+
+def promote(conn: Any, lead_id: int, at: datetime, from_stage: str = "mql") -> int:
+    """Move the lead to ``sql`` as the promotion rules do; return the promotion id."""
+    SC, L = StageChange.__table__, Lead.__table__
+    conn.execute(update(L).where(L.c.id == lead_id).values(stage="sql", stage_changed_at=at))
+    return conn.execute(SC.insert().values(lead_id=lead_id, from_stage=from_stage, to_stage="sql", at=at,
+                                           reason=PROMOTION_REASON, actor="rule").returning(SC.c.id)).scalar_one()
+
+
+def rescored(engine: Engine, world: World, email: str, now: datetime = T0) -> float:
+    """The lead's score recomputed from its stored events (what the stored score must be)."""
+    return score_breakdown(engine, world.scoring, email, now).total
+
+
+def decide(engine: Engine, world: World, email: str | None = "ada@example.com", verdict: str = "accept",
+           reason: str | None = None, note: str | None = None, now: datetime = T0, **target: Any) -> FeedbackResult:
+    if target:
+        email = None
+    return apply_feedback(engine, world.catalog, world.scoring, world.sales, email=email, verdict=verdict,
+                          reason=reason, note=note, actor="api", now=now, **target)
+
+
+def outbox_rows(engine: Engine) -> list[Any]:
+    with transaction(engine, read_only=True) as conn:
+        return list(conn.execute(select(Outbox.__table__).order_by(Outbox.__table__.c.id)))
+
+
+def snapshot(engine: Engine) -> tuple[Any, ...]:
+    """Everything a decision could write: compared before and after a refused one."""
+    return (count_rows(engine, StageChange), count_rows(engine, EngagementEvent), count_rows(engine, Outbox),
+            count_rows(engine, Enrollment), [(r.stage, r.score, dict(r.fields)) for r in _leads(engine)])
+
+
+def _leads(engine: Engine) -> list[Any]:
+    with transaction(engine, read_only=True) as conn:
+        return list(conn.execute(select(Lead.__table__).order_by(Lead.__table__.c.id)))
+
+
+def feedback_events(engine: Engine, email: str) -> list[Any]:
+    return [e for e in events_of(engine, email) if e.type == SALES_FEEDBACK]
+
+
+# --- accept ------------------------------------------------------------------------------------------------------
+
+
+def test_accept_makes_an_opportunity_with_history_event_outbox_row_and_enrollment(engine, world):
+    lead_id, promotion_id = seed_sql(engine, "ada@example.com")
+    score_before = rescored(engine, world, "ada@example.com")
+
+    result = decide(engine, world, note="  Great call, budget approved  ")
+
+    assert (result.verdict, result.from_stage, result.stage, result.already) == ("accept", "sql", "opportunity", False)
+    assert (result.lead_id, result.promotion_id, result.note) == (lead_id, promotion_id, "Great call, budget approved")
+    assert result.score == result.score_before == score_before and result.score_adjustment == 0
+    lead = lead_row(engine, "ada@example.com")
+    assert (lead.stage, lead.stage_changed_at, lead.score) == ("opportunity", T0, score_before)
+    assert dict(lead.fields) == {"budget_confirmed": True}
+    last = stage_history(engine, "ada@example.com")[-1]
+    assert (last.from_stage, last.to_stage, last.actor, last.at) == ("sql", "opportunity", "sales", T0)
+    assert last.reason == "accepted by sales: Great call, budget approved" and last.id == result.stage_change_id
+    [event] = feedback_events(engine, "ada@example.com")
+    assert event.points == 0 and event.occurred_at == T0
+    assert event.properties["verdict"] == "accept" and event.properties["promotion_id"] == promotion_id
+    [row] = outbox_rows(engine)
+    assert (row.kind, row.dedup_key, row.status, row.next_attempt_at) == (
+        "sales_webhook", f"sales-feedback:{promotion_id}", "pending", T0)
+    assert row.payload["type"] == "lead.accepted"
+    assert row.payload["lead"]["email"] == "ada@example.com" and row.payload["lead"]["stage"] == "opportunity"
+    assert row.payload["decision"]["note"] == "Great call, budget approved"
+    assert row.payload["decision"]["promotion_id"] == promotion_id and row.payload["decision"]["via"] == "api"
+    enrollments = {e.campaign_id: e for e in enrollments_of(engine, "ada@example.com")}
+    followup = enrollments["sql-followup"]
+    assert (followup.status, followup.end_reason) == ("exited", "stage:opportunity")
+    assert enrollments["opportunity-onboarding"].status == "active" and result.enrolled == 1
+
+
+# --- reject, reason by reason --------------------------------------------------------------------------------------
+
+# (code, stage, points, fields after (starting from budget_confirmed, purchase_timeline, decision_maker), recycle delay)
+REJECTIONS = [
+    ("no_budget", "recycled", -30.0, {"budget_confirmed": False, "purchase_timeline": "this_quarter",
+                                      "decision_maker": True}, timedelta(0)),
+    ("bad_timing", "recycled", -10.0, {"budget_confirmed": True, "decision_maker": True}, timedelta(days=90)),
+    ("wrong_person", "recycled", -20.0, {"budget_confirmed": True, "purchase_timeline": "this_quarter",
+                                         "decision_maker": False}, None),
+    ("not_a_fit", "disqualified", 0.0, {"budget_confirmed": True, "purchase_timeline": "this_quarter",
+                                        "decision_maker": True}, None),
+]
+
+
+@pytest.mark.parametrize(("code", "stage", "points", "fields", "delay"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
+def test_each_reject_reason_sets_stage_fields_score_and_history(engine, world, code, stage, points, fields, delay):
+    start = {"budget_confirmed": True, "purchase_timeline": "this_quarter", "decision_maker": True}
+    _lead_id, promotion_id = seed_sql(engine, "ada@example.com", fields=start, owner="ana")
+    before = rescored(engine, world, "ada@example.com")
+
+    result = decide(engine, world, verdict="reject", reason=code, note="Spoke to them Tuesday")
+
+    lead = lead_row(engine, "ada@example.com")
+    assert lead.stage == result.stage == stage
+    expected_fields = {**fields, "rejection_reason": code}
+    if delay is not None:
+        expected_fields["recycle_at"] = (T0 + delay).isoformat()
+    assert dict(lead.fields) == expected_fields
+    assert result.recycle_at == (T0 + delay if delay is not None else None)
+    assert lead.owner == (None if code == "wrong_person" else "ana")  # a reason may clear a column too
+    label = world.sales.feedback.reject_reasons[code].label
+    last = stage_history(engine, "ada@example.com")[-1]
+    assert (last.from_stage, last.to_stage, last.actor) == ("sql", stage, "sales")
+    assert last.reason == f"rejected by sales: {code} ({label}); note: Spoke to them Tuesday"
+    [event] = feedback_events(engine, "ada@example.com")
+    assert event.points == result.score_adjustment == points
+    assert (event.properties["reason"], event.properties["label"]) == (code, label)
+    # The stored score is the recomputed one: the adjustment, and fit lost with budget_confirmed: false.
+    fit_lost = 15 if code == "no_budget" else 0
+    assert result.score == lead.score == rescored(engine, world, "ada@example.com") == pytest.approx(
+        before + points - fit_lost)
+    [row] = outbox_rows(engine)
+    assert row.dedup_key == f"sales-feedback:{promotion_id}" and row.payload["type"] == "lead.rejected"
+    assert row.payload["decision"]["reason"] == code and row.payload["decision"]["stage"] == stage
+    assert row.payload["lead"]["score"] == result.score
+    [followup] = [e for e in enrollments_of(engine, "ada@example.com") if e.campaign_id == "sql-followup"]
+    assert (followup.status, followup.end_reason) == ("exited", f"stage:{stage}")
+
+
+def test_the_adjustment_is_an_item_of_the_breakdown_and_survives_rescoring(engine, world):
+    seed_sql(engine, "ada@example.com")
+    decide(engine, world, verdict="reject", reason="bad_timing")
+
+    breakdown = score_breakdown(engine, world.scoring, "ada@example.com", T0)
+    [item] = [i for i in breakdown.items if i.label == SALES_FEEDBACK]
+    assert (item.source, item.points, item.raw, item.at, item.count) == ("behaviour", -10, -10, T0, 1)
+    later = T0 + timedelta(days=30)  # one half-life: every behaviour item halves, the adjustment too
+    assert rescore_all(engine, world.scoring, later) == 1
+    assert lead_row(engine, "ada@example.com").score == rescored(engine, world, "ada@example.com", later)
+    [item] = [i for i in score_breakdown(engine, world.scoring, "ada@example.com", later).items
+              if i.label == SALES_FEEDBACK]
+    assert item.points == -5
+
+
+def test_reset_behaviour_cancels_every_behaviour_point_for_good_and_keeps_fit(engine, world):
+    seed_sql(engine, "ada@example.com")
+    before = score_breakdown(engine, world.scoring, "ada@example.com", T0)
+    assert before.behaviour > 35 and before.fit == 25
+
+    result = decide(engine, world, verdict="reject", reason="no_response")
+
+    assert result.score_adjustment == pytest.approx(-before.behaviour, abs=0.01)
+    assert result.stage == "recycled" and result.recycle_at == T0 + timedelta(days=30)
+    for days in (0, 10, 45):  # the negative event decays exactly as fast as the points it cancels
+        later = score_breakdown(engine, world.scoring, "ada@example.com", T0 + timedelta(days=days))
+        assert later.behaviour == pytest.approx(0, abs=0.01) and later.fit == 25
+    assert lead_row(engine, "ada@example.com").score == pytest.approx(25, abs=0.01)
+
+
+def test_a_reason_whose_field_is_invalid_writes_nothing(engine, world):
+    seed_sql(engine, "ada@example.com")
+    before = snapshot(engine)
+
+    with pytest.raises(InvalidInput, match="sales.yaml sets country to 'Germany'"):
+        decide(engine, world, verdict="reject", reason="broken")
+
+    assert snapshot(engine) == before
+
+
+# --- the recycle gate --------------------------------------------------------------------------------------------
+
+
+def test_no_budget_enters_its_recycle_campaign_at_once(engine, world):
+    seed_sql(engine, "ada@example.com")
+
+    result = decide(engine, world, verdict="reject", reason="no_budget")
+
+    assert result.enrolled == 1
+    active = [e for e in enrollments_of(engine, "ada@example.com") if e.status == "active"]
+    assert [(e.campaign_id, e.next_due_at) for e in active] == [("recycle-no-budget", T0)]
+
+
+def test_a_recycle_delay_holds_the_lead_until_the_sweep_finds_it_due(engine, world):
+    seed_sql(engine, "ada@example.com")
+    result = decide(engine, world, verdict="reject", reason="bad_timing")
+    assert result.enrolled == 0
+    assert lead_row(engine, "ada@example.com").fields["recycle_at"] == "2024-07-30T12:00:00+00:00"
+
+    almost = T0 + timedelta(days=90, seconds=-1)
+    lead_id = lead_row(engine, "ada@example.com").id
+    assert enroll_leads(engine, world.catalog, almost, lead_ids=[lead_id]) == 0  # intake and the CLI
+    assert enroll_leads(engine, world.catalog, almost) == 0  # the periodic sweep
+    assert not [e for e in enrollments_of(engine, "ada@example.com") if e.status == "active"]
+
+    assert enroll_leads(engine, world.catalog, T0 + timedelta(days=90)) == 1
+    [active] = [e for e in enrollments_of(engine, "ada@example.com") if e.status == "active"]
+    assert (active.campaign_id, active.enrolled_at) == ("recycle-timing", T0 + timedelta(days=90))
+
+
+def test_given_leads_enter_once_the_time_has_come(engine, world):
+    seed_sql(engine, "ada@example.com")
+    decide(engine, world, verdict="reject", reason="bad_timing")
+    lead_id = lead_row(engine, "ada@example.com").id
+
+    assert enroll_leads(engine, world.catalog, T0 + timedelta(days=90), lead_ids=[lead_id]) == 1
+
+
+def test_the_gate_only_holds_recycled_leads(engine, world):
+    """A gate left from an earlier rejection does not keep a lead that moved on out of its stage's campaigns."""
+    L = Lead.__table__
+    with transaction(engine) as conn:
+        conn.execute(L.insert().values(email="back@example.com", tags=[], stage="mql", score=0.0, created_at=T0,
+                                       updated_at=T0, stage_changed_at=T0,
+                                       fields={"recycle_at": (T0 + timedelta(days=60)).isoformat()}))
+    assert enroll_leads(engine, world.catalog, T0) == 1
+    assert [e.campaign_id for e in enrollments_of(engine, "back@example.com")] == ["mql-nurture"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "recycle_at", "waiting"),
+    [("recycled", "2024-05-01T12:00:01+00:00", True), ("recycled", "2024-05-01T12:00:00+00:00", False),
+     ("recycled", "2024-05-01T14:00:00+02:00", False), ("recycled", "2024-05-01T12:30:00", True),
+     ("recycled", "next tuesday", False), ("recycled", None, False), ("recycled", 1234, False),
+     ("mql", "2024-06-01T00:00:00+00:00", False)],
+)
+def test_waiting_to_recycle(stage, recycle_at, waiting):
+    @dataclass
+    class Row:
+        stage: str
+        fields: dict[str, Any]
+
+    fields = {} if recycle_at is None else {"recycle_at": recycle_at}
+    assert waiting_to_recycle(Row(stage, fields), T0) is waiting
+
+
+# --- idempotency and conflicts -----------------------------------------------------------------------------------
+
+
+def test_a_repeated_accept_returns_the_first_result_and_changes_nothing(engine, world):
+    seed_sql(engine, "ada@example.com")
+    first = decide(engine, world, note="first")
+    before = snapshot(engine)
+
+    again = decide(engine, world, note="a retry", now=T0 + timedelta(minutes=5))
+
+    assert again.already and not first.already
+    assert {**again.to_json(), "already": False, "enrolled": first.enrolled} == first.to_json()
+    assert again.note == "first" and again.decided_at == T0
+    assert snapshot(engine) == before
+
+
+def test_a_repeated_reject_with_the_same_reason_is_already_done(engine, world):
+    seed_sql(engine, "ada@example.com")
+    first = decide(engine, world, verdict="reject", reason="no_budget")
+    before = snapshot(engine)
+
+    again = decide(engine, world, verdict="reject", reason="no_budget", now=T0 + timedelta(hours=1))
+
+    assert again.already
+    assert (again.stage, again.score, again.recycle_at) == (first.stage, first.score, first.recycle_at)
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize(("first", "then"), [
+    (("accept", None), ("reject", "no_budget")),
+    (("reject", "no_budget"), ("accept", None)),
+    (("reject", "no_budget"), ("reject", "bad_timing")),
+])
+def test_a_different_decision_on_a_decided_promotion_is_refused(engine, world, first, then):
+    seed_sql(engine, "ada@example.com")
+    decide(engine, world, verdict=first[0], reason=first[1])
+    before = snapshot(engine)
+
+    with pytest.raises(AlreadyDecided, match="decided already: ada@example.com was (accepted|rejected)"):
+        decide(engine, world, verdict=then[0], reason=then[1])
+    assert snapshot(engine) == before
+
+
+def test_only_an_sql_waits_for_a_decision(engine, world):
+    L = Lead.__table__
+    with transaction(engine) as conn:
+        conn.execute(L.insert().values(email="mql@example.com", tags=[], fields={}, stage="mql", score=0.0,
+                                       created_at=T0, updated_at=T0, stage_changed_at=T0))
+    seed_sql(engine, "moved@example.com")
+    with transaction(engine) as conn:  # someone moved it on by hand, without a verdict
+        conn.execute(update(L).where(L.c.email == "moved@example.com").values(stage="customer"))
+    before = snapshot(engine)
+
+    with pytest.raises(NotAwaitingDecision, match=r"mql@example.com is not an SQL \(stage mql\)"):
+        decide(engine, world, "mql@example.com")
+    with pytest.raises(NotAwaitingDecision, match="no longer waiting for a decision: it is at stage customer"):
+        decide(engine, world, "moved@example.com", "reject", "no_budget")
+    with pytest.raises(LeadNotFound, match="nobody@example.com"):
+        decide(engine, world, " Nobody@Example.com ")
+    with pytest.raises(LeadNotFound, match="id 999999"):
+        decide(engine, world, lead_id=999999, promotion_id=1)
+    assert snapshot(engine) == before
+
+
+@pytest.mark.parametrize(("verdict", "reason", "note", "message"), [
+    ("reject", "no_money", None, "unknown reject reason 'no_money': use one of no_budget, bad_timing, wrong_person, "
+                                 "no_response, not_a_fit, broken"),
+    ("reject", None, None, "a rejection needs a reason: use one of no_budget, bad_timing"),
+    ("reject", "  ", None, "a rejection needs a reason"),
+    ("accept", "no_budget", None, "accept takes no reason"),
+    ("maybe", None, None, "unknown verdict 'maybe': use accept or reject"),
+    ("accept", None, "x" * 2001, "the note is 2001 characters long: at most 2000"),
+])
+def test_bad_input_is_refused_before_anything_is_written(engine, world, verdict, reason, note, message):
+    seed_sql(engine, "ada@example.com")
+    before = snapshot(engine)
+
+    with pytest.raises(InvalidInput) as caught:
+        decide(engine, world, verdict=verdict, reason=reason, note=note)
+    assert message in str(caught.value)
+    assert not isinstance(caught.value, (NotAwaitingDecision, AlreadyDecided))
+    assert snapshot(engine) == before
+
+
+# --- promotions named by signed links -----------------------------------------------------------------------------
+
+
+def test_a_link_decides_only_the_latest_promotion_of_its_lead(engine, world):
+    lead_id, old_promotion = seed_sql(engine, "ada@example.com")
+    other_lead, other_promotion = seed_sql(engine, "bob@example.com")
+    L = Lead.__table__
+    with transaction(engine) as conn:  # back to mql, and promoted again an hour later
+        conn.execute(update(L).where(L.c.id == lead_id).values(stage="mql"))
+        new_promotion = promote(conn, lead_id, T0 + timedelta(hours=1))
+    before = snapshot(engine)
+
+    with pytest.raises(NotAwaitingDecision, match="it was promoted again since this link was sent"):
+        decide(engine, world, lead_id=lead_id, promotion_id=old_promotion)
+    with pytest.raises(NotAwaitingDecision):
+        decide(engine, world, lead_id=lead_id, promotion_id=other_promotion)
+    assert snapshot(engine) == before
+
+    result = decide(engine, world, lead_id=lead_id, promotion_id=new_promotion, verdict="reject", reason="no_budget")
+    assert (result.promotion_id, result.stage) == (new_promotion, "recycled")
+    assert decide(engine, world, lead_id=lead_id, promotion_id=new_promotion, verdict="reject",
+                  reason="no_budget").already
+    assert lead_row(engine, "bob@example.com").stage == "sql"  # the other lead's promotion is untouched
+    assert decide(engine, world, lead_id=other_lead, promotion_id=other_promotion).stage == "opportunity"
+
+
+def test_promotion_status_tells_waiting_decided_and_superseded_apart(engine, world):
+    lead_id, promotion_id = seed_sql(engine, "ada@example.com")
+    status = promotion_status(engine, world.scoring, lead_id, promotion_id, T0)
+    assert status is not None and status.waiting and status.decision is None and status.latest
+    assert status.promotion.reason == PROMOTION_REASON and status.name == "Ada Lovelace"
+    assert status.breakdown.total == rescored(engine, world, "ada@example.com")
+    assert promotion_status(engine, world.scoring, lead_id, promotion_id + 1000, T0) is None
+    assert promotion_status(engine, world.scoring, lead_id + 1000, promotion_id, T0) is None
+
+    decide(engine, world, verdict="reject", reason="wrong_person")
+    status = promotion_status(engine, world.scoring, lead_id, promotion_id, T0)
+    assert status is not None and not status.waiting
+    assert status.decision is not None
+    assert status.decision.describe() == "rejected (wrong_person: Not the decision maker)"
+
+
+def test_without_a_crm_webhook_nothing_is_queued_for_it(engine, world):
+    seed_sql(engine, "ada@example.com")
+
+    result = apply_feedback(engine, world.catalog, world.scoring, world.sales, email="ada@example.com",
+                            verdict="accept", reason=None, note=None, actor="cli", now=T0, notify_crm=False)
+
+    assert result.stage == "opportunity" and outbox_rows(engine) == []
+
+
+# --- concurrency and defaults --------------------------------------------------------------------------------------
+
+
+def test_concurrent_identical_decisions_are_written_once(engine, world):
+    seed_sql(engine, "ada@example.com")
+    start = threading.Barrier(4)
+
+    def accept(_: int) -> FeedbackResult:
+        start.wait(timeout=10)
+        return decide(engine, world)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(accept, range(4)))
+
+    assert sorted(r.already for r in results) == [False, True, True, True]
+    assert len({r.stage_change_id for r in results}) == 1
+    assert [c.to_stage for c in stage_history(engine, "ada@example.com")].count("opportunity") == 1
+    assert len(feedback_events(engine, "ada@example.com")) == 1 and len(outbox_rows(engine)) == 1
+
+
+def test_without_a_sales_file_the_default_reasons_apply(engine, tmp_path):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    (folder / "mql.yaml").write_text(FILES["mql-nurture.yaml"], encoding="utf-8")
+    catalog = load_catalog(folder).raise_for_problems()
+    scoring, _ = load_scoring(folder)
+    seed_sql(engine, "ada@example.com")
+
+    result = apply_feedback(engine, catalog, scoring, SalesRules(), email="ada@example.com", verdict="reject",
+                            reason="competitor", note=None, actor="cli", now=T0)
+
+    assert (result.stage, result.score_adjustment, result.label) == ("disqualified", 0, "competitor")
+    assert lead_row(engine, "ada@example.com").fields["rejection_reason"] == "competitor"
