@@ -138,13 +138,15 @@ class _Group:
 
 
 def score(
-    rules: ScoringRules, lead: LeadView, events: Sequence[tuple[Engagement, float]], now: datetime
+    rules: ScoringRules, lead: LeadView, events: Sequence[tuple[Engagement, float]], now: datetime,
+    *, fit: Sequence[ScoreItem] | None = None,
 ) -> ScoreBreakdown:
     """The lead's score at ``now`` from its events (each with the points it was awarded) and its fields.
 
     Behaviour points decay from the event's time with the configured half-life; an event stamped after ``now`` (a
     client clock slightly ahead) counts in full rather than growing. Events that were awarded 0 points are left out of
-    the items. Items: one per event type (largest contribution first), then the fit rules that hold.
+    the items. Items: one per event type (largest contribution first), then the fit rules that hold. ``fit``: the
+    lead's :func:`fit_items` when the caller already has them (they depend on its fields only).
     """
     half_life = rules.behaviour.half_life
     half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
@@ -161,7 +163,7 @@ def score(
         (ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count) for kind, g in groups.items()),
         key=lambda item: (-item.points, item.label),
     )
-    fits = fit_items(rules, lead)
+    fits = list(fit) if fit is not None else fit_items(rules, lead)
     behaviour = sum(group.points for group in groups.values())
     fit = sum(item.points for item in fits)
     total = behaviour + fit

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, LeadView
-from nurture.core.scoring import event_points, score, stage_after_scoring, utc_day
+from nurture.core.scoring import event_points, fit_items, score, stage_after_scoring, utc_day
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
@@ -121,6 +121,8 @@ class _LeadState:
     bounced_at: datetime | None
     scored: list[tuple[Engagement, float]]
     recorded: bool = False
+    recorded_types: set[str] = field(default_factory=set)
+    fit: list[Any] | None = None  # the fit items: they depend on the lead's fields, which a batch does not change
     stage_changed: bool = False
     dirty: bool = False
 
@@ -245,6 +247,7 @@ class _Batch:
         if event.id is not None:
             known[event.id] = (lead.id, points)
         lead.recorded = lead.dirty = True
+        lead.recorded_types.add(event.type)
         if points:
             lead.scored.append((engagement, points))
         self._consequences(lead, event)
@@ -305,7 +308,10 @@ class _Batch:
     def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
         disqualified (:func:`nurture.storage.promotion.after_rescore`). True when its stage changed."""
-        breakdown = score(self.rules, lead.view(), lead.scored, self.now)
+        view = lead.view()
+        if lead.fit is None:
+            lead.fit = fit_items(self.rules, view)
+        breakdown = score(self.rules, view, lead.scored, self.now, fit=lead.fit)
         lead.score = breakdown.total
         changed = False
         decision = stage_after_scoring(self.rules, lead.stage, breakdown)
@@ -339,11 +345,15 @@ class _Batch:
             self.conn.execute(self.sql.update_lead, rows)
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
-        """Leads that may enter a campaign now: created, promoted, or with new events (entry filters read them)."""
-        entry_stages = {s for c in self.catalog.campaigns.values() if not c.paused for s in c.entry.stages()}
+        """Leads that may enter a campaign now: created, moved to another stage, or with a new event of a type an
+        entry filter reads (``had_event``). Other events change nothing that entry depends on: no second
+        transaction for them."""
+        campaigns = [c for c in self.catalog.campaigns.values() if not c.paused]
+        entry_stages = {s for c in campaigns for s in c.entry.stages()}
+        entry_events = {t for c in campaigns if c.entry.where and c.entry.where.had_event for t in c.entry.where.had_event}
         return sorted(
             lead.id for lead in self.by_id.values()
-            if (include_unchanged or lead.created or lead.recorded or lead.stage_changed)
+            if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events)
             and lead.stage in entry_stages
             and lead.unsubscribed_at is None and lead.bounced_at is None
         )
