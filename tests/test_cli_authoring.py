@@ -310,7 +310,7 @@ def test_preview_a_stream_piece(ran: dict[str, subprocess.CompletedProcess[str]]
     [
         ("preview-unknown-step", "error: campaign 'ebook-nurture' has no step 'nope' (steps: welcome, case-study)"),
         ("preview-unknown-variant", "error: step 'pitch' has no variant or content 'zzz' (has: numbers, question)"),
-        ("preview-unknown-campaign", "error: campaigns:0: no campaign 'ebook' (known: ebook-nurture, showcase)"),
+        ("preview-unknown-campaign", "error: no campaign 'ebook' (known: ebook-nurture, showcase)"),
         ("preview-broken-folder",
          "error: campaigns/broken.yaml:3: steps: List should have at least 1 item after validation, not 0"),
     ],

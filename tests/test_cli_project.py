@@ -46,3 +46,10 @@ def test_config_masks_secrets(tmp_path: Path) -> None:
     assert "NURTURE_API_KEY" in shown.stdout and "(set)" in shown.stdout
     assert "postgresql://app:***@db.internal/nurture" in shown.stdout
     assert "8123" in shown.stdout
+
+
+def test_usage_errors_are_short_messages_not_tracebacks(tmp_path: Path) -> None:
+    missing = run("sales", "reject", cwd=tmp_path)
+    assert missing.returncode == 2 and "Missing argument" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = run("no-such-command", cwd=tmp_path)
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr and "Traceback" not in unknown.stderr

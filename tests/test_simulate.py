@@ -364,7 +364,7 @@ def test_the_json_timeline_has_step_utc_time_and_rendered_subject(
         ("bad-event",
          "error: invalid event 'clicked-it': use TYPE[:STEP]@ISO8601, e.g. email_click:welcome@2026-03-02T10:00Z"),
         ("bad-start", "error: invalid time 'next monday': use ISO 8601, e.g. 2026-03-02T09:00:00Z"),
-        ("unknown-campaign", "error: campaigns:0: no campaign 'ebook-nurtur' (known: ebook-nurture)"),
+        ("unknown-campaign", "error: no campaign 'ebook-nurtur' (known: ebook-nurture)"),
     ],
 )
 def test_bad_input_is_a_message_and_exit_1_not_a_traceback(

@@ -26,6 +26,20 @@ def _register() -> None:
         module.register(app)
 
 
+def _is_usage_error(exc: Exception) -> bool:
+    """Whether ``exc`` is a command-line usage error (click's, or the copy of click that typer vendors)."""
+    import click
+
+    kinds: list[type] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        kinds.append(VendoredClickException)
+    except ImportError:  # a typer that uses click itself
+        pass
+    return isinstance(exc, tuple(kinds))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: user errors print ``error: ...`` and exit 1 (``-v`` shows the traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -50,12 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         raise SystemExit(1) from None
-    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # usage errors arrive here in standalone_mode=False
+        if _is_usage_error(exc):
+            exc.show()  # type: ignore[attr-defined]
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
         raise
     if isinstance(code, int) and code != 0:
         raise SystemExit(code)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from nurture.definitions.campaign import END, Campaign, Step
 from nurture.definitions.policy import POLICY_FILE, RESERVED_FILES, Policy
 from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
-from nurture.errors import DefinitionError, Problem
+from nurture.errors import DefinitionError, InvalidInput, Problem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,7 +43,7 @@ class Catalog:
             return self.campaigns[campaign_id]
         except KeyError:
             known = ", ".join(sorted(self.campaigns)) or "none"
-            raise DefinitionError([Problem("campaigns", 0, f"no campaign '{campaign_id}' (known: {known})")]) from None
+            raise InvalidInput(f"no campaign '{campaign_id}' (known: {known})") from None
 
     def raise_for_problems(self) -> Catalog:
         """Raise DefinitionError if anything was wrong; return self otherwise."""
