@@ -216,7 +216,8 @@ def _no_url(message: str, url: str) -> str:
 
 # -- Slack ----------------------------------------------------------------------------------------------------------
 
-_SLACK_TITLES = {"lead.promoted": "New SQL", "lead.sla_overdue": "SLA overdue"}
+_SLACK_TITLES = {"lead.promoted": "New SQL", "lead.sla_overdue": "SLA overdue", "lead.accepted": "Accepted by sales",
+                 "lead.rejected": "Rejected by sales"}
 
 
 def is_slack_url(url: str) -> bool:

@@ -6,6 +6,8 @@ Routes (OpenAPI at ``/docs``):
 - ``POST /v1/leads``, ``GET /v1/leads/{email}``: upsert a lead; everything about one, with its score breakdown
 - ``GET /t/o/{token}.gif``, ``GET /t/c/{token}``, ``GET|POST /u/{token}``: signed tracking and unsubscribe links
 - ``POST /v1/webhooks/bounces``, ``POST /v1/webhooks/sendgrid``: bounces and complaints from the mail provider
+- ``POST /v1/sales/feedback``, ``GET|POST /s/{token}``: sales accepts or rejects an SQL (API, signed links)
+- ``GET /dashboard``: the funnel and campaign performance (HTTP Basic, the API key as password)
 - ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 
 Errors are JSON ``{"error": "..."}`` with a 4xx status; bad input never causes a 500 and never writes anything.
