@@ -17,7 +17,7 @@ from nurture.authoring import check
 from nurture.definitions.loader import fingerprint, load_catalog
 from nurture.definitions.yamlsource import parse_yaml
 from nurture.durations import Duration
-from nurture.errors import DefinitionError
+from nurture.errors import DefinitionError, InvalidInput
 
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 BAD = "campaigns/bad.yaml"
@@ -788,7 +788,7 @@ def test_an_unreadable_file_is_a_problem_not_a_crash(project: Path) -> None:
 def test_asking_the_catalog_for_an_unknown_campaign_names_the_known_ones(project: Path) -> None:
     write_all(project / "campaigns", {"ebook.yaml": ISSUE_EXAMPLE, "b.yaml": ISSUE_EXAMPLE.replace("ebook-nurture", "b")})
     catalog = load_catalog(Path("campaigns"), Path("templates")).raise_for_problems()
-    with pytest.raises(DefinitionError, match=r"no campaign 'nope' \(known: b, ebook-nurture\)"):
+    with pytest.raises(InvalidInput, match=r"no campaign 'nope' \(known: b, ebook-nurture\)"):
         catalog.campaign("nope")
 
 

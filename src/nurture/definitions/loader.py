@@ -38,7 +38,7 @@ class Catalog:
         return found
 
     def campaign(self, campaign_id: str) -> Campaign:
-        """The campaign with that id; DefinitionError naming the known ids otherwise."""
+        """The campaign with that id; InvalidInput naming the known ids otherwise."""
         try:
             return self.campaigns[campaign_id]
         except KeyError:
