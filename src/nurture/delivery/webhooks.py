@@ -122,18 +122,22 @@ def make_client(*, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
     return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT})
 
 
+UNSIGNED_REFUSED = "NURTURE_WEBHOOK_SECRET is not set: nurture does not send unsigned webhooks"
+
+
 class WebhookSender:
     """Signs and sends one webhook request per :meth:`deliver` over the given client (thread-safe, as the client is).
 
-    ``secret`` is ``NURTURE_WEBHOOK_SECRET``; when empty, requests go out unsigned (a warning is logged once).
+    ``secret`` is ``NURTURE_WEBHOOK_SECRET``. Without one nothing is sent: an unsigned webhook could be forged by
+    anyone who knows the receiver's URL. Deliveries wait (a temporary failure, retried like any other) until the secret
+    is set, and a warning says so once.
     """
 
     def __init__(self, client: httpx.Client, *, secret: str, timeout: httpx.Timeout | None = DEFAULT_TIMEOUT) -> None:
         self.client = client
         self.secret = secret
         self.timeout = timeout
-        if not secret:
-            log.warning("NURTURE_WEBHOOK_SECRET is empty: outbound webhooks are sent without a Nurture-Signature")
+        self._warned = False
 
     def headers(self, event_id: str, event_type: str, body: bytes, *, now: datetime) -> dict[str, str]:
         """The headers of one attempt, signed at ``now``."""
@@ -155,6 +159,11 @@ class WebhookSender:
         2xx is ok; 408/409/425/429, 5xx, timeouts and connection errors are temporary; other 4xx, redirects and
         malformed URLs are permanent.
         """
+        if not self.secret:
+            if not self._warned:
+                self._warned = True
+                log.warning("NURTURE_WEBHOOK_SECRET is not set: webhooks wait in the outbox, never sent unsigned")
+            return DeliveryResult(ok=False, error=UNSIGNED_REFUSED)
         body = encode_body(payload)
         headers = self.headers(event_id, event_type, body, now=now)
         host = urlsplit(url).hostname or "?"
