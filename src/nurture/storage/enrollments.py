@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
@@ -27,13 +27,14 @@ RECYCLE_AT = "recycle_at"
 """The custom field sales' reject sets (ISO UTC): a recycled lead enters no campaign before that time."""
 
 
-def waiting_to_recycle(lead: Any, now: datetime) -> bool:
-    """Whether ``lead`` (a row) is a recycled lead whose ``recycle_at`` is still ahead of ``now``.
+def recycle_pending(stage: str, fields: Mapping[str, Any] | None, now: datetime) -> bool:
+    """Whether a recycled lead still waits out the ``recycle_after`` of the reason sales rejected it for (the
+    ``recycle_at`` custom field the rejection set): until then it enters no campaign, and scoring does not promote it.
 
     Only the recycled stage waits: a gate left over from an earlier rejection must not keep a lead that has since moved
     on (to sql, opportunity, customer) out of that stage's campaigns. A value that is not a time is no gate.
     """
-    value = (lead.fields or {}).get(RECYCLE_AT) if lead.stage == "recycled" else None
+    value = (fields or {}).get(RECYCLE_AT) if stage == "recycled" else None
     if not isinstance(value, str):
         return False
     try:
@@ -41,6 +42,11 @@ def waiting_to_recycle(lead: Any, now: datetime) -> bool:
     except ValueError:
         return False
     return (at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)) > now
+
+
+def waiting_to_recycle(lead: Any, now: datetime) -> bool:
+    """:func:`recycle_pending` for a lead row."""
+    return recycle_pending(lead.stage, lead.fields, now)
 
 
 def _not_enrolled(campaign: Campaign, now: datetime) -> Any:

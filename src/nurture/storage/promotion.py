@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, func, select, update
@@ -52,7 +52,7 @@ from nurture.handoff.brief import (
 )
 from nurture.rendering.sales_links import SalesLinks
 from nurture.storage.database import upsert_insert
-from nurture.storage.enrollments import exit_enrollments
+from nurture.storage.enrollments import exit_enrollments, recycle_pending
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Meta, Outbox, StageChange
 from nurture.storage.outbox import enqueue
 from nurture.storage.scores import scored_events
@@ -69,8 +69,6 @@ O = Outbox.__table__
 
 SQL, DISQUALIFIED = "sql", "disqualified"
 SALES_WEBHOOK, OWNER_EMAIL = "sales_webhook", "owner_email"
-RECYCLE_AT = "recycle_at"
-"""The custom field (ISO time) a rejection with ``recycle_after`` sets: the recycled lead waits until then."""
 ROUND_ROBIN_KEY = "routing.round_robin.{team}"
 """The ``meta`` row holding a team's next round-robin position."""
 
@@ -165,16 +163,8 @@ def after_rescore(batch: PromotingBatch, lead: PromotingLead, breakdown: ScoreBr
 
 
 def recycling(stage: str, fields: Mapping[str, Any] | None, now: datetime) -> bool:
-    """Whether a recycled lead still waits out the ``recycle_after`` of the reason sales rejected it for (the
-    ``recycle_at`` custom field the rejection set): until then score-and-fit rules do not promote it again."""
-    value = (fields or {}).get(RECYCLE_AT) if stage == "recycled" else None
-    if not isinstance(value, str):
-        return False
-    try:
-        until = datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return (until if until.tzinfo is not None else until.replace(tzinfo=timezone.utc)) > now
+    """Whether a rejected lead still waits out its ``recycle_after``: score-and-fit rules do not promote it then."""
+    return recycle_pending(stage, fields, now)
 
 
 def _links(batch: PromotingBatch) -> SalesLinks | None:
