@@ -176,6 +176,14 @@ def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign],
     return len(conn.execute(insert.returning(E.c.id), rows).all())
 
 
+def enroll_in_transaction(conn: Connection, catalog: Catalog, lead_ids: Sequence[int], now: datetime) -> int:
+    """Enroll these leads inside the caller's transaction (intake: the event and its consequences commit together)."""
+    campaigns = [c for c in sorted(catalog.campaigns.values(), key=lambda c: -c.priority) if not c.paused]
+    wanted = sorted(set(lead_ids))
+    return sum(_enroll_given(conn, catalog, campaigns, wanted[start : start + CHUNK], now)
+               for start in range(0, len(wanted), CHUNK))
+
+
 def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iterable[int] | None = None) -> int:
     """Enroll every matching lead (or just ``lead_ids``) into every campaign it may enter now; return how many.
 

@@ -33,7 +33,7 @@ from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
 from nurture.storage import promotion
 from nurture.storage.database import session, transaction, upsert_insert
-from nurture.storage.enrollments import enroll_leads, exit_enrollments, wake_waiting
+from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, wake_waiting
 from nurture.storage.events import (
     DUPLICATE,
     MAX_BATCH,
@@ -374,7 +374,7 @@ def record_events(
 
     Every event is validated first: one bad event rejects the whole batch with :class:`InvalidEvents` (naming each
     bad item by its index) and nothing is written. A client ``id`` seen before makes the event a ``duplicate`` that
-    changes nothing. After the commit, new and promoted leads are enrolled in the campaigns they now match.
+    changes nothing. New and promoted leads are enrolled in the campaigns they now match in the same transaction.
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
@@ -389,6 +389,7 @@ def record_events(
                 batch.load_history()
                 results = [batch.record(index, event, known) for index, event in enumerate(cleaned)]
                 batch.finish()
+                created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
             break
         except DBAPIError as exc:
             if attempt + 1 == _RETRIES or not _retryable(exc):
@@ -397,11 +398,8 @@ def record_events(
     recorded = [r for r in results if r.status == RECORDED]
     log.info("recorded %d event(s), %d duplicate(s); types: %s", len(recorded), len(results) - len(recorded),
              ", ".join(sorted({r.type for r in recorded})) or "-")
-    to_enroll = batch.to_enroll()
-    if to_enroll:
-        created = enroll_leads(engine, catalog, now, lead_ids=to_enroll)
-        if created:
-            log.info("enrolled %d lead(s) after recording events", created)
+    if created:
+        log.info("enrolled %d lead(s) after recording events", created)
     return results
 
 
@@ -451,11 +449,9 @@ def save_lead(
                 batch.rescore(lead)
                 lead.dirty = True
                 batch.finish()
+                enrolled = enroll_in_transaction(conn, catalog, batch.to_enroll(include_unchanged=True), now)
             break
         except DBAPIError as exc:
             if attempt + 1 == _RETRIES or not _retryable(exc):
                 raise
-    enrolled = 0
-    if lead.id in batch.to_enroll(include_unchanged=True):
-        enrolled = enroll_leads(engine, catalog, now, lead_ids=[lead.id])
     return SavedLead(email, before is None, lead.stage, lead.score, lead.stage_changed, enrolled)
