@@ -427,3 +427,26 @@ def test_an_unexpected_failure_is_a_json_500_logged_without_the_data(intake, cap
     assert "unhandled OperationalError in POST /v1/events" in caplog.text
     for secret in ("hidden.person", "secret-id", "no such table"):  # the exception's message quotes SQL and values
         assert secret not in caplog.text
+
+
+# --- input that used to break things --------------------------------------------------------------------------------
+
+
+def test_a_client_cannot_post_the_sales_decision_event(intake):
+    response = intake.post("/v1/events", {"email": "s@example.com", "type": "sales_feedback",
+                                          "properties": {"promotion_id": 1}})
+    assert response.status_code == 422 and "recorded by nurture itself" in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_a_lead_with_a_non_latin_email_gets_a_valid_location(intake):
+    response = intake.post("/v1/leads", {"email": "用户@example.com", "first_name": "Yu"})
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == "/v1/leads/%E7%94%A8%E6%88%B7@example.com"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_a_time_at_the_edge_of_the_calendar_is_a_4xx(intake, when):
+    response = intake.post("/v1/events", {"email": "t@example.com", "type": "page_view", "occurred_at": when})
+    assert 400 <= response.status_code < 500, response.text
+    assert nothing_written(intake.engine)

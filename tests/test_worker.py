@@ -28,6 +28,7 @@ from db_fixtures import (  # noqa: F401 (fixtures)
 from smtp_sink import SmtpSink
 from sqlalchemy import update
 from worker_world import (
+    ONBOARDING,
     T0,
     Clock,
     Project,
@@ -693,3 +694,87 @@ def test_a_tag_set_by_an_update_step_enrolls_the_lead_at_once(tmp_path: Path, sq
     finally:
         worker.transport.close()
         worker.engine.dispose()
+
+
+# --- hardening ---------------------------------------------------------------------------------------------------
+
+
+def test_a_paused_campaign_sends_nothing_to_leads_already_in_it(project: Project, sqlite_url: str, clock: Clock,
+                                                               smtp_sink: SmtpSink, tmp_path: Path) -> None:
+    emails = seed_leads(sqlite_url, tmp_path, 2)
+    first = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
+    first.run_once()
+    assert len(smtp_sink.messages) == 2  # the welcomes
+    project.write_campaign("onboarding", ONBOARDING.replace("name: Onboarding", "name: Onboarding\npaused: true"))
+    clock.advance(days=3)
+    paused = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
+    try:
+        assert paused.run_once().sent == 0
+        assert len(smtp_sink.messages) == 2
+        assert {e.status for e in enrollments(paused.engine)} == {"active"}  # waiting, not ended
+    finally:
+        for worker in (first, paused):
+            worker.transport.close()
+            worker.engine.dispose()
+    assert emails
+
+
+def test_one_enrollment_the_engine_cannot_advance_does_not_hold_back_the_others(
+    project: Project, build_worker, sqlite_url: str, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emails = seed_leads(sqlite_url, tmp_path, 4)
+    worker = build_worker(sqlite_url)
+    import nurture.worker.dispatcher as dispatcher_module
+
+    real_advance = dispatcher_module.advance
+
+    def broken_for_one_lead(campaign, policy, state, lead, *args, **kwargs):  # noqa: ANN001, ANN202
+        if lead.email == emails[1]:
+            raise TypeError("a bug the engine hits for this lead only")
+        return real_advance(campaign, policy, state, lead, *args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "advance", broken_for_one_lead)
+    report = worker.run_once()
+    assert report.sent == 3
+    assert sorted(by_recipient(smtp_sink.messages)) == sorted(set(emails) - {emails[1]})
+    [parked] = enrollments(worker.engine, emails[1])
+    assert parked.status == "active" and parked.lease_until is None
+    assert parked.next_due_at == clock.now + timedelta(hours=1)  # looked at again later, not every tick
+    monkeypatch.undo()
+    clock.advance(hours=1)
+    assert worker.dispatcher.drain(clock).sent == 1
+
+
+def test_an_enrollment_ended_by_intake_during_the_tick_stays_ended_and_gets_nothing(
+    project: Project, build_worker, sqlite_url: str, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emails = seed_leads(sqlite_url, tmp_path, 3)
+    worker = build_worker(sqlite_url)
+    worker.start_up()
+    load_facts = schedule.load_facts
+    victim = emails[0]
+
+    def then_a_demo_request(*args: Any, **kwargs: Any) -> Any:
+        facts = load_facts(*args, **kwargs)
+        with transaction(worker.engine) as conn:  # intake ends the enrollment (a goal event) mid-tick
+            from nurture.storage.enrollments import exit_enrollments
+
+            lead_id = conn.execute(select_lead_id(victim)).scalar_one()
+            exit_enrollments(conn, lead_id, "goal:demo_request", clock.now)
+        return facts
+
+    monkeypatch.setattr(schedule, "load_facts", then_a_demo_request)
+    report = worker.dispatcher.drain(clock)
+    monkeypatch.undo()
+    assert report.sent == 2 and victim not in by_recipient(smtp_sink.messages)
+    [ended] = enrollments(worker.engine, victim)
+    assert (ended.status, ended.end_reason) == ("exited", "goal:demo_request")
+    assert deliveries(worker.engine, victim) == []
+
+
+def select_lead_id(email: str) -> Any:
+    from sqlalchemy import select
+
+    return select(Lead.__table__.c.id).where(Lead.__table__.c.email == email)

@@ -37,9 +37,10 @@ def compare(value: Any, test: Comparison) -> bool:
         return False
     if test.ne is not None and _norm(value) == _norm(test.ne):
         return False
-    if test.in_ is not None and _norm(value) not in {_norm(v) for v in test.in_}:
+    # lists, not sets: a custom field may hold a mapping or a list, which cannot be hashed
+    if test.in_ is not None and _norm(value) not in [_norm(v) for v in test.in_]:
         return False
-    if test.not_in is not None and _norm(value) in {_norm(v) for v in test.not_in}:
+    if test.not_in is not None and _norm(value) in [_norm(v) for v in test.not_in]:
         return False
     if test.contains is not None or test.matches is not None:
         text = _text(value)
@@ -83,7 +84,7 @@ def field_matches(value: Any, test: Any) -> bool:
     if isinstance(test, Comparison):
         return compare(value, test)
     if isinstance(test, list):
-        return _norm(value) in {_norm(t) for t in test}
+        return _norm(value) in [_norm(t) for t in test]
     return _norm(value) == _norm(test)
 
 

@@ -5,6 +5,7 @@ Unknown keys are errors; every model here has a JSON Schema (``nurture schema``)
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -63,12 +64,26 @@ class EmailSpec(Strict):
         ]
 
 
+def _plain_json(value: Any) -> Any:
+    """YAML reads ``2026-04-01`` as a date: values that go out as JSON must be text, numbers, booleans, lists, maps."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError("values must be text, numbers, true/false, lists or mappings (quote dates and times)") from None
+    return value
+
+
 class WebhookSpec(Strict):
     """Call another channel (a CRM task, an ad audience): a signed JSON POST with the lead, campaign and step."""
 
     url: str = Field(pattern=r"^https?://", description="http(s) URL to POST to.")
     method: Literal["POST", "PUT"] = "POST"
     payload: dict[str, Any] = Field(default_factory=dict, description="Extra JSON merged into the body.")
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_is_json(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        return _plain_json(payload)
 
 
 class UpdateSpec(Strict):
@@ -82,6 +97,13 @@ class UpdateSpec(Strict):
     def _not_empty(self) -> UpdateSpec:
         if not (self.set or self.add_tags or self.remove_tags):
             raise ValueError("update needs set, add_tags or remove_tags")
+        _plain_json(self.set)
+        for name in ("email", "stage", "score", "tags", "fields"):
+            if name in self.set:
+                raise ValueError(f"update cannot set {name!r} (stages move by scoring and sales rules; use add_tags)")
+        size = self.set.get("company_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**31):
+            raise ValueError("company_size must be a whole number of employees")
         return self
 
 

@@ -72,6 +72,11 @@ def display_name(brief: Mapping[str, Any]) -> str:
     return str(who.get("name") or who.get("email") or "")
 
 
+def one_line(text: str) -> str:
+    """A header-safe line: lead data (names, companies) may hold line breaks and control characters."""
+    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+
+
 def headline(brief: Mapping[str, Any]) -> str:
     """``Ada Lovelace, VP Engineering at Analytical Engines``."""
     who = brief["who"]
@@ -303,7 +308,7 @@ def promoted_email(brief: Mapping[str, Any]) -> dict[str, Any] | None:
     first_why = brief["why"][0] if brief["why"] else "promoted to SQL"
     return {
         "to": owner["email"],
-        "subject": f"New SQL: {headline(brief)} \u2014 {first_why}"[:200],
+        "subject": one_line(f"New SQL: {headline(brief)} \u2014 {first_why}")[:200],
         "text": text,
         "html": _html(_PROMOTED_HTML, brief, zone, intro=intro),
     }
@@ -332,7 +337,7 @@ def sla_email(brief: Mapping[str, Any], *, waiting: timedelta, sla: timedelta) -
              f"(the agreed time is {waited(sla)})")
     return {
         "to": owner["email"],
-        "subject": f"Waiting {waited(waiting)}: {headline(brief)}"[:200],
+        "subject": one_line(f"Waiting {waited(waiting)}: {headline(brief)}")[:200],
         "text": f"{intro}\n\n{brief_text(brief, zone)}",
         "html": _html(_PROMOTED_HTML, brief, zone, intro=intro),
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from urllib.parse import quote
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -151,7 +152,7 @@ async def post_lead(request: Request) -> JSONResponse:
         ctx.wake()
     return JSONResponse(
         SavedLeadBody(**saved.__dict__).model_dump(), status_code=201 if saved.created else 200,
-        headers={"Location": f"/v1/leads/{saved.email}"},
+        headers={"Location": f"/v1/leads/{quote(saved.email, safe='@')}"},
     )
 
 

@@ -132,7 +132,8 @@ class EmailRenderer:
             loader=FileSystemLoader(os.fspath(templates_dir)),
             undefined=StrictUndefined,
             autoescape=select_autoescape(
-                enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=False
+                # every template but a text part is HTML: one named welcome.j2 must escape lead data too
+                enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=True
             ),
             trim_blocks=True,
             lstrip_blocks=True,

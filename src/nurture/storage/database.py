@@ -101,11 +101,12 @@ def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, echo: b
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout})
+        # hide_parameters: an error must not print the lead data it was writing into the log
+        engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout}, hide_parameters=True)
         _configure_sqlite(engine, busy_timeout)
         return engine
     if backend == "postgresql":
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True)
     raise ConfigError(f"unsupported database {backend!r} in {url!r}: use sqlite:///FILE or postgresql://...")
 
 

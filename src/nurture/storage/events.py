@@ -95,6 +95,10 @@ def clean_properties(value: Any) -> dict[str, Any]:
     return json.loads(text)
 
 
+RESERVED_TYPES = frozenset({"sales_feedback"})
+"""Event types only nurture writes (sales decisions): a client posting one could fake a decision."""
+
+
 def clean_event(event: EventIn, now: datetime) -> EventIn:
     """The event normalized (email lower-cased, time in UTC, properties plain JSON), or :class:`InvalidInput` naming
     every problem."""
@@ -106,7 +110,9 @@ def clean_event(event: EventIn, now: datetime) -> EventIn:
             problems.append("email is required")
     except InvalidInput as exc:
         problems.append(str(exc))
-    if not isinstance(event.type, str) or not EVENT_TYPE.fullmatch(event.type):
+    if event.type in RESERVED_TYPES:
+        problems.append(f"type {event.type!r} is recorded by nurture itself and cannot be posted")
+    elif not isinstance(event.type, str) or not EVENT_TYPE.fullmatch(event.type):
         problems.append(
             f"invalid type {event.type!r}: use a lower-case slug of at most 64 characters (letters, digits, _ . -), "
             "starting with a letter, such as webinar_attended"
@@ -117,8 +123,12 @@ def clean_event(event: EventIn, now: datetime) -> EventIn:
     elif occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
         problems.append("occurred_at needs a time zone offset, such as 2024-05-01T09:30:00Z")
     else:
-        occurred_at = occurred_at.astimezone(timezone.utc)
-        if occurred_at > now + MAX_FUTURE:
+        try:
+            occurred_at = occurred_at.astimezone(timezone.utc)
+        except OverflowError:
+            occurred_at = None
+            problems.append("occurred_at is out of range")
+        if occurred_at is not None and occurred_at > now + MAX_FUTURE:
             problems.append(f"occurred_at {occurred_at.isoformat()} is more than a day in the future")
     if event.id is not None and (not isinstance(event.id, str) or not event.id.strip() or len(event.id) > MAX_ID_LENGTH):
         problems.append(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters")

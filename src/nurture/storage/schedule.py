@@ -171,6 +171,7 @@ def write_decisions(
     lead_changes: list[LeadChange],
     outbox: list[dict[str, Any]],
     lease: timedelta,
+    owner: str,
 ) -> list[Any]:
     """In one transaction: create the deliveries (leased for sending), advance the enrollments, release their lease.
 
@@ -178,6 +179,14 @@ def write_decisions(
     that is what makes a step send at most once per enrollment.
     """
     with transaction(engine) as conn:
+        # Intake may have ended an enrollment since the claim (a goal event, promotion to SQL, an unsubscribe):
+        # such an enrollment keeps its end, and the email decided for it is not created.
+        ids = [u.id for u in enrollments]
+        still_mine = {row.id for chunk in _chunks(ids) for row in conn.execute(
+            select(E.c.id).where(E.c.id.in_(chunk), E.c.status == "active", E.c.lease_owner == owner)
+        )}
+        enrollments = [u for u in enrollments if u.id in still_mine]
+        deliveries = [d for d in deliveries if d.enrollment_id in still_mine]
         created: list[Any] = []
         if deliveries:
             insert = upsert_insert(D, conn.dialect).on_conflict_do_nothing(index_elements=["enrollment_id", "step_key"])
@@ -238,13 +247,16 @@ def release_enrollments(engine: Engine, ids: Sequence[int]) -> None:
             conn.execute(update(E).where(E.c.id.in_(chunk)).values(lease_until=None, lease_owner=None))
 
 
-def claim_deliveries_to_retry(engine: Engine, now: datetime, *, limit: int, lease: timedelta) -> list[Any]:
+def claim_deliveries_to_retry(
+    engine: Engine, now: datetime, *, limit: int, lease: timedelta, campaign_ids: Iterable[str]
+) -> list[Any]:
     """Lease deliveries due for another attempt, and claimed ones whose sender died (lease expired)."""
     with transaction(engine) as conn:
         query = (
             select(D.c.id)
             .where(
                 D.c.channel == "email",
+                D.c.campaign_id.in_(list(campaign_ids)),
                 or_(
                     and_(D.c.status == "retry", D.c.next_attempt_at <= now),
                     and_(D.c.status == "claimed", D.c.lease_until < now),
@@ -329,6 +341,7 @@ def anything_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> 
             return True
         delivery = conn.execute(
             select(D.c.id).where(
+                D.c.campaign_id.in_(list(campaign_ids)),
                 or_(and_(D.c.status == "retry", D.c.next_attempt_at <= now),
                     and_(D.c.status == "claimed", D.c.lease_until < now))
             ).limit(1)

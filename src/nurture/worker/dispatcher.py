@@ -38,6 +38,7 @@ from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChan
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+PARK_AFTER_ERROR = timedelta(hours=1)  # an enrollment the engine could not advance is looked at again after this
 SEND_CHUNK = 400  # messages rendered before the transport starts on them; it sends while the next chunk renders
 
 
@@ -114,12 +115,14 @@ class Dispatcher:
         self.owner = owner or worker_id()
         self.domain = domain_of(self.config.from_address)
         self.stopping = False
+        # a paused campaign sends nothing, not even the steps of leads already in it
+        self.live_campaigns = [c.id for c in catalog.campaigns.values() if not c.paused]
 
     # -- the tick -------------------------------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> TickReport:
         """One batch of due enrollments and one batch of retries, at ``now``."""
-        if not schedule.anything_due(self.engine, now, self.catalog.campaigns.keys()):
+        if not schedule.anything_due(self.engine, now, self.live_campaigns):
             return TickReport()
         report = self._dispatch_enrollments(now)
         report.add(self._retry_deliveries(now))
@@ -141,7 +144,7 @@ class Dispatcher:
         report = TickReport()
         rows = schedule.claim_due_enrollments(
             self.engine, now, limit=self.config.batch_size, owner=self.owner, lease=self.config.lease,
-            campaign_ids=self.catalog.campaigns.keys(),
+            campaign_ids=self.live_campaigns,
         )
         if not rows:
             return report
@@ -163,35 +166,25 @@ class Dispatcher:
         changes: list[LeadChange] = []
         outbox: list[dict[str, Any]] = []
         for row in rows:
-            campaign = self.catalog.campaigns[row.campaign_id]
-            lead_facts = facts.get(row.lead_id)
-            if lead_facts is None:  # the lead was deleted under us
-                updates.append(EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {}, None, None, "lead deleted"))
+            try:
+                decided = self._decide(now, row, facts.get(row.lead_id))
+            except Exception as exc:  # one broken enrollment must not hold back every other lead's email
+                log.warning("enrollment %s in %s could not be advanced (%s); looking again in an hour",
+                            row.id, row.campaign_id, type(exc).__name__)
+                updates.append(EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {},
+                                                now + PARK_AFTER_ERROR, row.waiting_for, None))
                 continue
-            state = EnrollmentState.from_row(row.step_id, row.arrived_at, row.enrolled_at, row.state or {})
-            result = advance(campaign, self.catalog.policy, state, lead_facts.lead, lead_facts.history(), now,
-                             default_tz=self.config.default_timezone)
-            for action in result.actions:
-                if action.kind == "email":
-                    key = f"{row.id}:{action.step_key}"
-                    new_deliveries.append(NewDelivery(row.id, row.lead_id, campaign.id, action.step_id, action.step_key,
-                                                      action.variant, message_id_for(key, self.domain)))
-                    actions[(row.id, action.step_key)] = (action, lead_facts)
-                    lead_facts.sends.append(Send(now, campaign.id, action.step_key,
-                                                 action.content.id if action.content else None))
-                elif action.kind == "update" and action.update is not None:
-                    changes.append(LeadChange(row.lead_id, dict(action.update.set), list(action.update.add_tags),
-                                              list(action.update.remove_tags)))
-                elif action.kind == "webhook" and action.webhook is not None:
-                    outbox.append(self._webhook_row(now, row, campaign.id, action, lead_facts))
-            if result.ended:
+            update, row_deliveries, row_actions, row_changes, row_outbox = decided
+            if update.ended:
                 report.ended += 1
-            new_state = result.state
-            updates.append(EnrollmentUpdate(row.id, new_state.step_id, new_state.arrived_at, new_state.to_json(),
-                                            result.next_due_at, result.waiting_for, result.ended))
+            updates.append(update)
+            new_deliveries += row_deliveries
+            actions.update(row_actions)
+            changes += row_changes
+            outbox += row_outbox
         created = schedule.write_decisions(
             self.engine, now, enrollments=updates, deliveries=new_deliveries, lead_changes=changes, outbox=outbox,
-            lease=self.config.lease,
+            lease=self.config.lease, owner=self.owner,
         )
         if changes:
             # a tag or field an update step set may be another campaign's entry (a hand-off to a content stream)
@@ -201,6 +194,42 @@ class Dispatcher:
             action, lead_facts = actions[(delivery.enrollment_id, delivery.step_key)]
             pending.append(_Pending(delivery, action, lead_facts))
         return pending
+
+    def _decide(self, now: datetime, row: Any, lead_facts: LeadFacts | None) -> tuple[
+        EnrollmentUpdate, list[NewDelivery], dict[tuple[int, str], tuple[Action, LeadFacts]], list[LeadChange],
+        list[dict[str, Any]],
+    ]:
+        """What the engine decides for one enrollment, as the rows to write."""
+        if lead_facts is None:  # the lead was deleted under us
+            return (EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {}, None, None, "lead deleted"),
+                    [], {}, [], [])
+        campaign = self.catalog.campaigns[row.campaign_id]
+        state = EnrollmentState.from_row(row.step_id, row.arrived_at, row.enrolled_at, row.state or {})
+        result = advance(campaign, self.catalog.policy, state, lead_facts.lead, lead_facts.history(), now,
+                         default_tz=self.config.default_timezone)
+        deliveries: list[NewDelivery] = []
+        actions: dict[tuple[int, str], tuple[Action, LeadFacts]] = {}
+        changes: list[LeadChange] = []
+        outbox: list[dict[str, Any]] = []
+        for action in result.actions:
+            if action.kind == "email":
+                key = f"{row.id}:{action.step_key}"
+                deliveries.append(NewDelivery(row.id, row.lead_id, campaign.id, action.step_id, action.step_key,
+                                              action.variant, message_id_for(key, self.domain)))
+                actions[(row.id, action.step_key)] = (action, lead_facts)
+            elif action.kind == "update" and action.update is not None:
+                changes.append(LeadChange(row.lead_id, dict(action.update.set), list(action.update.add_tags),
+                                          list(action.update.remove_tags)))
+            elif action.kind == "webhook" and action.webhook is not None:
+                outbox.append(self._webhook_row(now, row, campaign.id, action, lead_facts))
+        for action in result.actions:  # only once every action of the enrollment was built
+            if action.kind == "email":
+                lead_facts.sends.append(Send(now, campaign.id, action.step_key,
+                                             action.content.id if action.content else None))
+        new_state = result.state
+        update = EnrollmentUpdate(row.id, new_state.step_id, new_state.arrived_at, new_state.to_json(),
+                                  result.next_due_at, result.waiting_for, result.ended)
+        return update, deliveries, actions, changes, outbox
 
     def _webhook_row(self, now: datetime, row: Any, campaign_id: str, action: Action, facts: LeadFacts) -> dict[str, Any]:
         assert action.webhook is not None
@@ -220,7 +249,8 @@ class Dispatcher:
 
     def _retry_deliveries(self, now: datetime) -> TickReport:
         report = TickReport()
-        rows = schedule.claim_deliveries_to_retry(self.engine, now, limit=self.config.batch_size, lease=self.config.lease)
+        rows = schedule.claim_deliveries_to_retry(self.engine, now, limit=self.config.batch_size, lease=self.config.lease,
+                                                  campaign_ids=self.live_campaigns)
         if not rows:
             return report
         facts = schedule.load_facts(self.engine, sorted({row.lead_id for row in rows}), now)

@@ -1,0 +1,59 @@
+"""Small guards found in review: HTML escaping whatever a template is called, JSON-safe step values, one-line subjects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nurture.definitions.campaign import Campaign
+from nurture.handoff.notify import one_line
+from nurture.rendering import EmailRenderer, LinkBuilder
+from nurture.signing import Signer
+
+LINKS = LinkBuilder("https://t.example", Signer("k"), "1")
+
+
+@pytest.mark.parametrize("name", ["welcome.j2", "welcome.html.jinja", "welcome.html.j2"])
+def test_lead_data_is_escaped_in_every_html_template_whatever_its_name(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_text("<p>Hi {{ lead.first_name }}</p>")
+    email = EmailRenderer(tmp_path).render(name, "Hi", {"lead": {"first_name": '<a href="https://evil">x</a>'}}, LINKS)
+    assert "<a href" not in email.html and "&lt;a href=" in email.html
+
+
+def test_a_text_template_is_not_escaped(tmp_path: Path) -> None:
+    (tmp_path / "note.html.j2").write_text("<p>{{ lead.company }}</p>")
+    (tmp_path / "note.txt.j2").write_text("{{ lead.company }}")
+    email = EmailRenderer(tmp_path).render("note.html.j2", "Hi", {"lead": {"company": "Smith & Co"}}, LINKS)
+    assert email.text == "Smith & Co" and "Smith &amp; Co" in email.html
+
+
+def campaign_with(step: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(f"id: c\nname: C\nsteps:\n{step}")
+
+
+@pytest.mark.parametrize("step, message", [
+    ("  - id: s\n    webhook: {url: 'https://crm.example/x', payload: {due: 2026-04-01}}\n", "quote dates"),
+    ("  - id: s\n    update: {set: {renewal: 2026-04-01}}\n", "quote dates"),
+    ("  - id: s\n    update: {set: {company_size: big}}\n", "whole number"),
+    ("  - id: s\n    update: {set: {stage: sql}}\n", "cannot set 'stage'"),
+])
+def test_step_values_that_cannot_go_out_as_json_are_refused_at_load(step: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Campaign.model_validate(campaign_with(step))
+
+
+def test_a_quoted_date_is_fine() -> None:
+    campaign = Campaign.model_validate(campaign_with("  - id: s\n    webhook: {url: 'https://crm.example/x', "
+                                                     "payload: {due: '2026-04-01'}}\n"))
+    assert campaign.steps[0].webhook.payload == {"due": "2026-04-01"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("New SQL: Ada\nX at Acme\r\nInc", "New SQL: Ada X at Acme Inc"),
+    ("tab\there\x00and\x07bell", "tab hereandbell"),
+])
+def test_notification_subjects_are_one_header_safe_line(text: str, expected: str) -> None:
+    assert one_line(text) == expected
