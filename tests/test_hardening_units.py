@@ -57,3 +57,46 @@ def test_a_quoted_date_is_fine() -> None:
 ])
 def test_notification_subjects_are_one_header_safe_line(text: str, expected: str) -> None:
     assert one_line(text) == expected
+
+
+def test_an_owner_the_sales_file_does_not_know_is_never_emailed() -> None:
+    from nurture.handoff.brief import _unknown_owner
+
+    assert _unknown_owner("rep@elsewhere.example") == {"id": None, "name": "rep@elsewhere.example", "email": None,
+                                                      "slack_id": None, "timezone": None}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"email": "a\x00b@x.example"}, "invalid email"),
+    ({"email": "a@x.example", "first_name": "a\x00b"}, "control characters"),
+    ({"email": "a@x.example", "company_size": 10**30}, "out of range"),
+    ({"email": "a@x.example", "score_hint": float("nan")}, "plain JSON"),
+    ({"email": "a@x.example", "note": "a\x00"}, "NUL"),
+])
+def test_lead_data_postgresql_would_refuse_is_an_input_error(data: dict, message: str) -> None:
+    from nurture.errors import InvalidInput
+    from nurture.storage.leads import clean_lead_data
+
+    with pytest.raises(InvalidInput, match=message):
+        clean_lead_data(data)
+
+
+def test_line_breaks_in_a_name_are_folded() -> None:
+    from nurture.storage.leads import clean_lead_data
+
+    assert clean_lead_data({"email": "a@x.example", "first_name": " Ada\n Lovelace "})["first_name"] == "Ada Lovelace"
+
+
+@pytest.mark.parametrize("event_id, props", [("a\x00b", {}), ("ok", {"x": "a\x00"}), ("ok", {"x": [[[[]]]]})])
+def test_event_ids_and_properties_with_nul_are_refused(event_id: str, props: dict) -> None:
+    from datetime import datetime, timezone
+
+    from nurture.errors import InvalidInput
+    from nurture.storage.events import EventIn, clean_event
+
+    event = EventIn(email="a@x.example", type="page_view", id=event_id, properties=props)
+    if props == {"x": [[[[]]]]}:  # deep but fine
+        assert clean_event(event, datetime.now(timezone.utc)).properties == props
+        return
+    with pytest.raises(InvalidInput):
+        clean_event(event, datetime.now(timezone.utc))

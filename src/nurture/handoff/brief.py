@@ -285,12 +285,14 @@ def owner_json(owner: Owner | None, routing: str | None = None) -> dict[str, Any
 
 
 def _unknown_owner(value: Any) -> dict[str, Any] | None:
-    """An owner the sales file does not know (set by a CRM through the API): emailed when it is an address."""
+    """An owner the sales file does not know (set by a CRM through the API, an import): shown by name only.
+
+    Never emailed: anyone who can set a lead's fields could otherwise send that lead's data and the signed
+    accept/reject links to any address. Owners who get email are the ones in ``sales.yaml``.
+    """
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
-    return {"id": None, "name": None if "@" in text else text, "email": text if "@" in text else None,
-            "slack_id": None, "timezone": None}
+    return {"id": None, "name": value.strip(), "email": None, "slack_id": None, "timezone": None}
 
 
 def build_brief(

@@ -119,6 +119,8 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
         raise ApiError(400, "the request body is empty: send a JSON document")
     try:
         return json.loads(body)
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise ApiError(400, f"the request body is not valid JSON{where}") from None

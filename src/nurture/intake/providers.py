@@ -70,6 +70,8 @@ def _record_notices(ctx: IntakeContext, notices: list[BounceNotice]) -> dict[str
         email = notice.email or (target.email if target else None)
         if not email:
             continue
+        if target is not None and notice.email and target.email != notice.email.strip().lower():
+            target = None  # the message id names another lead's delivery: trust the address, not the link
         key = notice.message_id.strip().strip("<>") if notice.message_id else None
         properties = {k: v for k, v in (("reason", notice.reason), ("message_id", key)) if v}
         events.append(EventIn(

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from nurture.errors import InvalidInput
-from nurture.storage.leads import clean_email
+from nurture.storage.leads import clean_email, contains_nul
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 """What an event type looks like: a lower-case slug such as ``webinar_attended`` or ``page.view``."""
@@ -88,8 +88,10 @@ def clean_properties(value: Any) -> dict[str, Any]:
         raise InvalidInput("property names must be strings")
     try:
         text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise InvalidInput("properties must hold JSON values only (text, numbers, true/false, null, lists, objects)") from None
+    if contains_nul(value):
+        raise InvalidInput("properties cannot hold NUL characters")
     if len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
         raise InvalidInput(f"properties are larger than {MAX_PROPERTIES_BYTES // 1024} KiB")
     return json.loads(text)
@@ -130,8 +132,9 @@ def clean_event(event: EventIn, now: datetime) -> EventIn:
             problems.append("occurred_at is out of range")
         if occurred_at is not None and occurred_at > now + MAX_FUTURE:
             problems.append(f"occurred_at {occurred_at.isoformat()} is more than a day in the future")
-    if event.id is not None and (not isinstance(event.id, str) or not event.id.strip() or len(event.id) > MAX_ID_LENGTH):
-        problems.append(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters")
+    if event.id is not None and (not isinstance(event.id, str) or not event.id.strip() or len(event.id) > MAX_ID_LENGTH
+                                 or any(ord(ch) < 32 or ord(ch) == 127 for ch in event.id)):
+        problems.append(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters, no control characters")
     properties: dict[str, Any] = {}
     try:
         properties = clean_properties(event.properties)

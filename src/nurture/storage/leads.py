@@ -6,6 +6,7 @@ refused the same way everywhere.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -35,7 +36,9 @@ TEXT_FIELDS = ("first_name", "last_name", "company", "title", "industry", "owner
 LEAD_FIELDS = ("email", *TEXT_FIELDS, "company_size", "country", "timezone", "stage", "tags")
 """The lead columns a caller may set; any other key is a custom field."""
 
-_EMAIL = re.compile(r"[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]{2,}")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@(?:[^@\s.\x00-\x1f\x7f]+\.)+[^@\s.\x00-\x1f\x7f]{2,}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_COMPANY_SIZE = 2**31 - 1
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
 
@@ -66,6 +69,8 @@ def clean_company_size(value: str | int | None) -> int | None:
             raise InvalidInput(f"company_size must be a whole number, got {value!r}") from None
     if number is not None and number < 0:
         raise InvalidInput(f"company_size must not be negative, got {value!r}")
+    if number is not None and number > MAX_COMPANY_SIZE:
+        raise InvalidInput(f"company_size is out of range, got {value!r}")
     return number
 
 
@@ -118,11 +123,42 @@ def clean_tags(value: str | Iterable[str] | None) -> list[str] | None:
 
 
 def clean_text(value: Any) -> str | None:
-    """A stripped string, None when empty."""
+    """A stripped one-line string (whitespace runs folded, control characters refused), None when empty.
+
+    Lead fields end up in email headers and in PostgreSQL text columns, neither of which takes a line break or NUL.
+    """
     if value is None:
         return None
-    text = str(value).strip()
+    text = " ".join(str(value).split())
+    if _CONTROL.search(text):
+        raise InvalidInput(f"text fields cannot hold control characters, got {text!r}")
     return text or None
+
+
+def clean_custom_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Custom fields as plain JSON (no NaN or infinity, no NUL characters), or :class:`InvalidInput`."""
+    try:
+        json.dumps(dict(fields), allow_nan=False, default=_refuse)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"custom fields must be plain JSON values: {exc}") from None
+    if contains_nul(fields):
+        raise InvalidInput("custom fields cannot hold NUL characters")
+    return dict(fields)
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a JSON-like value holds a NUL character anywhere (PostgreSQL text and JSON cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 FIELD_CLEANERS: dict[str, Callable[[Any], Any]] = {
@@ -155,6 +191,11 @@ def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
                 cleaned[key] = FIELD_CLEANERS[key](value)
             elif key != "fields":
                 custom[key] = value
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    if custom:
+        try:
+            custom = clean_custom_fields(custom)
         except InvalidInput as exc:
             problems.append(str(exc))
     if problems:

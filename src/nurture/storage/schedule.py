@@ -5,12 +5,14 @@ Each function is one short transaction; none is held across rendering or network
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from nurture.core.facts import Engagement, History, LeadView, Send
 from nurture.storage.database import for_update_skip_locked, transaction, upsert_insert
@@ -307,10 +309,28 @@ class DeliveryOutcome:
     next_attempt_at: datetime | None = None
 
 
+RECORD_ATTEMPTS = 5
+
+
 def record_outcomes(engine: Engine, now: datetime, outcomes: list[DeliveryOutcome]) -> None:
-    """Mark a batch of send attempts in one transaction."""
+    """Mark a batch of send attempts in one transaction.
+
+    The messages went out already: if the database is busy (a long import holding SQLite's lock), try again a few
+    times rather than leave them ``claimed``, which would send them again once their lease runs out.
+    """
     if not outcomes:
         return
+    for attempt in range(RECORD_ATTEMPTS):
+        try:
+            _record(engine, now, outcomes)
+            return
+        except OperationalError:
+            if attempt + 1 == RECORD_ATTEMPTS:
+                raise
+            time.sleep(0.5 * 2**attempt)
+
+
+def _record(engine: Engine, now: datetime, outcomes: list[DeliveryOutcome]) -> None:
     with transaction(engine) as conn:
         conn.execute(
             update(D).where(D.c.id == bindparam("d_id")).values(
