@@ -778,3 +778,25 @@ def select_lead_id(email: str) -> Any:
     from sqlalchemy import select
 
     return select(Lead.__table__.c.id).where(Lead.__table__.c.email == email)
+
+
+def test_a_retry_waits_for_the_send_window_like_a_first_attempt(tmp_path: Path, sqlite_url: str, clock: Clock,
+                                                                 smtp_sink: SmtpSink) -> None:
+    project = write_project(tmp_path / "window", policy="send_window: {days: mon-fri, hours: '09:00-17:00'}\n"
+                                                        "timezone: UTC\nfrequency_cap: {max: 5, per: 1d}\n")
+    [email] = seed_leads(sqlite_url, tmp_path, 1)
+    clock.now = datetime(2026, 3, 2, 16, 59, 50, tzinfo=timezone.utc)  # Monday, ten seconds before closing
+    worker = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
+    try:
+        smtp_sink.fail_next("DATA", 451, count=1)
+        assert worker.run_once().retried == 1
+        clock.advance(seconds=31)  # the backoff is over, but the window closed at 17:00
+        assert worker.run_once().sent == 0
+        [delivery] = deliveries(worker.engine, email)
+        assert (delivery.status, delivery.next_attempt_at) == ("retry", datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+        clock.now = datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc)
+        assert worker.run_once().sent == 1
+        assert subjects(smtp_sink, email) == ["Welcome, Lead0"]
+    finally:
+        worker.transport.close()
+        worker.engine.dispose()

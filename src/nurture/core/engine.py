@@ -155,6 +155,13 @@ def _window(env: _Env, step: Step) -> calendar.SendWindow | None:
     return None
 
 
+def window_opens(campaign: Campaign, policy: Policy, step: Step, lead: LeadView, at: datetime,
+                 *, default_tz: str = "UTC") -> datetime:
+    """When the step's send window is next open for this lead, at or after ``at`` (a retry waits for it too)."""
+    env = _Env(campaign, policy, lead, lead_zone(campaign, policy, lead, default_tz))
+    return calendar.next_window_open(at, _window(env, step), env.zone)
+
+
 def _apply_cap(env: _Env, at: datetime, history: History, window: calendar.SendWindow | None) -> datetime:
     """The first time at or after ``at`` that is inside the window and under the frequency cap.
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from sqlalchemy.engine import Engine
 
 from nurture.compose import render_action
-from nurture.core.engine import Action, EnrollmentState, advance
+from nurture.core.engine import Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
 from nurture.definitions.loader import Catalog
 from nurture.delivery import OutgoingEmail, SendResult, Transport, build_message_bytes, domain_of, message_id_for
@@ -262,6 +262,12 @@ class Dispatcher:
             if action is None or lead_facts is None:
                 outcomes.append(DeliveryOutcome(row.id, "failed", row.attempts, "the step or the lead no longer exists"))
                 report.failed += 1
+                continue
+            campaign = self.catalog.campaigns[row.campaign_id]
+            opens = window_opens(campaign, self.catalog.policy, campaign.step(row.step_id), lead_facts.lead, now,
+                                 default_tz=self.config.default_timezone)
+            if opens > now:  # a retry (or a crashed worker's batch) waits for the send window like a first attempt
+                outcomes.append(DeliveryOutcome(row.id, "retry", row.attempts, row.error, next_attempt_at=opens))
                 continue
             pending.append(_Pending(row, action, lead_facts))
         schedule.record_outcomes(self.engine, now, outcomes)
