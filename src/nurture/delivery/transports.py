@@ -52,11 +52,9 @@ class Transport(Protocol):
 
     def send_many(self, batch: list[tuple[OutgoingEmail, bytes]]) -> list[SendResult]:
         """One result per message, in the order of ``batch``; a failed message gives a failed result, not an exception."""
-        ...
 
     def close(self) -> None:
         """Release connections; the transport is not used afterwards."""
-        ...
 
 
 TransportFactory = Callable[[str], Transport]
