@@ -137,7 +137,7 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     message_id = str(item.get("sg_message_id") or "")
     target = None
     if message_id:
-        # sg_message_id is the X-Message-Id SendGrid returned at sending, plus ".filterXXXX..." after it
+        # sg_message_id is the X-Message-Id SendGrid returned at sending, plus a ".filter<digits>..." suffix
         target = delivery_for_message_id(ctx.engine, message_id.split(".filter", 1)[0])
     email = item.get("email") if isinstance(item.get("email"), str) and item.get("email") else None
     email = email or (target.email if target else None)
