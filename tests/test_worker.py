@@ -800,3 +800,29 @@ def test_a_retry_waits_for_the_send_window_like_a_first_attempt(tmp_path: Path, 
     finally:
         worker.transport.close()
         worker.engine.dispose()
+
+
+def test_chunks_not_started_by_half_the_lease_are_handed_back_unsent(
+    project: Project, build_worker, sqlite_url: str, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    import nurture.worker.dispatcher as dispatcher_module
+
+    emails = seed_leads(sqlite_url, tmp_path, 30)
+    worker = build_worker(sqlite_url)
+    worker.start_up()
+    monkeypatch.setattr(dispatcher_module, "SEND_CHUNK", 10)
+    import itertools
+
+    # the deadline's base, chunk 1 in time, chunks 2 and 3 too late; the tick's retry pass has a batch (and a
+    # deadline) of its own and sends the 20 handed back
+    readings = itertools.chain([0.0, 1.0], itertools.repeat(10_000.0))
+    monkeypatch.setattr(dispatcher_module, "time", types.SimpleNamespace(monotonic=lambda: next(readings)))
+    report = worker.dispatcher.tick(clock.now)
+    monkeypatch.undo()
+    assert (report.sent, report.released) == (30, 20)
+    assert sorted(by_recipient(smtp_sink.messages)) == emails
+    assert {d.attempts for d in deliveries(worker.engine)} == {1}  # handing back is not an attempt
+    assert all(len(copies) == 1 for copies in by_recipient(smtp_sink.messages).values())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,11 +67,12 @@ class TickReport:
     failed: int = 0
     suppressed: int = 0
     ended: int = 0
+    released: int = 0  # rendered but handed back unsent: the batch ran out of time
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: TickReport) -> None:
         """Sum another report into this one."""
-        for name in ("claimed", "sent", "retried", "failed", "suppressed", "ended"):
+        for name in ("claimed", "sent", "retried", "failed", "suppressed", "ended", "released"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
 
@@ -302,15 +304,28 @@ class Dispatcher:
         suppressed = schedule.suppressed_leads(self.engine, [p.delivery.lead_id for p in pending])
         exited = schedule.exited_enrollments(self.engine, [p.delivery.enrollment_id for p in pending])
         outcomes: list[DeliveryOutcome] = []
-        in_flight: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult]]]] = []
+        in_flight: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult] | None]]] = []
+        # A slow mail server must not keep this batch past its lease, or another worker would take it over and
+        # send it again: chunks not started by half the lease are handed back, unsent, for the next tick.
+        deadline = time.monotonic() + self.config.lease.total_seconds() / 2
+
+        def send_in_time(batch: list[tuple[OutgoingEmail, bytes]]) -> list[SendResult] | None:
+            return self.transport.send_many(batch) if time.monotonic() < deadline else None
+
         with ThreadPoolExecutor(1, thread_name_prefix="nurture-send") as sender:
             for start in range(0, len(pending), SEND_CHUNK):
                 batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], suppressed, exited,
                                                     outcomes, report)
                 if batch:
-                    in_flight.append((sending, sender.submit(self.transport.send_many, batch)))
+                    in_flight.append((sending, sender.submit(send_in_time, batch)))
             for sending, future in in_flight:
-                for (item, subject), result in zip(sending, future.result()):
+                results = future.result()
+                if results is None:
+                    report.released += len(sending)
+                    outcomes += [DeliveryOutcome(item.delivery.id, "retry", item.delivery.attempts, item.delivery.error,
+                                                 next_attempt_at=now) for item, _subject in sending]
+                    continue
+                for (item, subject), result in zip(sending, results):
                     outcomes.append(self._outcome(now, item.delivery, subject, result, report))
         schedule.record_outcomes(self.engine, now, outcomes)
 
