@@ -123,3 +123,33 @@ def test_every_command_has_help(app: typer.Typer) -> None:
             assert command.help, f"{name} {command.name}"
             for param in command.params:
                 assert param.help, f"{name} {command.name} {param.name}"
+
+
+def test_leads_show_explains_the_score(run, upgraded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    campaigns = tmp_path / "rules"
+    campaigns.mkdir()
+    (campaigns / "scoring.yaml").write_text(
+        "behaviour: {events: {content_download: 10}}\n"
+        "fit:\n  - {label: big company, when: {company_size: {gte: 200}}, points: 15}\n"
+    )
+    monkeypatch.setenv("NURTURE_CAMPAIGNS_DIR", str(campaigns))
+    get_settings.cache_clear()
+    assert run("leads", "add", "ada@example.com", "--company-size", "350").exit_code == 0
+    from datetime import datetime, timezone
+
+    from nurture.definitions.loader import load_catalog
+    from nurture.definitions.scoring import load_scoring
+    from nurture.storage.database import make_engine
+    from nurture.storage.intake import EventIn, record_events
+
+    engine = make_engine(get_settings().database_url)
+    record_events(engine, load_catalog(campaigns), load_scoring(campaigns)[0],
+                  [EventIn(email="ada@example.com", type="content_download")], now=datetime.now(timezone.utc),
+                  actor="cli")
+    engine.dispose()
+    shown = run("leads", "show", "ada@example.com")
+    assert shown.exit_code == 0, shown.output
+    assert "Score: 25 = behaviour 10 + fit 15" in shown.output
+    assert "big company" in shown.output and "content_download" in shown.output
+    as_json = json.loads(run("leads", "show", "ada@example.com", "--json").output)
+    assert as_json["score"]["total"] == 25.0

@@ -137,15 +137,24 @@ def show_command(
     email: str = typer.Argument(..., help="The lead's email address."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Show a lead: fields, stage, score, enrollments, deliveries, recent events and stage history."""
+    """Show a lead: fields, stage, score with the events and fit rules behind it, enrollments, deliveries, recent
+    events and stage history."""
+    from datetime import timezone
+
+    from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import session
     from nurture.storage.leads import lead_summary
     from nurture.storage.migrate import open_database
+    from nurture.storage.scores import score_breakdown
 
-    engine = open_database(get_settings().database_url)
+    settings = get_settings()
+    engine = open_database(settings.database_url)
     try:
         with session(engine, read_only=True) as db:
             summary = lead_summary(db, email)
+        rules, problems = load_scoring(settings.campaigns_dir)
+        if not problems:
+            summary["score"] = score_breakdown(engine, rules, email, datetime.now(timezone.utc)).to_json()
     finally:
         engine.dispose()
     if as_json:
@@ -160,6 +169,13 @@ def _render_summary(summary: dict[str, Any]) -> str:
     for key, value in lead.items():
         if key not in ("email", "id") and value not in (None, [], {}):
             out.append(f"  {key:<17} {_cell(value, key)}")
+    score = summary.get("score")
+    if score is not None:
+        out.append("")
+        out.append(f"Score: {score['total']:g} = behaviour {score['behaviour']:g} + fit {score['fit']:g}")
+        for item in score["items"]:
+            detail = f" ({item['count']} event(s), {item['raw']:g} before decay)" if item["source"] == "behaviour" else ""
+            out.append(f"  {item['points']:>+8g}  {item['source']:<9} {item['label']}{detail}")
     sections = [
         ("Enrollments", summary["enrollments"], ["campaign_id", "status", "step_id", "next_due_at", "end_reason"]),
         ("Deliveries", summary["deliveries"], ["campaign_id", "step_key", "status", "attempts", "sent_at", "error"]),
