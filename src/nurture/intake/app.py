@@ -44,7 +44,7 @@ from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOf
 from nurture.intake import dashboard, providers, tracking
 from nurture.intake import sales as sales_routes  # `sales` is create_app's rules parameter
 from nurture.intake.auth import require_api_key
-from nurture.intake.context import ApiError, IntakeContext, context, read_json, utcnow
+from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model, utcnow
 from nurture.intake.schemas import (
     EventBatch,
     EventBody,
@@ -136,13 +136,8 @@ async def post_lead(request: Request) -> JSONResponse:
 
     Answers 201 for a new lead, 200 for an update.
     """
-    payload = await read_json(request, limit=256 * 1024)
-    if not isinstance(payload, dict):
-        raise ApiError(422, "send a JSON object of lead fields, with at least email")
-    try:
-        body = LeadBody.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(422, describe_errors(exc)) from None
+    body = await read_model(request, LeadBody, limit=256 * 1024,
+                            expected="send a JSON object of lead fields, with at least email")
     ctx = context(request)
     saved = await run_in_threadpool(
         save_lead, ctx.engine, ctx.catalog, ctx.rules, body.model_dump(exclude_unset=True), now=ctx.clock(), actor="api",

@@ -11,20 +11,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
+from nurture.intake.schemas import describe_errors
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.intake import RECORDED, EventIn, EventResult, record_events
 
 log = logging.getLogger("nurture.intake")
+M = TypeVar("M", bound=BaseModel)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest request body the JSON endpoints read (a full batch of 1,000 events fits many times over)."""
@@ -124,3 +127,14 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise ApiError(400, f"the request body is not valid JSON{where}") from None
+
+
+async def read_model(request: Request, model: type[M], *, limit: int, expected: str) -> M:
+    """The body as a JSON object validated by ``model``; 422 with ``expected`` (or pydantic's errors) otherwise."""
+    payload = await read_json(request, limit=limit)
+    if not isinstance(payload, dict):
+        raise ApiError(422, expected)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(422, describe_errors(exc)) from None

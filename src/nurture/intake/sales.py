@@ -21,12 +21,11 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.intake.auth import require_api_key
-from nurture.intake.context import ApiError, IntakeContext, context, read_body, read_json
-from nurture.intake.schemas import describe_errors
+from nurture.intake.context import ApiError, IntakeContext, context, read_body, read_model
 from nurture.intake.tracking import NO_CACHE
 from nurture.rendering.sales_links import SalesLinkTarget, decode_sales_link
 from nurture.signing import BadSignature
@@ -79,13 +78,8 @@ async def post_feedback(request: Request) -> JSONResponse:
 
     Repeating the same decision answers the first result with ``already: true`` and changes nothing.
     """
-    payload = await read_json(request, limit=64 * 1024)
-    if not isinstance(payload, dict):
-        raise ApiError(422, 'send a JSON object: {"email": ..., "verdict": "accept" or "reject", "reason": ...}')
-    try:
-        body = FeedbackBody.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(422, describe_errors(exc)) from None
+    body = await read_model(request, FeedbackBody, limit=64 * 1024,
+                            expected='send a JSON object: {"email": ..., "verdict": "accept" or "reject", "reason": ...}')
     try:
         result = await run_in_threadpool(_decide, context(request), body)
     except FeedbackConflict as exc:
