@@ -81,8 +81,9 @@ def build_worker(project: Project, clock: Clock, smtp_sink: SmtpSink) -> Iterato
     """Build a Worker on the project, the sink and the injected clock (a new one is a restart); closed at the end."""
     built: list[Worker] = []
 
-    def build(database_url: str, **config: Any) -> Worker:
-        worker = Worker(project.settings(database_url, smtp_sink.url), clock=clock, config=dispatch_config(**config))
+    def build(database_url: str, *, on: Project | None = None, **config: Any) -> Worker:
+        settings = (on or project).settings(database_url, smtp_sink.url)
+        worker = Worker(settings, clock=clock, config=dispatch_config(**config))
         built.append(worker)
         return worker
 
@@ -676,46 +677,36 @@ steps:
 """
 
 
-def test_a_tag_set_by_an_update_step_enrolls_the_lead_at_once(tmp_path: Path, sqlite_url: str, clock: Clock,
-                                                               smtp_sink: SmtpSink) -> None:
+def test_a_tag_set_by_an_update_step_enrolls_the_lead_at_once(build_worker, tmp_path: Path, sqlite_url: str,
+                                                               clock: Clock, smtp_sink: SmtpSink) -> None:
     project = write_project(tmp_path / "handoff", {"onboarding": HANDS_OFF, "stream": STREAM},
                             policy="frequency_cap: {max: 1, per: 1d}\n")
     seed_leads(sqlite_url, tmp_path, 2)
-    worker = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
-    try:
-        worker.run_once()
-        # the update step tagged the leads and they entered the stream in the same run, not at the next sweep
-        assert sorted((e.lead_id, e.campaign_id) for e in enrollments(worker.engine) if e.campaign_id == "stream") == [
-            (1, "stream"), (2, "stream")]
-        assert worker.sweep() == 0
-        clock.advance(days=1)
-        worker.dispatcher.drain(clock)
-        assert subjects(smtp_sink, lead_email(0)) == ["Welcome, Lead0", "News"]  # the cap spaced them a day apart
-    finally:
-        worker.transport.close()
-        worker.engine.dispose()
+    worker = build_worker(sqlite_url, on=project)
+    worker.run_once()
+    # the update step tagged the leads and they entered the stream in the same run, not at the next sweep
+    assert sorted((e.lead_id, e.campaign_id) for e in enrollments(worker.engine) if e.campaign_id == "stream") == [
+        (1, "stream"), (2, "stream")]
+    assert worker.sweep() == 0
+    clock.advance(days=1)
+    worker.dispatcher.drain(clock)
+    assert subjects(smtp_sink, lead_email(0)) == ["Welcome, Lead0", "News"]  # the cap spaced them a day apart
 
 
 # --- hardening ---------------------------------------------------------------------------------------------------
 
 
-def test_a_paused_campaign_sends_nothing_to_leads_already_in_it(project: Project, sqlite_url: str, clock: Clock,
-                                                               smtp_sink: SmtpSink, tmp_path: Path) -> None:
+def test_a_paused_campaign_sends_nothing_to_leads_already_in_it(build_worker, project: Project, sqlite_url: str,
+                                                               clock: Clock, smtp_sink: SmtpSink, tmp_path: Path) -> None:
     emails = seed_leads(sqlite_url, tmp_path, 2)
-    first = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
-    first.run_once()
+    build_worker(sqlite_url).run_once()
     assert len(smtp_sink.messages) == 2  # the welcomes
     project.write_campaign("onboarding", ONBOARDING.replace("name: Onboarding", "name: Onboarding\npaused: true"))
     clock.advance(days=3)
-    paused = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
-    try:
-        assert paused.run_once().sent == 0
-        assert len(smtp_sink.messages) == 2
-        assert {e.status for e in enrollments(paused.engine)} == {"active"}  # waiting, not ended
-    finally:
-        for worker in (first, paused):
-            worker.transport.close()
-            worker.engine.dispose()
+    paused = build_worker(sqlite_url)  # a restart with the edited file
+    assert paused.run_once().sent == 0
+    assert len(smtp_sink.messages) == 2
+    assert {e.status for e in enrollments(paused.engine)} == {"active"}  # waiting, not ended
     assert emails
 
 
@@ -780,26 +771,22 @@ def select_lead_id(email: str) -> Any:
     return select(Lead.__table__.c.id).where(Lead.__table__.c.email == email)
 
 
-def test_a_retry_waits_for_the_send_window_like_a_first_attempt(tmp_path: Path, sqlite_url: str, clock: Clock,
-                                                                 smtp_sink: SmtpSink) -> None:
+def test_a_retry_waits_for_the_send_window_like_a_first_attempt(build_worker, tmp_path: Path, sqlite_url: str,
+                                                                 clock: Clock, smtp_sink: SmtpSink) -> None:
     project = write_project(tmp_path / "window", policy="send_window: {days: mon-fri, hours: '09:00-17:00'}\n"
                                                         "timezone: UTC\nfrequency_cap: {max: 5, per: 1d}\n")
     [email] = seed_leads(sqlite_url, tmp_path, 1)
     clock.now = datetime(2026, 3, 2, 16, 59, 50, tzinfo=timezone.utc)  # Monday, ten seconds before closing
-    worker = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock, config=dispatch_config())
-    try:
-        smtp_sink.fail_next("DATA", 451, count=1)
-        assert worker.run_once().retried == 1
-        clock.advance(seconds=31)  # the backoff is over, but the window closed at 17:00
-        assert worker.run_once().sent == 0
-        [delivery] = deliveries(worker.engine, email)
-        assert (delivery.status, delivery.next_attempt_at) == ("retry", datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
-        clock.now = datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc)
-        assert worker.run_once().sent == 1
-        assert subjects(smtp_sink, email) == ["Welcome, Lead0"]
-    finally:
-        worker.transport.close()
-        worker.engine.dispose()
+    worker = build_worker(sqlite_url, on=project)
+    smtp_sink.fail_next("DATA", 451, count=1)
+    assert worker.run_once().retried == 1
+    clock.advance(seconds=31)  # the backoff is over, but the window closed at 17:00
+    assert worker.run_once().sent == 0
+    [delivery] = deliveries(worker.engine, email)
+    assert (delivery.status, delivery.next_attempt_at) == ("retry", datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc))
+    clock.now = datetime(2026, 3, 3, 9, 0, tzinfo=timezone.utc)
+    assert worker.run_once().sent == 1
+    assert subjects(smtp_sink, email) == ["Welcome, Lead0"]
 
 
 def test_chunks_not_started_by_half_the_lease_are_handed_back_unsent(
