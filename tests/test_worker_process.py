@@ -269,3 +269,84 @@ def test_a_lead_promoted_by_an_event_while_the_worker_runs_is_emailed(nurture: N
     assert message.rcpt_tos == ("ada@example.com",)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid`` and their command lines (from /proc)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting to be reaped counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _dispatch_children(pid: int) -> set[int]:
+    # multiprocessing's spawned children run spawn_main; its resource tracker is another child, which does not count
+    return {child for child, cmdline in _children(pid).items() if "spawn_main" in cmdline}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_processes_share_the_sending_survive_a_killed_one_and_stop_together(
+    nurture: Nurture, engine: Engine, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    leads, batch_size = 3000, 100
+    worker = nurture.start("--no-http", "--processes", "3", NURTURE_BATCH_SIZE=str(batch_size),
+                           NURTURE_LEASE_SECONDS="2", NURTURE_POLL_INTERVAL="0.1")
+    wait_until(lambda: nurture.log(worker).count("ready") >= 2, timeout=60, what="two dispatch processes ready")
+    children = _dispatch_children(worker.pid)
+    assert len(children) == 2, _children(worker.pid)
+
+    path = tmp_path / "leads.csv"
+    emails = [f"lead{i}@example.com" for i in range(leads)]
+    path.write_text("email,first_name,stage\n" + "".join(f"{e},Lead{i},mql\n" for i, e in enumerate(emails)))
+    nurture("leads", "import", str(path))  # enrolls them: every process finds them due at its next look
+    nurture.wait_for_messages(smtp_sink, worker, 1000, timeout=60)
+    victim = min(children)
+    os.kill(victim, signal.SIGKILL)
+    in_flight = {row.email for row in deliveries(engine) if row.status == "claimed"}
+
+    wait_until(lambda: status_counts(engine) == {"sent": leads}, timeout=90,
+               what=f"every delivery sent; now {status_counts(engine)}")
+    replacement = wait_until(lambda: _dispatch_children(worker.pid) - children, timeout=30,
+                             what="a new dispatch process in place of the killed one")
+    assert victim not in _dispatch_children(worker.pid)
+    log = nurture.log(worker)
+    senders = {line.split("dispatched in process ", 1)[1].split(":", 1)[0] for line in log.splitlines()
+               if "dispatched in process " in line}
+    assert senders and "runner: dispatched:" in log, f"the main process and the others did not share the work:\n{log}"
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, nurture.log(worker)
+    wait_until(lambda: all(_gone(pid) for pid in children | replacement), timeout=10,
+               what="the dispatch processes gone with the worker")
+    received = by_recipient(smtp_sink.messages)
+    twice = {email for email, copies in received.items() if len(copies) > 1}
+    assert sorted(received) == sorted(emails), "every lead got its email"
+    assert twice <= in_flight, f"sent twice but not in flight at the kill: {sorted(twice - in_flight)[:10]}"
+    assert len(deliveries(engine)) == leads
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_dispatch_processes_stop_when_the_main_process_is_killed(nurture: Nurture) -> None:
+    worker = nurture.start("--no-http", "--processes", "2", NURTURE_POLL_INTERVAL="0.1")
+    wait_until(lambda: "ready" in nurture.log(worker), timeout=60, what="the dispatch process ready")
+    [child] = _dispatch_children(worker.pid)
+    worker.send_signal(signal.SIGKILL)
+    assert worker.wait(timeout=10) == -signal.SIGKILL
+    # its pipe from the main process reads end of file: it stops on its own instead of sending unwatched
+    wait_until(lambda: _gone(child), timeout=15, what="the orphaned dispatch process to exit")

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(6, ge=1, description="Send attempts before a delivery is marked failed.")
     poll_interval: float = Field(0.5, gt=0, description="Seconds between the dispatcher's looks when idle.")
+    dispatch_processes: int = Field(
+        1, ge=1, le=64,
+        description="Processes that render and send (each with its own mail connections); more use more cores.",
+    )
     sweep_interval: float = Field(
         600, gt=0, description="Seconds between full enrollment sweeps (leads changed by intake or the CLI enroll at once)."
     )

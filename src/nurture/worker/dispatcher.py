@@ -31,6 +31,7 @@ from nurture.definitions.loader import Catalog
 from nurture.delivery import OutgoingEmail, SendResult, Transport, build_message_bytes, domain_of, message_id_for
 from nurture.errors import NurtureError
 from nurture.rendering import EmailRenderer, LinkBuilder
+from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage import schedule
 from nurture.storage.enrollments import enroll_leads
@@ -55,6 +56,15 @@ class DispatchConfig:
     default_timezone: str = "UTC"
     from_address: str = "Nurture <nurture@localhost>"
     base_url: str = "http://127.0.0.1:8000"
+
+
+def dispatch_config(settings: Settings) -> DispatchConfig:
+    """The dispatcher's knobs from the settings."""
+    return DispatchConfig(
+        batch_size=settings.batch_size, lease=timedelta(seconds=settings.lease_seconds),
+        max_attempts=settings.max_attempts, default_timezone=settings.default_timezone,
+        from_address=settings.from_address, base_url=settings.base_url,
+    )
 
 
 @dataclass

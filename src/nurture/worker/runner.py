@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -31,9 +31,10 @@ from nurture.signing import Signer
 from nurture.storage.enrollments import enroll_leads, sync_campaign_versions
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
-from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport
+from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport, dispatch_config
 from nurture.worker.handoff import HandoffJobs
 from nurture.worker.outbox import OutboxProcessor
+from nurture.worker.processes import DispatchProcesses
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,7 @@ class Worker:
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
             self.engine, self.catalog, EmailRenderer(settings.templates_dir), self.transport, self.signer,
-            config or DispatchConfig(
-                batch_size=settings.batch_size, lease=timedelta(seconds=settings.lease_seconds),
-                max_attempts=settings.max_attempts, default_timezone=settings.default_timezone,
-                from_address=settings.from_address, base_url=settings.base_url,
-            ),
+            config or dispatch_config(settings),
         )
         self.http_client = make_client()
         self.outbox = OutboxProcessor(
@@ -93,6 +90,9 @@ class Worker:
         )
         self.options = RunOptions(poll_interval=settings.poll_interval, sweep_interval=settings.sweep_interval)
         self.scheduler: BackgroundScheduler | None = None
+        # --processes N: N - 1 more processes that only dispatch (see nurture.worker.processes)
+        self.processes = DispatchProcesses(settings, settings.dispatch_processes - 1) \
+            if settings.dispatch_processes > 1 else None
         self._stop = threading.Event()
         self._outbox_woken = threading.Event()
 
@@ -185,6 +185,9 @@ class Worker:
                           next_run_time=utcnow(), **common)
         scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
         scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
+        if self.processes is not None:
+            self.processes.start()
+            scheduler.add_job(self.processes.check, "interval", seconds=5, id="processes", **common)
         scheduler.start()
         self.scheduler = scheduler
         log.info("worker running: %d campaign(s), polling every %.1fs", len(self.catalog.campaigns),
@@ -198,6 +201,9 @@ class Worker:
         if self.scheduler is not None and self.scheduler.running:
             log.info("stopping: finishing the batch in flight")
             self.scheduler.shutdown(wait=True)
+        if self.processes is not None:
+            # a process is given as long as a batch may take before its unsent chunks are handed back
+            self.processes.stop(timeout=self.settings.lease_seconds / 2 + 30)
         self.transport.close()
         self.http_client.close()
         log.info("stopped")

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from nurture.settings import get_settings
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    # APScheduler's per-run lines, and its "skipped: maximum number of running instances" when intake wakes a job that
-    # is already running (expected: the running one takes the new work), would drown the worker's own log.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs full URLs, and a webhook URL can be a secret
+from nurture.worker.processes import configure_logging
 
 
 def run_command(
@@ -23,6 +13,11 @@ def run_command(
     http: bool = typer.Option(True, "--http/--no-http", help="Serve the HTTP intake in the same process."),
     poll_interval: float = typer.Option(
         None, "--poll-interval", help="Seconds between dispatcher looks when idle (env NURTURE_POLL_INTERVAL, default 0.5)."
+    ),
+    processes: int = typer.Option(
+        None, "--processes", min=1, max=64,
+        help="Processes that render and send, to use more cores (env NURTURE_DISPATCH_PROCESSES, default 1; "
+             "--once always uses one).",
     ),
 ) -> None:
     """Run nurture: enroll leads, send due steps, retry failures, and serve the HTTP intake, until SIGTERM/SIGINT.
@@ -36,7 +31,11 @@ def run_command(
     settings = get_settings()
     if poll_interval:
         settings = settings.model_copy(update={"poll_interval": poll_interval})
-    _logging(settings.log_level)
+    if once:
+        settings = settings.model_copy(update={"dispatch_processes": 1})
+    elif processes:
+        settings = settings.model_copy(update={"dispatch_processes": processes})
+    configure_logging(settings.log_level)
     worker = Worker(settings)
     if once:
         report = worker.run_once()
@@ -57,7 +56,7 @@ def serve_command() -> None:
     from nurture.worker.runner import serve
 
     settings = get_settings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     serve(settings, worker=None)
 
 
