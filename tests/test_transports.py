@@ -468,3 +468,57 @@ def parse(data: bytes) -> EmailMessage:
     message = BytesParser(policy=policy.default).parsebytes(data)
     assert isinstance(message, EmailMessage)
     return message
+
+
+def test_the_plain_address_path_says_what_smtplib_quoteaddr_would() -> None:
+    import random
+    import smtplib
+
+    from nurture.delivery.message import PLAIN_ADDRESS as _PLAIN_ADDRESS
+
+    atom = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(5000):
+        local = ".".join("".join(rng.choice(atom) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3)))
+        domain = ".".join("".join(rng.choice("abz09-") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3)))
+        address = f"{local}@{domain}"
+        assert _PLAIN_ADDRESS.fullmatch(address)
+        assert smtplib.quoteaddr(address) == f"<{address}>", address
+        checked += 1
+    for odd in ("a(comment)@x.test", '"a b"@x.test', "a..b@x.test", ".a@x.test", "a@x..test", "a@[127.0.0.1]",
+                "Name <a@x.test>", "a@x.test,b@y.test"):
+        assert not _PLAIN_ADDRESS.fullmatch(odd), odd  # these go through smtplib's own quoting
+    assert checked == 5000
+
+
+def test_envelope_options_still_reach_the_server(smtp_sink: SmtpSink) -> None:
+    with SMTPTransport.from_url(smtp_sink.url + "?connections=1") as transport:
+        [result] = transport.send_many(batch_of(1))
+        session = transport._connections[0]._smtp
+        assert result.ok and session is not None and session.has_extn("size")
+        # smtplib adds SIZE=n when the server offers it: MAIL FROM must carry it after the plain address
+        code, _reply = session.mail("news@acme.test", ["SIZE=1000"])
+        assert code == 250
+        session.rset()
+        code, reply = session.mail("news@acme.test", ["SIZE=999999999999"])
+        assert code == 552, reply  # the sink enforces its size limit: the option was sent
+        session.rset()
+    assert smtp_sink.wait_for(1)[0].mail_from == "news@acme.test"
+
+
+def test_plain_addresses_parse_as_parseaddr_parses_them() -> None:
+    import random
+    from email.utils import parseaddr
+
+    from nurture.delivery.message import PLAIN_ADDRESS, envelope_address
+
+    atom = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+    rng = random.Random(11)
+    for _ in range(5000):
+        local = ".".join("".join(rng.choice(atom) for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3)))
+        domain = ".".join("".join(rng.choice("abz09-") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3)))
+        address = f"{local}@{domain}"
+        assert PLAIN_ADDRESS.fullmatch(address)
+        assert parseaddr(address) == ("", address), address
+        assert envelope_address(f"  {address} ") == address
