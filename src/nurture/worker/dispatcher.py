@@ -7,8 +7,9 @@
 4. Send (no transaction): re-check suppression, render, build, hand the batch to the transport.
 5. Record (one short write transaction): sent, retry with backoff, or failed with the reason.
 
-A crash between 3 and 5 leaves deliveries ``claimed`` with a lease; when it expires they are sent again with the same
-Message-ID (SMTP cannot be exactly-once: at most the in-flight batch may be sent twice).
+:meth:`Dispatcher.drain` overlaps batches: steps 1-4 of the next batch run while the transport still sends the last one,
+which is recorded after. A crash between 3 and 5 leaves deliveries ``claimed`` with a lease; when it expires they are
+sent again with the same Message-ID (SMTP cannot be exactly-once: at most the two batches in flight may be sent twice).
 """
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ class _Pending:
     facts: LeadFacts
 
 
+@dataclass
+class _InFlight:
+    """A batch whose messages are queued on the sending thread: its chunks, and outcomes known before sending."""
+
+    now: datetime
+    report: TickReport
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
+    chunks: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult] | None]]] = field(default_factory=list)
+
+
 class Dispatcher:
     """Sends what is due. Thread-unsafe by design: APScheduler runs it with max_instances=1."""
 
@@ -127,39 +138,57 @@ class Dispatcher:
         self.owner = owner or worker_id()
         self.domain = domain_of(self.config.from_address)
         self.stopping = False
+        self._sender: ThreadPoolExecutor | None = None  # one thread: chunks go to the transport in order
         # a paused campaign sends nothing, not even the steps of leads already in it
         self.live_campaigns = [c.id for c in catalog.campaigns.values() if not c.paused]
 
     # -- the tick -------------------------------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> TickReport:
-        """One batch of due enrollments and one batch of retries, at ``now``."""
+        """One batch of due enrollments and one batch of retries, at ``now``; returns when both are sent and recorded."""
         if not schedule.anything_due(self.engine, now, self.live_campaigns):
             return TickReport()
-        report = self._dispatch_enrollments(now)
+        report = self._finish(self._dispatch_enrollments(now))
         report.add(self._retry_deliveries(now))
         return report
 
     def drain(self, clock: Clock, *, max_batches: int | None = None) -> TickReport:
-        """Tick until nothing is due (or ``stopping`` is set); the clock is read once per batch."""
+        """Tick until nothing is due (or ``stopping`` is set); the clock is read once per batch.
+
+        Batches overlap: the next one is claimed, decided, written and rendered while the transport still sends the
+        one before, then the one before is recorded. So the mail connections are never idle while there is work, and
+        at most two batches are in flight (claimed, not yet recorded) at any time.
+        """
         total = TickReport()
         batches = 0
-        while not self.stopping:
-            report = self.tick(clock())
-            total.add(report)
-            batches += 1
-            if report.claimed == 0 or (max_batches is not None and batches >= max_batches):
-                break
+        in_flight: _InFlight | None = None
+        try:
+            while not self.stopping:
+                now = clock()
+                if not schedule.anything_due(self.engine, now, self.live_campaigns):
+                    break
+                flight = self._dispatch_enrollments(now)
+                if in_flight is not None:
+                    total.add(self._finish(in_flight))
+                in_flight = flight
+                total.add(self._retry_deliveries(now))
+                batches += 1
+                if flight.report.claimed == 0 or (max_batches is not None and batches >= max_batches):
+                    break
+        finally:
+            if in_flight is not None:
+                total.add(self._finish(in_flight))
         return total
 
-    def _dispatch_enrollments(self, now: datetime) -> TickReport:
+    def _dispatch_enrollments(self, now: datetime) -> _InFlight:
+        """Claim, decide, write and start sending a batch of due enrollments; :meth:`_finish` waits and records."""
         report = TickReport()
         rows = schedule.claim_due_enrollments(
             self.engine, now, limit=self.config.batch_size, owner=self.owner, lease=self.config.lease,
             campaign_ids=self.live_campaigns,
         )
         if not rows:
-            return report
+            return _InFlight(now, report)
         report.claimed = len(rows)
         try:
             since = min(row.enrolled_at for row in rows)
@@ -168,8 +197,7 @@ class Dispatcher:
         except Exception:
             schedule.release_enrollments(self.engine, [row.id for row in rows])
             raise
-        self._send(now, pending, report)
-        return report
+        return self._start_sending(now, pending, report)
 
     def _decide_and_write(self, now: datetime, rows: list[Any], facts: dict[int, LeadFacts], report: TickReport) -> list[_Pending]:
         updates: list[EnrollmentUpdate] = []
@@ -308,13 +336,16 @@ class Dispatcher:
     # -- sending ---------------------------------------------------------------------------------------------------
 
     def _send(self, now: datetime, pending: list[_Pending], report: TickReport) -> None:
-        """Render and send ``pending`` in chunks, the transport sending one chunk while the next is rendered."""
+        """Render and send ``pending``, then record the outcomes."""
+        self._finish(self._start_sending(now, pending, report))
+
+    def _start_sending(self, now: datetime, pending: list[_Pending], report: TickReport) -> _InFlight:
+        """Render ``pending`` in chunks and queue each on the sending thread as soon as it is rendered."""
+        flight = _InFlight(now, report)
         if not pending:
-            return
+            return flight
         suppressed = schedule.suppressed_leads(self.engine, [p.delivery.lead_id for p in pending])
         exited = schedule.exited_enrollments(self.engine, [p.delivery.enrollment_id for p in pending])
-        outcomes: list[DeliveryOutcome] = []
-        in_flight: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult] | None]]] = []
         # A slow mail server must not keep this batch past its lease, or another worker would take it over and
         # send it again: chunks not started by half the lease are handed back, unsent, for the next tick.
         deadline = time.monotonic() + self.config.lease.total_seconds() / 2
@@ -322,22 +353,37 @@ class Dispatcher:
         def send_in_time(batch: list[tuple[OutgoingEmail, bytes]]) -> list[SendResult] | None:
             return self.transport.send_many(batch) if time.monotonic() < deadline else None
 
-        with ThreadPoolExecutor(1, thread_name_prefix="nurture-send") as sender:
-            for start in range(0, len(pending), SEND_CHUNK):
-                batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], suppressed, exited,
-                                                    outcomes, report)
-                if batch:
-                    in_flight.append((sending, sender.submit(send_in_time, batch)))
-            for sending, future in in_flight:
-                results = future.result()
-                if results is None:
-                    report.released += len(sending)
-                    outcomes += [DeliveryOutcome(item.delivery.id, "retry", item.delivery.attempts, item.delivery.error,
-                                                 next_attempt_at=now) for item, _subject in sending]
-                    continue
-                for (item, subject), result in zip(sending, results):
-                    outcomes.append(self._outcome(now, item.delivery, subject, result, report))
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="nurture-send")
+        for start in range(0, len(pending), SEND_CHUNK):
+            batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], suppressed, exited,
+                                                flight.outcomes, report)
+            if batch:
+                flight.chunks.append((sending, self._sender.submit(send_in_time, batch)))
+        return flight
+
+    def _finish(self, flight: _InFlight) -> TickReport:
+        """Wait for a batch's chunks to be sent and record every outcome; return its report."""
+        now, report, outcomes = flight.now, flight.report, flight.outcomes
+        for sending, future in flight.chunks:
+            results = future.result()
+            if results is None:
+                report.released += len(sending)
+                outcomes += [DeliveryOutcome(item.delivery.id, "retry", item.delivery.attempts, item.delivery.error,
+                                             next_attempt_at=now) for item, _subject in sending]
+                continue
+            for (item, subject), result in zip(sending, results):
+                outcomes.append(self._outcome(now, item.delivery, subject, result, report))
+        flight.chunks.clear()
         schedule.record_outcomes(self.engine, now, outcomes)
+        outcomes.clear()
+        return report
+
+    def close(self) -> None:
+        """Stop the sending thread (the transport is closed by its owner)."""
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
 
     def _render_chunk(
         self, now: datetime, chunk: list[_Pending], suppressed: set[int], exited: set[int],

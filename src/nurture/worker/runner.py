@@ -14,6 +14,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import FrameType
 from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -274,11 +275,17 @@ def serve(settings: Settings, *, worker: Worker | None) -> None:
     app = http_app(settings, worker)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                             access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
+    stop = worker.request_stop if worker is not None else (lambda *_args: None)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stop()  # the dispatcher stops claiming at once, not after the HTTP side has shut down
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     # uvicorn handles SIGTERM/SIGINT while it serves, then raises the signal again once it has shut down; with
     # handlers of our own in place that second delivery only asks the worker to stop, so the finally below runs
-    # and the process exits 0 after the batch in flight is recorded.
-    stop = worker.request_stop if worker is not None else (lambda *_args: None)
+    # and the process exits 0 after the batches in flight are recorded.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if worker is not None:
