@@ -106,8 +106,23 @@ def event_points(rules: ScoringRules, event: Engagement, scored_today: int) -> t
 def fit_items(rules: ScoringRules, lead: LeadView) -> list[ScoreItem]:
     """The fit rules that hold for ``lead`` (every test in ``when``; custom fields by name), in file order.
 
-    Of the rules sharing a ``group`` only the first that holds counts.
+    Of the rules sharing a ``group`` only the first that holds counts. The answer depends only on the values of the
+    fields the rules read, so it is remembered by those values (with their types: ``1``, ``1.0`` and ``True``
+    compare differently): leads that share them, such as every lead known by its email alone, cost a look-up.
     """
+    cache = _fit_cache(rules)
+    key = _fit_key(cache.names, lead)
+    if key is not None:
+        found = cache.items.get(key)
+        if found is None:
+            if len(cache.items) >= _FIT_CACHE_SIZE:
+                cache.items.clear()
+            found = cache.items[key] = tuple(_fit_items(rules, lead))
+        return list(found)
+    return _fit_items(rules, lead)
+
+
+def _fit_items(rules: ScoringRules, lead: LeadView) -> list[ScoreItem]:
     items = []
     groups_scored: set[str] = set()
     for rule in rules.fit:
@@ -118,6 +133,46 @@ def fit_items(rules: ScoringRules, lead: LeadView) -> list[ScoreItem]:
             if rule.group is not None:
                 groups_scored.add(rule.group)
     return items
+
+
+_FIT_CACHE_SIZE = 4096
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass
+class _FitCache:
+    rules: ScoringRules
+    names: tuple[str, ...]  # the fields the fit rules read
+    items: dict[tuple[Any, ...], tuple[ScoreItem, ...]]
+
+
+_FIT_CACHES: dict[int, _FitCache] = {}
+
+
+def _fit_cache(rules: ScoringRules) -> _FitCache:
+    cache = _FIT_CACHES.get(id(rules))
+    if cache is None or cache.rules is not rules:
+        if len(_FIT_CACHES) >= 8:  # a process loads one set of rules, tests a few: keep it small
+            _FIT_CACHES.clear()
+        names = tuple(dict.fromkeys(name for rule in rules.fit for name in rule.when))
+        cache = _FIT_CACHES[id(rules)] = _FitCache(rules, names, {})
+    return cache
+
+
+def _fit_key(names: tuple[str, ...], lead: LeadView) -> tuple[Any, ...] | None:
+    """The values the fit rules read, each with its type (lists item by item); None when one is not a plain value."""
+    key: list[Any] = []
+    for name in names:
+        value = lead.get(name)
+        if isinstance(value, (list, tuple)):
+            if not all(type(item) in _SCALARS for item in value):
+                return None
+            key.append((type(value), tuple((type(item), item) for item in value)))
+        elif type(value) in _SCALARS:
+            key.append((type(value), value))
+        else:
+            return None
+    return tuple(key)
 
 
 def decayed(points: float, age_seconds: float, half_life_seconds: float | None) -> float:
@@ -137,6 +192,53 @@ class _Group:
     count: int = 0
 
 
+class ScoreAccumulator:
+    """A lead's behaviour points at one time ``now``, summed one event at a time.
+
+    :func:`score` is this accumulator fed with every event in order; a caller that records events one after another
+    (the intake batch) keeps one per lead and adds each new event, so rescoring after an event costs one addition
+    and a sum over the event types instead of a pass over the whole history. Given the same events in the same
+    order, :meth:`breakdown` is exactly :func:`score`'s result: the same additions in the same order.
+    """
+
+    __slots__ = ("_half_life_seconds", "_now", "_groups")
+
+    def __init__(self, rules: ScoringRules, now: datetime) -> None:
+        half_life = rules.behaviour.half_life
+        self._half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
+        self._now = now
+        self._groups: dict[str, _Group] = {}
+
+    def add(self, event_type: str, at: datetime, awarded: float) -> None:
+        """Fold in one event that was awarded ``awarded`` points at ``at`` (0 points: left out)."""
+        if not awarded:
+            return
+        group = self._groups.get(event_type)
+        if group is None:
+            group = self._groups[event_type] = _Group(latest=at)
+        group.points += decayed(awarded, (self._now - at).total_seconds(), self._half_life_seconds)
+        group.raw += awarded
+        if at > group.latest:
+            group.latest = at
+        group.count += 1
+
+    def breakdown(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
+        """The score from the events added so far and the lead's ``fit`` items (:func:`fit_items`)."""
+        groups = self._groups
+        behaviour_items = sorted(
+            (ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
+             for kind, g in groups.items()),
+            key=lambda item: (-item.points, item.label),
+        )
+        fits = list(fit)
+        behaviour = sum(group.points for group in groups.values())
+        fit_total = sum(item.points for item in fits)
+        total = behaviour + fit_total
+        if rules.floor is not None:
+            total = max(total, rules.floor)
+        return ScoreBreakdown(round(total, 2), round(behaviour, 2), round(fit_total, 2), (*behaviour_items, *fits))
+
+
 def score(
     rules: ScoringRules, lead: LeadView, events: Sequence[tuple[Engagement, float]], now: datetime,
     *, fit: Sequence[ScoreItem] | None = None,
@@ -148,28 +250,10 @@ def score(
     the items. Items: one per event type (largest contribution first), then the fit rules that hold. ``fit``: the
     lead's :func:`fit_items` when the caller already has them (they depend on its fields only).
     """
-    half_life = rules.behaviour.half_life
-    half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
-    groups: dict[str, _Group] = {}
+    accumulator = ScoreAccumulator(rules, now)
     for event, awarded in events:
-        if not awarded:
-            continue
-        group = groups.setdefault(event.type, _Group(latest=event.at))
-        group.points += decayed(awarded, (now - event.at).total_seconds(), half_life_seconds)
-        group.raw += awarded
-        group.latest = max(group.latest, event.at)
-        group.count += 1
-    behaviour_items = sorted(
-        (ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count) for kind, g in groups.items()),
-        key=lambda item: (-item.points, item.label),
-    )
-    fits = list(fit) if fit is not None else fit_items(rules, lead)
-    behaviour = sum(group.points for group in groups.values())
-    fit = sum(item.points for item in fits)
-    total = behaviour + fit
-    if rules.floor is not None:
-        total = max(total, rules.floor)
-    return ScoreBreakdown(round(total, 2), round(behaviour, 2), round(fit, 2), (*behaviour_items, *fits))
+        accumulator.add(event.type, event.at, awarded)
+    return accumulator.breakdown(rules, fit if fit is not None else fit_items(rules, lead))
 
 
 def stage_after_scoring(rules: ScoringRules, stage: str, breakdown: ScoreBreakdown) -> tuple[str, str] | None:
