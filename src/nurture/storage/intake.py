@@ -1,39 +1,60 @@
 """Recording engagement: one transaction writes a batch of events and everything they cause.
 
 For every event of a batch, in order: the event is written once (idempotent on its client ``id``), an unknown email
-becomes a new lead, scoring gives the event its points, the lead's score is recomputed over its history and may
-promote it, suppression events (unsubscribe, bounce, spam complaint) end every enrollment, goal events end the
-campaigns that list them, and enrollments waiting for that event type become due. All of it commits together or not
-at all; nothing external happens inside the transaction. New leads and leads that may now match a campaign are
-enrolled right after the commit.
+becomes a new lead, scoring gives the event its points, the lead's score is recomputed and may promote it,
+suppression events (unsubscribe, bounce, spam complaint) end every enrollment, goal events end the campaigns that
+list them, and enrollments waiting for that event type become due. All of it commits together or not at all;
+nothing external happens inside the transaction. New leads and leads that may now match a campaign are enrolled in
+the same transaction, at its end.
+
+How a batch is written (a handful of statements per request, whatever its size): the client ids already recorded
+are looked up at once; the batch's leads are read (and locked) at once, the unknown ones created with one insert;
+the scored history of the known ones is read at once. Events are then worked through in order in memory: their rows
+and the enrollment updates they cause are queued and written together (one insert for the rows, then the updates
+in order) at the end, or earlier whenever something reads the database through :attr:`_Batch.conn` (a promotion
+building its brief, a stage change, a tracking-burst check), so every read sees the batch as it stands. Enrollment
+updates are only issued for leads that had an active enrollment when the batch began (no other lead can have one
+before the batch enrolls at its end), and leads are enrolled only when some campaign's stage and lead-field
+filters could let them in.
+
+Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), so
+rescoring after an event adds one event; the result is exactly :func:`nurture.core.scoring.score` over the lead's
+whole history. Daily caps count from the same history.
 
 Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
-other. A deadlock or serialization failure reported by PostgreSQL retries the whole batch.
+other. A deadlock or serialization failure reported by PostgreSQL retries the whole batch; so does a client id that
+a concurrent batch recorded between our look-up and our insert (the retry finds it recorded: a duplicate).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from functools import lru_cache
+from operator import itemgetter
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import and_, bindparam, exists, select, update
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
-from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, LeadView
-from nurture.core.scoring import event_points, fit_items, score, stage_after_scoring, utc_day
+from nurture.core.conditions import filter_matches
+from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, History, LeadView
+from nurture.core.scoring import ScoreAccumulator, event_points, fit_items, stage_after_scoring, utc_day
+from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
 from nurture.storage import promotion
 from nurture.storage.database import session, transaction, upsert_insert
-from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, wake_waiting
+from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_waiting
 from nurture.storage.events import (
     DUPLICATE,
     MAX_BATCH,
@@ -49,7 +70,7 @@ from nurture.storage.events import (
 from nurture.storage.leads import clean_lead_data, upsert_lead
 from nurture.storage.models import STAGE_ACTORS, EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.schedule import lead_view
-from nurture.storage.scores import rescore_all, score_breakdown, scored_events
+from nurture.storage.scores import rescore_all, score_breakdown, scored_points
 
 __all__ = [
     "DUPLICATE", "MAX_BATCH", "MAX_ID_LENGTH", "RECORDED", "EventIn", "EventResult", "InvalidEvents", "SavedLead",
@@ -68,6 +89,7 @@ SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT
 
 _RETRIES = 3
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure (PostgreSQL)
+_CHUNK = 900  # ids per IN (...) list: SQLite allows 999 parameters per statement in old builds
 
 
 def _as_engagement(event: EventIn) -> Engagement:
@@ -75,13 +97,24 @@ def _as_engagement(event: EventIn) -> Engagement:
     return Engagement(event.type, event.occurred_at, event.campaign_id, event.step_key, dict(event.properties))
 
 
+class _AlreadyRecorded(Exception):
+    """Client ids the database already holds although the batch took them for new: it starts over, with these ids
+    looked up (duplicates). ``ids`` is None when the database only said how many rows it refused."""
+
+    def __init__(self, ids: set[str] | None) -> None:
+        super().__init__(f"{len(ids) if ids is not None else 'some'} event id(s) recorded already")
+        self.ids = ids
+
+
 @dataclass(frozen=True)
 class _Statements:
-    """The statements a batch runs many times, built once per dialect: building one costs more than running it."""
+    """The statements a batch runs, built once per dialect: building one costs more than running it."""
 
-    insert_event: Any
-    insert_lead: Any
+    insert_events: Any
+    insert_events_ids: Any
+    insert_leads: Any
     lock_leads: Any
+    lock_lead: Any
     known_ids: Any
     insert_stage_change: Any
     insert_stage_change_id: Any
@@ -89,23 +122,159 @@ class _Statements:
 
 
 _LEAD_STATE_COLUMNS = ("score", "stage", "stage_changed_at", "unsubscribed_at", "bounced_at", "updated_at")
+_NURTURED = "nurtured"  # the label of "has an active enrollment" next to each locked lead row
 
 
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> _Statements:
+    nurtured = exists().where(and_(E.c.lead_id == L.c.id, E.c.status == "active")).label(_NURTURED)
     return _Statements(
-        insert_event=upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"]).returning(EV.c.id),
-        insert_lead=upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.email),
+        insert_events=EV.insert(),
+        insert_events_ids=upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(EV.c.external_id),
+        insert_leads=upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"])
+        .returning(L.c.id, L.c.email),
         insert_stage_change=SC.insert(),
         insert_stage_change_id=SC.insert().returning(SC.c.id),
-        lock_leads=select(L).where(L.c.email.in_(bindparam("emails", expanding=True))).order_by(L.c.email)
-        .with_for_update(),
+        lock_leads=select(L, nurtured).where(L.c.email.in_(bindparam("emails", expanding=True))).order_by(L.c.email)
+        .with_for_update(of=L),
+        lock_lead=select(L, nurtured).where(L.c.email == bindparam("email")).with_for_update(of=L),
         known_ids=select(EV.c.external_id, EV.c.lead_id, EV.c.points).where(
             EV.c.external_id.in_(bindparam("ids", expanding=True))),
         update_lead=update(L).where(L.c.id == bindparam("b_id")).values(
             {name: bindparam(f"b_{name}") for name in _LEAD_STATE_COLUMNS}
         ),
     )
+
+
+_EVENT_COLUMNS = ("lead_id", "type", "occurred_at", "recorded_at", "external_id", "campaign_id", "step_key",
+                  "delivery_id", "properties", "points")
+_STAGE_CHANGE_COLUMNS = ("lead_id", "from_stage", "to_stage", "at", "reason", "actor")
+_NEW_LEAD_COLUMNS = ("email", "tags", "fields", "stage", "score", "created_at", "updated_at", "stage_changed_at")
+
+
+class _Writes:
+    """The batch's bulk writes, through SQLAlchemy Core (any database)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sql = _statements(dialect)
+
+    def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert event rows (in order); :class:`_AlreadyRecorded` if the database holds some of their ids."""
+        ids = {row["external_id"] for row in rows if row["external_id"] is not None}
+        if not ids:
+            conn.execute(self.sql.insert_events, rows)
+        elif len(rows) == 1:
+            if conn.execute(self.sql.insert_events_ids, rows[0]).first() is None:
+                raise _AlreadyRecorded(ids)
+        else:
+            refused = ids.difference(conn.execute(self.sql.insert_events_ids, rows).scalars())
+            if refused:
+                raise _AlreadyRecorded(refused)
+
+    def insert_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """Insert leads unless their email exists; the ids of those inserted, by email."""
+        return {row.email: row.id for row in conn.execute(self.sql.insert_leads, rows)}
+
+    def insert_stage_changes(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        conn.execute(self.sql.insert_stage_change, rows)
+
+    def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Write back each lead's ``_LEAD_STATE_COLUMNS`` (keys ``b_<column>``, and ``b_id``)."""
+        conn.execute(self.sql.update_lead, rows)
+
+
+class _SqliteWrites(_Writes):
+    """The same writes on SQLite, with the values made ready here and handed to the driver as they are.
+
+    SQLAlchemy converts each value of each row on its way to the driver (timestamps to text, JSON to text), which
+    costs more than SQLite's insert itself; here the conversions are the ones SQLAlchemy's types make (the same
+    text ends up stored, which ``tests/test_intake_writes.py`` checks), done once per row in plain Python.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        super().__init__(dialect.name)
+        self.events = _driver_sql(upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"]),
+                                  dialect, _EVENT_COLUMNS)
+        self.stage_changes = _driver_sql(SC.insert(), dialect, _STAGE_CHANGE_COLUMNS)
+        self.update = _driver_sql(self.sql.update_lead, dialect, [f"b_{name}" for name in _LEAD_STATE_COLUMNS]
+                                  + ["b_id"])
+        sql, values = _driver_sql(
+            upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.id, L.c.email),
+            dialect, _NEW_LEAD_COLUMNS)
+        start = sql.index(" VALUES (") + len(" VALUES ")
+        end = sql.index(")", start) + 1
+        self.leads = (sql[:start], sql[start:end], sql[end:], values)  # the head, one row's "(?, ...)", the rest
+
+    def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        sql, values = self.events
+        params = [
+            values({**row, "occurred_at": _sqlite_time(row["occurred_at"]), "recorded_at": _sqlite_time(row["recorded_at"]),
+                    "properties": json.dumps(row["properties"])})
+            for row in rows
+        ]
+        if len(params) == 1:
+            written = conn.exec_driver_sql(sql, params[0]).rowcount
+        else:
+            written = conn.exec_driver_sql(sql, params).rowcount  # sqlite3 sums executemany's row counts
+        if written != len(rows):
+            if len(rows) == 1:
+                raise _AlreadyRecorded({rows[0]["external_id"]})
+            raise _AlreadyRecorded(None)
+
+    def insert_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
+        # one INSERT ... VALUES (...), (...) ... RETURNING: the driver's executemany cannot return the new ids
+        head, group, tail, values = self.leads
+        inserted: dict[str, int] = {}
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            params: list[Any] = []
+            for row in chunk:
+                params += values({**row, "tags": json.dumps(row["tags"]), "fields": json.dumps(row["fields"]),
+                                  "created_at": _sqlite_time(row["created_at"]),
+                                  "updated_at": _sqlite_time(row["updated_at"]),
+                                  "stage_changed_at": _sqlite_time(row["stage_changed_at"])})
+            sql = head + ", ".join([group] * len(chunk)) + tail
+            inserted.update({email: lead_id for lead_id, email in conn.exec_driver_sql(sql, tuple(params))})
+        return inserted
+
+    def insert_stage_changes(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        sql, values = self.stage_changes
+        conn.exec_driver_sql(sql, [values({**row, "at": _sqlite_time(row["at"])}) for row in rows])
+
+    def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        sql, values = self.update
+        conn.exec_driver_sql(sql, [
+            values({**row, "b_stage_changed_at": _sqlite_time(row["b_stage_changed_at"]),
+                    "b_unsubscribed_at": _sqlite_time(row["b_unsubscribed_at"]),
+                    "b_bounced_at": _sqlite_time(row["b_bounced_at"]), "b_updated_at": _sqlite_time(row["b_updated_at"])})
+            for row in rows
+        ])
+
+
+def _driver_sql(statement: Any, dialect: Dialect, keys: Sequence[str]) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+    """A statement's SQL for the driver, and what turns a row (a mapping of ``keys``) into its parameters."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    order = tuple(compiled.positiontup or ())
+    if not compiled.positional or sorted(order) != sorted(keys):
+        raise RuntimeError(f"parameters {order}, expected {tuple(keys)}")
+    getter = itemgetter(*order)
+    return compiled.string, (getter if len(order) > 1 else lambda row: (getter(row),))
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """A timestamp as :class:`nurture.storage.database.UTCDateTime` stores it on SQLite: UTC, as SQLAlchemy's SQLite
+    ``DATETIME`` writes it (``2024-05-01 12:00:00.000000``)."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: nurture stores aware datetimes only")
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@lru_cache(maxsize=8)
+def _writes_for(dialect: Dialect) -> _Writes:
+    return _SqliteWrites(dialect) if dialect.name == "sqlite" else _Writes(dialect.name)
 
 
 @dataclass
@@ -119,12 +288,16 @@ class _LeadState:
     stage_changed_at: datetime
     unsubscribed_at: datetime | None
     bounced_at: datetime | None
-    scored: list[tuple[Engagement, float]]
+    nurtured: bool  # had an active enrollment when the batch began: only then can events change enrollments
+    behaviour: ScoreAccumulator
+    caps: Counter[tuple[str, date]] = field(default_factory=Counter)  # scored events per (type, UTC day)
     recorded: bool = False
     recorded_types: set[str] = field(default_factory=set)
     fit: list[Any] | None = None  # the fit items: they depend on the lead's fields, which a batch does not change
     stage_changed: bool = False
+    promoted: bool = False  # moved to sql in this batch (promotion also sets the owner)
     dirty: bool = False
+    _base: LeadView | None = None
 
     @property
     def id(self) -> int:
@@ -132,13 +305,31 @@ class _LeadState:
 
     def scored_on(self, event_type: str, day: date) -> int:
         """How many events of this type scored (points other than 0) on this UTC day: what daily caps count."""
-        return sum(1 for event, _points in self.scored if event.type == event_type and utc_day(event.at) == day)
+        return self.caps[(event_type, day)]
+
+    def add_scored(self, event_type: str, at: datetime, points: float) -> None:
+        """Count an event that scored into the running score and the daily caps."""
+        if points:
+            self.behaviour.add(event_type, at, points)
+            self.caps[(event_type, utc_day(at))] += 1
 
     def view(self) -> LeadView:
-        return replace(
-            lead_view(self.row), stage=self.stage, score=self.score,
-            unsubscribed=self.unsubscribed_at is not None, bounced=self.bounced_at is not None,
+        if self._base is None:
+            self._base = lead_view(self.row)
+        base = self._base
+        return LeadView(
+            key=base.key, email=base.email, stage=self.stage, score=self.score, timezone=base.timezone, tags=base.tags,
+            attributes=base.attributes, custom=base.custom, unsubscribed=self.unsubscribed_at is not None,
+            bounced=self.bounced_at is not None,
         )
+
+
+_LEAD_COLUMN_NAMES = tuple(column.key for column in L.c)
+
+
+def _new_lead(lead_id: int, values: Mapping[str, Any]) -> SimpleNamespace:
+    """The row of a lead just inserted with ``values`` (the other columns are empty), without reading it back."""
+    return SimpleNamespace(**{**dict.fromkeys(_LEAD_COLUMN_NAMES), **values, "id": lead_id})
 
 
 class _Batch:
@@ -146,11 +337,18 @@ class _Batch:
 
     def __init__(self, conn: Connection, catalog: Catalog, rules: ScoringRules, now: datetime, actor: str, *,
                  sales: SalesRules | None = None, handoff: Handoff | None = None) -> None:
-        self.conn, self.catalog, self.rules, self.now, self.actor = conn, catalog, rules, now, actor
+        self._conn, self.catalog, self.rules, self.now, self.actor = conn, catalog, rules, now, actor
         self.sales, self.handoff = sales, handoff
+        self.look_up_ids = True
+        """Whether :meth:`prepare` looks the client ids up; without, a recorded id shows when its insert is refused
+        (:class:`_AlreadyRecorded`), and the batch starts over with the look-up: one statement less for batches of
+        new events, the usual case, and a second attempt for retried ones."""
         self.leads: dict[str, _LeadState] = {}
         self.by_id: dict[int, _LeadState] = {}
         self.sql = _statements(conn.dialect.name)
+        self.writes = _writes_for(conn.dialect)
+        self._rows: list[dict[str, Any]] = []  # event rows not written yet
+        self._updates: list[Callable[[Connection], Any]] = []  # enrollment updates that follow those rows, in order
         campaigns = catalog.campaigns.values()
         self.goals: dict[str, list[str]] = {}
         for campaign in campaigns:
@@ -158,14 +356,33 @@ class _Batch:
                 self.goals.setdefault(event_type, []).append(campaign.id)
         self.awaited = {step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None}
 
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, once every queued event row and enrollment update is written: whatever
+        reads through it (promotion, stage changes, burst checks) sees the batch as it stands."""
+        self.flush()
+        return self._conn
+
+    def flush(self) -> None:
+        """Write the queued event rows (one insert), then the enrollment updates they caused, in order.
+
+        :class:`_AlreadyRecorded` when a client id turns out recorded already (by an earlier request, when the
+        batch did not look its ids up, or by a concurrent batch since it did): the caller starts over.
+        """
+        conn = self._conn
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self.writes.insert_events(conn, rows)
+        while self._updates:
+            updates, self._updates = self._updates, []
+            for apply in updates:
+                apply(conn)
+
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
-        """Find the client ids already recorded, then lock or create the leads of the other events."""
-        ids = sorted({e.id for e in events if e.id is not None})
-        known: dict[str, tuple[int, float]] = {}
-        for start in range(0, len(ids), 900):
-            rows = self.conn.execute(self.sql.known_ids, {"ids": ids[start : start + 900]})
-            known.update({row.external_id: (row.lead_id, float(row.points)) for row in rows})
+        """Find the client ids already recorded (when :attr:`look_up_ids`), then lock or create the leads of the
+        other events."""
+        known = self.known_ids({e.id for e in events if e.id is not None}) if self.look_up_ids else {}
         first_type = {}
         for event in events:
             if event.id is None or event.id not in known:
@@ -174,32 +391,46 @@ class _Batch:
         found = self._lock_leads(emails)
         missing = [email for email in emails if email not in found]
         created = self.create_leads({email: f"created by a {first_type[email]} event" for email in missing})
-        if missing:
-            found.update(self._lock_leads(missing))
+        found.update(created)
+        if len(found) < len(emails):  # created by a concurrent batch since we looked: lock theirs
+            found.update(self._lock_leads([email for email in missing if email not in created]))
         for email in emails:
             self.track(found[email], email in created)
         return known
 
+    def known_ids(self, ids: set[str]) -> dict[str, tuple[int, float]]:
+        """Of these client ids, those recorded already, with their lead's id and their points."""
+        ordered = sorted(ids)
+        known: dict[str, tuple[int, float]] = {}
+        for start in range(0, len(ordered), _CHUNK):
+            rows = self._conn.execute(self.sql.known_ids, {"ids": ordered[start : start + _CHUNK]})
+            known.update({row.external_id: (row.lead_id, float(row.points)) for row in rows})
+        return known
+
     def _lock_leads(self, emails: Sequence[str]) -> dict[str, Any]:
+        if len(emails) == 1:
+            row = self._conn.execute(self.sql.lock_lead, {"email": emails[0]}).first()
+            return {row.email: row} if row is not None else {}
         found: dict[str, Any] = {}
-        for start in range(0, len(emails), 900):
-            rows = self.conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + 900])})
+        for start in range(0, len(emails), _CHUNK):
+            rows = self._conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + _CHUNK])})
             found.update({row.email: row for row in rows})
         return found
 
-    def create_leads(self, reasons: Mapping[str, str]) -> set[str]:
+    def create_leads(self, reasons: Mapping[str, str]) -> dict[str, Any]:
         """Insert leads at stage ``lead``, each with a first history row naming the actor and ``reasons[email]``;
-        return the emails inserted (a lead a concurrent batch inserted first is theirs)."""
+        return the rows inserted by email (a lead a concurrent batch inserted first is theirs)."""
         if not reasons:
-            return set()
+            return {}
         now = self.now
         rows = [dict(email=email, tags=[], fields={}, stage="lead", score=0.0, created_at=now, updated_at=now,
                      stage_changed_at=now) for email in sorted(reasons)]
-        inserted = set(self.conn.execute(self.sql.insert_lead, rows).scalars())
+        values = {row["email"]: row for row in rows}
+        inserted = {email: _new_lead(lead_id, values[email])
+                    for email, lead_id in self.writes.insert_leads(self._conn, rows).items()}
         if inserted:
-            ids = self._lock_leads(sorted(inserted))
-            self.conn.execute(self.sql.insert_stage_change, [
-                dict(lead_id=ids[email].id, from_stage=None, to_stage="lead", at=now, actor=self.actor,
+            self.writes.insert_stage_changes(self._conn, [
+                dict(lead_id=inserted[email].id, from_stage=None, to_stage="lead", at=now, actor=self.actor,
                      reason=reasons[email])
                 for email in sorted(inserted)
             ])
@@ -207,50 +438,58 @@ class _Batch:
 
     def track(self, row: Any, created: bool) -> _LeadState:
         """Follow this lead's changes through the batch."""
+        nurtured = getattr(row, _NURTURED, None)
         state = _LeadState(
             row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
-            unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at, scored=[],
+            unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at,
+            nurtured=not created and (nurtured is None or bool(nurtured)),
+            behaviour=ScoreAccumulator(self.rules, self.now),
         )
         self.leads[row.email] = state
         self.by_id[int(row.id)] = state
         return state
 
     def load_history(self) -> None:
-        """Load the scored history of every lead of the batch in one go."""
-        history = scored_events(self.conn, sorted(self.by_id))
-        for lead_id, scored in history.items():
-            self.by_id[lead_id].scored = scored
+        """Load the scored history of every lead of the batch that existed before it (in one go)."""
+        existing = sorted(lead.id for lead in self.by_id.values() if not lead.created)
+        if existing:
+            for lead_id, event_type, at, points in scored_points(self._conn, existing):
+                self.by_id[lead_id].add_scored(event_type, at, points)
+
+    def run(self, events: Sequence[EventIn], known: dict[str, tuple[int, float]]) -> list[EventResult]:
+        """Record every event in order and write what they cause; one result per event."""
+        results = [self.record(index, event, known) for index, event in enumerate(events)]
+        self.flush()
+        return results
 
     def record(self, index: int, event: EventIn, known: dict[str, tuple[int, float]]) -> EventResult:
-        """Write one event and its consequences; a repeated id is a duplicate and changes nothing."""
+        """Queue one event and its consequences; a repeated id is a duplicate and changes nothing."""
         if event.id is not None and event.id in known:
             lead_id, points = known[event.id]
             return self._duplicate(index, event, lead_id, points)
         lead = self.leads[event.email]
+        at = event.occurred_at
+        assert at is not None
         engagement = _as_engagement(event)
         if event.dedupe_within is not None:
             burst = self._burst(lead, event)
             if burst is not None:
                 return self._duplicate(index, event, lead.id, burst)
-        points, _why = event_points(self.rules, engagement, lead.scored_on(event.type, utc_day(engagement.at)))
-        inserted = self.conn.execute(self.sql.insert_event, dict(
-            lead_id=lead.id, type=event.type, occurred_at=engagement.at, recorded_at=self.now, external_id=event.id,
+        points, _why = event_points(self.rules, engagement, lead.caps[(event.type, utc_day(at))])
+        self._rows.append(dict(
+            lead_id=lead.id, type=event.type, occurred_at=at, recorded_at=self.now, external_id=event.id,
             campaign_id=event.campaign_id, step_key=event.step_key, delivery_id=event.delivery_id,
-            properties=dict(event.properties), points=points,
-        )).first()
-        if inserted is None:  # recorded by a concurrent batch since we looked
-            existing = self.conn.execute(
-                select(EV.c.lead_id, EV.c.points).where(EV.c.external_id == event.id)
-            ).one()
-            known[event.id or ""] = (existing.lead_id, float(existing.points))
-            return self._duplicate(index, event, existing.lead_id, float(existing.points))
+            properties=engagement.properties, points=points,
+        ))
         if event.id is not None:
             known[event.id] = (lead.id, points)
         lead.recorded = lead.dirty = True
         lead.recorded_types.add(event.type)
-        if points:
-            lead.scored.append((engagement, points))
-        self._consequences(lead, event)
+        lead.add_scored(event.type, at, points)
+        if lead.nurtured:
+            self._consequences(lead, event)
+        elif event.type in SUPPRESSION_REASONS:
+            self._suppress(lead, event.type, at)
         changed = self.rescore(lead, engagement)
         return EventResult(index, RECORDED, lead.row.email, event.type, event.id, points, lead.score, lead.stage, changed)
 
@@ -277,33 +516,44 @@ class _Batch:
         if lead is not None:
             return EventResult(index, DUPLICATE, lead.row.email, event.type, event.id, points, lead.score, lead.stage,
                                False)
-        row = self.conn.execute(select(L.c.email, L.c.score, L.c.stage).where(L.c.id == lead_id)).one()
+        row = self._conn.execute(select(L.c.email, L.c.score, L.c.stage).where(L.c.id == lead_id)).one()
         return EventResult(index, DUPLICATE, row.email, event.type, event.id, points, float(row.score), row.stage, False)
 
+    def _suppress(self, lead: _LeadState, event_type: str, at: datetime) -> None:
+        if event_type == UNSUBSCRIBE and lead.unsubscribed_at is None:
+            lead.unsubscribed_at = at
+        elif event_type in (BOUNCE, COMPLAINT) and lead.bounced_at is None:
+            lead.bounced_at = at
+
     def _consequences(self, lead: _LeadState, event: EventIn) -> None:
-        """Suppression, goal exits and waking the enrollments that wait for this event type."""
+        """Suppression, goal exits and waking the enrollments that wait for this event type (queued in order)."""
         at = event.occurred_at
         assert at is not None
+        lead_id, now = lead.id, self.now
         reason = SUPPRESSION_REASONS.get(event.type)
         if reason is not None:
-            if event.type == UNSUBSCRIBE and lead.unsubscribed_at is None:
-                lead.unsubscribed_at = at
-            elif event.type in (BOUNCE, COMPLAINT) and lead.bounced_at is None:
-                lead.bounced_at = at
-            exit_enrollments(self.conn, lead.id, reason, self.now)
+            self._suppress(lead, event.type, at)
+            self._updates.append(lambda conn: exit_enrollments(conn, lead_id, reason, now))
             return
         goal_of = self.goals.get(event.type)
         if goal_of:
-            # Only enrollments that began before the event: a late-arriving old event does not end a newer enrollment.
-            reached = self.conn.execute(
-                select(E.c.campaign_id).where(
-                    E.c.lead_id == lead.id, E.c.status == "active", E.c.campaign_id.in_(goal_of), E.c.enrolled_at <= at
-                )
-            ).scalars().all()
-            if reached:
-                exit_enrollments(self.conn, lead.id, f"goal:{event.type}", self.now, campaign_ids=reached)
+            goal = f"goal:{event.type}"
+
+            def reach(conn: Connection) -> None:
+                # Only enrollments that began before the event: a late-arriving old event does not end a newer one.
+                reached = conn.execute(
+                    select(E.c.campaign_id).where(
+                        E.c.lead_id == lead_id, E.c.status == "active", E.c.campaign_id.in_(goal_of),
+                        E.c.enrolled_at <= at,
+                    )
+                ).scalars().all()
+                if reached:
+                    exit_enrollments(conn, lead_id, goal, now, campaign_ids=reached)
+
+            self._updates.append(reach)
         if event.type in self.awaited:  # only a wait_for step sets an enrollment's waiting_for
-            wake_waiting(self.conn, lead.id, event.type, at)
+            event_type = event.type
+            self._updates.append(lambda conn: wake_waiting(conn, lead_id, event_type, at))
 
     def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
@@ -311,7 +561,7 @@ class _Batch:
         view = lead.view()
         if lead.fit is None:
             lead.fit = fit_items(self.rules, view)
-        breakdown = score(self.rules, view, lead.scored, self.now, fit=lead.fit)
+        breakdown = lead.behaviour.breakdown(self.rules, lead.fit)
         lead.score = breakdown.total
         changed = False
         decision = stage_after_scoring(self.rules, lead.stage, breakdown)
@@ -324,30 +574,35 @@ class _Batch:
     def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> int:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the
         history row's id."""
-        change_id = self.conn.execute(self.sql.insert_stage_change_id, dict(
+        conn = self.conn
+        change_id = conn.execute(self.sql.insert_stage_change_id, dict(
             lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor,
         )).scalar_one()
         lead.stage, lead.stage_changed_at = stage, self.now
         lead.stage_changed = lead.dirty = True
+        if stage == promotion.SQL:
+            lead.promoted = True
         exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
-        if exits:
-            exit_enrollments(self.conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
+        if exits and lead.nurtured:
+            exit_enrollments(conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
         return int(change_id)
 
     def finish(self) -> None:
         """Write every changed lead back (one statement for the batch)."""
+        self.flush()
         rows = [
             dict(b_id=lead.id, b_score=lead.score, b_stage=lead.stage, b_stage_changed_at=lead.stage_changed_at,
                  b_unsubscribed_at=lead.unsubscribed_at, b_bounced_at=lead.bounced_at, b_updated_at=self.now)
             for lead in self.by_id.values() if lead.dirty
         ]
         if rows:
-            self.conn.execute(self.sql.update_lead, rows)
+            self.writes.update_leads(self._conn, rows)
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
         """Leads that may enter a campaign now: created, moved to another stage, or with a new event of a type an
-        entry filter reads (``had_event``). Other events change nothing that entry depends on: no second
-        transaction for them."""
+        entry filter reads (``had_event``); and, unless promoted in this batch, passing some campaign's stage and
+        lead-field filters (what enrolling would check first). Other events change nothing that entry depends on:
+        no enrollment work for them."""
         campaigns = [c for c in self.catalog.campaigns.values() if not c.paused]
         entry_stages = {s for c in campaigns for s in c.entry.stages()}
         entry_events = {t for c in campaigns if c.entry.where and c.entry.where.had_event for t in c.entry.where.had_event}
@@ -356,7 +611,43 @@ class _Batch:
             if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events)
             and lead.stage in entry_stages
             and lead.unsubscribed_at is None and lead.bounced_at is None
+            and (lead.promoted or self._may_enter(lead))
         )
+
+    def _may_enter(self, lead: _LeadState) -> bool:
+        """Whether some campaign's stages and lead-field filters let the lead in (its history and past enrollments
+        aside): a necessary condition of :func:`nurture.storage.enrollments.enroll_in_transaction` enrolling it."""
+        if recycle_pending(lead.stage, lead.row.fields, self.now):
+            return False
+        view = lead.view()
+        for stages, where in _entry_filters(self.catalog):
+            if lead.stage in stages and filter_matches(where, view, _NO_HISTORY):
+                return True
+        return False
+
+
+_NO_HISTORY = History([])
+
+
+def _entry_filters(catalog: Catalog) -> list[tuple[frozenset[str], EntryFilter | None]]:
+    """Each campaign's entry stages and its entry filter without ``had_event`` (the part a lead's fields decide)."""
+    cached = _ENTRY_FILTERS.get(id(catalog))
+    if cached is None or cached[0] is not catalog:
+        if len(_ENTRY_FILTERS) >= 8:  # a process loads one catalog, tests a few: keep the cache small
+            _ENTRY_FILTERS.clear()
+        filters = []
+        for campaign in catalog.campaigns.values():
+            if campaign.paused:
+                continue
+            where = campaign.entry.where
+            if where is not None and where.had_event is not None:
+                where = where.model_copy(update={"had_event": None})
+            filters.append((frozenset(campaign.entry.stages()), where))
+        cached = _ENTRY_FILTERS[id(catalog)] = (catalog, filters)
+    return cached[1]
+
+
+_ENTRY_FILTERS: dict[int, tuple[Catalog, list[tuple[frozenset[str], EntryFilter | None]]]] = {}
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -381,18 +672,33 @@ def record_events(
     cleaned = clean_events(events, now)
     if not cleaned:
         return []
-    for attempt in range(_RETRIES):
+    refused: set[str] = set()  # ids an insert found recorded already
+    look_up = any(event.id is not None and event.dedupe_within is not None for event in cleaned)
+    failures = refusals = 0
+    while True:
         try:
             with transaction(engine) as conn:
                 batch = _Batch(conn, catalog, rules, now, actor, sales=sales, handoff=handoff)
+                # A first attempt takes the ids for new; a burst check must not answer for an id recorded before.
+                batch.look_up_ids = look_up
                 known = batch.prepare(cleaned)
+                if refused - known.keys():  # recorded by a concurrent batch since prepare looked
+                    known.update(batch.known_ids(refused - known.keys()))
                 batch.load_history()
-                results = [batch.record(index, event, known) for index, event in enumerate(cleaned)]
+                results = batch.run(cleaned, known)
                 batch.finish()
                 created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
             break
+        except _AlreadyRecorded as exc:
+            refusals += 1
+            if refusals > _RETRIES:  # looked up after the leads were locked, and still refused
+                raise RuntimeError("event ids refused by the database although not recorded") from None
+            look_up = True
+            refused |= exc.ids if exc.ids is not None else {event.id for event in cleaned if event.id is not None}
+            log.debug("event batch holds id(s) recorded already; recording it again with its ids looked up")
         except DBAPIError as exc:
-            if attempt + 1 == _RETRIES or not _retryable(exc):
+            failures += 1
+            if failures == _RETRIES or not _retryable(exc):
                 raise
             log.info("event batch hit a %s; retrying", type(exc.orig).__name__)
     recorded = [r for r in results if r.status == RECORDED]

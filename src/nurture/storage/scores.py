@@ -47,6 +47,23 @@ def scored_events(conn: Connection, lead_ids: Sequence[int]) -> dict[int, list[t
     return found
 
 
+_SCORED_POINTS = (
+    select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.points)
+    .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0)
+    .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id)
+)
+
+
+def scored_points(conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
+    """What scoring needs of each lead's events that scored: (lead id, type, time, points), each lead's oldest first,
+    in the order of :func:`scored_events` (properties and the rest are left unread)."""
+    found: list[tuple[int, str, datetime, float]] = []
+    for start in range(0, len(lead_ids), 900):
+        rows = conn.execute(_SCORED_POINTS, {"lead_ids": list(lead_ids[start : start + 900])})
+        found.extend((row.lead_id, row.type, row.occurred_at, float(row.points)) for row in rows)
+    return found
+
+
 def score_breakdown(engine: Engine, rules: ScoringRules, email: str, now: datetime) -> ScoreBreakdown:
     """The lead's score as of ``now``, item by item (which events and fit rules gave how many points)."""
     with transaction(engine, read_only=True) as conn:
