@@ -17,6 +17,7 @@ replaced by one that prints the route template: serve with :func:`server_config`
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import traceback
@@ -116,7 +117,7 @@ async def post_events(request: Request) -> JSONResponse:
     """
     events, batch = parse_events(await read_json(request))
     try:
-        results = await run_in_threadpool(context(request).record, events, actor="api", source="api")
+        results = await context(request).record_async(events, actor="api", source="api")
     except InvalidEvents as exc:
         messages = [f"events[{i}]: {m}" if batch else m for i, m in exc.problems]
         raise ApiError(422, "; ".join(messages[:20])) from None
@@ -323,7 +324,26 @@ def create_app(
     app.include_router(ops)
     app.include_router(dashboard.router)
     _document_bodies(app)
+    _freeze_startup_objects()
     return app
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything alive now (the app, the definitions, the libraries' machinery: objects that live as long as the
+    process) out of the cyclic garbage collector's reach, once per process.
+
+    Recording a batch creates tens of thousands of short-lived objects; the full collections they trigger every few
+    batches scanned the whole start-up heap each time (about 2 ms per request of 100 events, by profile). Frozen
+    objects are still freed by reference counting; only cycles among them would outlive the process's need.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def _document_bodies(app: FastAPI) -> None:
