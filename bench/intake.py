@@ -3,7 +3,11 @@ the same app that only inserts the event row, side by side in one run, over real
 
     .venv/bin/python bench/intake.py --events 6000 --clients 8
 
-Each mode is run with single-event requests and with batches (``{"events": [...]}``, --batch per request).
+Each mode is run with single-event requests and with batches (``{"events": [...]}``, --batch per request). The
+machine may be shared, so the two sides take turns in --rounds rounds (nurture, bare, then bare, nurture, ...) and
+each side's figure is its events over its own time; the server's CPU time per event (from /proc) is printed beside
+it, a figure other load on the machine barely moves. ``--statements`` then counts the SQL statements per request
+of each side in a short extra pass.
 """
 
 from __future__ import annotations
@@ -51,6 +55,27 @@ async def bare(request: Request):
                                        points=0.0) for i in items])
     return {"recorded": len(items)}
 
+import collections
+from sqlalchemy import event
+
+statements = collections.Counter()
+
+
+def _count(conn, cursor, statement, parameters, context, executemany):
+    statements[" ".join(statement.split()[:3])] += 1
+
+
+@app.post("/bench/statements/{action}")
+async def count_statements(action: str):
+    # start counting the SQL statements run, or stop and return the counts: only the --statements pass uses it,
+    # after the timed rounds (a listener costs every statement a little)
+    if action == "start":
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", _count)
+        return {}
+    event.remove(engine, "before_cursor_execute", _count)
+    return dict(statements)
+
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="warning", access_log=False)
 """
 
@@ -89,10 +114,16 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the server did not start")
 
 
-def load(base: str, path: str, events: int, clients: int, batch: int, leads: int, tag: str) -> float:
-    """Post ``events`` events from ``clients`` threads, ``batch`` per request; return events/s."""
-    requests_total = events // batch
-    counter = iter(range(requests_total))
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """The server's CPU time so far (user + system), from /proc."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(base: str, path: str, first: int, requests_total: int, clients: int, batch: int, leads: int, tag: str) -> float:
+    """Post requests number ``first`` to ``first + requests_total - 1`` from ``clients`` threads, ``batch`` events per
+    request (request n's events go to leads n*batch, n*batch+1, ... modulo ``leads``); return the seconds it took."""
+    counter = iter(range(first, first + requests_total))
     lock = threading.Lock()
     failures: list[str] = []
     types = ["page_view", "email_open", "email_click", "content_download", "webinar_attended", "pricing_page_view"]
@@ -122,33 +153,59 @@ def load(base: str, path: str, events: int, clients: int, batch: int, leads: int
     elapsed = time.perf_counter() - started
     if failures:
         raise RuntimeError(f"{len(failures)} failed requests, e.g. {failures[0]}")
-    return requests_total * batch / elapsed
+    return elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=6000)
+    parser.add_argument("--events", type=int, default=6000, help="events per side and mode")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--leads", type=int, default=2000, help="distinct leads the events spread over")
+    parser.add_argument("--rounds", type=int, default=6, help="turns each side takes, alternating")
+    parser.add_argument("--statements", action="store_true", help="print SQL statements per request, each side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         process, base = start_server(Path(tmp_name))
         try:
             results = {}
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)):
-                # warm both paths, then measure nurture and the bare insert alternately, same load
-                load(base, "/v1/events", min(200, args.events), args.clients, batch, args.leads, f"warm{batch}")
-                nurture = load(base, "/v1/events", args.events, args.clients, batch, args.leads, f"n{batch}")
-                bare = load(base, "/bench/bare", args.events, args.clients, batch, args.leads, f"b{batch}")
-                results[label] = (nurture, bare)
-                print(f"{label:10}  nurture {nurture:8.0f} events/s   bare insert {bare:8.0f} events/s   "
-                      f"ratio {nurture / bare:.2f}", flush=True)
+                requests_total = args.events // batch
+                per_round = max(1, requests_total // args.rounds)
+                # warm both paths up (their own leads), then let the sides take turns on the same load
+                for path in ("/v1/events", "/bench/bare"):
+                    load(base, path, 0, max(1, 200 // batch), args.clients, batch, args.leads, f"warm{batch}{path[1]}")
+                spent = {"nurture": [0.0, 0.0, 0], "bare": [0.0, 0.0, 0]}  # seconds, server CPU seconds, requests
+                for index, first in enumerate(range(0, requests_total, per_round)):
+                    count = min(per_round, requests_total - first)
+                    order = ("nurture", "bare") if index % 2 == 0 else ("bare", "nurture")
+                    for side in order:
+                        path = "/v1/events" if side == "nurture" else "/bench/bare"
+                        cpu = cpu_seconds(process)
+                        seconds = load(base, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
+                        spent[side][0] += seconds
+                        spent[side][1] += cpu_seconds(process) - cpu
+                        spent[side][2] += count
+                rate = {side: spent[side][2] * batch / spent[side][0] for side in spent}
+                cpu_us = {side: spent[side][1] / (spent[side][2] * batch) * 1e6 for side in spent}
+                results[label] = (rate["nurture"], rate["bare"], cpu_us["nurture"], cpu_us["bare"])
+                print(f"{label:10}  nurture {rate['nurture']:8.0f} events/s ({cpu_us['nurture']:5.0f} us CPU/event)   "
+                      f"bare insert {rate['bare']:8.0f} events/s ({cpu_us['bare']:5.0f} us CPU/event)   "
+                      f"ratio {rate['nurture'] / rate['bare']:.2f}", flush=True)
+                if args.statements:  # a short extra pass, same load shape, new requests
+                    for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
+                        count = max(1, 300 // batch)
+                        httpx.post(f"{base}/bench/statements/start")
+                        load(base, path, requests_total, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
+                        counted = httpx.post(f"{base}/bench/statements/stop").json()
+                        shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(),
+                                                                                        key=lambda x: -x[1]))
+                        print(f"            {side} statements/request: {shown}", flush=True)
         finally:
             process.terminate()
             process.wait(10)
-    print(json.dumps({k: {"nurture": round(v[0]), "bare": round(v[1]), "ratio": round(v[0] / v[1], 2)}
-                      for k, v in results.items()}))
+    print(json.dumps({k: {"nurture": round(v[0]), "bare": round(v[1]), "ratio": round(v[0] / v[1], 2),
+                          "nurture_cpu_us": round(v[2]), "bare_cpu_us": round(v[3])} for k, v in results.items()}))
 
 
 if __name__ == "__main__":
