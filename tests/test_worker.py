@@ -813,3 +813,35 @@ def test_chunks_not_started_by_half_the_lease_are_handed_back_unsent(
     assert sorted(by_recipient(smtp_sink.messages)) == emails
     assert {d.attempts for d in deliveries(worker.engine)} == {1}  # handing back is not an attempt
     assert all(len(copies) == 1 for copies in by_recipient(smtp_sink.messages).values())
+
+
+def test_when_recording_a_batch_fails_the_batch_sent_after_it_is_still_recorded(
+    sqlite_url: str, build_worker, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """drain() sends batch n+1 while it records batch n: a failure recording n must not leave n+1 sent unrecorded."""
+
+    class DatabaseGone(Exception):
+        pass
+
+    seed_leads(sqlite_url, tmp_path, 20)
+    worker = build_worker(sqlite_url, batch_size=5)
+    worker.start_up()
+    real_record = schedule.record_outcomes
+    calls: list[int] = []
+
+    def record_once_failing(engine, now, outcomes):  # noqa: ANN001, ANN202
+        calls.append(len(outcomes))
+        if len(calls) == 1:
+            raise DatabaseGone
+        return real_record(engine, now, outcomes)
+
+    monkeypatch.setattr(schedule, "record_outcomes", record_once_failing)
+    with pytest.raises(DatabaseGone):
+        worker.dispatcher.drain(clock)
+    rows = deliveries(worker.engine)
+    statuses = [r.status for r in sorted(rows, key=lambda r: r.id)]
+    # the first batch stays claimed (sent again after its lease); the second, sent meanwhile, is recorded
+    assert statuses == ["claimed"] * 5 + ["sent"] * 5, statuses
+    assert calls == [5, 5]
+    assert len(smtp_sink.wait_for(10)) == 10
+    worker.dispatcher.close()

@@ -168,9 +168,9 @@ class Dispatcher:
                 if not schedule.anything_due(self.engine, now, self.live_campaigns):
                     break
                 flight = self._dispatch_enrollments(now)
-                if in_flight is not None:
-                    total.add(self._finish(in_flight))
-                in_flight = flight
+                previous, in_flight = in_flight, flight  # should recording the previous fail, this one is still recorded
+                if previous is not None:
+                    total.add(self._finish(previous))
                 total.add(self._retry_deliveries(now))
                 batches += 1
                 if flight.report.claimed == 0 or (max_batches is not None and batches >= max_batches):

@@ -167,6 +167,7 @@ class Worker:
         report = self.dispatcher.drain(self.clock)
         self.handoff.run(self.clock())
         self.outbox.drain(self.clock)
+        self.dispatcher.close()
         self.transport.close()
         self.http_client.close()
         return report
@@ -205,6 +206,7 @@ class Worker:
         if self.processes is not None:
             # a process is given as long as a batch may take before its unsent chunks are handed back
             self.processes.stop(timeout=self.settings.lease_seconds / 2 + 30)
+        self.dispatcher.close()
         self.transport.close()
         self.http_client.close()
         log.info("stopped")
