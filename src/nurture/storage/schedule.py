@@ -24,6 +24,10 @@ L = Lead.__table__
 EV = EngagementEvent.__table__
 O = Outbox.__table__
 
+# Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
+_IDS = bindparam("ids", expanding=True)
+_LEAD_IDS = bindparam("lead_ids", expanding=True)
+
 LEAD_COLUMNS = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
 
 
@@ -64,21 +68,23 @@ def claim_due_enrollments(
             return []
         # The same leads' other due enrollments come along, so the engine sees all that compete for a lead's
         # frequency cap at once and lets the highest priority go first (not whichever fell due a moment earlier).
-        lead_ids = [row.lead_id for row in conn.execute(select(E.c.lead_id).where(E.c.id.in_(ids)).distinct())]
+        lead_ids = [row.lead_id for row in conn.execute(select(E.c.lead_id).where(E.c.id.in_(_IDS)).distinct(), {"ids": ids})]
         siblings = (
             select(E.c.id)
             .where(
-                E.c.lead_id.in_(lead_ids),
+                E.c.lead_id.in_(_LEAD_IDS),
                 E.c.status == "active",
                 E.c.next_due_at <= now,
                 E.c.campaign_id.in_(list(campaign_ids)),
                 or_(E.c.lease_until.is_(None), E.c.lease_until < now),
-                E.c.id.not_in(ids),
+                E.c.id.not_in(_IDS),
             )
         )
-        ids += [row.id for row in conn.execute(for_update_skip_locked(siblings, conn.dialect))]
-        conn.execute(update(E).where(E.c.id.in_(ids)).values(lease_until=now + lease, lease_owner=owner))
-        return list(conn.execute(select(E).where(E.c.id.in_(ids)).order_by(E.c.lead_id, E.c.priority.desc())))
+        ids += [row.id for row in conn.execute(for_update_skip_locked(siblings, conn.dialect),
+                                                {"ids": ids, "lead_ids": lead_ids})]
+        conn.execute(update(E).where(E.c.id.in_(_IDS)).values(lease_until=now + lease, lease_owner=owner), {"ids": ids})
+        return list(conn.execute(select(E).where(E.c.id.in_(_IDS)).order_by(E.c.lead_id, E.c.priority.desc()),
+                                 {"ids": ids}))
 
 
 @dataclass
@@ -105,12 +111,13 @@ def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) 
     facts: dict[int, LeadFacts] = {}
     with transaction(engine, read_only=True) as conn:
         for chunk in _chunks(list(lead_ids)):
-            for row in conn.execute(select(L).where(L.c.id.in_(chunk))):
+            for row in conn.execute(select(L).where(L.c.id.in_(_IDS)), {"ids": chunk}):
                 facts[row.id] = LeadFacts(lead_view(row), row)
             events = conn.execute(
                 select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties)
-                .where(EV.c.lead_id.in_(chunk), EV.c.occurred_at >= events_since)
-                .order_by(EV.c.occurred_at)
+                .where(EV.c.lead_id.in_(_IDS), EV.c.occurred_at >= events_since)
+                .order_by(EV.c.occurred_at),
+                {"ids": chunk},
             )
             for ev in events:
                 facts[ev.lead_id].events.append(
@@ -118,8 +125,9 @@ def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) 
                 )
             sends = conn.execute(
                 select(D.c.lead_id, D.c.campaign_id, D.c.step_key, D.c.sent_at, D.c.created_at).where(
-                    D.c.lead_id.in_(chunk), D.c.channel == "email", D.c.status.in_(("claimed", "sent", "retry"))
-                )
+                    D.c.lead_id.in_(_IDS), D.c.channel == "email", D.c.status.in_(("claimed", "sent", "retry"))
+                ),
+                {"ids": chunk},
             )
             for s in sends:
                 content = s.step_key.split("/", 1)[1] if "/" in s.step_key else None
@@ -185,7 +193,7 @@ def write_decisions(
         # such an enrollment keeps its end, and the email decided for it is not created.
         ids = [u.id for u in enrollments]
         still_mine = {row.id for chunk in _chunks(ids) for row in conn.execute(
-            select(E.c.id).where(E.c.id.in_(chunk), E.c.status == "active", E.c.lease_owner == owner)
+            select(E.c.id).where(E.c.id.in_(_IDS), E.c.status == "active", E.c.lease_owner == owner), {"ids": chunk}
         )}
         enrollments = [u for u in enrollments if u.id in still_mine]
         deliveries = [d for d in deliveries if d.enrollment_id in still_mine]
@@ -246,7 +254,7 @@ def release_enrollments(engine: Engine, ids: Sequence[int]) -> None:
     """Give leased enrollments back without changes (shutting down, or a batch that failed)."""
     with transaction(engine) as conn:
         for chunk in _chunks(list(ids)):
-            conn.execute(update(E).where(E.c.id.in_(chunk)).values(lease_until=None, lease_owner=None))
+            conn.execute(update(E).where(E.c.id.in_(_IDS)).values(lease_until=None, lease_owner=None), {"ids": chunk})
 
 
 def claim_deliveries_to_retry(
@@ -281,7 +289,8 @@ def suppressed_leads(engine: Engine, lead_ids: Sequence[int]) -> set[int]:
         for chunk in _chunks(sorted(set(lead_ids))):
             found |= {
                 row.id for row in conn.execute(
-                    select(L.c.id).where(L.c.id.in_(chunk), or_(L.c.unsubscribed_at.is_not(None), L.c.bounced_at.is_not(None)))
+                    select(L.c.id).where(L.c.id.in_(_IDS), or_(L.c.unsubscribed_at.is_not(None), L.c.bounced_at.is_not(None))),
+                    {"ids": chunk},
                 )
             }
     return found
@@ -292,7 +301,8 @@ def exited_enrollments(engine: Engine, enrollment_ids: Sequence[int]) -> set[int
     found: set[int] = set()
     with transaction(engine, read_only=True) as conn:
         for chunk in _chunks(sorted(set(enrollment_ids))):
-            found |= {row.id for row in conn.execute(select(E.c.id).where(E.c.id.in_(chunk), E.c.status == "exited"))}
+            found |= {row.id for row in conn.execute(select(E.c.id).where(E.c.id.in_(_IDS), E.c.status == "exited"),
+                                                     {"ids": chunk})}
     return found
 
 
