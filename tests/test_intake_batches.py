@@ -237,3 +237,50 @@ def test_sqlite_stores_the_driver_level_writes_as_sqlalchemy_would(sqlite_engine
         assert seconds == ("2024-05-01 12:00:00.000000",)
     finally:
         raw.close()
+
+
+def test_sqlite_reads_the_batch_rows_as_sqlalchemy_would(sqlite_engine, world):
+    """The SQLite reads of leads and scored history skip SQLAlchemy's result conversions: same values, same types."""
+    from nurture.storage.intake import _Bulk, _bulk_for
+
+    catalog, rules = world
+    with session(sqlite_engine) as orm_session:
+        upsert_lead(orm_session, {"email": "full@example.com", "first_name": "Ada", "company_size": 250, "country": "DE",
+                                  "timezone": "Europe/Berlin", "tags": ["a", "b"], "fields": {"x": [1, {"y": None}]}},
+                    actor="cli", now=T0)
+        upsert_lead(orm_session, {"email": "bare@example.com"}, actor="cli", now=T0 + timedelta(microseconds=1))
+    add_delivery(sqlite_engine, "full@example.com")
+    record_events(sqlite_engine, catalog, rules, [
+        EventIn("full@example.com", "unsubscribe", occurred_at=T0 + timedelta(seconds=1)),
+        EventIn("full@example.com", "webinar_attended", occurred_at=T0 - timedelta(days=2)),
+        EventIn("bare@example.com", "page_view"), EventIn("bare@example.com", "email_open"),
+    ], now=T0 + timedelta(hours=2), actor="api")
+    emails = ["bare@example.com", "full@example.com", "missing@example.com"]
+    with transaction(sqlite_engine) as conn:
+        fast, core = _bulk_for(conn.dialect), _Bulk("sqlite")
+        assert type(fast) is not _Bulk
+        for wanted in (emails, emails[1:2]):
+            mine, theirs = fast.lock_leads(conn, wanted), core.lock_leads(conn, wanted)
+            assert sorted(mine) == sorted(theirs) == sorted(set(wanted) - {"missing@example.com"})
+            for email, row in theirs.items():
+                expected = dict(row._mapping)
+                got = {name: getattr(mine[email], name) for name in expected}
+                assert got == expected and [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+        ids = sorted(row.id for row in core.lock_leads(conn, emails).values())
+        assert fast.scored_points(conn, ids) == core.scored_points(conn, ids)
+        assert len(fast.scored_points(conn, ids)) == 4
+
+
+def test_cleaning_an_event_keeps_every_field():
+    from dataclasses import fields
+
+    from nurture.storage.events import clean_event
+
+    event = EventIn(" A@Example.com ", "email_click", occurred_at=T0, properties={"url": "u"}, id="i", campaign_id="c",
+                    step_key="s", delivery_id=3, dedupe_within=timedelta(seconds=10))
+    cleaned = clean_event(event, T0)
+    assert cleaned.email == "a@example.com"
+    for name in (f.name for f in fields(EventIn)):
+        if name != "email":
+            assert getattr(cleaned, name) == getattr(event, name), name
+    assert clean_event(EventIn("a@example.com", "page_view"), T0).properties == {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,6 +23,7 @@ MAX_FUTURE = timedelta(days=1)
 """How far ahead of the server's clock an event may be dated (clock skew, not scheduling)."""
 
 RECORDED, DUPLICATE = "recorded", "duplicate"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_PROBLEMS_SHOWN = 20
 
 
@@ -80,7 +81,7 @@ class InvalidEvents(InvalidInput):
 
 def clean_properties(value: Any) -> dict[str, Any]:
     """Event properties as a plain JSON object within the size limit, or :class:`InvalidInput`."""
-    if value is None:
+    if value is None or (type(value) is dict and not value):  # most events carry none
         return {}
     if not isinstance(value, Mapping):
         raise InvalidInput("properties must be an object of names to values")
@@ -133,7 +134,7 @@ def clean_event(event: EventIn, now: datetime) -> EventIn:
         if occurred_at is not None and occurred_at > now + MAX_FUTURE:
             problems.append(f"occurred_at {occurred_at.isoformat()} is more than a day in the future")
     if event.id is not None and (not isinstance(event.id, str) or not event.id.strip() or len(event.id) > MAX_ID_LENGTH
-                                 or any(ord(ch) < 32 or ord(ch) == 127 for ch in event.id)):
+                                 or _CONTROL.search(event.id)):
         problems.append(f"id must be a non-empty string of at most {MAX_ID_LENGTH} characters, no control characters")
     properties: dict[str, Any] = {}
     try:
@@ -142,7 +143,9 @@ def clean_event(event: EventIn, now: datetime) -> EventIn:
         problems.append(str(exc))
     if problems:
         raise InvalidInput("; ".join(problems))
-    return replace(event, email=email, occurred_at=occurred_at, properties=properties)
+    return EventIn(email=email, type=event.type, occurred_at=occurred_at, properties=properties, id=event.id,
+                   campaign_id=event.campaign_id, step_key=event.step_key, delivery_id=event.delivery_id,
+                   dedupe_within=event.dedupe_within)
 
 
 def clean_events(events: Sequence[EventIn], now: datetime) -> list[EventIn]:

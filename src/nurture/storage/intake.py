@@ -40,7 +40,7 @@ from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, select, update
+from sqlalchemy import and_, bindparam, column, exists, func, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -153,11 +153,26 @@ _STAGE_CHANGE_COLUMNS = ("lead_id", "from_stage", "to_stage", "at", "reason", "a
 _NEW_LEAD_COLUMNS = ("email", "tags", "fields", "stage", "score", "created_at", "updated_at", "stage_changed_at")
 
 
-class _Writes:
-    """The batch's bulk writes, through SQLAlchemy Core (any database)."""
+class _Bulk:
+    """The batch's bulk reads and writes, through SQLAlchemy Core (any database)."""
 
     def __init__(self, dialect: str) -> None:
         self.sql = _statements(dialect)
+
+    def lock_leads(self, conn: Connection, emails: Sequence[str]) -> dict[str, Any]:
+        """The rows of the leads with these emails (locked until the transaction ends), each with ``nurtured``."""
+        if len(emails) == 1:
+            row = conn.execute(self.sql.lock_lead, {"email": emails[0]}).first()
+            return {row.email: row} if row is not None else {}
+        found: dict[str, Any] = {}
+        for start in range(0, len(emails), _CHUNK):
+            rows = conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + _CHUNK])})
+            found.update({row.email: row for row in rows})
+        return found
+
+    def scored_points(self, conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
+        """:func:`nurture.storage.scores.scored_points`."""
+        return scored_points(conn, lead_ids)
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Insert event rows (in order); :class:`_AlreadyRecorded` if the database holds some of their ids."""
@@ -184,12 +199,14 @@ class _Writes:
         conn.execute(self.sql.update_lead, rows)
 
 
-class _SqliteWrites(_Writes):
+class _SqliteBulk(_Bulk):
     """The same writes on SQLite, with the values made ready here and handed to the driver as they are.
 
-    SQLAlchemy converts each value of each row on its way to the driver (timestamps to text, JSON to text), which
-    costs more than SQLite's insert itself; here the conversions are the ones SQLAlchemy's types make (the same
-    text ends up stored, which ``tests/test_intake_writes.py`` checks), done once per row in plain Python.
+    SQLAlchemy converts each value of each row on its way to the driver (timestamps to text, JSON to text), and
+    back, which costs more than SQLite's work itself; here the conversions are the ones SQLAlchemy's types make (the
+    same text ends up stored and the same values are read, which ``tests/test_intake_batches.py`` checks), done once
+    per row in plain Python. The reads take their list of emails or ids as one JSON array (``json_each``), so
+    SQLite prepares each statement once, whatever the batch's size.
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -199,12 +216,46 @@ class _SqliteWrites(_Writes):
         self.stage_changes = _driver_sql(SC.insert(), dialect, _STAGE_CHANGE_COLUMNS)
         self.update = _driver_sql(self.sql.update_lead, dialect, [f"b_{name}" for name in _LEAD_STATE_COLUMNS]
                                   + ["b_id"])
+        nurtured = exists().where(and_(E.c.lead_id == L.c.id, E.c.status == "active")).label(_NURTURED)
+        emails = select(column("value")).select_from(func.json_each(bindparam("emails"))).scalar_subquery()
+        compiled = select(L, nurtured).where(L.c.email.in_(emails)).order_by(L.c.email).compile(dialect=dialect)
+        self.leads_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+        self.lead_columns = tuple(column.key for column in L.c) + (_NURTURED,)
+        ids = select(column("value")).select_from(func.json_each(bindparam("ids"))).scalar_subquery()
+        compiled = (select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.points)
+                    .where(EV.c.lead_id.in_(ids), EV.c.points != 0)
+                    .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id).compile(dialect=dialect))
+        self.points_by_lead = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
         sql, values = _driver_sql(
             upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.id, L.c.email),
             dialect, _NEW_LEAD_COLUMNS)
         start = sql.index(" VALUES (") + len(" VALUES ")
         end = sql.index(")", start) + 1
         self.leads = (sql[:start], sql[start:end], sql[end:], values)  # the head, one row's "(?, ...)", the rest
+
+    def lock_leads(self, conn: Connection, emails: Sequence[str]) -> dict[str, Any]:
+        sql, order, params = self.leads_by_email
+        found: dict[str, Any] = {}
+        names = self.lead_columns
+        for start in range(0, len(emails), 10_000):
+            bound = {**params, "emails": json.dumps(list(emails[start : start + 10_000]))}
+            for values in conn.exec_driver_sql(sql, tuple(bound[name] for name in order)):
+                row = SimpleNamespace(**dict(zip(names, values)))
+                row.tags, row.fields = _json(row.tags), _json(row.fields)
+                row.unsubscribed_at, row.bounced_at = _time(row.unsubscribed_at), _time(row.bounced_at)
+                row.created_at, row.updated_at = _time(row.created_at), _time(row.updated_at)
+                row.stage_changed_at, row.nurtured = _time(row.stage_changed_at), bool(row.nurtured)
+                found[row.email] = row
+        return found
+
+    def scored_points(self, conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
+        sql, order, params = self.points_by_lead
+        found: list[tuple[int, str, datetime, float]] = []
+        for start in range(0, len(lead_ids), 10_000):
+            bound = {**params, "ids": json.dumps(list(lead_ids[start : start + 10_000]))}
+            found.extend((lead_id, event_type, _time(at), float(points))
+                         for lead_id, event_type, at, points in conn.exec_driver_sql(sql, tuple(bound[name] for name in order)))
+        return found
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         sql, values = self.events
@@ -272,9 +323,18 @@ def _sqlite_time(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def _json(value: str | None) -> Any:
+    return json.loads(value) if value is not None else None
+
+
+def _time(value: str | None) -> datetime | None:
+    """A timestamp SQLite holds as text, read back as :class:`nurture.storage.database.UTCDateTime` reads it."""
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc) if value is not None else None
+
+
 @lru_cache(maxsize=8)
-def _writes_for(dialect: Dialect) -> _Writes:
-    return _SqliteWrites(dialect) if dialect.name == "sqlite" else _Writes(dialect.name)
+def _bulk_for(dialect: Dialect) -> _Bulk:
+    return _SqliteBulk(dialect) if dialect.name == "sqlite" else _Bulk(dialect.name)
 
 
 @dataclass
@@ -346,7 +406,7 @@ class _Batch:
         self.leads: dict[str, _LeadState] = {}
         self.by_id: dict[int, _LeadState] = {}
         self.sql = _statements(conn.dialect.name)
-        self.writes = _writes_for(conn.dialect)
+        self.bulk = _bulk_for(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
         self._updates: list[Callable[[Connection], Any]] = []  # enrollment updates that follow those rows, in order
         campaigns = catalog.campaigns.values()
@@ -372,7 +432,7 @@ class _Batch:
         conn = self._conn
         if self._rows:
             rows, self._rows = self._rows, []
-            self.writes.insert_events(conn, rows)
+            self.bulk.insert_events(conn, rows)
         while self._updates:
             updates, self._updates = self._updates, []
             for apply in updates:
@@ -408,14 +468,7 @@ class _Batch:
         return known
 
     def _lock_leads(self, emails: Sequence[str]) -> dict[str, Any]:
-        if len(emails) == 1:
-            row = self._conn.execute(self.sql.lock_lead, {"email": emails[0]}).first()
-            return {row.email: row} if row is not None else {}
-        found: dict[str, Any] = {}
-        for start in range(0, len(emails), _CHUNK):
-            rows = self._conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + _CHUNK])})
-            found.update({row.email: row for row in rows})
-        return found
+        return self.bulk.lock_leads(self._conn, emails) if emails else {}
 
     def create_leads(self, reasons: Mapping[str, str]) -> dict[str, Any]:
         """Insert leads at stage ``lead``, each with a first history row naming the actor and ``reasons[email]``;
@@ -427,9 +480,9 @@ class _Batch:
                      stage_changed_at=now) for email in sorted(reasons)]
         values = {row["email"]: row for row in rows}
         inserted = {email: _new_lead(lead_id, values[email])
-                    for email, lead_id in self.writes.insert_leads(self._conn, rows).items()}
+                    for email, lead_id in self.bulk.insert_leads(self._conn, rows).items()}
         if inserted:
-            self.writes.insert_stage_changes(self._conn, [
+            self.bulk.insert_stage_changes(self._conn, [
                 dict(lead_id=inserted[email].id, from_stage=None, to_stage="lead", at=now, actor=self.actor,
                      reason=reasons[email])
                 for email in sorted(inserted)
@@ -453,7 +506,7 @@ class _Batch:
         """Load the scored history of every lead of the batch that existed before it (in one go)."""
         existing = sorted(lead.id for lead in self.by_id.values() if not lead.created)
         if existing:
-            for lead_id, event_type, at, points in scored_points(self._conn, existing):
+            for lead_id, event_type, at, points in self.bulk.scored_points(self._conn, existing):
                 self.by_id[lead_id].add_scored(event_type, at, points)
 
     def run(self, events: Sequence[EventIn], known: dict[str, tuple[int, float]]) -> list[EventResult]:
@@ -596,7 +649,7 @@ class _Batch:
             for lead in self.by_id.values() if lead.dirty
         ]
         if rows:
-            self.writes.update_leads(self._conn, rows)
+            self.bulk.update_leads(self._conn, rows)
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
         """Leads that may enter a campaign now: created, moved to another stage, or with a new event of a type an
