@@ -190,6 +190,11 @@ class _Group:
     points: float = 0.0
     raw: float = 0.0
     count: int = 0
+    item: ScoreItem | None = None  # this group's line of the breakdown, until the group changes
+
+
+def _item_order(item: ScoreItem) -> tuple[float, str]:
+    return -item.points, item.label
 
 
 class ScoreAccumulator:
@@ -221,15 +226,15 @@ class ScoreAccumulator:
         if at > group.latest:
             group.latest = at
         group.count += 1
+        group.item = None
 
     def breakdown(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
         """The score from the events added so far and the lead's ``fit`` items (:func:`fit_items`)."""
         groups = self._groups
-        behaviour_items = sorted(
-            (ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
-             for kind, g in groups.items()),
-            key=lambda item: (-item.points, item.label),
-        )
+        for kind, g in groups.items():
+            if g.item is None:
+                g.item = ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
+        behaviour_items = sorted((g.item for g in groups.values()), key=_item_order)
         fits = list(fit)
         behaviour = sum(group.points for group in groups.values())
         fit_total = sum(item.points for item in fits)

@@ -259,8 +259,9 @@ class _SqliteBulk(_Bulk):
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         sql, values = self.events
+        text = _TimeText()
         params = [
-            values({**row, "occurred_at": _sqlite_time(row["occurred_at"]), "recorded_at": _sqlite_time(row["recorded_at"]),
+            values({**row, "occurred_at": text(row["occurred_at"]), "recorded_at": text(row["recorded_at"]),
                     "properties": json.dumps(row["properties"])})
             for row in rows
         ]
@@ -276,29 +277,32 @@ class _SqliteBulk(_Bulk):
     def insert_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
         # one INSERT ... VALUES (...), (...) ... RETURNING: the driver's executemany cannot return the new ids
         head, group, tail, values = self.leads
+        text = _TimeText()
         inserted: dict[str, int] = {}
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
             params: list[Any] = []
             for row in chunk:
                 params += values({**row, "tags": json.dumps(row["tags"]), "fields": json.dumps(row["fields"]),
-                                  "created_at": _sqlite_time(row["created_at"]),
-                                  "updated_at": _sqlite_time(row["updated_at"]),
-                                  "stage_changed_at": _sqlite_time(row["stage_changed_at"])})
+                                  "created_at": text(row["created_at"]),
+                                  "updated_at": text(row["updated_at"]),
+                                  "stage_changed_at": text(row["stage_changed_at"])})
             sql = head + ", ".join([group] * len(chunk)) + tail
             inserted.update({email: lead_id for lead_id, email in conn.exec_driver_sql(sql, tuple(params))})
         return inserted
 
     def insert_stage_changes(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         sql, values = self.stage_changes
-        conn.exec_driver_sql(sql, [values({**row, "at": _sqlite_time(row["at"])}) for row in rows])
+        text = _TimeText()
+        conn.exec_driver_sql(sql, [values({**row, "at": text(row["at"])}) for row in rows])
 
     def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         sql, values = self.update
+        text = _TimeText()
         conn.exec_driver_sql(sql, [
-            values({**row, "b_stage_changed_at": _sqlite_time(row["b_stage_changed_at"]),
-                    "b_unsubscribed_at": _sqlite_time(row["b_unsubscribed_at"]),
-                    "b_bounced_at": _sqlite_time(row["b_bounced_at"]), "b_updated_at": _sqlite_time(row["b_updated_at"])})
+            values({**row, "b_stage_changed_at": text(row["b_stage_changed_at"]),
+                    "b_unsubscribed_at": text(row["b_unsubscribed_at"]),
+                    "b_bounced_at": text(row["b_bounced_at"]), "b_updated_at": text(row["b_updated_at"])})
             for row in rows
         ])
 
@@ -321,6 +325,23 @@ def _sqlite_time(value: datetime | None) -> str | None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value!r}: nurture stores aware datetimes only")
     return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class _TimeText:
+    """:func:`_sqlite_time`, remembering its answers: the rows of a batch share most of their timestamps."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[datetime, str] = {}
+
+    def __call__(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        found = self._known.get(value)  # equal datetimes are the same instant: the same text
+        if found is None:
+            found = self._known[value] = _sqlite_time(value)  # type: ignore[assignment]
+        return found
 
 
 def _json(value: str | None) -> Any:
