@@ -112,6 +112,52 @@ def _describe_all(tests: Mapping[str, Any] | None) -> str:
 
 
 def _disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:
+    """The first disqualification rule that holds. Remembered by the values of the fields the rules read (with their
+    types), so a lead's later events cost a look-up: intake asks after every event."""
+    names, known = _disqualify_cache(rules)
+    key = _values_key(lead, names)
+    if key is None:
+        return _first_disqualification(rules, lead)
+    if key not in known:
+        if len(known) >= _DISQUALIFY_CACHE_SIZE:
+            known.clear()
+        known[key] = _first_disqualification(rules, lead)
+    return known[key]
+
+
+_DISQUALIFY_CACHE_SIZE = 65536
+_SCALARS = (str, int, float, bool, type(None))
+_DISQUALIFY_CACHES: dict[int, tuple[SalesRules, tuple[str, ...], dict[tuple[Any, ...], Decision | None]]] = {}
+
+
+def _disqualify_cache(rules: SalesRules) -> tuple[tuple[str, ...], dict[tuple[Any, ...], Decision | None]]:
+    cached = _DISQUALIFY_CACHES.get(id(rules))
+    if cached is None or cached[0] is not rules:
+        if len(_DISQUALIFY_CACHES) >= 8:  # a process loads one sales file, tests a few
+            _DISQUALIFY_CACHES.clear()
+        names = tuple(dict.fromkeys(name for rule in rules.disqualify for name in rule.when))
+        cached = _DISQUALIFY_CACHES[id(rules)] = (rules, names, {})
+    return cached[1], cached[2]
+
+
+def _values_key(lead: LeadView, names: tuple[str, ...]) -> tuple[Any, ...] | None:
+    """The values of these lead fields with their types (``1``, ``1.0`` and ``True`` test differently); None when
+    one is not a plain value."""
+    key: list[Any] = []
+    for name in names:
+        value = lead_value(lead, name)
+        if isinstance(value, (list, tuple)):
+            if not all(type(item) in _SCALARS for item in value):
+                return None
+            key.append((type(value), tuple((type(item), item) for item in value)))
+        elif type(value) in _SCALARS:
+            key.append((type(value), value))
+        else:
+            return None
+    return tuple(key)
+
+
+def _first_disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:
     for rule in rules.disqualify:
         if lead_holds(lead, rule.when):
             values = ", ".join(f"{name} {_shown(lead_value(lead, name))}" for name in rule.when)
