@@ -101,6 +101,7 @@ def dispatch_process_main(settings: Settings, control: Connection) -> None:
                 continue
             stopped.wait(settings.poll_interval)
     finally:
+        dispatcher.close()
         transport.close()
         engine.dispose()
 
