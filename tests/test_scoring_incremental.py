@@ -167,3 +167,21 @@ def test_the_remembered_items_belong_to_their_rules(tmp_path):
     assert [item.points for item in fit_items(one, lead)] == [15]
     assert [item.points for item in fit_items(other, lead)] == [99]
     assert [item.points for item in fit_items(one, lead)] == [15]
+
+
+def test_leads_without_fields_share_their_fit_unless_the_rules_read_built_in_fields(tmp_path):
+    rules = rules_for(tmp_path, "30d", None)
+    blank = [LeadView(key=str(i), email=f"l{i}@example.com", stage=stage, score=i)
+             for i, stage in enumerate(["lead", "mql", "sql"])]
+    for lead in blank:
+        assert fit_items(rules, lead) == scoring._fit_items(rules, lead) == []
+    (tmp_path / "email").mkdir()
+    (tmp_path / "email" / SCORING_FILE).write_text(
+        'fit:\n  - {label: work email, when: {email: {matches: "@acme"}}, points: 5}\n'
+        '  - {label: mql, when: {stage: mql}, points: 1}\n', encoding="utf-8")
+    by_email, problems = load_scoring(tmp_path / "email")
+    assert problems == []
+    leads = [LeadView(key="1", email="a@acme.example"), LeadView(key="2", email="b@other.example", stage="mql"),
+             LeadView(key="3", email="c@acme.example", stage="mql")]
+    assert [[item.label for item in fit_items(by_email, lead)] for lead in leads] == [
+        ["work email"], ["mql"], ["work email", "mql"]]

@@ -111,7 +111,10 @@ def fit_items(rules: ScoringRules, lead: LeadView) -> list[ScoreItem]:
     compare differently): leads that share them, such as every lead known by its email alone, cost a look-up.
     """
     cache = _fit_cache(rules)
-    key = _fit_key(cache.names, lead)
+    if cache.fields_only and not (lead.attributes or lead.custom or lead.tags):
+        key: tuple[Any, ...] | None = _NO_FIELDS
+    else:
+        key = _fit_key(cache.names, lead)
     if key is not None:
         found = cache.items.get(key)
         if found is None:
@@ -144,6 +147,7 @@ class _FitCache:
     rules: ScoringRules
     names: tuple[str, ...]  # the fields the fit rules read
     items: dict[tuple[Any, ...], tuple[ScoreItem, ...]]
+    fields_only: bool  # the rules read lead fields only (not email, stage, score or timezone)
 
 
 _FIT_CACHES: dict[int, _FitCache] = {}
@@ -155,8 +159,11 @@ def _fit_cache(rules: ScoringRules) -> _FitCache:
         if len(_FIT_CACHES) >= 8:  # a process loads one set of rules, tests a few: keep it small
             _FIT_CACHES.clear()
         names = tuple(dict.fromkeys(name for rule in rules.fit for name in rule.when))
-        cache = _FIT_CACHES[id(rules)] = _FitCache(rules, names, {})
+        cache = _FIT_CACHES[id(rules)] = _FitCache(rules, names, {}, not {"email", "stage", "score", "timezone"} & set(names))
     return cache
+
+
+_NO_FIELDS = ("no fields",)  # the key of every lead without fields (when the rules read fields only)
 
 
 def _fit_key(names: tuple[str, ...], lead: LeadView) -> tuple[Any, ...] | None:

@@ -379,6 +379,7 @@ class _LeadState:
     promoted: bool = False  # moved to sql in this batch (promotion also sets the owner)
     dirty: bool = False
     _base: LeadView | None = None
+    _view: LeadView | None = None
 
     @property
     def id(self) -> int:
@@ -397,12 +398,16 @@ class _LeadState:
     def view(self) -> LeadView:
         if self._base is None:
             self._base = lead_view(self.row)
-        base = self._base
-        return LeadView(
+        base, last = self._base, self._view
+        unsubscribed, bounced = self.unsubscribed_at is not None, self.bounced_at is not None
+        if last is not None and (last.stage, last.score, last.unsubscribed, last.bounced) == (
+                self.stage, self.score, unsubscribed, bounced):
+            return last  # views are frozen: the same state, the same view
+        self._view = LeadView(
             key=base.key, email=base.email, stage=self.stage, score=self.score, timezone=base.timezone, tags=base.tags,
-            attributes=base.attributes, custom=base.custom, unsubscribed=self.unsubscribed_at is not None,
-            bounced=self.bounced_at is not None,
+            attributes=base.attributes, custom=base.custom, unsubscribed=unsubscribed, bounced=bounced,
         )
+        return self._view
 
 
 _LEAD_COLUMN_NAMES = tuple(column.key for column in L.c)
