@@ -6,8 +6,8 @@ the same app that only inserts the event row, side by side in one run, over real
 Each mode is run with single-event requests and with batches (``{"events": [...]}``, --batch per request). The
 machine may be shared, so the two sides take turns in --rounds rounds (nurture, bare, then bare, nurture, ...) and
 each side's figure is its events over its own time; the server's CPU time per event (from /proc) is printed beside
-it, a figure other load on the machine barely moves. ``--statements`` then counts the SQL statements per request
-of each side in a short extra pass.
+it, a figure other load on the machine barely moves. ``--statements`` then counts, in short extra passes, the
+statements SQLite executes per request on each side (each row of an executemany counts once).
 """
 
 from __future__ import annotations
@@ -61,19 +61,23 @@ from sqlalchemy import event
 statements = collections.Counter()
 
 
-def _count(conn, cursor, statement, parameters, context, executemany):
+def _count(statement):
     statements[" ".join(statement.split()[:3])] += 1
+
+
+def _trace(dbapi_connection, record, proxy):
+    dbapi_connection.set_trace_callback(_count)  # what SQLite runs, whether SQLAlchemy or the driver sent it
 
 
 @app.post("/bench/statements/{action}")
 async def count_statements(action: str):
-    # start counting the SQL statements run, or stop and return the counts: only the --statements pass uses it,
-    # after the timed rounds (a listener costs every statement a little)
+    # start counting the SQL statements SQLite runs, or stop and return the counts: only the --statements passes
+    # use it, after every timed round (a trace callback costs every statement a little)
     if action == "start":
         statements.clear()
-        event.listen(engine, "before_cursor_execute", _count)
+        event.listen(engine, "checkout", _trace)
         return {}
-    event.remove(engine, "before_cursor_execute", _count)
+    event.remove(engine, "checkout", _trace)
     return dict(statements)
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="warning", access_log=False)
@@ -163,7 +167,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--leads", type=int, default=2000, help="distinct leads the events spread over")
     parser.add_argument("--rounds", type=int, default=6, help="turns each side takes, alternating")
-    parser.add_argument("--statements", action="store_true", help="print SQL statements per request, each side")
+    parser.add_argument("--statements", action="store_true", help="print SQLite statements per request, each side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         process, base = start_server(Path(tmp_name))
@@ -192,15 +196,16 @@ def main() -> None:
                 print(f"{label:10}  nurture {rate['nurture']:8.0f} events/s ({cpu_us['nurture']:5.0f} us CPU/event)   "
                       f"bare insert {rate['bare']:8.0f} events/s ({cpu_us['bare']:5.0f} us CPU/event)   "
                       f"ratio {rate['nurture'] / rate['bare']:.2f}", flush=True)
-                if args.statements:  # a short extra pass, same load shape, new requests
-                    for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
-                        count = max(1, 300 // batch)
-                        httpx.post(f"{base}/bench/statements/start")
-                        load(base, path, requests_total, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
-                        counted = httpx.post(f"{base}/bench/statements/stop").json()
-                        shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(),
-                                                                                        key=lambda x: -x[1]))
-                        print(f"            {side} statements/request: {shown}", flush=True)
+            # short extra passes after every timed round (the connections keep counting once they did)
+            for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)) if args.statements else ():
+                for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
+                    count = max(1, 300 // batch)
+                    httpx.post(f"{base}/bench/statements/start")
+                    first = args.events // batch  # new requests, on leads the timed rounds created
+                    load(base, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
+                    counted = httpx.post(f"{base}/bench/statements/stop").json()
+                    shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(), key=lambda x: -x[1]))
+                    print(f"{label:10}  {side} statements/request: {shown}", flush=True)
         finally:
             process.terminate()
             process.wait(10)
