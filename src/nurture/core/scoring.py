@@ -159,7 +159,8 @@ def _fit_cache(rules: ScoringRules) -> _FitCache:
         if len(_FIT_CACHES) >= 8:  # a process loads one set of rules, tests a few: keep it small
             _FIT_CACHES.clear()
         names = tuple(dict.fromkeys(name for rule in rules.fit for name in rule.when))
-        cache = _FIT_CACHES[id(rules)] = _FitCache(rules, names, {}, not {"email", "stage", "score", "timezone"} & set(names))
+        built_in = {"email", "stage", "score", "timezone"} & set(names)
+        cache = _FIT_CACHES[id(rules)] = _FitCache(rules, names, {}, not built_in)
     return cache
 
 

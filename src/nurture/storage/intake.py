@@ -213,7 +213,8 @@ class _SqliteBulk(_Bulk):
     back, which costs more than SQLite's work itself; here the conversions are the ones SQLAlchemy's types make (the
     same text ends up stored and the same values are read, which ``tests/test_intake_batches.py`` checks), done once
     per row in plain Python. The reads take their list of emails or ids as one JSON array (``json_each``), so
-    SQLite prepares each statement once, whatever the batch's size.
+    SQLite prepares each statement once, whatever the batch's size. These statements go to the sqlite3 connection
+    itself (:func:`_driver`): SQLAlchemy's ``before_cursor_execute`` listeners do not see them.
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -260,8 +261,8 @@ class _SqliteBulk(_Bulk):
         found: list[tuple[int, str, datetime, float]] = []
         for start in range(0, len(lead_ids), 10_000):
             bound = {**params, "ids": json.dumps(list(lead_ids[start : start + 10_000]))}
-            found.extend((lead_id, event_type, _time(at), float(points))
-                         for lead_id, event_type, at, points in _driver(conn, sql, tuple(bound[name] for name in order)))
+            rows = _driver(conn, sql, tuple(bound[name] for name in order))
+            found.extend((lead_id, event_type, _time(at), float(points)) for lead_id, event_type, at, points in rows)
         return found
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -327,7 +328,8 @@ def _driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> A
         raise
 
 
-def _driver_sql(statement: Any, dialect: Dialect, keys: Sequence[str]) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+def _driver_sql(statement: Any, dialect: Dialect,
+                keys: Sequence[str]) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
     """A statement's SQL for the driver, and what turns a row (a mapping of ``keys``) into its parameters."""
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
     order = tuple(compiled.positiontup or ())
