@@ -13,10 +13,12 @@ import hashlib
 import hmac
 import json
 import re
+from typing import Any
 
 from nurture.errors import NurtureError
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # what json.dumps builds anew on every call
 
 
 class BadSignature(NurtureError):
@@ -39,23 +41,26 @@ class Signer:
         if not key:
             raise ValueError("the signing secret must not be empty")
         self._secret = key
-        self._purpose_keys: dict[str, bytes] = {}
+        self._purpose_keys: dict[str, Any] = {}
 
-    def _key(self, purpose: str) -> bytes:
-        key = self._purpose_keys.get(purpose)
-        if key is None:
+    def _key(self, purpose: str) -> Any:
+        """An HMAC object keyed for ``purpose``, to be copied: keying one costs more than copying it."""
+        keyed = self._purpose_keys.get(purpose)
+        if keyed is None:
             # A separate key per purpose rather than the purpose prefixed to the message: no concatenation of
             # purpose and payload can ever collide with another pair.
             key = hmac.new(self._secret, b"nurture.signing:" + purpose.encode("utf-8"), hashlib.sha256).digest()
-            self._purpose_keys[purpose] = key
-        return key
+            keyed = self._purpose_keys[purpose] = hmac.new(key, digestmod=hashlib.sha256)
+        return keyed
 
     def _mac(self, body: str, purpose: str) -> str:
-        return _b64encode(hmac.new(self._key(purpose), body.encode("ascii"), hashlib.sha256).digest())
+        mac = self._key(purpose).copy()
+        mac.update(body.encode("ascii"))
+        return _b64encode(mac.digest())
 
     def sign(self, payload: dict, purpose: str = "") -> str:
         """Return a URL-safe token carrying ``payload`` (JSON-serialisable), bound to ``purpose``."""
-        body = _b64encode(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        body = _b64encode(_COMPACT.encode(payload).encode("utf-8"))
         return f"{body}.{self._mac(body, purpose)}"
 
     def unsign(self, token: str, purpose: str = "") -> dict:
