@@ -1,7 +1,7 @@
 """Intake benchmark: events/s through ``POST /v1/events`` (scoring, stage changes, enrollment) against a bare endpoint in
 the same app that only inserts the event row, side by side in one run, over real HTTP (uvicorn in its own process).
 
-    .venv/bin/python bench/intake.py --events 6000 --clients 8
+    .venv/bin/python bench/intake.py --events 6000 --batch-events 60000 --clients 8
 
 Each mode is run with single-event requests and with batches (``{"events": [...]}``, --batch per request). The
 machine may be shared, so the two sides take turns in --rounds rounds (nurture, bare, then bare, nurture, ...) and
@@ -26,6 +26,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key"
+MIN_TURN = 100  # requests
 
 SERVER = r"""
 import sys
@@ -162,7 +163,8 @@ def load(base: str, path: str, first: int, requests_total: int, clients: int, ba
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=6000, help="events per side and mode")
+    parser.add_argument("--events", type=int, default=6000, help="events per side, single-event requests")
+    parser.add_argument("--batch-events", type=int, default=60000, help="events per side, batched requests")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--leads", type=int, default=2000, help="distinct leads the events spread over")
@@ -174,8 +176,10 @@ def main() -> None:
         try:
             results = {}
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)):
-                requests_total = args.events // batch
-                per_round = max(1, requests_total // args.rounds)
+                requests_total = (args.events if batch == 1 else args.batch_events) // batch
+                # each turn starts its client threads and connections afresh: a turn of a few requests would time
+                # mostly that (it did: 10 requests a turn halved the bare side's figure), so a turn is 100 at least
+                per_round = max(MIN_TURN, requests_total // args.rounds)
                 # warm both paths up (their own leads), then let the sides take turns on the same load
                 for path in ("/v1/events", "/bench/bare"):
                     load(base, path, 0, max(1, 200 // batch), args.clients, batch, args.leads, f"warm{batch}{path[1]}")
@@ -201,7 +205,7 @@ def main() -> None:
                 for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
                     count = max(1, 300 // batch)
                     httpx.post(f"{base}/bench/statements/start")
-                    first = args.events // batch  # new requests, on leads the timed rounds created
+                    first = (args.events if batch == 1 else args.batch_events) // batch  # new requests, on leads the timed rounds created
                     load(base, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
                     counted = httpx.post(f"{base}/bench/statements/stop").json()
                     shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(), key=lambda x: -x[1]))
