@@ -845,3 +845,28 @@ def test_when_recording_a_batch_fails_the_batch_sent_after_it_is_still_recorded(
     assert calls == [5, 5]
     assert len(smtp_sink.wait_for(10)) == 10
     worker.dispatcher.close()
+
+
+def test_retries_wait_until_the_batch_in_flight_is_recorded(
+    sqlite_url: str, build_worker, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry pass must not queue behind a batch that was sent but not recorded (it could outlive its lease)."""
+    seed_leads(sqlite_url, tmp_path, 3)
+    worker = build_worker(sqlite_url, batch_size=5)
+    smtp_sink.fail_next("DATA", 451, count=3)
+    assert worker.run_once().retried == 3
+    seed_leads(sqlite_url, tmp_path, 10, start=3)
+    worker.start_up()
+    clock.advance(seconds=31)  # the three retries are due, and ten new leads too
+    claimed_at_retry: list[int] = []
+    real_retry = worker.dispatcher._retry_deliveries
+
+    def watch(now):  # noqa: ANN001, ANN202
+        claimed_at_retry.append(sum(r.status == "claimed" for r in deliveries(worker.engine)))
+        return real_retry(now)
+
+    monkeypatch.setattr(worker.dispatcher, "_retry_deliveries", watch)
+    worker.dispatcher.drain(clock)
+    assert claimed_at_retry and claimed_at_retry[0] == 0, claimed_at_retry
+    assert sorted({r.status for r in deliveries(worker.engine)}) == ["sent"]
+    worker.dispatcher.close()

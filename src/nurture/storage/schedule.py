@@ -369,6 +369,12 @@ def anything_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> 
         ).first()
         if enrollment is not None:
             return True
+    return deliveries_due(engine, now, campaign_ids)
+
+
+def deliveries_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> bool:
+    """Whether a delivery is due for another attempt, or was claimed by a sender whose lease ran out (read-only)."""
+    with transaction(engine, read_only=True) as conn:
         delivery = conn.execute(
             select(D.c.id).where(
                 D.c.campaign_id.in_(list(campaign_ids)),

@@ -171,7 +171,12 @@ class Dispatcher:
                 previous, in_flight = in_flight, flight  # should recording the previous fail, this one is still recorded
                 if previous is not None:
                     total.add(self._finish(previous))
-                total.add(self._retry_deliveries(now))
+                if not self.stopping and schedule.deliveries_due(self.engine, clock(), self.live_campaigns):
+                    # Retries are sent and recorded at once: not queued behind a batch in flight, which would stay
+                    # unrecorded meanwhile and could outlive its lease (another worker would send it again).
+                    total.add(self._finish(in_flight))
+                    in_flight = None
+                    total.add(self._retry_deliveries(clock()))
                 batches += 1
                 if flight.report.claimed == 0 or (max_batches is not None and batches >= max_batches):
                     break
