@@ -54,9 +54,10 @@ def dispatch_process_main(settings: Settings, control: Connection) -> None:
     held a shared lock would leave every other process waiting for it forever.
     """
     stopped = threading.Event()
+    terminated: list[bool] = []  # a signal handler only appends here: setting the Event could deadlock on its lock
     # Ctrl-C reaches the whole process group; the main process decides when its processes stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_args: stopped.set())
+    signal.signal(signal.SIGTERM, lambda *_args: terminated.append(True))
     configure_logging(settings.log_level)
 
     from nurture.definitions.loader import load_catalog
@@ -81,7 +82,9 @@ def dispatch_process_main(settings: Settings, control: Connection) -> None:
         stopped.set()
 
     def stop_claiming() -> None:
-        stopped.wait()
+        while not stopped.wait(0.2):
+            if terminated:
+                stopped.set()
         dispatcher.stopping = True
 
     threading.Thread(target=watch_control, name="nurture-control", daemon=True).start()
@@ -152,15 +155,24 @@ class DispatchProcesses:
                 restarted += 1
         return restarted
 
+    def request_stop(self) -> None:
+        """Tell every process to stop claiming (they finish what is in flight); none is started again after this.
+
+        Called from signal handlers too, so it takes no lock (the interrupted code may hold it)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for _process, control in list(self._running):
+            try:
+                control.send_bytes(b"stop")
+            except OSError:
+                pass  # that one is gone already
+
     def stop(self, timeout: float) -> None:
-        """Ask every process to stop after its batch in flight; kill one that has not within ``timeout`` seconds."""
+        """Ask every process to stop after its batches in flight; kill one that has not within ``timeout`` seconds."""
+        self.request_stop()
         with self._lock:
-            self._stopping = True
             for _process, control in self._running:
-                try:
-                    control.send_bytes(b"stop")
-                except OSError:
-                    pass  # that one is gone already
                 control.close()
             for process, _control in self._running:
                 process.join(timeout)

@@ -200,12 +200,14 @@ class Worker:
         self.dispatcher.stopping = True
         self.outbox.stopping = True
         self._stop.set()
+        if self.processes is not None:
+            self.processes.request_stop()  # they wind down while this process does
         if self.scheduler is not None and self.scheduler.running:
             log.info("stopping: finishing the batch in flight")
             self.scheduler.shutdown(wait=True)
         if self.processes is not None:
-            # a process is given as long as a batch may take before its unsent chunks are handed back
-            self.processes.stop(timeout=self.settings.lease_seconds / 2 + 30)
+            # a process may be finishing two batches, each handing back what it cannot start within half the lease
+            self.processes.stop(timeout=self.settings.lease_seconds + 30)
         self.dispatcher.close()
         self.transport.close()
         self.http_client.close()
@@ -215,6 +217,8 @@ class Worker:
         """Signal handler: ask :meth:`run_forever` to stop."""
         self.dispatcher.stopping = True
         self._stop.set()
+        if self.processes is not None:
+            self.processes.request_stop()
 
     def run_forever(self, *, install_signals: bool = True) -> None:
         """The worker alone, until SIGTERM/SIGINT (or :meth:`request_stop`)."""
