@@ -118,11 +118,14 @@ def _disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:
     key = _values_key(lead, names)
     if key is None:
         return _first_disqualification(rules, lead)
-    if key not in known:
-        if len(known) >= _DISQUALIFY_CACHE_SIZE:
-            known.clear()
-        known[key] = _first_disqualification(rules, lead)
-    return known[key]
+    try:
+        return known[key]
+    except KeyError:
+        pass
+    if len(known) >= _DISQUALIFY_CACHE_SIZE:
+        known.clear()
+    decision = known[key] = _first_disqualification(rules, lead)  # another thread may clear it: return ours
+    return decision
 
 
 _DISQUALIFY_CACHE_SIZE = 65536

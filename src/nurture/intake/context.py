@@ -77,7 +77,11 @@ class Writer:
         with self._lock:
             if self._alive < self._size:
                 self._alive += 1
-                threading.Thread(target=self._work, name="nurture-intake-writer", daemon=True).start()
+                try:
+                    threading.Thread(target=self._work, name="nurture-intake-writer", daemon=True).start()
+                except BaseException:
+                    self._alive -= 1  # no thread behind the count: the next request tries again
+                    raise
         return await future
 
     def _work(self) -> None:

@@ -134,7 +134,11 @@ def _nurtured() -> Any:
 
 @lru_cache(maxsize=4)
 def _statements(dialect: str) -> _Statements:
-    nurtured = _nurtured()
+    # SQLite runs one writer at a time, so the shortcut is exact there. On PostgreSQL a request that waited for another
+    # one's row lock re-reads the lead but not this EXISTS (READ COMMITTED): an enrollment the other request just
+    # created would be missed and its exits and wake-ups skipped. There every known lead counts as nurtured
+    # (the column is left out; its absence means "maybe").
+    columns = (L, _nurtured()) if dialect == "sqlite" else (L,)
     return _Statements(
         insert_events=EV.insert(),
         insert_events_ids=upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"])
@@ -143,9 +147,9 @@ def _statements(dialect: str) -> _Statements:
         .returning(L.c.id, L.c.email),
         insert_stage_change=SC.insert(),
         insert_stage_change_id=SC.insert().returning(SC.c.id),
-        lock_leads=select(L, nurtured).where(L.c.email.in_(bindparam("emails", expanding=True))).order_by(L.c.email)
+        lock_leads=select(*columns).where(L.c.email.in_(bindparam("emails", expanding=True))).order_by(L.c.email)
         .with_for_update(of=L),
-        lock_lead=select(L, nurtured).where(L.c.email == bindparam("email")).with_for_update(of=L),
+        lock_lead=select(*columns).where(L.c.email == bindparam("email")).with_for_update(of=L),
         known_ids=select(EV.c.external_id, EV.c.lead_id, EV.c.points).where(
             EV.c.external_id.in_(bindparam("ids", expanding=True))),
         update_lead=update(L).where(L.c.id == bindparam("b_id")).values(
