@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
+from db_fixtures import engine, migrated_url, pg_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from intake_world import T0, add_delivery, count_rows, events_of, lead_row, load_world, stage_history, write_campaigns
 from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
@@ -284,3 +284,45 @@ def test_cleaning_an_event_keeps_every_field():
         if name != "email":
             assert getattr(cleaned, name) == getattr(event, name), name
     assert clean_event(EventIn("a@example.com", "page_view"), T0).properties == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind, reason", [("demo_request", "goal:demo_request"), ("unsubscribe", "unsubscribed")])
+def test_postgres_a_request_that_waited_on_the_lead_lock_ends_the_enrollment_the_other_request_created(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, reason: str
+) -> None:
+    import threading
+    import time
+
+    import nurture.storage.intake as intake
+    from intake_world import enrollments_of
+    from nurture.storage.database import make_engine
+    from nurture.storage.migrate import upgrade
+
+    engine = make_engine(pg_url)
+    try:
+        upgrade(engine)
+        catalog, rules = load_world(write_campaigns(tmp_path / "campaigns"))
+        email = "x@acme.example"
+        record_events(engine, catalog, rules, [EventIn(email, "content_download", occurred_at=T0)], now=T0, actor="api")
+        assert enrollments_of(engine, email) == []
+        real = intake.enroll_in_transaction
+        enrolled = threading.Event()
+
+        def enroll_then_hold(conn, catalog, ids, now):  # noqa: ANN001, ANN202 - the first request keeps the lock a while
+            count = real(conn, catalog, ids, now)
+            if threading.current_thread().name == "first":
+                enrolled.set()
+                time.sleep(1.0)
+            return count
+
+        monkeypatch.setattr(intake, "enroll_in_transaction", enroll_then_hold)
+        first = threading.Thread(name="first", target=record_events, args=(
+            engine, catalog, rules, [EventIn(email, "webinar_attended", occurred_at=T0)]), kwargs={"now": T0, "actor": "api"})
+        first.start()
+        assert enrolled.wait(30)
+        record_events(engine, catalog, rules, [EventIn(email, kind, occurred_at=T0)], now=T0, actor="api")  # waits
+        first.join(30)
+        assert [(e.status, e.end_reason) for e in enrollments_of(engine, email)] == [("exited", reason)]
+    finally:
+        engine.dispose()
