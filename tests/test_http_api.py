@@ -204,6 +204,23 @@ def test_a_body_that_is_not_json_is_400(intake, raw, message):
     assert nothing_written(intake.engine)
 
 
+@pytest.mark.parametrize("raw", [
+    rb'{"email": "a@example.com", "type": "page_view", "id": "abc\ud800"}',
+    rb'{"email": "\uDC00b@example.com", "type": "page_view"}',
+    rb'{"events": [{"email": "c@example.com", "type": "page_view", "properties": {"url": "\ud800x"}}]}',
+])
+def test_an_unpaired_surrogate_escape_is_400_and_writes_nothing(intake, raw):
+    response = intake.post("/v1/events", raw=raw)
+    assert response.status_code == 400, response.text
+    assert "surrogate" in response.json()["error"]
+    assert nothing_written(intake.engine)
+
+
+def test_a_paired_surrogate_escape_is_text(intake):
+    response = intake.post("/v1/events", raw=rb'{"email": "d@example.com", "type": "page_view", "properties": {"t": "\ud83d\ude00"}}')
+    assert response.status_code < 300, response.text
+
+
 def test_an_oversized_body_is_413(intake):
     huge = json.dumps({"events": [{"email": "a@example.com", "type": "page_view", "properties": {"x": "y" * 9000}}] * 1000})
     response = intake.post("/v1/events", raw=huge.encode())

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import queue
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -207,13 +208,22 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
+
+
 async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
     """The request body parsed as JSON; 400 with a clear message when it is empty or not JSON."""
     body = await read_body(request, limit)
     if not body.strip():
         raise ApiError(400, "the request body is empty: send a JSON document")
     try:
-        return json.loads(body)
+        payload = json.loads(body)
+        if _SURROGATE_ESCAPE.search(body):
+            # "\ud800" is valid JSON but not text: an unpaired surrogate cannot be stored (UTF-8 refuses it)
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        return payload
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request body holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text") from None
     except RecursionError:
         raise ApiError(400, "the request body is nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
