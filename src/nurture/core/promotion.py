@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import Engagement, LeadView
-from nurture.core.scoring import ScoreBreakdown
+from nurture.core.scoring import ScoreBreakdown, typed_values_key
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.sales import DOMAIN, RESET_BEHAVIOUR, SalesRules
 from nurture.durations import Duration
@@ -129,7 +129,6 @@ def _disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:
 
 
 _DISQUALIFY_CACHE_SIZE = 65536
-_SCALARS = (str, int, float, bool, type(None))
 _DISQUALIFY_CACHES: dict[int, tuple[SalesRules, tuple[str, ...], dict[tuple[Any, ...], Decision | None]]] = {}
 
 
@@ -144,20 +143,8 @@ def _disqualify_cache(rules: SalesRules) -> tuple[tuple[str, ...], dict[tuple[An
 
 
 def _values_key(lead: LeadView, names: tuple[str, ...]) -> tuple[Any, ...] | None:
-    """The values of these lead fields with their types (``1``, ``1.0`` and ``True`` test differently); None when
-    one is not a plain value."""
-    key: list[Any] = []
-    for name in names:
-        value = lead_value(lead, name)
-        if isinstance(value, (list, tuple)):
-            if not all(type(item) in _SCALARS for item in value):
-                return None
-            key.append((type(value), tuple((type(item), item) for item in value)))
-        elif type(value) in _SCALARS:
-            key.append((type(value), value))
-        else:
-            return None
-    return tuple(key)
+    """The values of these lead fields with their types, as a memo key (None when one is not a plain value)."""
+    return typed_values_key(lead_value(lead, name) for name in names)
 
 
 def _first_disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import Engagement, LeadView
@@ -168,10 +168,15 @@ _NO_FIELDS = ("no fields",)  # the key of every lead without fields (when the ru
 
 
 def _fit_key(names: tuple[str, ...], lead: LeadView) -> tuple[Any, ...] | None:
-    """The values the fit rules read, each with its type (lists item by item); None when one is not a plain value."""
+    """The values the fit rules read, each with its type; None when one is not a plain value."""
+    return typed_values_key(lead.get(name) for name in names)
+
+
+def typed_values_key(values: Iterable[Any]) -> tuple[Any, ...] | None:
+    """A memo key of field values, each with its type (``1``, ``1.0`` and ``True`` test differently; lists item by
+    item); None when one is not a plain value."""
     key: list[Any] = []
-    for name in names:
-        value = lead.get(name)
+    for value in values:
         if isinstance(value, (list, tuple)):
             if not all(type(item) in _SCALARS for item in value):
                 return None
