@@ -74,21 +74,18 @@ def dispatch_process_main(settings: Settings, control: Connection) -> None:
     dispatcher = Dispatcher(engine, catalog, EmailRenderer(settings.templates_dir), transport,
                             Signer(signing_secret(engine, settings.secret_key)), dispatch_config(settings))
 
-    def watch_control() -> None:
-        try:
-            control.poll(None)  # returns on a message or on end of file
-        except OSError:
-            pass
+    def watch() -> None:
+        # a message on the pipe or its end of file (the main process is gone), or SIGTERM: stop claiming
+        while not terminated:
+            try:
+                if control.poll(0.2):
+                    break
+            except OSError:
+                break
         stopped.set()
-
-    def stop_claiming() -> None:
-        while not stopped.wait(0.2):
-            if terminated:
-                stopped.set()
         dispatcher.stopping = True
 
-    threading.Thread(target=watch_control, name="nurture-control", daemon=True).start()
-    threading.Thread(target=stop_claiming, name="nurture-stop", daemon=True).start()
+    threading.Thread(target=watch, name="nurture-control", daemon=True).start()
     log.info("dispatch process %d ready", os.getpid())
     try:
         while not stopped.is_set():
