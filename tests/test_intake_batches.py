@@ -271,6 +271,38 @@ def test_sqlite_reads_the_batch_rows_as_sqlalchemy_would(sqlite_engine, world):
         assert len(fast.scored_points(conn, ids)) == 4
 
 
+@pytest.mark.parametrize("half_life", [7 * 86400.0, 36.5, None])
+def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, world, half_life):
+    """What scoring reads of a lead's history, summed by SQLite or PostgreSQL (decay, future events counted in full,
+    microseconds, negative points), against the same events folded in Python one by one; caps count the asked
+    types and UTC days only."""
+    from nurture.storage.intake import _Bulk, _bulk_for
+
+    catalog, rules = world
+    rng = random.Random(f"sums{half_life}")
+    emails = [f"sum{i}@example.com" for i in range(5)]
+    events = [EventIn(rng.choice(emails), rng.choice(TYPES + ["careers_page_view"]),
+                      occurred_at=T0 + timedelta(seconds=rng.randint(-40 * 86400, 86400), microseconds=rng.randint(0, 999_999)))
+              for _ in range(300)]
+    record_events(engine, catalog, rules, events, now=T0, actor="api")
+    now = T0 + timedelta(hours=3, microseconds=123_456)  # some events still ahead of it
+    with transaction(engine) as conn:
+        ids = sorted(conn.execute(select(Lead.__table__.c.id).where(Lead.__table__.c.email.in_(emails))).scalars())
+        fast, reference = _bulk_for(conn.dialect), _Bulk("sqlite")  # the reference folds the rows in Python
+        got = {(g[0], g[1]): g[2:] for g in fast.scored_groups(conn, ids, now, half_life)}
+        want = {(g[0], g[1]): g[2:] for g in reference.scored_groups(conn, ids, now, half_life)}
+        assert sorted(got) == sorted(want) and len(want) >= 10
+        for key, (points, raw, count, latest) in want.items():
+            assert got[key][1:] == (raw, count, latest), key
+            assert got[key][0] == pytest.approx(points, rel=1e-9, abs=1e-9), key
+        assert any(points != raw for points, raw, _c, _l in want.values()) == (half_life is not None)
+        days = sorted({utc_day(e.occurred_at) for e in events})[::3]
+        for types in (["page_view"], ["page_view", "email_open", "careers_page_view"]):
+            counted = fast.scored_counts(conn, ids, types, days)
+            assert sorted(counted) == sorted(reference.scored_counts(conn, ids, types, days))
+            assert counted and {row[1] for row in counted} <= set(types) and {row[2] for row in counted} <= set(days)
+
+
 def test_cleaning_an_event_keeps_every_field():
     from dataclasses import fields
 

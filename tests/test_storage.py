@@ -69,6 +69,30 @@ def test_sqlite_pragmas_are_in_force(sqlite_engine) -> None:
         assert pragma("synchronous") == 1  # NORMAL
 
 
+def test_sqlite_without_math_functions_gets_pow_from_python() -> None:
+    import sqlite3
+
+    from nurture.storage.database import ensure_pow
+
+    class WithoutMath(sqlite3.Connection):  # as an SQLite built without SQLITE_ENABLE_MATH_FUNCTIONS answers
+        def execute(self, sql, *args):  # noqa: ANN001, ANN202
+            if "pow(" in sql and not getattr(self, "registered", False):
+                raise sqlite3.OperationalError("no such function: pow")
+            return super().execute(sql, *args)
+
+        def create_function(self, name, narg, func, **kwargs):  # noqa: ANN001, ANN202
+            self.registered = True
+            return super().create_function(name, narg, func, **kwargs)
+
+    connection = sqlite3.connect(":memory:", factory=WithoutMath)
+    ensure_pow(connection)
+    assert connection.registered
+    assert connection.execute("SELECT pow(0.5, 3.0)").fetchone() == (0.125,)
+    plain = sqlite3.connect(":memory:")
+    ensure_pow(plain)  # a build with the math functions keeps its own
+    assert plain.execute("SELECT pow(2.0, 10.0)").fetchone() == (1024.0,)
+
+
 def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'lock.db'}"
     holder, waiter = make_engine(url), make_engine(url, busy_timeout=0.2)

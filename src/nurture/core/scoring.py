@@ -241,6 +241,27 @@ class ScoreAccumulator:
         group.count += 1
         group.item = None
 
+    def add_group(self, event_type: str, points: float, raw: float, count: int, latest: datetime) -> None:
+        """Fold in ``count`` events of one type summed beforehand (by the database): ``points`` decayed to this
+        accumulator's ``now`` as :meth:`add` decays them, ``raw`` as awarded, ``latest`` the newest of them. Equal to
+        adding them one by one up to the order of the additions (the last bits of a float)."""
+        if not count:
+            return
+        group = self._groups.get(event_type)
+        if group is None:
+            group = self._groups[event_type] = _Group(latest=latest)
+        group.points += points
+        group.raw += raw
+        if latest > group.latest:
+            group.latest = latest
+        group.count += count
+        group.item = None
+
+    @property
+    def half_life_seconds(self) -> float | None:
+        """The half-life points decay with, in seconds (None: no decay)."""
+        return self._half_life_seconds
+
     def breakdown(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
         """The score from the events added so far and the lead's ``fit`` items (:func:`fit_items`)."""
         groups = self._groups

@@ -12,6 +12,7 @@ Everything dialect-specific lives here, so the rest of storage writes one query 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -123,6 +124,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        ensure_pow(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
@@ -130,6 +132,15 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
             connection.exec_driver_sql("BEGIN")  # a WAL snapshot: never blocks, never blocks writers
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def ensure_pow(dbapi_connection: Any) -> None:
+    """Give an SQLite connection ``pow()`` when its library was built without the math functions: the intake sums
+    decayed points in SQL (:mod:`nurture.storage.intake`)."""
+    try:
+        dbapi_connection.execute("SELECT pow(0.5, 1.0)")
+    except dbapi_connection.OperationalError:
+        dbapi_connection.create_function("pow", 2, math.pow, deterministic=True)
 
 
 def _bind(engine: Engine, read_only: bool) -> Engine:

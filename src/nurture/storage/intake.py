@@ -34,19 +34,26 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, column, exists, func, literal_column, select, update
+from sqlalchemy import Float, and_, bindparam, case, cast, column, exists, func, literal_column, select, update
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 
 from nurture.core.conditions import filter_matches
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, History, LeadView
-from nurture.core.scoring import ScoreAccumulator, event_points, fit_items, stage_after_scoring, utc_day
+from nurture.core.scoring import (
+    ScoreAccumulator,
+    decayed,
+    event_points,
+    fit_items,
+    stage_after_scoring,
+    utc_day,
+)
 from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
@@ -168,6 +175,7 @@ class _Bulk:
     """The batch's bulk reads and writes, through SQLAlchemy Core (any database)."""
 
     def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
         self.sql = _statements(dialect)
 
     def lock_leads(self, conn: Connection, emails: Sequence[str]) -> dict[str, Any]:
@@ -184,6 +192,67 @@ class _Bulk:
     def scored_points(self, conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
         """:func:`nurture.storage.scores.scored_points`."""
         return scored_points(conn, lead_ids)
+
+    def scored_groups(self, conn: Connection, lead_ids: Sequence[int], now: datetime,
+                      half_life_seconds: float | None) -> list[tuple[int, str, float, float, int, datetime]]:
+        """Each lead's scored events summed per type: (lead id, type, points decayed to ``now``, raw points, count,
+        latest time), what :meth:`nurture.core.scoring.ScoreAccumulator.add_group` folds in. The database does the
+        sums (the rows stay there): a lead's long history costs SQLite's or PostgreSQL's time, not Python's."""
+        if self.dialect != "postgresql":  # the reference: the rows, summed here as ScoreAccumulator.add sums them
+            sums: dict[tuple[int, str], list[Any]] = {}
+            for lead_id, event_type, at, points in scored_points(conn, lead_ids):
+                group = sums.setdefault((lead_id, event_type), [0.0, 0.0, 0, at])
+                group[0] += decayed(points, (now - at).total_seconds(), half_life_seconds)
+                group[1] += points
+                group[2] += 1
+                group[3] = max(group[3], at)
+            return [(lead_id, event_type, *group) for (lead_id, event_type), group in sums.items()]
+        age = func.greatest(0.0, cast(func.extract("epoch", bindparam("now", type_=EV.c.occurred_at.type)
+                                                       - EV.c.occurred_at), Float))
+        halvings = age / bindparam("half_life", type_=Float)
+        # PostgreSQL raises on a float underflow where Python gives 0.0: 0.5 ** 1000 is ~1e-301, as good as nothing
+        decayed_points = (case((halvings > 1000, 0.0), else_=EV.c.points * func.power(0.5, halvings))
+                          if half_life_seconds else EV.c.points)
+        query = (select(EV.c.lead_id, EV.c.type, func.sum(decayed_points), func.sum(EV.c.points), func.count(),
+                        func.max(EV.c.occurred_at))
+                 .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0)
+                 .group_by(EV.c.lead_id, EV.c.type))
+        found = []
+        for start in range(0, len(lead_ids), _CHUNK):
+            rows = conn.execute(query, {"lead_ids": list(lead_ids[start : start + _CHUNK]), "now": now,
+                                        "half_life": half_life_seconds})
+            found.extend((lead_id, kind, float(points), float(raw), int(count), latest)
+                         for lead_id, kind, points, raw, count, latest in rows)
+        return found
+
+    def scored_counts(self, conn: Connection, lead_ids: Sequence[int], types: Sequence[str],
+                      days: Sequence[date]) -> list[tuple[int, str, date, int]]:
+        """How many events of these types scored on these UTC days, per lead: (lead id, type, day, count), what
+        daily caps count from."""
+        wanted_types, wanted_days = set(types), set(days)
+        if self.dialect != "postgresql":  # the reference: counted here from the rows
+            counts: Counter[tuple[int, str, date]] = Counter()
+            for lead_id, event_type, at, _points in scored_points(conn, lead_ids):
+                day = utc_day(at)
+                if event_type in wanted_types and day in wanted_days:
+                    counts[(lead_id, event_type, day)] += 1
+            return [(*key, count) for key, count in counts.items()]
+        day = func.to_char(func.timezone("UTC", EV.c.occurred_at), "YYYY-MM-DD")
+        query = (select(EV.c.lead_id, EV.c.type, day, func.count())
+                 .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0,
+                        EV.c.type.in_(bindparam("types", expanding=True)),
+                        EV.c.occurred_at >= bindparam("since", type_=EV.c.occurred_at.type),
+                        EV.c.occurred_at < bindparam("until", type_=EV.c.occurred_at.type))
+                 .group_by(EV.c.lead_id, EV.c.type, day))
+        since, until = _day_bounds(wanted_days)
+        found = []
+        for start in range(0, len(lead_ids), _CHUNK):
+            rows = conn.execute(query, {"lead_ids": list(lead_ids[start : start + _CHUNK]), "types": sorted(wanted_types),
+                                        "since": since, "until": until})
+            for lead_id, kind, text_day, count in rows:
+                if (day_value := date.fromisoformat(text_day)) in wanted_days:
+                    found.append((lead_id, kind, day_value, int(count)))
+        return found
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Insert event rows (in order); :class:`_AlreadyRecorded` if the database holds some of their ids."""
@@ -238,6 +307,19 @@ class _SqliteBulk(_Bulk):
                     .where(EV.c.lead_id.in_(ids), EV.c.points != 0)
                     .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id).compile(dialect=dialect))
         self.points_by_lead = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+        # Sums per lead and type, in SQLite (pow: its math functions, or the one storage.database registers)
+        groups = ("SELECT lead_id, type, SUM(points{weight}), SUM(points), COUNT(*), MAX(occurred_at) "
+                  "FROM engagement_event WHERE lead_id IN (SELECT value FROM json_each(?)) AND points != 0 "
+                  "GROUP BY lead_id, type")
+        self._groups_raw = groups.format(weight="")
+        self._groups_decayed = ("SELECT lead_id, type, SUM(points * pow(0.5, max(0.0, (julianday(?1) - "
+                                "julianday(occurred_at)) * 86400.0) / ?2)), SUM(points), COUNT(*), MAX(occurred_at) "
+                                "FROM engagement_event WHERE lead_id IN (SELECT value FROM json_each(?3)) "
+                                "AND points != 0 GROUP BY lead_id, type")
+        self._counts = ("SELECT lead_id, type, substr(occurred_at, 1, 10), COUNT(*) FROM engagement_event "
+                        "WHERE lead_id IN (SELECT value FROM json_each(?)) AND points != 0 "
+                        "AND type IN (SELECT value FROM json_each(?)) AND occurred_at >= ? AND occurred_at < ? "
+                        "GROUP BY lead_id, type, substr(occurred_at, 1, 10)")
         sql, values = _driver_sql(
             upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.id, L.c.email),
             dialect, _NEW_LEAD_COLUMNS)
@@ -267,6 +349,31 @@ class _SqliteBulk(_Bulk):
             bound = {**params, "ids": json.dumps(list(lead_ids[start : start + 10_000]))}
             rows = _driver(conn, sql, tuple(bound[name] for name in order))
             found.extend((lead_id, event_type, _time(at), float(points)) for lead_id, event_type, at, points in rows)
+        return found
+
+    def scored_groups(self, conn: Connection, lead_ids: Sequence[int], now: datetime,
+                      half_life_seconds: float | None) -> list[tuple[int, str, float, float, int, datetime]]:
+        # julianday() keeps milliseconds: an age off by less than one, against half-lives of hours or days
+        sql = self._groups_decayed if half_life_seconds else self._groups_raw
+        found = []
+        for start in range(0, len(lead_ids), 10_000):
+            params = (_sqlite_time(now), half_life_seconds, json.dumps(list(lead_ids[start : start + 10_000])))
+            found.extend((lead_id, kind, points, raw, count, _time(latest))
+                         for lead_id, kind, points, raw, count, latest in _driver(
+                             conn, sql, params if half_life_seconds else params[2:]))
+        return found
+
+    def scored_counts(self, conn: Connection, lead_ids: Sequence[int], types: Sequence[str],
+                      days: Sequence[date]) -> list[tuple[int, str, date, int]]:
+        wanted_days = set(days)
+        since, until = _day_bounds(wanted_days)
+        found = []
+        for start in range(0, len(lead_ids), 10_000):
+            params = (json.dumps(list(lead_ids[start : start + 10_000])), json.dumps(sorted(set(types))),
+                      _sqlite_time(since), _sqlite_time(until))
+            for lead_id, kind, text_day, count in _driver(conn, self._counts, params):
+                if (day := _day(text_day)) in wanted_days:
+                    found.append((lead_id, kind, day, count))
         return found
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -368,6 +475,18 @@ class _TimeText:
         if found is None:
             found = self._known[value] = _sqlite_time(value)  # type: ignore[assignment]
         return found
+
+
+@lru_cache(maxsize=1024)
+def _day(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def _day_bounds(days: set[date]) -> tuple[datetime, datetime]:
+    """From the start of the first of these UTC days to the end of the last."""
+    first, last = min(days), max(days)
+    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+    return start, datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
 
 
 def _json(value: str | None) -> Any:
@@ -554,12 +673,22 @@ class _Batch:
         self.by_id[int(row.id)] = state
         return state
 
-    def load_history(self) -> None:
-        """Load the scored history of every lead of the batch that existed before it (in one go)."""
+    def load_history(self, events: Sequence[EventIn] = ()) -> None:
+        """Load what scoring needs of the history of every lead of the batch that existed before it (in one go):
+        its scored events summed per type, and the counts the daily caps of ``events`` compare against."""
         existing = sorted(lead.id for lead in self.by_id.values() if not lead.created)
-        if existing:
-            for lead_id, event_type, at, points in self.bulk.scored_points(self._conn, existing):
-                self.by_id[lead_id].add_scored(event_type, at, points)
+        if not existing:
+            return
+        by_id = self.by_id
+        for lead_id, event_type, points, raw, count, latest in self.bulk.scored_groups(
+                self._conn, existing, self.now, by_id[existing[0]].behaviour.half_life_seconds):
+            by_id[lead_id].behaviour.add_group(event_type, points, raw, count, latest)
+        capped = _capped_types(self.rules)
+        days = {utc_day(event.occurred_at) for event in events if event.type in capped and event.occurred_at}
+        if days:
+            types = sorted({event.type for event in events if event.type in capped})
+            for lead_id, event_type, day, count in self.bulk.scored_counts(self._conn, existing, types, sorted(days)):
+                by_id[lead_id].caps[(event_type, day)] = count
 
     def run(self, events: Sequence[EventIn], known: dict[str, tuple[int, float]]) -> list[EventResult]:
         """Record every event in order and write what they cause; one result per event."""
@@ -734,6 +863,21 @@ class _Batch:
 _NO_HISTORY = History([])
 
 
+def _capped_types(rules: ScoringRules) -> frozenset[str]:
+    """The event types some rule caps per day."""
+    cached = _CAPPED.get(id(rules))
+    if cached is None or cached[0] is not rules:
+        if len(_CAPPED) >= 8:
+            _CAPPED.clear()
+        types = frozenset(kind for kind, event_rules in rules.behaviour.events.items()
+                          if any(rule.max_per_day is not None for rule in event_rules))
+        cached = _CAPPED[id(rules)] = (rules, types)
+    return cached[1]
+
+
+_CAPPED: dict[int, tuple[ScoringRules, frozenset[str]]] = {}
+
+
 def _entry_filters(catalog: Catalog) -> list[tuple[frozenset[str], EntryFilter | None]]:
     """Each campaign's entry stages and its entry filter without ``had_event`` (the part a lead's fields decide)."""
     cached = _ENTRY_FILTERS.get(id(catalog))
@@ -789,7 +933,7 @@ def record_events(
                 known = batch.prepare(cleaned)
                 if refused - known.keys():  # recorded by a concurrent batch since prepare looked
                     known.update(batch.known_ids(refused - known.keys()))
-                batch.load_history()
+                batch.load_history(cleaned)
                 results = batch.run(cleaned, known)
                 batch.finish()
                 created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
