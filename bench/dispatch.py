@@ -244,8 +244,9 @@ def main() -> None:
             n = bench_nurture(args.leads, args.batch, folder, args.processes)
             print(f"round {number}: nurture {n['per_second']:6.0f} emails/s  ({args.processes} process(es); {args.leads} "
                   f"in {n['seconds']:.1f}s, sink received {n['received']}; {n['cpu_ms_per_email']:.2f} ms CPU per email; "
-                  f"enrolling took {n['enroll_seconds']:.1f}s, end to end {n['end_to_end_per_second']:.0f}/s; peak RSS "
-                  f"{n['peak_rss_mb']:.0f} MB)", flush=True)
+                  f"enrolling took {n['enroll_seconds']:.1f}s, end to end {n['end_to_end_per_second']:.0f}/s; "
+                  + (f"peak RSS {n['peak_rss_mb']:.0f} MB)" if number == 1 else  # later: the ceiling's messages too
+                     "peak RSS: see round 1)"), flush=True)
             c = None
             if "ceiling" not in args.skip:
                 c = bench_ceiling(min(args.leads, 50_000), folder)
