@@ -216,7 +216,8 @@ class ScoreAccumulator:
     :func:`score` is this accumulator fed with every event in order; a caller that records events one after another
     (the intake batch) keeps one per lead and adds each new event, so rescoring after an event costs one addition
     and a sum over the event types instead of a pass over the whole history. Given the same events in the same
-    order, :meth:`breakdown` is exactly :func:`score`'s result: the same additions in the same order.
+    order, :meth:`breakdown` is exactly :func:`score`'s result: the same additions in the same order. Sums folded in
+    with :meth:`add_group` give the same result up to the order of the additions.
     """
 
     __slots__ = ("_half_life_seconds", "_now", "_groups")

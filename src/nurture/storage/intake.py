@@ -18,8 +18,10 @@ before the batch enrolls at its end), and leads are enrolled only when some camp
 filters could let them in.
 
 Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), so
-rescoring after an event adds one event; the result is exactly :func:`nurture.core.scoring.score` over the lead's
-whole history. Daily caps count from the same history.
+rescoring after an event adds one event. The history before the batch is summed per type by the database (decay
+included) and folded in once; the result is :func:`nurture.core.scoring.score` over the lead's whole history, up to
+the order of float additions and, on SQLite, event ages taken to the millisecond (``julianday``). Daily caps count
+from the same history.
 
 Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
