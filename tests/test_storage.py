@@ -278,6 +278,57 @@ def test_concurrent_claims_take_different_rows(engine) -> None:
     assert len(mine) == len(theirs) == 2 and not mine & theirs
 
 
+def test_a_lead_is_claimed_by_one_worker_at_a_time(engine) -> None:
+    """While a worker holds one of a lead's enrollments (claimed, its email not written yet), another worker does not
+    claim the lead's other enrollments: it would not see that email, and the frequency cap would let both go."""
+    from nurture.storage.schedule import anything_due, claim_due_enrollments, release_enrollments
+
+    lead, other = add_lead(engine), add_lead(engine, "bo@example.com")
+    first = add_enrollment(engine, lead, "welcome")
+    later, bystander = add_enrollment(engine, lead, "webinar"), add_enrollment(engine, other, "webinar")
+    with transaction(engine) as conn:  # these two fall due an hour later
+        conn.execute(sa.update(Enrollment.__table__).where(Enrollment.__table__.c.id.in_([later, bystander]))
+                     .values(next_due_at=T0 + timedelta(hours=1)))
+    campaigns, lease = ["welcome", "webinar"], timedelta(hours=2)
+
+    def claim(owner: str, at: datetime) -> set[int]:
+        return {row.id for row in claim_due_enrollments(engine, at, limit=10, owner=owner, lease=lease,
+                                                         campaign_ids=campaigns)}
+
+    assert claim("a", T0) == {first}
+    at = T0 + timedelta(hours=1, seconds=1)
+    assert claim("b", at) == {bystander}  # not the lead worker a holds
+    assert not anything_due(engine, at, campaigns)
+    release_enrollments(engine, [first])  # worker a wrote its decisions (which releases), or gave the lead back
+    assert anything_due(engine, at, campaigns)
+    assert claim("b", at) == {first, later}  # a lead's due enrollments come together
+    # a worker that died holds nothing once its lease runs out
+    assert claim("c", at + lease + timedelta(seconds=1)) == {first, later, bystander}
+
+
+def test_claims_on_postgresql_take_turns(engine) -> None:
+    """Two claims at once would each miss the other's leases: on PostgreSQL a claim waits for the claim lock."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("on SQLite, BEGIN IMMEDIATE serializes claimers")
+    from nurture.storage.schedule import CLAIM_LOCK, claim_due_enrollments
+
+    enrollment = add_enrollment(engine, add_lead(engine))
+    claimed: list[list[int]] = []
+    thread = threading.Thread(target=lambda: claimed.append([row.id for row in claim_due_enrollments(
+        engine, T0, limit=10, owner="b", lease=timedelta(minutes=5), campaign_ids=["welcome"])]))
+    with transaction(engine) as held:
+        held.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})  # a claim in progress
+        thread.start()
+        deadline = time.monotonic() + 10
+        waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        while not held.execute(waiting).scalar():  # pg_locks is live, not a snapshot
+            assert time.monotonic() < deadline, "the second claim did not wait for the first"
+            time.sleep(0.01)
+        assert claimed == []
+    thread.join(10)
+    assert claimed == [[enrollment]]
+
+
 # -- leads -----------------------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
@@ -27,6 +27,23 @@ O = Outbox.__table__
 # Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
 _IDS = bindparam("ids", expanding=True)
 _LEAD_IDS = bindparam("lead_ids", expanding=True)
+
+_LEASED = E.alias("leased")
+
+CLAIM_LOCK = 0x6E75727475726501
+"""The PostgreSQL advisory lock (transaction-scoped) that claims of due enrollments take first, one claim at a time."""
+
+
+def _lead_not_leased(now: datetime) -> Any:
+    """No enrollment of the row's lead is leased (by a live lease) right now.
+
+    A worker that claimed one of a lead's enrollments may not have written the email it decided yet: until it has
+    (its lease is released then, in the same transaction as the delivery row), another worker claiming the lead's
+    other enrollments would not see that email, and the frequency cap would let both go. So a lead is claimed by one
+    worker at a time; its other enrollments wait a moment and then see the email the cap counts.
+    """
+    return ~exists().where(_LEASED.c.lead_id == E.c.lead_id, _LEASED.c.lease_until >= now)
+
 
 LEAD_COLUMNS = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
 
@@ -50,8 +67,15 @@ def lead_view(row: Any) -> LeadView:
 def claim_due_enrollments(
     engine: Engine, now: datetime, *, limit: int, owner: str, lease: timedelta, campaign_ids: Iterable[str]
 ) -> list[Any]:
-    """Lease up to ``limit`` active enrollments due at ``now`` (and not leased by a live worker); return their rows."""
+    """Lease up to ``limit`` active enrollments due at ``now`` whose leads no live worker holds; return their rows.
+
+    A lead's due enrollments are claimed together, and only while none of its enrollments is leased
+    (:func:`_lead_not_leased`), so the frequency cap holds across workers. Claims are serialized: SQLite's write lock
+    does it, on PostgreSQL an advisory lock (:data:`CLAIM_LOCK`), so that a claim sees the leases of the one before.
+    """
     with transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
         ids_query = (
             select(E.c.id)
             .where(
@@ -59,6 +83,7 @@ def claim_due_enrollments(
                 E.c.next_due_at <= now,
                 E.c.campaign_id.in_(list(campaign_ids)),
                 or_(E.c.lease_until.is_(None), E.c.lease_until < now),
+                _lead_not_leased(now),
             )
             .order_by(E.c.next_due_at)
             .limit(limit)
@@ -364,7 +389,7 @@ def anything_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> 
         enrollment = conn.execute(
             select(E.c.id).where(
                 E.c.status == "active", E.c.next_due_at <= now, E.c.campaign_id.in_(list(campaign_ids)),
-                or_(E.c.lease_until.is_(None), E.c.lease_until < now),
+                or_(E.c.lease_until.is_(None), E.c.lease_until < now), _lead_not_leased(now),
             ).limit(1)
         ).first()
         if enrollment is not None:
