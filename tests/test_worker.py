@@ -365,6 +365,62 @@ def test_a_lead_unsubscribed_between_claim_and_send_is_not_emailed(migrated_url:
     assert len(deliveries(worker.engine, victim)) == 1
 
 
+def test_a_lead_unsubscribed_while_an_earlier_chunk_is_sent_is_not_emailed(
+    migrated_url: str, build_worker, project: Project, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks wait their turn on the sending thread (behind a slow mail server, or the batch before): an unsubscribe
+    that lands while an earlier chunk is being sent is honoured by the later chunk, checked again right before it."""
+    from nurture.worker import dispatcher as dispatching
+
+    monkeypatch.setattr(dispatching, "SEND_CHUNK", 2)
+    emails = seed_leads(migrated_url, tmp_path, 6)
+    worker = build_worker(migrated_url)
+    transport = worker.dispatcher.transport
+    send_many = transport.send_many
+    victims: list[str] = []
+
+    def then_unsubscribe(batch: list[Any]) -> Any:
+        results = send_many(batch)
+        if not victims:  # the first chunk is out: a lead of a later chunk clicks unsubscribe
+            first = {email for email in emails if any(email in outgoing.to_addr for outgoing, _bytes in batch)}
+            victims.append(next(email for email in emails if email not in first))
+            unsubscribe(worker, project, victims[0])
+        return results
+
+    monkeypatch.setattr(transport, "send_many", then_unsubscribe)
+    report = worker.run_once()
+    assert (report.sent, report.suppressed) == (5, 1)
+    assert sorted(by_recipient(smtp_sink.messages)) == sorted(set(emails) - set(victims))
+    assert [d.status for d in deliveries(worker.engine, victims[0])] == ["suppressed"]
+    [enrollment] = enrollments(worker.engine, victims[0])
+    assert (enrollment.status, enrollment.end_reason) == ("exited", "unsubscribed")
+
+
+def test_a_chunk_whose_suppression_check_fails_is_handed_back_not_sent_unchecked(
+    sqlite_url: str, build_worker, smtp_sink: SmtpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emails = seed_leads(sqlite_url, tmp_path, 3)
+    worker = build_worker(sqlite_url)
+    exited_enrollments = schedule.exited_enrollments
+    calls: list[int] = []
+
+    def unreachable_when_sending(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the first call decides the batch; the second is the check right before the send
+            raise OSError("database unreachable")
+        return exited_enrollments(*args, **kwargs)
+
+    monkeypatch.setattr(schedule, "exited_enrollments", unreachable_when_sending)
+    worker.start_up()
+    report = worker.dispatcher.drain(worker.clock, max_batches=1)
+    monkeypatch.undo()
+    assert (report.sent, report.released) == (0, 3) and smtp_sink.messages == []
+    assert {d.status for email in emails for d in deliveries(worker.engine, email)} == {"retry"}
+    assert worker.run_once().sent == 3
+    assert sorted(by_recipient(smtp_sink.messages)) == sorted(emails)
+
+
 def test_a_lead_unsubscribed_before_its_next_step_gets_nothing_more(migrated_url: str, build_worker,
                                                                     project: Project, clock: Clock,
                                                                     smtp_sink: SmtpSink, tmp_path: Path) -> None:

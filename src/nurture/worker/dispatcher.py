@@ -4,7 +4,8 @@
 2. Decide (no transaction): load the leads' facts, run the step engine for each enrollment.
 3. Write (one short write transaction): create the delivery rows (unique per enrollment x step), advance the
    enrollments, apply lead updates, queue webhooks in the outbox.
-4. Send (no transaction): re-check suppression, render, build, hand the batch to the transport.
+4. Send (no transaction): re-check suppression, render, build, hand the batch to the transport, which sends it
+   in chunks, suppression checked once more right before each chunk.
 5. Record (one short write transaction): sent, retry with backoff, or failed with the reason.
 
 :meth:`Dispatcher.drain` overlaps batches: steps 1-4 of the next batch run while the transport still sends the last one,
@@ -112,7 +113,12 @@ class _InFlight:
     now: datetime
     report: TickReport
     outcomes: list[DeliveryOutcome] = field(default_factory=list)
-    chunks: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult] | None]]] = field(default_factory=list)
+    # each chunk: what it sends, and its results (None: handed back unsent; a None result: that lead left meanwhile)
+    chunks: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult | None] | None]]] = field(default_factory=list)
+
+
+def _suppressed(delivery: Any) -> DeliveryOutcome:
+    return DeliveryOutcome(delivery.id, "suppressed", delivery.attempts, "lead suppressed or left")
 
 
 class Dispatcher:
@@ -355,8 +361,26 @@ class Dispatcher:
         # send it again: chunks not started by half the lease are handed back, unsent, for the next tick.
         deadline = time.monotonic() + self.config.lease.total_seconds() / 2
 
-        def send_in_time(batch: list[tuple[OutgoingEmail, bytes]]) -> list[SendResult] | None:
-            return self.transport.send_many(batch) if time.monotonic() < deadline else None
+        def send_in_time(batch: list[tuple[OutgoingEmail, bytes]],
+                         sending: list[tuple[_Pending, str]]) -> list[SendResult | None] | None:
+            if time.monotonic() >= deadline:
+                return None
+            # A chunk may wait behind others (a slow mail server, the batch before still sending): an unsubscribe,
+            # bounce or exit that came in meanwhile is honoured here, right before the send.
+            try:
+                left = self._left_since([item for item, _subject in sending])
+            except Exception as exc:  # the database is unreachable: hand the chunk back rather than send unchecked
+                log.warning("could not check suppression before sending (%s); the chunk is handed back",
+                            type(exc).__name__)
+                return None
+            if not left:
+                return self.transport.send_many(batch)
+            keep = [i for i, (item, _subject) in enumerate(sending) if item.delivery.id not in left]
+            results: list[SendResult | None] = [None] * len(batch)  # None: not sent, the lead left
+            if keep:
+                for i, result in zip(keep, self.transport.send_many([batch[i] for i in keep])):
+                    results[i] = result
+            return results
 
         if self._sender is None:
             self._sender = ThreadPoolExecutor(1, thread_name_prefix="nurture-send")
@@ -364,8 +388,15 @@ class Dispatcher:
             batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], suppressed, exited,
                                                 flight.outcomes, report)
             if batch:
-                flight.chunks.append((sending, self._sender.submit(send_in_time, batch)))
+                flight.chunks.append((sending, self._sender.submit(send_in_time, batch, sending)))
         return flight
+
+    def _left_since(self, items: list[_Pending]) -> set[int]:
+        """The deliveries among ``items`` whose lead is now unsubscribed or bounced, or whose enrollment exited."""
+        suppressed = schedule.suppressed_leads(self.engine, [item.delivery.lead_id for item in items])
+        exited = schedule.exited_enrollments(self.engine, [item.delivery.enrollment_id for item in items])
+        return {item.delivery.id for item in items
+                if item.delivery.lead_id in suppressed or item.delivery.enrollment_id in exited}
 
     def _finish(self, flight: _InFlight) -> TickReport:
         """Wait for a batch's chunks to be sent and record every outcome; return its report."""
@@ -378,7 +409,11 @@ class Dispatcher:
                                              next_attempt_at=now) for item, _subject in sending]
                 continue
             for (item, subject), result in zip(sending, results):
-                outcomes.append(self._outcome(now, item.delivery, subject, result, report))
+                if result is None:
+                    outcomes.append(_suppressed(item.delivery))
+                    report.suppressed += 1
+                else:
+                    outcomes.append(self._outcome(now, item.delivery, subject, result, report))
         flight.chunks.clear()
         schedule.record_outcomes(self.engine, now, outcomes)
         outcomes.clear()
@@ -400,7 +435,7 @@ class Dispatcher:
             delivery = item.delivery
             attempts = delivery.attempts + 1
             if delivery.lead_id in suppressed or delivery.enrollment_id in exited:
-                outcomes.append(DeliveryOutcome(delivery.id, "suppressed", delivery.attempts, "lead suppressed or left"))
+                outcomes.append(_suppressed(delivery))
                 report.suppressed += 1
                 continue
             campaign = self.catalog.campaigns[delivery.campaign_id]
