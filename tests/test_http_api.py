@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ class Intake:
         return httpx.get(self.url + path, headers=AUTH if headers is None else headers)
 
 
-def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True) -> Iterator[Intake]:
+def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True, **settings: Any) -> Iterator[Intake]:
     url = f"sqlite:///{tmp_path / 'intake.db'}"
     if migrate:
         upgrade(url)
@@ -65,8 +66,7 @@ def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True) -> Iterator[In
     catalog, rules = load_world(write_campaigns(tmp_path / "campaigns"))
     clock = Clock()
     intake = Intake("", engine, clock)
-    settings = Settings(api_key=api_key, database_url=url)
-    app = create_app(settings, engine=engine, catalog=catalog, rules=rules, signer=Signer("s3cret"),
+    app = create_app(Settings(api_key=api_key, database_url=url, **settings), engine=engine, catalog=catalog, rules=rules, signer=Signer("s3cret"),
                      on_event=lambda: intake.wakes.append(1), clock=clock)
     with HttpServer(app) as server:
         intake.url = server.url
@@ -376,6 +376,38 @@ def test_the_sendgrid_webhook_needs_the_token(intake, query):
     assert response.status_code == 401
     assert "token" in response.json()["error"]
     assert nothing_written(intake.engine)
+
+
+def basic(password: str, user: str = "sendgrid") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_the_sendgrid_webhook_takes_the_token_as_the_basic_auth_password(intake):
+    assert intake.post("/v1/webhooks/sendgrid", sendgrid_events(), headers=basic("wrong")).status_code == 401
+    assert nothing_written(intake.engine)
+    response = intake.post("/v1/webhooks/sendgrid", sendgrid_events(), headers=basic(API_KEY))
+    assert response.status_code == 200, response.text
+    assert lead_row(intake.engine, "c@example.com").bounced_at is not None
+
+
+def test_with_an_inbound_webhook_token_the_api_key_opens_no_webhook(tmp_path):
+    """A webhook URL lives in a provider's console and in proxies' logs: with a token of its own, a leaked URL
+    gives no access to the API, and the API key is refused in a URL."""
+    for intake in _serve(tmp_path, API_KEY, inbound_webhook_token="hook-token-42"):
+        for refused in (f"?token={API_KEY}", "?token=hook-token-4", ""):
+            response = intake.post(f"/v1/webhooks/sendgrid{refused}", sendgrid_events(), headers={})
+            assert response.status_code == 401, refused
+        assert "NURTURE_INBOUND_WEBHOOK_TOKEN" in response.json()["error"]
+        assert intake.post("/v1/webhooks/sendgrid", sendgrid_events(), headers=basic(API_KEY)).status_code == 401
+        assert nothing_written(intake.engine)
+        assert intake.post("/v1/events", {"email": "x@example.com", "type": "page_view"},
+                           headers={"Authorization": "Bearer hook-token-42"}).status_code == 401
+        assert nothing_written(intake.engine)
+        response = intake.post("/v1/webhooks/sendgrid?token=hook-token-42", sendgrid_events(), headers={})
+        assert response.status_code == 200, response.text
+        assert response.json()["recorded"] == 4
+        assert intake.post("/v1/webhooks/sendgrid", sendgrid_events(), headers=basic("hook-token-42")).json() == {
+            "recorded": 0, "duplicate": 4, "ignored": 5}
 
 
 def test_the_sendgrid_webhook_wants_an_array(intake):

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     base_url: str = Field("http://127.0.0.1:8000", description="Public URL of the HTTP intake; tracking links use it.")
     secret_key: str = Field("", description="Signs tracking, unsubscribe and sales links. Generated and stored if empty.")
     api_key: str = Field("", description="Bearer key for the write endpoints of the HTTP API.")
+    inbound_webhook_token: str = Field(
+        "", description="Token of the provider webhooks (?token= or Basic auth); empty: the API key serves."
+    )
     sales_webhook_url: str = Field("", description="Where lead.promoted notifications are POSTed (signed).")
     webhook_secret: str = Field("", description="HMAC-SHA256 key of the outbound webhook signature.")
     http_host: str = Field("127.0.0.1", description="Address the HTTP intake listens on.")

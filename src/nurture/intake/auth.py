@@ -6,6 +6,7 @@ Keys are compared with :func:`hmac.compare_digest`, so the comparison takes the 
 
 from __future__ import annotations
 
+import base64
 import hmac
 
 from fastapi import Depends, Request
@@ -50,11 +51,29 @@ async def require_api_key(
         raise ApiError(401, "invalid API key", {"WWW-Authenticate": 'Bearer realm="nurture", error="invalid_token"'})
 
 
-def require_query_token(request: Request) -> None:
-    """For senders that cannot set a header (webhook URLs configured in a provider's console): ``?token=<API key>``."""
-    expected = configured_key(request)
-    token = request.query_params.get("token", "")
+async def require_webhook_token(request: Request) -> None:
+    """For senders that cannot set a bearer header (webhook URLs set in a provider's console): the token as
+    ``?token=<token>``, or as the password of HTTP Basic auth (``https://any:<token>@host/...``, which keeps it out of
+    URLs that proxies log). The token is ``NURTURE_INBOUND_WEBHOOK_TOKEN`` when set (then the API key is refused here:
+    a webhook URL that leaks gives no access to the API); otherwise the API key."""
+    settings = context(request).settings
+    expected = settings.inbound_webhook_token or configured_key(request)
+    name = "NURTURE_INBOUND_WEBHOOK_TOKEN" if settings.inbound_webhook_token else "NURTURE_API_KEY"
+    token = request.query_params.get("token", "") or _basic_password(request.headers.get("authorization", ""))
     if not token:
-        raise ApiError(401, "missing token: add ?token=<NURTURE_API_KEY> to the webhook URL")
+        raise ApiError(401, f"missing token: add ?token=<{name}> to the webhook URL (or use it as the Basic auth "
+                            "password)", {"WWW-Authenticate": 'Basic realm="nurture webhooks"'})
     if not key_matches(token, expected):
-        raise ApiError(401, "invalid token")
+        raise ApiError(401, "invalid token", {"WWW-Authenticate": 'Basic realm="nurture webhooks"'})
+
+
+def _basic_password(header: str) -> str:
+    """The password of an ``Authorization: Basic`` header ('' when there is none or it is malformed)."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]

@@ -7,15 +7,17 @@ Two formats:
   them. The lead is found by email, or by the message's id (the Message-ID nurture sent, or the provider's id).
   A malformed notice rejects the request (422) and records nothing; a notice whose lead cannot be found is
   reported ``unmatched``.
-- ``POST /v1/webhooks/sendgrid?token=<NURTURE_API_KEY>``: SendGrid's Event Webhook, a JSON array of events. ``bounce``
+- ``POST /v1/webhooks/sendgrid?token=<NURTURE_INBOUND_WEBHOOK_TOKEN>`` (or the token as the Basic auth password;
+  without that setting, the API key): SendGrid's Event Webhook, a JSON array of events. ``bounce``
   (not ``blocked``, a temporary refusal), ``dropped``, ``spamreport``, ``unsubscribe`` and ``group_unsubscribe``
   suppress the lead; every other event (delivered, open, click, deferred, ...) is ignored, as are items without a
   usable email, so one odd item never makes SendGrid retry the whole batch. ``sg_event_id`` makes retries
   idempotent.
 
-  Why a token in the URL rather than SendGrid's signature: SendGrid signs its Event Webhook with ECDSA and a key pair
-  it generates per account, and verifying needs that public key (and a dependency for ECDSA); a shared secret in
-  the URL works on every SendGrid plan and needs neither. Serve it over HTTPS only, as for the Bearer key.
+  Why a shared token rather than SendGrid's signature: SendGrid signs its Event Webhook with ECDSA and a key pair
+  it generates per account, and verifying needs that public key (and a dependency for ECDSA); a token works on every
+  SendGrid plan and needs neither. A token of its own means a leaked webhook URL opens nothing else. Serve it over
+  HTTPS only, as for the Bearer key.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pydantic import ValidationError
 
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
 from nurture.errors import InvalidInput
-from nurture.intake.auth import require_api_key, require_query_token
+from nurture.intake.auth import require_api_key, require_webhook_token
 from nurture.intake.context import ApiError, IntakeContext, context, read_json
 from nurture.intake.schemas import BounceNotice, describe_errors
 from nurture.storage.intake import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
@@ -170,7 +172,7 @@ def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
     return {**_counts(results), "ignored": ignored}
 
 
-@router.post("/sendgrid", dependencies=[Depends(require_query_token)])
+@router.post("/sendgrid", dependencies=[Depends(require_webhook_token)])
 async def sendgrid(request: Request) -> dict[str, int]:
     """SendGrid's Event Webhook (a JSON array): bounces, drops, spam reports and unsubscribes suppress the lead."""
     payload = await read_json(request)
