@@ -304,6 +304,14 @@ def test_a_lead_is_claimed_by_one_worker_at_a_time(engine) -> None:
     assert claim("b", at) == {first, later}  # a lead's due enrollments come together
     # a worker that died holds nothing once its lease runs out
     assert claim("c", at + lease + timedelta(seconds=1)) == {first, later, bystander}
+    # an enrollment that ended while leased (a goal reached, say) holds nothing either
+    again = at + 3 * lease  # c's lease ran out too
+    assert claim("d", again) == {first, later, bystander}
+    with transaction(engine) as conn:
+        conn.execute(sa.update(Enrollment.__table__).where(Enrollment.__table__.c.id == first).values(status="exited"))
+        conn.execute(sa.update(Enrollment.__table__).where(Enrollment.__table__.c.id == later)
+                     .values(lease_until=None, lease_owner=None))
+    assert claim("e", again) == {later}
 
 
 def test_claims_on_postgresql_take_turns(engine) -> None:

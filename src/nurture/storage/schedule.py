@@ -40,9 +40,11 @@ def _lead_not_leased(now: datetime) -> Any:
     A worker that claimed one of a lead's enrollments may not have written the email it decided yet: until it has
     (its lease is released then, in the same transaction as the delivery row), another worker claiming the lead's
     other enrollments would not see that email, and the frequency cap would let both go. So a lead is claimed by one
-    worker at a time; its other enrollments wait a moment and then see the email the cap counts.
+    worker at a time; its other enrollments wait a moment and then see the email the cap counts. An enrollment that
+    ended while leased (intake: a goal, an unsubscribe) sends nothing more and holds nothing.
     """
-    return ~exists().where(_LEASED.c.lead_id == E.c.lead_id, _LEASED.c.lease_until >= now)
+    return ~exists().where(_LEASED.c.lead_id == E.c.lead_id, _LEASED.c.status == "active",
+                           _LEASED.c.lease_until >= now)
 
 
 LEAD_COLUMNS = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
