@@ -299,9 +299,11 @@ def test_a_lead_is_claimed_by_one_worker_at_a_time(engine) -> None:
     at = T0 + timedelta(hours=1, seconds=1)
     assert claim("b", at) == {bystander}  # not the lead worker a holds
     assert not anything_due(engine, at, campaigns)
-    release_enrollments(engine, [first])  # worker a wrote its decisions (which releases), or gave the lead back
+    release_enrollments(engine, [first], owner="a")  # worker a wrote its decisions (which releases), or gave them back
     assert anything_due(engine, at, campaigns)
     assert claim("b", at) == {first, later}  # a lead's due enrollments come together
+    release_enrollments(engine, [first, later], owner="a")  # a late worker a gives back what b holds now: nothing
+    assert claim("x", at) == set()
     # a worker that died holds nothing once its lease runs out
     assert claim("c", at + lease + timedelta(seconds=1)) == {first, later, bystander}
     # an enrollment that ended while leased (a goal reached, say) holds nothing either
@@ -328,8 +330,11 @@ def test_claims_on_postgresql_take_turns(engine) -> None:
         held.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})  # a claim in progress
         thread.start()
         deadline = time.monotonic() + 10
-        waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        while not held.execute(waiting).scalar():  # pg_locks is live, not a snapshot
+        waiting = sa.text(  # a bigint key shows as two 32-bit halves; pg_locks is live, not a snapshot
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' "
+            "AND NOT l.granted AND d.datname = current_database() AND l.classid::text::bigint = :high "
+            "AND l.objid::text::bigint = :low")
+        while not held.execute(waiting, {"high": CLAIM_LOCK >> 32, "low": CLAIM_LOCK & 0xFFFFFFFF}).scalar():
             assert time.monotonic() < deadline, "the second claim did not wait for the first"
             time.sleep(0.01)
         assert claimed == []

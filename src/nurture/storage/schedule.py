@@ -277,11 +277,13 @@ def _apply_lead_change(conn: Connection, change: LeadChange, now: datetime) -> N
     conn.execute(update(L).where(L.c.id == change.lead_id).values(**values))
 
 
-def release_enrollments(engine: Engine, ids: Sequence[int]) -> None:
-    """Give leased enrollments back without changes (shutting down, or a batch that failed)."""
+def release_enrollments(engine: Engine, ids: Sequence[int], *, owner: str) -> None:
+    """Give leased enrollments back without changes (shutting down, or a batch that failed); only those ``owner``
+    still holds: one whose lease ran out may be another worker's now, mid-batch."""
     with transaction(engine) as conn:
         for chunk in _chunks(list(ids)):
-            conn.execute(update(E).where(E.c.id.in_(_IDS)).values(lease_until=None, lease_owner=None), {"ids": chunk})
+            conn.execute(update(E).where(E.c.id.in_(_IDS), E.c.lease_owner == owner)
+                         .values(lease_until=None, lease_owner=None), {"ids": chunk})
 
 
 def claim_deliveries_to_retry(

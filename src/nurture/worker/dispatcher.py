@@ -206,7 +206,7 @@ class Dispatcher:
             facts = schedule.load_facts(self.engine, sorted({row.lead_id for row in rows}), since)
             pending = self._decide_and_write(now, rows, facts, report)
         except Exception:
-            schedule.release_enrollments(self.engine, [row.id for row in rows])
+            schedule.release_enrollments(self.engine, [row.id for row in rows], owner=self.owner)
             raise
         return self._start_sending(now, pending, report)
 
