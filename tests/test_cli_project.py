@@ -38,14 +38,24 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
 
 def test_config_masks_secrets(tmp_path: Path) -> None:
     shown = run("config", cwd=tmp_path, env={
-        "NURTURE_API_KEY": "s3cret-key", "NURTURE_DATABASE_URL": "postgresql://app:pa55@db.internal/nurture",
+        "NURTURE_API_KEY": "s3cret-key", "NURTURE_INBOUND_WEBHOOK_TOKEN": "hook-t0ken",
+        "NURTURE_DATABASE_URL": "postgresql://app:pa55@db.internal/nurture",
         "NURTURE_SALES_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/XYZ", "NURTURE_HTTP_PORT": "8123",
     })
     assert shown.returncode == 0, shown.stderr
     assert "s3cret-key" not in shown.stdout and "pa55" not in shown.stdout and "XYZ" not in shown.stdout
+    assert "hook-t0ken" not in shown.stdout
     assert "NURTURE_API_KEY" in shown.stdout and "(set)" in shown.stdout
     assert "postgresql://app:***@db.internal/nurture" in shown.stdout
     assert "8123" in shown.stdout
+
+
+def test_every_secret_setting_is_masked() -> None:
+    from nurture.cli.commands.project import SECRET_FIELDS
+    from nurture.settings import Settings
+
+    secrets = {name for name in Settings.model_fields if any(word in name for word in ("key", "secret", "token"))}
+    assert len(secrets) >= 4 and secrets <= SECRET_FIELDS
 
 
 def test_usage_errors_are_short_messages_not_tracebacks(tmp_path: Path) -> None:

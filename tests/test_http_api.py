@@ -113,7 +113,19 @@ def test_without_a_configured_key_the_api_refuses_with_503(tmp_path):
             assert "NURTURE_API_KEY" in response.json()["error"]
         response = intake.post("/v1/webhooks/sendgrid?token=", [{"event": "bounce", "email": "a@example.com"}])
         assert response.status_code == 503
+        assert "NURTURE_INBOUND_WEBHOOK_TOKEN" in response.json()["error"]
         assert nothing_written(intake.engine)
+
+
+def test_a_webhook_token_alone_opens_the_webhooks_not_the_api(tmp_path):
+    for intake in _serve(tmp_path, "", inbound_webhook_token="hook-token-42"):
+        events = intake.post("/v1/events", {"email": "a@example.com", "type": "page_view"},
+                             headers={"Authorization": "Bearer hook-token-42"})
+        assert events.status_code == 503
+        assert nothing_written(intake.engine)
+        response = intake.post("/v1/webhooks/sendgrid?token=hook-token-42", sendgrid_events(), headers={})
+        assert response.status_code == 200, response.text
+        assert lead_row(intake.engine, "c@example.com").bounced_at is not None
 
 
 # --- POST /v1/events ----------------------------------------------------------------------------------------------

@@ -57,7 +57,10 @@ async def require_webhook_token(request: Request) -> None:
     URLs that proxies log). The token is ``NURTURE_INBOUND_WEBHOOK_TOKEN`` when set (then the API key is refused here:
     a webhook URL that leaks gives no access to the API); otherwise the API key."""
     settings = context(request).settings
-    expected = settings.inbound_webhook_token or configured_key(request)
+    if not settings.inbound_webhook_token and not settings.api_key:
+        raise ApiError(503, "provider webhooks are disabled until a token is configured: set "
+                            "NURTURE_INBOUND_WEBHOOK_TOKEN (or NURTURE_API_KEY)")
+    expected = settings.inbound_webhook_token or settings.api_key
     name = "NURTURE_INBOUND_WEBHOOK_TOKEN" if settings.inbound_webhook_token else "NURTURE_API_KEY"
     token = request.query_params.get("token", "") or _basic_password(request.headers.get("authorization", ""))
     if not token:

@@ -101,7 +101,7 @@ def init_command(
     typer.echo(f"created a nurture project in {directory}: next, `nurture check`, `nurture db upgrade`, `nurture run`")
 
 
-SECRET_FIELDS = {"secret_key", "api_key", "webhook_secret"}
+SECRET_FIELDS = {"secret_key", "api_key", "webhook_secret", "inbound_webhook_token"}
 
 
 def _shown(name: str, value: object) -> str:
