@@ -66,8 +66,8 @@ def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True, **settings: An
     catalog, rules = load_world(write_campaigns(tmp_path / "campaigns"))
     clock = Clock()
     intake = Intake("", engine, clock)
-    app = create_app(Settings(api_key=api_key, database_url=url, **settings), engine=engine, catalog=catalog, rules=rules, signer=Signer("s3cret"),
-                     on_event=lambda: intake.wakes.append(1), clock=clock)
+    app = create_app(Settings(api_key=api_key, database_url=url, **settings), engine=engine, catalog=catalog,
+                     rules=rules, signer=Signer("s3cret"), on_event=lambda: intake.wakes.append(1), clock=clock)
     with HttpServer(app) as server:
         intake.url = server.url
         yield intake

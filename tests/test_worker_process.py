@@ -342,6 +342,30 @@ def test_processes_share_the_sending_survive_a_killed_one_and_stop_together(
     assert len(deliveries(engine)) == leads
 
 
+def test_dispatch_processes_work_from_the_campaigns_the_worker_loaded(project: Project, database_url: str,
+                                                                     smtp_sink: SmtpSink, engine: Engine,
+                                                                     tmp_path: Path) -> None:
+    """Campaign files edited while ``nurture run`` runs change nothing until it restarts, in every process: a dispatch
+    process, a restarted one too, works from the definitions the main process loaded, not the files as they are now."""
+    from nurture.definitions.loader import load_catalog
+    from nurture.storage.enrollments import enroll_leads
+    from nurture.worker.processes import DispatchProcesses
+
+    settings = project.settings(database_url, smtp_sink.url).model_copy(update={"poll_interval": 0.1})
+    catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
+    emails = seed_leads(database_url, tmp_path, 20)
+    assert enroll_leads(engine, catalog, datetime.now(timezone.utc)) == 20
+    project.write_campaign("edited", "id: [a campaign being edited\n")  # the files no longer load
+    processes = DispatchProcesses(settings, 1, catalog)
+    processes.start()
+    try:
+        wait_until(lambda: len(by_recipient(smtp_sink.messages)) == 20, timeout=60,
+                   what="the dispatch process sending (it exits at once if it reads the edited files)")
+    finally:
+        processes.stop(timeout=30)
+    assert sorted(by_recipient(smtp_sink.messages)) == sorted(emails)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 def test_dispatch_processes_stop_when_the_main_process_is_killed(nurture: Nurture) -> None:
     worker = nurture.start("--no-http", "--processes", "2", NURTURE_POLL_INTERVAL="0.1")

@@ -114,7 +114,8 @@ class _InFlight:
     report: TickReport
     outcomes: list[DeliveryOutcome] = field(default_factory=list)
     # each chunk: what it sends, and its results (None: handed back unsent; a None result: that lead left meanwhile)
-    chunks: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult | None] | None]]] = field(default_factory=list)
+    chunks: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult | None] | None]]] = field(
+        default_factory=list)
 
 
 def _suppressed(delivery: Any) -> DeliveryOutcome:

@@ -8,9 +8,10 @@ leaves only its leased batch for the others to take over when the lease runs out
 ``NURTURE_MAIL_URL`` connections (``connections=`` is per process). The main process keeps everything else: the HTTP
 intake, the outbox, sales hand-off jobs, enrollment sweeps, the nightly rescoring, and a dispatcher of its own.
 
-The processes are started with ``spawn`` (the main process has threads; forking it would copy their locks), watched
-by the main process (one that exits is started again), and stopped with it: they finish and record the batch in
-flight, then exit. One whose main process is gone (even killed with SIGKILL) stops after its batch.
+The processes are started with ``spawn`` (the main process has threads; forking it would copy their locks), watched by
+the main process (one that exits is started again; each works from the campaigns the main process loaded, so files
+edited meanwhile change nothing until ``nurture run`` restarts), and stopped with it: they finish and record the batch
+in flight, then exit. One whose main process is gone (even killed with SIGKILL) stops after its batch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from multiprocessing.context import SpawnProcess
 from multiprocessing.connection import Connection
 from typing import Any
 
+from nurture.definitions.loader import Catalog
 from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,14 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def dispatch_process_main(settings: Settings, control: Connection) -> None:
+def dispatch_process_main(settings: Settings, control: Connection, catalog: Catalog | None = None) -> None:
     """The body of one extra dispatch process: drain what is due, wait ``poll_interval`` when idle, until told to stop.
 
     ``control`` is the reading end of a pipe from the main process: a message on it, or its end of file (the main
     process is gone, even killed), means stop. A pipe rather than a shared lock or event: a process killed while it
-    held a shared lock would leave every other process waiting for it forever.
+    held a shared lock would leave every other process waiting for it forever. ``catalog``: the campaigns the main
+    process loaded (all processes of one ``nurture run`` work from the same definitions, even when the files were
+    edited since it started and this process is a restarted one); loaded from the files when not given.
     """
     stopped = threading.Event()
     terminated: list[bool] = []  # a signal handler only appends here: setting the Event could deadlock on its lock
@@ -69,7 +73,8 @@ def dispatch_process_main(settings: Settings, control: Connection) -> None:
     from nurture.worker.dispatcher import Dispatcher, dispatch_config
 
     engine = open_database(settings.database_url)
-    catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
+    if catalog is None:
+        catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
     transport = transport_from_url(settings.mail_url)
     dispatcher = Dispatcher(engine, catalog, EmailRenderer(settings.templates_dir), transport,
                             Signer(signing_secret(engine, settings.secret_key)), dispatch_config(settings))
@@ -109,9 +114,10 @@ def dispatch_process_main(settings: Settings, control: Connection) -> None:
 class DispatchProcesses:
     """Starts, watches and stops the extra dispatch processes of one ``nurture run``."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    def __init__(self, settings: Settings, count: int, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.count = count
+        self.catalog = catalog
         self._context: Any = multiprocessing.get_context("spawn")
         self._running: list[tuple[SpawnProcess, Connection]] = []
         self._stopping = False
@@ -124,7 +130,7 @@ class DispatchProcesses:
 
     def _spawn(self) -> tuple[SpawnProcess, Connection]:
         reading, writing = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=dispatch_process_main, args=(self.settings, reading),
+        process = self._context.Process(target=dispatch_process_main, args=(self.settings, reading, self.catalog),
                                         name="nurture-dispatch", daemon=False)
         process.start()
         reading.close()  # the child has its own copy; ours would keep the pipe open after the child's death

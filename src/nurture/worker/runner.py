@@ -92,7 +92,7 @@ class Worker:
         self.options = RunOptions(poll_interval=settings.poll_interval, sweep_interval=settings.sweep_interval)
         self.scheduler: BackgroundScheduler | None = None
         # --processes N: N - 1 more processes that only dispatch (see nurture.worker.processes)
-        self.processes = DispatchProcesses(settings, settings.dispatch_processes - 1) \
+        self.processes = DispatchProcesses(settings, settings.dispatch_processes - 1, self.catalog) \
             if settings.dispatch_processes > 1 else None
         self._stop = threading.Event()
         self._outbox_woken = threading.Event()
