@@ -3,7 +3,8 @@
     .venv/bin/python bench/import_leads.py [--rows 1000000] [--batch-size 5000]
 
 Generates realistic lead rows into a CSV in a temporary folder, imports them into a fresh, migrated SQLite
-file with ``import_leads_csv`` (validation, upsert, stage history), then, as the baseline, reads the same
+file with ``import_leads_csv`` (validation, upsert, stage history; then again with the shipped scoring rules, each
+lead's stored score brought up to date as ``nurture leads import`` does), then, as the baseline, reads the same
 file with the csv module and inserts the rows with the ``sqlite3`` module's executemany into the same table
 of another fresh database (one transaction, no validation, no upsert).
 """
@@ -21,10 +22,14 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
 from nurture.storage.importer import import_leads_csv
 from nurture.storage.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIRST = ["Ada", "Grace", "Linus", "Margaret", "Alan", "Barbara", "Dennis", "Frances", "Ken", "Radia", "José", "Zoë"]
 LAST = ["Lovelace", "Hopper", "Torvalds", "Hamilton", "Turing", "Liskov", "Ritchie", "Allen", "Thompson", "Perlman"]
@@ -55,12 +60,12 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
             ])
 
 
-def nurture_import(csv_path: Path, db_path: Path, batch_size: int) -> tuple[float, float, int]:
+def nurture_import(csv_path: Path, db_path: Path, batch_size: int, rules: Any = None) -> tuple[float, float, int]:
     """Seconds (wall, CPU) nurture's importer takes, and the rows it imported."""
     engine = make_engine(f"sqlite:///{db_path}")
     upgrade(engine)
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = import_leads_csv(engine, csv_path, batch_size=batch_size)
+    report = import_leads_csv(engine, csv_path, batch_size=batch_size, rules=rules)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     engine.dispose()
     assert not report.rejected, report.rejected[:5]
@@ -110,10 +115,15 @@ def main(argv: list[str] | None = None) -> None:
         generate(csv_path, args.rows)
         size = csv_path.stat().st_size / 1e6
         print(f"{args.rows} rows, {size:.1f} MB CSV, SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}")
+        rules, problems = load_scoring(ROOT / "campaigns")
+        assert not problems, problems
         ours, ours_cpu, ours_rows = nurture_import(csv_path, Path(folder) / "nurture.db", args.batch_size)
+        scored, scored_cpu, scored_rows = nurture_import(csv_path, Path(folder) / "scored.db", args.batch_size, rules)
         base, base_cpu, base_rows = baseline_import(csv_path, Path(folder) / "baseline.db")
     print(f"nurture import_leads_csv : {ours:6.1f} s wall {ours_cpu:6.1f} s CPU {ours_rows / ours:9,.0f} rows/s"
           "  (parse + validate + upsert + stage history)")
+    print(f"  with the scoring rules : {scored:6.1f} s wall {scored_cpu:6.1f} s CPU {scored_rows / scored:9,.0f} rows/s"
+          "  (and each lead's stored score, as `nurture leads import` does)")
     print(f"csv + sqlite3 executemany: {base:6.1f} s wall {base_cpu:6.1f} s CPU {base_rows / base:9,.0f} rows/s"
           "  (parse + plain INSERT, one transaction)")
     print(f"ratio                    : {ours / base:6.2f}x the baseline's wall time, "

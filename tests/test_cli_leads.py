@@ -153,3 +153,47 @@ def test_leads_show_explains_the_score(run, upgraded, tmp_path: Path, monkeypatc
     assert "big company" in shown.output and "content_download" in shown.output
     as_json = json.loads(run("leads", "show", "ada@example.com", "--json").output)
     assert as_json["score"]["total"] == 25.0
+
+
+def test_import_stores_each_leads_score_with_its_fit_points(run, upgraded, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Campaign conditions and entry filters read the stored score: an imported lead's fit counts at once, not after
+    the nightly rescoring; a re-import that changes a lead's fields keeps its behaviour points and moves its fit."""
+    from datetime import datetime, timezone
+
+    from nurture.definitions.loader import load_catalog
+    from nurture.definitions.scoring import load_scoring
+    from nurture.storage.database import make_engine, session
+    from nurture.storage.intake import EventIn, record_events, score_breakdown
+    from nurture.storage.leads import get_lead
+
+    campaigns = tmp_path / "rules"
+    campaigns.mkdir()
+    (campaigns / "scoring.yaml").write_text(
+        "behaviour: {events: {content_download: 10}}\n"
+        "fit:\n  - {label: big company, when: {company_size: {gte: 200}}, points: 15}\n"
+        "  - {label: germany, when: {country: DE}, points: 5}\n"
+    )
+    monkeypatch.setenv("NURTURE_CAMPAIGNS_DIR", str(campaigns))
+    get_settings.cache_clear()
+    first = tmp_path / "first.csv"
+    first.write_text("email,company_size,country\nada@example.com,350,DE\nbo@example.com,20,FR\n")
+    assert run("leads", "import", str(first)).exit_code == 0
+    engine = make_engine(get_settings().database_url)
+    rules = load_scoring(campaigns)[0]
+    now = datetime.now(timezone.utc)
+
+    def stored(email: str) -> float:
+        with session(engine, read_only=True) as db:
+            return float(get_lead(db, email).score)
+
+    assert (stored("ada@example.com"), stored("bo@example.com")) == (20.0, 0.0)
+    record_events(engine, load_catalog(campaigns), rules, [EventIn(email="ada@example.com", type="content_download")],
+                  now=now, actor="cli")
+    again = tmp_path / "again.csv"
+    again.write_text("email,company_size\nada@example.com,50\nbo@example.com,500\n")
+    assert run("leads", "import", str(again)).exit_code == 0
+    assert (stored("ada@example.com"), stored("bo@example.com")) == (15.0, 15.0)  # 10 + DE 5; big company 15
+    for email in ("ada@example.com", "bo@example.com"):
+        assert stored(email) == pytest.approx(score_breakdown(engine, rules, email, datetime.now(timezone.utc)).total)
+    engine.dispose()

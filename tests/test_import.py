@@ -164,3 +164,22 @@ def test_unusable_files_are_refused(engine, tmp_path: Path, content: str, messag
 def test_a_missing_file_is_refused(engine, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="cannot read"):
         import_leads_csv(engine, tmp_path / "missing.csv")
+
+
+def test_with_scoring_rules_the_stored_scores_count_the_fit(engine, tmp_path: Path) -> None:
+    from nurture.definitions.scoring import validate_scoring
+    from nurture.definitions.yamlsource import parse_yaml
+
+    rules, problems = validate_scoring(parse_yaml(
+        "fit:\n  - {label: big, when: {company_size: {gte: 200}}, points: 15}\n"
+        "  - {label: ops, when: {title: {contains: ops}}, points: 2.5}\n", "scoring.yaml"))
+    assert not problems
+    path = write(tmp_path, "email,company_size,title\na@example.com,350,Head of Ops\nb@example.com,10,\n"
+                           "c@example.com,,ops lead\n")
+    import_leads_csv(engine, path, rules=rules, batch_size=2)
+    assert {email: lead.score for email, lead in leads(engine).items()} == {
+        "a@example.com": 17.5, "b@example.com": 0.0, "c@example.com": 2.5}
+    import_leads_csv(engine, write(tmp_path, "email,company_size\nb@example.com,900\n", "again.csv"), rules=rules)
+    assert leads(engine)["b@example.com"].score == 15.0
+    import_leads_csv(engine, write(tmp_path, "email,company_size\nd@example.com,900\n", "plain.csv"))
+    assert leads(engine)["d@example.com"].score == 0.0  # without rules, scores are left to the nightly rescoring

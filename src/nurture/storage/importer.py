@@ -16,10 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, literal_column, select
+from sqlalchemy import Connection, bindparam, case, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
+from nurture.core.facts import LeadView
+from nurture.core.scoring import fit_items
+from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage.database import (
     SerializedJSON,
@@ -32,6 +35,8 @@ from nurture.storage.database import (
 )
 from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
 from nurture.storage.models import Lead, StageChange
+from nurture.storage.schedule import LEAD_COLUMNS
+from nurture.storage.scores import rescore_by_email
 
 LEAD = Lead.__table__
 STAGE_CHANGE = StageChange.__table__
@@ -85,9 +90,12 @@ def import_leads_csv(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int = 5000,
+    rules: ScoringRules | None = None,
 ) -> ImportReport:
     """Import the leads of a CSV file (UTF-8, header on line 1); ``on_progress(bytes_done, bytes_total)`` is called
-    after every batch. Bad rows are reported with their line number in the file; the others are imported.
+    after every batch. Bad rows are reported with their line number in the file; the others are imported. With
+    scoring ``rules``, each imported lead's stored score is brought up to date in the same transaction (its fields
+    give fit points; campaign conditions and entry filters read the stored score).
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
     stage, tags (``;``-separated), owner; any other column becomes a custom field. Raises
@@ -133,12 +141,12 @@ def import_leads_csv(
                 row = _merge(earlier, row)
             batch[email] = row
             if len(batch) >= batch_size:
-                _write_batch(engine, batch, path.name, report)
+                _write_batch(engine, batch, path.name, report, rules)
                 batch = {}
                 if on_progress:
                     on_progress(lines.bytes_read, total)
         if batch:
-            _write_batch(engine, batch, path.name, report)
+            _write_batch(engine, batch, path.name, report, rules)
     if on_progress:
         on_progress(total, total)
     return report
@@ -212,7 +220,8 @@ def _merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport) -> None:
+def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport,
+                 rules: ScoringRules | None = None) -> None:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own.
@@ -227,15 +236,28 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
                 report.inserted += 1
                 row["stage"] = row["stage"] or "lead"
                 tags, fields = row["tags"], custom
+                # a new lead has no events: its score is its fit (existing leads keep theirs here, rescored below)
+                row["score"] = 0.0 if rules is None else _new_lead_score(rules, row, tags, fields)
             else:
                 report.updated += 1
                 row["stage"] = row["stage"] or old["stage"]
                 tags, fields = row["tags"] or old["tags"], {**old["fields"], **custom}
+                row["score"] = 0.0  # not written over an existing lead's score
             row["tags"] = json.dumps(tags) if tags else "[]"
             row["fields"] = json.dumps(fields) if fields else "{}"
         params = list(batch.values())
         executemany_prepared(connection, _upsert_statement(connection, now), params)
         _record_stage_changes(connection, params, existing, source, now, report)
+        if rules is not None and existing:
+            rescore_by_email(connection, rules, sorted(existing), now)
+
+
+def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:
+    attributes = {name: row[name] for name in LEAD_COLUMNS if row[name] is not None}
+    view = LeadView(key=row["email"], email=row["email"], stage=row["stage"], timezone=row["timezone"],
+                    tags=tuple(tags or ()), attributes=attributes, custom=fields)
+    total = sum(item.points for item in fit_items(rules, view))  # score() with no events, without its breakdown
+    return round(total if rules.floor is None else max(total, rules.floor), 2)
 
 
 def _existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:
@@ -254,7 +276,6 @@ def _upsert_statement(connection: Connection, now: datetime) -> Insert:
     statement = upsert_insert(LEAD, connection.dialect).values(
         tags=bindparam("tags", type_=SerializedJSON()),
         fields=bindparam("fields", type_=SerializedJSON()),
-        score=literal_column("0.0"),
         created_at=timestamp,
         updated_at=timestamp,
         stage_changed_at=timestamp,

@@ -74,6 +74,23 @@ def score_breakdown(engine: Engine, rules: ScoringRules, email: str, now: dateti
     return score(rules, lead_view(row), scored, now)
 
 
+def rescore_by_email(conn: Connection, rules: ScoringRules, emails: Sequence[str], now: datetime) -> int:
+    """Recompute the stored scores of these leads as of ``now``, in the caller's transaction (a lead import: new
+    fields may change fit points); return how many changed."""
+    changed: list[dict[str, object]] = []
+    for start in range(0, len(emails), 900):
+        rows = list(conn.execute(select(L).where(L.c.email.in_(bindparam("emails", expanding=True))),
+                                 {"emails": list(emails[start : start + 900])}))
+        history = scored_events(conn, [row.id for row in rows])
+        for row in rows:
+            total = score(rules, lead_view(row), history[row.id], now).total
+            if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
+                changed.append({"lead_id": row.id, "new_score": total})
+    if changed:
+        conn.execute(update(L).where(L.c.id == bindparam("lead_id")).values(score=bindparam("new_score")), changed)
+    return len(changed)
+
+
 def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: int = 1000) -> int:
     """Recompute every lead's stored score as of ``now`` (decay, edited rules); return how many scores changed.
 

@@ -21,6 +21,18 @@ leads_app = typer.Typer(
 PROGRESS_FROM_BYTES = 1_000_000  # smaller files import before a progress bar would be worth drawing
 
 
+def _scoring_rules() -> Any:
+    """The project's scoring rules, or None (with a word on stderr) when ``scoring.yaml`` has problems."""
+    from nurture.definitions.scoring import load_scoring
+
+    rules, problems = load_scoring(get_settings().campaigns_dir)
+    if problems:
+        typer.echo("scores not updated: scoring.yaml has problems (run `nurture check`); the nightly rescoring "
+                   "of `nurture run` updates them once they are fixed", err=True)
+        return None
+    return rules
+
+
 def _enroll(engine: Any, lead_ids: list[int] | None) -> None:
     """Enroll the leads in the campaigns they match now, so a running worker sends at once (not at its next sweep)."""
     from datetime import timezone
@@ -57,6 +69,7 @@ def import_command(
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
+    rules = _scoring_rules()
     try:
         size = file.stat().st_size if file.is_file() else 0
         if size >= PROGRESS_FROM_BYTES:
@@ -67,9 +80,9 @@ def import_command(
                     bar.update(bytes_done - done[0])
                     done[0] = bytes_done
 
-                report = import_leads_csv(engine, file, on_progress=advance, batch_size=batch_size)
+                report = import_leads_csv(engine, file, on_progress=advance, batch_size=batch_size, rules=rules)
         else:
-            report = import_leads_csv(engine, file, batch_size=batch_size)
+            report = import_leads_csv(engine, file, batch_size=batch_size, rules=rules)
         if report.imported:
             _enroll(engine, None)
     finally:
