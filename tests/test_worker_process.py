@@ -361,6 +361,14 @@ def test_dispatch_processes_work_from_the_campaigns_the_worker_loaded(project: P
     try:
         wait_until(lambda: len(by_recipient(smtp_sink.messages)) == 20, timeout=60,
                    what="the dispatch process sending (it exits at once if it reads the edited files)")
+        [first] = processes.processes
+        first.kill()
+        first.join(10)
+        assert processes.check() == 1  # as the worker's watch job does
+        emails += seed_leads(database_url, tmp_path, 5, start=20)
+        assert enroll_leads(engine, catalog, datetime.now(timezone.utc)) == 5
+        wait_until(lambda: len(by_recipient(smtp_sink.messages)) == 25, timeout=60,
+                   what="the restarted dispatch process sending")
     finally:
         processes.stop(timeout=30)
     assert sorted(by_recipient(smtp_sink.messages)) == sorted(emails)

@@ -9,9 +9,10 @@ leaves only its leased batch for the others to take over when the lease runs out
 intake, the outbox, sales hand-off jobs, enrollment sweeps, the nightly rescoring, and a dispatcher of its own.
 
 The processes are started with ``spawn`` (the main process has threads; forking it would copy their locks), watched by
-the main process (one that exits is started again; each works from the campaigns the main process loaded, so files
-edited meanwhile change nothing until ``nurture run`` restarts), and stopped with it: they finish and record the batch
-in flight, then exit. One whose main process is gone (even killed with SIGKILL) stops after its batch.
+the main process (one that exits is started again; each works from the campaigns the main process loaded, so campaign
+files edited meanwhile change nothing until ``nurture run`` restarts; templates are read at first use), and stopped with
+it: they finish and record the batch in flight, then exit. One whose main process is gone (even killed with SIGKILL)
+stops after its batch.
 """
 
 from __future__ import annotations
