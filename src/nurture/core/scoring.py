@@ -273,10 +273,22 @@ class ScoreAccumulator:
         fits = list(fit)
         behaviour = sum(group.points for group in groups.values())
         fit_total = sum(item.points for item in fits)
-        total = behaviour + fit_total
-        if rules.floor is not None:
-            total = max(total, rules.floor)
-        return ScoreBreakdown(round(total, 2), round(behaviour, 2), round(fit_total, 2), (*behaviour_items, *fits))
+        return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2),
+                              (*behaviour_items, *fits))
+
+
+def _total(rules: ScoringRules, behaviour: float, fit_total: float) -> float:
+    """The score from its two parts: their sum, no lower than the floor, to two decimals."""
+    total = behaviour + fit_total
+    if rules.floor is not None:
+        total = max(total, rules.floor)
+    return round(total, 2)
+
+
+def score_without_events(rules: ScoringRules, lead: LeadView) -> float:
+    """``score(rules, lead, [], now).total`` without building its breakdown: a lead no event has scored yet (a new
+    lead of an import, where this runs once per row)."""
+    return _total(rules, 0, sum(item.points for item in fit_items(rules, lead)))
 
 
 def score(

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
 from nurture.core.facts import LeadView
-from nurture.core.scoring import fit_items
+from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage.database import (
@@ -256,8 +256,7 @@ def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | 
     attributes = {name: row[name] for name in LEAD_COLUMNS if row[name] is not None}
     view = LeadView(key=row["email"], email=row["email"], stage=row["stage"], timezone=row["timezone"],
                     tags=tuple(tags or ()), attributes=attributes, custom=fields)
-    total = sum(item.points for item in fit_items(rules, view))  # score() with no events, without its breakdown
-    return round(total if rules.floor is None else max(total, rules.floor), 2)
+    return score_without_events(rules, view)
 
 
 def _existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ import logging
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -77,18 +78,25 @@ def score_breakdown(engine: Engine, rules: ScoringRules, email: str, now: dateti
 def rescore_by_email(conn: Connection, rules: ScoringRules, emails: Sequence[str], now: datetime) -> int:
     """Recompute the stored scores of these leads as of ``now``, in the caller's transaction (a lead import: new
     fields may change fit points); return how many changed."""
-    changed: list[dict[str, object]] = []
+    changed = 0
     for start in range(0, len(emails), 900):
         rows = list(conn.execute(select(L).where(L.c.email.in_(bindparam("emails", expanding=True))),
                                  {"emails": list(emails[start : start + 900])}))
-        history = scored_events(conn, [row.id for row in rows])
-        for row in rows:
-            total = score(rules, lead_view(row), history[row.id], now).total
-            if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
-                changed.append({"lead_id": row.id, "new_score": total})
-    if changed:
-        conn.execute(update(L).where(L.c.id == bindparam("lead_id")).values(score=bindparam("new_score")), changed)
-    return len(changed)
+        changed += _rescore_rows(conn, rules, rows, now)
+    return changed
+
+
+def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], now: datetime) -> int:
+    """Store the score as of ``now`` of these lead rows where it changed; return how many."""
+    history = scored_events(conn, [row.id for row in rows])
+    updates = []
+    for row in rows:
+        total = score(rules, lead_view(row), history[row.id], now).total
+        if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
+            updates.append({"lead_id": row.id, "new_score": total})
+    if updates:
+        conn.execute(update(L).where(L.c.id == bindparam("lead_id")).values(score=bindparam("new_score")), updates)
+    return len(updates)
 
 
 def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: int = 1000) -> int:
@@ -107,15 +115,7 @@ def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: in
             if not rows:
                 break
             last_id = rows[-1].id
-            history = scored_events(conn, [row.id for row in rows])
-            updates = []
-            for row in rows:
-                total = score(rules, lead_view(row), history[row.id], now).total
-                if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
-                    updates.append({"lead_id": row.id, "new_score": total})
-            for item in updates:
-                conn.execute(update(L).where(L.c.id == item["lead_id"]).values(score=item["new_score"]))
-            changed += len(updates)
+            changed += _rescore_rows(conn, rules, rows, now)
         if len(rows) < chunk:
             break
     log.info("rescored leads: %d score(s) changed", changed)

@@ -4,8 +4,8 @@
 2. Decide (no transaction): load the leads' facts, run the step engine for each enrollment.
 3. Write (one short write transaction): create the delivery rows (unique per enrollment x step), advance the
    enrollments, apply lead updates, queue webhooks in the outbox.
-4. Send (no transaction): re-check suppression, render, build, hand the batch to the transport, which sends it
-   in chunks, suppression checked once more right before each chunk.
+4. Send (no transaction): render, build, hand the batch to the transport in chunks; suppression is re-checked right
+   before each chunk goes out.
 5. Record (one short write transaction): sent, retry with backoff, or failed with the reason.
 
 :meth:`Dispatcher.drain` overlaps batches: steps 1-4 of the next batch run while the transport still sends the last one,
@@ -116,10 +116,6 @@ class _InFlight:
     # each chunk: what it sends, and its results (None: handed back unsent; a None result: that lead left meanwhile)
     chunks: list[tuple[list[tuple[_Pending, str]], Future[list[SendResult | None] | None]]] = field(
         default_factory=list)
-
-
-def _suppressed(delivery: Any) -> DeliveryOutcome:
-    return DeliveryOutcome(delivery.id, "suppressed", delivery.attempts, "lead suppressed or left")
 
 
 class Dispatcher:
@@ -356,8 +352,6 @@ class Dispatcher:
         flight = _InFlight(now, report)
         if not pending:
             return flight
-        suppressed = schedule.suppressed_leads(self.engine, [p.delivery.lead_id for p in pending])
-        exited = schedule.exited_enrollments(self.engine, [p.delivery.enrollment_id for p in pending])
         # A slow mail server must not keep this batch past its lease, or another worker would take it over and
         # send it again: chunks not started by half the lease are handed back, unsent, for the next tick.
         deadline = time.monotonic() + self.config.lease.total_seconds() / 2
@@ -366,16 +360,15 @@ class Dispatcher:
                          sending: list[tuple[_Pending, str]]) -> list[SendResult | None] | None:
             if time.monotonic() >= deadline:
                 return None
-            # A chunk may wait behind others (a slow mail server, the batch before still sending): an unsubscribe,
-            # bounce or exit that came in meanwhile is honoured here, right before the send.
+            # Suppression is checked here, right before the send, not when the batch was decided: a chunk may wait
+            # behind others (a slow mail server, the batch before still sending), and an unsubscribe, bounce or exit
+            # that came in meanwhile must hold.
             try:
                 left = self._left_since([item for item, _subject in sending])
             except Exception as exc:  # the database is unreachable: hand the chunk back rather than send unchecked
                 log.warning("could not check suppression before sending (%s); the chunk is handed back",
                             type(exc).__name__)
                 return None
-            if not left:
-                return self.transport.send_many(batch)
             keep = [i for i, (item, _subject) in enumerate(sending) if item.delivery.id not in left]
             results: list[SendResult | None] = [None] * len(batch)  # None: not sent, the lead left
             if keep:
@@ -386,8 +379,7 @@ class Dispatcher:
         if self._sender is None:
             self._sender = ThreadPoolExecutor(1, thread_name_prefix="nurture-send")
         for start in range(0, len(pending), SEND_CHUNK):
-            batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], suppressed, exited,
-                                                flight.outcomes, report)
+            batch, sending = self._render_chunk(now, pending[start : start + SEND_CHUNK], flight.outcomes, report)
             if batch:
                 flight.chunks.append((sending, self._sender.submit(send_in_time, batch, sending)))
         return flight
@@ -411,7 +403,8 @@ class Dispatcher:
                 continue
             for (item, subject), result in zip(sending, results):
                 if result is None:
-                    outcomes.append(_suppressed(item.delivery))
+                    outcomes.append(DeliveryOutcome(item.delivery.id, "suppressed", item.delivery.attempts,
+                                                    "lead suppressed or left"))
                     report.suppressed += 1
                 else:
                     outcomes.append(self._outcome(now, item.delivery, subject, result, report))
@@ -427,18 +420,13 @@ class Dispatcher:
             self._sender = None
 
     def _render_chunk(
-        self, now: datetime, chunk: list[_Pending], suppressed: set[int], exited: set[int],
-        outcomes: list[DeliveryOutcome], report: TickReport,
+        self, now: datetime, chunk: list[_Pending], outcomes: list[DeliveryOutcome], report: TickReport,
     ) -> tuple[list[tuple[OutgoingEmail, bytes]], list[tuple[_Pending, str]]]:
         batch: list[tuple[OutgoingEmail, bytes]] = []
         sending: list[tuple[_Pending, str]] = []
         for item in chunk:
             delivery = item.delivery
             attempts = delivery.attempts + 1
-            if delivery.lead_id in suppressed or delivery.enrollment_id in exited:
-                outcomes.append(_suppressed(delivery))
-                report.suppressed += 1
-                continue
             campaign = self.catalog.campaigns[delivery.campaign_id]
             links = LinkBuilder(self.config.base_url, self.signer, str(delivery.id))
             try:
