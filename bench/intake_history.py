@@ -4,8 +4,10 @@ campaigns, scoring and sales rules on SQLite; no HTTP).
 
     .venv/bin/python bench/intake_history.py --history 0 100 300 1000
 
-Scoring reads each lead's history: its scored events summed per type (decay included) and counted per day for the
-daily caps. The database does those sums; this shows what a long history still costs.
+Scoring needs each lead's history: its scored events summed per type (decay included) and counted per day for the
+daily caps. The first batch after the history was written reads it (the database does the sums) and stores each
+lead's score state; the later batches fold that state in. Both are printed: the first batch, and the median of the
+others.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ TYPES = ["page_view", "email_open", "email_click", "content_download", "webinar_
 
 
 def per_event_us(history: int, leads: int, batches: int, folder: Path) -> float:
-    """Median microseconds per event of ``batches`` batches (one event per lead each) for leads with ``history``
-    scored events spread over the past year."""
+    """Microseconds per event of the first of ``batches`` batches (one event per lead each) for leads with ``history``
+    scored events spread over the past year, and the median of the others."""
     url = f"sqlite:///{folder / f'history{history}.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -54,6 +56,8 @@ def per_event_us(history: int, leads: int, batches: int, folder: Path) -> float:
                     for lead_id in ids for k in range(history)]
             db.executemany("INSERT INTO engagement_event (lead_id, type, occurred_at, recorded_at, properties, points) "
                            "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            # events written past the intake: the leads' score states no longer stand for their histories
+            db.execute("UPDATE lead SET score_state = NULL")
     samples = []
     for number in range(batches):
         at = now + timedelta(seconds=number + 1)
@@ -62,7 +66,7 @@ def per_event_us(history: int, leads: int, batches: int, folder: Path) -> float:
         record_events(engine, catalog, rules, events, now=at, actor="api", sales=sales)
         samples.append((time.perf_counter() - started) / len(events) * 1e6)
     engine.dispose()
-    return sorted(samples)[len(samples) // 2]
+    return samples[0], sorted(samples[1:])[len(samples[1:]) // 2]
 
 
 def main() -> None:
@@ -73,11 +77,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = per_event_us(0, args.leads, args.batches, Path(tmp))
-        print(f"history     0: {baseline:7.0f} us per event (the baseline)", flush=True)
+        first_baseline, baseline = per_event_us(0, args.leads, args.batches, Path(tmp))
+        print(f"history     0: {baseline:7.0f} us per event (the baseline); first batch {first_baseline:7.0f} us",
+              flush=True)
         for history in (h for h in args.history if h):
-            cost = per_event_us(history, args.leads, args.batches, Path(tmp))
-            print(f"history {history:5d}: {cost:7.0f} us per event, {cost / baseline:.1f}x the baseline", flush=True)
+            first, cost = per_event_us(history, args.leads, args.batches, Path(tmp))
+            print(f"history {history:5d}: {cost:7.0f} us per event, {cost / baseline:.1f}x the baseline; "
+                  f"first batch (reads the history) {first:7.0f} us, {first / first_baseline:.1f}x", flush=True)
 
 
 if __name__ == "__main__":

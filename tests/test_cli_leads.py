@@ -47,10 +47,11 @@ def test_db_upgrade_and_current(run) -> None:
     result = run("db", "upgrade")
     assert result.exit_code == 0
     assert "applied 0001: Initial schema." in result.stdout
-    assert "upgraded from an empty database to 0001" in result.stdout
-    assert "already at 0001, nothing to do" in run("db", "upgrade").stdout
+    assert "applied 0002: Score state on leads." in result.stdout
+    assert "upgraded from an empty database to 0002" in result.stdout
+    assert "already at 0002, nothing to do" in run("db", "upgrade").stdout
     result = run("db", "current", "--check")
-    assert result.exit_code == 0 and "at 0001 (up to date)" in result.stdout
+    assert result.exit_code == 0 and "at 0002 (up to date)" in result.stdout
 
 
 def test_leads_commands_refuse_a_database_without_schema(run) -> None:

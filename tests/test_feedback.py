@@ -34,7 +34,7 @@ from nurture.storage.feedback import (
     apply_feedback,
     promotion_status,
 )
-from nurture.storage.intake import rescore_all, score_breakdown
+from nurture.storage.intake import EventIn, record_events, rescore_all, score_breakdown
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, Outbox, StageChange
 
 FILES = {
@@ -321,6 +321,25 @@ def test_reset_behaviour_cancels_every_behaviour_point_for_good_and_keeps_fit(en
         later = score_breakdown(engine, world.scoring, "ada@example.com", T0 + timedelta(days=days))
         assert later.behaviour == pytest.approx(0, abs=0.01) and later.fit == 25
     assert lead_row(engine, "ada@example.com").score == pytest.approx(25, abs=0.01)
+
+
+def test_events_after_a_decision_score_against_the_history_the_decision_changed(engine, world):
+    """A decision adds a scored event outside the intake: the lead's score state (what intake folds in instead of
+    reading the history) is cleared, and the next event scores against the whole history, adjustment included."""
+    seed_sql(engine, "ada@example.com")
+    record_events(engine, world.catalog, world.scoring, [EventIn("ada@example.com", "pricing_page_view")], now=T0,
+                  actor="api")
+    assert lead_row(engine, "ada@example.com").score_state is not None
+
+    result = decide(engine, world, verdict="reject", reason="no_response", now=T0 + timedelta(minutes=1))
+    assert result.score_adjustment < -40 and lead_row(engine, "ada@example.com").score_state is None
+
+    later = T0 + timedelta(hours=2)
+    [recorded] = record_events(engine, world.catalog, world.scoring, [EventIn("ada@example.com", "content_download")],
+                               now=later, actor="api")
+    assert recorded.score == pytest.approx(rescored(engine, world, "ada@example.com", later), abs=0.01)
+    assert recorded.score == pytest.approx(25 + 10, abs=0.01)  # fit, and the one event after the reset
+    assert lead_row(engine, "ada@example.com").score_state is not None
 
 
 def test_a_reason_whose_field_is_invalid_writes_nothing(engine, world):

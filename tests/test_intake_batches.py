@@ -77,9 +77,36 @@ class Replay:
         return expected
 
 
-def test_random_batches_give_the_points_scores_and_stages_of_an_independent_replay(engine, world):
+class HistoryReads:
+    """Which leads' histories a batch read from the events (sums, and cap counts with the types asked)."""
+
+    def __init__(self, monkeypatch):
+        from nurture.storage import intake
+
+        self.sums: list[int] = []
+        self.counts: list[tuple[tuple[int, ...], tuple[str, ...] | None]] = []
+        for cls in (intake._Bulk, intake._SqliteBulk):
+            sums, counts = cls.scored_groups, cls.scored_counts
+            monkeypatch.setattr(cls, "scored_groups", self._spy(sums, lambda ids, rest: self.sums.extend(ids)))
+            monkeypatch.setattr(cls, "scored_counts", self._spy(counts, lambda ids, rest: self.counts.append(
+                (tuple(ids), tuple(rest[0]) if rest[0] is not None else None))))
+
+    @staticmethod
+    def _spy(method, note):
+        def spied(bulk, conn, lead_ids, *rest):
+            note(list(lead_ids), rest)
+            return method(bulk, conn, lead_ids, *rest)
+        return spied
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["events-ahead-of-now", "no-events-ahead"])
+def test_random_batches_give_the_points_scores_and_stages_of_an_independent_replay(engine, world, ahead, monkeypatch):
+    """With events stamped up to a day ahead of the batch's time (no score state can stand for those leads: their
+    history is read), and without (after its first batch, a lead's history is never read again, but for the cap
+    counts of days before its score state's window)."""
     catalog, rules = world
     rng = random.Random(20261123)
+    reads = HistoryReads(monkeypatch)
     emails = [f"lead{i}@example.com" for i in range(12)]
     with session(engine) as orm_session:  # some leads known beforehand, with fit points
         for email in emails[:4]:
@@ -96,7 +123,8 @@ def test_random_batches_give_the_points_scores_and_stages_of_an_independent_repl
                 event_id = rng.choice(ids)  # a client resending an event
             else:
                 event_id = f"b{batch_number}-{index}" if rng.random() < 0.8 else None
-            at = now + timedelta(minutes=rng.randint(-3 * 24 * 60, 23 * 60)) if rng.random() < 0.7 else None
+            latest = 23 * 60 if ahead else 0
+            at = now + timedelta(minutes=rng.randint(-5 * 24 * 60, latest)) if rng.random() < 0.7 else None
             events.append(EventIn(rng.choice(emails).upper() if rng.random() < 0.2 else rng.choice(emails),
                                   rng.choice(TYPES), occurred_at=at, id=event_id))
         expected_status = []
@@ -123,6 +151,45 @@ def test_random_batches_give_the_points_scores_and_stages_of_an_independent_repl
         recorded += sum(1 for r in results if r.status == RECORDED)
     assert count_rows(engine, EngagementEvent) == recorded  # duplicates wrote nothing
     assert {e.external_id for e in events_of(engine) if e.external_id} == set(replay.recorded)
+    with transaction(engine, read_only=True) as conn:
+        states = dict(conn.execute(select(Lead.__table__.c.id, Lead.__table__.c.score_state)).all())
+    if ahead:
+        assert Counter(reads.sums).most_common(1)[0][1] > 3  # leads with events ahead: read again and again
+    else:
+        # the four leads stored beforehand (no state yet) read once, at their first event; the others never
+        assert sorted(Counter(reads.sums).values()) == [1, 1, 1, 1]
+        assert all(state is not None for state in states.values())
+        late = [ids for ids, types in reads.counts if types is not None]
+        assert late and all(set(ids) <= set(states) for ids in late)  # events older than a state's window: read
+
+
+def test_a_score_state_is_not_used_with_another_half_life_or_by_a_batch_stamped_before_it(
+        engine, world, tmp_path, monkeypatch):
+    catalog, rules = world
+    folder = write_campaigns(tmp_path / "faster-decay")
+    (folder / "scoring.yaml").write_text((folder / "scoring.yaml").read_text().replace("half_life: 30d",
+                                                                                         "half_life: 2d"))
+    _catalog, faster = load_world(folder)
+    email = "state@example.com"
+    history = [EventIn(email, kind, occurred_at=T0 - timedelta(days=days))
+               for kind, days in (("webinar_attended", 9), ("content_download", 4), ("page_view", 1))]
+    record_events(engine, catalog, rules, history, now=T0, actor="api")
+    reads = HistoryReads(monkeypatch)
+
+    def check(event_rules, now, kind):
+        [result] = record_events(engine, catalog, event_rules, [EventIn(email, kind)], now=now, actor="api")
+        assert result.score == pytest.approx(score_breakdown(engine, event_rules, email, now).total, abs=0.011)
+        return result.score
+
+    day = T0 + timedelta(days=1)
+    check(rules, day, "email_click")  # the state written at T0, decayed to a day later
+    assert reads.sums == []
+    fast = check(faster, day + timedelta(hours=1), "email_click")  # a 2-day half-life: the history is read
+    assert len(reads.sums) == 1 and fast < 30
+    check(faster, day + timedelta(hours=2), "page_view")  # the state written with 2 days is used
+    assert len(reads.sums) == 1
+    check(faster, T0 + timedelta(hours=5), "page_view")  # a clock behind the state's time: read again
+    assert len(reads.sums) == 2
 
 
 def test_an_event_recorded_before_does_not_create_the_lead_of_its_repeat(engine, world):

@@ -26,7 +26,7 @@ EXTRA_REVISION = '''"""Add a note to leads."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
+revision = "0900"
 down_revision = "{head}"
 branch_labels = None
 depends_on = None
@@ -66,6 +66,7 @@ def test_upgrade_reports_what_it_did_and_is_idempotent(db_url: str) -> None:
         first = upgrade(engine)
         assert (first.before, first.after, first.changed) == (None, head_revision(), True)
         assert first.applied[0].startswith("0001: Initial schema")
+        assert first.applied[-1].startswith(f"{head_revision()}: ")
         again = upgrade(engine)
         assert (again.before, again.after, again.applied) == (head_revision(), head_revision(), ())
     finally:
@@ -89,18 +90,19 @@ def test_ensure_current_refuses_an_empty_database(db_url: str) -> None:
 def test_ensure_current_refuses_a_schema_behind_or_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = make_engine(url)
-    upgrade(engine)  # at 0001, the head of the shipped migrations
+    upgrade(engine)  # at the head of the shipped migrations
+    shipped = head_revision()
     migrations = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_note.py").write_text(EXTRA_REVISION.format(head=head_revision()))
+    (migrations / "versions" / "0900_note.py").write_text(EXTRA_REVISION.format(head=shipped))
     monkeypatch.setattr(migrate, "MIGRATIONS_DIR", migrations)
     migrate._scripts.cache_clear()
     try:
-        expected = r"database schema is at 0001, this nurture needs 0002: run `nurture db upgrade`"
+        expected = rf"database schema is at {shipped}, this nurture needs 0900: run `nurture db upgrade`"
         with pytest.raises(SchemaOutOfDate, match=expected):
             ensure_current(engine)
         result = upgrade(engine)
-        assert result.applied == ("0002: Add a note to leads.",)
+        assert result.applied == ("0900: Add a note to leads.",)
         ensure_current(engine)
         with engine.begin() as connection:
             connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
@@ -108,6 +110,26 @@ def test_ensure_current_refuses_a_schema_behind_or_ahead(tmp_path: Path, monkeyp
             ensure_current(engine)
     finally:
         migrate._scripts.cache_clear()
+        engine.dispose()
+
+
+def test_upgrading_from_0001_keeps_leads_and_gives_them_no_score_state(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO lead (email, tags, fields, stage, score, created_at, updated_at, stage_changed_at) "
+                "VALUES ('old@example.com', '[]', '{}', 'mql', 42.0, '2026-01-01 00:00:00+00', "
+                "'2026-01-01 00:00:00+00', '2026-01-01 00:00:00+00')")
+        result = upgrade(engine)
+        assert (result.before, result.after) == ("0001", head_revision())
+        assert result.applied[0].startswith("0002: ")
+        assert schema_differences(engine) == []
+        with engine.connect() as connection:
+            row = connection.exec_driver_sql("SELECT email, stage, score, score_state FROM lead").one()
+        assert tuple(row) == ("old@example.com", "mql", 42.0, None)
+    finally:
         engine.dispose()
 
 

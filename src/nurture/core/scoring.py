@@ -263,6 +263,16 @@ class ScoreAccumulator:
         """The half-life points decay with, in seconds (None: no decay)."""
         return self._half_life_seconds
 
+    @property
+    def now(self) -> datetime:
+        """The time the points are decayed to."""
+        return self._now
+
+    def groups(self) -> list[tuple[str, float, float, int, datetime]]:
+        """The sums so far, per event type: (type, points decayed to :attr:`now`, points as awarded, count, latest
+        time), what :meth:`add_group` takes back."""
+        return [(kind, g.points, g.raw, g.count, g.latest) for kind, g in self._groups.items()]
+
     def breakdown(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
         """The score from the events added so far and the lead's ``fit`` items (:func:`fit_items`)."""
         groups = self._groups

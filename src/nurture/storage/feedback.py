@@ -321,9 +321,9 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
             "history_reason": history_reason,
         },
     ))
-    conn.execute(update(L).where(L.c.id == lead.id).values(
+    conn.execute(update(L).where(L.c.id == lead.id).values(  # score_state: the history changed, read it next time
         stage=outcome.stage, stage_changed_at=now, updated_at=now, score=after.total, fields=changes.custom,
-        **changes.columns,
+        score_state=None, **changes.columns,
     ))
     exits = [c.id for c in catalog.campaigns.values() if outcome.stage in c.exit.stages]
     if exits:

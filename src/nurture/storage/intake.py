@@ -18,10 +18,12 @@ before the batch enrolls at its end), and leads are enrolled only when some camp
 filters could let them in.
 
 Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), so
-rescoring after an event adds one event. The history before the batch is summed per type by the database (decay
-included) and folded in once; the result is :func:`nurture.core.scoring.score` over the lead's whole history, up to
-the order of float additions and, on SQLite, event ages taken to the millisecond (``julianday``). Daily caps count
-from the same history.
+rescoring after an event adds one event. The history before the batch comes from the lead's score state (those sums
+and recent days' cap counts as the last batch left them, :mod:`nurture.storage.score_state`), whatever the length of
+the history; without a state that can be used, the database sums the history per type (decay included) and counts
+the caps' days, and the batch writes the state back. Either way the result is :func:`nurture.core.scoring.score`
+over the lead's whole history, up to the order of float additions and, when the database summed it on SQLite, event
+ages taken to the millisecond (``julianday``).
 
 Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
@@ -61,7 +63,7 @@ from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
-from nurture.storage import promotion
+from nurture.storage import promotion, score_state
 from nurture.storage.database import session, transaction, upsert_insert
 from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_waiting
 from nurture.storage.events import (
@@ -130,7 +132,8 @@ class _Statements:
     update_lead: Any
 
 
-_LEAD_STATE_COLUMNS = ("score", "stage", "stage_changed_at", "unsubscribed_at", "bounced_at", "updated_at")
+_LEAD_STATE_COLUMNS = ("score", "stage", "stage_changed_at", "unsubscribed_at", "bounced_at", "updated_at",
+                       "score_state")
 _NURTURED = "nurtured"  # the label of "has an active enrollment" next to each locked lead row
 
 
@@ -227,29 +230,32 @@ class _Bulk:
                          for lead_id, kind, points, raw, count, latest in rows)
         return found
 
-    def scored_counts(self, conn: Connection, lead_ids: Sequence[int], types: Sequence[str],
+    def scored_counts(self, conn: Connection, lead_ids: Sequence[int], types: Sequence[str] | None,
                       days: Sequence[date]) -> list[tuple[int, str, date, int]]:
-        """How many events of these types scored on these UTC days, per lead: (lead id, type, day, count), what
-        daily caps count from."""
-        wanted_types, wanted_days = set(types), set(days)
+        """How many events of these types (None: of every type) scored on these UTC days, per lead: (lead id, type,
+        day, count), what daily caps count from."""
+        wanted_types, wanted_days = set(types) if types is not None else None, set(days)
         if self.dialect != "postgresql":  # the reference: counted here from the rows
             counts: Counter[tuple[int, str, date]] = Counter()
             for lead_id, event_type, at, _points in scored_points(conn, lead_ids):
                 day = utc_day(at)
-                if event_type in wanted_types and day in wanted_days:
+                if (wanted_types is None or event_type in wanted_types) and day in wanted_days:
                     counts[(lead_id, event_type, day)] += 1
             return [(*key, count) for key, count in counts.items()]
         day = func.to_char(func.timezone("UTC", EV.c.occurred_at), "YYYY-MM-DD")
         query = (select(EV.c.lead_id, EV.c.type, day, func.count())
                  .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0,
-                        EV.c.type.in_(bindparam("types", expanding=True)),
                         EV.c.occurred_at >= bindparam("since", type_=EV.c.occurred_at.type),
                         EV.c.occurred_at < bindparam("until", type_=EV.c.occurred_at.type))
                  .group_by(EV.c.lead_id, EV.c.type, day))
+        parameters: dict[str, Any] = {}
+        if wanted_types is not None:
+            query = query.where(EV.c.type.in_(bindparam("types", expanding=True)))
+            parameters["types"] = sorted(wanted_types)
         since, until = _day_bounds(wanted_days)
         found = []
         for start in range(0, len(lead_ids), _CHUNK):
-            rows = conn.execute(query, {"lead_ids": list(lead_ids[start : start + _CHUNK]), "types": sorted(wanted_types),
+            rows = conn.execute(query, {**parameters, "lead_ids": list(lead_ids[start : start + _CHUNK]),
                                         "since": since, "until": until})
             for lead_id, kind, text_day, count in rows:
                 if (day_value := date.fromisoformat(text_day)) in wanted_days:
@@ -318,10 +324,11 @@ class _SqliteBulk(_Bulk):
                                 "julianday(occurred_at)) * 86400.0) / ?2)), SUM(points), COUNT(*), MAX(occurred_at) "
                                 "FROM engagement_event WHERE lead_id IN (SELECT value FROM json_each(?3)) "
                                 "AND points != 0 GROUP BY lead_id, type")
-        self._counts = ("SELECT lead_id, type, substr(occurred_at, 1, 10), COUNT(*) FROM engagement_event "
-                        "WHERE lead_id IN (SELECT value FROM json_each(?)) AND points != 0 "
-                        "AND type IN (SELECT value FROM json_each(?)) AND occurred_at >= ? AND occurred_at < ? "
-                        "GROUP BY lead_id, type, substr(occurred_at, 1, 10)")
+        counts = ("SELECT lead_id, type, substr(occurred_at, 1, 10), COUNT(*) FROM engagement_event "
+                  "WHERE lead_id IN (SELECT value FROM json_each(?)) AND points != 0{types} "
+                  "AND occurred_at >= ? AND occurred_at < ? GROUP BY lead_id, type, substr(occurred_at, 1, 10)")
+        self._counts = counts.format(types=" AND type IN (SELECT value FROM json_each(?))")
+        self._counts_all_types = counts.format(types="")
         sql, values = _driver_sql(
             upsert_insert(L, dialect).on_conflict_do_nothing(index_elements=["email"]).returning(L.c.id, L.c.email),
             dialect, _NEW_LEAD_COLUMNS)
@@ -337,7 +344,7 @@ class _SqliteBulk(_Bulk):
             bound = {**params, "emails": json.dumps(list(emails[start : start + 10_000]))}
             for values in _driver(conn, sql, tuple(bound[name] for name in order)):
                 row = SimpleNamespace(**dict(zip(names, values)))
-                row.tags, row.fields = _json(row.tags), _json(row.fields)
+                row.tags, row.fields, row.score_state = _json(row.tags), _json(row.fields), _json(row.score_state)
                 row.unsubscribed_at, row.bounced_at = _time(row.unsubscribed_at), _time(row.bounced_at)
                 row.created_at, row.updated_at = _time(row.created_at), _time(row.updated_at)
                 row.stage_changed_at, row.nurtured = _time(row.stage_changed_at), bool(row.nurtured)
@@ -365,15 +372,17 @@ class _SqliteBulk(_Bulk):
                              conn, sql, params if half_life_seconds else params[2:]))
         return found
 
-    def scored_counts(self, conn: Connection, lead_ids: Sequence[int], types: Sequence[str],
+    def scored_counts(self, conn: Connection, lead_ids: Sequence[int], types: Sequence[str] | None,
                       days: Sequence[date]) -> list[tuple[int, str, date, int]]:
         wanted_days = set(days)
         since, until = _day_bounds(wanted_days)
+        sql = self._counts if types is not None else self._counts_all_types
         found = []
         for start in range(0, len(lead_ids), 10_000):
-            params = (json.dumps(list(lead_ids[start : start + 10_000])), json.dumps(sorted(set(types))),
+            params = (json.dumps(list(lead_ids[start : start + 10_000])),
+                      *((json.dumps(sorted(set(types))),) if types is not None else ()),
                       _sqlite_time(since), _sqlite_time(until))
-            for lead_id, kind, text_day, count in _driver(conn, self._counts, params):
+            for lead_id, kind, text_day, count in _driver(conn, sql, params):
                 if (day := _day(text_day)) in wanted_days:
                     found.append((lead_id, kind, day, count))
         return found
@@ -423,7 +432,8 @@ class _SqliteBulk(_Bulk):
         _driver(conn, sql, many=True, params=[
             values({**row, "b_stage_changed_at": text(row["b_stage_changed_at"]),
                     "b_unsubscribed_at": text(row["b_unsubscribed_at"]),
-                    "b_bounced_at": text(row["b_bounced_at"]), "b_updated_at": text(row["b_updated_at"])})
+                    "b_bounced_at": text(row["b_bounced_at"]), "b_updated_at": text(row["b_updated_at"]),
+                    "b_score_state": _json_text(row["b_score_state"])})
             for row in rows
         ])
 
@@ -495,6 +505,11 @@ def _json(value: str | None) -> Any:
     return json.loads(value) if value is not None else None
 
 
+def _json_text(value: Any) -> str | None:
+    """A JSON column's value as SQLAlchemy's ``JSON(none_as_null=True)`` stores it: None as NULL."""
+    return json.dumps(value) if value is not None else None
+
+
 def _time(value: str | None) -> datetime | None:
     """A timestamp SQLite holds as text, read back as :class:`nurture.storage.database.UTCDateTime` reads it."""
     return datetime.fromisoformat(value).replace(tzinfo=timezone.utc) if value is not None else None
@@ -519,6 +534,7 @@ class _LeadState:
     nurtured: bool  # had an active enrollment when the batch began: only then can events change enrollments
     behaviour: ScoreAccumulator
     caps: Counter[tuple[str, date]] = field(default_factory=Counter)  # scored events per (type, UTC day)
+    counted_since: date | None = None  # caps holds every (type, day) count from this day on
     recorded: bool = False
     recorded_types: set[str] = field(default_factory=set)
     fit: list[Any] | None = None  # the fit items: they depend on the lead's fields, which a batch does not change
@@ -676,21 +692,55 @@ class _Batch:
         return state
 
     def load_history(self, events: Sequence[EventIn] = ()) -> None:
-        """Load what scoring needs of the history of every lead of the batch that existed before it (in one go):
-        its scored events summed per type, and the counts the daily caps of ``events`` compare against."""
-        existing = sorted(lead.id for lead in self.by_id.values() if not lead.created)
-        if not existing:
-            return
-        by_id = self.by_id
-        for lead_id, event_type, points, raw, count, latest in self.bulk.scored_groups(
-                self._conn, existing, self.now, by_id[existing[0]].behaviour.half_life_seconds):
-            by_id[lead_id].behaviour.add_group(event_type, points, raw, count, latest)
+        """Load what scoring needs of the history of every lead of the batch that existed before it: its scored events
+        summed per type, and the counts the daily caps of ``events`` compare against. A lead's stored score state
+        (:mod:`nurture.storage.score_state`) answers both; the history is read (in one go for the batch's leads)
+        only for leads without a state that can be used, and for cap counts of days older than the state keeps."""
+        now, by_id = self.now, self.by_id
+        window = score_state.window_start(now)
+        half_life = self.half_life_seconds
+        to_read: list[int] = []
+        for lead in by_id.values():
+            if lead.created:
+                lead.counted_since = window  # no history: every count is known
+                continue
+            loaded = score_state.load(lead.row.score_state, now, half_life)
+            if loaded is None:
+                to_read.append(lead.id)
+                continue
+            for group in loaded.groups:
+                lead.behaviour.add_group(*group)
+            lead.caps.update(loaded.counts)
+            lead.counted_since = loaded.since
         capped = _capped_types(self.rules)
         days = {utc_day(event.occurred_at) for event in events if event.type in capped and event.occurred_at}
-        if days:
-            types = sorted({event.type for event in events if event.type in capped})
-            for lead_id, event_type, day, count in self.bulk.scored_counts(self._conn, existing, types, sorted(days)):
+        if to_read:
+            to_read.sort()
+            for lead_id, event_type, points, raw, count, latest in self.bulk.scored_groups(
+                    self._conn, to_read, now, half_life):
+                by_id[lead_id].behaviour.add_group(event_type, points, raw, count, latest)
+            # every type's counts over the window a state keeps (so the state can be written), and the batch's days
+            window_days = {window + timedelta(days=offset) for offset in range(score_state.DAYS)}
+            for lead_id, event_type, day, count in self.bulk.scored_counts(
+                    self._conn, to_read, None, sorted(window_days | days)):
                 by_id[lead_id].caps[(event_type, day)] = count
+            for lead_id in to_read:
+                by_id[lead_id].counted_since = window
+        # a late event of a capped type, from a day before what a lead's state counts: that day's counts, read
+        old = {lead.id for lead in by_id.values() if not lead.created and lead.counted_since is not None
+               and any(day < lead.counted_since for day in days)} - set(to_read)
+        if old:
+            types = sorted({event.type for event in events if event.type in capped})
+            oldest_counted = max(by_id[lead_id].counted_since for lead_id in old)  # type: ignore[type-var]
+            for lead_id, event_type, day, count in self.bulk.scored_counts(
+                    self._conn, sorted(old), types, sorted(day for day in days if day < oldest_counted)):
+                by_id[lead_id].caps[(event_type, day)] = count
+
+    @property
+    def half_life_seconds(self) -> float | None:
+        """The half-life scores decay with, in seconds (None: no decay)."""
+        half_life = self.rules.behaviour.half_life
+        return half_life.as_timedelta().total_seconds() if half_life else None
 
     def run(self, events: Sequence[EventIn], known: dict[str, tuple[int, float]]) -> list[EventResult]:
         """Record every event in order and write what they cause; one result per event."""
@@ -828,7 +878,8 @@ class _Batch:
         self.flush()
         rows = [
             dict(b_id=lead.id, b_score=lead.score, b_stage=lead.stage, b_stage_changed_at=lead.stage_changed_at,
-                 b_unsubscribed_at=lead.unsubscribed_at, b_bounced_at=lead.bounced_at, b_updated_at=self.now)
+                 b_unsubscribed_at=lead.unsubscribed_at, b_bounced_at=lead.bounced_at, b_updated_at=self.now,
+                 b_score_state=score_state.dump(lead.behaviour, lead.caps, lead.counted_since))
             for lead in self.by_id.values() if lead.dirty
         ]
         if rows:

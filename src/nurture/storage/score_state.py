@@ -1,0 +1,106 @@
+"""A lead's score state: what recording its next event needs of its scored history, kept on the lead row.
+
+Scoring an event needs two things of the lead's history: its scored events summed per type with decay (the score),
+and how many events of the event's type scored on the event's UTC day (the daily caps). Read from the events, both
+cost time that grows with the history. The state keeps them as of the last batch that wrote the lead, as one flat
+JSON array (it is read and written with every batch that touches the lead, so it is kept small and quick to parse)::
+
+    [1, <at>, <half-life in seconds, or null: no decay>, <since>,
+     [<type>, <points decayed to at>, <points as awarded>, <count>, <latest>, <type>, ...],
+     [<type>, <day>, <count>, <type>, ...]]
+
+Times (``at``, ``latest``) are microseconds since 1970-01-01 UTC; days (``since``, ``day``) are proleptic Gregorian
+ordinals (:meth:`datetime.date.toordinal`) of UTC days. The counts hold every scored event per type on each UTC day
+from ``since`` on, completely: a day or type missing there had none. Decaying the sums from ``at`` to a later time is
+exact (``0.5 ** (a / h) * 0.5 ** (b / h)`` is ``0.5 ** ((a + b) / h)``, up to the last bits of a float), so a batch
+folds the state in instead of reading the history, whatever its length.
+
+A state is used only when it was written with the half-life now in force, at or before the batch's time; otherwise,
+or when it is NULL (a lead stored before states existed, or one whose history another writer changed: sales
+feedback clears it), the batch reads the history as before and writes the state again. No state is written while
+the lead holds an event stamped after the batch's time: such an event counts in full until its time comes, which a
+sum decayed from ``at`` cannot follow. Events of a day before ``since`` (late arrivals) read that day's counts from
+the history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from nurture.core.scoring import ScoreAccumulator, decayed, utc_day
+
+VERSION = 1
+DAYS = 3
+"""Days of cap counts a state keeps: the batch's UTC day and the two before (events arrive late, rarely older)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A state read back for a batch at ``now``: the sums decayed to ``now`` and the daily counts from ``since``."""
+
+    groups: list[tuple[str, float, float, int, datetime]]  # (type, points at now, points as awarded, count, latest)
+    since: date
+    counts: dict[tuple[str, date], int]
+
+
+def window_start(now: datetime) -> date:
+    """The first day of cap counts a state written at ``now`` keeps."""
+    return utc_day(now) - timedelta(days=DAYS - 1)
+
+
+def load(value: Any, now: datetime, half_life_seconds: float | None) -> Loaded | None:
+    """The state of a lead row (a list, its JSON text, or None) as of ``now``; None when it cannot be used."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, list) or len(value) != 6 or value[0] != VERSION or value[2] != half_life_seconds:
+        return None
+    _version, at, _half_life, since, groups, counts = value
+    age = (now - _EPOCH) / _MICROSECOND - at
+    if age < 0:  # written by a batch stamped later (another clock): read the history
+        return None
+    factor = decayed(1.0, age / 1e6, half_life_seconds)
+    return Loaded(
+        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], _time(groups[i + 4]))
+         for i in range(0, len(groups), 5)],
+        date.fromordinal(since),
+        {(counts[i], date.fromordinal(counts[i + 1])): counts[i + 2] for i in range(0, len(counts), 3)},
+    )
+
+
+def dump(behaviour: ScoreAccumulator, counts: Mapping[tuple[str, date], int], counted_since: date | None) -> list | None:
+    """The state to store after a batch: ``behaviour`` holds the lead's whole scored history (decayed to its
+    ``now``), ``counts`` its scored events per (type, UTC day), complete from ``counted_since`` on. None when no
+    state can stand for the history (an event stamped after ``now``, or counts not complete over the window)."""
+    now = behaviour.now
+    since = window_start(now)
+    if counted_since is None or counted_since > since:
+        return None
+    groups: list[Any] = []
+    for kind, points, raw, count, latest in behaviour.groups():
+        if latest > now:
+            return None
+        groups += (kind, points, raw, count, (latest - _EPOCH) // _MICROSECOND)
+    first, last = since.toordinal(), utc_day(now).toordinal()
+    days: list[Any] = []
+    for (kind, day), count in counts.items():
+        if count:
+            ordinal = day.toordinal()
+            if ordinal > last:
+                return None
+            if ordinal >= first:
+                days += (kind, ordinal, count)
+    return [VERSION, (now - _EPOCH) // _MICROSECOND, behaviour.half_life_seconds, first, groups, days]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _time(microseconds: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=microseconds)
