@@ -25,7 +25,8 @@ from intake_world import (
     write_campaigns,
 )
 from nurture.errors import InvalidInput, LeadNotFound
-from nurture.storage.database import transaction
+from nurture.storage.database import session, transaction
+from nurture.storage.leads import upsert_lead
 from nurture.storage.intake import (
     DUPLICATE,
     RECORDED,
@@ -292,6 +293,33 @@ def test_rescore_all_applies_decay_in_chunks_and_is_repeatable(engine, world):
     assert lead_row(engine, "lead3@example.com").score == pytest.approx(15)
     assert rescore_all(engine, rules, later, chunk=2) == 0
     assert score_breakdown(engine, rules, "lead3@example.com", later).total == pytest.approx(15)
+
+
+def test_rescore_all_reads_a_history_only_for_leads_without_a_score_state(engine, world, monkeypatch):
+    from nurture.storage import scores
+
+    catalog, rules = world
+    with session(engine) as orm_session:
+        upsert_lead(orm_session, {"email": "fit@example.com", "company_size": 500}, actor="cli", now=T0)
+    for index, kind in enumerate(["webinar_attended", "content_download", "page_view"]):
+        record(engine, world, EventIn(f"lead{index}@example.com", kind, occurred_at=T0 - timedelta(days=index)))
+        record(engine, world, EventIn(f"lead{index}@example.com", "email_click"))
+    with transaction(engine) as conn:  # a history written past intake, its state cleared as such a writer must
+        conn.execute(update(Lead.__table__).where(Lead.__table__.c.email == "lead2@example.com").values(score_state=None))
+    read = []
+    original = scores.scored_events
+    monkeypatch.setattr(scores, "scored_events", lambda conn, ids: read.extend(ids) or original(conn, ids))
+    later = T0 + timedelta(days=45, hours=5)
+
+    # the three leads with events decay; the lead stored by upsert_lead alone (score 0) gets its fit points
+    assert rescore_all(engine, rules, later, chunk=3) == 4
+    ids = {email: lead_row(engine, email).id for email in ("fit@example.com", "lead2@example.com")}
+    assert sorted(read) == sorted(ids.values())  # the lead with no state yet and the one whose state was cleared
+    monkeypatch.setattr(scores, "scored_events", original)
+    for email in ["fit@example.com"] + [f"lead{index}@example.com" for index in range(3)]:
+        assert lead_row(engine, email).score == pytest.approx(score_breakdown(engine, rules, email, later).total,
+                                                              abs=1e-9)
+    assert lead_row(engine, "fit@example.com").score == 10
 
 
 def test_save_lead_rescores_with_fit_and_enrolls_an_mql(engine, world):

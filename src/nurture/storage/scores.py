@@ -1,7 +1,8 @@
 """Scores from stored points: one lead's breakdown (explainability) and the periodic refresh of every stored score.
 
 Points are fixed when an event is recorded; the score is recomputed from them (decay is a function of the time), so
-these only read events and, for :func:`rescore_all`, write the lead's ``score`` column.
+these only read events (or, to rescore, a lead's score state: its events summed per type) and, for
+:func:`rescore_all`, write the lead's ``score`` column.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.facts import Engagement
-from nurture.core.scoring import ScoreBreakdown, score
+from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, score
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import LeadNotFound
+from nurture.storage import score_state
 from nurture.storage.database import for_update_skip_locked, transaction
 from nurture.storage.leads import normalize_email
 from nurture.storage.models import EngagementEvent, Lead
@@ -87,11 +89,23 @@ def rescore_by_email(conn: Connection, rules: ScoringRules, emails: Sequence[str
 
 
 def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], now: datetime) -> int:
-    """Store the score as of ``now`` of these lead rows where it changed; return how many."""
-    history = scored_events(conn, [row.id for row in rows])
+    """Store the score as of ``now`` of these lead rows where it changed; return how many. A lead's behaviour points
+    come from its score state when it has one that can be used (:mod:`nurture.storage.score_state`), from its
+    scored events otherwise."""
+    half_life = rules.behaviour.half_life
+    half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
+    states = {row.id: score_state.load(row.score_state, now, half_life_seconds) for row in rows}
+    history = scored_events(conn, [row.id for row in rows if states[row.id] is None])
     updates = []
     for row in rows:
-        total = score(rules, lead_view(row), history[row.id], now).total
+        state = states[row.id]
+        if state is None:
+            total = score(rules, lead_view(row), history[row.id], now).total
+        else:
+            behaviour = ScoreAccumulator(rules, now)
+            for group in state.groups:
+                behaviour.add_group(*group)
+            total = behaviour.breakdown(rules, fit_items(rules, lead_view(row))).total
         if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
             updates.append({"lead_id": row.id, "new_score": total})
     if updates:
