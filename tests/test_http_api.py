@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from http_server import HttpServer
@@ -420,6 +421,70 @@ def test_with_an_inbound_webhook_token_the_api_key_opens_no_webhook(tmp_path):
         assert response.json()["recorded"] == 4
         assert intake.post("/v1/webhooks/sendgrid", sendgrid_events(), headers=basic("hook-token-42")).json() == {
             "recorded": 0, "duplicate": 4, "ignored": 5}
+
+
+def sendgrid_keys() -> tuple[Any, str]:
+    """A key pair as SendGrid makes one for its Signed Event Webhook: the private key, and the verification key as
+    its Mail Settings show it (base64 of the DER public key)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    der = private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return private, base64.b64encode(der).decode()
+
+
+def sendgrid_signed(private: Any, body: bytes, timestamp: str = "1714567890") -> dict[str, str]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signature = private.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
+
+
+def test_with_a_verification_key_the_sendgrid_webhook_takes_only_posts_sendgrid_signed(tmp_path):
+    private, verification_key = sendgrid_keys()
+    other, _key = sendgrid_keys()
+    body = json.dumps(sendgrid_events()).encode()
+    for intake in _serve(tmp_path, API_KEY, sendgrid_verification_key=verification_key):
+        signed = sendgrid_signed(private, body)
+        refused = {
+            "no signature, the API key as token": ({}, body, f"?token={API_KEY}"),
+            "signed by another key": (sendgrid_signed(other, body), body, ""),
+            "another body": (signed, body.replace(b"c@example.com", b"b@example.com"), ""),
+            "another timestamp": ({**signed, "X-Twilio-Email-Event-Webhook-Timestamp": "1714567891"}, body, ""),
+            "a signature that is not base64": ({**signed, "X-Twilio-Email-Event-Webhook-Signature": "%%%"}, body, ""),
+        }
+        for why, (headers, raw, query) in refused.items():
+            response = intake.post(f"/v1/webhooks/sendgrid{query}", raw=raw, headers=headers)
+            assert response.status_code == 401, why
+            assert "SendGrid signature" in response.json()["error"], why
+            assert nothing_written(intake.engine), why
+        response = intake.post("/v1/webhooks/sendgrid", raw=body, headers=signed)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"recorded": 4, "duplicate": 0, "ignored": 5}
+        assert lead_row(intake.engine, "c@example.com").bounced_at is not None
+        # SendGrid retries a post it saw fail, signed again: a duplicate, whatever its age
+        retried = intake.post("/v1/webhooks/sendgrid", raw=body, headers=sendgrid_signed(private, body, "1600000000"))
+        assert retried.json() == {"recorded": 0, "duplicate": 4, "ignored": 5}
+        bad_json = b"[{not json"
+        assert intake.post("/v1/webhooks/sendgrid", raw=bad_json, headers=sendgrid_signed(private, bad_json)
+                           ).status_code == 400
+
+
+@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"not a key").decode(), "PEM-RSA"])
+def test_a_verification_key_that_is_not_an_ec_public_key_is_refused_at_start(value):
+    if value == "PEM-RSA":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        value = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+            Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    with pytest.raises(ValidationError, match="sendgrid_verification_key"):
+        Settings(sendgrid_verification_key=value)
+    _private, good = sendgrid_keys()
+    assert Settings(sendgrid_verification_key=f"  {good}\n").sendgrid_verification_key == good
 
 
 def test_the_sendgrid_webhook_wants_an_array(intake):

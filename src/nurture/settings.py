@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nurture.errors import ConfigError
@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     api_key: str = Field("", description="Bearer key for the write endpoints of the HTTP API.")
     inbound_webhook_token: str = Field(
         "", description="Token of the provider webhooks (?token= or Basic auth); empty: the API key serves."
+    )
+    sendgrid_verification_key: str = Field(
+        "", description="SendGrid's Signed Event Webhook verification key (Mail Settings, base64): when set, the "
+                        "SendGrid webhook needs SendGrid's signature instead of the token.",
     )
     sales_webhook_url: str = Field("", description="Where lead.promoted notifications are POSTed (signed).")
     webhook_secret: str = Field("", description="HMAC-SHA256 key of the outbound webhook signature.")
@@ -51,6 +55,15 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(
         600, gt=0, description="Seconds between full enrollment sweeps (leads changed by intake or the CLI enroll at once)."
     )
+
+    @field_validator("sendgrid_verification_key")
+    @classmethod
+    def _a_public_key(cls, value: str) -> str:
+        if value.strip():
+            from nurture.signing import sendgrid_public_key
+
+            sendgrid_public_key(value)  # ValueError naming what is wrong
+        return value.strip()
 
 
 @lru_cache(maxsize=1)

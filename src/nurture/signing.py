@@ -3,6 +3,8 @@
 A token is ``base64url(compact JSON) + "." + base64url(HMAC-SHA256)``, without padding, so it can sit in a URL path
 as it is. The MAC key is derived from the secret *and* a purpose string: a token minted for one purpose (say a click)
 does not verify for another (say an unsubscribe), even though both carry the same delivery reference.
+
+Also here: checking the signature SendGrid puts on its Event Webhook (ECDSA, the ``cryptography`` package).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from nurture.errors import NurtureError
@@ -81,3 +84,46 @@ class Signer:
         if not isinstance(payload, dict):
             raise BadSignature()
         return payload
+
+
+# --- SendGrid's Signed Event Webhook ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def sendgrid_public_key(text: str) -> Any:
+    """The EC P-256 public key of SendGrid's Signed Event Webhook, from the verification key its Mail Settings show
+    (base64 of the DER public key; a PEM block is taken too). ValueError when it is not such a key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+    text = text.strip()
+    try:
+        if "-----BEGIN" in text:
+            key = load_pem_public_key(text.encode("ascii"))
+        else:
+            key = load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise ValueError("not a public key: paste the verification key of SendGrid's Signed Event Webhook "
+                         "(Settings > Mail Settings), base64 as SendGrid shows it") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an EC P-256 public key, which SendGrid's Signed Event Webhook uses")
+    return key
+
+
+def sendgrid_signature_valid(key_text: str, signature: str, timestamp: str, body: bytes) -> bool:
+    """Whether ``signature`` (the base64 ``X-Twilio-Email-Event-Webhook-Signature`` header) is SendGrid's ECDSA
+    SHA-256 signature of ``timestamp`` (the ``X-Twilio-Email-Event-Webhook-Timestamp`` header) followed by the raw
+    request ``body``, made with the private half of the verification key ``key_text``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        raw = base64.b64decode(signature.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    try:
+        sendgrid_public_key(key_text).verify(raw, timestamp.encode("utf-8") + body, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nurture.intake.context import ApiError, context
+from nurture.signing import sendgrid_signature_valid
 
 _bearer = HTTPBearer(auto_error=False, description="NURTURE_API_KEY", scheme_name="NURTURE_API_KEY")
 
@@ -68,6 +69,24 @@ async def require_webhook_token(request: Request) -> None:
                             "password)", {"WWW-Authenticate": 'Basic realm="nurture webhooks"'})
     if not key_matches(token, expected):
         raise ApiError(401, "invalid token", {"WWW-Authenticate": 'Basic realm="nurture webhooks"'})
+
+
+SENDGRID_SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+SENDGRID_TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+def require_sendgrid_signature(request: Request, body: bytes) -> None:
+    """401 unless the request carries SendGrid's valid signature of ``body`` (its raw bytes), checked with
+    ``NURTURE_SENDGRID_VERIFICATION_KEY``. No limit on the timestamp's age: SendGrid retries a failed post for up to
+    a day, and a replayed notice is a duplicate (``sg_event_id``) that changes nothing."""
+    key = context(request).settings.sendgrid_verification_key
+    signature, timestamp = request.headers.get(SENDGRID_SIGNATURE), request.headers.get(SENDGRID_TIMESTAMP)
+    if not signature or not timestamp:
+        raise ApiError(401, f"missing SendGrid signature: NURTURE_SENDGRID_VERIFICATION_KEY is set, so this webhook "
+                            f"needs the {SENDGRID_SIGNATURE} and {SENDGRID_TIMESTAMP} headers of SendGrid's Signed "
+                            "Event Webhook")
+    if not sendgrid_signature_valid(key, signature, timestamp, body):
+        raise ApiError(401, "invalid SendGrid signature (is NURTURE_SENDGRID_VERIFICATION_KEY this account's key?)")
 
 
 def _basic_password(header: str) -> str:

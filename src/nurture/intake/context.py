@@ -213,7 +213,11 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
 
 async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
     """The request body parsed as JSON; 400 with a clear message when it is empty or not JSON."""
-    body = await read_body(request, limit)
+    return parse_json(await read_body(request, limit))
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body read by :func:`read_body`, parsed as :func:`read_json` parses it."""
     if not body.strip():
         raise ApiError(400, "the request body is empty: send a JSON document")
     try:

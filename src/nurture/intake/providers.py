@@ -14,10 +14,10 @@ Two formats:
   usable email, so one odd item never makes SendGrid retry the whole batch. ``sg_event_id`` makes retries
   idempotent.
 
-  Why a shared token rather than SendGrid's signature: SendGrid signs its Event Webhook with ECDSA and a key pair
-  it generates per account, and verifying needs that public key (and a dependency for ECDSA); a token works on every
-  SendGrid plan and needs neither. A token of its own means a leaked webhook URL opens nothing else. Serve it over
-  HTTPS only, as for the Bearer key.
+  With SendGrid's Signed Event Webhook turned on, set ``NURTURE_SENDGRID_VERIFICATION_KEY`` to the verification
+  key SendGrid shows: every post must then carry SendGrid's valid ECDSA signature of its exact body (the token is
+  not needed, nor taken in its place). Without that setting the token authenticates the post; a token of its own
+  means a leaked webhook URL opens nothing else. Serve it over HTTPS only, as for the Bearer key.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pydantic import ValidationError
 
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
 from nurture.errors import InvalidInput
-from nurture.intake.auth import require_api_key, require_webhook_token
-from nurture.intake.context import ApiError, IntakeContext, context, read_json
+from nurture.intake.auth import require_api_key, require_sendgrid_signature, require_webhook_token
+from nurture.intake.context import ApiError, IntakeContext, context, parse_json, read_body, read_json
 from nurture.intake.schemas import BounceNotice, describe_errors
 from nurture.storage.intake import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
 from nurture.storage.lookups import DeliveryTarget, delivery_for_message_id
@@ -172,10 +172,19 @@ def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
     return {**_counts(results), "ignored": ignored}
 
 
-@router.post("/sendgrid", dependencies=[Depends(require_webhook_token)])
+@router.post("/sendgrid")
 async def sendgrid(request: Request) -> dict[str, int]:
-    """SendGrid's Event Webhook (a JSON array): bounces, drops, spam reports and unsubscribes suppress the lead."""
-    payload = await read_json(request)
+    """SendGrid's Event Webhook (a JSON array): bounces, drops, spam reports and unsubscribes suppress the lead.
+
+    Authenticated by SendGrid's signature when ``NURTURE_SENDGRID_VERIFICATION_KEY`` is set, by the webhook token
+    (``?token=`` or the Basic auth password) otherwise."""
+    if context(request).settings.sendgrid_verification_key:
+        body = await read_body(request)
+        require_sendgrid_signature(request, body)
+    else:
+        await require_webhook_token(request)
+        body = await read_body(request)
+    payload = parse_json(body)
     if not isinstance(payload, list):
         raise ApiError(422, "expected SendGrid's JSON array of events")
     if len(payload) > 10 * MAX_BATCH:
