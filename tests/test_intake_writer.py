@@ -73,16 +73,18 @@ def test_jobs_take_turns_on_one_thread_and_spread_over_several():
 def test_idle_threads_end_and_a_new_job_starts_one_again(monkeypatch):
     monkeypatch.setattr(Writer, "IDLE_SECONDS", 0.05)
     writer = Writer(2)
-    before = len(writer_threads())
+    before = set(writer_threads())  # other tests' writers may still be winding down: follow this writer's own
 
     async def burst() -> list[int]:
         return await asyncio.gather(*(writer.run(lambda n=n: n) for n in range(4)))
 
     assert asyncio.run(burst()) == [0, 1, 2, 3]
+    started = set(writer_threads()) - before
+    assert 1 <= len(started) <= 2
     deadline = time.monotonic() + 5
-    while len(writer_threads()) > before and time.monotonic() < deadline:
+    while any(thread.is_alive() for thread in started) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert len(writer_threads()) == before
+    assert not any(thread.is_alive() for thread in started) and writer._alive == 0
     assert asyncio.run(burst()) == [0, 1, 2, 3]
 
 
