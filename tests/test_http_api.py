@@ -473,7 +473,24 @@ def test_with_a_verification_key_the_sendgrid_webhook_takes_only_posts_sendgrid_
                            ).status_code == 400
 
 
-@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"not a key").decode(), "PEM-RSA"])
+def test_a_verification_key_in_pem_form_is_taken_and_both_headers_are_needed(tmp_path):
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private, _key = sendgrid_keys()
+    pem = private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    body = json.dumps(sendgrid_events()).encode()
+    signed = sendgrid_signed(private, body)
+    for intake in _serve(tmp_path, API_KEY, sendgrid_verification_key=pem):
+        for header in signed:
+            response = intake.post("/v1/webhooks/sendgrid", raw=body, headers={header: signed[header]})
+            assert response.status_code == 401 and "missing SendGrid signature" in response.json()["error"]
+        assert nothing_written(intake.engine)
+        response = intake.post("/v1/webhooks/sendgrid", raw=body, headers=signed)
+        assert response.status_code == 200 and response.json()["recorded"] == 4
+
+
+@pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"not a key").decode(), "PEM-RSA",
+                                   "MA8wCQYHKoZIzj0CBQMCAAA="])  # an EC key type cryptography does not know
 def test_a_verification_key_that_is_not_an_ec_public_key_is_refused_at_start(value):
     if value == "PEM-RSA":
         from cryptography.hazmat.primitives.asymmetric import rsa

@@ -322,6 +322,24 @@ def test_rescore_all_reads_a_history_only_for_leads_without_a_score_state(engine
     assert lead_row(engine, "fit@example.com").score == 10
 
 
+def test_save_lead_reads_the_history_of_a_lead_without_a_state_and_stores_one(engine, world):
+    catalog, rules = world
+    record(engine, world, EventIn("a@example.com", "webinar_attended", occurred_at=T0 - timedelta(days=3)),
+           EventIn("a@example.com", "page_view", occurred_at=T0 - timedelta(hours=1)))
+    with transaction(engine) as conn:  # as a writer of events past the intake leaves it
+        conn.execute(update(Lead.__table__).values(score_state=None))
+    later = T0 + timedelta(days=2)
+    saved = save_lead(engine, catalog, rules, {"email": "a@example.com", "company_size": 500}, now=later, actor="api")
+    assert saved.score == pytest.approx(score_breakdown(engine, rules, "a@example.com", later).total, abs=0.011)
+    assert saved.score > 10 + 15 * 0.9  # fit, and the decayed webinar: the history was read
+    assert lead_row(engine, "a@example.com").score_state is not None
+    new = save_lead(engine, catalog, rules, {"email": "new@example.com", "company_size": 500}, now=later, actor="api")
+    assert new.created and new.score == 10 and lead_row(engine, "new@example.com").score_state is not None
+    [result] = record(engine, world, EventIn("a@example.com", "email_click"), now=later + timedelta(hours=1))
+    assert result.score == pytest.approx(
+        score_breakdown(engine, rules, "a@example.com", later + timedelta(hours=1)).total, abs=0.011)
+
+
 def test_save_lead_rescores_with_fit_and_enrolls_an_mql(engine, world):
     catalog, rules = world
     record(engine, world, EventIn("a@example.com", "webinar_attended"))

@@ -93,6 +93,7 @@ class Signer:
 def sendgrid_public_key(text: str) -> Any:
     """The EC P-256 public key of SendGrid's Signed Event Webhook, from the verification key its Mail Settings show
     (base64 of the DER public key; a PEM block is taken too). ValueError when it is not such a key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
@@ -102,7 +103,7 @@ def sendgrid_public_key(text: str) -> Any:
             key = load_pem_public_key(text.encode("ascii"))
         else:
             key = load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
-    except (ValueError, binascii.Error, UnicodeEncodeError):
+    except (ValueError, binascii.Error, UnicodeEncodeError, UnsupportedAlgorithm):
         raise ValueError("not a public key: paste the verification key of SendGrid's Signed Event Webhook "
                          "(Settings > Mail Settings), base64 as SendGrid shows it") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):

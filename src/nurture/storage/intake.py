@@ -726,15 +726,18 @@ class _Batch:
                 by_id[lead_id].caps[(event_type, day)] = count
             for lead_id in to_read:
                 by_id[lead_id].counted_since = window
-        # a late event of a capped type, from a day before what a lead's state counts: that day's counts, read
-        old = {lead.id for lead in by_id.values() if not lead.created and lead.counted_since is not None
-               and any(day < lead.counted_since for day in days)} - set(to_read)
-        if old:
+        # a late event of a capped type, from a day before what its lead's state counts: that day's counts, read
+        late: dict[int, set[date]] = {}
+        for event in events:
+            lead = self.leads.get(event.email)
+            if event.type in capped and event.occurred_at and lead is not None and lead.counted_since is not None:
+                if (day := utc_day(event.occurred_at)) < lead.counted_since:
+                    late.setdefault(lead.id, set()).add(day)
+        if late:
             types = sorted({event.type for event in events if event.type in capped})
-            oldest_counted = max(by_id[lead_id].counted_since for lead_id in old)  # type: ignore[type-var]
             for lead_id, event_type, day, count in self.bulk.scored_counts(
-                    self._conn, sorted(old), types, sorted(day for day in days if day < oldest_counted)):
-                by_id[lead_id].caps[(event_type, day)] = count
+                    self._conn, sorted(late), types, sorted(set().union(*late.values()))):
+                by_id[lead_id].caps[(event_type, day)] = count  # the database's count: right for any lead asked
 
     @property
     def half_life_seconds(self) -> float | None:
@@ -1047,7 +1050,9 @@ def save_lead(
                 before = conn.execute(select(L.c.stage).where(L.c.email == email).with_for_update()).scalar()
                 upsert_lead(orm_session, data, actor=actor, now=now)
                 batch = _Batch(conn, catalog, rules, now, actor, sales=sales, handoff=handoff)
-                lead = batch.track(conn.execute(select(L).where(L.c.email == email)).one(), before is None)
+                # tracked as a lead that existed: its history and state are read even when `before` saw none, since
+                # on PostgreSQL a concurrent batch may have created it (with scored events) after that read
+                lead = batch.track(conn.execute(select(L).where(L.c.email == email)).one(), False)
                 if before is not None and lead.stage != before:
                     lead.stage_changed = True
                     exits = [c.id for c in catalog.campaigns.values() if lead.stage in c.exit.stages]
