@@ -267,6 +267,25 @@ def test_an_awaited_event_makes_the_waiting_enrollment_due_at_once(engine, world
     assert enrollments_of(engine, "a@example.com")[0].next_due_at == clicked_at
 
 
+def test_wake_ups_of_one_batch_apply_in_order_around_the_other_enrollment_updates(engine, world):
+    add_delivery(engine, "a@example.com")
+    add_delivery(engine, "b@example.com")
+    with transaction(engine) as conn:
+        conn.execute(update(Enrollment.__table__).values(
+            step_id="await-click", waiting_for="email_click", next_due_at=T0 + timedelta(days=5)))
+    first, second = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    record(engine, world, EventIn("a@example.com", "email_click", occurred_at=second),
+           EventIn("b@example.com", "email_click", occurred_at=first),
+           EventIn("a@example.com", "email_click", occurred_at=first),  # the later of a's two, in order, wins
+           EventIn("b@example.com", "unsubscribe", occurred_at=second),  # ends b's enrollment after its wake-up
+           EventIn("b@example.com", "email_click", occurred_at=second),  # and wakes nothing any more
+           now=second)
+    [a] = enrollments_of(engine, "a@example.com")
+    [b] = enrollments_of(engine, "b@example.com")
+    assert (a.status, a.next_due_at) == ("active", first)
+    assert (b.status, b.end_reason, b.next_due_at) == ("exited", "unsubscribed", None)
+
+
 def test_a_burst_of_the_same_tracking_event_is_recorded_once(engine, world):
     delivery_id = add_delivery(engine, "a@example.com")
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from db_fixtures import engine, migrated_url, pg_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
-from intake_world import T0, add_delivery, count_rows, events_of, lead_row, load_world, stage_history, write_campaigns
+from intake_world import T0, add_delivery, enrollments_of, count_rows, events_of, lead_row, load_world, stage_history, write_campaigns
 from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.score_state import window_start
@@ -274,6 +274,33 @@ def test_an_event_of_a_lead_without_enrollments_changes_no_enrollment(engine, wo
     with transaction(engine, read_only=True) as conn:
         statuses = [(row.status, row.end_reason) for row in conn.execute(select(Enrollment.__table__))]
     assert statuses == [("exited", "unsubscribed")]
+
+
+def test_events_of_known_leads_without_enrollments_touch_no_enrollment(engine, world):
+    """On either database: the batch knows which of its leads have an active enrollment (on PostgreSQL it asks once
+    it holds their locks), so their events issue no enrollment update."""
+    from sqlalchemy import event as sa_event
+
+    catalog, rules = world
+    with session(engine) as orm_session:
+        upsert_lead(orm_session, {"email": "known@example.com"}, actor="cli", now=T0)
+    add_delivery(engine, "nurtured@example.com")
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        record_events(engine, catalog, rules, [EventIn("known@example.com", kind) for kind in
+                                               ("email_click", "demo_request", "unsubscribe")], now=T0, actor="api")
+        touching = [s for s in statements if s.lstrip().upper().startswith("UPDATE ENROLLMENT")]
+        assert touching == []
+        record_events(engine, catalog, rules, [EventIn("nurtured@example.com", "unsubscribe")], now=T0, actor="api")
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert any(s.lstrip().upper().startswith("UPDATE ENROLLMENT") for s in statements)  # the nurtured lead's exit
+    assert [e.end_reason for e in enrollments_of(engine, "nurtured@example.com")] == ["unsubscribed"]
 
 
 def test_sqlite_stores_the_driver_level_writes_as_sqlalchemy_would(sqlite_engine, world, tmp_path):

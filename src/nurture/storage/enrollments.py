@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.conditions import filter_matches
@@ -219,14 +219,14 @@ def exit_enrollments(conn: Connection, lead_id: int, reason: str, now: datetime,
     return result.rowcount or 0
 
 
-def wake_waiting(conn: Connection, lead_id: int, event_type: str, at: datetime) -> int:
-    """Make a lead's enrollments that wait for ``event_type`` due at ``at`` (the engine checks the event itself)."""
-    result = conn.execute(
-        update(E)
-        .where(E.c.lead_id == lead_id, E.c.status == "active", E.c.waiting_for == event_type)
-        .values(next_due_at=at)
-    )
-    return result.rowcount or 0
+_WAKE = (update(E).where(E.c.lead_id == bindparam("w_lead_id"), E.c.status == literal_column("'active'"),
+                         E.c.waiting_for == bindparam("w_type")).values(next_due_at=bindparam("w_at")))
+
+
+def wake_all(conn: Connection, wakes: list[dict[str, Any]]) -> None:
+    """For each of ``wakes`` in order (keys ``w_lead_id``, ``w_type``, ``w_at``), in one statement: make the lead's
+    enrollments that wait for that event type due at that time (the engine checks the event itself)."""
+    conn.execute(_WAKE, wakes)
 
 
 def sync_campaign_versions(engine: Engine, catalog: Catalog, now: datetime) -> list[str]:

@@ -65,7 +65,7 @@ from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
 from nurture.storage import promotion, score_state
 from nurture.storage.database import session, transaction, upsert_insert
-from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_waiting
+from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_all
 from nurture.storage.events import (
     DUPLICATE,
     MAX_BATCH,
@@ -130,6 +130,7 @@ class _Statements:
     insert_stage_change: Any
     insert_stage_change_id: Any
     update_lead: Any
+    nurtured: Any
 
 
 _LEAD_STATE_COLUMNS = ("score", "stage", "stage_changed_at", "unsubscribed_at", "bounced_at", "updated_at",
@@ -148,8 +149,9 @@ def _nurtured() -> Any:
 def _statements(dialect: str) -> _Statements:
     # SQLite runs one writer at a time, so the shortcut is exact there. On PostgreSQL a request that waited for another
     # one's row lock re-reads the lead but not this EXISTS (READ COMMITTED): an enrollment the other request just
-    # created would be missed and its exits and wake-ups skipped. There every known lead counts as nurtured
-    # (the column is left out; its absence means "maybe").
+    # created would be missed and its exits and wake-ups skipped. There the column is left out and the batch asks
+    # in a statement of its own once it holds the locks (:meth:`_Bulk.nurtured`), which sees what the other
+    # request committed.
     columns = (L, _nurtured()) if dialect == "sqlite" else (L,)
     return _Statements(
         insert_events=EV.insert(),
@@ -167,6 +169,8 @@ def _statements(dialect: str) -> _Statements:
         update_lead=update(L).where(L.c.id == bindparam("b_id")).values(
             {name: bindparam(f"b_{name}") for name in _LEAD_STATE_COLUMNS}
         ),
+        nurtured=select(E.c.lead_id).distinct().where(E.c.lead_id.in_(bindparam("lead_ids", expanding=True)),
+                                                      E.c.status == literal_column("'active'")),
     )
 
 
@@ -192,6 +196,13 @@ class _Bulk:
         for start in range(0, len(emails), _CHUNK):
             rows = conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + _CHUNK])})
             found.update({row.email: row for row in rows})
+        return found
+
+    def nurtured(self, conn: Connection, lead_ids: Sequence[int]) -> set[int]:
+        """Of these leads, those with an active enrollment."""
+        found: set[int] = set()
+        for start in range(0, len(lead_ids), _CHUNK):
+            found.update(conn.execute(self.sql.nurtured, {"lead_ids": list(lead_ids[start : start + _CHUNK])}).scalars())
         return found
 
     def scored_points(self, conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
@@ -576,6 +587,16 @@ class _LeadState:
 _LEAD_COLUMN_NAMES = tuple(column.key for column in L.c)
 
 
+@dataclass(frozen=True)
+class _Wake:
+    """A queued :func:`nurture.storage.enrollments.wake_waiting`: the lead's enrollments waiting for ``event_type``
+    become due at ``at``."""
+
+    lead_id: int
+    event_type: str
+    at: datetime
+
+
 def _new_lead(lead_id: int, values: Mapping[str, Any]) -> SimpleNamespace:
     """The row of a lead just inserted with ``values`` (the other columns are empty), without reading it back."""
     return SimpleNamespace(**{**dict.fromkeys(_LEAD_COLUMN_NAMES), **values, "id": lead_id})
@@ -597,7 +618,7 @@ class _Batch:
         self.sql = _statements(conn.dialect.name)
         self.bulk = _bulk_for(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
-        self._updates: list[Callable[[Connection], Any]] = []  # enrollment updates that follow those rows, in order
+        self._updates: list[Callable[[Connection], Any] | _Wake] = []  # enrollment updates that follow those rows
         campaigns = catalog.campaigns.values()
         self.goals: dict[str, list[str]] = {}
         for campaign in campaigns:
@@ -624,8 +645,17 @@ class _Batch:
             self.bulk.insert_events(conn, rows)
         while self._updates:
             updates, self._updates = self._updates, []
+            wakes: list[dict[str, Any]] = []  # consecutive wake-ups go in one statement, in order
             for apply in updates:
+                if isinstance(apply, _Wake):
+                    wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
+                    continue
+                if wakes:
+                    wake_all(conn, wakes)
+                    wakes = []
                 apply(conn)
+            if wakes:
+                wake_all(conn, wakes)
 
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
@@ -643,8 +673,11 @@ class _Batch:
         found.update(created)
         if len(found) < len(emails):  # created by a concurrent batch since we looked: lock theirs
             found.update(self._lock_leads([email for email in missing if email not in created]))
+        nurtured = None
+        if self.bulk.dialect == "postgresql":  # asked now that the locks are held (see _statements)
+            nurtured = self.bulk.nurtured(self._conn, sorted(int(found[e].id) for e in emails if e not in created))
         for email in emails:
-            self.track(found[email], email in created)
+            self.track(found[email], email in created, nurtured)
         return known
 
     def known_ids(self, ids: set[str]) -> dict[str, tuple[int, float]]:
@@ -678,9 +711,12 @@ class _Batch:
             ])
         return inserted
 
-    def track(self, row: Any, created: bool) -> _LeadState:
-        """Follow this lead's changes through the batch."""
+    def track(self, row: Any, created: bool, nurtured_ids: set[int] | None = None) -> _LeadState:
+        """Follow this lead's changes through the batch. Whether it has an active enrollment: the row's
+        ``nurtured`` column, or ``nurtured_ids``; neither: it may have one."""
         nurtured = getattr(row, _NURTURED, None)
+        if nurtured is None and nurtured_ids is not None:
+            nurtured = int(row.id) in nurtured_ids
         state = _LeadState(
             row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
             unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at,
@@ -841,8 +877,7 @@ class _Batch:
 
             self._updates.append(reach)
         if event.type in self.awaited:  # only a wait_for step sets an enrollment's waiting_for
-            event_type = event.type
-            self._updates.append(lambda conn: wake_waiting(conn, lead_id, event_type, at))
+            self._updates.append(_Wake(lead_id, event.type, at))
 
     def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
