@@ -6,7 +6,8 @@ the same app that only inserts the event row, side by side in one run, over real
 Each mode is run with single-event requests and with batches (``{"events": [...]}``, --batch per request). The
 machine may be shared, so the two sides take turns in --rounds rounds (nurture, bare, then bare, nurture, ...) and
 each side's figure is its events over its own time; the server's CPU time per event (from /proc) is printed beside
-it, a figure other load on the machine barely moves. ``--statements`` then counts, in short extra passes, the
+it, a figure other load on the machine barely moves (on PostgreSQL, ``--database-url``, the database server's own
+CPU is not in it). ``--statements`` then counts, in short extra passes, the
 statements SQLite executes per request on each side (each row of an executemany counts once).
 """
 
@@ -93,12 +94,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
     from nurture.storage.database import make_engine, session
     from nurture.storage.leads import upsert_lead
     from nurture.storage.migrate import upgrade
 
-    url = f"sqlite:///{tmp / 'intake.db'}"
+    url = database_url or f"sqlite:///{tmp / 'intake.db'}"
     upgrade(url)
     with session(make_engine(url)) as s:
         upsert_lead(s, {"email": "seed@example.com"}, actor="cli")
@@ -170,9 +171,13 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=2000, help="distinct leads the events spread over")
     parser.add_argument("--rounds", type=int, default=6, help="turns each side takes, alternating")
     parser.add_argument("--statements", action="store_true", help="print SQLite statements per request, each side")
+    parser.add_argument("--database-url", help="an empty database to run on (e.g. postgresql+psycopg://...); "
+                                               "default: a new SQLite file")
     args = parser.parse_args()
+    if args.statements and args.database_url and not args.database_url.startswith("sqlite"):
+        parser.error("--statements counts what SQLite runs: leave out --database-url")
     with tempfile.TemporaryDirectory() as tmp_name:
-        process, base = start_server(Path(tmp_name))
+        process, base = start_server(Path(tmp_name), args.database_url)
         try:
             results = {}
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)):

@@ -19,7 +19,7 @@ from intake_world import T0, add_delivery, enrollments_of, count_rows, events_of
 from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.score_state import window_start
-from nurture.storage.database import session, transaction
+from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.enrollments import enroll_leads
 from nurture.storage.intake import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
 from nurture.storage.leads import upsert_lead
@@ -341,6 +341,50 @@ def test_sqlite_stores_the_driver_level_writes_as_sqlalchemy_would(sqlite_engine
         assert seconds == ("2024-05-01 12:00:00.000000",)
     finally:
         raw.close()
+
+
+@pytest.mark.postgres
+def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world, monkeypatch):
+    """The batch's leads go back in one UPDATE over arrays on PostgreSQL: the stored rows must be those the per-row
+    update of the generic code stores (stage changes, suppression times, scores, states; NULLs among values)."""
+    from nurture.storage import intake
+    from nurture.storage.migrate import upgrade as migrate_up
+
+    catalog, rules = world
+    migrate_up(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        def batch(prefix):
+            emails = [f"{prefix}{i}@example.com" for i in range(6)]
+            record_events(engine, catalog, rules, [EventIn(email, "page_view") for email in emails], now=T0, actor="api")
+            later = T0 + timedelta(hours=1)
+            record_events(engine, catalog, rules, [
+                EventIn(emails[0], "webinar_attended", id=f"{prefix}-w"), EventIn(emails[0], "content_download"),  # mql
+                EventIn(emails[1], "unsubscribe"), EventIn(emails[2], "bounce", properties={"reason": "550 ü", "n": [1]}),
+                EventIn(emails[3], "email_click", occurred_at=later + timedelta(hours=2), id=f"{prefix}-c"),  # ahead
+                EventIn(emails[4], "email_open", campaign_id="mql-nurture", step_key="welcome"),
+                EventIn(emails[4], "page_view", occurred_at=later - timedelta(microseconds=1)),
+            ], now=later, actor="api")
+            L, EV = Lead.__table__, EngagementEvent.__table__
+            with transaction(engine, read_only=True) as conn:
+                leads = conn.execute(select(L).where(L.c.email.like(f"{prefix}%")).order_by(L.c.email)).all()
+                events = conn.execute(select(EV, L.c.email).join(L, L.c.id == EV.c.lead_id)
+                                      .where(L.c.email.like(f"{prefix}%")).order_by(EV.c.id)).all()
+            return ([{k: v for k, v in row._mapping.items() if k not in ("id", "email")} for row in leads],
+                    [{k: (v.replace(prefix, "") if isinstance(v, str) else v) for k, v in row._mapping.items()
+                      if k not in ("id", "lead_id")} for row in events])
+
+        arrays, array_events = batch("arrays")
+        monkeypatch.setattr(intake, "_bulk_for", lambda dialect: intake._Bulk(dialect.name))
+        per_row, per_row_events = batch("perrow")
+        assert arrays == per_row
+        assert array_events == per_row_events and len(array_events) == 13  # the same rows, in the same order
+        assert {row["stage"] for row in arrays} >= {"lead", "mql"}
+        assert sum(row["unsubscribed_at"] is not None for row in arrays) == 1
+        assert sum(row["bounced_at"] is not None for row in arrays) == 1
+        assert sum(row["score_state"] is None for row in arrays) == 1 and isinstance(arrays[0]["score_state"], list)
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_reads_the_batch_rows_as_sqlalchemy_would(sqlite_engine, world):
