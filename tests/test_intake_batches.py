@@ -276,33 +276,6 @@ def test_an_event_of_a_lead_without_enrollments_changes_no_enrollment(engine, wo
     assert statuses == [("exited", "unsubscribed")]
 
 
-def test_events_of_known_leads_without_enrollments_touch_no_enrollment(engine, world):
-    """On either database: the batch knows which of its leads have an active enrollment (on PostgreSQL it asks once
-    it holds their locks), so their events issue no enrollment update."""
-    from sqlalchemy import event as sa_event
-
-    catalog, rules = world
-    with session(engine) as orm_session:
-        upsert_lead(orm_session, {"email": "known@example.com"}, actor="cli", now=T0)
-    add_delivery(engine, "nurtured@example.com")
-    statements: list[str] = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    sa_event.listen(engine, "before_cursor_execute", seen)
-    try:
-        record_events(engine, catalog, rules, [EventIn("known@example.com", kind) for kind in
-                                               ("email_click", "demo_request", "unsubscribe")], now=T0, actor="api")
-        touching = [s for s in statements if s.lstrip().upper().startswith("UPDATE ENROLLMENT")]
-        assert touching == []
-        record_events(engine, catalog, rules, [EventIn("nurtured@example.com", "unsubscribe")], now=T0, actor="api")
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", seen)
-    assert any(s.lstrip().upper().startswith("UPDATE ENROLLMENT") for s in statements)  # the nurtured lead's exit
-    assert [e.end_reason for e in enrollments_of(engine, "nurtured@example.com")] == ["unsubscribed"]
-
-
 def test_sqlite_stores_the_driver_level_writes_as_sqlalchemy_would(sqlite_engine, world, tmp_path):
     """The SQLite writes skip SQLAlchemy's per-value conversions: the stored text must be what SQLAlchemy writes."""
     catalog, rules = world
@@ -364,6 +337,7 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
                 EventIn(emails[3], "email_click", occurred_at=later + timedelta(hours=2), id=f"{prefix}-c"),  # ahead
                 EventIn(emails[4], "email_open", campaign_id="mql-nurture", step_key="welcome"),
                 EventIn(emails[4], "page_view", occurred_at=later - timedelta(microseconds=1)),
+                EventIn(f"{prefix}-unscored@example.com", "demo_request"),  # a new lead whose score is 0
             ], now=later, actor="api")
             L, EV = Lead.__table__, EngagementEvent.__table__
             with transaction(engine, read_only=True) as conn:
@@ -378,7 +352,8 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
         monkeypatch.setattr(intake, "_bulk_for", lambda dialect: intake._Bulk(dialect.name))
         per_row, per_row_events = batch("perrow")
         assert arrays == per_row
-        assert array_events == per_row_events and len(array_events) == 13  # the same rows, in the same order
+        assert array_events == per_row_events and len(array_events) == 14  # the same rows, in the same order
+        assert [row["score"] for row in arrays].count(0) == 1
         assert {row["stage"] for row in arrays} >= {"lead", "mql"}
         assert sum(row["unsubscribed_at"] is not None for row in arrays) == 1
         assert sum(row["bounced_at"] is not None for row in arrays) == 1

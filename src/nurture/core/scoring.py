@@ -292,7 +292,7 @@ def _total(rules: ScoringRules, behaviour: float, fit_total: float) -> float:
     total = behaviour + fit_total
     if rules.floor is not None:
         total = max(total, rules.floor)
-    return round(total, 2)
+    return float(round(total, 2))  # a float even when every part is 0 (sums of nothing are the int 0)
 
 
 def score_without_events(rules: ScoringRules, lead: LeadView) -> float:

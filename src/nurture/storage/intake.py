@@ -130,7 +130,6 @@ class _Statements:
     insert_stage_change: Any
     insert_stage_change_id: Any
     update_lead: Any
-    nurtured: Any
 
 
 _LEAD_STATE_COLUMNS = ("score", "stage", "stage_changed_at", "unsubscribed_at", "bounced_at", "updated_at",
@@ -149,9 +148,10 @@ def _nurtured() -> Any:
 def _statements(dialect: str) -> _Statements:
     # SQLite runs one writer at a time, so the shortcut is exact there. On PostgreSQL a request that waited for another
     # one's row lock re-reads the lead but not this EXISTS (READ COMMITTED): an enrollment the other request just
-    # created would be missed and its exits and wake-ups skipped. There the column is left out and the batch asks
-    # in a statement of its own once it holds the locks (:meth:`_Bulk.nurtured`), which sees what the other
-    # request committed.
+    # created would be missed and its exits and wake-ups skipped. There every known lead counts as nurtured (the
+    # column is left out; its absence means "maybe"): asking in a statement of its own once the locks are held would
+    # see what such a request committed, but not an enrollment that a writer which does not lock the lead (the
+    # enrollment sweep) commits while the batch runs, which the batch's own UPDATEs do see until it commits.
     columns = (L, _nurtured()) if dialect == "sqlite" else (L,)
     return _Statements(
         insert_events=EV.insert(),
@@ -169,8 +169,6 @@ def _statements(dialect: str) -> _Statements:
         update_lead=update(L).where(L.c.id == bindparam("b_id")).values(
             {name: bindparam(f"b_{name}") for name in _LEAD_STATE_COLUMNS}
         ),
-        nurtured=select(E.c.lead_id).distinct().where(E.c.lead_id.in_(bindparam("lead_ids", expanding=True)),
-                                                      E.c.status == literal_column("'active'")),
     )
 
 
@@ -196,13 +194,6 @@ class _Bulk:
         for start in range(0, len(emails), _CHUNK):
             rows = conn.execute(self.sql.lock_leads, {"emails": list(emails[start : start + _CHUNK])})
             found.update({row.email: row for row in rows})
-        return found
-
-    def nurtured(self, conn: Connection, lead_ids: Sequence[int]) -> set[int]:
-        """Of these leads, those with an active enrollment."""
-        found: set[int] = set()
-        for start in range(0, len(lead_ids), _CHUNK):
-            found.update(conn.execute(self.sql.nurtured, {"lead_ids": list(lead_ids[start : start + _CHUNK])}).scalars())
         return found
 
     def scored_points(self, conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
@@ -463,6 +454,7 @@ class _PostgresBulk(_Bulk):
         for name in _LEAD_STATE_COLUMNS:
             values = [row[f"b_{name}"] for row in rows]
             arrays[name] = [_json_text(value) for value in values] if name in _PG_JSON else values
+        arrays["score"] = [float(value) for value in arrays["score"]]  # a list of one type (0 may be an int)
         conn.exec_driver_sql(self._UPDATE, arrays)
 
 
@@ -704,11 +696,8 @@ class _Batch:
         found.update(created)
         if len(found) < len(emails):  # created by a concurrent batch since we looked: lock theirs
             found.update(self._lock_leads([email for email in missing if email not in created]))
-        nurtured = None
-        if self.bulk.dialect == "postgresql":  # asked now that the locks are held (see _statements)
-            nurtured = self.bulk.nurtured(self._conn, sorted(int(found[e].id) for e in emails if e not in created))
         for email in emails:
-            self.track(found[email], email in created, nurtured)
+            self.track(found[email], email in created)
         return known
 
     def known_ids(self, ids: set[str]) -> dict[str, tuple[int, float]]:
@@ -742,12 +731,9 @@ class _Batch:
             ])
         return inserted
 
-    def track(self, row: Any, created: bool, nurtured_ids: set[int] | None = None) -> _LeadState:
-        """Follow this lead's changes through the batch. Whether it has an active enrollment: the row's
-        ``nurtured`` column, or ``nurtured_ids``; neither: it may have one."""
+    def track(self, row: Any, created: bool) -> _LeadState:
+        """Follow this lead's changes through the batch."""
         nurtured = getattr(row, _NURTURED, None)
-        if nurtured is None and nurtured_ids is not None:
-            nurtured = int(row.id) in nurtured_ids
         state = _LeadState(
             row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
             unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at,
@@ -781,6 +767,7 @@ class _Batch:
             lead.counted_since = loaded.since
         capped = _capped_types(self.rules)
         days = {utc_day(event.occurred_at) for event in events if event.type in capped and event.occurred_at}
+        read = set(to_read)  # these leads' counts for the batch's days are read with their history
         if to_read:
             to_read.sort()
             for lead_id, event_type, points, raw, count, latest in self.bulk.scored_groups(
@@ -797,7 +784,8 @@ class _Batch:
         late: dict[int, set[date]] = {}
         for event in events:
             lead = self.leads.get(event.email)
-            if event.type in capped and event.occurred_at and lead is not None and lead.counted_since is not None:
+            if (event.type in capped and event.occurred_at and lead is not None and not lead.created
+                    and lead.counted_since is not None and lead.id not in read):
                 if (day := utc_day(event.occurred_at)) < lead.counted_since:
                     late.setdefault(lead.id, set()).add(day)
         if late:
