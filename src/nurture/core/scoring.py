@@ -188,6 +188,12 @@ def typed_values_key(values: Iterable[Any]) -> tuple[Any, ...] | None:
     return tuple(key)
 
 
+def half_life_seconds(rules: ScoringRules) -> float | None:
+    """The half-life behaviour points decay with, in seconds (None: no decay)."""
+    half_life = rules.behaviour.half_life
+    return half_life.as_timedelta().total_seconds() if half_life else None
+
+
 def decayed(points: float, age_seconds: float, half_life_seconds: float | None) -> float:
     """``points`` after ``age_seconds`` with a half-life; no half-life or no age: unchanged."""
     if not half_life_seconds or age_seconds <= 0:
@@ -223,8 +229,7 @@ class ScoreAccumulator:
     __slots__ = ("_half_life_seconds", "_now", "_groups")
 
     def __init__(self, rules: ScoringRules, now: datetime) -> None:
-        half_life = rules.behaviour.half_life
-        self._half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
+        self._half_life_seconds = half_life_seconds(rules)
         self._now = now
         self._groups: dict[str, _Group] = {}
 

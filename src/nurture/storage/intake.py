@@ -53,6 +53,7 @@ from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, Histo
 from nurture.core.scoring import (
     ScoreAccumulator,
     decayed,
+    half_life_seconds,
     event_points,
     fit_items,
     stage_after_scoring,
@@ -440,11 +441,21 @@ class _SqliteBulk(_Bulk):
         ])
 
 
+_PG_ARRAY_TYPES = {"score": "float8", "stage": "text", "stage_changed_at": "timestamptz", "unsubscribed_at": "timestamptz",
+                   "bounced_at": "timestamptz", "updated_at": "timestamptz", "score_state": "text"}
+_PG_JSON = {"score_state"}  # sent as text, cast to json
+_PG_UPDATE_LEADS = (  # every one of _LEAD_STATE_COLUMNS must have its array type: a KeyError at import otherwise
+    "UPDATE lead SET " + ", ".join(f"{name} = v.{name}" + ("::json" if name in _PG_JSON else "")
+                                   for name in _LEAD_STATE_COLUMNS)
+    + " FROM unnest(%(id)s::bigint[], "
+    + ", ".join(f"%({name})s::{_PG_ARRAY_TYPES[name]}[]" for name in _LEAD_STATE_COLUMNS)
+    + ") AS v(id, " + ", ".join(_LEAD_STATE_COLUMNS) + ") WHERE lead.id = v.id"
+)
+
+
 class _PostgresBulk(_Bulk):
     """PostgreSQL: the leads of a batch written back in one statement over arrays (``unnest``) rather than one
     ``UPDATE`` per lead (an executemany costs the driver a round of work per row)."""
-
-    _UPDATE = ""  # set below the class
 
     def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if len(rows) == 1:
@@ -455,19 +466,7 @@ class _PostgresBulk(_Bulk):
             values = [row[f"b_{name}"] for row in rows]
             arrays[name] = [_json_text(value) for value in values] if name in _PG_JSON else values
         arrays["score"] = [float(value) for value in arrays["score"]]  # a list of one type (0 may be an int)
-        conn.exec_driver_sql(self._UPDATE, arrays)
-
-
-_PG_ARRAY_TYPES = {"score": "float8", "stage": "text", "stage_changed_at": "timestamptz", "unsubscribed_at": "timestamptz",
-                   "bounced_at": "timestamptz", "updated_at": "timestamptz", "score_state": "text"}
-_PG_JSON = {"score_state"}  # sent as text, cast to json
-_PostgresBulk._UPDATE = (  # every one of _LEAD_STATE_COLUMNS must have its array type: a KeyError at import otherwise
-    "UPDATE lead SET " + ", ".join(f"{name} = v.{name}" + ("::json" if name in _PG_JSON else "")
-                                   for name in _LEAD_STATE_COLUMNS)
-    + " FROM unnest(%(id)s::bigint[], "
-    + ", ".join(f"%({name})s::{_PG_ARRAY_TYPES[name]}[]" for name in _LEAD_STATE_COLUMNS)
-    + ") AS v(id, " + ", ".join(_LEAD_STATE_COLUMNS) + ") WHERE lead.id = v.id"
-)
+        conn.exec_driver_sql(_PG_UPDATE_LEADS, arrays)
 
 
 def _driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
@@ -612,8 +611,8 @@ _LEAD_COLUMN_NAMES = tuple(column.key for column in L.c)
 
 @dataclass(frozen=True)
 class _Wake:
-    """A queued :func:`nurture.storage.enrollments.wake_waiting`: the lead's enrollments waiting for ``event_type``
-    become due at ``at``."""
+    """A queued wake-up (:func:`nurture.storage.enrollments.wake_all`): the lead's enrollments waiting for
+    ``event_type`` become due at ``at``."""
 
     lead_id: int
     event_type: str
@@ -751,7 +750,7 @@ class _Batch:
         only for leads without a state that can be used, and for cap counts of days older than the state keeps."""
         now, by_id = self.now, self.by_id
         window = score_state.window_start(now)
-        half_life = self.half_life_seconds
+        half_life = half_life_seconds(self.rules)
         to_read: list[int] = []
         for lead in by_id.values():
             if lead.created:
@@ -761,8 +760,7 @@ class _Batch:
             if loaded is None:
                 to_read.append(lead.id)
                 continue
-            for group in loaded.groups:
-                lead.behaviour.add_group(*group)
+            loaded.add_to(lead.behaviour)
             lead.caps.update(loaded.counts)
             lead.counted_since = loaded.since
         capped = _capped_types(self.rules)
@@ -793,12 +791,6 @@ class _Batch:
             for lead_id, event_type, day, count in self.bulk.scored_counts(
                     self._conn, sorted(late), types, sorted(set().union(*late.values()))):
                 by_id[lead_id].caps[(event_type, day)] = count  # the database's count: right for any lead asked
-
-    @property
-    def half_life_seconds(self) -> float | None:
-        """The half-life scores decay with, in seconds (None: no decay)."""
-        half_life = self.rules.behaviour.half_life
-        return half_life.as_timedelta().total_seconds() if half_life else None
 
     def run(self, events: Sequence[EventIn], known: dict[str, tuple[int, float]]) -> list[EventResult]:
         """Record every event in order and write what they cause; one result per event."""

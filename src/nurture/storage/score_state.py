@@ -46,6 +46,11 @@ class Loaded:
     since: date
     counts: dict[tuple[str, date], int]
 
+    def add_to(self, behaviour: ScoreAccumulator) -> None:
+        """Fold the sums into an accumulator decayed to the same ``now``."""
+        for group in self.groups:
+            behaviour.add_group(*group)
+
 
 def window_start(now: datetime) -> date:
     """The first day of cap counts a state written at ``now`` keeps."""

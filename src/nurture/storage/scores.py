@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.facts import Engagement
-from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, score
+from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, half_life_seconds, score
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import LeadNotFound
 from nurture.storage import score_state
@@ -92,9 +92,8 @@ def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], no
     """Store the score as of ``now`` of these lead rows where it changed; return how many. A lead's behaviour points
     come from its score state when it has one that can be used (:mod:`nurture.storage.score_state`), from its
     scored events otherwise."""
-    half_life = rules.behaviour.half_life
-    half_life_seconds = half_life.as_timedelta().total_seconds() if half_life else None
-    states = {row.id: score_state.load(row.score_state, now, half_life_seconds) for row in rows}
+    half_life = half_life_seconds(rules)
+    states = {row.id: score_state.load(row.score_state, now, half_life) for row in rows}
     history = scored_events(conn, [row.id for row in rows if states[row.id] is None])
     updates = []
     for row in rows:
@@ -103,8 +102,7 @@ def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], no
             total = score(rules, lead_view(row), history[row.id], now).total
         else:
             behaviour = ScoreAccumulator(rules, now)
-            for group in state.groups:
-                behaviour.add_group(*group)
+            state.add_to(behaviour)
             total = behaviour.breakdown(rules, fit_items(rules, lead_view(row))).total
         if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
             updates.append({"lead_id": row.id, "new_score": total})
