@@ -12,7 +12,15 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from nurture.errors import ConfigError, InvalidInput, LeadNotFound
-from nurture.storage.database import for_update_skip_locked, make_engine, session, transaction, utcnow
+from nurture.storage.database import (
+    WriteLockBusy,
+    for_update_skip_locked,
+    make_engine,
+    no_wait,
+    session,
+    transaction,
+    utcnow,
+)
 from nurture.storage.leads import get_lead, lead_summary, normalize_email, upsert_lead
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox, StageChange
 
@@ -109,6 +117,30 @@ def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path) -> No
     finally:
         holder.dispose()
         waiter.dispose()
+
+
+def test_a_no_wait_transaction_gives_up_at_once_when_the_write_lock_is_taken(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'nowait.db'}"
+    holder, engine = make_engine(url), make_engine(url, busy_timeout=10)
+    try:
+        with transaction(engine) as connection:
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        with transaction(holder) as held:
+            held.exec_driver_sql("SELECT 1").all()
+            started = time.monotonic()
+            with pytest.raises(WriteLockBusy):
+                with transaction(no_wait(engine)) as connection:
+                    connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+            assert time.monotonic() - started < 1  # not the 10 s busy timeout
+        # the lock is free again: the same pooled connection takes it, and waits as configured otherwise
+        with transaction(no_wait(engine)) as connection:
+            connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10000
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT x FROM t").scalars().all() == [2]
+    finally:
+        holder.dispose()
+        engine.dispose()
 
 
 def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path) -> None:

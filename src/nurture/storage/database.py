@@ -28,11 +28,18 @@ from sqlmodel import Session
 
 from nurture.errors import ConfigError
 
+SQLITE_BUSY = 5  # the result code of a lock that another connection holds
+
 DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for another writer's lock before giving up."""
 
 _READ_ONLY = "nurture_read_only"
+_NO_WAIT = "nurture_no_wait"
 _MIGRATION_LOCK_ID = 0x6E75727475726500  # "nurture\0": one advisory lock for schema upgrades on PostgreSQL
+
+
+class WriteLockBusy(Exception):
+    """A transaction of :func:`no_wait` found SQLite's write lock held by another connection: nothing was done."""
 
 
 def utcnow() -> datetime:
@@ -128,8 +135,20 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(_READ_ONLY):
+        options = connection.get_execution_options()
+        if options.get(_READ_ONLY):
             connection.exec_driver_sql("BEGIN")  # a WAL snapshot: never blocks, never blocks writers
+        elif options.get(_NO_WAIT):
+            driver = connection.connection.driver_connection
+            driver.execute("PRAGMA busy_timeout=0")
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except driver.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", None) == SQLITE_BUSY or "locked" in str(exc):
+                    raise WriteLockBusy("another connection holds the write lock") from exc
+                raise
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -141,6 +160,12 @@ def ensure_pow(dbapi_connection: Any) -> None:
         dbapi_connection.execute("SELECT pow(0.5, 1.0)")
     except dbapi_connection.OperationalError:
         dbapi_connection.create_function("pow", 2, math.pow, deterministic=True)
+
+
+def no_wait(engine: Engine) -> Engine:
+    """``engine`` for transactions that take SQLite's write lock only if it is free at once, raising
+    :class:`WriteLockBusy` instead of waiting for it (the caller can then wait elsewhere). Other databases: ``engine``."""
+    return engine.execution_options(**{_NO_WAIT: True}) if engine.dialect.name == "sqlite" else engine
 
 
 def _bind(engine: Engine, read_only: bool) -> Engine:
