@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from intake_world import (
 from nurture.intake import create_app
 from nurture.settings import Settings
 from nurture.signing import Signer
-from nurture.storage.database import make_engine
+from nurture.intake.context import IntakeContext
+from nurture.storage.database import make_engine, transaction
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import EngagementEvent, Lead, StageChange
 
@@ -48,6 +50,7 @@ class Intake:
     engine: Engine
     clock: Clock
     wakes: list[int] = field(default_factory=list)
+    context: IntakeContext | None = None
 
     def post(self, path: str, body: Any = None, *, headers: dict[str, str] | None = None, raw: bytes | None = None,
              **kwargs: Any) -> httpx.Response:
@@ -69,6 +72,7 @@ def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True, **settings: An
     intake = Intake("", engine, clock)
     app = create_app(Settings(api_key=api_key, database_url=url, **settings), engine=engine, catalog=catalog,
                      rules=rules, signer=Signer("s3cret"), on_event=lambda: intake.wakes.append(1), clock=clock)
+    intake.context = app.state.intake
     with HttpServer(app) as server:
         intake.url = server.url
         yield intake
@@ -78,6 +82,31 @@ def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True, **settings: An
 @pytest.fixture
 def intake(tmp_path: Path) -> Iterator[Intake]:
     yield from _serve(tmp_path, API_KEY)
+
+
+def test_events_are_recorded_on_the_event_loop_and_wait_for_a_taken_write_lock_on_the_writer_thread(tmp_path):
+    for intake in _serve(tmp_path, API_KEY):
+        ctx = intake.context
+        assert ctx is not None
+        assert intake.post("/v1/events", {"email": "a@example.com", "type": "page_view"}).status_code == 202
+        assert "writer" not in ctx.__dict__  # the write lock was free: no writer thread was needed
+
+        holder = make_engine(str(intake.engine.url))
+        with ThreadPoolExecutor(1) as pool:
+            with transaction(holder) as held:  # another connection takes SQLite's write lock
+                held.exec_driver_sql("SELECT 1").all()
+                pending = pool.submit(intake.post, "/v1/events", {"email": "b@example.com", "type": "page_view"})
+                deadline = time.monotonic() + 10
+                while not ("writer" in ctx.__dict__ and ctx.writer._alive) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert ctx.writer._alive == 1  # the request went to the writer thread, which waits for the lock
+                assert intake.get("/healthz").status_code == 200  # meanwhile the event loop serves other requests
+                assert intake.get("/v1/leads/a@example.com").status_code == 200
+                assert not pending.done()
+            answer = pending.result(10)  # the lock is free again: the waiting request records its event
+        holder.dispose()
+        assert answer.status_code == 202, answer.text
+        assert [e.type for e in events_of(intake.engine, "b@example.com")] == ["page_view"]
 
 
 def nothing_written(engine: Engine) -> bool:
@@ -531,6 +560,11 @@ def test_healthz_readyz_metrics_and_docs(intake):
     spec = httpx.get(intake.url + "/openapi.json").json()
     assert {"/v1/events", "/v1/leads", "/v1/leads/{email}", "/t/c/{token}", "/u/{token}", "/healthz"} <= set(spec["paths"])
     assert "EventBatch" in spec["components"]["schemas"]
+    assert spec["components"]["securitySchemes"]["NURTURE_API_KEY"] == {
+        "type": "http", "description": "NURTURE_API_KEY", "scheme": "bearer"}
+    for path, method in (("/v1/events", "post"), ("/v1/leads", "post"), ("/v1/leads/{email}", "get"),
+                         ("/v1/webhooks/bounces", "post")):
+        assert spec["paths"][path][method]["security"] == [{"NURTURE_API_KEY": []}], path
 
 
 def test_readyz_is_503_when_the_schema_is_missing(tmp_path):
