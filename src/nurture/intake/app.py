@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -44,7 +44,7 @@ from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
 from nurture.intake import dashboard, providers, tracking
 from nurture.intake import sales as sales_routes  # `sales` is create_app's rules parameter
-from nurture.intake.auth import require_api_key
+from nurture.intake.auth import KeyedRoute, security_scheme
 from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model, utcnow
 from nurture.intake.schemas import (
     EventBatch,
@@ -65,7 +65,7 @@ from nurture.storage.migrate import ensure_current
 
 log = logging.getLogger("nurture.intake")
 
-api = APIRouter(prefix="/v1", tags=["api"], dependencies=[Depends(require_api_key)])
+api = APIRouter(prefix="/v1", tags=["api"], route_class=KeyedRoute)
 ops = APIRouter(tags=["operations"])
 
 _EVENTS_BODY = {
@@ -347,7 +347,8 @@ def _freeze_startup_objects() -> None:
 
 
 def _document_bodies(app: FastAPI) -> None:
-    """Add the request body models read by hand (to control errors and size) to the OpenAPI components."""
+    """Add the request body models read by hand (to control errors and size) to the OpenAPI components, and the API
+    key's security scheme that :class:`nurture.intake.auth.KeyedRoute` routes name."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -358,6 +359,7 @@ def _document_bodies(app: FastAPI) -> None:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            schema["components"].setdefault("securitySchemes", {}).update(security_scheme())
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import base64
 import hmac
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nurture.intake.context import ApiError, context
 from nurture.signing import sendgrid_signature_valid
 
-_bearer = HTTPBearer(auto_error=False, description="NURTURE_API_KEY", scheme_name="NURTURE_API_KEY")
+SCHEME = "NURTURE_API_KEY"
+_bearer = HTTPBearer(auto_error=False, description=SCHEME, scheme_name=SCHEME)
 
 NOT_CONFIGURED = "the API is disabled until an API key is configured: set NURTURE_API_KEY"
 
@@ -42,14 +46,51 @@ async def require_api_key(
 
     A coroutine, so FastAPI runs it on the event loop: a plain function would cost every API request a hop to the
     threadpool and back (more than the check itself by far)."""
+    _check_key(request, credentials.credentials if credentials is not None else None)
+
+
+def check_api_key(request: Request) -> None:
+    """:func:`require_api_key` as a plain call: the ``Authorization`` header read as :class:`HTTPBearer` reads it."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    _check_key(request, token if scheme.lower() == "bearer" else None)
+
+
+def _check_key(request: Request, token: str | None) -> None:
     expected = configured_key(request)
-    if credentials is None or not credentials.credentials.strip():
+    token = token.strip() if token is not None else ""
+    if not token:
         raise ApiError(
             401, "missing API key: send the header 'Authorization: Bearer <NURTURE_API_KEY>'",
             {"WWW-Authenticate": 'Bearer realm="nurture"'},
         )
-    if not key_matches(credentials.credentials.strip(), expected):
+    if not key_matches(token, expected):
         raise ApiError(401, "invalid API key", {"WWW-Authenticate": 'Bearer realm="nurture", error="invalid_token"'})
+
+
+class KeyedRoute(APIRoute):
+    """A route that answers only requests carrying the API key (:func:`check_api_key`, before anything else), with
+    the key as its security in the OpenAPI document.
+
+    The check is a call of its own rather than a FastAPI dependency: solving a dependency costs every request about
+    70 µs (measured on ``POST /v1/events``), more than scoring an event."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        kwargs["openapi_extra"] = {"security": [{SCHEME: []}], **(kwargs.get("openapi_extra") or {})}
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def keyed(request: Request) -> Response:
+            check_api_key(request)
+            return await handler(request)
+
+        return keyed
+
+
+def security_scheme() -> dict[str, Any]:
+    """The OpenAPI security scheme :class:`KeyedRoute` names (what :data:`_bearer` would declare)."""
+    return {SCHEME: {"type": "http", "description": SCHEME, "scheme": "bearer"}}
 
 
 async def require_webhook_token(request: Request) -> None:
