@@ -641,12 +641,7 @@ class _Batch:
         self.bulk = _bulk_for(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
         self._updates: list[Callable[[Connection], Any] | _Wake] = []  # enrollment updates that follow those rows
-        campaigns = catalog.campaigns.values()
-        self.goals: dict[str, list[str]] = {}
-        for campaign in campaigns:
-            for event_type in campaign.exit.events:
-                self.goals.setdefault(event_type, []).append(campaign.id)
-        self.awaited = {step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None}
+        self.campaigns = _campaign_facts(catalog)
 
     @property
     def conn(self) -> Connection:
@@ -871,7 +866,7 @@ class _Batch:
             self._suppress(lead, event.type, at)
             self._updates.append(lambda conn: exit_enrollments(conn, lead_id, reason, now))
             return
-        goal_of = self.goals.get(event.type)
+        goal_of = self.campaigns.goals.get(event.type)
         if goal_of:
             goal = f"goal:{event.type}"
 
@@ -887,7 +882,7 @@ class _Batch:
                     exit_enrollments(conn, lead_id, goal, now, campaign_ids=reached)
 
             self._updates.append(reach)
-        if event.type in self.awaited:  # only a wait_for step sets an enrollment's waiting_for
+        if event.type in self.campaigns.awaited:  # only a wait_for step sets an enrollment's waiting_for
             self._updates.append(_Wake(lead_id, event.type, at))
 
     def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
@@ -939,9 +934,7 @@ class _Batch:
         entry filter reads (``had_event``); and, unless promoted in this batch, passing some campaign's stage and
         lead-field filters (what enrolling would check first). Other events change nothing that entry depends on:
         no enrollment work for them."""
-        campaigns = [c for c in self.catalog.campaigns.values() if not c.paused]
-        entry_stages = {s for c in campaigns for s in c.entry.stages()}
-        entry_events = {t for c in campaigns if c.entry.where and c.entry.where.had_event for t in c.entry.where.had_event}
+        entry_stages, entry_events = self.campaigns.entry_stages, self.campaigns.entry_events
         return sorted(
             lead.id for lead in self.by_id.values()
             if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events)
@@ -956,7 +949,7 @@ class _Batch:
         if recycle_pending(lead.stage, lead.row.fields, self.now):
             return False
         view = lead.view()
-        for stages, where in _entry_filters(self.catalog):
+        for stages, where in self.campaigns.entry_filters:
             if lead.stage in stages and filter_matches(where, view, _NO_HISTORY):
                 return True
         return False
@@ -980,25 +973,47 @@ def _capped_types(rules: ScoringRules) -> frozenset[str]:
 _CAPPED: dict[int, tuple[ScoringRules, frozenset[str]]] = {}
 
 
-def _entry_filters(catalog: Catalog) -> list[tuple[frozenset[str], EntryFilter | None]]:
-    """Each campaign's entry stages and its entry filter without ``had_event`` (the part a lead's fields decide)."""
-    cached = _ENTRY_FILTERS.get(id(catalog))
+@dataclass(frozen=True)
+class _CampaignFacts:
+    """What a batch asks of the campaigns, worked out once per catalog rather than once per batch."""
+
+    goals: dict[str, list[str]]  # event type -> the campaigns it is a goal of (exit.events)
+    awaited: frozenset[str]  # event types some step waits for (wait_for)
+    entry_stages: frozenset[str]  # stages some campaign that is not paused enrolls from
+    entry_events: frozenset[str]  # event types an entry filter of such a campaign reads (had_event)
+    entry_filters: list[tuple[frozenset[str], EntryFilter | None]]  # each such campaign's stages and filter without had_event
+
+
+def _campaign_facts(catalog: Catalog) -> _CampaignFacts:
+    cached = _CAMPAIGN_FACTS.get(id(catalog))
     if cached is None or cached[0] is not catalog:
-        if len(_ENTRY_FILTERS) >= 8:  # a process loads one catalog, tests a few: keep the cache small
-            _ENTRY_FILTERS.clear()
+        if len(_CAMPAIGN_FACTS) >= 8:  # a process loads one catalog, tests a few: keep the cache small
+            _CAMPAIGN_FACTS.clear()
+        campaigns = list(catalog.campaigns.values())
+        goals: dict[str, list[str]] = {}
+        for campaign in campaigns:
+            for event_type in campaign.exit.events:
+                goals.setdefault(event_type, []).append(campaign.id)
+        active = [c for c in campaigns if not c.paused]
         filters = []
-        for campaign in catalog.campaigns.values():
-            if campaign.paused:
-                continue
+        for campaign in active:
             where = campaign.entry.where
             if where is not None and where.had_event is not None:
                 where = where.model_copy(update={"had_event": None})
             filters.append((frozenset(campaign.entry.stages()), where))
-        cached = _ENTRY_FILTERS[id(catalog)] = (catalog, filters)
+        facts = _CampaignFacts(
+            goals=goals,
+            awaited=frozenset(step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None),
+            entry_stages=frozenset(stage for c in active for stage in c.entry.stages()),
+            entry_events=frozenset(t for c in active if c.entry.where and c.entry.where.had_event
+                                   for t in c.entry.where.had_event),
+            entry_filters=filters,
+        )
+        cached = _CAMPAIGN_FACTS[id(catalog)] = (catalog, facts)
     return cached[1]
 
 
-_ENTRY_FILTERS: dict[int, tuple[Catalog, list[tuple[frozenset[str], EntryFilter | None]]]] = {}
+_CAMPAIGN_FACTS: dict[int, tuple[Catalog, _CampaignFacts]] = {}
 
 
 def _retryable(exc: DBAPIError) -> bool:
