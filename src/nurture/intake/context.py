@@ -153,8 +153,8 @@ class IntakeContext:
 
         On SQLite, when no other connection holds the write lock, the events are recorded right here on the event
         loop, as a plain insert would be: handing them to a writer thread costs more than recording one event (the
-        two threads take turns at the interpreter lock at every SQLite call: measured under load, a single-event request
-        cost about twice the CPU through the writer thread). The transaction runs a few ms for a batch of
+        two threads take turns at the interpreter lock at every SQLite call; measured under load, a single-event
+        request cost about twice the CPU through the writer thread). The transaction runs a few ms for a batch of
         100 events, and it never waits on the event loop: when the lock is taken (the worker dispatching, another
         process writing), the events go to the writer thread, which waits for it. On PostgreSQL they always do."""
         engine = self._no_wait
