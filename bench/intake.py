@@ -7,8 +7,10 @@ Each mode is run with single-event requests and with batches (``{"events": [...]
 machine may be shared, so the two sides take turns in --rounds rounds (nurture, bare, then bare, nurture, ...) and
 each side's figure is its events over its own time; the server's CPU time per event (from /proc) is printed beside
 it, a figure other load on the machine barely moves (on PostgreSQL, ``--database-url``, the database server's own
-CPU is not in it). ``--statements`` then counts, in short extra passes, the
-statements SQLite executes per request on each side (each row of an executemany counts once).
+CPU is not in it), and so is the load generator's CPU per request (--clients keep-alive connections, one thread each,
+writing raw HTTP/1.1: it must stay well below the server's, or it sets the figures). ``--statements`` then counts,
+in short extra passes, the statements SQLite executes per request on each side (each row of an executemany counts
+once).
 """
 
 from __future__ import annotations
