@@ -132,6 +132,11 @@ def test_a_no_wait_transaction_gives_up_at_once_when_the_write_lock_is_taken(tmp
                 with transaction(no_wait(engine)) as connection:
                     connection.exec_driver_sql("INSERT INTO t VALUES (1)")
             assert time.monotonic() - started < 1  # not the 10 s busy timeout
+            raw = engine.raw_connection()  # the pool's one connection, the one that gave up: its timeout is back
+            try:
+                assert raw.driver_connection.execute("PRAGMA busy_timeout").fetchone() == (10000,)
+            finally:
+                raw.close()
         # the lock is free again: the same pooled connection takes it, and waits as configured otherwise
         with transaction(no_wait(engine)) as connection:
             connection.exec_driver_sql("INSERT INTO t VALUES (2)")

@@ -89,8 +89,8 @@ class KeyedRoute(APIRoute):
 
 
 def security_scheme() -> dict[str, Any]:
-    """The OpenAPI security scheme :class:`KeyedRoute` names (what :data:`_bearer` would declare)."""
-    return {SCHEME: {"type": "http", "description": SCHEME, "scheme": "bearer"}}
+    """The OpenAPI security scheme :class:`KeyedRoute` names: the one :data:`_bearer` declares."""
+    return {SCHEME: _bearer.model.model_dump(mode="json", by_alias=True, exclude_none=True)}
 
 
 async def require_webhook_token(request: Request) -> None:

@@ -34,6 +34,10 @@ log = logging.getLogger("nurture.intake")
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
 
+INLINE_EVENTS = 100
+"""The largest request (in events) :meth:`IntakeContext.record_async` records on the event loop on SQLite: about 10 ms
+of the loop's time (by ``bench/intake.py``); larger batches go to the writer thread."""
+
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest request body the JSON endpoints read (a full batch of 1,000 events fits many times over)."""
 
@@ -151,22 +155,23 @@ class IntakeContext:
     async def record_async(self, events: Sequence[EventIn], *, actor: str, source: str) -> list[EventResult]:
         """:meth:`record`, for a coroutine.
 
-        On SQLite, when no other connection holds the write lock, the events are recorded right here on the event
-        loop, as a plain insert would be: handing them to a writer thread costs more than recording one event (the
-        two threads take turns at the interpreter lock at every SQLite call; measured under load, a single-event
-        request cost about twice the CPU through the writer thread). The transaction runs a few ms for a batch of
-        100 events, and it never waits on the event loop: when the lock is taken (the worker dispatching, another
-        process writing), the events go to the writer thread, which waits for it. On PostgreSQL they always do."""
+        On SQLite, a request of up to :data:`INLINE_EVENTS` events is recorded right here on the event loop when no
+        other connection holds the write lock, as a plain insert would be: handing it to a writer thread costs more
+        than recording one event (the two threads take turns at the interpreter lock at every SQLite call; measured
+        under load, a single-event request cost about twice the CPU through the writer thread). Such a transaction
+        holds the loop for at most ~10 ms, and it does not wait for another writer: when the lock is taken (the
+        worker dispatching, another process writing), the events go to the writer thread, which waits for it while
+        the loop serves other requests. So do larger batches, and on PostgreSQL every request (round trips)."""
         engine = self._no_wait
-        if engine is not None and self._sqlite_writes.acquire(blocking=False):
+        if engine is not None and len(events) <= INLINE_EVENTS and self._sqlite_writes.acquire(blocking=False):
             try:
                 results = self._record(events, actor, engine)
             except WriteLockBusy:  # nothing was written: the writer thread waits for the lock
-                pass
-            else:
-                return self._counted(results, source)
+                results = None
             finally:
                 self._sqlite_writes.release()
+            if results is not None:
+                return self._counted(results, source)
         return await self.writer.run(self.record, events, actor=actor, source=source)
 
     def record(self, events: Sequence[EventIn], *, actor: str, source: str) -> list[EventResult]:

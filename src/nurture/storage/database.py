@@ -144,7 +144,8 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
             try:
                 driver.execute("BEGIN IMMEDIATE")
             except driver.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", None) == SQLITE_BUSY or "locked" in str(exc):
+                code = getattr(exc, "sqlite_errorcode", None)  # an extended code: the primary one is its low byte
+                if (code is not None and code & 0xFF == SQLITE_BUSY) or "locked" in str(exc):
                     raise WriteLockBusy("another connection holds the write lock") from exc
                 raise
             finally:
