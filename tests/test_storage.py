@@ -148,6 +148,28 @@ def test_a_no_wait_transaction_gives_up_at_once_when_the_write_lock_is_taken(tmp
         engine.dispose()
 
 
+def test_a_transaction_on_a_kept_connection_commits_or_rolls_back_and_leaves_it_open(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'kept.db'}")
+    try:
+        with engine.connect() as kept:
+            with transaction(kept) as connection:
+                assert connection is kept
+                connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+                connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+            with pytest.raises(RuntimeError):
+                with transaction(kept) as connection:
+                    connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+                    raise RuntimeError("undo")
+            assert not kept.closed and not kept.in_transaction()
+            with pytest.raises(ValueError, match="read_only"):
+                with transaction(kept, read_only=True):
+                    pass
+        with engine.connect() as other:
+            assert other.exec_driver_sql("SELECT x FROM t").scalars().all() == [1]
+    finally:
+        engine.dispose()
+
+
 def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'wait.db'}"
     holder, waiter = make_engine(url), make_engine(url, busy_timeout=10)

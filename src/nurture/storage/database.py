@@ -163,10 +163,11 @@ def ensure_pow(dbapi_connection: Any) -> None:
         dbapi_connection.create_function("pow", 2, math.pow, deterministic=True)
 
 
-def no_wait(engine: Engine) -> Engine:
-    """``engine`` for transactions that take SQLite's write lock only if it is free at once, raising
-    :class:`WriteLockBusy` instead of waiting for it (the caller can then wait elsewhere). Other databases: ``engine``."""
-    return engine.execution_options(**{_NO_WAIT: True}) if engine.dialect.name == "sqlite" else engine
+def no_wait(bind: Engine | Connection) -> Any:
+    """``bind`` (an engine, or a connection, which is changed) for transactions that take SQLite's write lock only if
+    it is free at once, raising :class:`WriteLockBusy` instead of waiting for it (the caller can then wait elsewhere).
+    Other databases: ``bind`` as it is."""
+    return bind.execution_options(**{_NO_WAIT: True}) if bind.dialect.name == "sqlite" else bind
 
 
 def _bind(engine: Engine, read_only: bool) -> Engine:
@@ -186,8 +187,18 @@ def session(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
 
 
 @contextmanager
-def transaction(engine: Engine, *, read_only: bool = False) -> Iterator[Connection]:
-    """A Core connection in one transaction: committed when the block ends, rolled back if it raises."""
+def transaction(engine: Engine | Connection, *, read_only: bool = False) -> Iterator[Connection]:
+    """A Core connection in one transaction: committed when the block ends, rolled back if it raises.
+
+    Given a connection rather than an engine, the transaction runs on it (with its execution options), and it stays
+    open afterwards: what a caller that records many transactions in a row can keep, instead of a pool checkout and
+    check-in for each."""
+    if isinstance(engine, Connection):
+        if read_only:
+            raise ValueError("read_only applies to an engine's transactions, not to a connection's")
+        with engine.begin():
+            yield engine
+        return
     with _bind(engine, read_only).begin() as connection:
         yield connection
 

@@ -312,6 +312,8 @@ class _SqliteBulk(_Bulk):
         emails = select(column("value")).select_from(func.json_each(bindparam("emails"))).scalar_subquery()
         compiled = select(L, nurtured).where(L.c.email.in_(emails)).order_by(L.c.email).compile(dialect=dialect)
         self.leads_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
+        compiled = select(L, nurtured).where(L.c.email == bindparam("email")).compile(dialect=dialect)
+        self.lead_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
         self.lead_columns = tuple(column.key for column in L.c) + (_NURTURED,)
         ids = select(column("value")).select_from(func.json_each(bindparam("ids"))).scalar_subquery()
         compiled = (select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.points)
@@ -340,19 +342,30 @@ class _SqliteBulk(_Bulk):
         self.leads = (sql[:start], sql[start:end], sql[end:], values)  # the head, one row's "(?, ...)", the rest
 
     def lock_leads(self, conn: Connection, emails: Sequence[str]) -> dict[str, Any]:
-        sql, order, params = self.leads_by_email
         found: dict[str, Any] = {}
-        names = self.lead_columns
+        if len(emails) == 1:  # one lead (a single-event request): a plain look-up by email
+            sql, order, params = self.lead_by_email
+            bound = {**params, "email": emails[0]}
+            for values in _driver(conn, sql, tuple(bound[name] for name in order)):
+                row = self._row(values)
+                found[row.email] = row
+            return found
+        sql, order, params = self.leads_by_email
         for start in range(0, len(emails), 10_000):
             bound = {**params, "emails": json.dumps(list(emails[start : start + 10_000]))}
             for values in _driver(conn, sql, tuple(bound[name] for name in order)):
-                row = SimpleNamespace(**dict(zip(names, values)))
-                row.tags, row.fields, row.score_state = _json(row.tags), _json(row.fields), _json(row.score_state)
-                row.unsubscribed_at, row.bounced_at = _time(row.unsubscribed_at), _time(row.bounced_at)
-                row.created_at, row.updated_at = _time(row.created_at), _time(row.updated_at)
-                row.stage_changed_at, row.nurtured = _time(row.stage_changed_at), bool(row.nurtured)
+                row = self._row(values)
                 found[row.email] = row
         return found
+
+    def _row(self, values: Sequence[Any]) -> SimpleNamespace:
+        """A lead's row as SQLite returned it, with its values as SQLAlchemy's types read them."""
+        row = SimpleNamespace(**dict(zip(self.lead_columns, values)))
+        row.tags, row.fields, row.score_state = _json(row.tags), _json(row.fields), _json(row.score_state)
+        row.unsubscribed_at, row.bounced_at = _time(row.unsubscribed_at), _time(row.bounced_at)
+        row.created_at, row.updated_at = _time(row.created_at), _time(row.updated_at)
+        row.stage_changed_at, row.nurtured = _time(row.stage_changed_at), bool(row.nurtured)
+        return row
 
     def scored_points(self, conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, str, datetime, float]]:
         sql, order, params = self.points_by_lead
@@ -1021,10 +1034,12 @@ def _retryable(exc: DBAPIError) -> bool:
 
 
 def record_events(
-    engine: Engine, catalog: Catalog, rules: ScoringRules, events: Sequence[EventIn], *, now: datetime, actor: str,
-    sales: SalesRules | None = None, handoff: Handoff | None = None,
+    engine: Engine | Connection, catalog: Catalog, rules: ScoringRules, events: Sequence[EventIn], *, now: datetime,
+    actor: str, sales: SalesRules | None = None, handoff: Handoff | None = None,
 ) -> list[EventResult]:
     """Record a batch of events and their consequences in one transaction; return one result per event, in order.
+
+    ``engine`` may be a connection outside any transaction (:func:`nurture.storage.database.transaction`).
 
     With ``sales`` rules, a lead may become an SQL (or be disqualified) in the same transaction, its handoff queued in
     the outbox with ``handoff``'s signed links (see :mod:`nurture.storage.promotion`).
@@ -1067,9 +1082,10 @@ def record_events(
             if failures == _RETRIES or not _retryable(exc):
                 raise
             log.info("event batch hit a %s; retrying", type(exc.orig).__name__)
-    recorded = [r for r in results if r.status == RECORDED]
-    log.info("recorded %d event(s), %d duplicate(s); types: %s", len(recorded), len(results) - len(recorded),
-             ", ".join(sorted({r.type for r in recorded})) or "-")
+    if log.isEnabledFor(logging.INFO):
+        recorded = [r for r in results if r.status == RECORDED]
+        log.info("recorded %d event(s), %d duplicate(s); types: %s", len(recorded), len(results) - len(recorded),
+                 ", ".join(sorted({r.type for r in recorded})) or "-")
     if created:
         log.info("enrolled %d lead(s) after recording events", created)
     return results
