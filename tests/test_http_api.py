@@ -77,6 +77,7 @@ def _serve(tmp_path: Path, api_key: str, *, migrate: bool = True, busy_timeout: 
     with HttpServer(app) as server:
         intake.url = server.url
         yield intake
+    app.state.intake.close()
     engine.dispose()
 
 
@@ -110,9 +111,16 @@ def test_events_are_recorded_on_the_event_loop_and_wait_for_a_taken_write_lock_o
         holder.dispose()
         assert answer.status_code == 202, answer.text
         assert [e.type for e in events_of(intake.engine, "b@example.com")] == ["page_view"]
-        # the event loop's connection, which gave up on the lock, records the next request as before
+        # the event loop's connection, which gave up on the lock, records the next request itself as before
+        handed: list[Any] = []
+        hand_over = ctx.writer.run
+        ctx.writer.run = lambda *args, **kwargs: handed.append(args) or hand_over(*args, **kwargs)  # type: ignore[method-assign]
         assert intake.post("/v1/events", {"email": "c@example.com", "type": "page_view"}).status_code == 202
         assert [e.type for e in events_of(intake.engine, "c@example.com")] == ["page_view"]
+        assert handed == []
+        connection = ctx.__dict__["_no_wait"]
+        ctx.close()  # what `nurture run` does before disposing of the engine
+        assert connection.closed and "_no_wait" not in ctx.__dict__
 
 
 def test_a_batch_larger_than_the_event_loop_takes_goes_to_the_writer_thread(intake):

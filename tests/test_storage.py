@@ -161,12 +161,46 @@ def test_a_transaction_on_a_kept_connection_commits_or_rolls_back_and_leaves_it_
                     connection.exec_driver_sql("INSERT INTO t VALUES (2)")
                     raise RuntimeError("undo")
             assert not kept.closed and not kept.in_transaction()
+            assert kept.connection.driver_connection.in_transaction is False  # SQLite's own state, not SQLAlchemy's
             with pytest.raises(ValueError, match="read_only"):
                 with transaction(kept, read_only=True):
                     pass
         with engine.connect() as other:
             assert other.exec_driver_sql("SELECT x FROM t").scalars().all() == [1]
     finally:
+        engine.dispose()
+
+
+def test_a_kept_no_wait_connection_gives_up_on_a_taken_lock_and_recovers_from_a_failed_commit(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'kept-nowait.db'}"
+    holder, engine = make_engine(url), make_engine(url, busy_timeout=10)
+    try:
+        with transaction(engine) as connection:
+            connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            connection.exec_driver_sql("CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) "
+                                       "DEFERRABLE INITIALLY DEFERRED)")
+        kept = no_wait(engine.connect())
+        with transaction(holder) as held:
+            held.exec_driver_sql("SELECT 1").all()
+            with pytest.raises(WriteLockBusy):
+                with transaction(kept):
+                    pass
+        driver = kept.connection.driver_connection
+        assert driver.execute("PRAGMA busy_timeout").fetchone() == (10000,) and not driver.in_transaction
+        # a COMMIT that fails (a deferred foreign key) leaves SQLite inside the transaction, holding the write lock;
+        # no pool check-in undoes it on a kept connection: its next transaction must
+        with pytest.raises(IntegrityError):
+            with transaction(kept) as connection:
+                connection.exec_driver_sql("INSERT INTO child VALUES (7)")
+        with transaction(kept) as connection:
+            connection.exec_driver_sql("INSERT INTO parent VALUES (1)")
+            connection.exec_driver_sql("INSERT INTO child VALUES (1)")
+        assert not driver.in_transaction
+        with transaction(holder) as other:  # nothing holds the lock now
+            assert other.exec_driver_sql("SELECT count(*) FROM child").scalar() == 1
+        kept.close()
+    finally:
+        holder.dispose()
         engine.dispose()
 
 

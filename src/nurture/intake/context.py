@@ -187,6 +187,13 @@ class IntakeContext:
             results = self._record(events, actor, self.engine)
         return self._counted(results, source)
 
+    def close(self) -> None:
+        """Close the event loop's connection, if it was opened (before the engine is disposed: disposing leaves
+        connections that are checked out alone, and their files open)."""
+        connection = self.__dict__.pop("_no_wait", None)
+        if connection is not None:
+            connection.close()
+
     def _counted(self, results: list[EventResult], source: str) -> list[EventResult]:
         recorded = sum(1 for result in results if result.status == RECORDED)
         with self._lock:

@@ -12,6 +12,7 @@ Everything dialect-specific lives here, so the rest of storage writes one query 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ SQLITE_BUSY = 5  # the result code of a lock that another connection holds
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for another writer's lock before giving up."""
+
+log = logging.getLogger(__name__)
 
 _READ_ONLY = "nurture_read_only"
 _NO_WAIT = "nurture_no_wait"
@@ -140,6 +143,11 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
             connection.exec_driver_sql("BEGIN")  # a WAL snapshot: never blocks, never blocks writers
         elif options.get(_NO_WAIT):
             driver = connection.connection.driver_connection
+            if driver.in_transaction:
+                # a kept connection (no pool check-in resets it) whose last COMMIT failed without SQLite rolling back
+                # would hold the write lock for ever: undo it before going on
+                log.warning("a no-wait connection was still inside a transaction: rolled back")
+                driver.rollback()
             driver.execute("PRAGMA busy_timeout=0")
             try:
                 driver.execute("BEGIN IMMEDIATE")
@@ -187,19 +195,19 @@ def session(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
 
 
 @contextmanager
-def transaction(engine: Engine | Connection, *, read_only: bool = False) -> Iterator[Connection]:
+def transaction(bind: Engine | Connection, *, read_only: bool = False) -> Iterator[Connection]:
     """A Core connection in one transaction: committed when the block ends, rolled back if it raises.
 
     Given a connection rather than an engine, the transaction runs on it (with its execution options), and it stays
     open afterwards: what a caller that records many transactions in a row can keep, instead of a pool checkout and
     check-in for each."""
-    if isinstance(engine, Connection):
+    if isinstance(bind, Connection):
         if read_only:
             raise ValueError("read_only applies to an engine's transactions, not to a connection's")
-        with engine.begin():
-            yield engine
+        with bind.begin():
+            yield bind
         return
-    with _bind(engine, read_only).begin() as connection:
+    with _bind(bind, read_only).begin() as connection:
         yield connection
 
 

@@ -300,6 +300,9 @@ def serve(settings: Settings, *, worker: Worker | None) -> None:
     try:
         server.run()
     finally:
+        app.state.intake.close()
         if worker is not None:
             worker.stop()
             worker.engine.dispose()
+        else:
+            app.state.intake.engine.dispose()
