@@ -119,33 +119,38 @@ def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path) -> No
         waiter.dispose()
 
 
-def test_a_no_wait_transaction_gives_up_at_once_when_the_write_lock_is_taken(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'nowait.db'}"
+@pytest.fixture
+def lock_pair(tmp_path):
+    """Two engines on one SQLite file: one to hold the write lock, the other (busy timeout 10 s) to try for it."""
+    url = f"sqlite:///{tmp_path / 'lock-pair.db'}"
     holder, engine = make_engine(url), make_engine(url, busy_timeout=10)
-    try:
-        with transaction(engine) as connection:
-            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        with transaction(holder) as held:
-            held.exec_driver_sql("SELECT 1").all()
-            started = time.monotonic()
-            with pytest.raises(WriteLockBusy):
-                with transaction(no_wait(engine)) as connection:
-                    connection.exec_driver_sql("INSERT INTO t VALUES (1)")
-            assert time.monotonic() - started < 1  # not the 10 s busy timeout
-            raw = engine.raw_connection()  # the pool's one connection, the one that gave up: its timeout is back
-            try:
-                assert raw.driver_connection.execute("PRAGMA busy_timeout").fetchone() == (10000,)
-            finally:
-                raw.close()
-        # the lock is free again: the same pooled connection takes it, and waits as configured otherwise
-        with transaction(no_wait(engine)) as connection:
-            connection.exec_driver_sql("INSERT INTO t VALUES (2)")
-            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10000
-        with engine.connect() as connection:
-            assert connection.exec_driver_sql("SELECT x FROM t").scalars().all() == [2]
-    finally:
-        holder.dispose()
-        engine.dispose()
+    yield holder, engine
+    holder.dispose()
+    engine.dispose()
+
+
+def test_a_no_wait_transaction_gives_up_at_once_when_the_write_lock_is_taken(lock_pair) -> None:
+    holder, engine = lock_pair
+    with transaction(engine) as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    with transaction(holder) as held:
+        held.exec_driver_sql("SELECT 1").all()
+        started = time.monotonic()
+        with pytest.raises(WriteLockBusy):
+            with transaction(no_wait(engine)) as connection:
+                connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert time.monotonic() - started < 1  # not the 10 s busy timeout
+        raw = engine.raw_connection()  # the pool's one connection, the one that gave up: its timeout is back
+        try:
+            assert raw.driver_connection.execute("PRAGMA busy_timeout").fetchone() == (10000,)
+        finally:
+            raw.close()
+    # the lock is free again: the same pooled connection takes it, and waits as configured otherwise
+    with transaction(no_wait(engine)) as connection:
+        connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10000
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT x FROM t").scalars().all() == [2]
 
 
 def test_a_transaction_on_a_kept_connection_commits_or_rolls_back_and_leaves_it_open(tmp_path) -> None:
@@ -171,63 +176,53 @@ def test_a_transaction_on_a_kept_connection_commits_or_rolls_back_and_leaves_it_
         engine.dispose()
 
 
-def test_a_kept_no_wait_connection_gives_up_on_a_taken_lock_and_recovers_from_a_failed_commit(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'kept-nowait.db'}"
-    holder, engine = make_engine(url), make_engine(url, busy_timeout=10)
-    try:
-        with transaction(engine) as connection:
-            connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
-            connection.exec_driver_sql("CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) "
-                                       "DEFERRABLE INITIALLY DEFERRED)")
-        kept = no_wait(engine.connect())
-        with transaction(holder) as held:
-            held.exec_driver_sql("SELECT 1").all()
-            with pytest.raises(WriteLockBusy):
-                with transaction(kept):
-                    pass
-        driver = kept.connection.driver_connection
-        assert driver.execute("PRAGMA busy_timeout").fetchone() == (10000,) and not driver.in_transaction
-        # a COMMIT that fails (a deferred foreign key) leaves SQLite inside the transaction, holding the write lock;
-        # no pool check-in undoes it on a kept connection: its next transaction must
-        with pytest.raises(IntegrityError):
-            with transaction(kept) as connection:
-                connection.exec_driver_sql("INSERT INTO child VALUES (7)")
+def test_a_kept_no_wait_connection_gives_up_on_a_taken_lock_and_recovers_from_a_failed_commit(lock_pair) -> None:
+    holder, engine = lock_pair
+    with transaction(engine) as connection:
+        connection.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        connection.exec_driver_sql("CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) "
+                                   "DEFERRABLE INITIALLY DEFERRED)")
+    kept = no_wait(engine.connect())
+    with transaction(holder) as held:
+        held.exec_driver_sql("SELECT 1").all()
+        with pytest.raises(WriteLockBusy):
+            with transaction(kept):
+                pass
+    driver = kept.connection.driver_connection
+    assert driver.execute("PRAGMA busy_timeout").fetchone() == (10000,) and not driver.in_transaction
+    # a COMMIT that fails (a deferred foreign key) leaves SQLite inside the transaction, holding the write lock;
+    # no pool check-in undoes it on a kept connection: its next transaction must
+    with pytest.raises(IntegrityError):
         with transaction(kept) as connection:
-            connection.exec_driver_sql("INSERT INTO parent VALUES (1)")
-            connection.exec_driver_sql("INSERT INTO child VALUES (1)")
-        assert not driver.in_transaction
-        with transaction(holder) as other:  # nothing holds the lock now
-            assert other.exec_driver_sql("SELECT count(*) FROM child").scalar() == 1
-        kept.close()
-    finally:
-        holder.dispose()
-        engine.dispose()
+            connection.exec_driver_sql("INSERT INTO child VALUES (7)")
+    with transaction(kept) as connection:
+        connection.exec_driver_sql("INSERT INTO parent VALUES (1)")
+        connection.exec_driver_sql("INSERT INTO child VALUES (1)")
+    assert not driver.in_transaction
+    with transaction(holder) as other:  # nothing holds the lock now
+        assert other.exec_driver_sql("SELECT count(*) FROM child").scalar() == 1
+    kept.close()
 
 
-def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path / 'wait.db'}"
-    holder, waiter = make_engine(url), make_engine(url, busy_timeout=10)
-    try:
-        with transaction(waiter) as connection:
-            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        release = threading.Event()
+def test_sqlite_writer_waits_for_the_lock_instead_of_failing(lock_pair) -> None:
+    holder, waiter = lock_pair
+    with transaction(waiter) as connection:
+        connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    release = threading.Event()
 
-        def hold() -> None:
-            with transaction(holder) as connection:
-                connection.exec_driver_sql("INSERT INTO t VALUES (1)")
-                release.wait(5)
+    def hold() -> None:
+        with transaction(holder) as connection:
+            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+            release.wait(5)
 
-        thread = threading.Thread(target=hold)
-        thread.start()
-        time.sleep(0.2)
-        threading.Timer(0.3, release.set).start()
-        with transaction(waiter) as connection:  # blocks until the holder commits, then sees its row
-            assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
-            connection.exec_driver_sql("INSERT INTO t VALUES (2)")
-        thread.join()
-    finally:
-        holder.dispose()
-        waiter.dispose()
+    thread = threading.Thread(target=hold)
+    thread.start()
+    time.sleep(0.2)
+    threading.Timer(0.3, release.set).start()
+    with transaction(waiter) as connection:  # blocks until the holder commits, then sees its row
+        assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+        connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+    thread.join()
 
 
 def test_session_rolls_back_when_the_block_raises(engine) -> None:
