@@ -342,19 +342,16 @@ class _SqliteBulk(_Bulk):
         self.leads = (sql[:start], sql[start:end], sql[end:], values)  # the head, one row's "(?, ...)", the rest
 
     def lock_leads(self, conn: Connection, emails: Sequence[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
         if len(emails) == 1:  # one lead (a single-event request): a plain look-up by email
-            sql, order, params = self.lead_by_email
-            bound = {**params, "email": emails[0]}
-            for values in _driver(conn, sql, tuple(bound[name] for name in order)):
-                row = self._row(values)
-                found[row.email] = row
-            return found
-        sql, order, params = self.leads_by_email
-        for start in range(0, len(emails), 10_000):
-            bound = {**params, "emails": json.dumps(list(emails[start : start + 10_000]))}
-            for values in _driver(conn, sql, tuple(bound[name] for name in order)):
-                row = self._row(values)
+            queries = [(self.lead_by_email, {"email": emails[0]})]
+        else:
+            queries = [(self.leads_by_email, {"emails": json.dumps(list(emails[start : start + 10_000]))})
+                       for start in range(0, len(emails), 10_000)]
+        found: dict[str, Any] = {}
+        for (sql, order, params), values in queries:
+            bound = {**params, **values}
+            for row_values in _driver(conn, sql, tuple(bound[name] for name in order)):
+                row = self._row(row_values)
                 found[row.email] = row
         return found
 
@@ -971,19 +968,25 @@ class _Batch:
 _NO_HISTORY = History([])
 
 
-def _capped_types(rules: ScoringRules) -> frozenset[str]:
-    """The event types some rule caps per day."""
-    cached = _CAPPED.get(id(rules))
-    if cached is None or cached[0] is not rules:
-        if len(_CAPPED) >= 8:
-            _CAPPED.clear()
-        types = frozenset(kind for kind, event_rules in rules.behaviour.events.items()
-                          if any(rule.max_per_day is not None for rule in event_rules))
-        cached = _CAPPED[id(rules)] = (rules, types)
+_DERIVED: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def _derived(name: str, source: Any, build: Callable[[Any], Any]) -> Any:
+    """``build(source)``, worked out once per loaded ``source`` (rules or catalog: they do not change once loaded)
+    rather than once per batch. A process loads one set of definitions, tests a few: the cache stays small."""
+    cached = _DERIVED.get((name, id(source)))
+    if cached is None or cached[0] is not source:
+        if len(_DERIVED) >= 16:
+            _DERIVED.clear()
+        cached = _DERIVED[(name, id(source))] = (source, build(source))
     return cached[1]
 
 
-_CAPPED: dict[int, tuple[ScoringRules, frozenset[str]]] = {}
+def _capped_types(rules: ScoringRules) -> frozenset[str]:
+    """The event types some rule caps per day."""
+    return _derived("capped", rules, lambda rules: frozenset(
+        kind for kind, event_rules in rules.behaviour.events.items()
+        if any(rule.max_per_day is not None for rule in event_rules)))
 
 
 @dataclass(frozen=True)
@@ -998,35 +1001,30 @@ class _CampaignFacts:
 
 
 def _campaign_facts(catalog: Catalog) -> _CampaignFacts:
-    cached = _CAMPAIGN_FACTS.get(id(catalog))
-    if cached is None or cached[0] is not catalog:
-        if len(_CAMPAIGN_FACTS) >= 8:  # a process loads one catalog, tests a few: keep the cache small
-            _CAMPAIGN_FACTS.clear()
-        campaigns = list(catalog.campaigns.values())
-        goals: dict[str, list[str]] = {}
-        for campaign in campaigns:
-            for event_type in campaign.exit.events:
-                goals.setdefault(event_type, []).append(campaign.id)
-        active = [c for c in campaigns if not c.paused]
-        filters = []
-        for campaign in active:
-            where = campaign.entry.where
-            if where is not None and where.had_event is not None:
-                where = where.model_copy(update={"had_event": None})
-            filters.append((frozenset(campaign.entry.stages()), where))
-        facts = _CampaignFacts(
-            goals=goals,
-            awaited=frozenset(step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None),
-            entry_stages=frozenset(stage for c in active for stage in c.entry.stages()),
-            entry_events=frozenset(t for c in active if c.entry.where and c.entry.where.had_event
-                                   for t in c.entry.where.had_event),
-            entry_filters=filters,
-        )
-        cached = _CAMPAIGN_FACTS[id(catalog)] = (catalog, facts)
-    return cached[1]
+    return _derived("campaigns", catalog, _build_campaign_facts)
 
 
-_CAMPAIGN_FACTS: dict[int, tuple[Catalog, _CampaignFacts]] = {}
+def _build_campaign_facts(catalog: Catalog) -> _CampaignFacts:
+    campaigns = list(catalog.campaigns.values())
+    goals: dict[str, list[str]] = {}
+    for campaign in campaigns:
+        for event_type in campaign.exit.events:
+            goals.setdefault(event_type, []).append(campaign.id)
+    active = [c for c in campaigns if not c.paused]
+    filters = []
+    for campaign in active:
+        where = campaign.entry.where
+        if where is not None and where.had_event is not None:
+            where = where.model_copy(update={"had_event": None})
+        filters.append((frozenset(campaign.entry.stages()), where))
+    return _CampaignFacts(
+        goals=goals,
+        awaited=frozenset(step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None),
+        entry_stages=frozenset(stage for c in active for stage in c.entry.stages()),
+        entry_events=frozenset(t for c in active if c.entry.where and c.entry.where.had_event
+                               for t in c.entry.where.had_event),
+        entry_filters=filters,
+    )
 
 
 def _retryable(exc: DBAPIError) -> bool:
