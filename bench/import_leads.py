@@ -26,7 +26,7 @@ from typing import Any
 
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
-from nurture.storage.importer import import_leads_csv
+from nurture.application.import_leads import import_leads_csv
 from nurture.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]

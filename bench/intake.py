@@ -44,12 +44,12 @@ from nurture.settings import Settings
 from nurture.worker.runner import http_app
 from nurture.storage.database import transaction
 from nurture.storage.models import EngagementEvent
+from nurture.storage.tables import EV
 
 settings = Settings(database_url=sys.argv[1], api_key="bench-key", campaigns_dir=Path(sys.argv[2]),
                     templates_dir=Path(sys.argv[3]))
 app = http_app(settings)
 engine = app.state.intake.engine
-EV = EngagementEvent.__table__
 
 @app.post("/bench/bare")
 async def bare(request: Request):

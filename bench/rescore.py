@@ -24,7 +24,7 @@ from pathlib import Path
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
-from nurture.storage.intake import EventIn, record_events, rescore_all
+from nurture.application.record_events import EventIn, record_events, rescore_all
 from nurture.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,20 +13,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nurture.core.calendar import (
-    WEEKDAYS,
-    SendWindow,
     add_wait,
     in_window,
-    load_zone,
     localize,
     next_weekly,
     next_window_open,
-    parse_days,
-    parse_hours,
-    parse_time_of_day,
     resolve_zone,
 )
-from nurture.durations import Duration
+from nurture.definitions.windows import WEEKDAYS, SendWindow, load_zone, parse_days, parse_hours, parse_time_of_day
+from nurture.definitions.durations import Duration
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

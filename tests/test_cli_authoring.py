@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from nurture.authoring import preview, sample_lead_view
+from nurture.application.authoring import preview, sample_lead_view
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.errors import InvalidInput
 

@@ -1,7 +1,7 @@
 """Loading and validating campaign folders: every problem ``nurture check`` can report, each at its ``path:line``.
 
 Each test writes real files into a temporary project (``campaigns/`` and ``templates/``), runs the same library function
-the command runs (:func:`nurture.authoring.check`) from inside it, and compares the printed problems exactly. The
+the command runs (:func:`nurture.application.authoring.check`) from inside it, and compares the printed problems exactly. The
 command-line wrapper itself is covered in ``test_cli_authoring.py``.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from nurture.authoring import check
+from nurture.application.authoring import check
 from nurture.definitions.loader import fingerprint, load_catalog
 from nurture.definitions.yamlsource import parse_yaml
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 from nurture.errors import DefinitionError, InvalidInput
 
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nurture.authoring import PREVIEW_BASE_URL, preview
+from nurture.application.authoring import PREVIEW_BASE_URL, preview
 from nurture.core.facts import lead_from_mapping
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
-from nurture.simulate import simulate
+from nurture.core.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = ROOT / "campaigns"

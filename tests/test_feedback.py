@@ -26,7 +26,7 @@ from nurture.definitions.scoring import ScoringRules, load_scoring
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import enroll_leads, waiting_to_recycle
-from nurture.storage.feedback import (
+from nurture.application.sales_feedback import (
     SALES_FEEDBACK,
     AlreadyDecided,
     FeedbackResult,
@@ -34,7 +34,7 @@ from nurture.storage.feedback import (
     apply_feedback,
     promotion_status,
 )
-from nurture.storage.intake import EventIn, record_events, rescore_all, score_breakdown
+from nurture.application.record_events import EventIn, record_events, rescore_all, score_breakdown
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, Outbox, StageChange
 
 FILES = {

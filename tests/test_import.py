@@ -10,7 +10,7 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 
 from nurture.errors import InvalidInput
 from nurture.storage.database import session
-from nurture.storage.importer import import_leads_csv
+from nurture.application.import_leads import import_leads_csv
 from nurture.storage.models import Lead, StageChange
 
 HEADER = "email,first_name,last_name,company,title,industry,company_size,country,timezone,stage,tags,plan\n"

@@ -27,7 +27,7 @@ from intake_world import (
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import session, transaction
 from nurture.storage.leads import upsert_lead
-from nurture.storage.intake import (
+from nurture.application.record_events import (
     DUPLICATE,
     RECORDED,
     EventIn,
@@ -83,7 +83,7 @@ def test_a_duplicate_id_caught_by_the_unique_constraint_is_reported_not_raised(e
     # As if another process recorded the id between our lookup and our insert: the row appears right after the
     # batch looked the ids up, inside the same transaction, so only the unique constraint can catch it.
     catalog, rules = world
-    from nurture.storage import intake
+    from nurture.application import record_events as intake
 
     original = intake._Batch.prepare
 

@@ -21,7 +21,7 @@ from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.score_state import window_start
 from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.enrollments import enroll_leads
-from nurture.storage.intake import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
+from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
 from nurture.storage.leads import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.schedule import lead_view
@@ -83,7 +83,7 @@ class HistoryReads:
     """Which leads' histories a batch read from the events (sums, and cap counts with the types asked)."""
 
     def __init__(self, monkeypatch):
-        from nurture.storage import intake
+        from nurture.application import record_events as intake
 
         self.sums: list[int] = []
         self.counts: list[tuple[tuple[int, ...], tuple[str, ...] | None, tuple[Any, ...]]] = []  # ids, types, days
@@ -320,7 +320,7 @@ def test_sqlite_stores_the_driver_level_writes_as_sqlalchemy_would(sqlite_engine
 def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world, monkeypatch):
     """The batch's leads go back in one UPDATE over arrays on PostgreSQL: the stored rows must be those the per-row
     update of the generic code stores (stage changes, suppression times, scores, states; NULLs among values)."""
-    from nurture.storage import intake
+    from nurture.application import record_events as intake
     from nurture.storage.migrate import upgrade as migrate_up
 
     catalog, rules = world
@@ -364,7 +364,7 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
 
 def test_sqlite_reads_the_batch_rows_as_sqlalchemy_would(sqlite_engine, world):
     """The SQLite reads of leads and scored history skip SQLAlchemy's result conversions: same values, same types."""
-    from nurture.storage.intake import _Bulk, _bulk_for
+    from nurture.application.record_events import _Bulk, _bulk_for
 
     catalog, rules = world
     with session(sqlite_engine) as orm_session:
@@ -399,7 +399,7 @@ def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, worl
     """What scoring reads of a lead's history, summed by SQLite or PostgreSQL (decay, future events counted in full,
     microseconds, negative points), against the same events folded in Python one by one; caps count the asked
     types and UTC days only."""
-    from nurture.storage.intake import _Bulk, _bulk_for
+    from nurture.application.record_events import _Bulk, _bulk_for
 
     catalog, rules = world
     rng = random.Random(f"sums{half_life}")
@@ -451,7 +451,7 @@ def test_postgres_a_request_that_waited_on_the_lead_lock_ends_the_enrollment_the
     import threading
     import time
 
-    import nurture.storage.intake as intake
+    import nurture.application.record_events as intake
     from intake_world import enrollments_of
     from nurture.storage.database import make_engine
     from nurture.storage.migrate import upgrade

@@ -44,13 +44,12 @@ from nurture.delivery.webhooks import (
 )
 from nurture.storage import outbox as outbox_store
 from nurture.storage.database import transaction
-from nurture.storage.models import Outbox
-from nurture.worker.outbox import OutboxConfig, OutboxProcessor, backoff
+from nurture.worker.outbox_jobs import OutboxConfig, OutboxProcessor, backoff
+from nurture.storage.tables import O
 
 NOW = datetime(2026, 3, 9, 9, 0, tzinfo=timezone.utc)
 T = int(NOW.timestamp())
 SECRET = "whsec_test_5f2b"
-O = Outbox.__table__
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
 
 PROMOTED = {

@@ -26,12 +26,12 @@ from nurture.handoff import notify
 from nurture.handoff.brief import is_hand_raise
 from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.signing import Signer
-from nurture.storage import promotion as store
+from nurture.application import promote as store
 from nurture.storage.database import transaction
-from nurture.storage.intake import DUPLICATE, RECORDED, EventIn, record_events, save_lead
+from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, save_lead
 from nurture.storage.models import Delivery, Meta, Outbox, StageChange
-from nurture.storage.promotion import OpenSql
-from nurture.worker.handoff import HandoffJobs, digest_day, digests_due, reminders_due, sla_overdue
+from nurture.application.promote import OpenSql
+from nurture.worker.handoff_jobs import HandoffJobs, digest_day, digests_due, reminders_due, sla_overdue
 
 O, M, D, SC = Outbox.__table__, Meta.__table__, Delivery.__table__, StageChange.__table__
 

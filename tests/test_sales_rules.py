@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from nurture.authoring import check
+from nurture.application.authoring import check
 from nurture.core.facts import Engagement, LeadView
 from nurture.core.promotion import Decision, FeedbackOutcome, decide, describe, feedback, reject_reasons
 from nurture.core.routing import Route, owner, route
 from nurture.core.scoring import ScoreBreakdown
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.sales import SALES_FILE, SalesRules, load_sales
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.authoring import check
+from nurture.application.authoring import check
 from nurture.core.conditions import compare
 from nurture.core.facts import Engagement, LeadView
 from nurture.core.scoring import (
@@ -25,7 +25,7 @@ from nurture.core.scoring import (
 )
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.scoring import SCORING_FILE, ScoringRules, load_scoring
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)

@@ -30,7 +30,7 @@ from nurture.core.facts import Engagement, LeadView
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.policy import Policy
 from nurture.errors import InvalidInput
-from nurture.simulate import parse_event, parse_time, simulate
+from nurture.core.simulate import parse_event, parse_time, simulate
 
 NURTURE = Path(sys.executable).with_name("nurture")
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"

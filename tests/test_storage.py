@@ -12,15 +12,8 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from nurture.errors import ConfigError, InvalidInput, LeadNotFound
-from nurture.storage.database import (
-    WriteLockBusy,
-    for_update_skip_locked,
-    make_engine,
-    no_wait,
-    session,
-    transaction,
-    utcnow,
-)
+from nurture.storage.database import make_engine, session, transaction, utcnow
+from nurture.storage.dialect import WriteLockBusy, for_update_skip_locked, no_wait
 from nurture.storage.leads import get_lead, lead_summary, normalize_email, upsert_lead
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox, StageChange
 
@@ -80,7 +73,7 @@ def test_sqlite_pragmas_are_in_force(sqlite_engine) -> None:
 def test_sqlite_without_math_functions_gets_pow_from_python() -> None:
     import sqlite3
 
-    from nurture.storage.database import ensure_pow
+    from nurture.storage.dialect import ensure_pow
 
     class WithoutMath(sqlite3.Connection):  # as an SQLite built without SQLITE_ENABLE_MATH_FUNCTIONS answers
         def execute(self, sql, *args):  # noqa: ANN001, ANN202

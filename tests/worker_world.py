@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from nurture.settings import Settings
 from nurture.storage.database import make_engine, transaction
-from nurture.storage.importer import import_leads_csv
+from nurture.application.import_leads import import_leads_csv
 from nurture.storage.models import Delivery, Enrollment, Lead
 from nurture.worker.dispatcher import DispatchConfig
 

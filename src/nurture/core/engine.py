@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nurture.core import calendar
+from nurture.definitions import windows
 from nurture.core.conditions import evaluate
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, History, LeadView, Send
 from nurture.definitions.campaign import END, Campaign, ContentItem, Step, UpdateSpec, WebhookSpec
@@ -145,7 +146,7 @@ def lead_zone(campaign: Campaign, policy: Policy, lead: LeadView, default_tz: st
     return calendar.resolve_zone(lead.timezone, campaign.timezone, policy.timezone or default_tz)
 
 
-def _window(env: _Env, step: Step) -> calendar.SendWindow | None:
+def _window(env: _Env, step: Step) -> windows.SendWindow | None:
     """The step's window, else the campaign's, else the policy's; ``always`` (at any level) means none."""
     for spec in (step.send_window, env.campaign.send_window, env.policy.send_window):
         if spec == "always":
@@ -162,7 +163,7 @@ def window_opens(campaign: Campaign, policy: Policy, step: Step, lead: LeadView,
     return calendar.next_window_open(at, _window(env, step), env.zone)
 
 
-def _apply_cap(env: _Env, at: datetime, history: History, window: calendar.SendWindow | None) -> datetime:
+def _apply_cap(env: _Env, at: datetime, history: History, window: windows.SendWindow | None) -> datetime:
     """The first time at or after ``at`` that is inside the window and under the frequency cap.
 
     The cap period counts like a wait (``per: 1d`` is a calendar day in the lead's timezone), so a daily email at
@@ -226,7 +227,7 @@ def _due(env: _Env, step: Step, state: EnrollmentState, history: History) -> tup
         return _apply_cap(env, base, history, _window(env, step)), None
     if step.stream is not None:
         cadence = step.stream.cadence
-        slot_at = calendar.parse_time_of_day(cadence.at)
+        slot_at = windows.parse_time_of_day(cadence.at)
         last = max((s.at for s in history.sends if s.campaign_id == env.campaign.id
                     and s.step_key.startswith(step.id + "/")), default=None)
         after = max(base, last) if last else base - timedelta(microseconds=1)

@@ -15,7 +15,7 @@ from nurture.core.facts import Engagement, LeadView
 from nurture.core.scoring import ScoreBreakdown, typed_values_key
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.sales import DOMAIN, RESET_BEHAVIOUR, SalesRules
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 
 PROMOTE, DISQUALIFY = "promote", "disqualify"
 ACCEPT, REJECT = "accept", "reject"

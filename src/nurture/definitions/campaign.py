@@ -20,7 +20,7 @@ from nurture.definitions.fields import (
     Strict,
     TimezoneName,
 )
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 
 END = "end"
 """The ``goto`` target that finishes the campaign."""

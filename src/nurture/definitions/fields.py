@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from nurture.core import calendar
-from nurture.durations import Duration, parse_duration
+from nurture.definitions import windows
+from nurture.definitions.durations import Duration, parse_duration
 
 STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
 Stage = Literal["lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified"]
@@ -33,7 +33,7 @@ Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]
 
 def _check_zone(value: Any) -> Any:
     if value is not None:
-        calendar.load_zone(value)
+        windows.load_zone(value)
     return value
 
 
@@ -58,14 +58,14 @@ _DAYS_SCHEMA = {
 
 def _days(value: Any) -> Any:
     if isinstance(value, (list, str)):
-        return calendar.parse_days(value)
+        return windows.parse_days(value)
     return value
 
 
 DaysField = Annotated[
     frozenset[int],
     BeforeValidator(_days),
-    PlainSerializer(lambda days: [calendar.WEEKDAYS[d] for d in sorted(days)], return_type=list),
+    PlainSerializer(lambda days: [windows.WEEKDAYS[d] for d in sorted(days)], return_type=list),
     WithJsonSchema(_DAYS_SCHEMA),
 ]
 
@@ -78,15 +78,15 @@ class SendWindowSpec(Strict):
 
     @model_validator(mode="after")
     def _hours_valid(self) -> SendWindowSpec:
-        calendar.parse_hours(self.hours)
+        windows.parse_hours(self.hours)
         if not self.days:
             raise ValueError("a send window needs at least one day")
         return self
 
-    def window(self) -> calendar.SendWindow:
+    def window(self) -> windows.SendWindow:
         """The window as the calendar functions take it."""
-        start, end = calendar.parse_hours(self.hours)
-        return calendar.SendWindow(days=self.days, start=start, end=end)
+        start, end = windows.parse_hours(self.hours)
+        return windows.SendWindow(days=self.days, start=start, end=end)
 
 
 _TIME_RE = re.compile(r"^\d{1,2}:\d{2}$")
@@ -100,7 +100,7 @@ class CadenceSpec(Strict):
 
     @model_validator(mode="after")
     def _at_valid(self) -> CadenceSpec:
-        calendar.parse_time_of_day(self.at)
+        windows.parse_time_of_day(self.at)
         if not self.days:
             raise ValueError("a cadence needs at least one day")
         return self

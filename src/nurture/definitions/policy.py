@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from nurture.definitions.fields import DurationField, SendWindowSpec, Strict, TimezoneName
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 
 
 class FrequencyCap(Strict):

@@ -46,13 +46,13 @@ from pydantic import (
     model_validator,
 )
 
-from nurture.core import calendar
+from nurture.definitions import windows
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.fields import DurationField, Strict, TimezoneName
 from nurture.definitions.loader import validation_problems
 from nurture.definitions.scoring import EventType, Points, Tests
 from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 from nurture.errors import Problem
 
 SALES_FILE = "sales.yaml"
@@ -186,7 +186,7 @@ class Handoff(Strict):
     @classmethod
     def _time(cls, at: str | None) -> str | None:
         if at is not None:
-            calendar.parse_time_of_day(at)
+            windows.parse_time_of_day(at)
         return at
 
 

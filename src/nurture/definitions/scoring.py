@@ -43,7 +43,7 @@ from nurture.definitions.conditions import Comparison, Scalar
 from nurture.definitions.fields import DurationField, Strict
 from nurture.definitions.loader import validation_problems
 from nurture.definitions.yamlsource import YamlDocument, load_yaml
-from nurture.durations import Duration
+from nurture.definitions.durations import Duration
 from nurture.errors import Problem
 
 SCORING_FILE = "scoring.yaml"

@@ -1,13 +1,13 @@
 """The sales handoff: what sales gets when a lead becomes an SQL, and the reminders that follow.
 
 - ``brief``: the handoff brief (who, why now, score, engagement timeline, nurture, owner, links), JSON-ready, built
-  from plain facts that :mod:`nurture.storage.promotion` reads
+  from plain facts that :mod:`nurture.application.promote` reads
 - ``notify``: the outbox payloads built from briefs: the ``lead.promoted`` and ``lead.sla_overdue`` webhooks, the
   owner's handoff email, the SLA reminder and the daily digest (text and HTML)
 
 Promotion itself is decided by :mod:`nurture.core.promotion` and written, with its notifications, in the intake's
-transaction by :mod:`nurture.storage.promotion`; the digest and the SLA reminders are worker jobs
-(:mod:`nurture.worker.handoff`).
+transaction by :mod:`nurture.application.promote`; the digest and the SLA reminders are worker jobs
+(:mod:`nurture.worker.handoff_jobs`).
 """
 
 from __future__ import annotations

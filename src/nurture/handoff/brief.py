@@ -1,6 +1,6 @@
 """The handoff brief (pure): everything a rep needs to call a new SQL, as one JSON-ready dict.
 
-Built from :class:`BriefFacts` (read by :mod:`nurture.storage.promotion` in the promotion's own transaction, or later
+Built from :class:`BriefFacts` (read by :mod:`nurture.application.promote` in the promotion's own transaction, or later
 for the digest, the reminder and the feedback page) and the score breakdown::
 
     {

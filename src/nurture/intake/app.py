@@ -43,7 +43,7 @@ from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
 from nurture.intake import dashboard, providers, tracking
-from nurture.intake import sales as sales_routes  # `sales` is create_app's rules parameter
+from nurture.intake import sales_routes
 from nurture.intake.auth import KeyedRoute, security_scheme
 from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model, utcnow
 from nurture.intake.schemas import (
@@ -57,7 +57,7 @@ from nurture.intake.schemas import (
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import session, transaction
-from nurture.storage.intake import MAX_BATCH, RECORDED, EventIn, InvalidEvents, save_lead
+from nurture.application.record_events import MAX_BATCH, RECORDED, EventIn, InvalidEvents, save_lead
 from nurture.storage.lookups import status_counts
 from nurture.storage.scores import score_breakdown
 from nurture.storage.leads import lead_summary

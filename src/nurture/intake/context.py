@@ -27,8 +27,8 @@ from nurture.handoff import Handoff
 from nurture.intake.schemas import describe_errors
 from nurture.settings import Settings
 from nurture.signing import Signer
-from nurture.storage.database import WriteLockBusy, no_wait
-from nurture.storage.intake import RECORDED, EventIn, EventResult, record_events
+from nurture.storage.dialect import WriteLockBusy, no_wait
+from nurture.application.record_events import RECORDED, EventIn, EventResult, record_events
 
 log = logging.getLogger("nurture.intake")
 M = TypeVar("M", bound=BaseModel)

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, select_autoescape
 
-from nurture.durations import format_duration
+from nurture.definitions.durations import format_duration
 from nurture.intake.auth import NOT_CONFIGURED, key_matches
 from nurture.intake.context import ApiError, context
 from nurture.storage.reports import CampaignStats, StepStats, build_report

@@ -10,7 +10,8 @@ from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
 import nurture.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from nurture.storage.database import UTCDateTime, lock_for_migration, make_engine, normalize_url
+from nurture.storage.database import UTCDateTime, make_engine, normalize_url
+from nurture.storage.dialect import lock_for_migration
 
 config = context.config
 target_metadata = SQLModel.metadata

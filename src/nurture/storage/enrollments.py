@@ -12,14 +12,11 @@ from nurture.core.conditions import filter_matches
 from nurture.core.facts import Engagement, History
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog
-from nurture.storage.database import transaction, upsert_insert
-from nurture.storage.models import CampaignVersion, EngagementEvent, Enrollment, Lead
+from nurture.storage.database import transaction
+from nurture.storage.dialect import upsert_insert
 from nurture.storage.schedule import lead_view
+from nurture.storage.tables import CV, E, EV, L
 
-E = Enrollment.__table__
-L = Lead.__table__
-EV = EngagementEvent.__table__
-CV = CampaignVersion.__table__
 
 CHUNK = 2000
 

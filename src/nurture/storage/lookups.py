@@ -10,12 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from nurture.storage.database import transaction
-from nurture.storage.models import Delivery, Enrollment, Lead, Outbox
+from nurture.storage.tables import D, E, L, O
 
-L = Lead.__table__
-E = Enrollment.__table__
-D = Delivery.__table__
-O = Outbox.__table__  # noqa: E741 - the table aliases of storage
 
 
 

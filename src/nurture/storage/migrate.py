@@ -17,7 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from nurture.errors import SchemaOutOfDate
-from nurture.storage.database import lock_for_migration, make_engine
+from nurture.storage.database import make_engine
+from nurture.storage.dialect import lock_for_migration
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from nurture.storage.database import for_update_skip_locked, transaction, upsert_insert
-from nurture.storage.models import Outbox
+from nurture.storage.database import transaction
+from nurture.storage.dialect import for_update_skip_locked, upsert_insert
+from nurture.storage.tables import O
 
-O = Outbox.__table__
 
 
 def enqueue(conn: Connection, *, kind: str, dedup_key: str, payload: dict[str, Any], now: datetime) -> bool:

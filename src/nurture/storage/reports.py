@@ -19,12 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from nurture.storage.database import transaction
-from nurture.storage.models import Delivery, EngagementEvent, Enrollment, StageChange
+from nurture.storage.tables import D, E, EV, SC
 
-SC = StageChange.__table__
-E = Enrollment.__table__
-D = Delivery.__table__
-EV = EngagementEvent.__table__
 
 
 @dataclass

@@ -15,14 +15,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from nurture.core.facts import Engagement, History, LeadView, Send
-from nurture.storage.database import for_update_skip_locked, transaction, upsert_insert
-from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox
+from nurture.storage.database import transaction
+from nurture.storage.dialect import for_update_skip_locked, upsert_insert
+from nurture.storage.tables import D, E, EV, L, O
 
-E = Enrollment.__table__
-D = Delivery.__table__
-L = Lead.__table__
-EV = EngagementEvent.__table__
-O = Outbox.__table__
 
 # Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
 _IDS = bindparam("ids", expanding=True)

@@ -21,15 +21,13 @@ from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, ha
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import LeadNotFound
 from nurture.storage import score_state
-from nurture.storage.database import for_update_skip_locked, transaction
+from nurture.storage.database import transaction
+from nurture.storage.dialect import for_update_skip_locked
 from nurture.storage.leads import normalize_email
-from nurture.storage.models import EngagementEvent, Lead
 from nurture.storage.schedule import lead_view
+from nurture.storage.tables import EV, L
 
 log = logging.getLogger(__name__)
-
-L = Lead.__table__
-EV = EngagementEvent.__table__
 
 
 _SCORED_EVENTS = (

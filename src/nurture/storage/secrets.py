@@ -7,10 +7,10 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from nurture.storage.database import transaction, upsert_insert
-from nurture.storage.models import Meta
+from nurture.storage.database import transaction
+from nurture.storage.dialect import upsert_insert
+from nurture.storage.tables import M
 
-M = Meta.__table__
 SECRET_KEY = "secret_key"
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
 
-from nurture.compose import render_action
+from nurture.application.compose import render_action
 from nurture.core.engine import Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
 from nurture.definitions.loader import Catalog

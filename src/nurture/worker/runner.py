@@ -3,7 +3,7 @@ intake on uvicorn in the same process (or either one alone for larger deploys).
 
 The database is the schedule, so APScheduler only runs a handful of jobs: the dispatcher (every ``poll_interval``,
 ``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the outbox, the
-handoff's digests and SLA reminders (:mod:`nurture.worker.handoff`), the enrollment sweep, and the nightly rescoring
+handoff's digests and SLA reminders (:mod:`nurture.worker.handoff_jobs`), the enrollment sweep, and the nightly rescoring
 (score decay). Nothing per lead lives in APScheduler.
 """
 
@@ -33,8 +33,8 @@ from nurture.storage.enrollments import enroll_leads, sync_campaign_versions
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
 from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport, dispatch_config
-from nurture.worker.handoff import HandoffJobs
-from nurture.worker.outbox import OutboxProcessor
+from nurture.worker.handoff_jobs import HandoffJobs
+from nurture.worker.outbox_jobs import OutboxProcessor
 from nurture.worker.processes import DispatchProcesses
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class Worker:
 
     def rescore(self) -> int:
         """Recompute stored scores (decay); safe to run on every worker."""
-        from nurture.storage.intake import rescore_all
+        from nurture.application.record_events import rescore_all
 
         changed = rescore_all(self.engine, self.scoring, self.clock())
         log.info("rescored: %d score(s) changed", changed)

@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from nurture.authoring import check, load_lead_file, preview
-from nurture.compose import email_context
+from nurture.application.authoring import check, load_lead_file, preview
+from nurture.application.compose import email_context
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import load_catalog
 from nurture.errors import DefinitionError
@@ -97,8 +97,8 @@ def simulate_command(
     No database and no sending: the same engine as the worker, on a virtual clock.
     """
     from nurture.rendering import EmailRenderer
-    from nurture.authoring import preview_links
-    from nurture.simulate import parse_event, parse_time, simulate
+    from nurture.application.authoring import preview_links
+    from nurture.core.simulate import parse_event, parse_time, simulate
 
     settings = get_settings()
     campaigns_dir, templates_dir = _dirs(campaigns, templates)

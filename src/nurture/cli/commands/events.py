@@ -55,7 +55,7 @@ def event_command(
     from nurture.definitions.sales import load_sales
     from nurture.handoff import Handoff
     from nurture.signing import Signer
-    from nurture.storage.intake import DUPLICATE, EventIn, record_events
+    from nurture.application.record_events import DUPLICATE, EventIn, record_events
     from nurture.storage.migrate import open_database
     from nurture.storage.secrets import signing_secret
 

@@ -65,7 +65,7 @@ def import_command(
     keep what the lead has. Bad rows are listed on stderr with their line numbers and the rest is imported.
     Exits 1 when the file cannot be read or has no valid row.
     """
-    from nurture.storage.importer import import_leads_csv
+    from nurture.application.import_leads import import_leads_csv
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)

@@ -22,7 +22,7 @@ def report_command(
 ) -> None:
     """Funnel metrics (MQL→SQL conversion, SQL acceptance, time to SQL, lead velocity) and per-campaign and
     per-step email performance (A/B variants side by side). Database from NURTURE_DATABASE_URL."""
-    from nurture.simulate import parse_time
+    from nurture.core.simulate import parse_time
     from nurture.storage.migrate import open_database
     from nurture.storage.reports import build_report
 

@@ -36,16 +36,13 @@ from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import RECYCLE_AT, enroll_leads, exit_enrollments
 from nurture.storage.leads import FIELD_CLEANERS, normalize_email
-from nurture.storage.models import EngagementEvent, Lead, StageChange
 from nurture.storage.outbox import enqueue
 from nurture.storage.schedule import lead_view
 from nurture.storage.scores import scored_events
+from nurture.storage.tables import EV, L, SC
 
 log = logging.getLogger(__name__)
 
-L = Lead.__table__
-EV = EngagementEvent.__table__
-SC = StageChange.__table__
 
 SALES_FEEDBACK = "sales_feedback"
 """The engagement event type of a decision; its points are the score adjustment."""

@@ -22,15 +22,15 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from nurture.core import calendar
+from nurture.definitions import windows
 from nurture.core.routing import owner as find_owner
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff, notify
-from nurture.storage import promotion as store
+from nurture.application import promote as store
 from nurture.storage.database import transaction
 from nurture.storage.outbox import enqueue
-from nurture.storage.promotion import OpenSql
+from nurture.application.promote import OpenSql
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def digests_due(sales: SalesRules, now: datetime) -> dict[str, date]:
     sales file sets no ``digest_at``)."""
     if sales.handoff.digest_at is None:
         return {}
-    at = calendar.parse_time_of_day(sales.handoff.digest_at)
+    at = windows.parse_time_of_day(sales.handoff.digest_at)
     due = {}
     for owner in sales.routing.owners:
         day = digest_day(owner.timezone, at, now)

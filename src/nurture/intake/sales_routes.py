@@ -29,7 +29,7 @@ from nurture.intake.context import ApiError, IntakeContext, context, read_body, 
 from nurture.intake.tracking import NO_CACHE
 from nurture.rendering.sales_links import SalesLinkTarget, decode_sales_link
 from nurture.signing import BadSignature
-from nurture.storage.feedback import (
+from nurture.application.sales_feedback import (
     MAX_NOTE,
     AlreadyDecided,
     FeedbackConflict,

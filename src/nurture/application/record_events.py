@@ -64,8 +64,10 @@ from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
-from nurture.storage import promotion, score_state
-from nurture.storage.database import session, transaction, upsert_insert
+from nurture.application import promote
+from nurture.storage import score_state
+from nurture.storage.database import session, transaction
+from nurture.storage.dialect import upsert_insert
 from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_all
 from nurture.storage.events import (
     DUPLICATE,
@@ -80,9 +82,10 @@ from nurture.storage.events import (
     clean_properties,
 )
 from nurture.storage.leads import clean_lead_data, upsert_lead
-from nurture.storage.models import STAGE_ACTORS, EngagementEvent, Enrollment, Lead, StageChange
+from nurture.storage.models import STAGE_ACTORS
 from nurture.storage.schedule import lead_view
 from nurture.storage.scores import rescore_all, score_breakdown, scored_points
+from nurture.storage.tables import E, EV, L, SC
 
 __all__ = [
     "DUPLICATE", "MAX_BATCH", "MAX_ID_LENGTH", "RECORDED", "EventIn", "EventResult", "InvalidEvents", "SavedLead",
@@ -91,10 +94,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-L = Lead.__table__
-EV = EngagementEvent.__table__
-E = Enrollment.__table__
-SC = StageChange.__table__
 
 SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 """Event types that stop all email to the lead, and the end reason their enrollments get."""
@@ -897,7 +896,7 @@ class _Batch:
 
     def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
-        disqualified (:func:`nurture.storage.promotion.after_rescore`). True when its stage changed."""
+        disqualified (:func:`nurture.application.promote.after_rescore`). True when its stage changed."""
         view = lead.view()
         if lead.fit is None:
             lead.fit = fit_items(self.rules, view)
@@ -905,11 +904,11 @@ class _Batch:
         lead.score = breakdown.total
         changed = False
         decision = stage_after_scoring(self.rules, lead.stage, breakdown)
-        if decision is not None and decision[0] != lead.stage and not promotion.recycling(
+        if decision is not None and decision[0] != lead.stage and not promote.recycling(
                 lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
             self.move(lead, decision[0], decision[1], actor="rule")
             changed = True
-        return promotion.after_rescore(self, lead, breakdown, event) or changed
+        return promote.after_rescore(self, lead, breakdown, event) or changed
 
     def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> int:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the
@@ -920,7 +919,7 @@ class _Batch:
         )).scalar_one()
         lead.stage, lead.stage_changed_at = stage, self.now
         lead.stage_changed = lead.dirty = True
-        if stage == promotion.SQL:
+        if stage == promote.SQL:
             lead.promoted = True
         exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
         if exits and lead.nurtured:
@@ -1040,7 +1039,7 @@ def record_events(
     ``engine`` may be a connection outside any transaction (:func:`nurture.storage.database.transaction`).
 
     With ``sales`` rules, a lead may become an SQL (or be disqualified) in the same transaction, its handoff queued in
-    the outbox with ``handoff``'s signed links (see :mod:`nurture.storage.promotion`).
+    the outbox with ``handoff``'s signed links (see :mod:`nurture.application.promote`).
 
     Every event is validated first: one bad event rejects the whole batch with :class:`InvalidEvents` (naming each
     bad item by its index) and nothing is written. A client ``id`` seen before makes the event a ``duplicate`` that

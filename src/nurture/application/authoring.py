@@ -11,7 +11,7 @@ import jinja2
 
 from nurture.core.engine import Action
 from nurture.core.facts import LeadView, lead_from_mapping
-from nurture.compose import email_context
+from nurture.application.compose import email_context
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
 from nurture.definitions.sales import SALES_FILE, load_sales

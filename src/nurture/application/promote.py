@@ -1,6 +1,6 @@
 """Promotion to SQL inside the intake transaction, the handoff it queues, and the reads of the handoff jobs.
 
-:func:`after_rescore` runs in :mod:`nurture.storage.intake` after each lead is rescored (an event recorded, a lead
+:func:`after_rescore` runs in :mod:`nurture.application.record_events` after each lead is rescored (an event recorded, a lead
 saved), inside that batch's transaction, with the lead already locked. It asks :func:`nurture.core.promotion.decide`
 and writes what it says:
 
@@ -51,21 +51,14 @@ from nurture.handoff.brief import (
     split_reason,
 )
 from nurture.rendering.sales_links import SalesLinks
-from nurture.storage.database import upsert_insert
+from nurture.storage.dialect import upsert_insert
 from nurture.storage.enrollments import exit_enrollments, recycle_pending
-from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Meta, Outbox, StageChange
 from nurture.storage.outbox import enqueue
 from nurture.storage.scores import scored_events
+from nurture.storage.tables import D, E, EV, L, M, O, SC
 
 log = logging.getLogger(__name__)
 
-L = Lead.__table__
-SC = StageChange.__table__
-EV = EngagementEvent.__table__
-E = Enrollment.__table__
-D = Delivery.__table__
-M = Meta.__table__
-O = Outbox.__table__
 
 SQL, DISQUALIFIED = "sql", "disqualified"
 SALES_WEBHOOK, OWNER_EMAIL = "sales_webhook", "owner_email"
@@ -108,7 +101,7 @@ def digest_key(owner_id: str, day: Any) -> str:
 
 
 class PromotingLead(Protocol):
-    """A lead as the intake batch tracks it (``nurture.storage.intake._LeadState``)."""
+    """A lead as the intake batch tracks it (``nurture.application.record_events._LeadState``)."""
 
     row: Any
     stage: str
@@ -121,7 +114,7 @@ class PromotingLead(Protocol):
 
 
 class PromotingBatch(Protocol):
-    """What the hook uses of the intake batch (``nurture.storage.intake._Batch``)."""
+    """What the hook uses of the intake batch (``nurture.application.record_events._Batch``)."""
 
     conn: Connection
     catalog: Catalog

@@ -24,22 +24,13 @@ from nurture.core.facts import LeadView
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
-from nurture.storage.database import (
-    SerializedJSON,
-    UTCDateTime,
-    executemany_prepared,
-    inline_constant,
-    transaction,
-    upsert_insert,
-    utcnow,
-)
+from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant, transaction, utcnow
+from nurture.storage.dialect import upsert_insert
 from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
-from nurture.storage.models import Lead, StageChange
 from nurture.storage.schedule import LEAD_COLUMNS
 from nurture.storage.scores import rescore_by_email
+from nurture.storage.tables import L, SC
 
-LEAD = Lead.__table__
-STAGE_CHANGE = StageChange.__table__
 _KEEP_UNLESS_GIVEN = (*TEXT_FIELDS, "company_size", "country", "timezone")  # a blank cell keeps the lead's value
 _BLANK_ROW: dict[str, Any] = dict.fromkeys(("email", *_KEEP_UNLESS_GIVEN, "stage", "tags"))
 _SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
@@ -261,10 +252,10 @@ def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | 
 
 def _existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    query = select(LEAD.c.id, LEAD.c.email, LEAD.c.stage, LEAD.c.tags, LEAD.c.fields)
+    query = select(L.c.id, L.c.email, L.c.stage, L.c.tags, L.c.fields)
     for start in range(0, len(emails), _SELECT_CHUNK):
         chunk = emails[start : start + _SELECT_CHUNK]
-        for row in connection.execute(query.where(LEAD.c.email.in_(chunk))).mappings():
+        for row in connection.execute(query.where(L.c.email.in_(chunk))).mappings():
             found[row["email"]] = dict(row)
     return found
 
@@ -272,7 +263,7 @@ def _existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, 
 def _upsert_statement(connection: Connection, now: datetime) -> Insert:
     """INSERT ... ON CONFLICT (email) DO UPDATE, with the batch's constants in the SQL and JSON pre-serialized."""
     timestamp = inline_constant(now, UTCDateTime(), connection.dialect)
-    statement = upsert_insert(LEAD, connection.dialect).values(
+    statement = upsert_insert(L, connection.dialect).values(
         tags=bindparam("tags", type_=SerializedJSON()),
         fields=bindparam("fields", type_=SerializedJSON()),
         created_at=timestamp,
@@ -280,16 +271,16 @@ def _upsert_statement(connection: Connection, now: datetime) -> Insert:
         stage_changed_at=timestamp,
     )
     new = statement.excluded
-    keep_unless_given = {name: func.coalesce(new[name], LEAD.c[name]) for name in _KEEP_UNLESS_GIVEN}
+    keep_unless_given = {name: func.coalesce(new[name], L.c[name]) for name in _KEEP_UNLESS_GIVEN}
     return statement.on_conflict_do_update(
-        index_elements=[LEAD.c.email],
+        index_elements=[L.c.email],
         set_={
             **keep_unless_given,
             "stage": new.stage,
             "tags": new.tags,
             "fields": new.fields,
             "updated_at": new.updated_at,
-            "stage_changed_at": case((LEAD.c.stage != new.stage, new.stage_changed_at), else_=LEAD.c.stage_changed_at),
+            "stage_changed_at": case((L.c.stage != new.stage, new.stage_changed_at), else_=L.c.stage_changed_at),
         },
     )
 
@@ -316,7 +307,7 @@ def _record_stage_changes(
     if new_emails:
         ids |= {row.email: row.id for row in _ids(connection, new_emails)}
     connection.execute(
-        insert(STAGE_CHANGE),
+        insert(SC),
         [
             {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now,
              "reason": f"imported from {source}", "actor": "import"}
@@ -329,4 +320,4 @@ def _record_stage_changes(
 def _ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
     for start in range(0, len(emails), _SELECT_CHUNK):
         chunk = emails[start : start + _SELECT_CHUNK]
-        yield from connection.execute(select(LEAD.c.id, LEAD.c.email).where(LEAD.c.email.in_(chunk)))
+        yield from connection.execute(select(L.c.id, L.c.email).where(L.c.email.in_(chunk)))

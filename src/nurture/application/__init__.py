@@ -1,0 +1,1 @@
+"""The use cases: each reads through storage, asks the core, writes through storage and queues its side effects."""

@@ -1,0 +1,123 @@
+"""Send windows, days of the week, times of day and timezones as campaign files write them: values and their parsers.
+
+Pure and dependency-free, so that the definitions (which validate these values) and the core (which schedules with them)
+both build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_NUMBERS = {name: n for names in (WEEKDAYS, _FULL_DAY_NAMES) for n, name in enumerate(names)}
+_DAY_ALIASES = {
+    "weekdays": frozenset(range(5)),
+    "weekends": frozenset({5, 6}),
+    "daily": frozenset(range(7)),
+    "all": frozenset(range(7)),
+}
+_TIME_OF_DAY = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+
+@dataclass(frozen=True)
+class SendWindow:
+    """Days of the week and local hours during which email may go out.
+
+    ``days`` are 0=Monday .. 6=Sunday; ``start`` is inclusive and ``end`` exclusive, both lead-local. A window may not span
+    midnight (``end`` must be after ``start``).
+    """
+
+    days: frozenset[int]
+    start: time
+    end: time
+
+    def __post_init__(self) -> None:
+        if not self.days:
+            raise ValueError("a send window needs at least one day")
+        if not self.days <= frozenset(range(7)):
+            raise ValueError(f"send window days must be 0 (Monday) to 6 (Sunday), got {sorted(self.days)}")
+        if self.end <= self.start:
+            raise ValueError(
+                f"send window end {self.end:%H:%M} must be after start {self.start:%H:%M} (windows may not span midnight)"
+            )
+
+
+def parse_days(values: list[str] | str) -> frozenset[int]:
+    """Parse days of the week as written in a campaign file.
+
+    Accepts day names (``mon`` or ``monday``), ranges (``mon-fri``; ``fri-mon`` wraps over the weekend), the aliases
+    ``weekdays``, ``weekends``, ``daily`` and ``all``, either as a list or as one comma-separated string; case-insensitive.
+    Raise ValueError naming the offending token otherwise.
+    """
+    tokens = _day_tokens(values)
+    if not tokens:
+        raise ValueError("no days given: use day names such as 'mon-fri', 'sat' or 'daily'")
+    days: set[int] = set()
+    for token in tokens:
+        days |= _parse_day_token(token)
+    return frozenset(days)
+
+
+def _day_tokens(values: object) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, Iterable):
+        raise ValueError(f"days must be text such as 'mon-fri' or a list of day names, not {values!r}")
+    tokens = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError(f"invalid day {value!r}: use day names such as 'mon', 'mon-fri' or 'weekdays'")
+        tokens.extend(part.strip().lower() for part in value.split(",") if part.strip())
+    return tokens
+
+
+def _parse_day_token(token: str) -> frozenset[int]:
+    if token in _DAY_ALIASES:
+        return _DAY_ALIASES[token]
+    if token in _DAY_NUMBERS:
+        return frozenset({_DAY_NUMBERS[token]})
+    first, dash, last = (part.strip() for part in token.partition("-"))
+    if dash and first in _DAY_NUMBERS and last in _DAY_NUMBERS:
+        start, stop = _DAY_NUMBERS[first], _DAY_NUMBERS[last]
+        return frozenset((start + n) % 7 for n in range((stop - start) % 7 + 1))
+    raise ValueError(
+        f"invalid day {token!r}: use {', '.join(WEEKDAYS)}, a range such as 'mon-fri', or weekdays/weekends/daily"
+    )
+
+
+def parse_time_of_day(text: str) -> time:
+    """Parse a 24-hour local time such as ``"09:00"`` or ``"9:30"``; raise ValueError otherwise."""
+    match = _TIME_OF_DAY.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"invalid time {text!r}: use 24-hour HH:MM such as '09:00' or '17:30'")
+    hour, minute = int(match[1]), int(match[2])
+    if hour > 23 or minute > 59:
+        raise ValueError(f"invalid time {text!r}: hours run 00-23 and minutes 00-59")
+    return time(hour, minute)
+
+
+def parse_hours(text: str) -> tuple[time, time]:
+    """Parse send hours such as ``"09:00-17:00"`` into (start, end); raise ValueError if malformed or end <= start."""
+    parts = text.split("-") if isinstance(text, str) else []
+    if len(parts) != 2:
+        raise ValueError(f"invalid hours {text!r}: use START-END such as '09:00-17:00'")
+    start, end = parse_time_of_day(parts[0]), parse_time_of_day(parts[1])
+    if end <= start:
+        raise ValueError(f"invalid hours {text!r}: the end must be after the start (windows may not span midnight)")
+    return start, end
+
+
+def load_zone(name: str) -> ZoneInfo:
+    """The IANA timezone called ``name``; raise ValueError("unknown timezone ...") for anything else, including ``""``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"unknown timezone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as error:
+        # ZoneInfo reports bad keys variously: not found, a path it refuses, a directory such as "America".
+        raise ValueError(f"unknown timezone {name!r}") from error

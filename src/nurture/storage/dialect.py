@@ -1,0 +1,123 @@
+"""Every place where SQLite and PostgreSQL differ, so the rest of storage writes one query for both back-ends.
+
+- SQLite runs in WAL mode and takes the write lock when a transaction begins (``BEGIN IMMEDIATE``), so a
+  transaction that reads and then writes never has to upgrade a read lock (which fails at once with
+  ``database is locked`` instead of waiting for the busy timeout). Writers therefore queue up politely.
+  :func:`no_wait` transactions give up at once instead (:class:`WriteLockBusy`).
+- PostgreSQL claims rows with ``FOR UPDATE SKIP LOCKED`` so several workers can share the tables, and serializes
+  what must run once at a time with advisory locks.
+- Upserts use each dialect's ``INSERT ... ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from sqlalchemy import Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.sql import Insert, Select
+
+from nurture.errors import ConfigError
+
+SQLITE_BUSY = 5  # the result code of a lock that another connection holds
+
+READ_ONLY = "nurture_read_only"
+_NO_WAIT = "nurture_no_wait"
+_MIGRATION_LOCK_ID = 0x6E75727475726500  # "nurture\0": one advisory lock for schema upgrades on PostgreSQL
+
+log = logging.getLogger(__name__)
+
+
+class WriteLockBusy(Exception):
+    """A transaction of :func:`no_wait` found SQLite's write lock held by another connection: nothing was done."""
+
+
+def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+    """WAL, a busy timeout, foreign keys, and transactions that begin with the write lock (or a snapshot)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module, which would otherwise issue a deferred BEGIN before DML only.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+        ensure_pow(dbapi_connection)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        options = connection.get_execution_options()
+        if options.get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # a WAL snapshot: never blocks, never blocks writers
+        elif options.get(_NO_WAIT):
+            driver = connection.connection.driver_connection
+            if driver.in_transaction:
+                # a kept connection (no pool check-in resets it) whose last COMMIT failed without SQLite rolling back
+                # would hold the write lock for ever: undo it before going on
+                log.warning("a no-wait connection was still inside a transaction: rolled back")
+                driver.rollback()
+            driver.execute("PRAGMA busy_timeout=0")
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+            except driver.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)  # an extended code: the primary one is its low byte
+                if (code is not None and code & 0xFF == SQLITE_BUSY) or "locked" in str(exc):
+                    raise WriteLockBusy("another connection holds the write lock") from exc
+                raise
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def ensure_pow(dbapi_connection: Any) -> None:
+    """Give an SQLite connection ``pow()`` when its library was built without the math functions: the intake sums
+    decayed points in SQL (:mod:`nurture.application.record_events`)."""
+    try:
+        dbapi_connection.execute("SELECT pow(0.5, 1.0)")
+    except dbapi_connection.OperationalError:
+        dbapi_connection.create_function("pow", 2, math.pow, deterministic=True)
+
+
+def no_wait(bind: Engine | Connection) -> Any:
+    """``bind`` (an engine, or a connection, which is changed) for transactions that take SQLite's write lock only if
+    it is free at once, raising :class:`WriteLockBusy` instead of waiting for it (the caller can then wait elsewhere).
+    Other databases: ``bind`` as it is."""
+    return bind.execution_options(**{_NO_WAIT: True}) if bind.dialect.name == "sqlite" else bind
+
+
+def for_update_skip_locked(statement: Select[Any], dialect: Dialect | str) -> Select[Any]:
+    """``statement`` with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, unchanged on SQLite.
+
+    On SQLite the claiming transaction already holds the database's only write lock (``BEGIN IMMEDIATE``),
+    so concurrent claimers are serialized and cannot pick the same rows.
+    """
+    name = dialect if isinstance(dialect, str) else dialect.name
+    if name == "postgresql":
+        return statement.with_for_update(skip_locked=True)
+    return statement
+
+
+def upsert_insert(table: Table, dialect: Dialect | str) -> Insert:
+    """An INSERT for ``table`` in the dialect's flavour, which offers ``on_conflict_do_update``/``_do_nothing``."""
+    name = dialect if isinstance(dialect, str) else dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise ConfigError(f"unsupported database dialect {name!r}")
+
+
+def lock_for_migration(connection: Connection) -> None:
+    """Serialize schema upgrades started at once by several processes (inside the upgrade's transaction).
+
+    SQLite needs nothing: the upgrade's ``BEGIN IMMEDIATE`` already holds the only write lock.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_ID})

@@ -1,0 +1,37 @@
+"""The tables as SQLAlchemy Core tables, under the short names every query in storage uses.
+
+The models (:mod:`nurture.storage.models`) declare the schema; queries that run in bulk use these Core tables rather
+than ORM objects. Import them from here, so that each table has one name across storage.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from nurture.storage.models import (
+    CampaignVersion,
+    Delivery,
+    EngagementEvent,
+    Enrollment,
+    Lead,
+    Meta,
+    Outbox,
+    StageChange,
+)
+
+L: Table = Lead.__table__  # type: ignore[assignment]
+"""leads"""
+E: Table = Enrollment.__table__  # type: ignore[assignment]
+"""enrollments: a lead in a campaign"""
+D: Table = Delivery.__table__  # type: ignore[assignment]
+"""deliveries: one email, webhook or stream piece per enrollment and step"""
+EV: Table = EngagementEvent.__table__  # type: ignore[assignment]
+"""engagement events"""
+SC: Table = StageChange.__table__  # type: ignore[assignment]
+"""stage changes: the lifecycle history"""
+O: Table = Outbox.__table__  # type: ignore[assignment]  # noqa: E741
+"""the outbox: notifications and webhooks to deliver"""
+M: Table = Meta.__table__  # type: ignore[assignment]
+"""meta: key/value state (secrets, round-robin positions)"""
+CV: Table = CampaignVersion.__table__  # type: ignore[assignment]
+"""campaign versions: the content hash of each campaign the worker ran"""
