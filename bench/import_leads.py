@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nurture.clock import SYSTEM_CLOCK
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
 from nurture.application.import_leads import import_leads_csv
@@ -65,7 +66,7 @@ def nurture_import(csv_path: Path, db_path: Path, batch_size: int, rules: Any = 
     engine = make_engine(f"sqlite:///{db_path}")
     upgrade(engine)
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = import_leads_csv(engine, csv_path, batch_size=batch_size, rules=rules)
+    report = import_leads_csv(engine, csv_path, now=SYSTEM_CLOCK(), batch_size=batch_size, rules=rules)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     engine.dispose()
     assert not report.rejected, report.rejected[:5]

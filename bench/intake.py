@@ -99,6 +99,7 @@ def free_port() -> int:
 
 
 def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+    from nurture.clock import SYSTEM_CLOCK
     from nurture.storage.database import make_engine, session
     from nurture.storage.leads import upsert_lead
     from nurture.storage.migrate import upgrade
@@ -106,7 +107,7 @@ def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen,
     url = database_url or f"sqlite:///{tmp / 'intake.db'}"
     upgrade(url)
     with session(make_engine(url)) as s:
-        upsert_lead(s, {"email": "seed@example.com"}, actor="cli")
+        upsert_lead(s, {"email": "seed@example.com"}, actor="cli", now=SYSTEM_CLOCK())
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", SERVER, url, str(ROOT / "campaigns"), str(ROOT / "templates"), str(port)],

@@ -12,7 +12,8 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from nurture.errors import ConfigError, InvalidInput, LeadNotFound
-from nurture.storage.database import make_engine, session, transaction, utcnow
+from nurture.clock import SYSTEM_CLOCK as utcnow
+from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.dialect import WriteLockBusy, for_update_skip_locked, no_wait
 from nurture.storage.leads import get_lead, lead_summary, normalize_email, upsert_lead
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox, StageChange
@@ -429,12 +430,12 @@ def test_claims_on_postgresql_take_turns(engine) -> None:
 def test_upsert_lead_creates_then_updates_only_what_is_given(engine) -> None:
     with session(engine) as db:
         lead = upsert_lead(db, {"email": " Ada@Example.COM ", "first_name": "Ada", "country": "gb",
-                                "company_size": "1,200", "tags": "a; b;a", "plan": "pro"}, actor="api")
+                                "company_size": "1,200", "tags": "a; b;a", "plan": "pro"}, actor="api", now=utcnow())
     assert (lead.email, lead.country, lead.company_size, lead.tags) == ("ada@example.com", "GB", 1200, ["a", "b"])
     assert lead.fields == {"plan": "pro"} and lead.stage == "lead"
     with session(engine) as db:
         again = upsert_lead(db, {"email": "ada@example.com", "title": "CTO", "fields": {"seats": 5, "plan": None},
-                                 "stage": "MQL"}, actor="cli")
+                                 "stage": "MQL"}, actor="cli", now=utcnow())
     assert again.id == lead.id
     assert (again.first_name, again.title, again.fields, again.stage) == ("Ada", "CTO", {"seats": 5}, "mql")
     assert again.stage_changed_at > lead.stage_changed_at
@@ -445,7 +446,8 @@ def test_upsert_lead_creates_then_updates_only_what_is_given(engine) -> None:
 
 def test_upsert_lead_records_the_first_stage_of_a_new_lead_past_lead(engine) -> None:
     with session(engine) as db:
-        upsert_lead(db, {"email": "new@example.com", "stage": "sql"}, actor="sales", reason="met at a fair")
+        upsert_lead(db, {"email": "new@example.com", "stage": "sql"}, actor="sales", reason="met at a fair",
+                    now=utcnow())
     with session(engine, read_only=True) as db:
         change = db.execute(sa.select(StageChange)).scalar_one()
     assert (change.from_stage, change.to_stage, change.reason) == (None, "sql", "met at a fair")
@@ -455,7 +457,7 @@ def test_upsert_lead_reports_every_problem(engine) -> None:
     with pytest.raises(InvalidInput) as error:
         with session(engine) as db:
             upsert_lead(db, {"email": "nope", "stage": "hot", "timezone": "Mars/Olympus", "country": "USA",
-                             "company_size": "many"}, actor="api")
+                             "company_size": "many"}, actor="api", now=utcnow())
     message = str(error.value)
     for part in ("invalid email", "unknown stage", "unknown timezone", "country", "company_size"):
         assert part in message
@@ -463,7 +465,8 @@ def test_upsert_lead_reports_every_problem(engine) -> None:
 
 def test_get_lead_and_summary(engine) -> None:
     with session(engine) as db:
-        lead = upsert_lead(db, {"email": "ada@example.com", "stage": "mql", "tags": ["x"]}, actor="import")
+        lead = upsert_lead(db, {"email": "ada@example.com", "stage": "mql", "tags": ["x"]}, actor="import",
+                           now=utcnow())
     enrollment_id = add_enrollment(engine, lead.id)
     with session(engine) as db:
         db.add(Delivery(enrollment_id=enrollment_id, lead_id=lead.id, campaign_id="welcome", step_id="s1",

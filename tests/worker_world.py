@@ -15,6 +15,7 @@ from smtp_sink import ReceivedMessage, SmtpSink
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from nurture.clock import SYSTEM_CLOCK
 from nurture.settings import Settings
 from nurture.storage.database import make_engine, transaction
 from nurture.application.import_leads import import_leads_csv
@@ -140,7 +141,7 @@ def seed_leads(
             writer.writerow([email, f"Lead{i}", stage, timezone or ""])
     engine = make_engine(database_url)
     try:
-        report = import_leads_csv(engine, path)
+        report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())  # the machine's time, as the CLI's
     finally:
         engine.dispose()
     assert report.inserted == count and not report.rejected, report

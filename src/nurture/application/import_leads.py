@@ -24,7 +24,7 @@ from nurture.core.facts import LeadView
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
-from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant, transaction, utcnow
+from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant, transaction
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
 from nurture.storage.schedule import LEAD_COLUMNS
@@ -79,6 +79,7 @@ def import_leads_csv(
     engine: Engine,
     path: str | Path,
     *,
+    now: datetime,
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int = 5000,
     rules: ScoringRules | None = None,
@@ -86,7 +87,7 @@ def import_leads_csv(
     """Import the leads of a CSV file (UTF-8, header on line 1); ``on_progress(bytes_done, bytes_total)`` is called
     after every batch. Bad rows are reported with their line number in the file; the others are imported. With
     scoring ``rules``, each imported lead's stored score is brought up to date in the same transaction (its fields
-    give fit points; campaign conditions and entry filters read the stored score).
+    give fit points; campaign conditions and entry filters read the stored score). ``now`` dates what it writes.
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
     stage, tags (``;``-separated), owner; any other column becomes a custom field. Raises
@@ -132,12 +133,12 @@ def import_leads_csv(
                 row = _merge(earlier, row)
             batch[email] = row
             if len(batch) >= batch_size:
-                _write_batch(engine, batch, path.name, report, rules)
+                _write_batch(engine, batch, path.name, report, now, rules)
                 batch = {}
                 if on_progress:
                     on_progress(lines.bytes_read, total)
         if batch:
-            _write_batch(engine, batch, path.name, report, rules)
+            _write_batch(engine, batch, path.name, report, now, rules)
     if on_progress:
         on_progress(total, total)
     return report
@@ -211,13 +212,12 @@ def _merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport,
+def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
                  rules: ScoringRules | None = None) -> None:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own.
     """
-    now = utcnow()
     with transaction(engine) as connection:
         existing = _existing(connection, list(batch))
         for email, row in batch.items():

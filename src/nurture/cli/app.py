@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 
 import typer
 
+from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.errors import NurtureError
 
 app = typer.Typer(
@@ -16,6 +18,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+clock: Clock = SYSTEM_CLOCK
+"""The commands' clock: a command reads it through :func:`read_clock` and passes that time on."""
+
+
+def read_clock() -> datetime:
+    """The time now, on the commands' clock."""
+    return clock()
 
 
 def _register() -> None:

@@ -23,7 +23,6 @@ import time
 import traceback
 from urllib.parse import quote
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import uvicorn
@@ -38,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nurture import __version__
+from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
@@ -45,7 +45,7 @@ from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOf
 from nurture.intake import dashboard, providers, tracking
 from nurture.intake import sales_routes
 from nurture.intake.auth import KeyedRoute, security_scheme
-from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model, utcnow
+from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model
 from nurture.intake.schemas import (
     EventBatch,
     EventBody,
@@ -301,7 +301,7 @@ def create_app(
     rules: ScoringRules,
     signer: Signer,
     on_event: Callable[[], None] | None = None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Clock = SYSTEM_CLOCK,
     sales: SalesRules | None = None,
 ) -> FastAPI:
     """The intake app over an open database; ``on_event`` is called after new events are recorded (wake the worker).

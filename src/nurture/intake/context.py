@@ -13,13 +13,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
@@ -40,11 +40,6 @@ of the loop's time (by ``bench/intake.py``); larger batches go to the writer thr
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest request body the JSON endpoints read (a full batch of 1,000 events fits many times over)."""
-
-
-def utcnow() -> datetime:
-    """The wall clock in UTC (the default clock of the app; tests pass their own)."""
-    return datetime.now(timezone.utc)
 
 
 class ApiError(Exception):
@@ -135,7 +130,7 @@ class IntakeContext:
     catalog: Catalog
     rules: ScoringRules
     signer: Signer
-    clock: Callable[[], datetime] = utcnow
+    clock: Clock = SYSTEM_CLOCK  # read once per request (tests pass their own)
     on_event: Callable[[], None] | None = None
     sales: SalesRules = field(default_factory=SalesRules)
     events_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, status) -> count

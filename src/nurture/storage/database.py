@@ -28,12 +28,6 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
 
 
-
-def utcnow() -> datetime:
-    """The current time, aware, in UTC (for defaults of stored timestamps; the core gets its clock passed in)."""
-    return datetime.now(timezone.utc)
-
-
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC that always reads back as an aware UTC datetime.
 

@@ -19,7 +19,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from nurture.errors import InvalidInput, LeadNotFound
-from nurture.storage.database import utcnow
 from nurture.storage.models import (
     LEAD_STAGES,
     STAGE_ACTORS,
@@ -206,18 +205,17 @@ def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def upsert_lead(
-    session: Session, data: Mapping[str, Any], *, actor: str, reason: str = "", now: datetime | None = None
+    session: Session, data: Mapping[str, Any], *, actor: str, reason: str = "", now: datetime
 ) -> Lead:
     """Create the lead with ``data["email"]`` or update the fields given; a new stage is recorded in its history.
 
     Custom fields are merged (a ``None`` value removes one); ``tags`` replace the lead's tags. The caller's
-    session holds the change until it commits. ``now`` dates the change (the wall clock when not given).
+    session holds the change until it commits. ``now`` dates the change.
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
     cleaned = clean_lead_data(data)
     email = cleaned.pop("email")
-    now = now or utcnow()
     lead = _find(session, email)
     previous_stage = lead.stage if lead is not None else None
     if lead is None:

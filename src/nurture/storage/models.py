@@ -2,7 +2,8 @@
 
 The schema itself is created by the Alembic migrations in ``nurture/migrations``; a test checks that they
 produce exactly these models. JSON columns track top-level changes (``enrollment.state["variant"] = "b"``
-is saved); a change nested deeper needs the whole value assigned again.
+is saved); a change nested deeper needs the whole value assigned again. The timestamps' defaults (the wall clock)
+only date rows built without one: nurture's own writes pass the ``now`` their edge read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from sqlalchemy import JSON, BigInteger, Index, Integer, String, UniqueConstrain
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlmodel import Field, SQLModel
 
-from nurture.storage.database import UTCDateTime, utcnow
+from nurture.clock import SYSTEM_CLOCK
+from nurture.storage.database import UTCDateTime
 
 # Named constraints and indexes keep migrations deterministic on both back-ends.
 SQLModel.metadata.naming_convention = {
@@ -62,9 +64,9 @@ class Lead(SQLModel, table=True):
     owner: str | None = None
     unsubscribed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     bounced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    stage_changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
+    stage_changed_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     # The lead's scored history summed per event type as of a time, and recent days' counts for the daily caps: what
     # recording an event reads instead of the history itself (nurture.storage.score_state). NULL: read the history.
     score_state: list[Any] | None = Field(default=None, sa_type=JSON(none_as_null=True))
@@ -94,7 +96,7 @@ class Enrollment(SQLModel, table=True):
     campaign_id: str
     status: str = "active"
     step_id: str | None = None  # the step the lead is waiting on
-    arrived_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)  # when it reached that step
+    arrived_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)  # when it reached that step
     next_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     waiting_for: str | None = None  # an event type that wakes this enrollment early
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -102,7 +104,7 @@ class Enrollment(SQLModel, table=True):
     state: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # owned by the step engine
     campaign_version: str | None = None
     priority: int = 0
-    enrolled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    enrolled_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     end_reason: str | None = None
 
@@ -133,7 +135,7 @@ class Delivery(SQLModel, table=True):
     provider_message_id: str | None = Field(default=None, index=True)  # bounces arrive keyed by it
     subject: str | None = None
     error: str | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -150,7 +152,7 @@ class EngagementEvent(SQLModel, table=True):
     lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
     type: str
     occurred_at: datetime = Field(sa_type=UTCDateTime)
-    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    recorded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     external_id: str | None = None
     campaign_id: str | None = None
     step_key: str | None = None
@@ -168,7 +170,7 @@ class StageChange(SQLModel, table=True):
     lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
     from_stage: str | None = None  # None when the lead was created at ``to_stage``
     to_stage: str
-    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     reason: str = ""
     actor: str  # one of STAGE_ACTORS
 
@@ -191,7 +193,7 @@ class Outbox(SQLModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # while a worker sends it
     last_error: str | None = None
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -211,4 +213,4 @@ class CampaignVersion(SQLModel, table=True):
 
     campaign_id: str = Field(primary_key=True)
     fingerprint: str
-    loaded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)

@@ -22,11 +22,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from nurture.application.compose import render_action
+from nurture.clock import Clock
 from nurture.core.engine import Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
 from nurture.definitions.loader import Catalog
@@ -41,7 +42,6 @@ from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChan
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 PARK_AFTER_ERROR = timedelta(hours=1)  # an enrollment the engine could not advance is looked at again after this
 SEND_CHUNK = 400  # messages rendered before the transport starts on them; it sends while the next chunk renders
 
@@ -156,7 +156,8 @@ class Dispatcher:
         return report
 
     def drain(self, clock: Clock, *, max_batches: int | None = None) -> TickReport:
-        """Tick until nothing is due (or ``stopping`` is set); the clock is read once per batch.
+        """Tick until nothing is due (or ``stopping`` is set); the clock is read once per batch (and once more for
+        retries, which are claimed after the batch was sent).
 
         Batches overlap: the next one is claimed, decided, written and rendered while the transport still sends the
         one before, then the one before is recorded. So the mail connections are never idle while there is work, and
@@ -174,11 +175,13 @@ class Dispatcher:
                 previous, in_flight = in_flight, flight  # should recording the previous fail, this one is still recorded
                 if previous is not None:
                     total.add(self._finish(previous))
-                if not self.stopping and schedule.deliveries_due(self.engine, clock(), self.live_campaigns):
+                if not self.stopping and schedule.deliveries_due(self.engine, now, self.live_campaigns):
                     # Retries are sent and recorded at once: not queued behind a batch in flight, which would stay
                     # unrecorded meanwhile and could outlive its lease (another worker would send it again).
                     total.add(self._finish(in_flight))
                     in_flight = None
+                    # A later moment: the batch was sent (seconds, up to half a lease) since ``now``; the retries'
+                    # lease and backoff count from when they are claimed.
                     total.add(self._retry_deliveries(clock()))
                 batches += 1
                 if flight.report.claimed == 0 or (max_batches is not None and batches >= max_batches):

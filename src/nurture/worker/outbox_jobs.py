@@ -27,7 +27,6 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
+from nurture.clock import Clock
 from nurture.delivery import OutgoingEmail, Transport, build_message_bytes, domain_of, message_id_for
 from nurture.delivery.webhooks import DeliveryResult, WebhookSender, event_id_for, is_slack_url, slack_message
 from nurture.storage import outbox as outbox_store
@@ -43,7 +43,6 @@ from nurture.storage.outbox import OutboxOutcome
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 
 SALES_WEBHOOK = "sales_webhook"
 OWNER_EMAIL = "owner_email"

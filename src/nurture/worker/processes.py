@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import signal
 import threading
-from datetime import datetime, timezone
 from multiprocessing.context import SpawnProcess
 from multiprocessing.connection import Connection
 from typing import Any
@@ -45,10 +44,6 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs full URLs, and a webhook URL can be a secret
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def dispatch_process_main(settings: Settings, control: Connection, catalog: Catalog | None = None) -> None:
     """The body of one extra dispatch process: drain what is due, wait ``poll_interval`` when idle, until told to stop.
 
@@ -65,6 +60,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     signal.signal(signal.SIGTERM, lambda *_args: terminated.append(True))
     configure_logging(settings.log_level)
 
+    from nurture.clock import SystemClock
     from nurture.definitions.loader import load_catalog
     from nurture.delivery import transport_from_url
     from nurture.rendering import EmailRenderer
@@ -79,6 +75,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     transport = transport_from_url(settings.mail_url)
     dispatcher = Dispatcher(engine, catalog, EmailRenderer(settings.templates_dir), transport,
                             Signer(signing_secret(engine, settings.secret_key)), dispatch_config(settings))
+    clock = SystemClock()
 
     def watch() -> None:
         # a message on the pipe or its end of file (the main process is gone), or SIGTERM: stop claiming
@@ -96,7 +93,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     try:
         while not stopped.is_set():
             try:
-                report = dispatcher.drain(_utcnow, max_batches=MAX_BATCHES_PER_RUN)
+                report = dispatcher.drain(clock, max_batches=MAX_BATCHES_PER_RUN)
             except Exception:  # a bad moment (database busy, ...) must not end the process: try again shortly
                 log.exception("dispatcher run failed; retrying at the next interval")
                 report = None

@@ -13,12 +13,13 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.sales import SalesRules, load_sales
 from nurture.definitions.scoring import ScoringRules, load_scoring
@@ -40,11 +41,6 @@ from nurture.worker.processes import DispatchProcesses
 log = logging.getLogger(__name__)
 
 
-def utcnow() -> datetime:
-    """The wall clock, in UTC: the only place the worker reads it."""
-    return datetime.now(timezone.utc)
-
-
 @dataclass
 class RunOptions:
     """How ``nurture run`` behaves."""
@@ -57,13 +53,14 @@ class RunOptions:
 
 
 class Worker:
-    """Everything ``nurture run`` needs, built once at start-up."""
+    """Everything ``nurture run`` needs, built once at start-up. Every job reads ``clock`` (the wall clock unless a
+    test passes its own) and passes that time on."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         transport: Transport | None = None,
         catalog: Catalog | None = None,
         config: DispatchConfig | None = None,
@@ -179,12 +176,14 @@ class Worker:
         self.start_up()
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
+        # APScheduler runs on wall-clock time, whatever clock the jobs decide with: "now" to it is the wall clock's
+        started = SYSTEM_CLOCK()
         scheduler.add_job(self.dispatch, "interval", seconds=self.options.poll_interval, id="dispatch",
-                          next_run_time=utcnow(), **common)
+                          next_run_time=started, **common)
         scheduler.add_job(self.deliver_outbox, "interval", seconds=self.options.poll_interval, id="outbox",
-                          next_run_time=utcnow(), **common)
+                          next_run_time=started, **common)
         scheduler.add_job(self.remind, "interval", seconds=self.options.handoff_interval, id="handoff",
-                          next_run_time=utcnow(), **common)
+                          next_run_time=started, **common)
         scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
         scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
         if self.processes is not None:
@@ -240,8 +239,9 @@ class Worker:
         scheduler = self.scheduler
         if scheduler is not None and scheduler.running and not self._stop.is_set():
             try:
-                scheduler.modify_job("dispatch", next_run_time=utcnow())
-                scheduler.modify_job("outbox", next_run_time=utcnow())
+                woken = SYSTEM_CLOCK()  # APScheduler's wall-clock time, not the worker's clock
+                scheduler.modify_job("dispatch", next_run_time=woken)
+                scheduler.modify_job("outbox", next_run_time=woken)
             except Exception:  # the scheduler may be shutting down; the next interval catches up anyway
                 log.debug("could not wake the dispatcher", exc_info=True)
 

@@ -49,6 +49,7 @@ def event_command(
     Goes through the same code as POST /v1/events: scoring (campaigns/scoring.yaml), promotion to MQL, exits on goal
     events, unsubscribe and bounce suppression, and enrollment. Reads NURTURE_DATABASE_URL and NURTURE_CAMPAIGNS_DIR.
     """
+    from nurture.cli.app import read_clock
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.scoring import load_scoring
     from nurture.settings import get_settings
@@ -71,7 +72,7 @@ def event_command(
     event = EventIn(email=email, type=event_type, occurred_at=occurred_at, properties=properties, id=event_id)
     engine = open_database(settings.database_url)
     try:
-        now = datetime.now(timezone.utc)
+        now = read_clock()
         handoff = Handoff.from_settings(settings, Signer(signing_secret(engine, settings.secret_key)))
         try:
             [result] = record_events(engine, catalog, rules, [event], now=now, actor="cli", sales=sales,

@@ -33,10 +33,9 @@ def _scoring_rules() -> Any:
     return rules
 
 
-def _enroll(engine: Any, lead_ids: list[int] | None) -> None:
-    """Enroll the leads in the campaigns they match now, so a running worker sends at once (not at its next sweep)."""
-    from datetime import timezone
-
+def _enroll(engine: Any, lead_ids: list[int] | None, now: datetime) -> None:
+    """Enroll the leads in the campaigns they match at ``now``, so a running worker sends at once (not at its next
+    sweep)."""
     from nurture.definitions.loader import load_catalog
     from nurture.storage.enrollments import enroll_leads
 
@@ -48,7 +47,7 @@ def _enroll(engine: Any, lead_ids: list[int] | None) -> None:
         typer.echo("not enrolled yet: the campaigns have problems (run `nurture check`); "
                    "`nurture run` enrolls them once they are fixed", err=True)
         return
-    created = enroll_leads(engine, catalog, datetime.now(timezone.utc), lead_ids)
+    created = enroll_leads(engine, catalog, now, lead_ids)
     if created:
         typer.echo(f"{created} enrollment(s) started")
 
@@ -66,10 +65,12 @@ def import_command(
     Exits 1 when the file cannot be read or has no valid row.
     """
     from nurture.application.import_leads import import_leads_csv
+    from nurture.cli.app import read_clock
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
     rules = _scoring_rules()
+    now = read_clock()
     try:
         size = file.stat().st_size if file.is_file() else 0
         if size >= PROGRESS_FROM_BYTES:
@@ -80,11 +81,12 @@ def import_command(
                     bar.update(bytes_done - done[0])
                     done[0] = bytes_done
 
-                report = import_leads_csv(engine, file, on_progress=advance, batch_size=batch_size, rules=rules)
+                report = import_leads_csv(engine, file, now=now, on_progress=advance, batch_size=batch_size,
+                                          rules=rules)
         else:
-            report = import_leads_csv(engine, file, batch_size=batch_size, rules=rules)
+            report = import_leads_csv(engine, file, now=now, batch_size=batch_size, rules=rules)
         if report.imported:
-            _enroll(engine, None)
+            _enroll(engine, None, read_clock())  # a later moment: a large file takes minutes to import
     finally:
         engine.dispose()
     for line, problem in report.rejected:
@@ -119,11 +121,13 @@ def add_command(
     )
     data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
     data["fields"] = dict(_key_value(item) for item in fields or [])
+    from nurture.cli.app import read_clock
     from nurture.storage.database import session
     from nurture.storage.leads import get_lead, upsert_lead
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
+    now = read_clock()
     try:
         with session(engine) as db:
             try:
@@ -131,9 +135,9 @@ def add_command(
                 existed = True
             except LeadNotFound:
                 existed = False
-            lead = upsert_lead(db, data, actor="cli")
+            lead = upsert_lead(db, data, actor="cli", now=now)
         typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
-        _enroll(engine, [lead.id])
+        _enroll(engine, [lead.id], now)
     finally:
         engine.dispose()
 
@@ -152,8 +156,7 @@ def show_command(
 ) -> None:
     """Show a lead: fields, stage, score with the events and fit rules behind it, enrollments, deliveries, recent
     events and stage history."""
-    from datetime import timezone
-
+    from nurture.cli.app import read_clock
     from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import session
     from nurture.storage.leads import lead_summary
@@ -167,7 +170,7 @@ def show_command(
             summary = lead_summary(db, email)
         rules, problems = load_scoring(settings.campaigns_dir)
         if not problems:
-            summary["score"] = score_breakdown(engine, rules, email, datetime.now(timezone.utc)).to_json()
+            summary["score"] = score_breakdown(engine, rules, email, read_clock()).to_json()
     finally:
         engine.dispose()
     if as_json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Optional
 
 import typer
@@ -22,11 +22,12 @@ def report_command(
 ) -> None:
     """Funnel metrics (MQL→SQL conversion, SQL acceptance, time to SQL, lead velocity) and per-campaign and
     per-step email performance (A/B variants side by side). Database from NURTURE_DATABASE_URL."""
+    from nurture.cli.app import read_clock
     from nurture.core.simulate import parse_time
     from nurture.storage.migrate import open_database
     from nurture.storage.reports import build_report
 
-    until = datetime.now(timezone.utc)
+    until = read_clock()
     start = parse_time(since) if since else until - timedelta(days=days)
     engine = open_database(get_settings().database_url)
     report = build_report(engine, since=start, until=until)

@@ -26,6 +26,7 @@ def run_command(
     NURTURE_HTTP_PORT, NURTURE_API_KEY, NURTURE_CAMPAIGNS_DIR, NURTURE_TEMPLATES_DIR, NURTURE_DEFAULT_TIMEZONE and
     the worker tuning variables (see .env.example).
     """
+    from nurture.cli.app import clock
     from nurture.worker.runner import Worker, serve
 
     settings = get_settings()
@@ -36,7 +37,7 @@ def run_command(
     elif processes:
         settings = settings.model_copy(update={"dispatch_processes": processes})
     configure_logging(settings.log_level)
-    worker = Worker(settings)
+    worker = Worker(settings, clock=clock)
     if once:
         report = worker.run_once()
         typer.echo(f"done: {report.sent} sent, {report.retried} to retry, {report.failed} failed, "

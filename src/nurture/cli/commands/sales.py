@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import typer
@@ -34,6 +33,7 @@ def _rules() -> tuple[Any, Any, Any]:
 
 
 def _decide(email: str, verdict: str, reason: str | None, note: str | None, as_json: bool) -> None:
+    from nurture.cli.app import read_clock
     from nurture.settings import get_settings
     from nurture.application.sales_feedback import apply_feedback, feedback_outcome
     from nurture.storage.migrate import open_database
@@ -44,7 +44,7 @@ def _decide(email: str, verdict: str, reason: str | None, note: str | None, as_j
     engine = open_database(settings.database_url)
     try:
         result = apply_feedback(engine, catalog, scoring, sales, email=email, verdict=verdict, reason=reason,
-                                note=note, actor="cli", now=datetime.now(timezone.utc),
+                                note=note, actor="cli", now=read_clock(),
                                 notify_crm=bool(settings.sales_webhook_url))
     finally:
         engine.dispose()
