@@ -50,7 +50,7 @@ from nurture.storage.tables import O
 NOW = datetime(2026, 3, 9, 9, 0, tzinfo=timezone.utc)
 T = int(NOW.timestamp())
 SECRET = "whsec_test_5f2b"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
 
 PROMOTED = {
     "type": "lead.promoted",

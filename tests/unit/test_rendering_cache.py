@@ -11,7 +11,7 @@ from markupsafe import Markup
 from nurture.rendering import EmailRenderer, LinkBuilder, html_to_text
 from nurture.signing import Signer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TEMPLATE = """{% extends "_layout.html.j2" %}
 {% block content %}

@@ -2,7 +2,7 @@
 server, ``nurture sales`` through the installed console script, and the issue's end to end: reject with no_budget
 over HTTP, and the running worker sends the recycle campaign's first email to the real SMTP sink (and tells the CRM).
 
-The world (campaigns, reasons, a seeded SQL) is :mod:`test_feedback`'s.
+The world (campaigns, reasons, a seeded SQL) is :mod:`feedback_world`, the one :mod:`test_feedback` uses.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from db_fixtures import migrated_url, postgres_available, postgres_template  # noqa: F401
+from feedback_world import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
 from http_server import HttpServer, free_port
 from intake_world import T0, Clock, lead_row, stage_history
 from smtp_sink import SmtpSink
-from test_feedback import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
 from webhook_receiver import WebhookReceiver
 from worker_world import dispatch_config, subjects, wait_until, write_project
 
@@ -298,7 +298,7 @@ def test_a_reject_form_without_a_valid_reason_is_shown_again(intake, form, messa
 
 
 def test_a_link_of_an_earlier_promotion_no_longer_decides(intake):
-    from test_feedback import promote
+    from feedback_world import promote
 
     lead_id, old = seed_sql(intake.engine, "ada@example.com")
     with transaction(intake.engine) as conn:
@@ -456,7 +456,7 @@ steps:
 def test_a_rejected_sql_gets_the_recycle_campaigns_first_email_and_the_crm_hears(
     migrated_url: str, tmp_path: Path, smtp_sink: SmtpSink  # noqa: F811
 ) -> None:
-    from test_feedback import FILES
+    from feedback_world import FILES
 
     project = write_project(tmp_path / "project", {"recycle-no-budget": RECYCLE})
     for name in ("scoring.yaml", "sales.yaml"):
@@ -498,7 +498,7 @@ def test_the_whole_loop_demo_request_handoff_link_reject_recycle_email(
 ) -> None:
     """With the real promotion: a demo request makes an SQL, the CRM gets the handoff with its links, the rep rejects
     through the reject link's page, and the recycle campaign's first email goes out."""
-    from test_feedback import FILES
+    from feedback_world import FILES
 
     project = write_project(tmp_path / "project", {"recycle-no-budget": RECYCLE})
     for name in ("scoring.yaml", "sales.yaml"):

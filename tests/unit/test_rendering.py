@@ -20,7 +20,7 @@ from nurture.rendering import (
 )
 from nurture.signing import BadSignature, Signer
 
-SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 CLICK_LINK = re.compile(r"https://t\.example\.com/t/c/([A-Za-z0-9_.-]+)")
 
 WELCOME_HTML = """\

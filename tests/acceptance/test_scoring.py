@@ -27,7 +27,7 @@ from nurture.definitions.conditions import Comparison
 from nurture.definitions.scoring import SCORING_FILE, ScoringRules, load_scoring
 from nurture.definitions.durations import Duration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
 
 EXAMPLE = """\

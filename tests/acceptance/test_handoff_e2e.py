@@ -1,11 +1,11 @@
 """The sales handoff end to end over real HTTP, on a SQLite file and on PostgreSQL.
 
-A running worker (:class:`nurture.worker.runner.Worker`, its APScheduler jobs in threads) and its HTTP intake (uvicorn,
-``tests/http_server.py``) work on one database; emails go to the real aiosmtpd sink, sales webhooks to the real local
-receiver (``tests/webhook_receiver.py``). A nurtured MQL (it got a nurture email, opened it through the tracking pixel
-and clicked its link) posts ``demo_request``: within a second the signed ``lead.promoted`` webhook reaches the
-receiver with the full brief, the owner gets an email, and the lead's nurture emails stop. Then the receiver fails
-(500, then down) while the worker is restarted, and the notification arrives once when it recovers.
+A running worker (:class:`nurture.worker.runner.Worker`, its APScheduler jobs in threads) and its HTTP intake
+(uvicorn, ``tests/support/http_server.py``) work on one database; emails go to the real aiosmtpd sink, sales webhooks to
+the real local receiver (``tests/support/webhook_receiver.py``). A nurtured MQL (it got a nurture email, opened it
+through the tracking pixel and clicked its link) posts ``demo_request``: within a second the signed ``lead.promoted``
+webhook reaches the receiver with the full brief, the owner gets an email, and the lead's nurture emails stop. Then
+the receiver fails (500, then down) while the worker is restarted, and the notification arrives once when it recovers.
 
 The clock is the wall clock plus an offset the test moves forward: the latency is measured on real time; retries
 and the nurture's later steps become due by moving the offset, never by sleeping. Waits poll with deadlines.

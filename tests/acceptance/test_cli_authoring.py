@@ -27,7 +27,7 @@ from nurture.definitions.loader import Catalog, load_catalog
 from nurture.errors import InvalidInput
 
 NURTURE = Path(sys.executable).with_name("nurture")
-SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 ISSUE_EXAMPLE = """\
 id: ebook-nurture

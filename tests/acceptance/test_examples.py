@@ -17,7 +17,7 @@ from nurture.core.facts import lead_from_mapping
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
 from nurture.core.simulate import simulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGNS = ROOT / "campaigns"
 TEMPLATES = ROOT / "templates"
 NURTURE = Path(sys.executable).with_name("nurture")

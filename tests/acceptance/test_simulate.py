@@ -33,7 +33,7 @@ from nurture.errors import InvalidInput
 from nurture.core.simulate import parse_event, parse_time, simulate
 
 NURTURE = Path(sys.executable).with_name("nurture")
-SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def T(text: str) -> datetime:

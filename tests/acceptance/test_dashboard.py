@@ -20,7 +20,7 @@ from nurture.storage.database import make_engine
 from nurture.storage.migrate import upgrade
 from test_report import NOW, seed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = """\
 id: ebook
 name: Ebook downloaders

@@ -19,7 +19,7 @@ from nurture.definitions.yamlsource import parse_yaml
 from nurture.definitions.durations import Duration
 from nurture.errors import DefinitionError, InvalidInput
 
-SHIPPED_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 BAD = "campaigns/bad.yaml"
 
 ISSUE_EXAMPLE = """\
