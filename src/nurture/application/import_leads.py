@@ -21,17 +21,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Insert
 
 from nurture.core.facts import LeadView
+from nurture.core.lead_fields import FIELD_CLEANERS, LEAD_ATTRIBUTES, LEAD_FIELDS, clean_email, clean_text
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant, transaction, utcnow
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
-from nurture.storage.schedule import LEAD_COLUMNS
 from nurture.storage.scores import rescore_by_email
 from nurture.storage.tables import L, SC
 
-_KEEP_UNLESS_GIVEN = (*TEXT_FIELDS, "company_size", "country", "timezone")  # a blank cell keeps the lead's value
+_KEEP_UNLESS_GIVEN = tuple(name for name in LEAD_FIELDS if name not in ("email", "stage", "tags"))
+"""The columns a blank cell leaves as the lead has them."""
 _BLANK_ROW: dict[str, Any] = dict.fromkeys(("email", *_KEEP_UNLESS_GIVEN, "stage", "tags"))
 _SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
 
@@ -244,7 +244,7 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
 
 
 def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:
-    attributes = {name: row[name] for name in LEAD_COLUMNS if row[name] is not None}
+    attributes = {name: row[name] for name in LEAD_ATTRIBUTES if row[name] is not None}
     view = LeadView(key=row["email"], email=row["email"], stage=row["stage"], timezone=row["timezone"],
                     tags=tuple(tags or ()), attributes=attributes, custom=fields)
     return score_without_events(rules, view)

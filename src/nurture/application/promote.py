@@ -306,7 +306,7 @@ def brief_for(
     if breakdown is None:
         if scoring is None or now is None:
             raise ValueError("brief_for needs the breakdown, or the scoring rules and the time to compute it")
-        from nurture.storage.schedule import lead_view
+        from nurture.storage.rows import lead_view
 
         row = conn.execute(select(L).where(L.c.id == lead_id)).one()
         breakdown = score(scoring, lead_view(row), scored_events(conn, [lead_id])[lead_id], now)

@@ -81,9 +81,9 @@ from nurture.storage.events import (
     clean_events,
     clean_properties,
 )
-from nurture.storage.leads import clean_lead_data, upsert_lead
+from nurture.application.lead_input import clean_lead_data, upsert_lead
 from nurture.storage.models import STAGE_ACTORS
-from nurture.storage.schedule import lead_view
+from nurture.storage.rows import lead_view
 from nurture.storage.scores import rescore_all, score_breakdown, scored_points
 from nurture.storage.tables import E, EV, L, SC
 

@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.core.facts import Engagement
+from nurture.core.lead_fields import FIELD_CLEANERS, normalize_email
 from nurture.core.promotion import ACCEPT, REJECT, FeedbackOutcome, feedback
 from nurture.core.scoring import ScoreBreakdown, score
 from nurture.definitions.loader import Catalog
@@ -35,9 +36,8 @@ from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import RECYCLE_AT, enroll_leads, exit_enrollments
-from nurture.storage.leads import FIELD_CLEANERS, normalize_email
 from nurture.storage.outbox import enqueue
-from nurture.storage.schedule import lead_view
+from nurture.storage.rows import lead_view
 from nurture.storage.scores import scored_events
 from nurture.storage.tables import EV, L, SC
 

@@ -120,7 +120,8 @@ def add_command(
     data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
     data["fields"] = dict(_key_value(item) for item in fields or [])
     from nurture.storage.database import session
-    from nurture.storage.leads import get_lead, upsert_lead
+    from nurture.application.lead_input import upsert_lead
+    from nurture.storage.leads import get_lead
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
