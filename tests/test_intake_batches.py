@@ -20,7 +20,7 @@ from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.score_state import window_start
 from nurture.storage.database import make_engine, session, transaction
-from nurture.storage.enrollments import enroll_leads
+from nurture.application.enroll import enroll_leads
 from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
 from nurture.application.lead_input import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange

@@ -52,7 +52,8 @@ from nurture.handoff.brief import (
 )
 from nurture.rendering.sales_links import SalesLinks
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.enrollments import exit_enrollments, recycle_pending
+from nurture.core.enrollment import recycle_pending
+from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.outbox import enqueue
 from nurture.storage.scores import scored_events
 from nurture.storage.tables import D, E, EV, L, M, O, SC

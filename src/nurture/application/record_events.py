@@ -68,7 +68,9 @@ from nurture.application import promote
 from nurture.storage import score_state
 from nurture.storage.database import session, transaction
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_all
+from nurture.application.enroll import enroll_in_transaction
+from nurture.core.enrollment import recycle_pending
+from nurture.storage.enrollments import exit_enrollments, wake_all
 from nurture.storage.events import (
     DUPLICATE,
     MAX_BATCH,

@@ -3,7 +3,7 @@
 :func:`apply_feedback` writes one decision in one transaction: the stage change (actor ``sales``), the reason's fields
 (``rejection_reason`` always), a ``sales_feedback`` engagement event whose stored points are the reason's score
 adjustment (so the score breakdown explains it, and every later rescoring keeps it), the recomputed score, the
-``recycle_at`` gate of :mod:`nurture.storage.enrollments`, and a ``lead.accepted`` / ``lead.rejected`` outbox row for
+``recycle_at`` gate of :mod:`nurture.core.enrollment`, and a ``lead.accepted`` / ``lead.rejected`` outbox row for
 the CRM. After the commit the lead is enrolled in whatever campaign it now matches (a recycle campaign, at once when the
 reason sets no delay).
 
@@ -26,6 +26,8 @@ from typing import Any, Mapping
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.application.enroll import enroll_leads
+from nurture.core.enrollment import RECYCLE_AT
 from nurture.core.facts import Engagement
 from nurture.core.lead_fields import FIELD_CLEANERS, normalize_email
 from nurture.core.promotion import ACCEPT, REJECT, FeedbackOutcome, feedback
@@ -35,7 +37,7 @@ from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import transaction
-from nurture.storage.enrollments import RECYCLE_AT, enroll_leads, exit_enrollments
+from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.outbox import enqueue
 from nurture.storage.rows import lead_view
 from nurture.storage.scores import scored_events

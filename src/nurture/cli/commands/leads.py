@@ -38,7 +38,7 @@ def _enroll(engine: Any, lead_ids: list[int] | None) -> None:
     from datetime import timezone
 
     from nurture.definitions.loader import load_catalog
-    from nurture.storage.enrollments import enroll_leads
+    from nurture.application.enroll import enroll_leads
 
     settings = get_settings()
     if not settings.campaigns_dir.is_dir():
