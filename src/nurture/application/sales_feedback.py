@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
 from nurture.application.enroll import enroll_leads
@@ -41,13 +40,12 @@ from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.outbox import enqueue
 from nurture.storage.rows import lead_view
 from nurture.storage.scores import scored_events
-from nurture.storage.tables import EV, L, SC
+from nurture.storage import feedback_rows as rows
+from nurture.storage.feedback_rows import SALES_FEEDBACK
 
 log = logging.getLogger(__name__)
 
 
-SALES_FEEDBACK = "sales_feedback"
-"""The engagement event type of a decision; its points are the score adjustment."""
 MAX_NOTE = 2000
 """The longest note a rep can add to a decision (characters)."""
 
@@ -156,23 +154,6 @@ def reason_label(sales_rules: SalesRules, code: str) -> str:
 # --- reading a promotion -----------------------------------------------------------------------------------------
 
 
-def _latest_promotion(conn: Connection, lead_id: int) -> Any:
-    return conn.execute(
-        select(SC).where(SC.c.lead_id == lead_id, SC.c.to_stage == "sql").order_by(SC.c.id.desc()).limit(1)
-    ).first()
-
-
-def _decision_event(conn: Connection, lead_id: int, promotion_id: int) -> Any:
-    """The ``sales_feedback`` event that decided this promotion, or None."""
-    rows = conn.execute(
-        select(EV).where(EV.c.lead_id == lead_id, EV.c.type == SALES_FEEDBACK).order_by(EV.c.id.desc())
-    )
-    for row in rows:
-        if (row.properties or {}).get("promotion_id") == promotion_id:
-            return row
-    return None
-
-
 def _result_from_event(lead: Any, event: Any) -> FeedbackResult:
     """The result a decision gave, from its stored event."""
     p = dict(event.properties or {})
@@ -208,16 +189,14 @@ def promotion_status(engine: Engine, scoring_rules: ScoringRules, lead_id: int, 
                      now: datetime) -> PromotionStatus | None:
     """The state of one promotion of one lead; None when either is unknown (deleted, or not a promotion of it)."""
     with transaction(engine, read_only=True) as conn:
-        lead = conn.execute(select(L).where(L.c.id == lead_id)).first()
+        lead = rows.lead(conn, lead_id)
         if lead is None:
             return None
-        promotion = conn.execute(
-            select(SC).where(SC.c.id == promotion_id, SC.c.lead_id == lead_id, SC.c.to_stage == "sql")
-        ).first()
+        promotion = rows.promotion(conn, lead_id, promotion_id)
         if promotion is None:
             return None
-        latest = _latest_promotion(conn, lead_id)
-        event = _decision_event(conn, lead_id, promotion_id)
+        latest = rows.latest_promotion(conn, lead_id)
+        event = rows.decision_event(conn, lead_id, promotion_id)
         breakdown = score(scoring_rules, lead_view(lead), scored_events(conn, [lead_id])[lead_id], now)
     is_latest = latest is not None and latest.id == promotion_id
     decision = _result_from_event(lead, event) if event is not None else None
@@ -265,17 +244,17 @@ def _lead_payload(lead: Any, stage: str, lead_score: float, changes: _Changes) -
 def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sales_rules: SalesRules,
            outcome: FeedbackOutcome, *, email: str | None, lead_id: int | None, promotion_id: int | None, verdict: str,
            code: str | None, note: str | None, via: str, now: datetime, notify_crm: bool) -> FeedbackResult:
-    query = select(L).where(L.c.email == normalize_email(email) if email is not None else L.c.id == lead_id)
-    lead = conn.execute(query.with_for_update()).first()  # later decisions on this lead wait for this one
+    # locked: later decisions on this lead wait for this one
+    lead = rows.lock_lead(conn, email=normalize_email(email) if email is not None else None, lead_id=lead_id)
     if lead is None:
         raise LeadNotFound(f"no lead with email {normalize_email(email)!r}" if email is not None else
                            f"no lead with id {lead_id}")
-    latest = _latest_promotion(conn, lead.id)
+    latest = rows.latest_promotion(conn, lead.id)
     target = promotion_id if promotion_id is not None else (latest.id if latest is not None else None)
     if target is None:
         raise NotAwaitingDecision(
             f"{lead.email} is not an SQL (stage {lead.stage}): only a sales qualified lead can be accepted or rejected")
-    decided = _decision_event(conn, lead.id, target)
+    decided = rows.decision_event(conn, lead.id, target)
     if decided is not None:
         first = _result_from_event(lead, decided)
         if first.verdict == verdict and (verdict == ACCEPT or first.reason == code):
@@ -302,9 +281,9 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
     after = score(scoring_rules, after_view, [*history, (engagement, points)] if points else history, now)
 
     history_reason = outcome.reason if verdict == ACCEPT or note is None else f"{outcome.reason}; note: {note}"
-    stage_change_id = conn.execute(SC.insert().values(
-        lead_id=lead.id, from_stage=lead.stage, to_stage=outcome.stage, at=now, reason=history_reason, actor="sales",
-    ).returning(SC.c.id)).scalar_one()
+    stage_change_id = rows.insert_stage_change(
+        conn, lead_id=lead.id, from_stage=lead.stage, to_stage=outcome.stage, at=now, reason=history_reason,
+        actor="sales")
     label = reason_label(sales_rules, code) if code is not None else None
     result = FeedbackResult(
         email=lead.email, lead_id=lead.id, promotion_id=target, verdict=verdict, reason=code, label=label, note=note,
@@ -312,18 +291,16 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
         score_adjustment=points, set_fields=dict(outcome.set_fields), recycle_at=recycle_at,
         stage_change_id=stage_change_id, decided_at=now, history_reason=history_reason, via=via,
     )
-    conn.execute(EV.insert().values(
-        lead_id=lead.id, type=SALES_FEEDBACK, occurred_at=now, recorded_at=now, points=points, properties={
-            "promotion_id": target, "verdict": verdict, "reason": code, "label": label, "note": note, "via": via,
-            "from_stage": lead.stage, "stage": outcome.stage, "score_before": before.total, "score": after.total,
-            "set_fields": dict(outcome.set_fields), "recycle_at": _iso(recycle_at), "stage_change_id": stage_change_id,
-            "history_reason": history_reason,
-        },
-    ))
-    conn.execute(update(L).where(L.c.id == lead.id).values(  # score_state: the history changed, read it next time
-        stage=outcome.stage, stage_changed_at=now, updated_at=now, score=after.total, fields=changes.custom,
-        score_state=None, **changes.columns,
-    ))
+    rows.insert_decision_event(conn, lead_id=lead.id, at=now, points=points, properties={
+        "promotion_id": target, "verdict": verdict, "reason": code, "label": label, "note": note, "via": via,
+        "from_stage": lead.stage, "stage": outcome.stage, "score_before": before.total, "score": after.total,
+        "set_fields": dict(outcome.set_fields), "recycle_at": _iso(recycle_at), "stage_change_id": stage_change_id,
+        "history_reason": history_reason,
+    })
+    rows.update_lead(conn, lead.id, {  # score_state: the history changed, read it next time
+        "stage": outcome.stage, "stage_changed_at": now, "updated_at": now, "score": after.total,
+        "fields": changes.custom, "score_state": None, **changes.columns,
+    })
     exits = [c.id for c in catalog.campaigns.values() if outcome.stage in c.exit.stages]
     if exits:
         exit_enrollments(conn, lead.id, f"stage:{outcome.stage}", now, campaign_ids=exits)
