@@ -9,9 +9,7 @@ SQL pre-filters; given leads are read once and every campaign decided in Python.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Sequence
-
-from sqlalchemy.engine import Connection, Engine
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from nurture.core.conditions import filter_matches
 from nurture.core.enrollment import blocked, waiting_to_recycle
@@ -22,6 +20,9 @@ from nurture.storage import enrollments as store
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import CHUNK
 from nurture.storage.rows import lead_view
+
+if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
+    from sqlalchemy.engine import Connection, Engine
 
 
 def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-from sqlmodel import Session
+from typing import TYPE_CHECKING, Any
 
 from nurture.core.lead_fields import clean_lead_data
 from nurture.storage.leads import write_lead
 from nurture.storage.models import STAGE_ACTORS, Lead
+
+if TYPE_CHECKING:  # the session type only annotates: the writing is storage's
+    from sqlmodel import Session
 
 __all__ = ["clean_lead_data", "upsert_lead"]  # the cleaner too: callers that validate before a transaction
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping
-
-from sqlalchemy.engine import Connection, Engine
+from typing import TYPE_CHECKING, Any, Mapping
 
 from nurture.application.enroll import enroll_leads
 from nurture.core.enrollment import RECYCLE_AT
@@ -35,13 +33,16 @@ from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound
+from nurture.storage import feedback_rows as store
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import exit_enrollments
+from nurture.storage.feedback_rows import SALES_FEEDBACK
 from nurture.storage.outbox import enqueue
 from nurture.storage.rows import lead_view
 from nurture.storage.scores import scored_events
-from nurture.storage import feedback_rows as rows
-from nurture.storage.feedback_rows import SALES_FEEDBACK
+
+if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +190,14 @@ def promotion_status(engine: Engine, scoring_rules: ScoringRules, lead_id: int, 
                      now: datetime) -> PromotionStatus | None:
     """The state of one promotion of one lead; None when either is unknown (deleted, or not a promotion of it)."""
     with transaction(engine, read_only=True) as conn:
-        lead = rows.lead(conn, lead_id)
+        lead = store.lead(conn, lead_id)
         if lead is None:
             return None
-        promotion = rows.promotion(conn, lead_id, promotion_id)
+        promotion = store.promotion(conn, lead_id, promotion_id)
         if promotion is None:
             return None
-        latest = rows.latest_promotion(conn, lead_id)
-        event = rows.decision_event(conn, lead_id, promotion_id)
+        latest = store.latest_promotion(conn, lead_id)
+        event = store.decision_event(conn, lead_id, promotion_id)
         breakdown = score(scoring_rules, lead_view(lead), scored_events(conn, [lead_id])[lead_id], now)
     is_latest = latest is not None and latest.id == promotion_id
     decision = _result_from_event(lead, event) if event is not None else None
@@ -245,16 +246,16 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
            outcome: FeedbackOutcome, *, email: str | None, lead_id: int | None, promotion_id: int | None, verdict: str,
            code: str | None, note: str | None, via: str, now: datetime, notify_crm: bool) -> FeedbackResult:
     # locked: later decisions on this lead wait for this one
-    lead = rows.lock_lead(conn, email=normalize_email(email) if email is not None else None, lead_id=lead_id)
+    lead = store.lock_lead(conn, email=normalize_email(email) if email is not None else None, lead_id=lead_id)
     if lead is None:
         raise LeadNotFound(f"no lead with email {normalize_email(email)!r}" if email is not None else
                            f"no lead with id {lead_id}")
-    latest = rows.latest_promotion(conn, lead.id)
+    latest = store.latest_promotion(conn, lead.id)
     target = promotion_id if promotion_id is not None else (latest.id if latest is not None else None)
     if target is None:
         raise NotAwaitingDecision(
             f"{lead.email} is not an SQL (stage {lead.stage}): only a sales qualified lead can be accepted or rejected")
-    decided = rows.decision_event(conn, lead.id, target)
+    decided = store.decision_event(conn, lead.id, target)
     if decided is not None:
         first = _result_from_event(lead, decided)
         if first.verdict == verdict and (verdict == ACCEPT or first.reason == code):
@@ -281,7 +282,7 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
     after = score(scoring_rules, after_view, [*history, (engagement, points)] if points else history, now)
 
     history_reason = outcome.reason if verdict == ACCEPT or note is None else f"{outcome.reason}; note: {note}"
-    stage_change_id = rows.insert_stage_change(
+    stage_change_id = store.insert_stage_change(
         conn, lead_id=lead.id, from_stage=lead.stage, to_stage=outcome.stage, at=now, reason=history_reason,
         actor="sales")
     label = reason_label(sales_rules, code) if code is not None else None
@@ -291,13 +292,13 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
         score_adjustment=points, set_fields=dict(outcome.set_fields), recycle_at=recycle_at,
         stage_change_id=stage_change_id, decided_at=now, history_reason=history_reason, via=via,
     )
-    rows.insert_decision_event(conn, lead_id=lead.id, at=now, points=points, properties={
+    store.insert_decision_event(conn, lead_id=lead.id, at=now, points=points, properties={
         "promotion_id": target, "verdict": verdict, "reason": code, "label": label, "note": note, "via": via,
         "from_stage": lead.stage, "stage": outcome.stage, "score_before": before.total, "score": after.total,
         "set_fields": dict(outcome.set_fields), "recycle_at": _iso(recycle_at), "stage_change_id": stage_change_id,
         "history_reason": history_reason,
     })
-    rows.update_lead(conn, lead.id, {  # score_state: the history changed, read it next time
+    store.update_lead(conn, lead.id, {  # score_state: the history changed, read it next time
         "stage": outcome.stage, "stage_changed_at": now, "updated_at": now, "score": after.total,
         "fields": changes.custom, "score_state": None, **changes.columns,
     })
