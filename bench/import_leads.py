@@ -66,7 +66,7 @@ def nurture_import(csv_path: Path, db_path: Path, batch_size: int, rules: Any = 
     engine = make_engine(f"sqlite:///{db_path}")
     upgrade(engine)
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = import_leads_csv(engine, csv_path, now=SYSTEM_CLOCK(), batch_size=batch_size, rules=rules)
+    report = import_leads_csv(engine, csv_path, clock=SYSTEM_CLOCK, batch_size=batch_size, rules=rules)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     engine.dispose()
     assert not report.rejected, report.rejected[:5]

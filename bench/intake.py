@@ -101,7 +101,7 @@ def free_port() -> int:
 def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
     from nurture.clock import SYSTEM_CLOCK
     from nurture.storage.database import make_engine, session
-    from nurture.storage.leads import upsert_lead
+    from nurture.application.lead_input import upsert_lead
     from nurture.storage.migrate import upgrade
 
     url = database_url or f"sqlite:///{tmp / 'intake.db'}"

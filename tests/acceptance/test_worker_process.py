@@ -348,7 +348,7 @@ def test_dispatch_processes_work_from_the_campaigns_the_worker_loaded(project: P
     """Campaign files edited while ``nurture run`` runs change nothing until it restarts, in every process: a dispatch
     process, a restarted one too, works from the definitions the main process loaded, not the files as they are now."""
     from nurture.definitions.loader import load_catalog
-    from nurture.storage.enrollments import enroll_leads
+    from nurture.application.enroll import enroll_leads
     from nurture.worker.processes import DispatchProcesses
 
     settings = project.settings(database_url, smtp_sink.url).model_copy(update={"poll_interval": 0.1})

@@ -35,7 +35,8 @@ from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import load_scoring
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import transaction
-from nurture.storage.enrollments import enroll_leads, waiting_to_recycle
+from nurture.application.enroll import enroll_leads
+from nurture.core.enrollment import waiting_to_recycle
 from nurture.application.sales_feedback import (
     SALES_FEEDBACK,
     AlreadyDecided,

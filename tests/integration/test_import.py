@@ -38,7 +38,7 @@ def test_good_rows_are_normalized_and_stored(engine, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER
                  + ' Ada@Example.com ,Ada,Lovelace,Acme,CTO,software,"1,200",gb,Europe/London,MQL,vip; beta ;vip,pro\n'
                  + "grace@example.com,Grace,,,,,,,,,,\n")
-    report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
     assert (report.inserted, report.updated, report.rejected) == (2, 0, [])
     stored = leads(engine)
     ada = stored["ada@example.com"]
@@ -64,7 +64,7 @@ def test_each_bad_row_is_reported_with_its_line_and_the_rest_imported(engine, tm
                  + "wide@example.com,,,,,,,,,,,,surplus\n"              # 10
                  + "two@example.com,,,,,,-5,U,,,,\n"                    # 11
                  + "ok2@example.com,,,,,,,,,,,\n")                      # 12
-    report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
     assert report.inserted == 2 and report.updated == 0
     rejected = dict(report.rejected)
     assert list(rejected) == [3, 4, 5, 6, 8, 9, 10, 11]
@@ -85,18 +85,18 @@ def test_multi_line_quoted_fields_keep_line_numbers_right(engine, tmp_path: Path
                  + "bad-email,x\n"                                            # 5
                  + 'b@example.com,"one\r\ntwo"\r\n'                           # 6-7
                  + "also bad,y\n")                                            # 8
-    report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
     assert [line for line, _ in report.rejected] == [5, 8]
     assert leads(engine)["a@example.com"].fields == {"notes": "first line\nsecond line\nthird line"}
 
 
 def test_upsert_updates_keeps_blanks_merges_fields_and_tracks_stage(engine, tmp_path: Path) -> None:
     first = write(tmp_path, HEADER + "ada@example.com,Ada,Lovelace,Acme,CTO,,50,GB,,lead,a;b,pro\n", "one.csv")
-    import_leads_csv(engine, first, now=SYSTEM_CLOCK())
+    import_leads_csv(engine, first, clock=SYSTEM_CLOCK)
     second = write(tmp_path, "email,title,company_size,stage,tags,seats\n"
                    + "ADA@example.com,Countess,,mql,,10\n"
                    + "new@example.com,Dev,5,,,\n", "two.csv")
-    report = import_leads_csv(engine, second, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, second, clock=SYSTEM_CLOCK)
     assert (report.inserted, report.updated) == (1, 1)
     ada = leads(engine)["ada@example.com"]
     assert (ada.first_name, ada.title, ada.company_size, ada.country) == ("Ada", "Countess", 50, "GB")
@@ -105,7 +105,7 @@ def test_upsert_updates_keeps_blanks_merges_fields_and_tracks_stage(engine, tmp_
     assert report.mql_lead_ids == [ada.id]
     assert stage_changes(engine) == [("lead", "mql", "import")]
     # re-importing changes nothing and enters nobody into mql again
-    again = import_leads_csv(engine, second, now=SYSTEM_CLOCK())
+    again = import_leads_csv(engine, second, clock=SYSTEM_CLOCK)
     assert (again.inserted, again.updated, again.mql_lead_ids) == (0, 2, [])
     assert len(stage_changes(engine)) == 1
 
@@ -117,7 +117,7 @@ def test_the_last_row_of_an_email_wins(engine, tmp_path: Path, batch_size: int) 
                  + "b@example.com,only,lead\n"
                  + "A@example.com,second,sql\n"
                  + "a@example.com,third,\n")
-    report = import_leads_csv(engine, path, batch_size=batch_size, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, path, batch_size=batch_size, clock=SYSTEM_CLOCK)
     assert (report.inserted, report.updated, report.rejected) == (2, 2, [])
     a = leads(engine)["a@example.com"]
     assert (a.title, a.stage) == ("third", "sql")
@@ -127,7 +127,7 @@ def test_header_names_are_matched_loosely_and_bom_and_crlf_accepted(engine, tmp_
     path = tmp_path / "excel.csv"
     path.write_bytes("\ufeffE-mail,First Name,COUNTRY,Lead Source\r\nada@example.com,Ada,de,webinar\r\n"
                      .replace("E-mail", "Email").encode("utf-8"))
-    report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
     assert report.rejected == []
     ada = leads(engine)["ada@example.com"]
     assert (ada.first_name, ada.country, ada.fields) == ("Ada", "DE", {"Lead Source": "webinar"})
@@ -136,7 +136,7 @@ def test_header_names_are_matched_loosely_and_bom_and_crlf_accepted(engine, tmp_
 def test_lines_that_are_not_utf8_are_rejected(engine, tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"email,first_name\nok@example.com,Ada\nfr@example.com,Fran\xe7oise\nok2@example.com,Bo\n")
-    report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
     assert report.rejected == [(3, "not UTF-8 text (save the file as UTF-8)")]
     assert report.inserted == 2
 
@@ -145,7 +145,7 @@ def test_progress_is_reported_in_bytes(engine, tmp_path: Path) -> None:
     path = write(tmp_path, "email\n" + "".join(f"l{i}@example.com\n" for i in range(10)))
     seen: list[tuple[int, int]] = []
     import_leads_csv(engine, path, batch_size=3, on_progress=lambda done, total: seen.append((done, total)),
-                     now=SYSTEM_CLOCK())
+                     clock=SYSTEM_CLOCK)
     size = path.stat().st_size
     assert seen[-1] == (size, size)
     assert len(seen) == 4 and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
@@ -161,12 +161,12 @@ def test_progress_is_reported_in_bytes(engine, tmp_path: Path) -> None:
 )
 def test_unusable_files_are_refused(engine, tmp_path: Path, content: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        import_leads_csv(engine, write(tmp_path, content), now=SYSTEM_CLOCK())
+        import_leads_csv(engine, write(tmp_path, content), clock=SYSTEM_CLOCK)
 
 
 def test_a_missing_file_is_refused(engine, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="cannot read"):
-        import_leads_csv(engine, tmp_path / "missing.csv", now=SYSTEM_CLOCK())
+        import_leads_csv(engine, tmp_path / "missing.csv", clock=SYSTEM_CLOCK)
 
 
 def test_with_scoring_rules_the_stored_scores_count_the_fit(engine, tmp_path: Path) -> None:
@@ -179,12 +179,12 @@ def test_with_scoring_rules_the_stored_scores_count_the_fit(engine, tmp_path: Pa
     assert not problems
     path = write(tmp_path, "email,company_size,title\na@example.com,350,Head of Ops\nb@example.com,10,\n"
                            "c@example.com,,ops lead\n")
-    import_leads_csv(engine, path, rules=rules, batch_size=2, now=SYSTEM_CLOCK())
+    import_leads_csv(engine, path, rules=rules, batch_size=2, clock=SYSTEM_CLOCK)
     assert {email: lead.score for email, lead in leads(engine).items()} == {
         "a@example.com": 17.5, "b@example.com": 0.0, "c@example.com": 2.5}
     import_leads_csv(engine, write(tmp_path, "email,company_size\nb@example.com,900\n", "again.csv"), rules=rules,
-                     now=SYSTEM_CLOCK())
+                     clock=SYSTEM_CLOCK)
     assert leads(engine)["b@example.com"].score == 15.0
     import_leads_csv(engine, write(tmp_path, "email,company_size\nd@example.com,900\n", "plain.csv"),
-                     now=SYSTEM_CLOCK())
+                     clock=SYSTEM_CLOCK)
     assert leads(engine)["d@example.com"].score == 0.0  # without rules, scores are left to the nightly rescoring

@@ -26,7 +26,7 @@ from intake_world import (
 )
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import session, transaction
-from nurture.storage.leads import upsert_lead
+from nurture.application.lead_input import upsert_lead
 from nurture.application.record_events import (
     DUPLICATE,
     RECORDED,

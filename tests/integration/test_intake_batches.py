@@ -20,11 +20,11 @@ from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.score_state import window_start
 from nurture.storage.database import make_engine, session, transaction
-from nurture.storage.enrollments import enroll_leads
+from nurture.application.enroll import enroll_leads
 from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
-from nurture.storage.leads import upsert_lead
+from nurture.application.lead_input import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
-from nurture.storage.schedule import lead_view
+from nurture.storage.rows import lead_view
 
 TYPES = ["page_view", "page_view", "email_open", "email_click", "content_download", "pricing_page_view",
          "webinar_attended", "unscored_type"]

@@ -15,7 +15,9 @@ from nurture.errors import ConfigError, InvalidInput, LeadNotFound
 from nurture.clock import SYSTEM_CLOCK as utcnow
 from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.dialect import WriteLockBusy, for_update_skip_locked, no_wait
-from nurture.storage.leads import get_lead, lead_summary, normalize_email, upsert_lead
+from nurture.application.lead_input import upsert_lead
+from nurture.core.lead_fields import normalize_email
+from nurture.storage.leads import get_lead, lead_summary
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox, StageChange
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=timezone.utc)
@@ -402,7 +404,8 @@ def test_claims_on_postgresql_take_turns(engine) -> None:
     """Two claims at once would each miss the other's leases: on PostgreSQL a claim waits for the claim lock."""
     if engine.dialect.name != "postgresql":
         pytest.skip("on SQLite, BEGIN IMMEDIATE serializes claimers")
-    from nurture.storage.schedule import CLAIM_LOCK, claim_due_enrollments
+    from nurture.storage.dialect import CLAIM_LOCK
+    from nurture.storage.schedule import claim_due_enrollments
 
     enrollment = add_enrollment(engine, add_lead(engine))
     claimed: list[list[int]] = []

@@ -141,7 +141,7 @@ def seed_leads(
             writer.writerow([email, f"Lead{i}", stage, timezone or ""])
     engine = make_engine(database_url)
     try:
-        report = import_leads_csv(engine, path, now=SYSTEM_CLOCK())  # the machine's time, as the CLI's
+        report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)  # the machine's time, as the CLI's
     finally:
         engine.dispose()
     assert report.inserted == count and not report.rejected, report

@@ -75,14 +75,14 @@ def test_an_owner_the_sales_file_does_not_know_is_never_emailed() -> None:
 ])
 def test_lead_data_postgresql_would_refuse_is_an_input_error(data: dict, message: str) -> None:
     from nurture.errors import InvalidInput
-    from nurture.storage.leads import clean_lead_data
+    from nurture.core.lead_fields import clean_lead_data
 
     with pytest.raises(InvalidInput, match=message):
         clean_lead_data(data)
 
 
 def test_line_breaks_in_a_name_are_folded() -> None:
-    from nurture.storage.leads import clean_lead_data
+    from nurture.core.lead_fields import clean_lead_data
 
     assert clean_lead_data({"email": "a@x.example", "first_name": " Ada\n Lovelace "})["first_name"] == "Ada Lovelace"
 

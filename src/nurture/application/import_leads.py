@@ -1,7 +1,7 @@
 """Bulk import of leads from CSV: validate every row, upsert the good ones in large batches, report the rest.
 
-Speed comes from doing per batch a handful of statements (one SELECT of the existing leads, one executemany
-upsert, one insert of stage changes) instead of ORM objects per row. A blank cell never erases what a lead
+Speed comes from doing per batch a handful of statements (:mod:`nurture.storage.lead_rows`: one SELECT of the
+existing leads, one executemany upsert, one insert of stage changes) instead of ORM objects per row. A blank cell never erases what a lead
 already has, and rows for the same email apply in file order. Batches commit one by one, so a long import
 does not hold SQLite's write lock for minutes; re-importing the same file is harmless.
 """
@@ -14,26 +14,30 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.sql import Insert
-
+from nurture.clock import Clock
 from nurture.core.facts import LeadView
+from nurture.core.lead_fields import (
+    FIELD_CLEANERS,
+    LEAD_ATTRIBUTES,
+    LEAD_FIELDS,
+    clean_email,
+    clean_text,
+)
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
-from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant, transaction
-from nurture.storage.dialect import upsert_insert
-from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
-from nurture.storage.schedule import LEAD_COLUMNS
+from nurture.storage import lead_rows
+from nurture.storage.database import transaction
 from nurture.storage.scores import rescore_by_email
-from nurture.storage.tables import L, SC
 
-_KEEP_UNLESS_GIVEN = (*TEXT_FIELDS, "company_size", "country", "timezone")  # a blank cell keeps the lead's value
+if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
+    from sqlalchemy.engine import Connection, Engine
+
+_KEEP_UNLESS_GIVEN = tuple(name for name in LEAD_FIELDS if name not in ("email", "stage", "tags"))
+"""The columns a blank cell leaves as the lead has them."""
 _BLANK_ROW: dict[str, Any] = dict.fromkeys(("email", *_KEEP_UNLESS_GIVEN, "stage", "tags"))
-_SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
 
 
 @dataclass
@@ -79,7 +83,7 @@ def import_leads_csv(
     engine: Engine,
     path: str | Path,
     *,
-    now: datetime,
+    clock: Clock,
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int = 5000,
     rules: ScoringRules | None = None,
@@ -87,7 +91,8 @@ def import_leads_csv(
     """Import the leads of a CSV file (UTF-8, header on line 1); ``on_progress(bytes_done, bytes_total)`` is called
     after every batch. Bad rows are reported with their line number in the file; the others are imported. With
     scoring ``rules``, each imported lead's stored score is brought up to date in the same transaction (its fields
-    give fit points; campaign conditions and entry filters read the stored score). ``now`` dates what it writes.
+    give fit points; campaign conditions and entry filters read the stored score). Each batch is dated by ``clock``
+    when it is written.
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
     stage, tags (``;``-separated), owner; any other column becomes a custom field. Raises
@@ -133,12 +138,12 @@ def import_leads_csv(
                 row = _merge(earlier, row)
             batch[email] = row
             if len(batch) >= batch_size:
-                _write_batch(engine, batch, path.name, report, now, rules)
+                _write_batch(engine, batch, path.name, report, clock(), rules)
                 batch = {}
                 if on_progress:
                     on_progress(lines.bytes_read, total)
         if batch:
-            _write_batch(engine, batch, path.name, report, now, rules)
+            _write_batch(engine, batch, path.name, report, clock(), rules)
     if on_progress:
         on_progress(total, total)
     return report
@@ -219,7 +224,7 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own.
     """
     with transaction(engine) as connection:
-        existing = _existing(connection, list(batch))
+        existing = lead_rows.existing(connection, list(batch))
         for email, row in batch.items():
             old = existing.get(email)
             custom = row.pop("custom")
@@ -237,52 +242,17 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
             row["tags"] = json.dumps(tags) if tags else "[]"
             row["fields"] = json.dumps(fields) if fields else "{}"
         params = list(batch.values())
-        executemany_prepared(connection, _upsert_statement(connection, now), params)
+        lead_rows.upsert(connection, params, now, keep_unless_given=_KEEP_UNLESS_GIVEN)
         _record_stage_changes(connection, params, existing, source, now, report)
         if rules is not None and existing:
             rescore_by_email(connection, rules, sorted(existing), now)
 
 
 def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:
-    attributes = {name: row[name] for name in LEAD_COLUMNS if row[name] is not None}
+    attributes = {name: row[name] for name in LEAD_ATTRIBUTES if row[name] is not None}
     view = LeadView(key=row["email"], email=row["email"], stage=row["stage"], timezone=row["timezone"],
                     tags=tuple(tags or ()), attributes=attributes, custom=fields)
     return score_without_events(rules, view)
-
-
-def _existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    query = select(L.c.id, L.c.email, L.c.stage, L.c.tags, L.c.fields)
-    for start in range(0, len(emails), _SELECT_CHUNK):
-        chunk = emails[start : start + _SELECT_CHUNK]
-        for row in connection.execute(query.where(L.c.email.in_(chunk))).mappings():
-            found[row["email"]] = dict(row)
-    return found
-
-
-def _upsert_statement(connection: Connection, now: datetime) -> Insert:
-    """INSERT ... ON CONFLICT (email) DO UPDATE, with the batch's constants in the SQL and JSON pre-serialized."""
-    timestamp = inline_constant(now, UTCDateTime(), connection.dialect)
-    statement = upsert_insert(L, connection.dialect).values(
-        tags=bindparam("tags", type_=SerializedJSON()),
-        fields=bindparam("fields", type_=SerializedJSON()),
-        created_at=timestamp,
-        updated_at=timestamp,
-        stage_changed_at=timestamp,
-    )
-    new = statement.excluded
-    keep_unless_given = {name: func.coalesce(new[name], L.c[name]) for name in _KEEP_UNLESS_GIVEN}
-    return statement.on_conflict_do_update(
-        index_elements=[L.c.email],
-        set_={
-            **keep_unless_given,
-            "stage": new.stage,
-            "tags": new.tags,
-            "fields": new.fields,
-            "updated_at": new.updated_at,
-            "stage_changed_at": case((L.c.stage != new.stage, new.stage_changed_at), else_=L.c.stage_changed_at),
-        },
-    )
 
 
 def _record_stage_changes(
@@ -305,19 +275,11 @@ def _record_stage_changes(
     ids = {email: old["id"] for email, old in existing.items()}
     new_emails = [email for email, old_stage, _ in moves if old_stage is None]
     if new_emails:
-        ids |= {row.email: row.id for row in _ids(connection, new_emails)}
-    connection.execute(
-        insert(SC),
-        [
-            {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now,
-             "reason": f"imported from {source}", "actor": "import"}
-            for email, old_stage, stage in moves
-        ],
-    )
+        ids |= {row.email: row.id for row in lead_rows.ids(connection, new_emails)}
+    lead_rows.insert_stage_changes(connection, [
+        {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now,
+         "reason": f"imported from {source}", "actor": "import"}
+        for email, old_stage, stage in moves
+    ])
     report.mql_lead_ids.extend(ids[email] for email, _, stage in moves if stage == "mql")
 
-
-def _ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
-    for start in range(0, len(emails), _SELECT_CHUNK):
-        chunk = emails[start : start + _SELECT_CHUNK]
-        yield from connection.execute(select(L.c.id, L.c.email).where(L.c.email.in_(chunk)))

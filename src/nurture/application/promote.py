@@ -52,7 +52,8 @@ from nurture.handoff.brief import (
 )
 from nurture.rendering.sales_links import SalesLinks
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.enrollments import exit_enrollments, recycle_pending
+from nurture.core.enrollment import recycle_pending
+from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.outbox import enqueue
 from nurture.storage.scores import scored_events
 from nurture.storage.tables import D, E, EV, L, M, O, SC
@@ -306,7 +307,7 @@ def brief_for(
     if breakdown is None:
         if scoring is None or now is None:
             raise ValueError("brief_for needs the breakdown, or the scoring rules and the time to compute it")
-        from nurture.storage.schedule import lead_view
+        from nurture.storage.rows import lead_view
 
         row = conn.execute(select(L).where(L.c.id == lead_id)).one()
         breakdown = score(scoring, lead_view(row), scored_events(conn, [lead_id])[lead_id], now)

@@ -68,7 +68,9 @@ from nurture.application import promote
 from nurture.storage import score_state
 from nurture.storage.database import session, transaction
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.enrollments import enroll_in_transaction, exit_enrollments, recycle_pending, wake_all
+from nurture.application.enroll import enroll_in_transaction
+from nurture.core.enrollment import recycle_pending
+from nurture.storage.enrollments import exit_enrollments, wake_all
 from nurture.storage.events import (
     DUPLICATE,
     MAX_BATCH,
@@ -81,9 +83,9 @@ from nurture.storage.events import (
     clean_events,
     clean_properties,
 )
-from nurture.storage.leads import clean_lead_data, upsert_lead
+from nurture.application.lead_input import clean_lead_data, upsert_lead
 from nurture.storage.models import STAGE_ACTORS
-from nurture.storage.schedule import lead_view
+from nurture.storage.rows import lead_view
 from nurture.storage.scores import rescore_all, score_breakdown, scored_points
 from nurture.storage.tables import E, EV, L, SC
 

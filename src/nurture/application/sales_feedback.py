@@ -3,7 +3,7 @@
 :func:`apply_feedback` writes one decision in one transaction: the stage change (actor ``sales``), the reason's fields
 (``rejection_reason`` always), a ``sales_feedback`` engagement event whose stored points are the reason's score
 adjustment (so the score breakdown explains it, and every later rescoring keeps it), the recomputed score, the
-``recycle_at`` gate of :mod:`nurture.storage.enrollments`, and a ``lead.accepted`` / ``lead.rejected`` outbox row for
+``recycle_at`` gate of :mod:`nurture.core.enrollment`, and a ``lead.accepted`` / ``lead.rejected`` outbox row for
 the CRM. After the commit the lead is enrolled in whatever campaign it now matches (a recycle campaign, at once when the
 reason sets no delay).
 
@@ -21,31 +21,32 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection, Engine
-
+from nurture.application.enroll import enroll_leads
+from nurture.core.enrollment import RECYCLE_AT
 from nurture.core.facts import Engagement
+from nurture.core.lead_fields import FIELD_CLEANERS, normalize_email
 from nurture.core.promotion import ACCEPT, REJECT, FeedbackOutcome, feedback
 from nurture.core.scoring import ScoreBreakdown, score
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound
+from nurture.storage import feedback_rows as store
 from nurture.storage.database import transaction
-from nurture.storage.enrollments import RECYCLE_AT, enroll_leads, exit_enrollments
-from nurture.storage.leads import FIELD_CLEANERS, normalize_email
+from nurture.storage.enrollments import exit_enrollments
+from nurture.storage.feedback_rows import SALES_FEEDBACK
 from nurture.storage.outbox import enqueue
-from nurture.storage.schedule import lead_view
+from nurture.storage.rows import lead_view
 from nurture.storage.scores import scored_events
-from nurture.storage.tables import EV, L, SC
+
+if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
 
-SALES_FEEDBACK = "sales_feedback"
-"""The engagement event type of a decision; its points are the score adjustment."""
 MAX_NOTE = 2000
 """The longest note a rep can add to a decision (characters)."""
 
@@ -154,23 +155,6 @@ def reason_label(sales_rules: SalesRules, code: str) -> str:
 # --- reading a promotion -----------------------------------------------------------------------------------------
 
 
-def _latest_promotion(conn: Connection, lead_id: int) -> Any:
-    return conn.execute(
-        select(SC).where(SC.c.lead_id == lead_id, SC.c.to_stage == "sql").order_by(SC.c.id.desc()).limit(1)
-    ).first()
-
-
-def _decision_event(conn: Connection, lead_id: int, promotion_id: int) -> Any:
-    """The ``sales_feedback`` event that decided this promotion, or None."""
-    rows = conn.execute(
-        select(EV).where(EV.c.lead_id == lead_id, EV.c.type == SALES_FEEDBACK).order_by(EV.c.id.desc())
-    )
-    for row in rows:
-        if (row.properties or {}).get("promotion_id") == promotion_id:
-            return row
-    return None
-
-
 def _result_from_event(lead: Any, event: Any) -> FeedbackResult:
     """The result a decision gave, from its stored event."""
     p = dict(event.properties or {})
@@ -206,16 +190,14 @@ def promotion_status(engine: Engine, scoring_rules: ScoringRules, lead_id: int, 
                      now: datetime) -> PromotionStatus | None:
     """The state of one promotion of one lead; None when either is unknown (deleted, or not a promotion of it)."""
     with transaction(engine, read_only=True) as conn:
-        lead = conn.execute(select(L).where(L.c.id == lead_id)).first()
+        lead = store.lead(conn, lead_id)
         if lead is None:
             return None
-        promotion = conn.execute(
-            select(SC).where(SC.c.id == promotion_id, SC.c.lead_id == lead_id, SC.c.to_stage == "sql")
-        ).first()
+        promotion = store.promotion(conn, lead_id, promotion_id)
         if promotion is None:
             return None
-        latest = _latest_promotion(conn, lead_id)
-        event = _decision_event(conn, lead_id, promotion_id)
+        latest = store.latest_promotion(conn, lead_id)
+        event = store.decision_event(conn, lead_id, promotion_id)
         breakdown = score(scoring_rules, lead_view(lead), scored_events(conn, [lead_id])[lead_id], now)
     is_latest = latest is not None and latest.id == promotion_id
     decision = _result_from_event(lead, event) if event is not None else None
@@ -263,17 +245,17 @@ def _lead_payload(lead: Any, stage: str, lead_score: float, changes: _Changes) -
 def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sales_rules: SalesRules,
            outcome: FeedbackOutcome, *, email: str | None, lead_id: int | None, promotion_id: int | None, verdict: str,
            code: str | None, note: str | None, via: str, now: datetime, notify_crm: bool) -> FeedbackResult:
-    query = select(L).where(L.c.email == normalize_email(email) if email is not None else L.c.id == lead_id)
-    lead = conn.execute(query.with_for_update()).first()  # later decisions on this lead wait for this one
+    # locked: later decisions on this lead wait for this one
+    lead = store.lock_lead(conn, email=normalize_email(email) if email is not None else None, lead_id=lead_id)
     if lead is None:
         raise LeadNotFound(f"no lead with email {normalize_email(email)!r}" if email is not None else
                            f"no lead with id {lead_id}")
-    latest = _latest_promotion(conn, lead.id)
+    latest = store.latest_promotion(conn, lead.id)
     target = promotion_id if promotion_id is not None else (latest.id if latest is not None else None)
     if target is None:
         raise NotAwaitingDecision(
             f"{lead.email} is not an SQL (stage {lead.stage}): only a sales qualified lead can be accepted or rejected")
-    decided = _decision_event(conn, lead.id, target)
+    decided = store.decision_event(conn, lead.id, target)
     if decided is not None:
         first = _result_from_event(lead, decided)
         if first.verdict == verdict and (verdict == ACCEPT or first.reason == code):
@@ -300,9 +282,9 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
     after = score(scoring_rules, after_view, [*history, (engagement, points)] if points else history, now)
 
     history_reason = outcome.reason if verdict == ACCEPT or note is None else f"{outcome.reason}; note: {note}"
-    stage_change_id = conn.execute(SC.insert().values(
-        lead_id=lead.id, from_stage=lead.stage, to_stage=outcome.stage, at=now, reason=history_reason, actor="sales",
-    ).returning(SC.c.id)).scalar_one()
+    stage_change_id = store.insert_stage_change(
+        conn, lead_id=lead.id, from_stage=lead.stage, to_stage=outcome.stage, at=now, reason=history_reason,
+        actor="sales")
     label = reason_label(sales_rules, code) if code is not None else None
     result = FeedbackResult(
         email=lead.email, lead_id=lead.id, promotion_id=target, verdict=verdict, reason=code, label=label, note=note,
@@ -310,18 +292,16 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
         score_adjustment=points, set_fields=dict(outcome.set_fields), recycle_at=recycle_at,
         stage_change_id=stage_change_id, decided_at=now, history_reason=history_reason, via=via,
     )
-    conn.execute(EV.insert().values(
-        lead_id=lead.id, type=SALES_FEEDBACK, occurred_at=now, recorded_at=now, points=points, properties={
-            "promotion_id": target, "verdict": verdict, "reason": code, "label": label, "note": note, "via": via,
-            "from_stage": lead.stage, "stage": outcome.stage, "score_before": before.total, "score": after.total,
-            "set_fields": dict(outcome.set_fields), "recycle_at": _iso(recycle_at), "stage_change_id": stage_change_id,
-            "history_reason": history_reason,
-        },
-    ))
-    conn.execute(update(L).where(L.c.id == lead.id).values(  # score_state: the history changed, read it next time
-        stage=outcome.stage, stage_changed_at=now, updated_at=now, score=after.total, fields=changes.custom,
-        score_state=None, **changes.columns,
-    ))
+    store.insert_decision_event(conn, lead_id=lead.id, at=now, points=points, properties={
+        "promotion_id": target, "verdict": verdict, "reason": code, "label": label, "note": note, "via": via,
+        "from_stage": lead.stage, "stage": outcome.stage, "score_before": before.total, "score": after.total,
+        "set_fields": dict(outcome.set_fields), "recycle_at": _iso(recycle_at), "stage_change_id": stage_change_id,
+        "history_reason": history_reason,
+    })
+    store.update_lead(conn, lead.id, {  # score_state: the history changed, read it next time
+        "stage": outcome.stage, "stage_changed_at": now, "updated_at": now, "score": after.total,
+        "fields": changes.custom, "score_state": None, **changes.columns,
+    })
     exits = [c.id for c in catalog.campaigns.values() if outcome.stage in c.exit.stages]
     if exits:
         exit_enrollments(conn, lead.id, f"stage:{outcome.stage}", now, campaign_ids=exits)

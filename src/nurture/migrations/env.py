@@ -11,7 +11,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 import nurture.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from nurture.storage.database import UTCDateTime, make_engine, normalize_url
-from nurture.storage.dialect import lock_for_migration
+from nurture.storage.dialect import alters_by_copy, lock_for_migration
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -45,7 +45,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         render_item=_render_item,
-        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
+        render_as_batch=alters_by_copy(connection.dialect),  # SQLite alters tables by copying them
     )
 
 

@@ -1,10 +1,10 @@
 """Storage: the only place that runs queries. SQLite by default, PostgreSQL to scale out, one code path.
 
-- ``database``: engines, transactions, UTC timestamps, the dialect differences (claim locking, upserts)
-- ``models``: the tables
+- ``database``: engines, transactions, UTC timestamps; ``dialect``: every SQLite/PostgreSQL difference
+- ``models``: the tables; ``tables``: their Core aliases; ``rows``: a lead row as the core's LeadView
 - ``migrate``: schema upgrades (Alembic, driven from code) and the check that the schema is current
-- ``leads``: validating, upserting and summarizing leads
-- ``importer``: bulk CSV import of leads
+- ``leads``: writing, finding and summarizing one lead; ``lead_rows``: leads in bulk (the CSV import)
+- ``feedback_rows``: what a sales decision reads and writes
 - ``enrollments``, ``schedule``: entering campaigns; the dispatcher's claims and decisions
 - ``intake``, ``events``, ``scores``, ``lookups``: engagement in, scores out
 - ``outbox``, ``reports``, ``secrets``: notifications to deliver, metrics, the signing secret

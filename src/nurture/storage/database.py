@@ -20,7 +20,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
 from nurture.errors import ConfigError
-from nurture.storage.dialect import READ_ONLY, configure_sqlite
+from nurture.storage.dialect import READ_ONLY, configure_sqlite, stored_utc
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for another writer's lock before giving up."""
@@ -42,9 +42,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: nurture stores aware datetimes only")
-        value = value.astimezone(timezone.utc)
-        # SQLite stores text; dropping the (always UTC) offset keeps the text sortable and comparable.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return stored_utc(value.astimezone(timezone.utc), dialect)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

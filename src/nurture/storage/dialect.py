@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, event, text
@@ -121,3 +122,27 @@ def lock_for_migration(connection: Connection) -> None:
     """
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_ID})
+
+
+# --- claims of due enrollments, stored timestamps, schema changes ---------------------------------------------------
+
+CLAIM_LOCK = 0x6E75727475726501
+"""The PostgreSQL advisory lock (transaction-scoped) that claims of due enrollments take first, one claim at a time."""
+
+
+def lock_for_claim(connection: Connection) -> None:
+    """Serialize claims of due enrollments (inside the claim's transaction), so a claim sees the leases of the one
+    before. SQLite needs nothing: the claim's ``BEGIN IMMEDIATE`` already holds the only write lock."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+
+
+def stored_utc(value: datetime, dialect: Dialect) -> datetime:
+    """An aware UTC datetime as the column keeps it: SQLite has no time zones and stores text, so the (always UTC)
+    offset is dropped to keep that text sortable and comparable; PostgreSQL keeps the aware value."""
+    return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+
+def alters_by_copy(dialect: Dialect) -> bool:
+    """Whether a migration changes a table by copying it (SQLite's ALTER TABLE cannot change most of a table)."""
+    return dialect.name == "sqlite"

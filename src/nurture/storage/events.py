@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from nurture.errors import InvalidInput
-from nurture.storage.leads import clean_email, contains_nul
+from nurture.core.lead_fields import clean_email, contains_nul
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 """What an event type looks like: a lower-case slug such as ``webinar_attended`` or ``page.view``."""

@@ -27,7 +27,6 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-LEAD_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
 STAGE_ACTORS = ("rule", "api", "cli", "sales", "import", "system")
 ENROLLMENT_STATUSES = ("active", "completed", "exited")
 DELIVERY_STATUSES = ("claimed", "sent", "retry", "failed", "suppressed")

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, bindparam, exists, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from nurture.core.facts import Engagement, History, LeadView, Send
 from nurture.storage.database import transaction
-from nurture.storage.dialect import for_update_skip_locked, upsert_insert
+from nurture.storage.dialect import for_update_skip_locked, lock_for_claim, upsert_insert
+from nurture.storage.rows import LEAD_COLUMNS, lead_view
 from nurture.storage.tables import D, E, EV, L, O
 
 
@@ -25,10 +26,6 @@ _IDS = bindparam("ids", expanding=True)
 _LEAD_IDS = bindparam("lead_ids", expanding=True)
 
 _LEASED = E.alias("leased")
-
-CLAIM_LOCK = 0x6E75727475726501
-"""The PostgreSQL advisory lock (transaction-scoped) that claims of due enrollments take first, one claim at a time."""
-
 
 def _lead_not_leased(now: datetime) -> Any:
     """No enrollment of the row's lead is leased (by a live lease) right now.
@@ -43,25 +40,6 @@ def _lead_not_leased(now: datetime) -> Any:
                            _LEASED.c.lease_until >= now)
 
 
-LEAD_COLUMNS = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
-
-
-def lead_view(row: Any) -> LeadView:
-    """A LeadView from a row of the lead table."""
-    return LeadView(
-        key=str(row.id),
-        email=row.email,
-        stage=row.stage,
-        score=float(row.score or 0),
-        timezone=row.timezone,
-        tags=tuple(row.tags or ()),
-        attributes={name: getattr(row, name) for name in LEAD_COLUMNS if getattr(row, name) is not None},
-        custom=dict(row.fields or {}),
-        unsubscribed=row.unsubscribed_at is not None,
-        bounced=row.bounced_at is not None,
-    )
-
-
 def claim_due_enrollments(
     engine: Engine, now: datetime, *, limit: int, owner: str, lease: timedelta, campaign_ids: Iterable[str]
 ) -> list[Any]:
@@ -69,11 +47,11 @@ def claim_due_enrollments(
 
     A lead's due enrollments are claimed together, and only while none of its enrollments is leased
     (:func:`_lead_not_leased`), so the frequency cap holds across workers. Claims are serialized: SQLite's write lock
-    does it, on PostgreSQL an advisory lock (:data:`CLAIM_LOCK`), so that a claim sees the leases of the one before.
+    does it, on PostgreSQL an advisory lock (:func:`nurture.storage.dialect.lock_for_claim`), so that a claim sees the
+    leases of the one before.
     """
     with transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+        lock_for_claim(conn)
         ids_query = (
             select(E.c.id)
             .where(

@@ -23,8 +23,8 @@ from nurture.errors import LeadNotFound
 from nurture.storage import score_state
 from nurture.storage.database import transaction
 from nurture.storage.dialect import for_update_skip_locked
-from nurture.storage.leads import normalize_email
-from nurture.storage.schedule import lead_view
+from nurture.core.lead_fields import normalize_email
+from nurture.storage.rows import lead_view
 from nurture.storage.tables import EV, L
 
 log = logging.getLogger(__name__)

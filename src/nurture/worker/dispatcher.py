@@ -37,7 +37,7 @@ from nurture.rendering import EmailRenderer, LinkBuilder
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage import schedule
-from nurture.storage.enrollments import enroll_leads
+from nurture.application.enroll import enroll_leads
 from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChange, LeadFacts, NewDelivery
 
 log = logging.getLogger(__name__)

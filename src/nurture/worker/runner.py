@@ -30,7 +30,7 @@ from nurture.handoff import Handoff
 from nurture.rendering import EmailRenderer
 from nurture.settings import Settings
 from nurture.signing import Signer
-from nurture.storage.enrollments import enroll_leads, sync_campaign_versions
+from nurture.application.enroll import enroll_leads, sync_campaign_versions
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
 from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport, dispatch_config

@@ -36,8 +36,8 @@ def _scoring_rules() -> Any:
 def _enroll(engine: Any, lead_ids: list[int] | None, now: datetime) -> None:
     """Enroll the leads in the campaigns they match at ``now``, so a running worker sends at once (not at its next
     sweep)."""
+    from nurture.application.enroll import enroll_leads
     from nurture.definitions.loader import load_catalog
-    from nurture.storage.enrollments import enroll_leads
 
     settings = get_settings()
     if not settings.campaigns_dir.is_dir():
@@ -65,12 +65,11 @@ def import_command(
     Exits 1 when the file cannot be read or has no valid row.
     """
     from nurture.application.import_leads import import_leads_csv
-    from nurture.cli.app import read_clock
+    from nurture.cli.app import clock, read_clock
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
     rules = _scoring_rules()
-    now = read_clock()
     try:
         size = file.stat().st_size if file.is_file() else 0
         if size >= PROGRESS_FROM_BYTES:
@@ -81,10 +80,10 @@ def import_command(
                     bar.update(bytes_done - done[0])
                     done[0] = bytes_done
 
-                report = import_leads_csv(engine, file, now=now, on_progress=advance, batch_size=batch_size,
+                report = import_leads_csv(engine, file, clock=clock, on_progress=advance, batch_size=batch_size,
                                           rules=rules)
         else:
-            report = import_leads_csv(engine, file, now=now, batch_size=batch_size, rules=rules)
+            report = import_leads_csv(engine, file, clock=clock, batch_size=batch_size, rules=rules)
         if report.imported:
             _enroll(engine, None, read_clock())  # a later moment: a large file takes minutes to import
     finally:
@@ -121,9 +120,10 @@ def add_command(
     )
     data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
     data["fields"] = dict(_key_value(item) for item in fields or [])
+    from nurture.application.lead_input import upsert_lead
     from nurture.cli.app import read_clock
     from nurture.storage.database import session
-    from nurture.storage.leads import get_lead, upsert_lead
+    from nurture.storage.leads import get_lead
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)

@@ -1,0 +1,200 @@
+"""A lead's fields: which of them are columns, and how a value given for one is cleaned and validated.
+
+The cleaners are shared by ``leads add``, the HTTP API, the CSV importer and sales' reject reasons, so a value is
+accepted or refused the same way everywhere. Pure: nothing here reads the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from nurture.errors import InvalidInput
+
+LEAD_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
+"""The lifecycle stages, in the order a lead moves through them."""
+
+LEAD_ATTRIBUTES = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
+"""The lead columns a :class:`~nurture.core.facts.LeadView` carries as ``attributes``: the one list every other list
+of lead columns derives from."""
+
+_NOT_TEXT = frozenset({"company_size", "country"})
+
+TEXT_FIELDS = tuple(name for name in LEAD_ATTRIBUTES if name not in _NOT_TEXT)
+"""Free-text lead columns: stripped, and empty means "no value"."""
+
+LEAD_FIELDS = ("email", *TEXT_FIELDS, *(name for name in LEAD_ATTRIBUTES if name in _NOT_TEXT), "timezone", "stage",
+               "tags")
+"""The lead columns a caller may set; any other key is a custom field."""
+
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@(?:[^@\s.\x00-\x1f\x7f]+\.)+[^@\s.\x00-\x1f\x7f]{2,}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_COMPANY_SIZE = 2**31 - 1
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def normalize_email(email: str) -> str:
+    """The form emails are stored and looked up in: stripped and lower-cased."""
+    return email.strip().lower()
+
+
+def clean_email(value: str) -> str:
+    """A normalized email, or :class:`InvalidInput` if it does not look like one."""
+    email = normalize_email(value)
+    if len(email) > 254 or not _EMAIL.fullmatch(email):
+        raise InvalidInput(f"invalid email {value!r}")
+    return email
+
+
+def clean_company_size(value: str | int | None) -> int | None:
+    """A non-negative whole number of employees (None when empty)."""
+    if value is None or isinstance(value, int):
+        number = value
+    else:
+        text = value.strip().replace(",", "").replace("_", "")
+        if not text:
+            return None
+        try:
+            number = int(text)
+        except ValueError:
+            raise InvalidInput(f"company_size must be a whole number, got {value!r}") from None
+    if number is not None and number < 0:
+        raise InvalidInput(f"company_size must not be negative, got {value!r}")
+    if number is not None and number > MAX_COMPANY_SIZE:
+        raise InvalidInput(f"company_size is out of range, got {value!r}")
+    return number
+
+
+def clean_country(value: str | None) -> str | None:
+    """An ISO 3166-1 alpha-2 country code in upper case (None when empty)."""
+    if value is None or not value.strip():
+        return None
+    country = value.strip().upper()
+    if not _COUNTRY.fullmatch(country):
+        raise InvalidInput(f"country must be a 2-letter ISO code such as US or DE, got {value!r}")
+    return country
+
+
+def clean_timezone(value: str | None) -> str | None:
+    """An IANA time zone name such as ``Europe/Paris`` (None when empty)."""
+    if value is None or not value.strip():
+        return None
+    name = value.strip()
+    if not _is_timezone(name):
+        raise InvalidInput(f"unknown timezone {value!r} (use an IANA name such as Europe/Paris)")
+    return name
+
+
+@lru_cache(maxsize=4096)
+def _is_timezone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def clean_stage(value: str | None) -> str | None:
+    """A lifecycle stage name in lower case (None when empty)."""
+    if value is None or not value.strip():
+        return None
+    stage = value.strip().lower()
+    if stage not in LEAD_STAGES:
+        raise InvalidInput(f"unknown stage {value!r} (one of {', '.join(LEAD_STAGES)})")
+    return stage
+
+
+def clean_tags(value: str | Iterable[str] | None) -> list[str] | None:
+    """Tags from a list or a ``;``-separated string: stripped, without blanks or repeats (None when empty)."""
+    if not value:
+        return None
+    parts = value.split(";") if isinstance(value, str) else value
+    tags = list(dict.fromkeys(stripped for tag in parts if (stripped := tag.strip())))
+    return tags or None
+
+
+def clean_text(value: Any) -> str | None:
+    """A stripped one-line string (whitespace runs folded, control characters refused), None when empty.
+
+    Lead fields end up in email headers and in PostgreSQL text columns, neither of which takes a line break or NUL.
+    """
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    if _CONTROL.search(text):
+        raise InvalidInput(f"text fields cannot hold control characters, got {text!r}")
+    return text or None
+
+
+def clean_custom_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Custom fields as plain JSON (no NaN or infinity, no NUL characters), or :class:`InvalidInput`."""
+    try:
+        json.dumps(dict(fields), allow_nan=False, default=_refuse)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"custom fields must be plain JSON values: {exc}") from None
+    if contains_nul(fields):
+        raise InvalidInput("custom fields cannot hold NUL characters")
+    return dict(fields)
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a JSON-like value holds a NUL character anywhere (PostgreSQL text and JSON cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+FIELD_CLEANERS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(TEXT_FIELDS, clean_text),
+    "company_size": clean_company_size,
+    "country": clean_country,
+    "timezone": clean_timezone,
+    "stage": clean_stage,
+    "tags": clean_tags,
+}
+"""The cleaner of every lead column except email; each returns None for an empty value."""
+
+
+def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and normalize lead data; unknown keys (and a ``fields`` mapping) become custom ``fields``.
+
+    Only the keys present are returned, so an update touches only what the caller gave. Every problem is
+    reported at once in one :class:`InvalidInput`.
+    """
+    cleaned: dict[str, Any] = {}
+    custom: dict[str, Any] = dict(data.get("fields") or {})
+    problems: list[str] = []
+    if not data.get("email"):
+        problems.append("email is required")
+    for key, value in data.items():
+        try:
+            if key == "email":
+                cleaned["email"] = clean_email(str(value)) if value else None
+            elif key in FIELD_CLEANERS:
+                cleaned[key] = FIELD_CLEANERS[key](value)
+            elif key != "fields":
+                custom[key] = value
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    if custom:
+        try:
+            custom = clean_custom_fields(custom)
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    if custom:
+        cleaned["fields"] = custom
+    return cleaned

@@ -1,0 +1,74 @@
+"""Leads in bulk (the CSV import): per batch one SELECT of the leads that exist, one executemany upsert, one insert
+of stage changes, instead of ORM objects per row.
+
+Which values win, and which stage changes a batch makes, is decided in :mod:`nurture.application.import_leads`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, case, func, insert, select
+
+from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant
+from nurture.storage.dialect import upsert_insert
+from nurture.storage.tables import L, SC
+
+_SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
+
+
+def existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:
+    """Email -> ``id``, ``email``, ``stage``, ``tags`` and ``fields`` of the leads with these emails."""
+    found: dict[str, dict[str, Any]] = {}
+    query = select(L.c.id, L.c.email, L.c.stage, L.c.tags, L.c.fields)
+    for start in range(0, len(emails), _SELECT_CHUNK):
+        chunk = emails[start : start + _SELECT_CHUNK]
+        for row in connection.execute(query.where(L.c.email.in_(chunk))).mappings():
+            found[row["email"]] = dict(row)
+    return found
+
+
+def upsert(connection: Connection, params: list[dict[str, Any]], now: datetime, *,
+           keep_unless_given: Sequence[str]) -> None:
+    """Insert or update (by email) one lead per row of ``params``, all dated ``now``: the row's values as the driver
+    takes them (``tags`` and ``fields`` JSON text), a None in ``keep_unless_given`` keeping the lead's value."""
+    executemany_prepared(connection, _upsert_statement(connection, now, keep_unless_given), params)
+
+
+def _upsert_statement(connection: Connection, now: datetime, keep_unless_given: Sequence[str]) -> Any:
+    """INSERT ... ON CONFLICT (email) DO UPDATE, with the batch's constants in the SQL and JSON pre-serialized."""
+    timestamp = inline_constant(now, UTCDateTime(), connection.dialect)
+    statement = upsert_insert(L, connection.dialect).values(
+        tags=bindparam("tags", type_=SerializedJSON()),
+        fields=bindparam("fields", type_=SerializedJSON()),
+        created_at=timestamp,
+        updated_at=timestamp,
+        stage_changed_at=timestamp,
+    )
+    new = statement.excluded
+    kept = {name: func.coalesce(new[name], L.c[name]) for name in keep_unless_given}
+    return statement.on_conflict_do_update(
+        index_elements=[L.c.email],
+        set_={
+            **kept,
+            "stage": new.stage,
+            "tags": new.tags,
+            "fields": new.fields,
+            "updated_at": new.updated_at,
+            "stage_changed_at": case((L.c.stage != new.stage, new.stage_changed_at), else_=L.c.stage_changed_at),
+        },
+    )
+
+
+def ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
+    """Rows of ``id`` and ``email`` of the leads with these emails."""
+    for start in range(0, len(emails), _SELECT_CHUNK):
+        chunk = emails[start : start + _SELECT_CHUNK]
+        yield from connection.execute(select(L.c.id, L.c.email).where(L.c.email.in_(chunk)))
+
+
+def insert_stage_changes(connection: Connection, changes: list[dict[str, Any]]) -> None:
+    """Record these stage changes (one executemany)."""
+    connection.execute(insert(SC), changes)
