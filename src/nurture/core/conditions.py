@@ -94,9 +94,13 @@ def _events(history: History, since: datetime, now: datetime) -> list[Engagement
 
 def _engaged(events: list[Engagement], campaign_id: str, step_id: str, types: tuple[str, ...]) -> bool:
     for event in events:
-        if event.type in types and event.campaign_id == campaign_id and event.step_key is not None:
-            if event.step_key == step_id or event.step_key.startswith(step_id + "/"):
-                return True
+        if (
+            event.type in types
+            and event.campaign_id == campaign_id
+            and event.step_key is not None
+            and (event.step_key == step_id or event.step_key.startswith(step_id + "/"))
+        ):
+            return True
     return False
 
 

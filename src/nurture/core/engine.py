@@ -23,9 +23,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nurture.core import calendar
-from nurture.definitions import windows
 from nurture.core.conditions import evaluate
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, History, LeadView, Send
+from nurture.definitions import windows
 from nurture.definitions.campaign import END, Campaign, ContentItem, Step, UpdateSpec, WebhookSpec
 from nurture.definitions.policy import Policy
 

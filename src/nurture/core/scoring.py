@@ -8,9 +8,10 @@ and notices leads that decayed below a threshold.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import Engagement, LeadView
@@ -226,7 +227,7 @@ class ScoreAccumulator:
     with :meth:`add_group` give the same result up to the order of the additions.
     """
 
-    __slots__ = ("_half_life_seconds", "_now", "_groups")
+    __slots__ = ("_groups", "_half_life_seconds", "_now")
 
     def __init__(self, rules: ScoringRules, now: datetime) -> None:
         self._half_life_seconds = half_life_seconds(rules)

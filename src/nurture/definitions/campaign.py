@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nurture.definitions.conditions import Comparison, Condition, FieldTest
+from nurture.definitions.durations import Duration
 from nurture.definitions.fields import (
     CadenceSpec,
     DurationField,
@@ -20,7 +21,6 @@ from nurture.definitions.fields import (
     Strict,
     TimezoneName,
 )
-from nurture.definitions.durations import Duration
 
 END = "end"
 """The ``goto`` target that finishes the campaign."""

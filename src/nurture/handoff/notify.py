@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -258,7 +258,7 @@ _DIGEST_HTML = """\
 """
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(source: str) -> Template:
     return _ENV.from_string(source)
 

@@ -55,7 +55,7 @@ class _Placeholders:
     own place (markup, edge whitespace, line breaks) make the render uncacheable and the text is derived directly.
     """
 
-    __slots__ = ("values", "index", "cacheable")
+    __slots__ = ("cacheable", "index", "values")
 
     def __init__(self) -> None:
         self.values: list[str] = []
@@ -223,7 +223,7 @@ class EmailRenderer:
     def _text_template_or_none(self, name: str) -> Template | None:
         try:
             return self._text_template(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure: reported by _render_text
             return None  # reported by _render_text with its location
 
     def _derive_text(self, html: str, skeleton: tuple[str, list[str]] | None) -> str:

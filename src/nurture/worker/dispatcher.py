@@ -19,10 +19,11 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -216,7 +217,7 @@ class Dispatcher:
         for row in rows:
             try:
                 decided = self._decide(now, row, facts.get(row.lead_id))
-            except Exception as exc:  # one broken enrollment must not hold back every other lead's email
+            except Exception as exc:  # noqa: BLE001 - one broken enrollment must not hold back every other lead's email
                 log.warning("enrollment %s in %s could not be advanced (%s); looking again in an hour",
                             row.id, row.campaign_id, type(exc).__name__)
                 updates.append(EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {},
@@ -365,7 +366,7 @@ class Dispatcher:
             # that came in meanwhile must hold.
             try:
                 left = self._left_since([item for item, _subject in sending])
-            except Exception as exc:  # the database is unreachable: hand the chunk back rather than send unchecked
+            except Exception as exc:  # noqa: BLE001 - the database is unreachable: hand the chunk back rather than send unchecked
                 log.warning("could not check suppression before sending (%s); the chunk is handed back",
                             type(exc).__name__)
                 return None

@@ -23,8 +23,8 @@ import os
 import signal
 import threading
 from datetime import datetime, timezone
-from multiprocessing.context import SpawnProcess
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
 from typing import Any
 
 from nurture.definitions.loader import Catalog
