@@ -141,8 +141,8 @@ def preview(
     if wanted is not None:
         matches = [u for u in uses if u[3] == wanted]
         if not matches:
-            known = [str(u[3]) for u in uses if u[3] is not None]
-            has = f"has: {', '.join(known)}" if known else "it has no variants"
+            names = [str(u[3]) for u in uses if u[3] is not None]
+            has = f"has: {', '.join(names)}" if names else "it has no variants"
             raise InvalidInput(f"step '{step_id}' has no variant or content '{wanted}' ({has})")
         chosen = matches[0]
     _loc, template, subject, key = chosen

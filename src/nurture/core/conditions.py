@@ -135,12 +135,17 @@ def evaluate(
     for name, test in (condition.lead or {}).items():
         if not field_matches(lead.get(name), test):
             return False
-    nested = dict(lead=lead, history=history, campaign_id=campaign_id, since=since, now=now)
-    if condition.all is not None and not all(evaluate(c, **nested) for c in condition.all):
+    if condition.all is not None and not all(
+        evaluate(c, lead=lead, history=history, campaign_id=campaign_id, since=since, now=now) for c in condition.all
+    ):
         return False
-    if condition.any is not None and not any(evaluate(c, **nested) for c in condition.any):
+    if condition.any is not None and not any(
+        evaluate(c, lead=lead, history=history, campaign_id=campaign_id, since=since, now=now) for c in condition.any
+    ):
         return False
-    if condition.not_ is not None and evaluate(condition.not_, **nested):
+    if condition.not_ is not None and evaluate(
+        condition.not_, lead=lead, history=history, campaign_id=campaign_id, since=since, now=now
+    ):
         return False
     return True
 

@@ -282,10 +282,13 @@ class ScoreAccumulator:
     def breakdown(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
         """The score from the events added so far and the lead's ``fit`` items (:func:`fit_items`)."""
         groups = self._groups
+        behaviour_items: list[ScoreItem] = []
         for kind, g in groups.items():
-            if g.item is None:
-                g.item = ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
-        behaviour_items = sorted((g.item for g in groups.values()), key=_item_order)
+            item = g.item
+            if item is None:
+                item = g.item = ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
+            behaviour_items.append(item)
+        behaviour_items.sort(key=_item_order)
         fits = list(fit)
         behaviour = sum(group.points for group in groups.values())
         fit_total = sum(item.points for item in fits)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -276,7 +277,7 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
     return f"{kind} '{name}' is not defined" + (f" (did you mean '{hint[0]}'?)" if hint else "")
 
 
-def _duplicates(doc: YamlDocument, items: list[tuple[Loc, str]], kind: str) -> list[Problem]:
+def _duplicates(doc: YamlDocument, items: Sequence[tuple[Loc, str]], kind: str) -> list[Problem]:
     """A problem for every value already used by an earlier item (compared case-insensitively)."""
     problems: list[Problem] = []
     first: dict[str, Loc] = {}

@@ -350,7 +350,7 @@ def digest_email(owner: Owner, day: date, briefs: Sequence[Mapping[str, Any]], n
     """The owner's digest for their local ``day``: every open SQL they own, the longest waiting first."""
     zone = owner.timezone
     ordered = sorted(briefs, key=lambda b: b["promoted_at"] or "")
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"brief": b, "headline": headline(b), "waiting": waited(now - (_parse(b["promoted_at"]) or now))}
         for b in ordered
     ]

@@ -128,13 +128,14 @@ class EmailRenderer:
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = Path(templates_dir)
+        self._autoescape = select_autoescape(
+            # every template but a text part is HTML: one named welcome.j2 must escape lead data too
+            enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=True
+        )
         self.environment = ImmutableSandboxedEnvironment(
             loader=FileSystemLoader(os.fspath(templates_dir)),
             undefined=StrictUndefined,
-            autoescape=select_autoescape(
-                # every template but a text part is HTML: one named welcome.j2 must escape lead data too
-                enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=True
-            ),
+            autoescape=self._autoescape,
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
@@ -216,7 +217,7 @@ class EmailRenderer:
         finally:
             self._local.placeholders = None
         values = placeholders.values
-        escaped = [str(escape(v)) for v in values] if self.environment.autoescape(name) else values
+        escaped = [str(escape(v)) for v in values] if self._autoescape(name) else values
         html = _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton)
         return html, ((skeleton, values) if placeholders.cacheable else None)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from nurture.application.authoring import check, load_lead_file, preview
-from nurture.application.compose import email_context
+from nurture.application.compose import render_action
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import load_catalog
 from nurture.errors import DefinitionError
@@ -96,6 +96,8 @@ def simulate_command(
     No database and no sending: the same engine as the worker, on a virtual clock.
     """
     from nurture.application.authoring import preview_links
+    from nurture.core.engine import Action
+    from nurture.core.facts import LeadView
     from nurture.core.simulate import parse_event, parse_time, simulate
     from nurture.rendering import EmailRenderer
 
@@ -108,8 +110,8 @@ def simulate_command(
     renderer = EmailRenderer(templates_dir)
     links = preview_links()
 
-    def subject(action, who):
-        return renderer.render(action.template, action.subject, email_context(chosen, action, who), links).subject
+    def subject(action: Action, who: LeadView) -> str:
+        return render_action(renderer, chosen, action, who, links).subject
 
     timeline = simulate(chosen, catalog.policy, lead_view, start=parse_time(start), days=days, events=events,
                         default_tz=settings.default_timezone, render_subject=subject)
