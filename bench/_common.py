@@ -7,10 +7,10 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 BENCH_CAMPAIGN = """\
 id: bench
@@ -40,11 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _sink_main(port: int, counter: "mp.Value", ready: "mp.Event") -> None:  # type: ignore[name-defined]
+def _sink_main(port: int, counter: mp.Value, ready: mp.Event) -> None:  # type: ignore[name-defined]
     from aiosmtpd.controller import Controller
 
     class Counter:
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201
+        async def handle_DATA(self, server, session, envelope):
             with counter.get_lock():
                 counter.value += 1
             return "250 OK"
@@ -57,7 +57,7 @@ def _sink_main(port: int, counter: "mp.Value", ready: "mp.Event") -> None:  # ty
 
 
 @contextmanager
-def smtp_sink() -> Iterator[tuple[int, "mp.Value"]]:  # type: ignore[name-defined]
+def smtp_sink() -> Iterator[tuple[int, mp.Value]]:  # type: ignore[name-defined]
     """An aiosmtpd sink in its own process (so it does not share our GIL), counting messages."""
     port = free_port()
     counter = mp.Value("q", 0)
@@ -73,7 +73,7 @@ def smtp_sink() -> Iterator[tuple[int, "mp.Value"]]:  # type: ignore[name-define
         process.join()
 
 
-def wait_for_count(counter: "mp.Value", expected: int, timeout: float = 120.0) -> None:  # type: ignore[name-defined]
+def wait_for_count(counter: mp.Value, expected: int, timeout: float = 120.0) -> None:  # type: ignore[name-defined]
     deadline = time.monotonic() + timeout
     while counter.value < expected and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import rss_mb, seed, smtp_sink, wait_for_count, write_project  # noqa: E402
+from _common import rss_mb, seed, smtp_sink, wait_for_count, write_project
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTIONS = 4
@@ -137,10 +137,10 @@ def bench_naive(messages: int, tmp: Path) -> dict:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    global _NAIVE
-    campaigns, templates = write_project(tmp / "naive", ROOT / "templates")
+    global _NAIVE  # noqa: PLW0603 - the naive jobs find their renderer and SMTP port here
+    _campaigns, templates = write_project(tmp / "naive", ROOT / "templates")
     with smtp_sink() as (port, counter):
-        from nurture.rendering import EmailRenderer, LinkBuilder
+        from nurture.rendering import EmailRenderer
         from nurture.signing import Signer
 
         _NAIVE = {"renderer": EmailRenderer(templates), "port": port, "local": threading.local(),
@@ -189,9 +189,10 @@ IDLE_SCRIPT = r"""
 import sys, time, json
 sys.path.insert(0, sys.argv[5])
 from datetime import datetime, timezone
+from pathlib import Path
 from _common import rss_mb
 from dispatch import _worker
-dispatcher, transport = _worker(sys.argv[1], __import__('pathlib').Path(sys.argv[2]), __import__('pathlib').Path(sys.argv[3]), int(sys.argv[4]), 500)
+dispatcher, transport = _worker(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), 500)
 now = datetime.now(timezone.utc)
 dispatcher.tick(now)
 samples = []
@@ -231,7 +232,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="nurture and the ceiling in turn, this many times")
     parser.add_argument("--skip", nargs="*", default=[], choices=["naive", "ceiling", "idle"])
     args = parser.parse_args()
-    global CONNECTIONS
+    global CONNECTIONS  # noqa: PLW0603 - set once from the command line
     CONNECTIONS = args.connections
     results: dict[str, dict] = {}
     rounds: list[tuple[dict, dict | None]] = []

@@ -24,10 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from nurture.application.import_leads import import_leads_csv
 from nurture.clock import SYSTEM_CLOCK
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
-from nurture.application.import_leads import import_leads_csv
 from nurture.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]

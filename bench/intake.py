@@ -199,7 +199,7 @@ def load(base: str, path: str, first: int, requests_total: int, clients: int, ba
                 status, answer = client.post(path, body(n))
                 if status >= 300:
                     failures.append(f"{status} {answer[:200]!r}")
-        except Exception as exc:  # a dead client thread must fail the run, not make it look fast
+        except Exception as exc:  # noqa: BLE001 - a dead client thread must fail the run, not make it look fast
             failures.append(f"client error: {exc!r}")
         finally:
             client.close()
@@ -269,7 +269,8 @@ def main() -> None:
                 for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
                     count = max(1, 300 // batch)
                     httpx.post(f"{base}/bench/statements/start")
-                    first = (args.events if batch == 1 else args.batch_events) // batch  # new requests, on leads the timed rounds created
+                    # new requests, on leads the timed rounds created
+                    first = (args.events if batch == 1 else args.batch_events) // batch
                     load(base, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
                     counted = httpx.post(f"{base}/bench/statements/stop").json()
                     shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(), key=lambda x: -x[1]))

@@ -33,7 +33,7 @@ import httpx
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, smtp_sink  # noqa: E402
+from _common import free_port, smtp_sink
 
 ROOT = Path(__file__).resolve().parents[1]
 NURTURE = Path(sys.executable).with_name("nurture")
@@ -99,7 +99,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    async def app(self, scope, receive, send):  # noqa: ANN001, ANN201
+    async def app(self, scope, receive, send):
         if scope["type"] != "http":
             return
         chunks = []

@@ -255,7 +255,7 @@ def test_schema_describes_the_campaign_file(schema: dict[str, Any]) -> None:
 def test_schema_forbids_unknown_keys_at_every_level(schema: dict[str, Any]) -> None:
     objects = {name: d for name, d in schema["$defs"].items() if "properties" in d}
     assert {"Step", "EmailSpec", "Variant", "Condition", "StreamSpec", "WaitForSpec", "Entry"} <= set(objects)
-    assert {name: d.get("additionalProperties") for name, d in objects.items()} == {name: False for name in objects}
+    assert {name: d.get("additionalProperties") for name, d in objects.items()} == dict.fromkeys(objects, False)
     assert {"id", "wait", "when", "email", "webhook", "update", "wait_for", "stream", "branch", "goto"} <= set(
         objects["Step"]["properties"]
     )

@@ -37,10 +37,14 @@ from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine, transaction
-from nurture.storage.scores import score_breakdown
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead
+from nurture.storage.scores import score_breakdown
 from nurture.worker.runner import Worker
+from smtp_sink import SmtpSink
+from test_feedback import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
+from webhook_receiver import WebhookReceiver
+from worker_world import dispatch_config, subjects, wait_until, write_project
 
 API_KEY = "sales-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -454,7 +458,7 @@ steps:
 
 
 def test_a_rejected_sql_gets_the_recycle_campaigns_first_email_and_the_crm_hears(
-    migrated_url: str, tmp_path: Path, smtp_sink: SmtpSink  # noqa: F811
+    migrated_url: str, tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
     from feedback_world import FILES
 
@@ -494,7 +498,7 @@ def test_a_rejected_sql_gets_the_recycle_campaigns_first_email_and_the_crm_hears
 
 
 def test_the_whole_loop_demo_request_handoff_link_reject_recycle_email(
-    migrated_url: str, tmp_path: Path, smtp_sink: SmtpSink  # noqa: F811
+    migrated_url: str, tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
     """With the real promotion: a demo request makes an SQL, the CRM gets the handoff with its links, the rep rejects
     through the reject link's page, and the recycle campaign's first email goes out."""

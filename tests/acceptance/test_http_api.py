@@ -31,9 +31,9 @@ from intake_world import (
     write_campaigns,
 )
 from nurture.intake import create_app
+from nurture.intake.context import INLINE_EVENTS, IntakeContext
 from nurture.settings import Settings
 from nurture.signing import Signer
-from nurture.intake.context import INLINE_EVENTS, IntakeContext
 from nurture.storage.database import make_engine, transaction
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import EngagementEvent, Lead, StageChange
@@ -114,7 +114,9 @@ def test_events_are_recorded_on_the_event_loop_and_wait_for_a_taken_write_lock_o
         # the event loop's connection, which gave up on the lock, records the next request itself as before
         handed: list[Any] = []
         hand_over = ctx.writer.run
-        ctx.writer.run = lambda *args, **kwargs: handed.append(args) or hand_over(*args, **kwargs)  # type: ignore[method-assign]
+        ctx.writer.run = (  # type: ignore[method-assign]
+            lambda *args, **kwargs: handed.append(args) or hand_over(*args, **kwargs)  # noqa: B023 - used in this pass only
+        )
         assert intake.post("/v1/events", {"email": "c@example.com", "type": "page_view"}).status_code == 202
         assert [e.type for e in events_of(intake.engine, "c@example.com")] == ["page_view"]
         assert handed == []

@@ -12,11 +12,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
+
 from smtp_sink import SmtpSink
 
 NURTURE = Path(sys.executable).with_name("nurture")
@@ -57,7 +58,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(condition, *, timeout: float, what: str):  # noqa: ANN001, ANN201
+def wait_until(condition, *, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

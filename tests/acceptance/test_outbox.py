@@ -22,12 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
-from smtp_sink import SmtpSink
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from webhook_receiver import ReceivedRequest, WebhookReceiver
 
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from nurture import __version__
 from nurture.delivery.message import message_id_for
 from nurture.delivery.smtp import SMTPTransport
@@ -44,8 +42,10 @@ from nurture.delivery.webhooks import (
 )
 from nurture.storage import outbox as outbox_store
 from nurture.storage.database import transaction
-from nurture.worker.outbox_jobs import OutboxConfig, OutboxProcessor, backoff
 from nurture.storage.tables import O
+from nurture.worker.outbox_jobs import OutboxConfig, OutboxProcessor, backoff
+from smtp_sink import SmtpSink
+from webhook_receiver import ReceivedRequest, WebhookReceiver
 
 NOW = datetime(2026, 3, 9, 9, 0, tzinfo=timezone.utc)
 T = int(NOW.timestamp())
@@ -285,10 +285,9 @@ def test_dedup_key_prevents_a_second_enqueue(engine: Engine) -> None:
 
 
 def test_a_rolled_back_decision_queues_nothing(engine: Engine) -> None:
-    with pytest.raises(RuntimeError):
-        with transaction(engine) as conn:
-            outbox_store.enqueue(conn, kind="sales_webhook", dedup_key="k", payload={}, now=NOW)
-            raise RuntimeError("the decision failed")
+    with pytest.raises(RuntimeError), transaction(engine) as conn:
+        outbox_store.enqueue(conn, kind="sales_webhook", dedup_key="k", payload={}, now=NOW)
+        raise RuntimeError("the decision failed")
     assert rows(engine) == {}
 
 
@@ -703,7 +702,7 @@ def test_two_processors_never_deliver_a_row_twice(engine: Engine, receiver: Webh
                 processor = make_processor(engine, own_client, receiver.url, batch_size=7, concurrency=4)
                 start.wait(timeout=10)
                 reports.append(processor.drain(lambda: NOW).sent)
-        except BaseException as exc:  # surfaced in the main thread
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the main thread
             errors.append(exc)
 
     workers = [threading.Thread(target=work) for _ in range(2)]

@@ -21,7 +21,7 @@ NOW = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 
 
-def seed(engine: Engine) -> None:  # noqa: F811
+def seed(engine: Engine) -> None:
     """Ten MQLs this month (four last month), four SQLs, one accepted, one rejected; A/B deliveries with engagement."""
     with transaction(engine) as conn:
         conn.execute(insert(Lead.__table__), [
@@ -62,7 +62,7 @@ def seed(engine: Engine) -> None:  # noqa: F811
         ])
 
 
-def test_funnel_and_ab_figures(engine: Engine) -> None:  # noqa: F811
+def test_funnel_and_ab_figures(engine: Engine) -> None:
     seed(engine)
     report = build_report(engine, since=NOW - 30 * DAY, until=NOW)
     f = report.funnel
@@ -80,7 +80,7 @@ def test_funnel_and_ab_figures(engine: Engine) -> None:  # noqa: F811
     assert campaign.sent == 9 and campaign.open_rate == round(4 / 9, 4)
 
 
-def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url: str) -> None:  # noqa: F811
+def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
     seed(engine)
     nurture = Path(sys.executable).with_name("nurture")
     result = subprocess.run(

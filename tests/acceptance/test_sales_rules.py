@@ -17,8 +17,8 @@ from nurture.core.promotion import Decision, FeedbackOutcome, decide, describe, 
 from nurture.core.routing import Route, owner, route
 from nurture.core.scoring import ScoreBreakdown
 from nurture.definitions.conditions import Comparison
-from nurture.definitions.sales import SALES_FILE, SalesRules, load_sales
 from nurture.definitions.durations import Duration
+from nurture.definitions.sales import SALES_FILE, SalesRules, load_sales
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)

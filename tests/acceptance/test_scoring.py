@@ -24,8 +24,8 @@ from nurture.core.scoring import (
     utc_day,
 )
 from nurture.definitions.conditions import Comparison
-from nurture.definitions.scoring import SCORING_FILE, ScoringRules, load_scoring
 from nurture.definitions.durations import Duration
+from nurture.definitions.scoring import SCORING_FILE, ScoringRules, load_scoring
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)

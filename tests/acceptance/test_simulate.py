@@ -27,10 +27,10 @@ import yaml
 
 from nurture.core.engine import Action
 from nurture.core.facts import Engagement, LeadView
+from nurture.core.simulate import parse_event, parse_time, simulate
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.policy import Policy
 from nurture.errors import InvalidInput
-from nurture.core.simulate import parse_event, parse_time, simulate
 
 NURTURE = Path(sys.executable).with_name("nurture")
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -246,7 +246,7 @@ def test_parse_time(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize("text", ["yesterday", "03/02/2026", "2026-13-01", ""])
 def test_parse_time_rejects(text: str) -> None:
-    with pytest.raises(InvalidInput, match="invalid time .*use ISO 8601"):
+    with pytest.raises(InvalidInput, match=r"invalid time .*use ISO 8601"):
         parse_time(text)
 
 

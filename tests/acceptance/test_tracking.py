@@ -12,7 +12,16 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 
 from http_server import HttpServer
-from intake_world import Clock, add_delivery, count_rows, enrollments_of, events_of, lead_row, load_world, write_campaigns
+from intake_world import (
+    Clock,
+    add_delivery,
+    count_rows,
+    enrollments_of,
+    events_of,
+    lead_row,
+    load_world,
+    write_campaigns,
+)
 from nurture.intake import create_app
 from nurture.intake.tracking import PIXEL
 from nurture.rendering.links import LinkBuilder

@@ -12,12 +12,15 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import update
+
 from db_fixtures import (  # noqa: F401 (fixtures)
     create_postgres_database,
     drop_postgres_database,
@@ -25,32 +28,30 @@ from db_fixtures import (  # noqa: F401 (fixtures)
     postgres_available,
     postgres_template,
 )
+from nurture.application.record_events import EventIn, record_events
+from nurture.definitions.scoring import load_scoring
+from nurture.delivery import message_id_for
+from nurture.storage import schedule
+from nurture.storage.database import session, transaction
+from nurture.storage.leads import lead_summary
+from nurture.storage.migrate import upgrade
+from nurture.storage.models import Lead
+from nurture.worker.runner import Worker
 from smtp_sink import SmtpSink
-from sqlalchemy import update
 from worker_world import (
     ONBOARDING,
     T0,
     Clock,
     Project,
     by_recipient,
-    lead_email,
     deliveries,
     dispatch_config,
     enrollments,
+    lead_email,
     seed_leads,
     subjects,
     write_project,
 )
-
-from nurture.definitions.scoring import load_scoring
-from nurture.delivery import message_id_for
-from nurture.storage import schedule
-from nurture.storage.database import session, transaction
-from nurture.application.record_events import EventIn, record_events
-from nurture.storage.leads import lead_summary
-from nurture.storage.migrate import upgrade
-from nurture.storage.models import Lead
-from nurture.worker.runner import Worker
 
 NURTURE = Path(sys.executable).with_name("nurture")
 MESSAGE_ID = re.compile(r"<nurture\.[0-9a-f]{24}@acme\.test>")
@@ -774,7 +775,7 @@ def test_one_enrollment_the_engine_cannot_advance_does_not_hold_back_the_others(
 
     real_advance = dispatcher_module.advance
 
-    def broken_for_one_lead(campaign, policy, state, lead, *args, **kwargs):  # noqa: ANN001, ANN202
+    def broken_for_one_lead(campaign, policy, state, lead, *args, **kwargs):
         if lead.email == emails[1]:
             raise TypeError("a bug the engine hits for this lead only")
         return real_advance(campaign, policy, state, lead, *args, **kwargs)
@@ -883,7 +884,7 @@ def test_when_recording_a_batch_fails_the_batch_sent_after_it_is_still_recorded(
     real_record = schedule.record_outcomes
     calls: list[int] = []
 
-    def record_once_failing(engine, now, outcomes):  # noqa: ANN001, ANN202
+    def record_once_failing(engine, now, outcomes):
         calls.append(len(outcomes))
         if len(calls) == 1:
             raise DatabaseGone
@@ -915,7 +916,7 @@ def test_retries_wait_until_the_batch_in_flight_is_recorded(
     claimed_at_retry: list[int] = []
     real_retry = worker.dispatcher._retry_deliveries
 
-    def watch(now):  # noqa: ANN001, ANN202
+    def watch(now):
         claimed_at_retry.append(sum(r.status == "claimed" for r in deliveries(worker.engine)))
         return real_retry(now)
 

@@ -16,18 +16,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from worker_world import Project, by_recipient, deliveries, enrollments, seed_leads, wait_until, write_project
 
 from nurture.storage.database import make_engine, transaction
 from nurture.storage.models import Delivery, Enrollment
+from smtp_sink import SmtpSink
+from worker_world import Project, by_recipient, deliveries, enrollments, seed_leads, wait_until, write_project
 
 NURTURE = Path(sys.executable).with_name("nurture")
 D, E = Delivery.__table__, Enrollment.__table__

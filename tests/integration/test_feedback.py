@@ -207,7 +207,7 @@ def test_a_reason_whose_field_is_invalid_writes_nothing(engine, world):
     seed_sql(engine, "ada@example.com")
     before = snapshot(engine)
 
-    with pytest.raises(InvalidInput, match="sales.yaml sets country to 'Germany'"):
+    with pytest.raises(InvalidInput, match=r"sales.yaml sets country to 'Germany'"):
         decide(engine, world, verdict="reject", reason="broken")
 
     assert snapshot(engine) == before
@@ -317,7 +317,7 @@ def test_a_different_decision_on_a_decided_promotion_is_refused(engine, world, f
     decide(engine, world, verdict=first[0], reason=first[1])
     before = snapshot(engine)
 
-    with pytest.raises(AlreadyDecided, match="decided already: ada@example.com was (accepted|rejected)"):
+    with pytest.raises(AlreadyDecided, match=r"decided already: ada@example.com was (accepted|rejected)"):
         decide(engine, world, verdict=then[0], reason=then[1])
     assert snapshot(engine) == before
 
@@ -336,7 +336,7 @@ def test_only_an_sql_waits_for_a_decision(engine, world):
         decide(engine, world, "mql@example.com")
     with pytest.raises(NotAwaitingDecision, match="no longer waiting for a decision: it is at stage customer"):
         decide(engine, world, "moved@example.com", "reject", "no_budget")
-    with pytest.raises(LeadNotFound, match="nobody@example.com"):
+    with pytest.raises(LeadNotFound, match=r"nobody@example.com"):
         decide(engine, world, " Nobody@Example.com ")
     with pytest.raises(LeadNotFound, match="id 999999"):
         decide(engine, world, lead_id=999999, promotion_id=1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
 
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
+from nurture.application.import_leads import import_leads_csv
 from nurture.errors import InvalidInput
 from nurture.storage.database import session
 from nurture.application.import_leads import import_leads_csv
@@ -148,7 +150,7 @@ def test_progress_is_reported_in_bytes(engine, tmp_path: Path) -> None:
                      clock=SYSTEM_CLOCK)
     size = path.stat().st_size
     assert seen[-1] == (size, size)
-    assert len(seen) == 4 and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    assert len(seen) == 4 and all(a[0] <= b[0] for a, b in pairwise(seen))
 
 
 @pytest.mark.parametrize(

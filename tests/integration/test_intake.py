@@ -37,6 +37,9 @@ from nurture.application.record_events import (
     save_lead,
     score_breakdown,
 )
+from nurture.errors import InvalidInput, LeadNotFound
+from nurture.storage.database import session, transaction
+from nurture.storage.leads import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead
 
 
@@ -182,7 +185,7 @@ def test_daily_caps_count_what_scored_that_utc_day(engine, world):
 
 
 def test_score_rises_and_the_breakdown_explains_it(engine, world):
-    catalog, rules = world
+    _catalog, rules = world
     record(engine, world, EventIn("a@example.com", "page_view"), EventIn("a@example.com", "content_download"))
     breakdown = score_breakdown(engine, rules, "A@example.com", T0)
 
@@ -303,7 +306,7 @@ def test_a_burst_of_the_same_tracking_event_is_recorded_once(engine, world):
 
 
 def test_rescore_all_applies_decay_in_chunks_and_is_repeatable(engine, world):
-    catalog, rules = world
+    _catalog, rules = world
     for index in range(5):
         record(engine, world, EventIn(f"lead{index}@example.com", "webinar_attended"))
     later = T0 + timedelta(days=30)
@@ -317,7 +320,7 @@ def test_rescore_all_applies_decay_in_chunks_and_is_repeatable(engine, world):
 def test_rescore_all_reads_a_history_only_for_leads_without_a_score_state(engine, world, monkeypatch):
     from nurture.storage import scores
 
-    catalog, rules = world
+    _catalog, rules = world
     with session(engine) as orm_session:
         upsert_lead(orm_session, {"email": "fit@example.com", "company_size": 500}, actor="cli", now=T0)
     for index, kind in enumerate(["webinar_attended", "content_download", "page_view"]):

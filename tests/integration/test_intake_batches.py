@@ -12,19 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from db_fixtures import engine, migrated_url, pg_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
+from intake_world import (
+    T0,
+    add_delivery,
+    count_rows,
+    events_of,
+    lead_row,
+    load_world,
+    stage_history,
+    write_campaigns,
+)
 from sqlalchemy import select
 
-from db_fixtures import engine, migrated_url, pg_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
-from intake_world import T0, add_delivery, enrollments_of, count_rows, events_of, lead_row, load_world, stage_history, write_campaigns
+from nurture.application.enroll import enroll_leads
+from nurture.application.lead_input import upsert_lead
+from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
 from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
-from nurture.storage.score_state import window_start
 from nurture.storage.database import make_engine, session, transaction
-from nurture.application.enroll import enroll_leads
-from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
-from nurture.application.lead_input import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.rows import lead_view
+from nurture.storage.score_state import window_start
 
 TYPES = ["page_view", "page_view", "email_open", "email_click", "content_download", "pricing_page_view",
          "webinar_attended", "unscored_type"]
@@ -404,7 +413,7 @@ def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, worl
     catalog, rules = world
     rng = random.Random(f"sums{half_life}")
     emails = [f"sum{i}@example.com" for i in range(5)]
-    events = [EventIn(rng.choice(emails), rng.choice(TYPES + ["careers_page_view"]),
+    events = [EventIn(rng.choice(emails), rng.choice([*TYPES, "careers_page_view"]),
                       occurred_at=T0 + timedelta(seconds=rng.randint(-40 * 86400, 86400), microseconds=rng.randint(0, 999_999)))
               for _ in range(300)]
     record_events(engine, catalog, rules, events, now=T0, actor="api")
@@ -451,8 +460,9 @@ def test_postgres_a_request_that_waited_on_the_lead_lock_ends_the_enrollment_the
     import threading
     import time
 
-    import nurture.application.record_events as intake
     from intake_world import enrollments_of
+
+    import nurture.application.record_events as intake
     from nurture.storage.database import make_engine
     from nurture.storage.migrate import upgrade
 
@@ -466,7 +476,7 @@ def test_postgres_a_request_that_waited_on_the_lead_lock_ends_the_enrollment_the
         real = intake.enroll_in_transaction
         enrolled = threading.Event()
 
-        def enroll_then_hold(conn, catalog, ids, now):  # noqa: ANN001, ANN202 - the first request keeps the lock a while
+        def enroll_then_hold(conn, catalog, ids, now):  # the first request keeps the lock a while
             count = real(conn, catalog, ids, now)
             if threading.current_thread().name == "first":
                 enrolled.set()

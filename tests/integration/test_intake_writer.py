@@ -56,15 +56,15 @@ def test_jobs_take_turns_on_one_thread_and_spread_over_several():
 
         def job() -> None:
             nonlocal running, most
-            with lock:
+            with lock:  # noqa: B023 - job runs within this pass of the loop
                 running += 1
                 most = max(most, running)
             time.sleep(0.02)
-            with lock:
+            with lock:  # noqa: B023
                 running -= 1
 
         async def main() -> None:
-            await asyncio.gather(*(writer.run(job) for _ in range(9)))
+            await asyncio.gather(*(writer.run(job) for _ in range(9)))  # noqa: B023
 
         asyncio.run(main())
         assert most == expected

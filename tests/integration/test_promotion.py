@@ -17,23 +17,22 @@ from sqlalchemy import select, update
 
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
 from intake_world import T0, add_delivery, enrollments_of, lead_row, load_world, stage_history, write_campaigns
+from nurture.application import promote as store
+from nurture.application.promote import OpenSql
+from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, save_lead
 from nurture.core.facts import Engagement, LeadView
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules, load_sales
 from nurture.definitions.scoring import ScoringRules
-from nurture.handoff import Handoff
-from nurture.handoff import notify
+from nurture.handoff import Handoff, notify
 from nurture.handoff.brief import is_hand_raise
 from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.signing import Signer
-from nurture.application import promote as store
 from nurture.storage.database import transaction
-from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, save_lead
 from nurture.storage.models import Delivery, Meta, Outbox, StageChange
-from nurture.application.promote import OpenSql
 from nurture.worker.handoff_jobs import HandoffJobs, digest_day, digests_due, reminders_due, sla_overdue
 
-O, M, D, SC = Outbox.__table__, Meta.__table__, Delivery.__table__, StageChange.__table__
+O, M, D, SC = Outbox.__table__, Meta.__table__, Delivery.__table__, StageChange.__table__  # noqa: E741 - as in storage/tables.py
 
 SALES = """\
 promotion:

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from nurture.errors import ConfigError, InvalidInput, LeadNotFound
 from nurture.clock import SYSTEM_CLOCK as utcnow
 from nurture.storage.database import make_engine, session, transaction
@@ -79,12 +79,12 @@ def test_sqlite_without_math_functions_gets_pow_from_python() -> None:
     from nurture.storage.dialect import ensure_pow
 
     class WithoutMath(sqlite3.Connection):  # as an SQLite built without SQLITE_ENABLE_MATH_FUNCTIONS answers
-        def execute(self, sql, *args):  # noqa: ANN001, ANN202
+        def execute(self, sql, *args):
             if "pow(" in sql and not getattr(self, "registered", False):
                 raise sqlite3.OperationalError("no such function: pow")
             return super().execute(sql, *args)
 
-        def create_function(self, name, narg, func, **kwargs):  # noqa: ANN001, ANN202
+        def create_function(self, name, narg, func, **kwargs):
             self.registered = True
             return super().create_function(name, narg, func, **kwargs)
 
@@ -104,9 +104,8 @@ def test_sqlite_transactions_take_the_write_lock_when_they_begin(tmp_path) -> No
         with transaction(holder) as connection:
             connection.exec_driver_sql("SELECT 1").all()  # only a read: a deferred BEGIN would take no lock yet
             started = time.monotonic()
-            with pytest.raises(OperationalError, match="database is locked"):
-                with transaction(waiter):
-                    pass
+            with pytest.raises(OperationalError, match="database is locked"), transaction(waiter):
+                pass
             assert time.monotonic() - started < 3
             with transaction(waiter, read_only=True) as reader:  # a snapshot read does not queue behind writers
                 assert reader.exec_driver_sql("SELECT 1").scalar() == 1
@@ -132,9 +131,8 @@ def test_a_no_wait_transaction_gives_up_at_once_when_the_write_lock_is_taken(loc
     with transaction(holder) as held:
         held.exec_driver_sql("SELECT 1").all()
         started = time.monotonic()
-        with pytest.raises(WriteLockBusy):
-            with transaction(no_wait(engine)) as connection:
-                connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+        with pytest.raises(WriteLockBusy), transaction(no_wait(engine)) as connection:
+            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
         assert time.monotonic() - started < 1  # not the 10 s busy timeout
         raw = engine.raw_connection()  # the pool's one connection, the one that gave up: its timeout is back
         try:
@@ -157,15 +155,13 @@ def test_a_transaction_on_a_kept_connection_commits_or_rolls_back_and_leaves_it_
                 assert connection is kept
                 connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
                 connection.exec_driver_sql("INSERT INTO t VALUES (1)")
-            with pytest.raises(RuntimeError):
-                with transaction(kept) as connection:
-                    connection.exec_driver_sql("INSERT INTO t VALUES (2)")
-                    raise RuntimeError("undo")
+            with pytest.raises(RuntimeError), transaction(kept) as connection:
+                connection.exec_driver_sql("INSERT INTO t VALUES (2)")
+                raise RuntimeError("undo")
             assert not kept.closed and not kept.in_transaction()
             assert kept.connection.driver_connection.in_transaction is False  # SQLite's own state, not SQLAlchemy's
-            with pytest.raises(ValueError, match="read_only"):
-                with transaction(kept, read_only=True):
-                    pass
+            with pytest.raises(ValueError, match="read_only"), transaction(kept, read_only=True):
+                pass
         with engine.connect() as other:
             assert other.exec_driver_sql("SELECT x FROM t").scalars().all() == [1]
     finally:
@@ -181,16 +177,14 @@ def test_a_kept_no_wait_connection_gives_up_on_a_taken_lock_and_recovers_from_a_
     kept = no_wait(engine.connect())
     with transaction(holder) as held:
         held.exec_driver_sql("SELECT 1").all()
-        with pytest.raises(WriteLockBusy):
-            with transaction(kept):
-                pass
+        with pytest.raises(WriteLockBusy), transaction(kept):
+            pass
     driver = kept.connection.driver_connection
     assert driver.execute("PRAGMA busy_timeout").fetchone() == (10000,) and not driver.in_transaction
     # a COMMIT that fails (a deferred foreign key) leaves SQLite inside the transaction, holding the write lock;
     # no pool check-in undoes it on a kept connection: its next transaction must
-    with pytest.raises(IntegrityError):
-        with transaction(kept) as connection:
-            connection.exec_driver_sql("INSERT INTO child VALUES (7)")
+    with pytest.raises(IntegrityError), transaction(kept) as connection:
+        connection.exec_driver_sql("INSERT INTO child VALUES (7)")
     with transaction(kept) as connection:
         connection.exec_driver_sql("INSERT INTO parent VALUES (1)")
         connection.exec_driver_sql("INSERT INTO child VALUES (1)")
@@ -222,11 +216,10 @@ def test_sqlite_writer_waits_for_the_lock_instead_of_failing(lock_pair) -> None:
 
 
 def test_session_rolls_back_when_the_block_raises(engine) -> None:
-    with pytest.raises(RuntimeError):
-        with session(engine) as db:
-            db.add(Lead(email="gone@example.com"))
-            db.flush()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), session(engine) as db:
+        db.add(Lead(email="gone@example.com"))
+        db.flush()
+        raise RuntimeError("boom")
     with session(engine, read_only=True) as db:
         assert db.execute(sa.select(sa.func.count()).select_from(Lead)).scalar() == 0
 
@@ -257,9 +250,8 @@ def test_datetime_comparisons_work_across_offsets(engine) -> None:
 
 
 def test_naive_datetimes_are_refused(engine) -> None:
-    with pytest.raises(StatementError, match="naive datetime"):
-        with session(engine) as db:
-            db.add(Lead(email="naive@example.com", bounced_at=datetime(2025, 1, 1)))
+    with pytest.raises(StatementError, match="naive datetime"), session(engine) as db:
+        db.add(Lead(email="naive@example.com", bounced_at=datetime(2025, 1, 1)))
 
 
 # -- constraints -----------------------------------------------------------------------------------------------
@@ -300,12 +292,10 @@ def test_email_external_id_and_dedup_key_are_unique(engine) -> None:
         for external_id in ("evt-1", None, None):
             db.add(EngagementEvent(lead_id=lead_id, type="opened", occurred_at=T0, external_id=external_id))
         db.add(Outbox(kind="sales_webhook", dedup_key="promoted:1", payload={"lead": 1}))
-    with pytest.raises(IntegrityError):
-        with session(engine) as db:
-            db.add(EngagementEvent(lead_id=lead_id, type="opened", occurred_at=T0, external_id="evt-1"))
-    with pytest.raises(IntegrityError):
-        with session(engine) as db:
-            db.add(Outbox(kind="sales_webhook", dedup_key="promoted:1", payload={}))
+    with pytest.raises(IntegrityError), session(engine) as db:
+        db.add(EngagementEvent(lead_id=lead_id, type="opened", occurred_at=T0, external_id="evt-1"))
+    with pytest.raises(IntegrityError), session(engine) as db:
+        db.add(Outbox(kind="sales_webhook", dedup_key="promoted:1", payload={}))
 
 
 def test_foreign_keys_are_enforced_and_deleting_a_lead_cascades(engine) -> None:
@@ -457,10 +447,9 @@ def test_upsert_lead_records_the_first_stage_of_a_new_lead_past_lead(engine) -> 
 
 
 def test_upsert_lead_reports_every_problem(engine) -> None:
-    with pytest.raises(InvalidInput) as error:
-        with session(engine) as db:
-            upsert_lead(db, {"email": "nope", "stage": "hot", "timezone": "Mars/Olympus", "country": "USA",
-                             "company_size": "many"}, actor="api", now=utcnow())
+    with pytest.raises(InvalidInput) as error, session(engine) as db:
+        upsert_lead(db, {"email": "nope", "stage": "hot", "timezone": "Mars/Olympus", "country": "USA",
+                         "company_size": "many"}, actor="api", now=utcnow())
     message = str(error.value)
     for part in ("invalid email", "unknown stage", "unknown timezone", "country", "company_size"):
         assert part in message

@@ -48,7 +48,7 @@ class HttpServer:
     def _run(self) -> None:
         try:
             self.server.run()
-        except BaseException as exc:  # reported by start() instead of dying silently in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported by start() instead of dying silently in the thread
             self._error = exc
 
     def start(self) -> HttpServer:

@@ -160,7 +160,7 @@ class WebhookReceiver:
     def _serve(self, server: uvicorn.Server) -> None:
         try:
             server.run()
-        except BaseException as exc:  # reported by up() instead of dying silently in the thread
+        except BaseException as exc:  # noqa: BLE001 - reported by up() instead of dying silently in the thread
             self._error = exc
 
     def _next_answer(self) -> tuple[bool, int, tuple[tuple[str, str], ...], bytes]:

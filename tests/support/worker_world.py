@@ -6,19 +6,20 @@ from __future__ import annotations
 import csv
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from smtp_sink import ReceivedMessage, SmtpSink
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from nurture.application.import_leads import import_leads_csv
 from nurture.clock import SYSTEM_CLOCK
 from nurture.settings import Settings
 from nurture.storage.database import make_engine, transaction
-from nurture.application.import_leads import import_leads_csv
 from nurture.storage.models import Delivery, Enrollment, Lead
 from nurture.worker.dispatcher import DispatchConfig
 

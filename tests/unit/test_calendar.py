@@ -20,8 +20,8 @@ from nurture.core.calendar import (
     next_window_open,
     resolve_zone,
 )
-from nurture.definitions.windows import WEEKDAYS, SendWindow, load_zone, parse_days, parse_hours, parse_time_of_day
 from nurture.definitions.durations import Duration
+from nurture.definitions.windows import WEEKDAYS, SendWindow, load_zone, parse_days, parse_hours, parse_time_of_day
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from nurture.application.authoring import check
+from nurture.definitions.durations import Duration
 from nurture.definitions.loader import fingerprint, load_catalog
 from nurture.definitions.yamlsource import parse_yaml
-from nurture.definitions.durations import Duration
 from nurture.errors import DefinitionError, InvalidInput
 
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

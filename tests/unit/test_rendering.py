@@ -189,7 +189,7 @@ def test_syntax_error_names_file_and_line(renderer: EmailRenderer, templates_dir
 
 
 def test_missing_template_is_a_render_error(renderer: EmailRenderer, context: dict, links: LinkBuilder) -> None:
-    with pytest.raises(TemplateRenderError, match="template 'nope.html.j2' not found"):
+    with pytest.raises(TemplateRenderError, match=r"template 'nope.html.j2' not found"):
         renderer.render("nope.html.j2", "s", context, links)
 
 

@@ -43,7 +43,7 @@ def test_cached_text_matches_direct_derivation(renderer: EmailRenderer) -> None:
     for number in range(300):
         url = rng.choice(["https://example.com/x", "https://example.com/a?b=1&c=2"])
         lead = {
-            "first_name": rng.choice(VALUES), "company": rng.choice(VALUES), "label": rng.choice(VALUES + [url]),
+            "first_name": rng.choice(VALUES), "company": rng.choice(VALUES), "label": rng.choice([*VALUES, url]),
             "url": url, "note": rng.choice(VALUES), "tags": rng.sample([v for v in VALUES if v], 2),
             "email": "a@example.com",
         }

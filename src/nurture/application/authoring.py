@@ -9,9 +9,9 @@ from typing import Any
 
 import jinja2
 
+from nurture.application.compose import email_context
 from nurture.core.engine import Action
 from nurture.core.facts import LeadView, lead_from_mapping
-from nurture.application.compose import email_context
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
 from nurture.definitions.sales import SALES_FILE, load_sales
@@ -47,18 +47,19 @@ def check_emails(catalog: Catalog, templates_dir: Path, lead: LeadView | None = 
     problems: list[Problem] = []
     for campaign in catalog.campaigns.values():
         for index, step in enumerate(campaign.steps):
-            for loc, template, subject, variant in template_uses(step):
-                content = None
-                if step.stream is not None:
-                    content = next(c for c in step.stream.content if c.id == variant)
-                    variant = None
+            for loc, template, subject, use_id in template_uses(step):
+                if step.stream is not None:  # a stream's uses name content pieces, not A/B variants
+                    content, variant = next(c for c in step.stream.content if c.id == use_id), None
+                else:
+                    content, variant = None, use_id
                 action = Action("email", step.id, step.id, RENDER_TIME, template, subject, variant, content)
                 context = email_context(campaign, action, lead)
                 for problem in renderer.check(template, subject, context, links):
                     if problem.path == "<subject>":
                         path, line = _subject_line(catalog, campaign, ("steps", index, *loc, "subject"))
-                        problem = Problem(path, line, f"subject: {problem.message}")
-                    problems.append(problem)
+                        problems.append(Problem(path, line, f"subject: {problem.message}"))
+                    else:
+                        problems.append(problem)
     return sorted(set(problems))
 
 
@@ -140,8 +141,8 @@ def preview(
     if wanted is not None:
         matches = [u for u in uses if u[3] == wanted]
         if not matches:
-            known = [str(u[3]) for u in uses if u[3] is not None]
-            has = f"has: {', '.join(known)}" if known else "it has no variants"
+            names = [str(u[3]) for u in uses if u[3] is not None]
+            has = f"has: {', '.join(names)}" if names else "it has no variants"
             raise InvalidInput(f"step '{step_id}' has no variant or content '{wanted}' ({has})")
         chosen = matches[0]
     _loc, template, subject, key = chosen

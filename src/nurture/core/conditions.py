@@ -94,9 +94,13 @@ def _events(history: History, since: datetime, now: datetime) -> list[Engagement
 
 def _engaged(events: list[Engagement], campaign_id: str, step_id: str, types: tuple[str, ...]) -> bool:
     for event in events:
-        if event.type in types and event.campaign_id == campaign_id and event.step_key is not None:
-            if event.step_key == step_id or event.step_key.startswith(step_id + "/"):
-                return True
+        if (
+            event.type in types
+            and event.campaign_id == campaign_id
+            and event.step_key is not None
+            and (event.step_key == step_id or event.step_key.startswith(step_id + "/"))
+        ):
+            return True
     return False
 
 
@@ -131,12 +135,17 @@ def evaluate(
     for name, test in (condition.lead or {}).items():
         if not field_matches(lead.get(name), test):
             return False
-    nested = dict(lead=lead, history=history, campaign_id=campaign_id, since=since, now=now)
-    if condition.all is not None and not all(evaluate(c, **nested) for c in condition.all):
+    if condition.all is not None and not all(
+        evaluate(c, lead=lead, history=history, campaign_id=campaign_id, since=since, now=now) for c in condition.all
+    ):
         return False
-    if condition.any is not None and not any(evaluate(c, **nested) for c in condition.any):
+    if condition.any is not None and not any(
+        evaluate(c, lead=lead, history=history, campaign_id=campaign_id, since=since, now=now) for c in condition.any
+    ):
         return False
-    if condition.not_ is not None and evaluate(condition.not_, **nested):
+    if condition.not_ is not None and evaluate(
+        condition.not_, lead=lead, history=history, campaign_id=campaign_id, since=since, now=now
+    ):
         return False
     return True
 

@@ -23,9 +23,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nurture.core import calendar
-from nurture.definitions import windows
 from nurture.core.conditions import evaluate
-from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, History, LeadView, Send
+from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, History, LeadView, Send
+from nurture.definitions import windows
 from nurture.definitions.campaign import END, Campaign, ContentItem, Step, UpdateSpec, WebhookSpec
 from nurture.definitions.policy import Policy
 
@@ -238,7 +238,9 @@ def _due(env: _Env, step: Step, state: EnrollmentState, history: History) -> tup
     return base, None
 
 
-def _first_matching_event(step: Step, history: History, campaign_id: str, after: datetime, until: datetime):
+def _first_matching_event(
+    step: Step, history: History, campaign_id: str, after: datetime, until: datetime
+) -> Engagement | None:
     spec = step.wait_for
     assert spec is not None
     for event in sorted(history.events, key=lambda e: e.at):

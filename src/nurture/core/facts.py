@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 OPEN, CLICK = "email_open", "email_click"
 UNSUBSCRIBE, BOUNCE, COMPLAINT = "unsubscribe", "bounce", "spam_complaint"

@@ -7,15 +7,16 @@ writes the stage change, routes the lead (:mod:`nurture.core.routing`) and queue
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import Engagement, LeadView
 from nurture.core.scoring import ScoreBreakdown, typed_values_key
 from nurture.definitions.conditions import Comparison
-from nurture.definitions.sales import DOMAIN, RESET_BEHAVIOUR, SalesRules
 from nurture.definitions.durations import Duration
+from nurture.definitions.sales import DOMAIN, RESET_BEHAVIOUR, SalesRules
 
 PROMOTE, DISQUALIFY = "promote", "disqualify"
 ACCEPT, REJECT = "accept", "reject"

@@ -8,9 +8,10 @@ and notices leads that decayed below a threshold.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import Engagement, LeadView
@@ -226,7 +227,7 @@ class ScoreAccumulator:
     with :meth:`add_group` give the same result up to the order of the additions.
     """
 
-    __slots__ = ("_half_life_seconds", "_now", "_groups")
+    __slots__ = ("_groups", "_half_life_seconds", "_now")
 
     def __init__(self, rules: ScoringRules, now: datetime) -> None:
         self._half_life_seconds = half_life_seconds(rules)
@@ -281,10 +282,13 @@ class ScoreAccumulator:
     def breakdown(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
         """The score from the events added so far and the lead's ``fit`` items (:func:`fit_items`)."""
         groups = self._groups
+        behaviour_items: list[ScoreItem] = []
         for kind, g in groups.items():
-            if g.item is None:
-                g.item = ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
-        behaviour_items = sorted((g.item for g in groups.values()), key=_item_order)
+            item = g.item
+            if item is None:
+                item = g.item = ScoreItem(BEHAVIOUR, kind, round(g.points, 2), round(g.raw, 2), g.latest, g.count)
+            behaviour_items.append(item)
+        behaviour_items.sort(key=_item_order)
         fits = list(fit)
         behaviour = sum(group.points for group in groups.values())
         fit_total = sum(item.points for item in fits)

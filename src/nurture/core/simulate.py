@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from nurture.core.engine import Action, EnrollmentState, advance, lead_zone
 from nurture.core.facts import BOUNCE, CLICK, OPEN, UNSUBSCRIBE, Engagement, History, LeadView, Send

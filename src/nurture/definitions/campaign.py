@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nurture.definitions.conditions import Comparison, Condition, FieldTest
+from nurture.definitions.durations import Duration
 from nurture.definitions.fields import (
     CadenceSpec,
     DurationField,
@@ -20,7 +21,6 @@ from nurture.definitions.fields import (
     Strict,
     TimezoneName,
 )
-from nurture.definitions.durations import Duration
 
 END = "end"
 """The ``goto`` target that finishes the campaign."""
@@ -44,7 +44,7 @@ class EmailSpec(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> EmailSpec:
-        for variant in self.variants or [None]:
+        for variant in self.variants or (None,):
             label = f"variant '{variant.id}'" if variant else "email"
             if not ((variant and variant.template) or self.template):
                 raise ValueError(f"{label} has no template")
@@ -218,10 +218,13 @@ class Entry(Strict):
         return [self.stage] if isinstance(self.stage, str) else list(self.stage)
 
 
+_EXIT_STAGES: tuple[Stage, ...] = ("sql", "opportunity", "customer", "disqualified")
+
+
 class ExitSpec(Strict):
     """When a lead leaves early. Unsubscribes and bounces always end every campaign."""
 
-    stages: list[Stage] = Field(default_factory=lambda: ["sql", "opportunity", "customer", "disqualified"])
+    stages: list[Stage] = Field(default_factory=lambda: list(_EXIT_STAGES))
     events: list[str] = Field(default_factory=list, description="Goal events, e.g. demo_request.")
 
 

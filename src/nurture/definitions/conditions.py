@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Union
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from nurture.definitions.fields import Strict
 
-Scalar = Union[str, int, float, bool]
+Scalar = str | int | float | bool
 
 
 class Comparison(Strict):
@@ -54,10 +54,10 @@ class Comparison(Strict):
         return self
 
 
-FieldTest = Union[Comparison, list[Scalar], Scalar]
+FieldTest = Comparison | list[Scalar] | Scalar
 """A lead-field test: a plain value (equals, case-insensitive for text), a list (one of), or a comparison."""
 
-StepRefs = Union[str, list[str]]
+StepRefs = str | list[str]
 
 
 class Condition(Strict):

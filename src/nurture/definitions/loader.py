@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from nurture.definitions.campaign import END, Campaign, Step
 from nurture.definitions.policy import POLICY_FILE, RESERVED_FILES, Policy
@@ -124,7 +125,7 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
 _RANK = {"value_error": 0, "assertion_error": 0, "literal_error": 1, "enum": 1, "string_pattern_mismatch": 1}
 
 
-def _rank(error: dict[str, Any]) -> int:
+def _rank(error: ErrorDetails) -> int:
     if error["type"] == "literal_error" and error["msg"] == "Input should be 'always'":
         return 3  # the 'always' shorthand of send windows: only telling when nothing else is said
     return _RANK.get(error["type"], 2)
@@ -135,7 +136,7 @@ def _below(loc: Loc, others: list[Loc]) -> bool:
     return any(len(other) > len(loc) and other[: len(loc)] == loc for other in others)
 
 
-def _message(error: dict[str, Any], data_loc: Loc, model: type[BaseModel]) -> str:
+def _message(error: ErrorDetails, data_loc: Loc, model: type[BaseModel]) -> str:
     kind = error["type"]
     last = error["loc"][-1] if error["loc"] else None
     if kind == "extra_forbidden":
@@ -183,8 +184,8 @@ def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list
 def validation_problems(doc: YamlDocument, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
     """Pydantic's errors for a YAML file as ``path:line: message`` problems: at the offending key's line, one per
     place (a union's other branches say nothing useful), unknown keys with a did-you-mean hint from their own mapping."""
-    chosen: dict[Loc, tuple[int, dict[str, Any]]] = {}
-    always: list[tuple[Loc, dict[str, Any]]] = []
+    chosen: dict[Loc, tuple[int, ErrorDetails]] = {}
+    always: list[tuple[Loc, ErrorDetails]] = []
     for error in exc.errors():
         loc = _data_loc(doc.data, tuple(error["loc"]))
         if error["type"] in ("extra_forbidden", "missing"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nurture.definitions.fields import DurationField, SendWindowSpec, Strict, TimezoneName
 from nurture.definitions.durations import Duration
+from nurture.definitions.fields import DurationField, SendWindowSpec, Strict, TimezoneName
 
 
 class FrequencyCap(Strict):

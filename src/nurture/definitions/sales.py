@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -48,11 +49,11 @@ from pydantic import (
 
 from nurture.definitions import windows
 from nurture.definitions.conditions import Comparison
+from nurture.definitions.durations import Duration
 from nurture.definitions.fields import DurationField, Strict, TimezoneName
 from nurture.definitions.loader import validation_problems
 from nurture.definitions.scoring import EventType, Points, Tests
 from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
-from nurture.definitions.durations import Duration
 from nurture.errors import Problem
 
 SALES_FILE = "sales.yaml"
@@ -211,7 +212,7 @@ class RejectReason(Strict):
 
     label: str | None = Field(None, min_length=1, description="How the reason reads on the reject form and in reports.")
     stage: Literal["recycled", "disqualified"] = "recycled"
-    score: Annotated[Union[float, Literal["reset_behaviour"]], BeforeValidator(_score_change)] = Field(
+    score: Annotated[float | Literal["reset_behaviour"], BeforeValidator(_score_change)] = Field(
         0, description="Points added to the score (negative: taken off), or reset_behaviour."
     )
     recycle_after: DurationField | None = Field(
@@ -276,7 +277,7 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
     return f"{kind} '{name}' is not defined" + (f" (did you mean '{hint[0]}'?)" if hint else "")
 
 
-def _duplicates(doc: YamlDocument, items: list[tuple[Loc, str]], kind: str) -> list[Problem]:
+def _duplicates(doc: YamlDocument, items: Sequence[tuple[Loc, str]], kind: str) -> list[Problem]:
     """A problem for every value already used by an earlier item (compared case-insensitively)."""
     problems: list[Problem] = []
     first: dict[str, Loc] = {}

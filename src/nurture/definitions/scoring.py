@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -40,10 +40,10 @@ from pydantic import (
 )
 
 from nurture.definitions.conditions import Comparison, Scalar
+from nurture.definitions.durations import Duration
 from nurture.definitions.fields import DurationField, Strict
 from nurture.definitions.loader import validation_problems
 from nurture.definitions.yamlsource import YamlDocument, load_yaml
-from nurture.definitions.durations import Duration
 from nurture.errors import Problem
 
 SCORING_FILE = "scoring.yaml"
@@ -76,11 +76,7 @@ def _test_kind(value: Any) -> str:
 
 
 ValueTest = Annotated[
-    Union[
-        Annotated[Comparison, Tag("comparison")],
-        Annotated[list[Scalar], Tag("list")],
-        Annotated[Scalar, Tag("value")],
-    ],
+    Annotated[Comparison, Tag("comparison")] | Annotated[list[Scalar], Tag("list")] | Annotated[Scalar, Tag("value")],
     Discriminator(_test_kind),
     BeforeValidator(_not_null),
 ]

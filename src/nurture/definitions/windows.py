@@ -68,7 +68,7 @@ def _day_tokens(values: object) -> list[str]:
         values = [values]
     if not isinstance(values, Iterable):
         raise ValueError(f"days must be text such as 'mon-fri' or a list of day names, not {values!r}")
-    tokens = []
+    tokens: list[str] = []
     for value in values:
         if not isinstance(value, str):
             raise ValueError(f"invalid day {value!r}: use day names such as 'mon', 'mon-fri' or 'weekdays'")

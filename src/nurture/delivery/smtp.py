@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from nurture.delivery.message import PLAIN_ADDRESS as _PLAIN_ADDRESS
@@ -36,6 +37,8 @@ _MAX_CONNECTIONS = 64
 # 5xx replies about the session (authentication or TLS required, credentials refused), not about the message: every
 # message would get them, so they are reported as temporary rather than dropping the messages for good.
 _SESSION_CODES = frozenset({530, 534, 535, 538})
+
+_Number = TypeVar("_Number", int, float)
 
 
 @dataclass(frozen=True)
@@ -352,11 +355,11 @@ def _flag(value: str) -> bool:
     raise ConfigError(f"mail URL option starttls must be 1 or 0, not {value!r}")
 
 
-def _positive(value: str, name: str, kind: type[int] | type[float]) -> int | float:
+def _positive(value: str, name: str, kind: type[_Number]) -> _Number:
     try:
         number = kind(value)
     except ValueError:
-        number = 0
+        number = kind(0)
     if not number > 0:
         raise ConfigError(f"mail URL option {name} must be a positive {kind.__name__}, not {value!r}")
     return number

@@ -29,10 +29,10 @@ from nurture import __version__
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "DeliveryResult",
     "EVENT_ID_HEADER",
     "EVENT_TYPE_HEADER",
     "SIGNATURE_HEADER",
+    "DeliveryResult",
     "WebhookSender",
     "encode_body",
     "event_id_for",

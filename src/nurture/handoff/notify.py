@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -258,7 +258,7 @@ _DIGEST_HTML = """\
 """
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(source: str) -> Template:
     return _ENV.from_string(source)
 
@@ -350,7 +350,7 @@ def digest_email(owner: Owner, day: date, briefs: Sequence[Mapping[str, Any]], n
     """The owner's digest for their local ``day``: every open SQL they own, the longest waiting first."""
     zone = owner.timezone
     ordered = sorted(briefs, key=lambda b: b["promoted_at"] or "")
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"brief": b, "headline": headline(b), "waiting": waited(now - (_parse(b["promoted_at"]) or now))}
         for b in ordered
     ]

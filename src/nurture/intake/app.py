@@ -21,9 +21,9 @@ import gc
 import logging
 import time
 import traceback
-from urllib.parse import quote
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
@@ -37,13 +37,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nurture import __version__
+from nurture.application.record_events import MAX_BATCH, RECORDED, EventIn, InvalidEvents, save_lead
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
-from nurture.intake import dashboard, providers, tracking
-from nurture.intake import sales_routes
+from nurture.intake import dashboard, providers, sales_routes, tracking
 from nurture.intake.auth import KeyedRoute, security_scheme
 from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model
 from nurture.intake.schemas import (
@@ -57,11 +57,10 @@ from nurture.intake.schemas import (
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import session, transaction
-from nurture.application.record_events import MAX_BATCH, RECORDED, EventIn, InvalidEvents, save_lead
-from nurture.storage.lookups import status_counts
-from nurture.storage.scores import score_breakdown
 from nurture.storage.leads import lead_summary
+from nurture.storage.lookups import status_counts
 from nurture.storage.migrate import ensure_current
+from nurture.storage.scores import score_breakdown
 
 log = logging.getLogger("nurture.intake")
 
@@ -178,7 +177,7 @@ def readyz(request: Request) -> JSONResponse:
         ensure_current(engine)
     except SchemaOutOfDate as exc:
         return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
-    except Exception as exc:  # any failure to reach the database means "not ready", with no details leaked
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database means "not ready", with no details leaked
         log.warning("readiness check failed: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable", "error": "database unreachable"}, status_code=503)
     return JSONResponse({"status": "ready"})
@@ -221,7 +220,7 @@ def render_metrics(counts: dict[str, dict[str, int]], events: dict[tuple[str, st
 # --- errors and request logging ------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -276,7 +275,7 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_and_note)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the route raised is logged and answered with a 500
             log.error("unhandled %s in %s %s:\n%s", type(exc).__name__, scope["method"], _route(scope),
                       "".join(traceback.format_tb(exc.__traceback__)).rstrip())
             if not response_started:
@@ -339,7 +338,7 @@ def _freeze_startup_objects() -> None:
     batches scanned the whole start-up heap each time (about 2 ms per request of 100 events, by profile). Frozen
     objects are still freed by reference counting; only cycles among them would outlive the process's need.
     """
-    global _frozen
+    global _frozen  # noqa: PLW0603 - a once-per-process flag
     if not _frozen:
         _frozen = True
         gc.collect()

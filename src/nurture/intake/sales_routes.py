@@ -23,12 +23,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from nurture.errors import InvalidInput, LeadNotFound
-from nurture.intake.auth import require_api_key
-from nurture.intake.context import ApiError, IntakeContext, context, read_body, read_model
-from nurture.intake.tracking import NO_CACHE
-from nurture.rendering.sales_links import SalesLinkTarget, decode_sales_link
-from nurture.signing import BadSignature
 from nurture.application.sales_feedback import (
     MAX_NOTE,
     AlreadyDecided,
@@ -38,6 +32,12 @@ from nurture.application.sales_feedback import (
     apply_feedback,
     promotion_status,
 )
+from nurture.errors import InvalidInput, LeadNotFound
+from nurture.intake.auth import require_api_key
+from nurture.intake.context import ApiError, IntakeContext, context, read_body, read_model
+from nurture.intake.tracking import NO_CACHE
+from nurture.rendering.sales_links import SalesLinkTarget, decode_sales_link
+from nurture.signing import BadSignature
 
 log = logging.getLogger("nurture.intake")
 
@@ -234,7 +234,7 @@ async def sales_link_decide(token: str, request: Request) -> HTMLResponse:
         return _not_waiting_page(status, str(exc).removeprefix("this lead is no longer waiting for a decision: "))
     except InvalidInput as exc:
         return _decision_form(ctx, status, target, str(exc), 422)
-    except Exception as exc:  # the rep must learn that it did not work, and nothing about why
+    except Exception as exc:  # noqa: BLE001 - the rep must learn that it did not work, and nothing about why
         log.error("sales link decision failed: %s", type(exc).__name__)
         return _page("Please try again", "<p>We could not record your decision just now. Please try again.</p>", 503)
     if result.already:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging.config
+from typing import Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
@@ -29,7 +31,7 @@ def _url() -> str:
     return normalize_url(url)
 
 
-def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | Literal[False]:
     """Write nurture's own column types as plain SQLAlchemy ones, so migrations never import app code."""
     if type_ == "type":
         if isinstance(obj, UTCDateTime):

@@ -55,7 +55,7 @@ class _Placeholders:
     own place (markup, edge whitespace, line breaks) make the render uncacheable and the text is derived directly.
     """
 
-    __slots__ = ("values", "index", "cacheable")
+    __slots__ = ("cacheable", "index", "values")
 
     def __init__(self) -> None:
         self.values: list[str] = []
@@ -128,13 +128,14 @@ class EmailRenderer:
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = Path(templates_dir)
+        self._autoescape = select_autoescape(
+            # every template but a text part is HTML: one named welcome.j2 must escape lead data too
+            enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=True
+        )
         self.environment = ImmutableSandboxedEnvironment(
             loader=FileSystemLoader(os.fspath(templates_dir)),
             undefined=StrictUndefined,
-            autoescape=select_autoescape(
-                # every template but a text part is HTML: one named welcome.j2 must escape lead data too
-                enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=True
-            ),
+            autoescape=self._autoescape,
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
@@ -216,14 +217,14 @@ class EmailRenderer:
         finally:
             self._local.placeholders = None
         values = placeholders.values
-        escaped = [str(escape(v)) for v in values] if self.environment.autoescape(name) else values
+        escaped = [str(escape(v)) for v in values] if self._autoescape(name) else values
         html = _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton)
         return html, ((skeleton, values) if placeholders.cacheable else None)
 
     def _text_template_or_none(self, name: str) -> Template | None:
         try:
             return self._text_template(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure: reported by _render_text
             return None  # reported by _render_text with its location
 
     def _derive_text(self, html: str, skeleton: tuple[str, list[str]] | None) -> str:

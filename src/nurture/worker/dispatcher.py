@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from nurture.application.compose import render_action
+from nurture.application.enroll import enroll_leads
 from nurture.clock import Clock
 from nurture.core.engine import Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
@@ -37,7 +38,6 @@ from nurture.rendering import EmailRenderer, LinkBuilder
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage import schedule
-from nurture.application.enroll import enroll_leads
 from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChange, LeadFacts, NewDelivery
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class Dispatcher:
         for row in rows:
             try:
                 decided = self._decide(now, row, facts.get(row.lead_id))
-            except Exception as exc:  # one broken enrollment must not hold back every other lead's email
+            except Exception as exc:  # noqa: BLE001 - one broken enrollment must not hold back every other lead's email
                 log.warning("enrollment %s in %s could not be advanced (%s); looking again in an hour",
                             row.id, row.campaign_id, type(exc).__name__)
                 updates.append(EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {},
@@ -368,7 +368,7 @@ class Dispatcher:
             # that came in meanwhile must hold.
             try:
                 left = self._left_since([item for item, _subject in sending])
-            except Exception as exc:  # the database is unreachable: hand the chunk back rather than send unchecked
+            except Exception as exc:  # noqa: BLE001 - the database is unreachable: hand the chunk back rather than send unchecked
                 log.warning("could not check suppression before sending (%s); the chunk is handed back",
                             type(exc).__name__)
                 return None

@@ -22,8 +22,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from multiprocessing.context import SpawnProcess
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
 from typing import Any
 
 from nurture.definitions.loader import Catalog

@@ -19,6 +19,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from nurture.application.enroll import enroll_leads, sync_campaign_versions
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.sales import SalesRules, load_sales
@@ -30,7 +31,6 @@ from nurture.handoff import Handoff
 from nurture.rendering import EmailRenderer
 from nurture.settings import Settings
 from nurture.signing import Signer
-from nurture.application.enroll import enroll_leads, sync_campaign_versions
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
 from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport, dispatch_config

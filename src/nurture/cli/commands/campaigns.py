@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from nurture.application.authoring import check, load_lead_file, preview
-from nurture.application.compose import email_context
+from nurture.application.compose import render_action
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import load_catalog
 from nurture.errors import DefinitionError
@@ -25,9 +24,9 @@ def _dirs(campaigns: Path | None, templates: Path | None) -> tuple[Path, Path]:
 
 
 def check_command(
-    paths: Optional[list[Path]] = typer.Argument(None, help="Campaign files or folders (default: the campaigns folder)."),
-    campaigns: Optional[Path] = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
-    templates: Optional[Path] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    paths: list[Path] | None = typer.Argument(None, help="Campaign files or folders (default: the campaigns folder)."),
+    campaigns: Path | None = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
+    templates: Path | None = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only."),
 ) -> None:
     """Validate campaigns, the policy and templates, and render every email against a sample lead.
@@ -56,12 +55,12 @@ def schema_command() -> None:
 def preview_command(
     campaign: str = typer.Argument(..., help="Campaign id."),
     step: str = typer.Argument(..., help="Step id (an email or content-stream step)."),
-    lead: Optional[Path] = typer.Option(None, "--lead", help="YAML/JSON file with the lead's fields (default: a sample lead)."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="A/B variant id, or a content-stream piece id."),
-    html_out: Optional[Path] = typer.Option(None, "--html-out", help="Write the HTML part to this file."),
+    lead: Path | None = typer.Option(None, "--lead", help="YAML/JSON file with the lead's fields (default: a sample lead)."),
+    variant: str | None = typer.Option(None, "--variant", help="A/B variant id, or a content-stream piece id."),
+    html_out: Path | None = typer.Option(None, "--html-out", help="Write the HTML part to this file."),
     show_html: bool = typer.Option(False, "--html", help="Print the HTML part too."),
-    campaigns: Optional[Path] = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
-    templates: Optional[Path] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    campaigns: Path | None = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
+    templates: Path | None = typer.Option(None, "--templates", help=TEMPLATES_HELP),
 ) -> None:
     """Render one email of a campaign (subject, text and HTML) for a sample or given lead."""
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
@@ -83,22 +82,24 @@ def simulate_command(
     lead: Path = typer.Option(..., "--lead", help="YAML/JSON file with the lead's fields."),
     start: str = typer.Option(..., "--start", help="When the lead enters, ISO 8601 (UTC if no offset)."),
     days: float = typer.Option(30, "--days", min=0, max=3650, help="How many days to simulate."),
-    event: Optional[list[str]] = typer.Option(
+    event: list[str] | None = typer.Option(
         None, "--event",
         help="TYPE[:DETAIL]@ISO8601, repeatable: email_open:STEP@..., email_click:STEP@..., demo_request@..., "
         "content_download:CONTENT@..., stage:sql@..., unsubscribe@...",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the timeline as a JSON list."),
-    campaigns: Optional[Path] = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
-    templates: Optional[Path] = typer.Option(None, "--templates", help=TEMPLATES_HELP),
+    campaigns: Path | None = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
+    templates: Path | None = typer.Option(None, "--templates", help=TEMPLATES_HELP),
 ) -> None:
     """Dry-run a campaign for one lead over time: what it would get and when (UTC and lead-local), and why it stops.
 
     No database and no sending: the same engine as the worker, on a virtual clock.
     """
-    from nurture.rendering import EmailRenderer
     from nurture.application.authoring import preview_links
+    from nurture.core.engine import Action
+    from nurture.core.facts import LeadView
     from nurture.core.simulate import parse_event, parse_time, simulate
+    from nurture.rendering import EmailRenderer
 
     settings = get_settings()
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
@@ -109,8 +110,8 @@ def simulate_command(
     renderer = EmailRenderer(templates_dir)
     links = preview_links()
 
-    def subject(action, who):  # noqa: ANN001, ANN202
-        return renderer.render(action.template, action.subject, email_context(chosen, action, who), links).subject
+    def subject(action: Action, who: LeadView) -> str:
+        return render_action(renderer, chosen, action, who, links).subject
 
     timeline = simulate(chosen, catalog.policy, lead_view, start=parse_time(start), days=days, events=events,
                         default_tz=settings.default_timezone, render_subject=subject)
@@ -136,4 +137,4 @@ def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_command)
 
 
-__all__ = ["register", "DefinitionError"]
+__all__ = ["DefinitionError", "register"]

@@ -136,6 +136,7 @@ def add_command(
             except LeadNotFound:
                 existed = False
             lead = upsert_lead(db, data, actor="cli", now=now)
+        assert lead.id is not None  # flushed by upsert_lead
         typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
         _enroll(engine, [lead.id], now)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Optional
 
 import typer
 
@@ -17,7 +16,7 @@ def _pct(value: float | None) -> str:
 
 def report_command(
     days: int = typer.Option(30, "--days", min=1, help="The period: the last N days."),
-    since: Optional[str] = typer.Option(None, "--since", help="Start of the period, ISO 8601 (overrides --days)."),
+    since: str | None = typer.Option(None, "--since", help="Start of the period, ISO 8601 (overrides --days)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Funnel metrics (MQL→SQL conversion, SQL acceptance, time to SQL, lead velocity) and per-campaign and

@@ -33,9 +33,9 @@ def _rules() -> tuple[Any, Any, Any]:
 
 
 def _decide(email: str, verdict: str, reason: str | None, note: str | None, as_json: bool) -> None:
+    from nurture.application.sales_feedback import apply_feedback, feedback_outcome
     from nurture.cli.app import read_clock
     from nurture.settings import get_settings
-    from nurture.application.sales_feedback import apply_feedback, feedback_outcome
     from nurture.storage.migrate import open_database
 
     catalog, scoring, sales = _rules()
