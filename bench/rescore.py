@@ -24,7 +24,9 @@ from pathlib import Path
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
-from nurture.application.record_events import EventIn, record_events, rescore_all
+from nurture.application.record_events import record_events
+from nurture.storage.scores import rescore_all
+from nurture.application.event_input import EventIn
 from nurture.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]

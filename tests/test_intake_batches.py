@@ -21,7 +21,9 @@ from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.score_state import window_start
 from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.enrollments import enroll_leads
-from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
+from nurture.application.record_events import record_events
+from nurture.storage.scores import score_breakdown
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.leads import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.schedule import lead_view
@@ -83,11 +85,12 @@ class HistoryReads:
     """Which leads' histories a batch read from the events (sums, and cap counts with the types asked)."""
 
     def __init__(self, monkeypatch):
-        from nurture.application import record_events as intake
+        from nurture.storage.event_bulk import EventBulk
+        from nurture.storage.event_bulk_sqlite import SqliteEventBulk
 
         self.sums: list[int] = []
         self.counts: list[tuple[tuple[int, ...], tuple[str, ...] | None, tuple[Any, ...]]] = []  # ids, types, days
-        for cls in (intake._Bulk, intake._SqliteBulk):
+        for cls in (EventBulk, SqliteEventBulk):
             sums, counts = cls.scored_groups, cls.scored_counts
             monkeypatch.setattr(cls, "scored_groups", self._spy(sums, lambda ids, rest: self.sums.extend(ids)))
             monkeypatch.setattr(cls, "scored_counts", self._spy(counts, lambda ids, rest: self.counts.append(
@@ -321,6 +324,7 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
     """The batch's leads go back in one UPDATE over arrays on PostgreSQL: the stored rows must be those the per-row
     update of the generic code stores (stage changes, suppression times, scores, states; NULLs among values)."""
     from nurture.application import record_events as intake
+    from nurture.storage.event_bulk import EventBulk
     from nurture.storage.migrate import upgrade as migrate_up
 
     catalog, rules = world
@@ -349,7 +353,7 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
                       if k not in ("id", "lead_id")} for row in events])
 
         arrays, array_events = batch("arrays")
-        monkeypatch.setattr(intake, "_bulk_for", lambda dialect: intake._Bulk(dialect.name))
+        monkeypatch.setattr(intake, "bulk_writer", lambda dialect: EventBulk(dialect.name))
         per_row, per_row_events = batch("perrow")
         assert arrays == per_row
         assert array_events == per_row_events and len(array_events) == 14  # the same rows, in the same order
@@ -364,7 +368,8 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
 
 def test_sqlite_reads_the_batch_rows_as_sqlalchemy_would(sqlite_engine, world):
     """The SQLite reads of leads and scored history skip SQLAlchemy's result conversions: same values, same types."""
-    from nurture.application.record_events import _Bulk, _bulk_for
+    from nurture.storage.dialect import bulk_writer as _bulk_for
+    from nurture.storage.event_bulk import EventBulk as _Bulk
 
     catalog, rules = world
     with session(sqlite_engine) as orm_session:
@@ -399,7 +404,8 @@ def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, worl
     """What scoring reads of a lead's history, summed by SQLite or PostgreSQL (decay, future events counted in full,
     microseconds, negative points), against the same events folded in Python one by one; caps count the asked
     types and UTC days only."""
-    from nurture.application.record_events import _Bulk, _bulk_for
+    from nurture.storage.dialect import bulk_writer as _bulk_for
+    from nurture.storage.event_bulk import EventBulk as _Bulk
 
     catalog, rules = world
     rng = random.Random(f"sums{half_life}")
@@ -431,7 +437,7 @@ def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, worl
 def test_cleaning_an_event_keeps_every_field():
     from dataclasses import fields
 
-    from nurture.storage.events import clean_event
+    from nurture.application.event_input import clean_event
 
     event = EventIn(" A@Example.com ", "email_click", occurred_at=T0, properties={"url": "u"}, id="i", campaign_id="c",
                     step_key="s", delivery_id=3, dedupe_within=timedelta(seconds=10))

@@ -28,7 +28,9 @@ from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.signing import Signer
 from nurture.application import promote as store
 from nurture.storage.database import transaction
-from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, save_lead
+from nurture.application.record_events import record_events
+from nurture.application.save_lead import save_lead
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.models import Delivery, Meta, Outbox, StageChange
 from nurture.application.promote import OpenSql
 from nurture.worker.handoff_jobs import HandoffJobs, digest_day, digests_due, reminders_due, sla_overdue

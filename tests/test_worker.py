@@ -46,7 +46,8 @@ from nurture.definitions.scoring import load_scoring
 from nurture.delivery import message_id_for
 from nurture.storage import schedule
 from nurture.storage.database import session, transaction
-from nurture.application.record_events import EventIn, record_events
+from nurture.application.record_events import record_events
+from nurture.application.event_input import EventIn
 from nurture.storage.leads import lead_summary
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead

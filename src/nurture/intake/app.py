@@ -57,7 +57,8 @@ from nurture.intake.schemas import (
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import session, transaction
-from nurture.application.record_events import MAX_BATCH, RECORDED, EventIn, InvalidEvents, save_lead
+from nurture.application.save_lead import save_lead
+from nurture.application.event_input import MAX_BATCH, RECORDED, EventIn, InvalidEvents
 from nurture.storage.lookups import status_counts
 from nurture.storage.scores import score_breakdown
 from nurture.storage.leads import lead_summary

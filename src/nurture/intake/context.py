@@ -28,7 +28,8 @@ from nurture.intake.schemas import describe_errors
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.dialect import WriteLockBusy, no_wait
-from nurture.application.record_events import RECORDED, EventIn, EventResult, record_events
+from nurture.application.record_events import record_events
+from nurture.application.event_input import RECORDED, EventIn, EventResult
 
 log = logging.getLogger("nurture.intake")
 M = TypeVar("M", bound=BaseModel)

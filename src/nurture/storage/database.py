@@ -20,6 +20,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
 from nurture.errors import ConfigError
+from nurture.storage.codec import aware_utc
 from nurture.storage.dialect import READ_ONLY, configure_sqlite
 
 DEFAULT_BUSY_TIMEOUT = 30.0
@@ -46,9 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: nurture stores aware datetimes only")
-        value = value.astimezone(timezone.utc)
+        value = aware_utc(value)
         # SQLite stores text; dropping the (always UTC) offset keeps the text sortable and comparable.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

@@ -55,7 +55,8 @@ def event_command(
     from nurture.definitions.sales import load_sales
     from nurture.handoff import Handoff
     from nurture.signing import Signer
-    from nurture.application.record_events import DUPLICATE, EventIn, record_events
+    from nurture.application.record_events import record_events
+    from nurture.application.event_input import DUPLICATE, EventIn
     from nurture.storage.migrate import open_database
     from nurture.storage.secrets import signing_secret
 
