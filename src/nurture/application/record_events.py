@@ -47,6 +47,7 @@ from nurture.core.conditions import filter_matches
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, History, LeadView
 from nurture.core.scoring import (
     ScoreAccumulator,
+    ScoreBreakdown,
     half_life_seconds,
     event_points,
     fit_items,
@@ -400,7 +401,30 @@ class EventBatch:
                 lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
             self.move(lead, decision[0], decision[1], actor="rule")
             changed = True
-        return promote.after_rescore(self, lead, breakdown, event) or changed
+        if self.sales is None:
+            return changed
+        outcome = promote.after_rescore(self.sales, lead.view(), breakdown, event, fields=lead.row.fields,
+                                        now=self.now)
+        return (outcome is not None and self._promotion(lead, outcome, breakdown)) or changed
+
+    def _promotion(self, lead: _LeadState, outcome: promote.Outcome, breakdown: ScoreBreakdown) -> bool:
+        """Write what promotion decided (:func:`nurture.application.promote.after_rescore`); True when the lead's stage
+        changed."""
+        sales = self.sales
+        assert sales is not None
+        if outcome.stage is None:
+            promote.refresh_pending(self.conn, lead.id, sales=sales, breakdown=breakdown,
+                                    links=self.handoff.links if self.handoff is not None else None,
+                                    campaign_names=promote.campaign_names(self.catalog), stage=lead.stage)
+            return False
+        assert outcome.decision is not None
+        change_id = self.move(lead, outcome.stage, outcome.reason, actor="rule")
+        if outcome.stage == promote.SQL:
+            promote.promoted(self.conn, lead.view(), lead.id, change_id, outcome.decision, breakdown, sales=sales,
+                             handoff=self.handoff, catalog=self.catalog, now=self.now)
+        else:
+            promote.disqualified(self.conn, lead.id, outcome.decision, self.now)
+        return True
 
     def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> int:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the

@@ -34,3 +34,8 @@ _LEAD_COLUMN_NAMES = tuple(column.key for column in L.c)
 def new_lead_row(lead_id: int, values: Mapping[str, Any]) -> SimpleNamespace:
     """The row of a lead just inserted with ``values`` (the other columns are empty), without reading it back."""
     return SimpleNamespace(**{**dict.fromkeys(_LEAD_COLUMN_NAMES), **values, "id": lead_id})
+
+
+def lead_by_id(conn: Connection, lead_id: int) -> Any:
+    """The row of the lead with this id (which must exist)."""
+    return conn.execute(select(L).where(L.c.id == lead_id)).one()
