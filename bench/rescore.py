@@ -25,7 +25,7 @@ from nurture.definitions.loader import load_catalog
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
 from nurture.application.record_events import record_events
-from nurture.storage.scores import rescore_all
+from nurture.application.rescore import rescore_all
 from nurture.application.event_input import EventIn
 from nurture.storage.migrate import upgrade
 

@@ -167,7 +167,7 @@ def test_import_stores_each_leads_score_with_its_fit_points(run, upgraded, tmp_p
     from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import make_engine, session
     from nurture.application.record_events import record_events
-    from nurture.storage.scores import score_breakdown
+    from nurture.application.rescore import score_breakdown
     from nurture.application.event_input import EventIn
     from nurture.storage.leads import get_lead
 

@@ -35,7 +35,7 @@ from nurture.application.sales_feedback import (
     promotion_status,
 )
 from nurture.application.record_events import record_events
-from nurture.storage.scores import rescore_all, score_breakdown
+from nurture.application.rescore import rescore_all, score_breakdown
 from nurture.application.event_input import EventIn
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, Outbox, StageChange
 

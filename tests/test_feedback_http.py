@@ -37,7 +37,7 @@ from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine, transaction
-from nurture.storage.scores import score_breakdown
+from nurture.application.rescore import score_breakdown
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead
 from nurture.worker.runner import Worker

@@ -28,7 +28,7 @@ from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import session, transaction
 from nurture.storage.leads import upsert_lead
 from nurture.application.record_events import record_events
-from nurture.storage.scores import rescore_all, score_breakdown
+from nurture.application.rescore import rescore_all, score_breakdown
 from nurture.application.save_lead import save_lead
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, InvalidEvents
 from nurture.storage.models import EngagementEvent, Enrollment, Lead

@@ -22,7 +22,7 @@ from nurture.storage.score_state import window_start
 from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.enrollments import enroll_leads
 from nurture.application.record_events import record_events
-from nurture.storage.scores import score_breakdown
+from nurture.application.rescore import score_breakdown
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.leads import upsert_lead
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange

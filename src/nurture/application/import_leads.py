@@ -28,7 +28,7 @@ from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_pr
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.leads import FIELD_CLEANERS, TEXT_FIELDS, clean_email, clean_text
 from nurture.storage.schedule import LEAD_COLUMNS
-from nurture.storage.scores import rescore_by_email
+from nurture.application.rescore import rescore_by_email
 from nurture.storage.tables import L, SC
 
 _KEEP_UNLESS_GIVEN = (*TEXT_FIELDS, "company_size", "country", "timezone")  # a blank cell keeps the lead's value

@@ -60,7 +60,7 @@ from nurture.storage.database import session, transaction
 from nurture.application.save_lead import save_lead
 from nurture.application.event_input import MAX_BATCH, RECORDED, EventIn, InvalidEvents
 from nurture.storage.lookups import status_counts
-from nurture.storage.scores import score_breakdown
+from nurture.application.rescore import score_breakdown
 from nurture.storage.leads import lead_summary
 from nurture.storage.migrate import ensure_current
 

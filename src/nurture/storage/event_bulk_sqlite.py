@@ -41,7 +41,7 @@ class SqliteEventBulk(EventBulk):
     """
 
     def __init__(self, dialect: Dialect) -> None:
-        super().__init__(dialect.name)
+        super().__init__("sqlite")
         self.events = driver_sql(upsert_insert(EV, dialect).on_conflict_do_nothing(index_elements=["external_id"]),
                                  dialect, EVENT_COLUMNS)
         self.stage_changes = driver_sql(SC.insert(), dialect, STAGE_CHANGE_COLUMNS)
