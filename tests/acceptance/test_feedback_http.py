@@ -37,9 +37,9 @@ from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine, transaction
+from nurture.application.rescore import score_breakdown
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead
-from nurture.storage.scores import score_breakdown
 from nurture.worker.runner import Worker
 from smtp_sink import SmtpSink
 from test_feedback import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world

@@ -53,6 +53,17 @@ from worker_world import (
     write_project,
 )
 
+from nurture.definitions.scoring import load_scoring
+from nurture.delivery import message_id_for
+from nurture.storage import schedule
+from nurture.storage.database import session, transaction
+from nurture.application.record_events import record_events
+from nurture.application.event_input import EventIn
+from nurture.storage.leads import lead_summary
+from nurture.storage.migrate import upgrade
+from nurture.storage.models import Lead
+from nurture.worker.runner import Worker
+
 NURTURE = Path(sys.executable).with_name("nurture")
 MESSAGE_ID = re.compile(r"<nurture\.[0-9a-f]{24}@acme\.test>")
 

@@ -45,7 +45,9 @@ from nurture.application.sales_feedback import (
     apply_feedback,
     promotion_status,
 )
-from nurture.application.record_events import EventIn, record_events, rescore_all, score_breakdown
+from nurture.application.event_input import EventIn
+from nurture.application.record_events import record_events
+from nurture.application.rescore import rescore_all, score_breakdown
 from nurture.storage.models import Lead
 
 

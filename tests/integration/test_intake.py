@@ -24,22 +24,13 @@ from intake_world import (
     stage_history,
     write_campaigns,
 )
-from nurture.errors import InvalidInput, LeadNotFound
-from nurture.storage.database import session, transaction
 from nurture.application.lead_input import upsert_lead
-from nurture.application.record_events import (
-    DUPLICATE,
-    RECORDED,
-    EventIn,
-    InvalidEvents,
-    record_events,
-    rescore_all,
-    save_lead,
-    score_breakdown,
-)
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.storage.database import session, transaction
-from nurture.storage.leads import upsert_lead
+from nurture.application.record_events import record_events
+from nurture.application.rescore import rescore_all, score_breakdown
+from nurture.application.save_lead import save_lead
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, InvalidEvents
 from nurture.storage.models import EngagementEvent, Enrollment, Lead
 
 
@@ -88,7 +79,7 @@ def test_a_duplicate_id_caught_by_the_unique_constraint_is_reported_not_raised(e
     catalog, rules = world
     from nurture.application import record_events as intake
 
-    original = intake._Batch.prepare
+    original = intake.EventBatch.prepare
 
     def prepare_then_race(self, events):
         known = original(self, events)
@@ -98,7 +89,7 @@ def test_a_duplicate_id_caught_by_the_unique_constraint_is_reported_not_raised(e
             points=0.0))
         return known
 
-    monkeypatch.setattr(intake._Batch, "prepare", prepare_then_race)
+    monkeypatch.setattr(intake.EventBatch, "prepare", prepare_then_race)
     [result] = record_events(engine, catalog, rules, [EventIn("a@example.com", "webinar_attended", id="raced")],
                              now=T0, actor="api")
     assert result.status == DUPLICATE

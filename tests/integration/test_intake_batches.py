@@ -27,10 +27,13 @@ from sqlalchemy import select
 
 from nurture.application.enroll import enroll_leads
 from nurture.application.lead_input import upsert_lead
-from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, score_breakdown
+from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events
 from nurture.core.facts import Engagement
 from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.database import make_engine, session, transaction
+from nurture.application.record_events import record_events
+from nurture.application.rescore import score_breakdown
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.rows import lead_view
 from nurture.storage.score_state import window_start
@@ -92,11 +95,12 @@ class HistoryReads:
     """Which leads' histories a batch read from the events (sums, and cap counts with the types asked)."""
 
     def __init__(self, monkeypatch):
-        from nurture.application import record_events as intake
+        from nurture.storage.event_bulk import EventBulk
+        from nurture.storage.event_bulk_sqlite import SqliteEventBulk
 
         self.sums: list[int] = []
         self.counts: list[tuple[tuple[int, ...], tuple[str, ...] | None, tuple[Any, ...]]] = []  # ids, types, days
-        for cls in (intake._Bulk, intake._SqliteBulk):
+        for cls in (EventBulk, SqliteEventBulk):
             sums, counts = cls.scored_groups, cls.scored_counts
             monkeypatch.setattr(cls, "scored_groups", self._spy(sums, lambda ids, rest: self.sums.extend(ids)))
             monkeypatch.setattr(cls, "scored_counts", self._spy(counts, lambda ids, rest: self.counts.append(
@@ -330,6 +334,7 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
     """The batch's leads go back in one UPDATE over arrays on PostgreSQL: the stored rows must be those the per-row
     update of the generic code stores (stage changes, suppression times, scores, states; NULLs among values)."""
     from nurture.application import record_events as intake
+    from nurture.storage.event_bulk import EventBulk
     from nurture.storage.migrate import upgrade as migrate_up
 
     catalog, rules = world
@@ -358,7 +363,7 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
                       if k not in ("id", "lead_id")} for row in events])
 
         arrays, array_events = batch("arrays")
-        monkeypatch.setattr(intake, "_bulk_for", lambda dialect: intake._Bulk(dialect.name))
+        monkeypatch.setattr(intake, "bulk_writer", lambda dialect: EventBulk(dialect.name))
         per_row, per_row_events = batch("perrow")
         assert arrays == per_row
         assert array_events == per_row_events and len(array_events) == 14  # the same rows, in the same order
@@ -373,7 +378,8 @@ def test_postgres_writes_the_leads_back_as_a_per_row_update_would(pg_url, world,
 
 def test_sqlite_reads_the_batch_rows_as_sqlalchemy_would(sqlite_engine, world):
     """The SQLite reads of leads and scored history skip SQLAlchemy's result conversions: same values, same types."""
-    from nurture.application.record_events import _Bulk, _bulk_for
+    from nurture.storage.dialect import bulk_writer as _bulk_for
+    from nurture.storage.event_bulk import EventBulk as _Bulk
 
     catalog, rules = world
     with session(sqlite_engine) as orm_session:
@@ -408,7 +414,8 @@ def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, worl
     """What scoring reads of a lead's history, summed by SQLite or PostgreSQL (decay, future events counted in full,
     microseconds, negative points), against the same events folded in Python one by one; caps count the asked
     types and UTC days only."""
-    from nurture.application.record_events import _Bulk, _bulk_for
+    from nurture.storage.dialect import bulk_writer as _bulk_for
+    from nurture.storage.event_bulk import EventBulk as _Bulk
 
     catalog, rules = world
     rng = random.Random(f"sums{half_life}")
@@ -440,7 +447,7 @@ def test_the_database_sums_a_history_as_the_events_added_one_by_one(engine, worl
 def test_cleaning_an_event_keeps_every_field():
     from dataclasses import fields
 
-    from nurture.storage.events import clean_event
+    from nurture.application.event_input import clean_event
 
     event = EventIn(" A@Example.com ", "email_click", occurred_at=T0, properties={"url": "u"}, id="i", campaign_id="c",
                     step_key="s", delivery_id=3, dedupe_within=timedelta(seconds=10))

@@ -19,7 +19,7 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 from intake_world import T0, add_delivery, enrollments_of, lead_row, load_world, stage_history, write_campaigns
 from nurture.application import promote as store
 from nurture.application.promote import OpenSql
-from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events, save_lead
+from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events
 from nurture.core.facts import Engagement, LeadView
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules, load_sales
@@ -29,8 +29,14 @@ from nurture.handoff.brief import is_hand_raise
 from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.signing import Signer
 from nurture.storage.database import transaction
+from nurture.application.record_events import record_events
+from nurture.application.save_lead import save_lead
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.models import Delivery, Meta, Outbox, StageChange
-from nurture.worker.handoff_jobs import HandoffJobs, digest_day, digests_due, reminders_due, sla_overdue
+from nurture.storage.promotions import OpenSql
+from nurture.storage.tables import L
+from nurture.application.sales_reminders import digest_day, digests_due, reminders_due, sla_overdue
+from nurture.worker.handoff_jobs import HandoffJobs
 
 O, M, D, SC = Outbox.__table__, Meta.__table__, Delivery.__table__, StageChange.__table__  # noqa: E741 - as in storage/tables.py
 
@@ -528,7 +534,7 @@ def test_the_daily_digest_goes_once_per_owner_and_local_day_with_their_open_sqls
         save(engine, world, {"email": email, "country": country, "first_name": email[:2].upper()})
         record(engine, world, EventIn(email, "demo_request"))  # ana, jonas, ana; mike (fallback)
     with transaction(engine) as conn:  # a3 was accepted since: no longer waiting
-        conn.execute(update(store.L).where(store.L.c.email == "a3@example.com").values(stage="opportunity"))
+        conn.execute(update(L).where(L.c.email == "a3@example.com").values(stage="opportunity"))
     last = outbox(engine)[-1].id
     handoff = jobs(engine, world)
 
@@ -563,7 +569,7 @@ def test_an_sql_past_its_sla_gets_one_webhook_and_one_reminder(engine, world):
     record(engine, world, EventIn("fresh@example.com", "demo_request"), now=T0 + timedelta(hours=3))
     record(engine, world, EventIn("done@example.com", "demo_request"))
     with transaction(engine) as conn:
-        conn.execute(update(store.L).where(store.L.c.email == "done@example.com").values(stage="recycled"))
+        conn.execute(update(L).where(L.c.email == "done@example.com").values(stage="recycled"))
     last = outbox(engine)[-1].id
     handoff = jobs(engine, world)
 

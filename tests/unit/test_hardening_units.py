@@ -92,7 +92,7 @@ def test_event_ids_and_properties_with_nul_are_refused(event_id: str, props: dic
     from datetime import datetime, timezone
 
     from nurture.errors import InvalidInput
-    from nurture.storage.events import EventIn, clean_event
+    from nurture.application.event_input import EventIn, clean_event
 
     event = EventIn(email="a@x.example", type="page_view", id=event_id, properties=props)
     if props == {"x": [[[[]]]]}:  # deep but fine

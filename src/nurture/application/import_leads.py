@@ -28,9 +28,9 @@ from nurture.core.lead_fields import (
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
+from nurture.application.rescore import rescore_by_email
 from nurture.storage import lead_rows
 from nurture.storage.database import transaction
-from nurture.storage.scores import rescore_by_email
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
     from sqlalchemy.engine import Connection, Engine

@@ -1,8 +1,10 @@
-"""Promotion to SQL inside the intake transaction, the handoff it queues, and the reads of the handoff jobs.
+"""Promotion to SQL inside the intake transaction, the handoff it queues, and the briefs the handoff jobs send.
 
 :func:`after_rescore` runs in :mod:`nurture.application.record_events` after each lead is rescored (an event recorded, a lead
 saved), inside that batch's transaction, with the lead already locked. It asks :func:`nurture.core.promotion.decide`
-and writes what it says:
+and returns what to write (:class:`Outcome`): the batch moves the lead (it holds the lead's state until its end),
+then :func:`promoted`, :func:`disqualified` or :func:`refresh_pending` write the rest (queries in
+:mod:`nurture.storage.promotions`):
 
 - ``promote``: stage ``sql`` with its history row (actor ``rule``, reason ``<rule>: <why>``; that row's id is the
   *promotion id*), every active enrollment exited (``stage:sql``), an owner routed (round-robin counters per team in
@@ -22,14 +24,14 @@ Nothing is sent here: the worker delivers the outbox after the commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
+from nurture.core.enrollment import recycle_pending
 from nurture.core.facts import CLICK, OPEN, Engagement, LeadView
 from nurture.core.promotion import DISQUALIFY, PROMOTE, Decision, decide
 from nurture.core.routing import Route, owner as find_owner, route
@@ -51,20 +53,31 @@ from nurture.handoff.brief import (
     split_reason,
 )
 from nurture.rendering.sales_links import SalesLinks
-from nurture.storage.dialect import upsert_insert
-from nurture.core.enrollment import recycle_pending
 from nurture.storage.enrollments import exit_enrollments
+from nurture.storage.lead_state import lead_by_id
 from nurture.storage.outbox import enqueue
+from nurture.storage.promotions import (
+    SQL,
+    OpenSql,
+    deliveries_of,
+    engaged_deliveries,
+    enrollments_of,
+    latest_event_until,
+    latest_events,
+    latest_promotion_id,
+    lead_and_promotion,
+    next_round_robin,
+    pending_notifications,
+    set_owner,
+    set_pending_payload,
+)
 from nurture.storage.scores import scored_events
-from nurture.storage.tables import D, E, EV, L, M, O, SC
 
 log = logging.getLogger(__name__)
 
 
-SQL, DISQUALIFIED = "sql", "disqualified"
+DISQUALIFIED = "disqualified"
 SALES_WEBHOOK, OWNER_EMAIL = "sales_webhook", "owner_email"
-ROUND_ROBIN_KEY = "routing.round_robin.{team}"
-"""The ``meta`` row holding a team's next round-robin position."""
 
 _LEAD_COLUMNS = ("id", "email", "first_name", "last_name", "company", "title", "industry", "company_size", "country",
                  "timezone", "owner", "stage", "score", "fields")
@@ -98,62 +111,42 @@ def digest_key(owner_id: str, day: Any) -> str:
     return f"owner.digest:{owner_id}:{day.isoformat()}"
 
 
-# -- the hook in the intake batch ------------------------------------------------------------------------------------
+# -- after a lead is rescored ---------------------------------------------------------------------------------------
 
 
-class PromotingLead(Protocol):
-    """A lead as the intake batch tracks it (``nurture.application.record_events._LeadState``)."""
+@dataclass(frozen=True)
+class Outcome:
+    """What rescoring a lead leads to (:func:`after_rescore`), for the caller to write: a move to ``stage`` with its
+    history row's ``reason``, then :func:`promoted` or :func:`disqualified`; or, when ``stage`` is None, a hand-raise
+    of an SQL whose waiting notification :func:`refresh_pending` rebuilds."""
 
-    row: Any
-    stage: str
-    score: float
-
-    @property
-    def id(self) -> int: ...
-
-    def view(self) -> LeadView: ...
+    stage: str | None
+    reason: str = ""
+    decision: Decision | None = None
 
 
-class PromotingBatch(Protocol):
-    """What the hook uses of the intake batch (``nurture.application.record_events._Batch``)."""
-
-    conn: Connection
-    catalog: Catalog
-    now: datetime
-    sales: SalesRules | None
-    handoff: Handoff | None
-
-    def move(self, lead: Any, stage: str, reason: str, *, actor: str) -> int: ...
+_REFRESH = Outcome(None)
 
 
-def after_rescore(batch: PromotingBatch, lead: PromotingLead, breakdown: ScoreBreakdown,
-                  event: Engagement | None) -> bool:
-    """Promote, disqualify, or add a hand-raise to a waiting notification; True when the lead's stage changed.
+def after_rescore(sales: SalesRules, view: LeadView, breakdown: ScoreBreakdown, event: Engagement | None, *,
+                  fields: Mapping[str, Any] | None, now: datetime) -> Outcome | None:
+    """Promote, disqualify, or add a hand-raise to a waiting notification; None when nothing is to be done.
 
-    ``event`` is the event just recorded (None after a lead was saved: only score-and-fit rules and
-    disqualification can apply then).
+    ``view`` is the lead as rescored (its stage the current one), ``fields`` its stored fields. ``event`` is the
+    event just recorded (None after a lead was saved: only score-and-fit rules and disqualification can apply then).
     """
-    sales = batch.sales
-    if sales is None:
-        return False
-    view = lead.view()
     decision = decide(sales, view, breakdown, event)
     if decision is None:
-        if lead.stage == SQL and event is not None and is_hand_raise(sales, view, event):
-            refresh_pending(batch.conn, lead.id, sales=sales, breakdown=breakdown, links=_links(batch),
-                            campaign_names=_names(batch.catalog), stage=lead.stage)
-        return False
+        if view.stage == SQL and event is not None and is_hand_raise(sales, view, event):
+            return _REFRESH
+        return None
     if decision.kind == DISQUALIFY:
-        batch.move(lead, DISQUALIFIED, promotion_reason(decision.rule, decision.reason), actor="rule")
-        exit_enrollments(batch.conn, lead.id, f"stage:{DISQUALIFIED}", batch.now)
-        log.info("lead %d disqualified by %s", lead.id, decision.rule)
-        return True
+        return Outcome(DISQUALIFIED, promotion_reason(decision.rule, decision.reason), decision)
     if decision.kind == PROMOTE:
-        if not decision.rule.startswith("intent:") and recycling(lead.stage, lead.row.fields, batch.now):
-            return False  # a rejected lead waits out its recycle_after; only asking for sales brings it back sooner
-        _promote(batch, lead, decision, breakdown)
-        return True
-    return False
+        if not decision.rule.startswith("intent:") and recycling(view.stage, fields, now):
+            return None  # a rejected lead waits out its recycle_after; only asking for sales brings it back sooner
+        return Outcome(SQL, promotion_reason(decision.rule, decision.reason), decision)
+    return None
 
 
 def recycling(stage: str, fields: Mapping[str, Any] | None, now: datetime) -> bool:
@@ -161,52 +154,42 @@ def recycling(stage: str, fields: Mapping[str, Any] | None, now: datetime) -> bo
     return recycle_pending(stage, fields, now)
 
 
-def _links(batch: PromotingBatch) -> SalesLinks | None:
-    return batch.handoff.links if batch.handoff is not None else None
-
-
-def _names(catalog: Catalog) -> dict[str, str]:
+def campaign_names(catalog: Catalog) -> dict[str, str]:
+    """Campaign id -> name, as briefs show them."""
     return {campaign.id: campaign.name for campaign in catalog.campaigns.values()}
 
 
-def _promote(batch: PromotingBatch, lead: PromotingLead, decision: Decision, breakdown: ScoreBreakdown) -> None:
-    sales = batch.sales
-    assert sales is not None
-    conn, now = batch.conn, batch.now
-    promotion_id = batch.move(lead, SQL, promotion_reason(decision.rule, decision.reason), actor="rule")
-    exit_enrollments(conn, lead.id, f"stage:{SQL}", now)  # every campaign, not only those listing sql in their exits
-    owner, assigned = assign_owner(conn, sales, lead.view())
+def disqualified(conn: Connection, lead_id: int, decision: Decision, now: datetime) -> None:
+    """What follows a lead's move to ``disqualified``: every active enrollment exited."""
+    exit_enrollments(conn, lead_id, f"stage:{DISQUALIFIED}", now)
+    log.info("lead %d disqualified by %s", lead_id, decision.rule)
+
+
+def promoted(conn: Connection, lead: LeadView, lead_id: int, promotion_id: int, decision: Decision,
+             breakdown: ScoreBreakdown, *, sales: SalesRules, handoff: Handoff | None, catalog: Catalog,
+             now: datetime) -> None:
+    """What follows a lead's move to ``sql`` (the stage change ``promotion_id``): every active enrollment exited, an
+    owner routed, and the handoff queued in the outbox."""
+    exit_enrollments(conn, lead_id, f"stage:{SQL}", now)  # every campaign, not only those listing sql in their exits
+    owner, assigned = assign_owner(conn, sales, lead)
     if owner is not None:
-        conn.execute(update(L).where(L.c.id == lead.id).values(owner=owner.email))
-    brief = brief_for(conn, sales=sales, lead_id=lead.id, promotion_id=promotion_id, breakdown=breakdown,
-                      links=_links(batch), campaign_names=_names(batch.catalog), stage=lead.stage,
+        set_owner(conn, lead_id, owner.email)
+    links = handoff.links if handoff is not None else None
+    brief = brief_for(conn, sales=sales, lead_id=lead_id, promotion_id=promotion_id, breakdown=breakdown,
+                      links=links, campaign_names=campaign_names(catalog), stage=lead.stage,
                       routing=assigned.rule if assigned is not None else None)
-    handoff = batch.handoff or Handoff()
+    handoff = handoff or Handoff()
     if handoff.webhook:
         enqueue(conn, kind=SALES_WEBHOOK, dedup_key=promoted_key(promotion_id), payload=notify.promoted_webhook(brief),
                 now=now)
     email = notify.promoted_email(brief)
     if email is not None:
         enqueue(conn, kind=OWNER_EMAIL, dedup_key=promoted_email_key(promotion_id), payload=email, now=now)
-    log.info("lead %d promoted to SQL by %s (promotion %d), owner %s", lead.id, decision.rule, promotion_id,
+    log.info("lead %d promoted to SQL by %s (promotion %d), owner %s", lead_id, decision.rule, promotion_id,
              owner.id if owner is not None else "-")
 
 
 # -- routing ---------------------------------------------------------------------------------------------------------
-
-
-def next_round_robin(conn: Connection, team: str) -> int:
-    """The team's round-robin position for this assignment, advanced for the next one (in the caller's transaction).
-
-    The row is locked until the caller commits, so concurrent promotions take consecutive positions.
-    """
-    key = ROUND_ROBIN_KEY.format(team=team)
-    conn.execute(upsert_insert(M, conn.dialect).values(key=key, value="0").on_conflict_do_nothing(
-        index_elements=["key"]))
-    current = conn.execute(select(M.c.value).where(M.c.key == key).with_for_update()).scalar_one()
-    position = int(current) if str(current).isdigit() else 0
-    conn.execute(update(M).where(M.c.key == key).values(value=str(position + 1)))
-    return position
 
 
 def assign_owner(conn: Connection, sales: SalesRules, lead: LeadView) -> tuple[Owner | None, Route | None]:
@@ -238,39 +221,26 @@ def _timeline_event(row: Any) -> TimelineEvent:
     )
 
 
-_EVENT_COLUMNS = (EV.c.id, EV.c.type, EV.c.occurred_at, EV.c.recorded_at, EV.c.campaign_id, EV.c.step_key,
-                  EV.c.properties, EV.c.points, D.c.subject)
-
-
 def load_brief_facts(conn: Connection, lead_id: int, promotion_id: int) -> BriefFacts | None:
     """What the brief of one promotion is built from, read in the caller's transaction; None if either is unknown."""
-    lead = conn.execute(select(L).where(L.c.id == lead_id)).first()
-    promotion = conn.execute(select(SC).where(SC.c.id == promotion_id, SC.c.lead_id == lead_id)).first()
+    lead, promotion = lead_and_promotion(conn, lead_id, promotion_id)
     if lead is None or promotion is None:
         return None
-    events_query = select(*_EVENT_COLUMNS).select_from(EV.outerjoin(D, D.c.id == EV.c.delivery_id)).where(
-        EV.c.lead_id == lead_id)
-    events = [_timeline_event(row) for row in conn.execute(
-        events_query.order_by(EV.c.occurred_at.desc(), EV.c.id.desc()).limit(TIMELINE_LIMIT))]
+    events = [_timeline_event(row) for row in latest_events(conn, lead_id, TIMELINE_LIMIT)]
     rule, _reason = split_reason(promotion.reason)
     trigger = None
     if rule is not None and rule.startswith("intent:"):
-        row = conn.execute(events_query.where(
-            EV.c.type == rule.split(":", 1)[1], EV.c.recorded_at <= promotion.at
-        ).order_by(EV.c.id.desc()).limit(1)).first()
+        row = latest_event_until(conn, lead_id, rule.split(":", 1)[1], promotion.at)
         trigger = _timeline_event(row) if row is not None else None
     enrollments = [
         NurtureRun(row.id, row.campaign_id, row.status, row.enrolled_at, row.ended_at, row.end_reason)
-        for row in conn.execute(select(E).where(E.c.lead_id == lead_id).order_by(E.c.enrolled_at, E.c.id))
+        for row in enrollments_of(conn, lead_id)
     ]
-    engaged: dict[int, set[str]] = {}
-    for row in conn.execute(select(EV.c.delivery_id, EV.c.type).distinct().where(
-            EV.c.lead_id == lead_id, EV.c.delivery_id.is_not(None), EV.c.type.in_([OPEN, CLICK]))):
-        engaged.setdefault(row.delivery_id, set()).add(row.type)
+    engaged = engaged_deliveries(conn, lead_id)
     deliveries = [
         SentStep(row.enrollment_id, row.step_key, row.status, row.subject, row.sent_at,
                  opened=bool(engaged.get(row.id, set()) & {OPEN, CLICK}), clicked=CLICK in engaged.get(row.id, set()))
-        for row in conn.execute(select(D).where(D.c.lead_id == lead_id).order_by(D.c.id))
+        for row in deliveries_of(conn, lead_id)
     ]
     return BriefFacts(
         lead=_lead_mapping(lead), promotion_id=promotion.id, promoted_at=promotion.at, reason=promotion.reason,
@@ -309,18 +279,11 @@ def brief_for(
             raise ValueError("brief_for needs the breakdown, or the scoring rules and the time to compute it")
         from nurture.storage.rows import lead_view
 
-        row = conn.execute(select(L).where(L.c.id == lead_id)).one()
+        row = lead_by_id(conn, lead_id)
         breakdown = score(scoring, lead_view(row), scored_events(conn, [lead_id])[lead_id], now)
     lead["score"] = breakdown.total
     return build_brief(replace(facts, lead=lead), sales=sales, breakdown=breakdown, links=links,
                        campaign_names=campaign_names, routing=routing)
-
-
-def latest_promotion_id(conn: Connection, lead_id: int) -> int | None:
-    """The id of the lead's latest promotion (stage change to ``sql``), or None."""
-    return conn.execute(
-        select(func.max(SC.c.id)).where(SC.c.lead_id == lead_id, SC.c.to_stage == SQL)
-    ).scalar()
 
 
 def refresh_pending(conn: Connection, lead_id: int, *, sales: SalesRules, breakdown: ScoreBreakdown,
@@ -331,8 +294,7 @@ def refresh_pending(conn: Connection, lead_id: int, *, sales: SalesRules, breakd
     if promotion_id is None:
         return 0
     keys = [promoted_key(promotion_id), promoted_email_key(promotion_id)]
-    pending = list(conn.execute(select(O.c.id, O.c.kind, O.c.payload).where(
-        O.c.dedup_key.in_(keys), O.c.status == "pending")))
+    pending = pending_notifications(conn, keys)
     if not pending:
         return 0
     brief = brief_for(conn, sales=sales, lead_id=lead_id, promotion_id=promotion_id, breakdown=breakdown,
@@ -347,45 +309,12 @@ def refresh_pending(conn: Connection, lead_id: int, *, sales: SalesRules, breakd
             payload.update(notify.promoted_webhook(brief))
         else:
             payload = notify.promoted_email(brief) or dict(row.payload or {})
-        conn.execute(update(O).where(O.c.id == row.id, O.c.status == "pending").values(payload=payload))
+        set_pending_payload(conn, row.id, payload)
         changed += 1
     return changed
 
 
-# -- the handoff jobs' reads -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OpenSql:
-    """A lead waiting at stage ``sql`` for sales' decision, with its latest promotion."""
-
-    lead_id: int
-    promotion_id: int
-    promoted_at: datetime
-    owner: str | None
-
-
-def open_sqls(conn: Connection) -> list[OpenSql]:
-    """Every lead at stage ``sql`` with its latest promotion, the longest waiting first."""
-    latest = (select(SC.c.lead_id, func.max(SC.c.id).label("promotion_id"))
-              .where(SC.c.to_stage == SQL).group_by(SC.c.lead_id).subquery())
-    query = (
-        select(L.c.id, L.c.owner, SC.c.id.label("promotion_id"), SC.c.at)
-        .select_from(L.join(latest, latest.c.lead_id == L.c.id).join(SC, SC.c.id == latest.c.promotion_id))
-        .where(L.c.stage == SQL)
-        .order_by(SC.c.at, SC.c.id)
-    )
-    return [OpenSql(row.id, row.promotion_id, row.at, row.owner) for row in conn.execute(query)]
-
-
-def queued(conn: Connection, dedup_keys: Iterable[str]) -> set[str]:
-    """Which of these dedup keys the outbox holds already (in any status)."""
-    keys = sorted(set(dedup_keys))
-    found: set[str] = set()
-    for start in range(0, len(keys), 900):
-        found.update(conn.execute(select(O.c.dedup_key).where(
-            O.c.dedup_key.in_(bindparam("keys", expanding=True))), {"keys": keys[start : start + 900]}).scalars())
-    return found
+# -- the handoff jobs
 
 
 def owned_by(sales: SalesRules, sqls: Sequence[OpenSql]) -> dict[str, list[OpenSql]]:
@@ -396,10 +325,3 @@ def owned_by(sales: SalesRules, sqls: Sequence[OpenSql]) -> dict[str, list[OpenS
         if found is not None:
             grouped.setdefault(found.id, []).append(sql)
     return grouped
-
-
-__all__ = [
-    "OpenSql", "PromotingBatch", "PromotingLead", "after_rescore", "assign_owner", "brief_for", "digest_key",
-    "latest_promotion_id", "load_brief_facts", "next_round_robin", "open_sqls", "owned_by", "promoted_email_key",
-    "promoted_key", "queued", "recycling", "refresh_pending", "sla_email_key", "sla_key",
-]

@@ -27,8 +27,9 @@ from nurture.handoff import Handoff
 from nurture.intake.schemas import describe_errors
 from nurture.settings import Settings
 from nurture.signing import Signer
-from nurture.storage.dialect import WriteLockBusy, no_wait
-from nurture.application.record_events import RECORDED, EventIn, EventResult, record_events
+from nurture.storage.dialect import WriteLockBusy, no_wait, single_writer
+from nurture.application.record_events import record_events
+from nurture.application.event_input import RECORDED, EventIn, EventResult
 
 log = logging.getLogger("nurture.intake")
 M = TypeVar("M", bound=BaseModel)
@@ -138,15 +139,21 @@ class IntakeContext:
     _sqlite_writes: threading.Lock = field(default_factory=threading.Lock)
 
     @cached_property
+    def _single_writer(self) -> bool:
+        """Whether the database writes one transaction at a time (SQLite): the process's writers then take turns, and
+        the event loop records small requests itself when the write lock is free."""
+        return single_writer(self.engine)
+
+    @cached_property
     def writer(self) -> Writer:
         """The threads that record events for the event loop (:meth:`record_async`)."""
-        return Writer(1 if self.engine.dialect.name == "sqlite" else 4)
+        return Writer(1 if self._single_writer else 4)
 
     @cached_property
     def _no_wait(self) -> Connection | None:
         """On SQLite, the event loop's own connection, whose transactions take the write lock only when it is free at
         once (kept open: a pool checkout and check-in per request cost ~30 µs). Used under ``_sqlite_writes`` only."""
-        return no_wait(self.engine.connect()) if self.engine.dialect.name == "sqlite" else None
+        return no_wait(self.engine.connect()) if self._single_writer else None
 
     async def record_async(self, events: Sequence[EventIn], *, actor: str, source: str) -> list[EventResult]:
         """:meth:`record`, for a coroutine.
@@ -175,7 +182,7 @@ class IntakeContext:
 
         On SQLite, the process's writers take turns here: a transaction waiting for SQLite's write lock polls for it
         with growing sleeps, which leaves the database idle between two writers of one process."""
-        if self.engine.dialect.name == "sqlite":
+        if self._single_writer:
             with self._sqlite_writes:
                 results = self._record(events, actor, self.engine)
         else:

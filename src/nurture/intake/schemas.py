@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from nurture.application.record_events import MAX_BATCH, MAX_ID_LENGTH, EventIn
+from nurture.application.event_input import MAX_BATCH, MAX_ID_LENGTH, EventIn
 
 
 class EventBody(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
 from nurture.errors import ConfigError
+from nurture.storage.codec import aware_utc
 from nurture.storage.dialect import READ_ONLY, configure_sqlite, stored_utc
 
 DEFAULT_BUSY_TIMEOUT = 30.0
@@ -40,9 +41,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value!r}: nurture stores aware datetimes only")
-        return stored_utc(value.astimezone(timezone.utc), dialect)
+        return stored_utc(aware_utc(value), dialect)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

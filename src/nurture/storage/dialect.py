@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Insert, Select
 
 from nurture.errors import ConfigError
@@ -146,3 +148,41 @@ def stored_utc(value: datetime, dialect: Dialect) -> datetime:
 def alters_by_copy(dialect: Dialect) -> bool:
     """Whether a migration changes a table by copying it (SQLite's ALTER TABLE cannot change most of a table)."""
     return dialect.name == "sqlite"
+
+
+# -- the event batch and its callers (nurture.application.record_events, nurture.intake.context) ---------------------
+
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure (PostgreSQL)
+
+
+def is_retryable(exc: DBAPIError) -> bool:
+    """Whether a transaction that failed with ``exc`` may succeed when run again from the start: PostgreSQL broke a
+    deadlock or a serialization conflict by failing it."""
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def single_writer(bind: Engine | Connection | Dialect | str) -> bool:
+    """Whether the database runs one writing transaction at a time (SQLite: ``BEGIN IMMEDIATE`` takes its only write
+    lock), so what a writer read at its start stays true until it commits, and a process's writers may as well take
+    turns in one thread."""
+    if isinstance(bind, str):
+        return bind == "sqlite"
+    dialect = bind if isinstance(bind, Dialect) else bind.dialect
+    return dialect.name == "sqlite"
+
+
+def sums_history_in_sql(dialect: str) -> bool:
+    """Whether the event batch's generic statements sum a lead's scored history in the database (PostgreSQL: its
+    ``power`` and ``extract``); elsewhere they sum the rows in Python (SQLite's own writer sums in its SQL)."""
+    return dialect == "postgresql"
+
+
+@lru_cache(maxsize=8)
+def bulk_writer(dialect: Dialect) -> Any:
+    """The event batch's bulk statements for this dialect (:mod:`nurture.storage.event_bulk`), built once."""
+    from nurture.storage.event_bulk import EventBulk, PostgresEventBulk
+    from nurture.storage.event_bulk_sqlite import SqliteEventBulk
+
+    if dialect.name == "sqlite":
+        return SqliteEventBulk(dialect)
+    return PostgresEventBulk(dialect.name) if dialect.name == "postgresql" else EventBulk(dialect.name)

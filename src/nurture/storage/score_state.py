@@ -28,10 +28,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from nurture.core.scoring import ScoreAccumulator, decayed, utc_day
+from nurture.storage.codec import EPOCH, MICROSECOND, from_micros
 
 VERSION = 1
 DAYS = 3
@@ -66,12 +67,12 @@ def load(value: Any, now: datetime, half_life_seconds: float | None) -> Loaded |
     if not isinstance(value, list) or len(value) != 6 or value[0] != VERSION or value[2] != half_life_seconds:
         return None
     _version, at, _half_life, since, groups, counts = value
-    age = (now - _EPOCH) / _MICROSECOND - at
+    age = (now - EPOCH) / MICROSECOND - at
     if age < 0:  # written by a batch stamped later (another clock): read the history
         return None
     factor = decayed(1.0, age / 1e6, half_life_seconds)
     return Loaded(
-        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], _time(groups[i + 4]))
+        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], from_micros(groups[i + 4]))
          for i in range(0, len(groups), 5)],
         date.fromordinal(since),
         {(counts[i], date.fromordinal(counts[i + 1])): counts[i + 2] for i in range(0, len(counts), 3)},
@@ -90,7 +91,7 @@ def dump(behaviour: ScoreAccumulator, counts: Mapping[tuple[str, date], int], co
     for kind, points, raw, count, latest in behaviour.groups():
         if latest > now:
             return None
-        groups += (kind, points, raw, count, (latest - _EPOCH) // _MICROSECOND)
+        groups += (kind, points, raw, count, (latest - EPOCH) // MICROSECOND)
     first, last = since.toordinal(), utc_day(now).toordinal()
     days: list[Any] = []
     for (kind, day), count in counts.items():
@@ -100,12 +101,4 @@ def dump(behaviour: ScoreAccumulator, counts: Mapping[tuple[str, date], int], co
                 return None
             if ordinal >= first:
                 days += (kind, ordinal, count)
-    return [VERSION, (now - _EPOCH) // _MICROSECOND, behaviour.half_life_seconds, first, groups, days]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _time(microseconds: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=microseconds)
+    return [VERSION, (now - EPOCH) // MICROSECOND, behaviour.half_life_seconds, first, groups, days]

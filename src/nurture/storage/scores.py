@@ -1,33 +1,21 @@
-"""Scores from stored points: one lead's breakdown (explainability) and the periodic refresh of every stored score.
+"""The reads and writes of rescoring (:mod:`nurture.application.rescore`): each lead's scored events, the lead rows
+to rescore, and their ``score`` column.
 
-Points are fixed when an event is recorded; the score is recomputed from them (decay is a function of the time), so
-these only read events (or, to rescore, a lead's score state: its events summed per type) and, for
-:func:`rescore_all`, write the lead's ``score`` column.
+Points are fixed when an event is recorded; the score is recomputed from them (decay is a function of the time).
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from nurture.core.facts import Engagement
-from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, half_life_seconds, score
-from nurture.definitions.scoring import ScoringRules
-from nurture.errors import LeadNotFound
-from nurture.storage import score_state
-from nurture.storage.database import transaction
 from nurture.storage.dialect import for_update_skip_locked
-from nurture.core.lead_fields import normalize_email
-from nurture.storage.rows import lead_view
 from nurture.storage.tables import EV, L
-
-log = logging.getLogger(__name__)
 
 
 _SCORED_EVENTS = (
@@ -65,68 +53,25 @@ def scored_points(conn: Connection, lead_ids: Sequence[int]) -> list[tuple[int, 
     return found
 
 
-def score_breakdown(engine: Engine, rules: ScoringRules, email: str, now: datetime) -> ScoreBreakdown:
-    """The lead's score as of ``now``, item by item (which events and fit rules gave how many points)."""
-    with transaction(engine, read_only=True) as conn:
-        row = conn.execute(select(L).where(L.c.email == normalize_email(email))).one_or_none()
-        if row is None:
-            raise LeadNotFound(f"no lead with email {normalize_email(email)!r}")
-        scored = scored_events(conn, [row.id])[row.id]
-    return score(rules, lead_view(row), scored, now)
+def lead_by_email(conn: Connection, email: str) -> Any:
+    """The row of the lead with this (normalized) email, or None."""
+    return conn.execute(select(L).where(L.c.email == email)).one_or_none()
 
 
-def rescore_by_email(conn: Connection, rules: ScoringRules, emails: Sequence[str], now: datetime) -> int:
-    """Recompute the stored scores of these leads as of ``now``, in the caller's transaction (a lead import: new
-    fields may change fit points); return how many changed."""
-    changed = 0
+def leads_by_email(conn: Connection, emails: Sequence[str]) -> Iterator[list[Any]]:
+    """The rows of the leads with these emails, a chunk of them at a time."""
     for start in range(0, len(emails), 900):
-        rows = list(conn.execute(select(L).where(L.c.email.in_(bindparam("emails", expanding=True))),
-                                 {"emails": list(emails[start : start + 900])}))
-        changed += _rescore_rows(conn, rules, rows, now)
-    return changed
+        yield list(conn.execute(select(L).where(L.c.email.in_(bindparam("emails", expanding=True))),
+                                {"emails": list(emails[start : start + 900])}))
 
 
-def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], now: datetime) -> int:
-    """Store the score as of ``now`` of these lead rows where it changed; return how many. A lead's behaviour points
-    come from its score state when it has one that can be used (:mod:`nurture.storage.score_state`), from its
-    scored events otherwise."""
-    half_life = half_life_seconds(rules)
-    states = {row.id: score_state.load(row.score_state, now, half_life) for row in rows}
-    history = scored_events(conn, [row.id for row in rows if states[row.id] is None])
-    updates = []
-    for row in rows:
-        state = states[row.id]
-        if state is None:
-            total = score(rules, lead_view(row), history[row.id], now).total
-        else:
-            behaviour = ScoreAccumulator(rules, now)
-            state.add_to(behaviour)
-            total = behaviour.breakdown(rules, fit_items(rules, lead_view(row))).total
-        if not math.isclose(total, float(row.score or 0), rel_tol=1e-9, abs_tol=1e-9):
-            updates.append({"lead_id": row.id, "new_score": total})
-    if updates:
-        conn.execute(update(L).where(L.c.id == bindparam("lead_id")).values(score=bindparam("new_score")), updates)
-    return len(updates)
+def leads_after(conn: Connection, last_id: int, limit: int) -> list[Any]:
+    """Up to ``limit`` lead rows with ids above ``last_id``, in id order, locked for the transaction; on PostgreSQL
+    leads another transaction holds are skipped."""
+    query = select(L).where(L.c.id > last_id).order_by(L.c.id).limit(limit)
+    return list(conn.execute(for_update_skip_locked(query, conn.dialect)))
 
 
-def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: int = 1000) -> int:
-    """Recompute every lead's stored score as of ``now`` (decay, edited rules); return how many scores changed.
-
-    Runs in short transactions of ``chunk`` leads, so intake is never blocked for long; leads that intake holds at
-    that moment are skipped (intake rescores them itself). Promotion is left to the lead's next event or update:
-    decay only lowers scores. Safe to run again at any time.
-    """
-    changed = 0
-    last_id = 0
-    while True:
-        with transaction(engine) as conn:
-            query = select(L).where(L.c.id > last_id).order_by(L.c.id).limit(chunk)
-            rows = list(conn.execute(for_update_skip_locked(query, conn.dialect)))
-            if not rows:
-                break
-            last_id = rows[-1].id
-            changed += _rescore_rows(conn, rules, rows, now)
-        if len(rows) < chunk:
-            break
-    log.info("rescored leads: %d score(s) changed", changed)
-    return changed
+def store_scores(conn: Connection, updates: Sequence[Mapping[str, Any]]) -> None:
+    """Write each ``{"lead_id": ..., "new_score": ...}`` into its lead's ``score`` column."""
+    conn.execute(update(L).where(L.c.id == bindparam("lead_id")).values(score=bindparam("new_score")), updates)

@@ -152,7 +152,7 @@ class Worker:
 
     def rescore(self) -> int:
         """Recompute stored scores (decay); safe to run on every worker."""
-        from nurture.application.record_events import rescore_all
+        from nurture.application.rescore import rescore_all
 
         changed = rescore_all(self.engine, self.scoring, self.clock())
         log.info("rescored: %d score(s) changed", changed)

@@ -162,7 +162,7 @@ def show_command(
     from nurture.storage.database import session
     from nurture.storage.leads import lead_summary
     from nurture.storage.migrate import open_database
-    from nurture.storage.scores import score_breakdown
+    from nurture.application.rescore import score_breakdown
 
     settings = get_settings()
     engine = open_database(settings.database_url)
