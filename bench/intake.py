@@ -41,7 +41,7 @@ import uvicorn
 from fastapi import Request
 from sqlalchemy import insert
 from nurture.settings import Settings
-from nurture.worker.runner import http_app
+from nurture.service import http_app
 from nurture.storage.database import transaction
 from nurture.storage.models import EngagementEvent
 from nurture.storage.tables import EV
@@ -99,9 +99,9 @@ def free_port() -> int:
 
 
 def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+    from nurture.application.lead_input import upsert_lead
     from nurture.clock import SYSTEM_CLOCK
     from nurture.storage.database import make_engine, session
-    from nurture.application.lead_input import upsert_lead
     from nurture.storage.migrate import upgrade
 
     url = database_url or f"sqlite:///{tmp / 'intake.db'}"

@@ -36,7 +36,7 @@ from nurture.application.rescore import score_breakdown
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.rows import lead_view
-from nurture.storage.score_state import window_start
+from nurture.core.score_state import window_start
 
 TYPES = ["page_view", "page_view", "email_open", "email_click", "content_download", "pricing_page_view",
          "webinar_attended", "unscored_type"]

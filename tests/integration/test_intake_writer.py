@@ -106,9 +106,9 @@ def test_an_answer_for_a_caller_that_gave_up_is_dropped():
 
 def test_the_first_app_freezes_the_objects_alive_at_start_up(tmp_path):
     from nurture.intake import app as app_module
+    from nurture.service import http_app
     from nurture.settings import Settings
     from nurture.storage.migrate import upgrade
-    from nurture.worker.runner import http_app
 
     url = f"sqlite:///{tmp_path / 'n.db'}"
     upgrade(url)

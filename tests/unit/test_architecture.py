@@ -52,6 +52,21 @@ def test_only_the_dialect_module_inspects_the_dialect_name() -> None:
     assert not offenders, "dialect.name outside storage/dialect.py (call its helpers instead):\n" + "\n".join(offenders)
 
 
+SQL_IMPORT = re.compile(r"^\s*(?:from|import)\s+(sqlalchemy|sqlmodel)(\.\w+)*", re.MULTILINE)
+# The application passes connections along and catches what storage raises; it builds no SQL.
+APPLICATION_MAY_IMPORT = {"sqlalchemy.engine", "sqlalchemy.exc", "sqlmodel"}
+
+
+def test_the_application_builds_no_sql() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
+        for path in sorted((PACKAGE / "application").rglob("*.py"))
+        for match in SQL_IMPORT.finditer(path.read_text(encoding="utf-8"))
+        if match.group(0).split()[1] not in APPLICATION_MAY_IMPORT
+    ]
+    assert not offenders, "SQL in the application (call a storage function instead):\n" + "\n".join(offenders)
+
+
 def test_no_module_is_over_500_lines() -> None:
     sizes = {path.relative_to(ROOT): len(path.read_bytes().splitlines()) for path in sources()}
     offenders = [f"{path}: {lines} lines" for path, lines in sorted(sizes.items()) if lines > MAX_LINES]

@@ -19,7 +19,7 @@ filters could let them in.
 
 Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), so
 rescoring after an event adds one event. The history before the batch comes from the lead's score state (those sums
-and recent days' cap counts as the last batch left them, :mod:`nurture.storage.score_state`), whatever the length of
+and recent days' cap counts as the last batch left them, :mod:`nurture.core.score_state`), whatever the length of
 the history; without a state that can be used, the database sums the history per type (decay included) and counts
 the caps' days, and the batch writes the state back. Either way the result is :func:`nurture.core.scoring.score`
 over the lead's whole history, up to the order of float additions and, when the database summed it on SQLite, event
@@ -34,44 +34,41 @@ a concurrent batch recorded between our look-up and our insert (the retry finds 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from nurture.application import promote
+from nurture.application.batch_state import NO_HISTORY, BatchLead, Wake, campaign_facts, capped_types
+from nurture.application.enroll import enroll_in_transaction
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, EventResult, clean_events
+from nurture.core import score_state
 from nurture.core.conditions import filter_matches
-from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, History, LeadView
+from nurture.core.enrollment import recycle_pending
+from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement
 from nurture.core.scoring import (
     ScoreAccumulator,
     ScoreBreakdown,
-    half_life_seconds,
     event_points,
     fit_items,
+    half_life_seconds,
     stage_after_scoring,
     utc_day,
 )
-from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
-from nurture.application import promote
-from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, EventResult, clean_events
-from nurture.storage import score_state
 from nurture.storage.database import transaction
 from nurture.storage.dialect import bulk_writer, is_retryable
-from nurture.application.enroll import enroll_in_transaction
-from nurture.core.enrollment import recycle_pending
 from nurture.storage.enrollments import exit_enrollments, wake_all
 from nurture.storage.event_bulk import NURTURED, AlreadyRecorded
 from nurture.storage.events import goal_reached, repeated_points
 from nurture.storage.lead_state import lead_summary, new_lead_row
 from nurture.storage.models import STAGE_ACTORS
-from nurture.storage.rows import lead_view
 
 log = logging.getLogger(__name__)
 
@@ -88,69 +85,6 @@ def _as_engagement(event: EventIn) -> Engagement:
     return Engagement(event.type, event.occurred_at, event.campaign_id, event.step_key, dict(event.properties))
 
 
-@dataclass
-class _LeadState:
-    """A lead as the batch changes it; written back once when the batch ends."""
-
-    row: Any
-    created: bool
-    stage: str
-    score: float
-    stage_changed_at: datetime
-    unsubscribed_at: datetime | None
-    bounced_at: datetime | None
-    nurtured: bool  # had an active enrollment when the batch began: only then can events change enrollments
-    behaviour: ScoreAccumulator
-    caps: Counter[tuple[str, date]] = field(default_factory=Counter)  # scored events per (type, UTC day)
-    counted_since: date | None = None  # caps holds every (type, day) count from this day on
-    recorded: bool = False
-    recorded_types: set[str] = field(default_factory=set)
-    fit: list[Any] | None = None  # the fit items: they depend on the lead's fields, which a batch does not change
-    stage_changed: bool = False
-    promoted: bool = False  # moved to sql in this batch (promotion also sets the owner)
-    dirty: bool = False
-    _base: LeadView | None = None
-    _view: LeadView | None = None
-
-    @property
-    def id(self) -> int:
-        return int(self.row.id)
-
-    def scored_on(self, event_type: str, day: date) -> int:
-        """How many events of this type scored (points other than 0) on this UTC day: what daily caps count."""
-        return self.caps[(event_type, day)]
-
-    def add_scored(self, event_type: str, at: datetime, points: float) -> None:
-        """Count an event that scored into the running score and the daily caps."""
-        if points:
-            self.behaviour.add(event_type, at, points)
-            self.caps[(event_type, utc_day(at))] += 1
-
-    def view(self) -> LeadView:
-        if self._base is None:
-            self._base = lead_view(self.row)
-        base, last = self._base, self._view
-        unsubscribed, bounced = self.unsubscribed_at is not None, self.bounced_at is not None
-        if last is not None and (last.stage, last.score, last.unsubscribed, last.bounced) == (
-                self.stage, self.score, unsubscribed, bounced):
-            return last  # views are frozen: the same state, the same view
-        self._view = LeadView(
-            key=base.key, email=base.email, stage=self.stage, score=self.score, timezone=base.timezone, tags=base.tags,
-            attributes=base.attributes, custom=base.custom, unsubscribed=unsubscribed, bounced=bounced,
-        )
-        return self._view
-
-
-@dataclass(frozen=True)
-class _Wake:
-    """A queued wake-up (:func:`nurture.storage.enrollments.wake_all`): the lead's enrollments waiting for
-    ``event_type`` become due at ``at``."""
-
-    lead_id: int
-    event_type: str
-    at: datetime
-
-
 class EventBatch:
     """One batch being recorded inside one transaction."""
 
@@ -162,12 +96,12 @@ class EventBatch:
         """Whether :meth:`prepare` looks the client ids up; without, a recorded id shows when its insert is refused
         (:class:`AlreadyRecorded`), and the batch starts over with the look-up: one statement less for batches of
         new events, the usual case, and a second attempt for retried ones."""
-        self.leads: dict[str, _LeadState] = {}
-        self.by_id: dict[int, _LeadState] = {}
+        self.leads: dict[str, BatchLead] = {}
+        self.by_id: dict[int, BatchLead] = {}
         self.bulk = bulk_writer(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
-        self._updates: list[Callable[[Connection], Any] | _Wake] = []  # enrollment updates that follow those rows
-        self.campaigns = _campaign_facts(catalog)
+        self._updates: list[Callable[[Connection], Any] | Wake] = []  # enrollment updates that follow those rows
+        self.campaigns = campaign_facts(catalog)
 
     @property
     def conn(self) -> Connection:
@@ -190,7 +124,7 @@ class EventBatch:
             updates, self._updates = self._updates, []
             wakes: list[dict[str, Any]] = []  # consecutive wake-ups go in one statement, in order
             for apply in updates:
-                if isinstance(apply, _Wake):
+                if isinstance(apply, Wake):
                     wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
                     continue
                 if wakes:
@@ -205,7 +139,7 @@ class EventBatch:
         """Find the client ids already recorded (when :attr:`look_up_ids`), then lock or create the leads of the
         other events."""
         known = self.known_ids({e.id for e in events if e.id is not None}) if self.look_up_ids else {}
-        first_type = {}
+        first_type: dict[str, str] = {}
         for event in events:
             if event.id is None or event.id not in known:
                 first_type.setdefault(event.email, event.type)
@@ -246,10 +180,10 @@ class EventBatch:
             ])
         return inserted
 
-    def track(self, row: Any, created: bool) -> _LeadState:
+    def track(self, row: Any, created: bool) -> BatchLead:
         """Follow this lead's changes through the batch."""
         nurtured = getattr(row, NURTURED, None)
-        state = _LeadState(
+        state = BatchLead(
             row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
             unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at,
             nurtured=not created and (nurtured is None or bool(nurtured)),
@@ -262,7 +196,7 @@ class EventBatch:
     def load_history(self, events: Sequence[EventIn] = ()) -> None:
         """Load what scoring needs of the history of every lead of the batch that existed before it: its scored events
         summed per type, and the counts the daily caps of ``events`` compare against. A lead's stored score state
-        (:mod:`nurture.storage.score_state`) answers both; the history is read (in one go for the batch's leads)
+        (:mod:`nurture.core.score_state`) answers both; the history is read (in one go for the batch's leads)
         only for leads without a state that can be used, and for cap counts of days older than the state keeps."""
         now, by_id = self.now, self.by_id
         window = score_state.window_start(now)
@@ -279,7 +213,7 @@ class EventBatch:
             loaded.add_to(lead.behaviour)
             lead.caps.update(loaded.counts)
             lead.counted_since = loaded.since
-        capped = _capped_types(self.rules)
+        capped = capped_types(self.rules)
         days = {utc_day(event.occurred_at) for event in events if event.type in capped and event.occurred_at}
         read = set(to_read)  # these leads' counts for the batch's days are read with their history
         if to_read:
@@ -297,11 +231,11 @@ class EventBatch:
         # a late event of a capped type, from a day before what its lead's state counts: that day's counts, read
         late: dict[int, set[date]] = {}
         for event in events:
-            lead = self.leads.get(event.email)
-            if (event.type in capped and event.occurred_at and lead is not None and not lead.created
-                    and lead.counted_since is not None and lead.id not in read):
-                if (day := utc_day(event.occurred_at)) < lead.counted_since:
-                    late.setdefault(lead.id, set()).add(day)
+            late_lead = self.leads.get(event.email)
+            if (event.type in capped and event.occurred_at and late_lead is not None and not late_lead.created
+                    and late_lead.counted_since is not None and late_lead.id not in read
+                    and (day := utc_day(event.occurred_at)) < late_lead.counted_since):
+                late.setdefault(late_lead.id, set()).add(day)
         if late:
             types = sorted({event.type for event in events if event.type in capped})
             for lead_id, event_type, day, count in self.bulk.scored_counts(
@@ -345,7 +279,7 @@ class EventBatch:
         changed = self.rescore(lead, engagement)
         return EventResult(index, RECORDED, lead.row.email, event.type, event.id, points, lead.score, lead.stage, changed)
 
-    def _burst(self, lead: _LeadState, event: EventIn) -> float | None:
+    def _burst(self, lead: BatchLead, event: EventIn) -> float | None:
         """The points of an event this one repeats within its dedupe window, None if it is new."""
         assert event.occurred_at is not None and event.dedupe_within is not None
         return repeated_points(self.conn, lead.id, event.type, event.occurred_at, event.dedupe_within,
@@ -359,13 +293,13 @@ class EventBatch:
         row = lead_summary(self._conn, lead_id)
         return EventResult(index, DUPLICATE, row.email, event.type, event.id, points, float(row.score), row.stage, False)
 
-    def _suppress(self, lead: _LeadState, event_type: str, at: datetime) -> None:
+    def _suppress(self, lead: BatchLead, event_type: str, at: datetime) -> None:
         if event_type == UNSUBSCRIBE and lead.unsubscribed_at is None:
             lead.unsubscribed_at = at
         elif event_type in (BOUNCE, COMPLAINT) and lead.bounced_at is None:
             lead.bounced_at = at
 
-    def _consequences(self, lead: _LeadState, event: EventIn) -> None:
+    def _consequences(self, lead: BatchLead, event: EventIn) -> None:
         """Suppression, goal exits and waking the enrollments that wait for this event type (queued in order)."""
         at = event.occurred_at
         assert at is not None
@@ -387,9 +321,9 @@ class EventBatch:
 
             self._updates.append(reach)
         if event.type in self.campaigns.awaited:  # only a wait_for step sets an enrollment's waiting_for
-            self._updates.append(_Wake(lead_id, event.type, at))
+            self._updates.append(Wake(lead_id, event.type, at))
 
-    def rescore(self, lead: _LeadState, event: Engagement | None = None) -> bool:
+    def rescore(self, lead: BatchLead, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
         disqualified (:func:`nurture.application.promote.after_rescore`). True when its stage changed."""
         view = lead.view()
@@ -409,7 +343,7 @@ class EventBatch:
                                         now=self.now)
         return (outcome is not None and self._promotion(lead, outcome, breakdown)) or changed
 
-    def _promotion(self, lead: _LeadState, outcome: promote.Outcome, breakdown: ScoreBreakdown) -> bool:
+    def _promotion(self, lead: BatchLead, outcome: promote.Outcome, breakdown: ScoreBreakdown) -> bool:
         """Write what promotion decided (:func:`nurture.application.promote.after_rescore`); True when the lead's stage
         changed."""
         sales = self.sales
@@ -428,7 +362,7 @@ class EventBatch:
             promote.disqualified(self.conn, lead.id, outcome.decision, self.now)
         return True
 
-    def move(self, lead: _LeadState, stage: str, reason: str, *, actor: str) -> int:
+    def move(self, lead: BatchLead, stage: str, reason: str, *, actor: str) -> int:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the
         history row's id."""
         conn = self.conn
@@ -470,78 +404,16 @@ class EventBatch:
             and (lead.promoted or self._may_enter(lead))
         )
 
-    def _may_enter(self, lead: _LeadState) -> bool:
+    def _may_enter(self, lead: BatchLead) -> bool:
         """Whether some campaign's stages and lead-field filters let the lead in (its history and past enrollments
         aside): a necessary condition of :func:`nurture.storage.enrollments.enroll_in_transaction` enrolling it."""
         if recycle_pending(lead.stage, lead.row.fields, self.now):
             return False
         view = lead.view()
         for stages, where in self.campaigns.entry_filters:
-            if lead.stage in stages and filter_matches(where, view, _NO_HISTORY):
+            if lead.stage in stages and filter_matches(where, view, NO_HISTORY):
                 return True
         return False
-
-
-_NO_HISTORY = History([])
-
-
-_DERIVED: dict[tuple[str, int], tuple[Any, Any]] = {}
-
-
-def _derived(name: str, source: Any, build: Callable[[Any], Any]) -> Any:
-    """``build(source)``, worked out once per loaded ``source`` (rules or catalog: they do not change once loaded)
-    rather than once per batch. A process loads one set of definitions, tests a few: the cache stays small."""
-    cached = _DERIVED.get((name, id(source)))
-    if cached is None or cached[0] is not source:
-        if len(_DERIVED) >= 16:
-            _DERIVED.clear()
-        cached = _DERIVED[(name, id(source))] = (source, build(source))
-    return cached[1]
-
-
-def _capped_types(rules: ScoringRules) -> frozenset[str]:
-    """The event types some rule caps per day."""
-    return _derived("capped", rules, lambda rules: frozenset(
-        kind for kind, event_rules in rules.behaviour.events.items()
-        if any(rule.max_per_day is not None for rule in event_rules)))
-
-
-@dataclass(frozen=True)
-class _CampaignFacts:
-    """What a batch asks of the campaigns, worked out once per catalog rather than once per batch."""
-
-    goals: dict[str, list[str]]  # event type -> the campaigns it is a goal of (exit.events)
-    awaited: frozenset[str]  # event types some step waits for (wait_for)
-    entry_stages: frozenset[str]  # stages some campaign that is not paused enrolls from
-    entry_events: frozenset[str]  # event types an entry filter of such a campaign reads (had_event)
-    entry_filters: list[tuple[frozenset[str], EntryFilter | None]]  # each such campaign's stages and filter without had_event
-
-
-def _campaign_facts(catalog: Catalog) -> _CampaignFacts:
-    return _derived("campaigns", catalog, _build_campaign_facts)
-
-
-def _build_campaign_facts(catalog: Catalog) -> _CampaignFacts:
-    campaigns = list(catalog.campaigns.values())
-    goals: dict[str, list[str]] = {}
-    for campaign in campaigns:
-        for event_type in campaign.exit.events:
-            goals.setdefault(event_type, []).append(campaign.id)
-    active = [c for c in campaigns if not c.paused]
-    filters = []
-    for campaign in active:
-        where = campaign.entry.where
-        if where is not None and where.had_event is not None:
-            where = where.model_copy(update={"had_event": None})
-        filters.append((frozenset(campaign.entry.stages()), where))
-    return _CampaignFacts(
-        goals=goals,
-        awaited=frozenset(step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None),
-        entry_stages=frozenset(stage for c in active for stage in c.entry.stages()),
-        entry_events=frozenset(t for c in active if c.entry.where and c.entry.where.had_event
-                               for t in c.entry.where.had_event),
-        entry_filters=filters,
-    )
 
 
 def record_events(

@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.core import score_state
 from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, half_life_seconds, score
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import LeadNotFound
-from nurture.storage import score_state, scores
+from nurture.storage import scores
 from nurture.storage.database import transaction
 from nurture.storage.leads import normalize_email
 from nurture.storage.schedule import lead_view
@@ -47,7 +48,7 @@ def rescore_by_email(conn: Connection, rules: ScoringRules, emails: Sequence[str
 
 def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], now: datetime) -> int:
     """Store the score as of ``now`` of these lead rows where it changed; return how many. A lead's behaviour points
-    come from its score state when it has one that can be used (:mod:`nurture.storage.score_state`), from its
+    come from its score state when it has one that can be used (:mod:`nurture.core.score_state`), from its
     scored events otherwise."""
     half_life = half_life_seconds(rules)
     states = {row.id: score_state.load(row.score_state, now, half_life) for row in rows}

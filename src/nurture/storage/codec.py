@@ -1,22 +1,19 @@
 """How values are written as the database's text and read back: the one serializer of timestamps and JSON for the
-writes and reads that go past SQLAlchemy's types (the intake's bulk statements on SQLite) and for the score state.
+writes and reads that go past SQLAlchemy's types (the intake's bulk statements on SQLite).
 
 :class:`nurture.storage.database.UTCDateTime` stores UTC on SQLite as SQLAlchemy's ``DATETIME`` writes it
 (``2024-05-01 12:00:00.000000``, the offset dropped so the text sorts); :func:`sqlite_time` writes that same text and
 :func:`time_from_text` reads it back as the type does, so rows written either way are the same rows. The score state
-(:mod:`nurture.storage.score_state`) counts time in microseconds since :data:`EPOCH` instead: a number parses faster
+(:mod:`nurture.core.score_state`) counts time in microseconds since :data:`EPOCH` instead: a number parses faster
 than a timestamp's text.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MICROSECOND = timedelta(microseconds=1)
 
 
 def aware_utc(value: datetime) -> datetime:
@@ -70,13 +67,3 @@ def json_value(value: str | None) -> Any:
 def json_text(value: Any) -> str | None:
     """A JSON column's value as SQLAlchemy's ``JSON(none_as_null=True)`` stores it: None as NULL."""
     return json.dumps(value) if value is not None else None
-
-
-def micros(value: datetime) -> int:
-    """An aware timestamp as microseconds since :data:`EPOCH`."""
-    return (value - EPOCH) // MICROSECOND
-
-
-def from_micros(microseconds: int) -> datetime:
-    """:func:`micros` read back (aware, UTC)."""
-    return EPOCH + timedelta(microseconds=microseconds)

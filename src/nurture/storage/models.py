@@ -67,7 +67,7 @@ class Lead(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     stage_changed_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     # The lead's scored history summed per event type as of a time, and recent days' counts for the daily caps: what
-    # recording an event reads instead of the history itself (nurture.storage.score_state). NULL: read the history.
+    # recording an event reads instead of the history itself (nurture.core.score_state). NULL: read the history.
     score_state: list[Any] | None = Field(default=None, sa_type=JSON(none_as_null=True))
 
 

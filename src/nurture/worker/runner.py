@@ -1,5 +1,5 @@
-"""``nurture run``: the dispatcher and the periodic jobs on APScheduler 3 (in-memory job store, UTC), and the HTTP
-intake on uvicorn in the same process (or either one alone for larger deploys).
+"""The worker of ``nurture run``: the dispatcher and the periodic jobs on APScheduler 3 (in-memory job store, UTC).
+:mod:`nurture.service` runs it beside the HTTP intake in one process (or either one alone for larger deploys).
 
 The database is the schedule, so APScheduler only runs a handful of jobs: the dispatcher (every ``poll_interval``,
 ``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the outbox, the
@@ -14,7 +14,6 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import timezone
-from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -69,8 +68,8 @@ class Worker:
         self.clock = clock
         self.engine = open_database(settings.database_url)
         self.catalog = catalog or load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
-        self.scoring = _load_rules(settings)
-        self.sales = _load_sales(settings)
+        self.scoring = scoring_rules(settings)
+        self.sales = sales_rules(settings)
         self.transport = transport or transport_from_url(settings.mail_url)
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
@@ -246,63 +245,17 @@ class Worker:
                 log.debug("could not wake the dispatcher", exc_info=True)
 
 
-def _load_sales(settings: Settings) -> SalesRules:
+def sales_rules(settings: Settings) -> SalesRules:
+    """The sales rules of the definitions folder (DefinitionError with every problem)."""
     rules, problems = load_sales(settings.campaigns_dir)
     if problems:
         raise DefinitionError(problems)
     return rules
 
 
-def _load_rules(settings: Settings) -> ScoringRules:
+def scoring_rules(settings: Settings) -> ScoringRules:
+    """The scoring rules of the definitions folder (DefinitionError with every problem)."""
     rules, problems = load_scoring(settings.campaigns_dir)
     if problems:
         raise DefinitionError(problems)
     return rules
-
-
-def http_app(settings: Settings, worker: Worker | None = None) -> Any:
-    """The intake app: sharing the worker's database, definitions and signer when there is one."""
-    from nurture.intake.app import create_app
-
-    if worker is not None:
-        return create_app(settings, engine=worker.engine, catalog=worker.catalog, rules=worker.scoring,
-                          signer=worker.signer, on_event=worker.wake, sales=worker.sales)
-    engine = open_database(settings.database_url)
-    catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
-    signer = Signer(signing_secret(engine, settings.secret_key))
-    return create_app(settings, engine=engine, catalog=catalog, rules=_load_rules(settings), signer=signer,
-                      sales=_load_sales(settings))
-
-
-def serve(settings: Settings, *, worker: Worker | None) -> None:
-    """Run the HTTP intake on uvicorn in this thread (it handles SIGTERM/SIGINT), with the worker's jobs beside it."""
-    import uvicorn
-
-    app = http_app(settings, worker)
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            access_log=False, lifespan="off")
-    stop = worker.request_stop if worker is not None else (lambda *_args: None)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            stop()  # the dispatcher stops claiming at once, not after the HTTP side has shut down
-            super().handle_exit(sig, frame)
-
-    server = Server(config)
-    # uvicorn handles SIGTERM/SIGINT while it serves, then raises the signal again once it has shut down; with
-    # handlers of our own in place that second delivery only asks the worker to stop, so the finally below runs
-    # and the process exits 0 after the batches in flight are recorded.
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if worker is not None:
-        worker.start()
-    log.info("HTTP intake on http://%s:%d (docs at /docs)", settings.http_host, settings.http_port)
-    try:
-        server.run()
-    finally:
-        app.state.intake.close()
-        if worker is not None:
-            worker.stop()
-            worker.engine.dispose()
-        else:
-            app.state.intake.engine.dispose()

@@ -27,7 +27,8 @@ def run_command(
     the worker tuning variables (see .env.example).
     """
     from nurture.cli.app import clock
-    from nurture.worker.runner import Worker, serve
+    from nurture.service import serve
+    from nurture.worker.runner import Worker
 
     settings = get_settings()
     if poll_interval:
@@ -54,7 +55,7 @@ def serve_command() -> None:
 
     Reads NURTURE_HTTP_HOST, NURTURE_HTTP_PORT, NURTURE_API_KEY, NURTURE_DATABASE_URL and the definitions folders.
     """
-    from nurture.worker.runner import serve
+    from nurture.service import serve
 
     settings = get_settings()
     configure_logging(settings.log_level)

@@ -1,4 +1,5 @@
-"""A lead's score state: what recording its next event needs of its scored history, kept on the lead row.
+"""A lead's score state: what recording its next event needs of its scored history, kept on the lead row (pure: the
+state's format and arithmetic; storage only reads and writes the JSON).
 
 Scoring an event needs two things of the lead's history: its scored events summed per type with decay (the score),
 and how many events of the event's type scored on the event's UTC day (the daily caps). Read from the events, both
@@ -28,13 +29,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from nurture.core.scoring import ScoreAccumulator, decayed, utc_day
-from nurture.storage.codec import EPOCH, MICROSECOND, from_micros
 
 VERSION = 1
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+"""What the state's times count microseconds from (a number parses faster than a timestamp's text)."""
+MICROSECOND = timedelta(microseconds=1)
 DAYS = 3
 """Days of cap counts a state keeps: the batch's UTC day and the two before (events arrive late, rarely older)."""
 
@@ -72,7 +75,7 @@ def load(value: Any, now: datetime, half_life_seconds: float | None) -> Loaded |
         return None
     factor = decayed(1.0, age / 1e6, half_life_seconds)
     return Loaded(
-        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], from_micros(groups[i + 4]))
+        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], EPOCH + timedelta(microseconds=groups[i + 4]))
          for i in range(0, len(groups), 5)],
         date.fromordinal(since),
         {(counts[i], date.fromordinal(counts[i + 1])): counts[i + 2] for i in range(0, len(counts), 3)},

@@ -1,0 +1,144 @@
+"""What an event batch keeps while it works (:mod:`nurture.application.record_events`): each lead as the batch changes
+it, the enrollment wake-ups it queues, and what it asks of the loaded definitions, worked out once per catalog or set
+of rules rather than once per batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from nurture.core.facts import History, LeadView
+from nurture.core.scoring import ScoreAccumulator, utc_day
+from nurture.definitions.campaign import EntryFilter
+from nurture.definitions.loader import Catalog
+from nurture.definitions.scoring import ScoringRules
+from nurture.storage.rows import lead_view
+
+
+@dataclass
+class BatchLead:
+    """A lead as the batch changes it; written back once when the batch ends."""
+
+    row: Any
+    created: bool
+    stage: str
+    score: float
+    stage_changed_at: datetime
+    unsubscribed_at: datetime | None
+    bounced_at: datetime | None
+    nurtured: bool  # had an active enrollment when the batch began: only then can events change enrollments
+    behaviour: ScoreAccumulator
+    caps: Counter[tuple[str, date]] = field(default_factory=Counter)  # scored events per (type, UTC day)
+    counted_since: date | None = None  # caps holds every (type, day) count from this day on
+    recorded: bool = False
+    recorded_types: set[str] = field(default_factory=set)
+    fit: list[Any] | None = None  # the fit items: they depend on the lead's fields, which a batch does not change
+    stage_changed: bool = False
+    promoted: bool = False  # moved to sql in this batch (promotion also sets the owner)
+    dirty: bool = False
+    _base: LeadView | None = None
+    _view: LeadView | None = None
+
+    @property
+    def id(self) -> int:
+        return int(self.row.id)
+
+    def scored_on(self, event_type: str, day: date) -> int:
+        """How many events of this type scored (points other than 0) on this UTC day: what daily caps count."""
+        return self.caps[(event_type, day)]
+
+    def add_scored(self, event_type: str, at: datetime, points: float) -> None:
+        """Count an event that scored into the running score and the daily caps."""
+        if points:
+            self.behaviour.add(event_type, at, points)
+            self.caps[(event_type, utc_day(at))] += 1
+
+    def view(self) -> LeadView:
+        if self._base is None:
+            self._base = lead_view(self.row)
+        base, last = self._base, self._view
+        unsubscribed, bounced = self.unsubscribed_at is not None, self.bounced_at is not None
+        if last is not None and (last.stage, last.score, last.unsubscribed, last.bounced) == (
+                self.stage, self.score, unsubscribed, bounced):
+            return last  # views are frozen: the same state, the same view
+        self._view = LeadView(
+            key=base.key, email=base.email, stage=self.stage, score=self.score, timezone=base.timezone, tags=base.tags,
+            attributes=base.attributes, custom=base.custom, unsubscribed=unsubscribed, bounced=bounced,
+        )
+        return self._view
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A queued wake-up (:func:`nurture.storage.enrollments.wake_all`): the lead's enrollments waiting for
+    ``event_type`` become due at ``at``."""
+
+    lead_id: int
+    event_type: str
+    at: datetime
+
+
+NO_HISTORY = History([])
+"""The history entry filters are first tested against: what a lead's fields alone decide."""
+
+
+_DERIVED: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def _derived(name: str, source: Any, build: Callable[[Any], Any]) -> Any:
+    """``build(source)``, worked out once per loaded ``source`` (rules or catalog: they do not change once loaded)
+    rather than once per batch. A process loads one set of definitions, tests a few: the cache stays small."""
+    cached = _DERIVED.get((name, id(source)))
+    if cached is None or cached[0] is not source:
+        if len(_DERIVED) >= 16:
+            _DERIVED.clear()
+        cached = _DERIVED[(name, id(source))] = (source, build(source))
+    return cached[1]
+
+
+def capped_types(rules: ScoringRules) -> frozenset[str]:
+    """The event types some rule caps per day."""
+    return _derived("capped", rules, lambda rules: frozenset(
+        kind for kind, event_rules in rules.behaviour.events.items()
+        if any(rule.max_per_day is not None for rule in event_rules)))
+
+
+@dataclass(frozen=True)
+class CampaignFacts:
+    """What a batch asks of the campaigns, worked out once per catalog rather than once per batch."""
+
+    goals: dict[str, list[str]]  # event type -> the campaigns it is a goal of (exit.events)
+    awaited: frozenset[str]  # event types some step waits for (wait_for)
+    entry_stages: frozenset[str]  # stages some campaign that is not paused enrolls from
+    entry_events: frozenset[str]  # event types an entry filter of such a campaign reads (had_event)
+    entry_filters: list[tuple[frozenset[str], EntryFilter | None]]  # each such campaign's stages and filter without had_event
+
+
+def campaign_facts(catalog: Catalog) -> CampaignFacts:
+    return _derived("campaigns", catalog, _build_campaign_facts)
+
+
+def _build_campaign_facts(catalog: Catalog) -> CampaignFacts:
+    campaigns = list(catalog.campaigns.values())
+    goals: dict[str, list[str]] = {}
+    for campaign in campaigns:
+        for event_type in campaign.exit.events:
+            goals.setdefault(event_type, []).append(campaign.id)
+    active = [c for c in campaigns if not c.paused]
+    filters = []
+    for campaign in active:
+        where = campaign.entry.where
+        if where is not None and where.had_event is not None:
+            where = where.model_copy(update={"had_event": None})
+        filters.append((frozenset(campaign.entry.stages()), where))
+    return CampaignFacts(
+        goals=goals,
+        awaited=frozenset(step.wait_for.event for c in campaigns for step in c.steps if step.wait_for is not None),
+        entry_stages=frozenset(stage for c in active for stage in c.entry.stages()),
+        entry_events=frozenset(t for c in active if c.entry.where and c.entry.where.had_event
+                               for t in c.entry.where.had_event),
+        entry_filters=filters,
+    )
