@@ -406,7 +406,7 @@ class EventBatch:
 
     def _may_enter(self, lead: BatchLead) -> bool:
         """Whether some campaign's stages and lead-field filters let the lead in (its history and past enrollments
-        aside): a necessary condition of :func:`nurture.storage.enrollments.enroll_in_transaction` enrolling it."""
+        aside): a necessary condition of :func:`nurture.application.enroll.enroll_in_transaction` enrolling it."""
         if recycle_pending(lead.stage, lead.row.fields, self.now):
             return False
         view = lead.view()

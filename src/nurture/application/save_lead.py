@@ -41,9 +41,9 @@ def save_lead(
     engine: Engine, catalog: Catalog, rules: ScoringRules, data: Mapping[str, Any], *, now: datetime, actor: str,
     sales: SalesRules | None = None, handoff: Handoff | None = None,
 ) -> SavedLead:
-    """Create or update a lead (fields as :func:`nurture.storage.leads.clean_lead_data` accepts them) and rescore it.
+    """Create or update a lead (fields as :func:`nurture.core.lead_fields.clean_lead_data` accepts them) and rescore it.
 
-    The fields are written by :func:`nurture.storage.leads.upsert_lead` (an explicit stage is recorded with
+    The fields are written by :func:`nurture.application.lead_input.upsert_lead` (an explicit stage is recorded with
     ``actor``); then the new score, fit points included, may promote the lead (to MQL; with ``sales`` rules to SQL,
     or disqualify it, as :func:`nurture.application.record_events.record_events` does). A stage that a campaign exits on ends that enrollment at once.
     After the commit the lead is enrolled in every campaign it now matches.

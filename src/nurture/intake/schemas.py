@@ -1,7 +1,7 @@
 """The shapes the HTTP API reads and answers (pydantic), and turning their validation errors into one clear message.
 
 Shape is checked here (an email is text, ``occurred_at`` a date with a time zone); meaning is checked by storage
-(:func:`nurture.application.record_events.clean_event`, :func:`nurture.storage.leads.clean_lead_data`), so the CLI and the API
+(:func:`nurture.application.event_input.clean_event`, :func:`nurture.core.lead_fields.clean_lead_data`), so the CLI and the API
 refuse the same values with the same words.
 """
 

@@ -34,7 +34,7 @@ class SqliteEventBulk(EventBulk):
 
     SQLAlchemy converts each value of each row on its way to the driver (timestamps to text, JSON to text), and
     back, which costs more than SQLite's work itself; here the conversions are the ones SQLAlchemy's types make (the
-    same text ends up stored and the same values are read, which ``tests/test_intake_batches.py`` checks), done once
+    same text ends up stored and the same values are read, which ``tests/integration/test_intake_batches.py`` checks), done once
     per row in plain Python. The reads take their list of emails or ids as one JSON array (``json_each``), so
     SQLite prepares each statement once, whatever the batch's size. These statements go to the sqlite3 connection
     itself (:func:`nurture.storage.event_bulk.driver`): SQLAlchemy's ``before_cursor_execute`` listeners do not see them.
