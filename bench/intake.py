@@ -99,9 +99,9 @@ def free_port() -> int:
 
 
 def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+    from nurture.application.lead_input import upsert_lead
     from nurture.clock import SYSTEM_CLOCK
     from nurture.storage.database import make_engine, session
-    from nurture.application.lead_input import upsert_lead
     from nurture.storage.migrate import upgrade
 
     url = database_url or f"sqlite:///{tmp / 'intake.db'}"

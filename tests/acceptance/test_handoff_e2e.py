@@ -25,19 +25,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
-
 from db_fixtures import migrated_url, postgres_available, postgres_template  # noqa: F401
 from http_server import HttpServer, free_port
+from smtp_sink import ReceivedMessage, SmtpSink
+from sqlalchemy import select
+from webhook_receiver import ReceivedRequest, WebhookReceiver
+from worker_world import FROM, Project, deliveries, enrollments, wait_until, write_project
+
 from nurture.delivery.webhooks import event_id_for, verify
 from nurture.rendering.sales_links import decode_sales_link
 from nurture.settings import Settings
 from nurture.storage.database import transaction
 from nurture.storage.models import Outbox, StageChange
 from nurture.worker.runner import Worker, http_app
-from smtp_sink import ReceivedMessage, SmtpSink
-from webhook_receiver import ReceivedRequest, WebhookReceiver
-from worker_world import FROM, Project, deliveries, enrollments, wait_until, write_project
 
 SECRET = "whsec_e2e_7c1d"
 API_KEY = "e2e-api-key"

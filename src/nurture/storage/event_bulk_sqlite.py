@@ -53,7 +53,7 @@ class SqliteEventBulk(EventBulk):
         self.leads_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
         compiled = select(L, nurtured).where(L.c.email == bindparam("email")).compile(dialect=dialect)
         self.lead_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
-        self.lead_columns = tuple(column.key for column in L.c) + (NURTURED,)
+        self.lead_columns = (*(column.key for column in L.c), NURTURED)
         ids = select(column("value")).select_from(func.json_each(bindparam("ids"))).scalar_subquery()
         compiled = (select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.points)
                     .where(EV.c.lead_id.in_(ids), EV.c.points != 0)

@@ -13,9 +13,6 @@ from nurture.storage.database import transaction
 from nurture.storage.tables import D, E, L, O
 
 
-
-
-
 @dataclass(frozen=True)
 class DeliveryTarget:
     """A delivery and its lead, as a tracking link or a bounce notice refers to it."""

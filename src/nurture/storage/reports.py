@@ -22,7 +22,6 @@ from nurture.storage.database import transaction
 from nurture.storage.tables import D, E, EV, SC
 
 
-
 @dataclass
 class Funnel:
     """Lifecycle movement in a period."""

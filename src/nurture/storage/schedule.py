@@ -6,9 +6,10 @@ Each function is one short transaction; none is held across rendering or network
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -19,7 +20,6 @@ from nurture.storage.database import transaction
 from nurture.storage.dialect import for_update_skip_locked, lock_for_claim, upsert_insert
 from nurture.storage.rows import LEAD_COLUMNS, lead_view
 from nurture.storage.tables import D, E, EV, L, O
-
 
 # Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
 _IDS = bindparam("ids", expanding=True)
