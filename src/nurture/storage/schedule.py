@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import BindParameter
 
 from nurture.core.facts import Engagement, History, LeadView, Send
 from nurture.storage.database import transaction
@@ -22,8 +23,8 @@ from nurture.storage.rows import LEAD_COLUMNS, lead_view
 from nurture.storage.tables import D, E, EV, L, O
 
 # Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
-_IDS = bindparam("ids", expanding=True)
-_LEAD_IDS = bindparam("lead_ids", expanding=True)
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_LEAD_IDS: BindParameter[list[int]] = bindparam("lead_ids", expanding=True)
 
 _LEASED = E.alias("leased")
 
