@@ -54,8 +54,8 @@ def _process_cpu(pid: int) -> float:
 def bench_nurture(leads: int, batch: int, tmp: Path, processes: int) -> dict:
     """nurture's dispatcher in this process, and ``processes - 1`` more as ``nurture run --processes`` starts them;
     the CONNECTIONS mail connections are shared out among the processes."""
-    from nurture.settings import Settings
     from nurture.application.enroll import enroll_leads
+    from nurture.settings import Settings
     from nurture.storage.migrate import upgrade
     from nurture.worker.processes import DispatchProcesses
 

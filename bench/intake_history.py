@@ -20,12 +20,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from nurture.application.event_input import EventIn
 from nurture.application.record_events import record_events
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.sales import load_sales
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
-from nurture.application.event_input import EventIn
 from nurture.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]

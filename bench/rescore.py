@@ -21,12 +21,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from nurture.application.event_input import EventIn
 from nurture.application.record_events import record_events
+from nurture.application.rescore import rescore_all
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine
-from nurture.application.rescore import rescore_all
-from nurture.application.event_input import EventIn
 from nurture.storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from smtp_sink import SmtpSink  # tests/support is on sys.path (``pythonpath`` in pyproject.toml)
 
 LAYERS = ("unit", "integration", "acceptance")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from http_server import HttpServer
+from test_report import NOW, seed
+
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.intake.app import create_app
@@ -17,7 +18,6 @@ from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine
 from nurture.storage.migrate import upgrade
-from test_report import NOW, seed
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = """\

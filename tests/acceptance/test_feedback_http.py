@@ -19,17 +19,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete
-from sqlalchemy.engine import Engine
-
 from db_fixtures import migrated_url, postgres_available, postgres_template  # noqa: F401
 from feedback_world import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
 from http_server import HttpServer, free_port
 from intake_world import T0, Clock, lead_row, stage_history
 from smtp_sink import SmtpSink
+from sqlalchemy import delete
+from sqlalchemy.engine import Engine
+from test_feedback import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
 from webhook_receiver import WebhookReceiver
 from worker_world import dispatch_config, subjects, wait_until, write_project
 
+from nurture.application.rescore import score_breakdown
 from nurture.delivery.webhooks import verify
 from nurture.intake import create_app
 from nurture.rendering.links import LinkBuilder
@@ -37,14 +38,9 @@ from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine, transaction
-from nurture.application.rescore import score_breakdown
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead
 from nurture.worker.runner import Worker
-from smtp_sink import SmtpSink
-from test_feedback import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
-from webhook_receiver import WebhookReceiver
-from worker_world import dispatch_config, subjects, wait_until, write_project
 
 API_KEY = "sales-test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

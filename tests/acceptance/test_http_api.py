@@ -15,9 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import ValidationError
-from sqlalchemy.engine import Engine
-
 from http_server import HttpServer
 from intake_world import (
     T0,
@@ -30,6 +27,9 @@ from intake_world import (
     load_world,
     write_campaigns,
 )
+from pydantic import ValidationError
+from sqlalchemy.engine import Engine
+
 from nurture.intake import create_app
 from nurture.intake.context import INLINE_EVENTS, IntakeContext
 from nurture.settings import Settings

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from smtp_sink import SmtpSink
 
 NURTURE = Path(sys.executable).with_name("nurture")

@@ -22,10 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
+from smtp_sink import SmtpSink
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from webhook_receiver import ReceivedRequest, WebhookReceiver
 
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from nurture import __version__
 from nurture.delivery.message import message_id_for
 from nurture.delivery.smtp import SMTPTransport
@@ -44,8 +46,6 @@ from nurture.storage import outbox as outbox_store
 from nurture.storage.database import transaction
 from nurture.storage.tables import O
 from nurture.worker.outbox_jobs import OutboxConfig, OutboxProcessor, backoff
-from smtp_sink import SmtpSink
-from webhook_receiver import ReceivedRequest, WebhookReceiver
 
 NOW = datetime(2026, 3, 9, 9, 0, tzinfo=timezone.utc)
 T = int(NOW.timestamp())

@@ -9,10 +9,10 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
 from nurture.storage.database import transaction
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.reports import build_report

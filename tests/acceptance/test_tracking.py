@@ -8,9 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import delete
-from sqlalchemy.engine import Engine
-
 from http_server import HttpServer
 from intake_world import (
     Clock,
@@ -22,6 +19,9 @@ from intake_world import (
     load_world,
     write_campaigns,
 )
+from sqlalchemy import delete
+from sqlalchemy.engine import Engine
+
 from nurture.intake import create_app
 from nurture.intake.tracking import PIXEL
 from nurture.rendering.links import LinkBuilder

@@ -16,6 +16,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
+from smtp_sink import SmtpSink
 
 from nurture.delivery import transports
 from nurture.delivery.message import OutgoingEmail, build_message_bytes, message_id_for
@@ -29,7 +30,6 @@ from nurture.delivery.transports import (
     transport_from_url,
 )
 from nurture.errors import ConfigError
-from smtp_sink import SmtpSink
 
 NOW = datetime(2026, 3, 9, 9, 0, tzinfo=timezone.utc)
 

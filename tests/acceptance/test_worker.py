@@ -19,8 +19,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import update
-
 from db_fixtures import (  # noqa: F401 (fixtures)
     create_postgres_database,
     drop_postgres_database,
@@ -28,16 +26,8 @@ from db_fixtures import (  # noqa: F401 (fixtures)
     postgres_available,
     postgres_template,
 )
-from nurture.application.record_events import EventIn, record_events
-from nurture.definitions.scoring import load_scoring
-from nurture.delivery import message_id_for
-from nurture.storage import schedule
-from nurture.storage.database import session, transaction
-from nurture.storage.leads import lead_summary
-from nurture.storage.migrate import upgrade
-from nurture.storage.models import Lead
-from nurture.worker.runner import Worker
 from smtp_sink import SmtpSink
+from sqlalchemy import update
 from worker_world import (
     ONBOARDING,
     T0,
@@ -53,12 +43,12 @@ from worker_world import (
     write_project,
 )
 
+from nurture.application.event_input import EventIn
+from nurture.application.record_events import EventIn, record_events
 from nurture.definitions.scoring import load_scoring
 from nurture.delivery import message_id_for
 from nurture.storage import schedule
 from nurture.storage.database import session, transaction
-from nurture.application.record_events import record_events
-from nurture.application.event_input import EventIn
 from nurture.storage.leads import lead_summary
 from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead

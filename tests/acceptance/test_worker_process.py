@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from smtp_sink import SmtpSink
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from worker_world import Project, by_recipient, deliveries, enrollments, seed_leads, wait_until, write_project
 
 from nurture.storage.database import make_engine, transaction
 from nurture.storage.models import Delivery, Enrollment
-from smtp_sink import SmtpSink
-from worker_world import Project, by_recipient, deliveries, enrollments, seed_leads, wait_until, write_project
 
 NURTURE = Path(sys.executable).with_name("nurture")
 D, E = Delivery.__table__, Enrollment.__table__
@@ -348,8 +348,8 @@ def test_dispatch_processes_work_from_the_campaigns_the_worker_loaded(project: P
                                                                      tmp_path: Path) -> None:
     """Campaign files edited while ``nurture run`` runs change nothing until it restarts, in every process: a dispatch
     process, a restarted one too, works from the definitions the main process loaded, not the files as they are now."""
-    from nurture.definitions.loader import load_catalog
     from nurture.application.enroll import enroll_leads
+    from nurture.definitions.loader import load_catalog
     from nurture.worker.processes import DispatchProcesses
 
     settings = project.settings(database_url, smtp_sink.url).model_copy(update={"poll_interval": 0.1})

@@ -138,12 +138,11 @@ def test_leads_show_explains_the_score(run, upgraded, tmp_path: Path, monkeypatc
     assert run("leads", "add", "ada@example.com", "--company-size", "350").exit_code == 0
     from datetime import datetime, timezone
 
+    from nurture.application.event_input import EventIn
     from nurture.application.record_events import EventIn, record_events
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import make_engine
-    from nurture.application.record_events import record_events
-    from nurture.application.event_input import EventIn
 
     engine = make_engine(get_settings().database_url)
     record_events(engine, load_catalog(campaigns), load_scoring(campaigns)[0],
@@ -164,13 +163,12 @@ def test_import_stores_each_leads_score_with_its_fit_points(run, upgraded, tmp_p
     the nightly rescoring; a re-import that changes a lead's fields keeps its behaviour points and moves its fit."""
     from datetime import datetime, timezone
 
+    from nurture.application.event_input import EventIn
     from nurture.application.record_events import EventIn, record_events
+    from nurture.application.rescore import score_breakdown
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import make_engine, session
-    from nurture.application.record_events import record_events
-    from nurture.application.rescore import score_breakdown
-    from nurture.application.event_input import EventIn
     from nurture.storage.leads import get_lead
 
     campaigns = tmp_path / "rules"

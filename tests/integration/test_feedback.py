@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
-
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
 from feedback_world import (
     FILES,
@@ -30,13 +27,13 @@ from feedback_world import (
     write_world,
 )
 from intake_world import T0, enrollments_of, events_of, lead_row, stage_history
-from nurture.definitions.loader import load_catalog
-from nurture.definitions.sales import SalesRules
-from nurture.definitions.scoring import load_scoring
-from nurture.errors import InvalidInput, LeadNotFound
-from nurture.storage.database import transaction
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+
 from nurture.application.enroll import enroll_leads
-from nurture.core.enrollment import waiting_to_recycle
+from nurture.application.event_input import EventIn
+from nurture.application.record_events import record_events
+from nurture.application.rescore import rescore_all, score_breakdown
 from nurture.application.sales_feedback import (
     SALES_FEEDBACK,
     AlreadyDecided,
@@ -45,9 +42,12 @@ from nurture.application.sales_feedback import (
     apply_feedback,
     promotion_status,
 )
-from nurture.application.event_input import EventIn
-from nurture.application.record_events import record_events
-from nurture.application.rescore import rescore_all, score_breakdown
+from nurture.core.enrollment import waiting_to_recycle
+from nurture.definitions.loader import load_catalog
+from nurture.definitions.sales import SalesRules
+from nurture.definitions.scoring import load_scoring
+from nurture.errors import InvalidInput, LeadNotFound
+from nurture.storage.database import transaction
 from nurture.storage.models import Lead
 
 

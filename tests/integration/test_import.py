@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
-from nurture.application.import_leads import import_leads_csv
-from nurture.errors import InvalidInput
-from nurture.storage.database import session
+
 from nurture.application.import_leads import import_leads_csv
 from nurture.clock import SYSTEM_CLOCK
+from nurture.errors import InvalidInput
+from nurture.storage.database import session
 from nurture.storage.models import Lead, StageChange
 
 HEADER = "email,first_name,last_name,company,title,industry,company_size,country,timezone,stage,tags,plan\n"

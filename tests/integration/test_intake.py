@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 import typer
-from sqlalchemy import update
-from typer.testing import CliRunner
-
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
 from intake_world import (
     T0,
@@ -24,13 +21,16 @@ from intake_world import (
     stage_history,
     write_campaigns,
 )
+from sqlalchemy import update
+from typer.testing import CliRunner
+
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, InvalidEvents
 from nurture.application.lead_input import upsert_lead
-from nurture.errors import InvalidInput, LeadNotFound
-from nurture.storage.database import session, transaction
 from nurture.application.record_events import record_events
 from nurture.application.rescore import rescore_all, score_breakdown
 from nurture.application.save_lead import save_lead
-from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, InvalidEvents
+from nurture.errors import InvalidInput, LeadNotFound
+from nurture.storage.database import session, transaction
 from nurture.storage.models import EngagementEvent, Enrollment, Lead
 
 

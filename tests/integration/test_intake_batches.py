@@ -26,17 +26,16 @@ from intake_world import (
 from sqlalchemy import select
 
 from nurture.application.enroll import enroll_leads
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.application.lead_input import upsert_lead
 from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events
+from nurture.application.rescore import score_breakdown
 from nurture.core.facts import Engagement
+from nurture.core.score_state import window_start
 from nurture.core.scoring import event_points, score, utc_day
 from nurture.storage.database import make_engine, session, transaction
-from nurture.application.record_events import record_events
-from nurture.application.rescore import score_breakdown
-from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.models import EngagementEvent, Enrollment, Lead, StageChange
 from nurture.storage.rows import lead_view
-from nurture.core.score_state import window_start
 
 TYPES = ["page_view", "page_view", "email_open", "email_click", "content_download", "pricing_page_view",
          "webinar_attended", "unscored_type"]

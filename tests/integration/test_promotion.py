@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
-
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
 from intake_world import T0, add_delivery, enrollments_of, lead_row, load_world, stage_history, write_campaigns
+from sqlalchemy import select, update
+
 from nurture.application import promote as store
+from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.application.promote import OpenSql
 from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events
+from nurture.application.sales_reminders import digest_day, digests_due, reminders_due, sla_overdue
+from nurture.application.save_lead import save_lead
 from nurture.core.facts import Engagement, LeadView
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules, load_sales
@@ -29,13 +32,9 @@ from nurture.handoff.brief import is_hand_raise
 from nurture.rendering.sales_links import SalesLinks, decode_sales_link
 from nurture.signing import Signer
 from nurture.storage.database import transaction
-from nurture.application.record_events import record_events
-from nurture.application.save_lead import save_lead
-from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.storage.models import Delivery, Meta, Outbox, StageChange
 from nurture.storage.promotions import OpenSql
 from nurture.storage.tables import L
-from nurture.application.sales_reminders import digest_day, digests_due, reminders_due, sla_overdue
 from nurture.worker.handoff_jobs import HandoffJobs
 
 O, M, D, SC = Outbox.__table__, Meta.__table__, Delivery.__table__, StageChange.__table__  # noqa: E741 - as in storage/tables.py

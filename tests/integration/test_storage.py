@@ -8,15 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
-from nurture.errors import ConfigError, InvalidInput, LeadNotFound
+from nurture.application.lead_input import upsert_lead
 from nurture.clock import SYSTEM_CLOCK as utcnow
+from nurture.core.lead_fields import normalize_email
+from nurture.errors import ConfigError, InvalidInput, LeadNotFound
 from nurture.storage.database import make_engine, session, transaction
 from nurture.storage.dialect import WriteLockBusy, for_update_skip_locked, no_wait
-from nurture.application.lead_input import upsert_lead
-from nurture.core.lead_fields import normalize_email
 from nurture.storage.leads import get_lead, lead_summary
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox, StageChange
 

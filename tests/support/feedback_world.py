@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from intake_world import T0, count_rows
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from intake_world import T0, count_rows
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.sales import SalesRules, load_sales
 from nurture.definitions.scoring import ScoringRules, load_scoring

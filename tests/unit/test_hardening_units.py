@@ -74,8 +74,8 @@ def test_an_owner_the_sales_file_does_not_know_is_never_emailed() -> None:
     ({"email": "a@x.example", "note": "a\x00"}, "NUL"),
 ])
 def test_lead_data_postgresql_would_refuse_is_an_input_error(data: dict, message: str) -> None:
-    from nurture.errors import InvalidInput
     from nurture.core.lead_fields import clean_lead_data
+    from nurture.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=message):
         clean_lead_data(data)
@@ -91,8 +91,8 @@ def test_line_breaks_in_a_name_are_folded() -> None:
 def test_event_ids_and_properties_with_nul_are_refused(event_id: str, props: dict) -> None:
     from datetime import datetime, timezone
 
-    from nurture.errors import InvalidInput
     from nurture.application.event_input import EventIn, clean_event
+    from nurture.errors import InvalidInput
 
     event = EventIn(email="a@x.example", type="page_view", id=event_id, properties=props)
     if props == {"x": [[[[]]]]}:  # deep but fine

@@ -8,8 +8,9 @@ SQL pre-filters; given leads are read once and every campaign decided in Python.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nurture.core.conditions import filter_matches
 from nurture.core.enrollment import blocked, waiting_to_recycle

@@ -120,7 +120,7 @@ def clean_event(event: EventIn, now: datetime) -> EventIn:
             f"invalid type {event.type!r}: use a lower-case slug of at most 64 characters (letters, digits, _ . -), "
             "starting with a letter, such as webinar_attended"
         )
-    occurred_at = event.occurred_at if event.occurred_at is not None else now
+    occurred_at: datetime | None = event.occurred_at if event.occurred_at is not None else now
     if not isinstance(occurred_at, datetime):
         problems.append("occurred_at must be a date and time")
     elif occurred_at.tzinfo is None or occurred_at.utcoffset() is None:

@@ -1,8 +1,8 @@
 """Bulk import of leads from CSV: validate every row, upsert the good ones in large batches, report the rest.
 
 Speed comes from doing per batch a handful of statements (:mod:`nurture.storage.lead_rows`: one SELECT of the
-existing leads, one executemany upsert, one insert of stage changes) instead of ORM objects per row. A blank cell never erases what a lead
-already has, and rows for the same email apply in file order. Batches commit one by one, so a long import
+existing leads, one executemany upsert, one insert of stage changes) instead of ORM objects per row. A blank cell
+never erases what a lead already has, and rows for the same email apply in file order. Batches commit one by one, so a long import
 does not hold SQLite's write lock for minutes; re-importing the same file is harmless.
 """
 
@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
 from nurture.core.facts import LeadView
 from nurture.core.lead_fields import (
@@ -28,7 +29,6 @@ from nurture.core.lead_fields import (
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
-from nurture.application.rescore import rescore_by_email
 from nurture.storage import lead_rows
 from nurture.storage.database import transaction
 

@@ -34,13 +34,13 @@ from sqlalchemy.engine import Connection
 from nurture.core.enrollment import recycle_pending
 from nurture.core.facts import CLICK, OPEN, Engagement, LeadView
 from nurture.core.promotion import DISQUALIFY, PROMOTE, Decision, decide
-from nurture.core.routing import Route, owner as find_owner, route
+from nurture.core.routing import Route, route
+from nurture.core.routing import owner as find_owner
 from nurture.core.scoring import ScoreBreakdown, score
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import Owner, SalesRules
 from nurture.definitions.scoring import ScoringRules
-from nurture.handoff import Handoff
-from nurture.handoff import notify
+from nurture.handoff import Handoff, notify
 from nurture.handoff.brief import (
     TIMELINE_LIMIT,
     BriefFacts,

@@ -19,9 +19,10 @@ of ``-B(now)`` points recorded at ``now`` decays exactly as fast as the points i
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from nurture.application.enroll import enroll_leads
 from nurture.core.enrollment import RECYCLE_AT

@@ -17,9 +17,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
-
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -29,9 +28,9 @@ from nurture.definitions import windows
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff, notify
+from nurture.storage import promotions
 from nurture.storage.database import transaction
 from nurture.storage.outbox import enqueue
-from nurture.storage import promotions
 from nurture.storage.promotions import OpenSql
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,8 @@ def save_lead(
 
     The fields are written by :func:`nurture.application.lead_input.upsert_lead` (an explicit stage is recorded with
     ``actor``); then the new score, fit points included, may promote the lead (to MQL; with ``sales`` rules to SQL,
-    or disqualify it, as :func:`nurture.application.record_events.record_events` does). A stage that a campaign exits on ends that enrollment at once.
+    or disqualify it, as :func:`nurture.application.record_events.record_events` does). A stage that a campaign
+    exits on ends that enrollment at once.
     After the commit the lead is enrolled in every campaign it now matches.
     """
     if actor not in STAGE_ACTORS:

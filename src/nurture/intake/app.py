@@ -37,7 +37,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nurture import __version__
-
+from nurture.application.event_input import MAX_BATCH, RECORDED, EventIn, InvalidEvents
+from nurture.application.rescore import score_breakdown
+from nurture.application.save_lead import save_lead
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
@@ -57,11 +59,8 @@ from nurture.intake.schemas import (
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import session, transaction
-from nurture.application.save_lead import save_lead
-from nurture.application.event_input import MAX_BATCH, RECORDED, EventIn, InvalidEvents
-from nurture.storage.lookups import status_counts
-from nurture.application.rescore import score_breakdown
 from nurture.storage.leads import lead_summary
+from nurture.storage.lookups import status_counts
 from nurture.storage.migrate import ensure_current
 
 log = logging.getLogger("nurture.intake")

@@ -19,6 +19,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.application.event_input import RECORDED, EventIn, EventResult
+from nurture.application.record_events import record_events
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
@@ -28,8 +30,6 @@ from nurture.intake.schemas import describe_errors
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.dialect import WriteLockBusy, no_wait, single_writer
-from nurture.application.record_events import record_events
-from nurture.application.event_input import RECORDED, EventIn, EventResult
 
 log = logging.getLogger("nurture.intake")
 M = TypeVar("M", bound=BaseModel)
@@ -99,7 +99,7 @@ class Writer:
             loop, future, fn, args, kwargs = item
             try:
                 result = fn(*args, **kwargs)
-            except BaseException as exc:  # handed to the awaiting request, like the threadpool does
+            except BaseException as exc:  # noqa: BLE001  handed to the awaiting request, like the threadpool does
                 _settle_soon(loop, future, None, exc)
             else:
                 _settle_soon(loop, future, result, None)
@@ -220,7 +220,7 @@ class IntakeContext:
             return
         try:
             self.on_event()
-        except Exception as exc:  # waking the worker early is an optimisation: its next poll finds the work too
+        except Exception as exc:  # noqa: BLE001  waking the worker early is an optimisation: its next poll finds the work too
             log.warning("on_event callback failed: %s", type(exc).__name__)
 
     def event_counts(self) -> dict[tuple[str, str], int]:

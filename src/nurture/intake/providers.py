@@ -31,13 +31,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-
+from nurture.application.event_input import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
 from nurture.errors import InvalidInput
 from nurture.intake.auth import require_api_key, require_sendgrid_signature, require_webhook_token
 from nurture.intake.context import ApiError, IntakeContext, context, parse_json, read_body, read_json
 from nurture.intake.schemas import BounceNotice, describe_errors
-from nurture.application.event_input import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
 from nurture.storage.lookups import DeliveryTarget, delivery_for_message_id
 
 log = logging.getLogger("nurture.intake")

@@ -22,12 +22,11 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-
+from nurture.application.event_input import EventIn
 from nurture.core.facts import CLICK, OPEN, UNSUBSCRIBE
 from nurture.intake.context import ApiError, IntakeContext, context, read_body
 from nurture.rendering.links import decode_click, decode_open, decode_unsubscribe
 from nurture.signing import BadSignature, Signer
-from nurture.application.event_input import EventIn
 from nurture.storage.lookups import DeliveryTarget, delivery_target
 
 log = logging.getLogger("nurture.intake")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, overload
 
 
 def aware_utc(value: datetime) -> datetime:
@@ -46,6 +46,14 @@ class TimeText:
         if found is None:
             found = self._known[value] = sqlite_time(value)  # type: ignore[assignment]
         return found
+
+
+@overload
+def time_from_text(value: str) -> datetime: ...
+
+
+@overload
+def time_from_text(value: None) -> None: ...
 
 
 def time_from_text(value: str | None) -> datetime | None:

@@ -107,9 +107,8 @@ def session(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
     ``read_only=True`` only reads: on SQLite it runs on a snapshot without taking the write lock (writing in
     it anyway may fail with ``database is locked``). Objects stay usable after the commit.
     """
-    with Session(_bind(engine, read_only), expire_on_commit=False) as orm_session:
-        with orm_session.begin():
-            yield orm_session
+    with Session(_bind(engine, read_only), expire_on_commit=False) as orm_session, orm_session.begin():
+        yield orm_session
 
 
 @contextmanager

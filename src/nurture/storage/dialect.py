@@ -15,13 +15,13 @@ import logging
 import math
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Insert, Select
+from sqlalchemy.sql import Select
 
 from nurture.errors import ConfigError
 
@@ -59,7 +59,7 @@ def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         if options.get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")  # a WAL snapshot: never blocks, never blocks writers
         elif options.get(_NO_WAIT):
-            driver = connection.connection.driver_connection
+            driver: Any = connection.connection.driver_connection  # the sqlite3 connection (untyped DB-API)
             if driver.in_transaction:
                 # a kept connection (no pool check-in resets it) whose last COMMIT failed without SQLite rolling back
                 # would hold the write lock for ever: undo it before going on
@@ -107,7 +107,11 @@ def for_update_skip_locked(statement: Select[Any], dialect: Dialect | str) -> Se
     return statement
 
 
-def upsert_insert(table: Table, dialect: Dialect | str) -> Insert:
+UpsertInsert: TypeAlias = postgresql.Insert | sqlite.Insert
+"""An INSERT with ``on_conflict_do_update``/``_do_nothing`` and ``excluded``: both dialects offer them, alike."""
+
+
+def upsert_insert(table: Table, dialect: Dialect | str) -> UpsertInsert:
     """An INSERT for ``table`` in the dialect's flavour, which offers ``on_conflict_do_update``/``_do_nothing``."""
     name = dialect if isinstance(dialect, str) else dialect.name
     if name == "postgresql":

@@ -7,8 +7,9 @@ SQL (:func:`_not_enrolled`), so a sweep over every lead filters in the database.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, literal_column, or_, select, text, update
 from sqlalchemy.engine import Connection
@@ -17,7 +18,6 @@ from nurture.core.facts import Engagement
 from nurture.definitions.campaign import Campaign
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.tables import CV, E, EV, L
-
 
 CHUNK = 2000
 

@@ -147,7 +147,7 @@ class EventBulk:
                         func.max(EV.c.occurred_at))
                  .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0)
                  .group_by(EV.c.lead_id, EV.c.type))
-        found = []
+        found: list[tuple[int, str, float, float, int, datetime]] = []
         for start in range(0, len(lead_ids), CHUNK):
             rows = conn.execute(query, {"lead_ids": list(lead_ids[start : start + CHUNK]), "now": now,
                                         "half_life": half_life_seconds})
@@ -167,12 +167,12 @@ class EventBulk:
                 if (wanted_types is None or event_type in wanted_types) and day in wanted_days:
                     counts[(lead_id, event_type, day)] += 1
             return [(*key, count) for key, count in counts.items()]
-        day = func.to_char(func.timezone("UTC", EV.c.occurred_at), "YYYY-MM-DD")
-        query = (select(EV.c.lead_id, EV.c.type, day, func.count())
+        day_text = func.to_char(func.timezone("UTC", EV.c.occurred_at), "YYYY-MM-DD")
+        query = (select(EV.c.lead_id, EV.c.type, day_text, func.count())
                  .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0,
                         EV.c.occurred_at >= bindparam("since", type_=EV.c.occurred_at.type),
                         EV.c.occurred_at < bindparam("until", type_=EV.c.occurred_at.type))
-                 .group_by(EV.c.lead_id, EV.c.type, day))
+                 .group_by(EV.c.lead_id, EV.c.type, day_text))
         parameters: dict[str, Any] = {}
         if wanted_types is not None:
             query = query.where(EV.c.type.in_(bindparam("types", expanding=True)))
@@ -258,7 +258,7 @@ class PostgresEventBulk(EventBulk):
 def driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
     """Run ``sql`` on the transaction's own sqlite3 connection, past SQLAlchemy's execution machinery (which costs
     several times SQLite's work for these statements); a driver error is raised as SQLAlchemy would raise it."""
-    driver = conn.connection.driver_connection
+    driver: Any = conn.connection.driver_connection  # the sqlite3 connection (untyped DB-API)
     try:
         return driver.executemany(sql, params) if many else driver.execute(sql, params)
     except Exception as exc:

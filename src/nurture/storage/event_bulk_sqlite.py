@@ -53,7 +53,7 @@ class SqliteEventBulk(EventBulk):
         self.leads_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
         compiled = select(L, nurtured).where(L.c.email == bindparam("email")).compile(dialect=dialect)
         self.lead_by_email = (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params))
-        self.lead_columns = tuple(column.key for column in L.c) + (NURTURED,)
+        self.lead_columns = (*(column.key for column in L.c), NURTURED)
         ids = select(column("value")).select_from(func.json_each(bindparam("ids"))).scalar_subquery()
         compiled = (select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.points)
                     .where(EV.c.lead_id.in_(ids), EV.c.points != 0)
@@ -116,7 +116,7 @@ class SqliteEventBulk(EventBulk):
                       half_life_seconds: float | None) -> list[tuple[int, str, float, float, int, datetime]]:
         # julianday() keeps milliseconds: an age off by less than one, against half-lives of hours or days
         sql = self._groups_decayed if half_life_seconds else self._groups_raw
-        found = []
+        found: list[tuple[int, str, float, float, int, datetime]] = []
         for start in range(0, len(lead_ids), 10_000):
             params = (sqlite_time(now), half_life_seconds, json.dumps(list(lead_ids[start : start + 10_000])))
             found.extend((lead_id, kind, points, raw, count, time_from_text(latest))

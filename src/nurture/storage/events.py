@@ -31,7 +31,7 @@ def repeated_points(conn: Connection, lead_id: int, event_type: str, at: datetim
     return None
 
 
-def goal_reached(conn: Connection, lead_id: int, campaign_ids: Sequence[str], at: datetime) -> list[str]:
+def goal_reached(conn: Connection, lead_id: int, campaign_ids: Sequence[str], at: datetime) -> Sequence[str]:
     """Of these campaigns, those the lead is active in since ``at`` or before: the ones an event at ``at`` that is
     their goal ends (a late-arriving old event does not end a newer enrollment)."""
     return conn.execute(

@@ -6,8 +6,9 @@ What a decision does is decided in :mod:`nurture.application.sales_feedback`; no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection

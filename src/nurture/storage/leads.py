@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from nurture.core.lead_fields import LEAD_FIELDS, normalize_email
 from nurture.errors import LeadNotFound
@@ -55,6 +55,7 @@ def write_lead(
             setattr(lead, key, value)
     if lead.stage != (previous_stage or "lead"):  # a new lead's history starts at its first stage past "lead"
         lead.stage_changed_at = now
+        assert lead.id is not None  # a new lead was flushed by _insert_new's savepoint
         session.add(
             StageChange(
                 lead_id=lead.id,
@@ -72,7 +73,7 @@ def write_lead(
 
 
 def _find(session: Session, email: str) -> Lead | None:
-    return session.execute(select(Lead).where(Lead.email == email)).scalar_one_or_none()
+    return session.execute(select(Lead).where(col(Lead.email) == email)).scalar_one_or_none()
 
 
 def _insert_new(session: Session, email: str, now: datetime) -> Lead:
@@ -102,19 +103,19 @@ def lead_summary(session: Session, email: str, *, events: int = 20, deliveries: 
     its latest deliveries and events, and its stage history."""
     lead = get_lead(session, email)
     enrollments = session.execute(
-        select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.enrolled_at, Enrollment.id)
+        select(Enrollment).where(col(Enrollment.lead_id) == lead.id).order_by(col(Enrollment.enrolled_at), col(Enrollment.id))
     ).scalars()
     recent_deliveries = session.execute(
-        select(Delivery).where(Delivery.lead_id == lead.id).order_by(Delivery.id.desc()).limit(deliveries)
+        select(Delivery).where(col(Delivery.lead_id) == lead.id).order_by(col(Delivery.id).desc()).limit(deliveries)
     ).scalars()
     recent_events = session.execute(
         select(EngagementEvent)
-        .where(EngagementEvent.lead_id == lead.id)
-        .order_by(EngagementEvent.occurred_at.desc(), EngagementEvent.id.desc())
+        .where(col(EngagementEvent.lead_id) == lead.id)
+        .order_by(col(EngagementEvent.occurred_at).desc(), col(EngagementEvent.id).desc())
         .limit(events)
     ).scalars()
     history = session.execute(
-        select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.at, StageChange.id)
+        select(StageChange).where(col(StageChange.lead_id) == lead.id).order_by(col(StageChange.at), col(StageChange.id))
     ).scalars()
     return {
         "lead": _row(lead, _SUMMARY_LEAD),

@@ -13,9 +13,6 @@ from nurture.storage.database import transaction
 from nurture.storage.tables import D, E, L, O
 
 
-
-
-
 @dataclass(frozen=True)
 class DeliveryTarget:
     """A delivery and its lead, as a tracking link or a bounce notice refers to it."""
@@ -66,7 +63,7 @@ def delivery_for_message_id(engine: Engine, message_id: str) -> DeliveryTarget |
 def status_counts(engine: Engine) -> dict[str, dict[str, int]]:
     """Leads by stage, enrollments and deliveries by status, pending outbox rows: what ``/metrics`` reports."""
     with transaction(engine, read_only=True) as conn:
-        counts = {
+        counts: dict[str, dict[str, int]] = {
             "leads": dict(conn.execute(select(L.c.stage, func.count()).group_by(L.c.stage)).all()),
             "enrollments": dict(conn.execute(select(E.c.status, func.count()).group_by(E.c.status)).all()),
             "deliveries": dict(conn.execute(select(D.c.status, func.count()).group_by(D.c.status)).all()),

@@ -20,7 +20,6 @@ from nurture.storage.dialect import for_update_skip_locked, upsert_insert
 from nurture.storage.tables import O
 
 
-
 def enqueue(conn: Connection, *, kind: str, dedup_key: str, payload: dict[str, Any], now: datetime) -> bool:
     """Queue a notification in the caller's transaction, due at ``now``; False when ``dedup_key`` is queued already.
 

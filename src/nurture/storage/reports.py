@@ -22,7 +22,6 @@ from nurture.storage.database import transaction
 from nurture.storage.tables import D, E, EV, SC
 
 
-
 @dataclass
 class Funnel:
     """Lifecycle movement in a period."""
@@ -159,22 +158,22 @@ def build_report(engine: Engine, *, since: datetime, until: datetime) -> Report:
             .where(E.c.enrolled_at < until, (E.c.ended_at.is_(None)) | (E.c.ended_at >= since))
             .group_by(E.c.campaign_id, E.c.status, E.c.end_reason)
         ):
-            stats = campaigns.setdefault(row[0], CampaignStats(row[0]))
+            campaign = campaigns.setdefault(row[0], CampaignStats(row[0]))
             count = row[3]
-            stats.enrolled += count
+            campaign.enrolled += count
             if row.status == "active":
-                stats.active += count
+                campaign.active += count
             elif row.status == "completed":
-                stats.completed += count
+                campaign.completed += count
             else:
                 reason = row.end_reason or "exited"
-                stats.exited[reason] = stats.exited.get(reason, 0) + count
+                campaign.exited[reason] = campaign.exited.get(reason, 0) + count
     per_campaign: dict[str, Counter[str]] = defaultdict(Counter)
     for stats in steps.values():
         per_campaign[stats.campaign].update(sent=stats.sent, opened=stats.opened, clicked=stats.clicked)
     for campaign_id, totals in per_campaign.items():
-        stats = campaigns.setdefault(campaign_id, CampaignStats(campaign_id))
-        stats.sent = totals["sent"]
-        stats.open_rate, stats.click_rate = _rate(totals["opened"], totals["sent"]), _rate(totals["clicked"], totals["sent"])
+        campaign = campaigns.setdefault(campaign_id, CampaignStats(campaign_id))
+        campaign.sent = totals["sent"]
+        campaign.open_rate, campaign.click_rate = _rate(totals["opened"], totals["sent"]), _rate(totals["clicked"], totals["sent"])
     return Report(since, until, funnel, sorted(campaigns.values(), key=lambda c: c.campaign),
                   sorted(steps.values(), key=lambda s: (s.campaign, s.step, s.variant or "")))

@@ -6,13 +6,15 @@ Each function is one short transaction; none is held across rendering or network
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import BindParameter
 
 from nurture.core.facts import Engagement, History, LeadView, Send
 from nurture.storage.database import transaction
@@ -20,10 +22,9 @@ from nurture.storage.dialect import for_update_skip_locked, lock_for_claim, upse
 from nurture.storage.rows import LEAD_COLUMNS, lead_view
 from nurture.storage.tables import D, E, EV, L, O
 
-
 # Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
-_IDS = bindparam("ids", expanding=True)
-_LEAD_IDS = bindparam("lead_ids", expanding=True)
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_LEAD_IDS: BindParameter[list[int]] = bindparam("lead_ids", expanding=True)
 
 _LEASED = E.alias("leased")
 

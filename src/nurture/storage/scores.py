@@ -17,7 +17,6 @@ from nurture.core.facts import Engagement
 from nurture.storage.dialect import for_update_skip_locked
 from nurture.storage.tables import EV, L
 
-
 _SCORED_EVENTS = (
     select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties, EV.c.points)
     .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.points != 0)

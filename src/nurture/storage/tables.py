@@ -19,19 +19,19 @@ from nurture.storage.models import (
     StageChange,
 )
 
-L: Table = Lead.__table__  # type: ignore[assignment]
+L: Table = Lead.__table__  # type: ignore[attr-defined]
 """leads"""
-E: Table = Enrollment.__table__  # type: ignore[assignment]
+E: Table = Enrollment.__table__  # type: ignore[attr-defined]
 """enrollments: a lead in a campaign"""
-D: Table = Delivery.__table__  # type: ignore[assignment]
+D: Table = Delivery.__table__  # type: ignore[attr-defined]
 """deliveries: one email, webhook or stream piece per enrollment and step"""
-EV: Table = EngagementEvent.__table__  # type: ignore[assignment]
+EV: Table = EngagementEvent.__table__  # type: ignore[attr-defined]
 """engagement events"""
-SC: Table = StageChange.__table__  # type: ignore[assignment]
+SC: Table = StageChange.__table__  # type: ignore[attr-defined]
 """stage changes: the lifecycle history"""
-O: Table = Outbox.__table__  # type: ignore[assignment]  # noqa: E741
+O: Table = Outbox.__table__  # type: ignore[attr-defined]  # noqa: E741
 """the outbox: notifications and webhooks to deliver"""
-M: Table = Meta.__table__  # type: ignore[assignment]
+M: Table = Meta.__table__  # type: ignore[attr-defined]
 """meta: key/value state (secrets, round-robin positions)"""
-CV: Table = CampaignVersion.__table__  # type: ignore[assignment]
+CV: Table = CampaignVersion.__table__  # type: ignore[attr-defined]
 """campaign versions: the content hash of each campaign the worker ran"""

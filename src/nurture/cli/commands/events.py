@@ -49,15 +49,15 @@ def event_command(
     Goes through the same code as POST /v1/events: scoring (campaigns/scoring.yaml), promotion to MQL, exits on goal
     events, unsubscribe and bounce suppression, and enrollment. Reads NURTURE_DATABASE_URL and NURTURE_CAMPAIGNS_DIR.
     """
+    from nurture.application.event_input import DUPLICATE, EventIn
+    from nurture.application.record_events import record_events
     from nurture.cli.app import read_clock
     from nurture.definitions.loader import load_catalog
-    from nurture.definitions.scoring import load_scoring
-    from nurture.settings import get_settings
     from nurture.definitions.sales import load_sales
+    from nurture.definitions.scoring import load_scoring
     from nurture.handoff import Handoff
+    from nurture.settings import get_settings
     from nurture.signing import Signer
-    from nurture.application.record_events import record_events
-    from nurture.application.event_input import DUPLICATE, EventIn
     from nurture.storage.migrate import open_database
     from nurture.storage.secrets import signing_secret
 

@@ -157,12 +157,12 @@ def show_command(
 ) -> None:
     """Show a lead: fields, stage, score with the events and fit rules behind it, enrollments, deliveries, recent
     events and stage history."""
+    from nurture.application.rescore import score_breakdown
     from nurture.cli.app import read_clock
     from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import session
     from nurture.storage.leads import lead_summary
     from nurture.storage.migrate import open_database
-    from nurture.application.rescore import score_breakdown
 
     settings = get_settings()
     engine = open_database(settings.database_url)
