@@ -1,4 +1,4 @@
-"""Sales' verdict on an SQL (storage.feedback) and the recycle gate of enrollment, on SQLite files and PostgreSQL.
+"""Sales' verdict on an SQL (application.sales_feedback) and the recycle gate of enrollment, on SQLite files and PostgreSQL.
 
 The world: an SQL seeded as the promotion code leaves one (a lead at stage ``sql`` with its history lead -> mql -> sql
 and scored events), scoring with a half-life and fit rules, reject reasons of every kind, and campaigns that a

@@ -1,4 +1,4 @@
-"""Recording engagement (storage.intake) against real databases: SQLite files and PostgreSQL."""
+"""Recording engagement (application.record_events) against real databases: SQLite files and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recording events in batches (storage.intake) against an independent replay: random histories on both back-ends
+"""Recording events in batches (application.record_events) against an independent replay: random histories on both back-ends
 check points (daily caps), scores (decay, fit, caps) and stages after every event; duplicates on the first attempt;
 enrollment of exactly the leads a full sweep would enroll; the text SQLite stores for the driver-level writes."""
 
@@ -47,7 +47,7 @@ def world(tmp_path: Path):
 
 
 class Replay:
-    """What recording should give, worked out independently of storage.intake: every scored event kept in the order
+    """What recording should give, worked out independently of application.record_events: every scored event kept in the order
     the database returns a lead's history (time, then recording order), caps counted per type and UTC day, the score
     of each event computed over the lead's history at the batch's start followed by the batch's events in order
     (as intake always has), with :func:`nurture.core.scoring.score` over the whole list."""

@@ -24,7 +24,7 @@ def upsert_lead(
     The fields are cleaned first (:func:`nurture.core.lead_fields.clean_lead_data`: every problem in one
     :class:`~nurture.errors.InvalidInput`, before anything is written). Custom fields are merged (a ``None`` value
     removes one); ``tags`` replace the lead's tags. The caller's session holds the change until it commits. ``now``
-    dates the change (the wall clock when not given).
+    dates the change.
     """
     if actor not in STAGE_ACTORS:  # a caller's mistake, named before the caller's data is judged
         raise ValueError(f"unknown actor {actor!r}")

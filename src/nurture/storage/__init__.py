@@ -6,7 +6,8 @@
 - ``leads``: writing, finding and summarizing one lead; ``lead_rows``: leads in bulk (the CSV import)
 - ``feedback_rows``: what a sales decision reads and writes
 - ``enrollments``, ``schedule``: entering campaigns; the dispatcher's claims and decisions
-- ``intake``, ``events``, ``scores``, ``lookups``: engagement in, scores out
+- ``event_bulk`` (and ``event_bulk_sqlite``), ``events``, ``lead_state``, ``codec``: what recording a batch of events
+  reads and writes; ``scores``, ``promotions``, ``lookups``: scores, promotions and deliveries looked up
 - ``outbox``, ``reports``, ``secrets``: notifications to deliver, metrics, the signing secret
 
 Import the module you need (``from nurture.storage import schedule``): the package imports nothing itself, so a

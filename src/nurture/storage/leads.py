@@ -33,7 +33,7 @@ def write_lead(
 
     ``cleaned`` is what :func:`nurture.core.lead_fields.clean_lead_data` returned (it is not changed). Custom fields
     are merged (a ``None`` value removes one); ``tags`` replace the lead's tags. The caller's session holds the change
-    until it commits. ``now`` dates the change (the wall clock when not given).
+    until it commits. ``now`` dates the change.
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")

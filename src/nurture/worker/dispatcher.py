@@ -156,8 +156,8 @@ class Dispatcher:
         return report
 
     def drain(self, clock: Clock, *, max_batches: int | None = None) -> TickReport:
-        """Tick until nothing is due (or ``stopping`` is set); the clock is read once per batch (and once more for
-        retries, which are claimed after the batch was sent).
+        """Tick until nothing is due (or ``stopping`` is set). The clock is read once per batch, and when a batch has been
+        sent, again for the retries that fell due meanwhile (and once more when they are claimed).
 
         Batches overlap: the next one is claimed, decided, written and rendered while the transport still sends the
         one before, then the one before is recorded. So the mail connections are never idle while there is work, and
@@ -175,13 +175,14 @@ class Dispatcher:
                 previous, in_flight = in_flight, flight  # should recording the previous fail, this one is still recorded
                 if previous is not None:
                     total.add(self._finish(previous))
-                if not self.stopping and schedule.deliveries_due(self.engine, now, self.live_campaigns):
+                # Later moments than ``now``, read when they happen: the previous batch was sent since (seconds, up to
+                # half a lease), so retries that fell due or leases that ran out meanwhile go out in this pass; and
+                # the retries' lease and backoff count from when they are claimed, after the batch in flight is sent.
+                if not self.stopping and schedule.deliveries_due(self.engine, clock(), self.live_campaigns):
                     # Retries are sent and recorded at once: not queued behind a batch in flight, which would stay
                     # unrecorded meanwhile and could outlive its lease (another worker would send it again).
                     total.add(self._finish(in_flight))
                     in_flight = None
-                    # A later moment: the batch was sent (seconds, up to half a lease) since ``now``; the retries'
-                    # lease and backoff count from when they are claimed.
                     total.add(self._retry_deliveries(clock()))
                 batches += 1
                 if flight.report.claimed == 0 or (max_batches is not None and batches >= max_batches):

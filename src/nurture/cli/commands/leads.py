@@ -138,7 +138,7 @@ def add_command(
             lead = upsert_lead(db, data, actor="cli", now=now)
         assert lead.id is not None  # flushed by upsert_lead
         typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
-        _enroll(engine, [lead.id], now)
+        _enroll(engine, [lead.id], read_clock())  # after the commit, as enrolling reads the lead
     finally:
         engine.dispose()
 

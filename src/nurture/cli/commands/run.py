@@ -27,7 +27,6 @@ def run_command(
     the worker tuning variables (see .env.example).
     """
     from nurture.cli.app import clock
-    from nurture.service import serve
     from nurture.worker.runner import Worker
 
     settings = get_settings()
@@ -45,6 +44,8 @@ def run_command(
                    f"{report.suppressed} suppressed, {report.ended} enrollment(s) ended")
         return
     if http:
+        from nurture.service import serve  # the HTTP stack only when it serves: --once and --no-http start faster
+
         serve(settings, worker=worker)
     else:
         worker.run_forever()
