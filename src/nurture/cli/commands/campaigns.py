@@ -9,8 +9,8 @@ import typer
 
 from nurture.application.authoring import check, load_lead_file, preview
 from nurture.application.compose import render_action
-from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import load_catalog
+from nurture.definitions.schemas import campaign_schema
 from nurture.errors import DefinitionError
 from nurture.settings import get_settings
 
@@ -46,10 +46,7 @@ def check_command(
 
 def schema_command() -> None:
     """Print the JSON Schema of a campaign file (for yaml-language-server and other editors)."""
-    schema = Campaign.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "nurture campaign"
-    typer.echo(json.dumps(schema, indent=2))
+    typer.echo(json.dumps(campaign_schema(), indent=2))
 
 
 def preview_command(
