@@ -10,7 +10,7 @@ import typer
 from nurture.application.authoring import check, load_lead_file, preview
 from nurture.application.compose import render_action
 from nurture.definitions.loader import load_catalog
-from nurture.definitions.schemas import campaign_schema
+from nurture.definitions.schemas import FILES, file_schema
 from nurture.errors import DefinitionError
 from nurture.settings import get_settings
 
@@ -44,9 +44,22 @@ def check_command(
         typer.echo(f"ok: {len(report.catalog.campaigns)} campaign(s), {report.emails} email(s) rendered, no problems")
 
 
-def schema_command() -> None:
-    """Print the JSON Schema of a campaign file (for yaml-language-server and other editors)."""
-    typer.echo(json.dumps(campaign_schema(), indent=2))
+SCHEMA_HELP = (
+    "Print the JSON Schema of a campaign file, or of policy.yaml, for yaml-language-server and other editors.\n\n"
+    "scoring.yaml and sales.yaml have no schema: nurture check validates them. A schema checks each file's shape; "
+    "nurture check also checks what a schema cannot: unique step ids and goto targets, templates, timezone names, "
+    "a window's end after its start, loops without a wait."
+)
+
+
+def schema_command(
+    kind: str = typer.Argument("campaign", help="campaign (a campaign file) or policy (policy.yaml)."),
+) -> None:
+    """Print the JSON Schema of a campaign file or of policy.yaml (the command's help is SCHEMA_HELP)."""
+    if kind not in FILES:
+        typer.echo(f"no schema for {kind!r}: use one of {', '.join(FILES)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(file_schema(kind), indent=2))
 
 
 def preview_command(
@@ -129,7 +142,7 @@ def simulate_command(
 def register(app: typer.Typer) -> None:
     """Add the authoring commands."""
     app.command("check")(check_command)
-    app.command("schema")(schema_command)
+    app.command("schema", help=SCHEMA_HELP)(schema_command)
     app.command("preview")(preview_command)
     app.command("simulate")(simulate_command)
 
