@@ -596,7 +596,7 @@ POLICY_CASES = [
     ),
     pytest.param(
         "send_window: {hours: '9-17'}\n",
-        ["campaigns/policy.yaml:1: send_window: invalid time '9': use 24-hour HH:MM such as '09:00' or '17:30'"],
+        ["campaigns/policy.yaml:1: invalid time '9': use 24-hour HH:MM such as '09:00' or '17:30'"],
         id="window",
     ),
     pytest.param("timezone: UTC\ntimezone: UTC\n",

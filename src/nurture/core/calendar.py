@@ -63,11 +63,15 @@ def add_wait(start: datetime, wait: Duration, zone: ZoneInfo) -> datetime:
 
 
 def in_window(at: datetime, window: SendWindow | None, zone: ZoneInfo) -> bool:
-    """Whether ``at`` falls in ``window`` on the local clock in ``zone`` (start inclusive, end exclusive); None is always."""
+    """Whether ``at`` falls in ``window`` on the local clock in ``zone`` (start inclusive, end exclusive, an end of None
+    is midnight); a window of None is always open."""
     if window is None:
         return True
     local = _as_utc(at, "at").astimezone(zone)
-    return local.weekday() in window.days and window.start <= local.time() < window.end
+    if local.weekday() not in window.days:
+        return False
+    clock = local.time()
+    return window.start <= clock and (window.end is None or clock < window.end)
 
 
 def next_window_open(at: datetime, window: SendWindow | None, zone: ZoneInfo) -> datetime:

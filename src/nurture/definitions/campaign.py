@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from nurture.definitions.conditions import Comparison, Condition, FieldTest
 from nurture.definitions.durations import Duration
@@ -151,8 +153,28 @@ class BranchRule(Strict):
 ACTIONS = ("email", "webhook", "update", "wait_for", "stream", "branch")
 
 
+def _given(key: str, *, text: bool = False) -> dict[str, Any]:
+    """JSON Schema: ``key`` is written and not null (and, for ``text``, not empty: the step tests its truth)."""
+    value: dict[str, Any] = {"type": "string", "minLength": 1} if text else {"not": {"type": "null"}}
+    return {"required": [key], "properties": {key: value}}
+
+
+# What Step._one_action says, as JSON Schema, so that editors flag it too.
+_STEP_RULES: dict[str, Any] = {
+    "oneOf": [_given(action) for action in ACTIONS],
+    "allOf": [
+        {"if": _given("on_event", text=True), "then": _given("wait_for")},
+        {"if": _given("on_timeout", text=True), "then": _given("wait_for")},
+        {"if": _given("send_window"), "then": _given("email")},
+        {"not": {"allOf": [_given("branch"), _given("goto")]}},
+    ],
+}
+
+
 class Step(Strict):
     """One step: wait, then (if ``when`` holds) do exactly one action, then go on to ``goto`` or the next step."""
+
+    model_config = ConfigDict(json_schema_extra=_STEP_RULES)
 
     id: Slug
     wait: DurationField = Field(default=Duration(), description="Time after the previous step before this one runs.")
@@ -229,7 +251,10 @@ class ExitSpec(Strict):
 
 
 class Reentry(Strict):
-    """Whether a lead that finished or left may enter again: ``never``, ``always``, or ``{after: 30d}``."""
+    """Whether a lead that finished or left may enter again: ``never``, ``always``, or ``{after: 30d}``.
+
+    Files write the shorthands; ``{policy: never|always}`` and ``{policy: after, after: 30d}`` are read too.
+    """
 
     policy: Literal["never", "always", "after"] = "never"
     after: DurationField | None = None
@@ -248,6 +273,29 @@ class Reentry(Strict):
         if (self.policy == "after") != (self.after is not None):
             raise ValueError("re-entry 'after' needs a duration, as in {after: 30d}")
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # The forms the shorthand validator reads, not the fields it fills in.
+        after = handler(core_schema)["properties"]["after"]["anyOf"][0]  # the duration's schema
+        return {
+            "description": "Whether a lead that finished or left may enter again: never, always, or {after: 30d}.",
+            "anyOf": [
+                {"enum": ["never", "always"]},
+                {
+                    "type": "object",
+                    "properties": {"after": after, "policy": {"const": "after"}},
+                    "required": ["after"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"policy": {"enum": ["never", "always"]}, "after": {"type": "null"}},
+                    "dependentRequired": {"after": ["policy"]},
+                    "additionalProperties": False,
+                },
+            ],
+        }
 
 
 class Campaign(Strict):

@@ -51,8 +51,15 @@ class Strict(BaseModel):
 
 
 _DAYS_SCHEMA = {
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-    "description": "Days of the week: ['mon', 'tue'], 'mon-fri', 'weekdays', 'weekends' or 'daily'.",
+    "anyOf": [
+        {"type": "string", "pattern": windows.DAYS_PATTERN},
+        {
+            "type": "array",
+            "items": {"type": "string", "pattern": windows.DAYS_ITEM_PATTERN},
+            "contains": {"type": "string", "pattern": windows.DAYS_PATTERN},
+        },
+    ],
+    "description": "Days of the week: ['mon', 'tue'], 'mon-fri', 'mon,wed', 'weekdays', 'weekends' or 'daily'.",
 }
 
 
@@ -71,10 +78,14 @@ DaysField = Annotated[
 
 
 class SendWindowSpec(Strict):
-    """When email may go out, in the lead's own timezone: ``{days: mon-fri, hours: "09:00-17:00"}``."""
+    """When email may go out, in the lead's own timezone: ``{days: mon-fri, hours: "09:00-17:00"}`` (end 24:00: midnight)."""
 
-    days: DaysField = Field(default=frozenset(range(5)))
-    hours: str = Field("09:00-17:00", description="Local opening hours, 'HH:MM-HH:MM'.")
+    days: DaysField = Field(default=frozenset(range(5)), json_schema_extra={"default": "mon-fri"})
+    hours: str = Field(
+        "09:00-17:00",
+        description="Local opening hours, 'HH:MM-HH:MM'; the end may be 24:00 (midnight).",
+        json_schema_extra={"pattern": windows.HOURS_PATTERN},
+    )
 
     @model_validator(mode="after")
     def _hours_valid(self) -> SendWindowSpec:
@@ -96,7 +107,7 @@ class CadenceSpec(Strict):
     """A weekly cadence in the lead's timezone: ``{days: [tue], at: "10:00"}``."""
 
     days: DaysField
-    at: str = Field(description="Local time of day, 'HH:MM'.")
+    at: str = Field(description="Local time of day, 'HH:MM'.", json_schema_extra={"pattern": windows.TIME_PATTERN})
 
     @model_validator(mode="after")
     def _at_valid(self) -> CadenceSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from nurture.definitions.durations import Duration
@@ -27,7 +29,9 @@ class Policy(Strict):
     """Defaults and limits for every campaign."""
 
     timezone: TimezoneName | None = Field(None, description="Default lead timezone; NURTURE_DEFAULT_TIMEZONE if unset.")
-    send_window: SendWindowSpec | None = Field(None, description="Default send window; unset means any time.")
+    send_window: SendWindowSpec | Literal["always"] | None = Field(
+        None, description="Default send window; 'always' or unset means any time."
+    )
     frequency_cap: FrequencyCap | None = Field(default_factory=FrequencyCap)
     catch_up: CatchUp = Field(default_factory=CatchUp)
 

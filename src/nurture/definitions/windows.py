@@ -23,25 +23,28 @@ _DAY_ALIASES = {
     "all": frozenset(range(7)),
 }
 _TIME_OF_DAY = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+END_OF_DAY = "24:00"
+"""How a window's end is written when it runs until midnight (``"09:00-24:00"``); only an end may be 24:00."""
+
 
 @dataclass(frozen=True)
 class SendWindow:
     """Days of the week and local hours during which email may go out.
 
-    ``days`` are 0=Monday .. 6=Sunday; ``start`` is inclusive and ``end`` exclusive, both lead-local. A window may not span
-    midnight (``end`` must be after ``start``).
+    ``days`` are 0=Monday .. 6=Sunday; ``start`` is inclusive and ``end`` exclusive, both lead-local; ``end`` None is
+    midnight at the end of the day (written ``24:00``). A window may not span midnight (``end`` must be after ``start``).
     """
 
     days: frozenset[int]
     start: time
-    end: time
+    end: time | None
 
     def __post_init__(self) -> None:
         if not self.days:
             raise ValueError("a send window needs at least one day")
         if not self.days <= frozenset(range(7)):
             raise ValueError(f"send window days must be 0 (Monday) to 6 (Sunday), got {sorted(self.days)}")
-        if self.end <= self.start:
+        if self.end is not None and self.end <= self.start:
             raise ValueError(
                 f"send window end {self.end:%H:%M} must be after start {self.start:%H:%M} (windows may not span midnight)"
             )
@@ -101,15 +104,44 @@ def parse_time_of_day(text: str) -> time:
     return time(hour, minute)
 
 
-def parse_hours(text: str) -> tuple[time, time]:
-    """Parse send hours such as ``"09:00-17:00"`` into (start, end); raise ValueError if malformed or end <= start."""
+def parse_hours(text: str) -> tuple[time, time | None]:
+    """Parse send hours such as ``"09:00-17:00"`` into (start, end); raise ValueError if malformed or end <= start.
+
+    The end may be ``24:00``, midnight at the end of the day, returned as None (``"00:00-24:00"`` is the whole day).
+    """
     parts = text.split("-") if isinstance(text, str) else []
     if len(parts) != 2:
         raise ValueError(f"invalid hours {text!r}: use START-END such as '09:00-17:00'")
-    start, end = parse_time_of_day(parts[0]), parse_time_of_day(parts[1])
+    start = parse_time_of_day(parts[0])
+    if parts[1].strip() == END_OF_DAY:
+        return start, None
+    end = parse_time_of_day(parts[1])
     if end <= start:
         raise ValueError(f"invalid hours {text!r}: the end must be after the start (windows may not span midnight)")
     return start, end
+
+
+# The same forms as regular expressions, for the JSON Schema (editors run them as JavaScript: no inline flags).
+_TIME_RE = r"(?:[01]?[0-9]|2[0-3]):[0-5][0-9]"
+TIME_PATTERN = rf"^\s*{_TIME_RE}\s*$"
+"""What :func:`parse_time_of_day` accepts."""
+HOURS_PATTERN = rf"^\s*{_TIME_RE}\s*-\s*(?:{_TIME_RE}|{END_OF_DAY})\s*$"
+"""What :func:`parse_hours` accepts, but for the end coming after the start, which a pattern does not say."""
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+_NAME_RE = "(?:" + "|".join(_any_case(name) for name in sorted(_DAY_NUMBERS, key=len, reverse=True)) + ")"
+_DAY_TOKEN_RE = (
+    rf"(?:{_NAME_RE}\s*-\s*{_NAME_RE}|{_NAME_RE}"
+    "|" + "|".join(_any_case(alias) for alias in _DAY_ALIASES) + ")"
+)
+DAYS_PATTERN = rf"^[\s,]*{_DAY_TOKEN_RE}(?:\s*,[\s,]*{_DAY_TOKEN_RE})*[\s,]*$"
+"""Text :func:`parse_days` accepts: one or more day names, ranges or aliases, separated by commas."""
+DAYS_ITEM_PATTERN = rf"^[\s,]*(?:{_DAY_TOKEN_RE}(?:\s*,[\s,]*{_DAY_TOKEN_RE})*[\s,]*)?$"
+"""One item of a list of days: like :data:`DAYS_PATTERN`, or blank (the list as a whole needs a day)."""
 
 
 def load_zone(name: str) -> ZoneInfo:
