@@ -119,6 +119,8 @@ def test_parse_time_of_day_rejects(text: str) -> None:
         ("9:00 - 17:30", (time(9), time(17, 30))),
         ("00:00-23:59", (time(0), time(23, 59))),
         ("08:00-08:01", (time(8), time(8, 1))),
+        ("09:00-24:00", (time(9), None)),  # 24:00 as the end: until midnight
+        ("00:00 - 24:00", (time(0), None)),
     ],
 )
 def test_parse_hours(text: str, expected: tuple[time, time]) -> None:
@@ -136,6 +138,8 @@ def test_parse_hours(text: str, expected: tuple[time, time]) -> None:
         ("09:00-", "invalid time ''"),
         ("9-5", "invalid time '9'"),
         ("09:00-25:00", "invalid time '25:00'"),
+        ("24:00-24:00", "invalid time '24:00'"),  # 24:00 ends a window, it does not start one
+        ("09:00-24:01", "invalid time '24:01'"),
         (None, "use START-END"),
     ],
 )
@@ -458,3 +462,14 @@ def test_next_weekly(after: datetime, days: frozenset[int], at: time, zone: Zone
 def test_rejects_misuse(call: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()  # type: ignore[operator]
+
+
+def test_a_window_ending_at_24_00_is_open_to_the_last_instant_of_its_days() -> None:
+    evening = SendWindow(MON_FRI, time(20), None)
+    friday_late = datetime(2026, 3, 6, 23, 59, 59, 999999, tzinfo=UTC)
+    assert in_window(friday_late, evening, load_zone("UTC"))
+    assert not in_window(datetime(2026, 3, 7, 0, 0, tzinfo=UTC), evening, load_zone("UTC"))  # Saturday
+    assert next_window_open(datetime(2026, 3, 6, 12, tzinfo=UTC), evening, load_zone("UTC")) == datetime(
+        2026, 3, 6, 20, tzinfo=UTC)
+    assert next_window_open(datetime(2026, 3, 7, 0, tzinfo=UTC), evening, load_zone("UTC")) == datetime(
+        2026, 3, 9, 20, tzinfo=UTC)
