@@ -653,10 +653,13 @@ def test_a_client_cannot_post_the_sales_decision_event(intake):
     assert nothing_written(intake.engine)
 
 
-def test_a_lead_with_a_non_latin_email_gets_a_valid_location(intake):
+def test_a_non_latin_email_is_a_4xx_and_a_non_latin_domain_gets_a_valid_location(intake):
     response = intake.post("/v1/leads", {"email": "用户@example.com", "first_name": "Yu"})
+    assert response.status_code == 422 and "SMTPUTF8" in response.json()["error"]
+    assert nothing_written(intake.engine)
+    response = intake.post("/v1/leads", {"email": "yu@用户.example", "first_name": "Yu"})
     assert response.status_code == 201, response.text
-    assert response.headers["location"] == "/v1/leads/%E7%94%A8%E6%88%B7@example.com"
+    assert response.headers["location"] == "/v1/leads/yu@xn--zouo53b.example"
 
 
 @pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])

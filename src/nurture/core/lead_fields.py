@@ -13,6 +13,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+
 from nurture.errors import InvalidInput
 
 LEAD_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
@@ -31,23 +33,63 @@ LEAD_FIELDS = ("email", *TEXT_FIELDS, *(name for name in LEAD_ATTRIBUTES if name
                "tags")
 """The lead columns a caller may set; any other key is a custom field."""
 
-_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@(?:[^@\s.\x00-\x1f\x7f]+\.)+[^@\s.\x00-\x1f\x7f]{2,}")
+# The common case, decided without the full validator: a lower-case dot-atom local part (RFC 5322 atext) at an ASCII
+# host name whose top-level domain is letters. Everything else (IDN, xn-- or other "--" labels, special-use names,
+# quotes, brackets, ...) goes to email-validator, so this only ever accepts what it would accept, unchanged.
+_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_EMAIL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+[a-z]{{2,63}}")
+_SPECIAL_TLDS = frozenset(name.rpartition(".")[2] for name in SPECIAL_USE_DOMAIN_NAMES)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_COMPANY_SIZE = 2**31 - 1
 _COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def normalize_email(email: str) -> str:
-    """The form emails are stored and looked up in: stripped and lower-cased."""
-    return email.strip().lower()
+    """The form emails are stored and looked up in: stripped, lower-cased, an internationalized domain in its ASCII
+    (punycode) form, so ``ana@bücher.example`` finds the lead stored as ``ana@xn--bcher-kva.example``."""
+    lowered = email.strip().lower()
+    if lowered.isascii():
+        return lowered
+    try:
+        return clean_email(lowered)
+    except InvalidInput:
+        return lowered  # not a valid address: looked up as given, and found by nothing
 
 
 def clean_email(value: str) -> str:
-    """A normalized email, or :class:`InvalidInput` if it does not look like one."""
-    email = normalize_email(value)
-    if len(email) > 254 or not _EMAIL.fullmatch(email):
-        raise InvalidInput(f"invalid email {value!r}")
-    return email
+    """The one check of a lead's email, at every way in (CSV import, API, CLI): the address in the form it is stored
+    in, or :class:`InvalidInput` saying what is wrong.
+
+    Only what nurture can deliver over plain SMTP is accepted: a dot-atom local part in ASCII, at a host name (an
+    internationalized domain is turned into its ASCII form). Refused: non-ASCII local parts (they need SMTPUTF8,
+    which nurture does not send), quoted local parts, address literals such as ``a@[127.0.0.1]``, host names without
+    a dot, and the special-use names ``.local``, ``.localhost``, ``.invalid``, ``.onion`` and ``.arpa``
+    (``.test`` is allowed, for trying nurture out).
+    """
+    email = value.strip().lower()
+    if len(email) <= 254 and _PLAIN_EMAIL.fullmatch(email):
+        local, _, domain = email.rpartition("@")
+        if len(local) <= 64 and "--" not in domain and domain.rpartition(".")[2] not in _SPECIAL_TLDS:
+            return email
+    return _validated(value, email)
+
+
+def _validated(value: str, email: str) -> str:
+    """:func:`clean_email`'s full check, by email-validator (no DNS lookup)."""
+    try:
+        checked = validate_email(email, check_deliverability=False, allow_smtputf8=False, allow_quoted_local=False,
+                                 allow_domain_literal=False, allow_display_name=False, test_environment=True,
+                                 strict=True)
+    except EmailNotValidError as exc:
+        reason = str(exc)
+        if not email.partition("@")[0].isascii():
+            reason += " Such a mailbox needs SMTPUTF8, which nurture does not send."
+        raise InvalidInput(f"invalid email {value!r}: {reason}") from None
+    address = checked.ascii_email
+    domain = checked.ascii_domain
+    if address is None or "." not in domain or len(domain.rpartition(".")[2]) < 2:
+        raise InvalidInput(f"invalid email {value!r}: the part after the @-sign needs a dot and a top-level domain.")
+    return address.lower()
 
 
 def clean_company_size(value: str | int | None) -> int | None:

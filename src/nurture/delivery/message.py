@@ -201,6 +201,8 @@ def _parse_address(address: str) -> tuple[str, str]:
         raise ValueError("not an email address")
     if not local.isascii():
         raise ValueError("a non-ASCII local part needs SMTPUTF8, which nurture does not send")
+    if domain.startswith("["):
+        raise ValueError("an address literal such as a@[127.0.0.1] is not sent to")
     return name, f"{local}@{_ascii_domain(domain)}"
 
 

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from nurture.application.event_input import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
+from nurture.core.lead_fields import normalize_email
 from nurture.errors import InvalidInput
 from nurture.intake.auth import require_api_key, require_sendgrid_signature, require_webhook_token
 from nurture.intake.context import ApiError, IntakeContext, context, parse_json, read_body, read_json
@@ -72,7 +73,7 @@ def _record_notices(ctx: IntakeContext, notices: list[BounceNotice]) -> dict[str
         email = notice.email or (target.email if target else None)
         if not email:
             continue
-        if target is not None and notice.email and target.email != notice.email.strip().lower():
+        if target is not None and notice.email and target.email != normalize_email(notice.email):
             target = None  # the message id names another lead's delivery: trust the address, not the link
         key = notice.message_id.strip().strip("<>") if notice.message_id else None
         properties = {k: v for k, v in (("reason", notice.reason), ("message_id", key)) if v}

@@ -178,14 +178,21 @@ class Dispatcher:
                 # Later moments than ``now``, read when they happen: the previous batch was sent since (seconds, up to
                 # half a lease), so retries that fell due or leases that ran out meanwhile go out in this pass; and
                 # the retries' lease and backoff count from when they are claimed, after the batch in flight is sent.
+                retries = TickReport()
                 if not self.stopping and schedule.deliveries_due(self.engine, clock(), self.live_campaigns):
                     # Retries are sent and recorded at once: not queued behind a batch in flight, which would stay
                     # unrecorded meanwhile and could outlive its lease (another worker would send it again).
                     total.add(self._finish(in_flight))
                     in_flight = None
-                    total.add(self._retry_deliveries(clock()))
+                    retries = self._retry_deliveries(clock())
+                    total.add(retries)
                 batches += 1
-                if flight.report.claimed == 0 or (max_batches is not None and batches >= max_batches):
+                # Done when a pass found nothing to claim, neither due enrollments nor due retries (a backlog of
+                # retries after an outage takes several passes). Each claimed retry is sent, or its next attempt is
+                # set in the future, so this ends; except a chunk handed back unsent (the mail server too slow to
+                # start it by half the lease): that waits for the next run rather than being tried again at once.
+                if (flight.report.claimed == 0 and retries.claimed == 0) or retries.released \
+                        or (max_batches is not None and batches >= max_batches):
                     break
         finally:
             if in_flight is not None:
@@ -305,6 +312,7 @@ class Dispatcher:
                                                   campaign_ids=self.live_campaigns)
         if not rows:
             return report
+        report.claimed = len(rows)
         facts = schedule.load_facts(self.engine, sorted({row.lead_id for row in rows}), now)
         pending: list[_Pending] = []
         outcomes: list[DeliveryOutcome] = []

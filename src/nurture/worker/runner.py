@@ -158,7 +158,8 @@ class Worker:
         return changed
 
     def run_once(self) -> TickReport:
-        """Process everything due now, then return (``nurture run --once``)."""
+        """Process everything due now, then return (``nurture run --once``): every due enrollment, retry and expired
+        lease, however many batches they take (a retry that fails again is due later, not in this run)."""
         self.start_up()
         report = self.dispatcher.drain(self.clock)
         self.handoff.run(self.clock())
