@@ -79,3 +79,10 @@ def test_the_policy_sets_the_limit_and_the_window(tmp_path: Path) -> None:
 def test_a_bad_soft_bounce_rule_is_reported_at_its_line(tmp_path: Path, text: str, expected: str) -> None:
     found = [str(problem) for problem in load_policy(tmp_path / "campaigns", text).problems]
     assert len(found) == 1 and expected in found[0], found
+
+
+def test_the_shipped_policy_spells_out_the_default() -> None:
+    shipped = load_catalog(Path(__file__).resolve().parents[2] / "campaigns").raise_for_problems().policy
+    assert (shipped.soft_bounces.limit, shipped.soft_bounces.within) == (3, Duration(days=7))
+    assert "soft_bounces:\n  limit: 3\n  within: 7d\n" in (Path(__file__).resolve().parents[2] / "campaigns"
+                                                          / "policy.yaml").read_text(encoding="utf-8")
