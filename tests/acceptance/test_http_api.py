@@ -435,7 +435,7 @@ def test_a_sendgrid_event_webhook_suppresses_the_leads(intake):
     response = intake.post(f"/v1/webhooks/sendgrid?token={API_KEY}", sendgrid_events(), headers={})
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"recorded": 4, "duplicate": 0, "ignored": 5}
+    assert response.json() == {"recorded": 5, "duplicate": 0, "ignored": 4}
     a = lead_row(intake.engine, "a@example.com")
     assert a.bounced_at == T0 - timedelta(seconds=60)
     assert enrollments_of(intake.engine, "a@example.com")[0].end_reason == "bounced"
@@ -443,10 +443,11 @@ def test_a_sendgrid_event_webhook_suppresses_the_leads(intake):
     assert lead_row(intake.engine, "c@example.com").bounced_at is not None
     assert lead_row(intake.engine, "d@example.com").unsubscribed_at is not None
     assert lead_row(intake.engine, "f@example.com").unsubscribed_at is not None
-    assert lead_row(intake.engine, "e@example.com") is None  # "blocked" is temporary: ignored
+    assert lead_row(intake.engine, "e@example.com").bounced_at is None  # "blocked" is temporary: a soft bounce
+    assert [e.type for e in events_of(intake.engine, "e@example.com")] == ["soft_bounce"]
 
     retried = intake.post(f"/v1/webhooks/sendgrid?token={API_KEY}", sendgrid_events(), headers={})
-    assert retried.json() == {"recorded": 0, "duplicate": 4, "ignored": 5}
+    assert retried.json() == {"recorded": 0, "duplicate": 5, "ignored": 4}
 
 
 @pytest.mark.parametrize("query", ["", "?token=wrong", f"?token={API_KEY}x"])
@@ -484,9 +485,9 @@ def test_with_an_inbound_webhook_token_the_api_key_opens_no_webhook(tmp_path):
         assert nothing_written(intake.engine)
         response = intake.post("/v1/webhooks/sendgrid?token=hook-token-42", sendgrid_events(), headers={})
         assert response.status_code == 200, response.text
-        assert response.json()["recorded"] == 4
+        assert response.json()["recorded"] == 5
         assert intake.post("/v1/webhooks/sendgrid", sendgrid_events(), headers=basic("hook-token-42")).json() == {
-            "recorded": 0, "duplicate": 4, "ignored": 5}
+            "recorded": 0, "duplicate": 5, "ignored": 4}
 
 
 def sendgrid_keys() -> tuple[Any, str]:
@@ -529,11 +530,11 @@ def test_with_a_verification_key_the_sendgrid_webhook_takes_only_posts_sendgrid_
             assert nothing_written(intake.engine), why
         response = intake.post("/v1/webhooks/sendgrid", raw=body, headers=signed)
         assert response.status_code == 200, response.text
-        assert response.json() == {"recorded": 4, "duplicate": 0, "ignored": 5}
+        assert response.json() == {"recorded": 5, "duplicate": 0, "ignored": 4}
         assert lead_row(intake.engine, "c@example.com").bounced_at is not None
         # SendGrid retries a post it saw fail, signed again: a duplicate, whatever its age
         retried = intake.post("/v1/webhooks/sendgrid", raw=body, headers=sendgrid_signed(private, body, "1600000000"))
-        assert retried.json() == {"recorded": 0, "duplicate": 4, "ignored": 5}
+        assert retried.json() == {"recorded": 0, "duplicate": 5, "ignored": 4}
         bad_json = b"[{not json"
         assert intake.post("/v1/webhooks/sendgrid", raw=bad_json, headers=sendgrid_signed(private, bad_json)
                            ).status_code == 400
@@ -552,7 +553,7 @@ def test_a_verification_key_in_pem_form_is_taken_and_both_headers_are_needed(tmp
             assert response.status_code == 401 and "missing SendGrid signature" in response.json()["error"]
         assert nothing_written(intake.engine)
         response = intake.post("/v1/webhooks/sendgrid", raw=body, headers=signed)
-        assert response.status_code == 200 and response.json()["recorded"] == 4
+        assert response.status_code == 200 and response.json()["recorded"] == 5
 
 
 @pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"not a key").decode(), "PEM-RSA",

@@ -2,7 +2,8 @@
 
 For every event of a batch, in order: the event is written once (idempotent on its client ``id``), an unknown email
 becomes a new lead, scoring gives the event its points, the lead's score is recomputed and may promote it,
-suppression events (unsubscribe, bounce, spam complaint) end every enrollment, goal events end the campaigns that
+suppression events (unsubscribe, bounce, spam complaint, and the soft bounce that makes ``policy.yaml``'s
+``soft_bounces`` limit: :mod:`nurture.core.suppression`) end every enrollment, goal events end the campaigns that
 list them, and enrollments waiting for that event type become due. All of it commits together or not at all;
 nothing external happens inside the transaction. New leads and leads that may now match a campaign are enrolled in
 the same transaction, at its end.
@@ -58,6 +59,7 @@ from nurture.core.scoring import (
     stage_after_scoring,
     utc_day,
 )
+from nurture.core.suppression import SOFT_BOUNCE, soft_bounce_span, soft_bounces_suppress
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
@@ -66,7 +68,7 @@ from nurture.storage.database import transaction
 from nurture.storage.dialect import bulk_writer, is_retryable
 from nurture.storage.enrollments import exit_enrollments, wake_all
 from nurture.storage.event_bulk import NURTURED, AlreadyRecorded
-from nurture.storage.events import goal_reached, repeated_points
+from nurture.storage.events import event_times, goal_reached, repeated_points
 from nurture.storage.lead_state import lead_summary, new_lead_row
 from nurture.storage.models import STAGE_ACTORS
 
@@ -272,10 +274,13 @@ class EventBatch:
         lead.recorded = lead.dirty = True
         lead.recorded_types.add(event.type)
         lead.add_scored(event.type, at, points)
+        kind = event.type  # a soft bounce that reaches the policy's limit suppresses as a bounce does
+        if kind == SOFT_BOUNCE and lead.bounced_at is None and self._soft_bounces_suppress(lead.id, at):
+            kind = BOUNCE
         if lead.nurtured:
-            self._consequences(lead, event)
-        elif event.type in SUPPRESSION_REASONS:
-            self._suppress(lead, event.type, at)
+            self._consequences(lead, event, kind)
+        elif kind in SUPPRESSION_REASONS:
+            self._suppress(lead, kind, at)
         changed = self.rescore(lead, engagement)
         return EventResult(index, RECORDED, lead.row.email, event.type, event.id, points, lead.score, lead.stage, changed)
 
@@ -299,14 +304,22 @@ class EventBatch:
         elif event_type in (BOUNCE, COMPLAINT) and lead.bounced_at is None:
             lead.bounced_at = at
 
-    def _consequences(self, lead: BatchLead, event: EventIn) -> None:
-        """Suppression, goal exits and waking the enrollments that wait for this event type (queued in order)."""
+    def _soft_bounces_suppress(self, lead_id: int, at: datetime) -> bool:
+        """Whether this soft bounce makes the policy's limit within its window (one read, this event's row written)."""
+        rule = self.catalog.policy.soft_bounces
+        within = rule.within.as_timedelta()
+        times = event_times(self.conn, lead_id, SOFT_BOUNCE, *soft_bounce_span(at, within)) if rule.limit > 1 else [at]
+        return soft_bounces_suppress(times, at, limit=rule.limit, within=within)
+
+    def _consequences(self, lead: BatchLead, event: EventIn, kind: str) -> None:
+        """Suppression (``kind``: the event's type, or ``bounce`` for the soft bounce that reached the limit), goal exits
+        and waking the enrollments that wait for this event type (queued in order)."""
         at = event.occurred_at
         assert at is not None
         lead_id, now = lead.id, self.now
-        reason = SUPPRESSION_REASONS.get(event.type)
+        reason = SUPPRESSION_REASONS.get(kind)
         if reason is not None:
-            self._suppress(lead, event.type, at)
+            self._suppress(lead, kind, at)
             self._updates.append(lambda conn: exit_enrollments(conn, lead_id, reason, now))
             return
         goal_of = self.campaigns.goals.get(event.type)

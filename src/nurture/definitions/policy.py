@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nurture.definitions.durations import Duration
 from nurture.definitions.fields import DurationField, SendWindowSpec, Strict, TimezoneName
@@ -25,6 +25,23 @@ class CatchUp(Strict):
     )
 
 
+class SoftBounces(Strict):
+    """Temporary delivery failures (a full mailbox, a server refusing for now): ``limit`` of them within ``within``
+    suppress the lead for good, as one hard bounce or spam complaint does; fewer are recorded and change nothing."""
+
+    limit: int = Field(3, ge=1, le=1000, description="Soft bounces that suppress the lead; 1: every one does.")
+    within: DurationField = Field(
+        default=Duration(days=7), description="The window they must fall within (days count as 24 hours here)."
+    )
+
+    @field_validator("within")
+    @classmethod
+    def _not_zero(cls, value: Duration) -> Duration:
+        if not value:
+            raise ValueError("must be longer than 0s, such as 7d")
+        return value
+
+
 class Policy(Strict):
     """Defaults and limits for every campaign."""
 
@@ -34,6 +51,7 @@ class Policy(Strict):
     )
     frequency_cap: FrequencyCap | None = Field(default_factory=FrequencyCap)
     catch_up: CatchUp = Field(default_factory=CatchUp)
+    soft_bounces: SoftBounces = Field(default_factory=SoftBounces)
 
 
 POLICY_FILE = "policy.yaml"

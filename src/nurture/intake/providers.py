@@ -1,18 +1,19 @@
-"""Bounces, spam complaints and unsubscribes reported by the mail provider: they suppress the lead at once.
+"""Bounces, spam complaints and unsubscribes reported by the mail provider: they suppress the lead at once; soft
+bounces (temporary failures) do when ``policy.yaml``'s ``soft_bounces`` limit is reached (:mod:`nurture.core.suppression`).
 
 Two formats:
 
 - ``POST /v1/webhooks/bounces`` (Bearer ``NURTURE_API_KEY``): nurture's own, for any provider or relay script:
-  ``{"type": "bounce"|"spam_complaint", "email"?, "message_id"?, "reason"?, "occurred_at"?, "id"?}`` or a list of
-  them. The lead is found by email, or by the message's id (the Message-ID nurture sent, or the provider's id).
+  ``{"type": "bounce"|"soft_bounce"|"spam_complaint", "email"?, "message_id"?, "reason"?, "occurred_at"?, "id"?}``
+  or a list of them. The lead is found by email, or by the message's id (the Message-ID nurture sent, or the provider's id).
   A malformed notice rejects the request (422) and records nothing; a notice whose lead cannot be found is
   reported ``unmatched``.
 - ``POST /v1/webhooks/sendgrid?token=<NURTURE_INBOUND_WEBHOOK_TOKEN>`` (or the token as the Basic auth password;
-  without that setting, the API key): SendGrid's Event Webhook, a JSON array of events. ``bounce``
-  (not ``blocked``, a temporary refusal), ``dropped``, ``spamreport``, ``unsubscribe`` and ``group_unsubscribe``
-  suppress the lead; every other event (delivered, open, click, deferred, ...) is ignored, as are items without a
-  usable email, so one odd item never makes SendGrid retry the whole batch. ``sg_event_id`` makes retries
-  idempotent.
+  without that setting, the API key): SendGrid's Event Webhook, a JSON array of events. ``bounce``, ``spamreport``,
+  ``unsubscribe`` and ``group_unsubscribe`` suppress the lead; a ``bounce`` of type ``blocked`` (refused for now) is
+  a soft bounce; ``dropped`` goes by its reason (:data:`SENDGRID_DROPS`). Every other event (delivered, open,
+  click, ``deferred``: SendGrid is still trying, ...) is ignored, as are items without a usable email, so one odd
+  item never makes SendGrid retry the whole batch. ``sg_event_id`` makes retries idempotent.
 
   With SendGrid's Signed Event Webhook turned on, set ``NURTURE_SENDGRID_VERIFICATION_KEY`` to the verification
   key SendGrid shows: every post must then carry SendGrid's valid ECDSA signature of its exact body (the token is
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from nurture.application.event_input import MAX_BATCH, MAX_ID_LENGTH, RECORDED, EventIn, InvalidEvents, clean_event
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
 from nurture.core.lead_fields import normalize_email
+from nurture.core.suppression import SOFT_BOUNCE
 from nurture.errors import InvalidInput
 from nurture.intake.auth import require_api_key, require_sendgrid_signature, require_webhook_token
 from nurture.intake.context import ApiError, IntakeContext, context, parse_json, read_body, read_json
@@ -44,9 +46,26 @@ log = logging.getLogger("nurture.intake")
 
 router = APIRouter(prefix="/v1/webhooks", tags=["provider webhooks"])
 
-SENDGRID_EVENTS = {"bounce": BOUNCE, "dropped": BOUNCE, "spamreport": COMPLAINT, "unsubscribe": UNSUBSCRIBE,
+SENDGRID_EVENTS = {"bounce": BOUNCE, "spamreport": COMPLAINT, "unsubscribe": UNSUBSCRIBE,
                    "group_unsubscribe": UNSUBSCRIBE}
-"""SendGrid event names that suppress a lead, and the nurture event type each becomes."""
+"""SendGrid event names that suppress a lead, and the nurture event type each becomes (``dropped``: by its reason)."""
+
+SENDGRID_DROPS = (("bounced address", BOUNCE), ("invalid smtpapi", None), ("invalid", BOUNCE),
+                  ("unsubscribe", UNSUBSCRIBE), ("spam reporting", COMPLAINT), ("spam content", None),
+                  ("duplicate", None))
+"""SendGrid's reasons for dropping a message (the first match wins), and the nurture event type each becomes; None:
+the message was at fault, not the address (ignored). Any other reason is a failure of unknown cause: a soft bounce."""
+
+
+def _sendgrid_kind(item: dict[str, Any]) -> str | None:
+    """The nurture event type of one SendGrid event, None when it is ignored."""
+    event = item.get("event")
+    if event == "bounce" and item.get("type") == "blocked":  # refused for now (SendGrid's soft bounce)
+        return SOFT_BOUNCE
+    if event == "dropped":
+        lowered = str(item.get("reason") or "").lower()
+        return next((kind for words, kind in SENDGRID_DROPS if words in lowered), SOFT_BOUNCE)
+    return SENDGRID_EVENTS.get(event) if isinstance(event, str) else None
 
 
 def _derived_id(prefix: str, key: str) -> str:
@@ -98,7 +117,8 @@ def _record_notices(ctx: IntakeContext, notices: list[BounceNotice]) -> dict[str
 
 @router.post("/bounces", dependencies=[Depends(require_api_key)])
 async def bounces(request: Request) -> dict[str, Any]:
-    """Bounces and spam complaints in nurture's own format: the leads are suppressed and leave every campaign."""
+    """Bounces, soft bounces and spam complaints in nurture's own format: a bounce or complaint suppresses the lead
+    (it leaves every campaign); soft bounces do when ``policy.yaml``'s ``soft_bounces`` limit is reached."""
     payload = await read_json(request)
     items = payload if isinstance(payload, list) else [payload]
     if not items:
@@ -126,13 +146,10 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     """The nurture event for one SendGrid event, or None when it is ignored."""
     if not isinstance(item, dict):
         return None
-    kind = SENDGRID_EVENTS.get(str(item.get("event", "")))
-    if kind is None or (item.get("event") == "bounce" and item.get("type") == "blocked"):
+    kind = _sendgrid_kind(item)
+    if kind is None:
         return None
     reason = str(item.get("reason") or item.get("response") or "")[:2000]
-    if item.get("event") == "dropped":  # SendGrid drops mail to addresses it already suppresses; keep the why
-        lowered = reason.lower()
-        kind = UNSUBSCRIBE if "unsubscribe" in lowered else COMPLAINT if "spam" in lowered else BOUNCE
     occurred_at = now
     stamp = item.get("timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 < stamp < 1e11:
@@ -169,13 +186,14 @@ def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
     for start in range(0, len(events), MAX_BATCH):
         results += ctx.record(events[start : start + MAX_BATCH], actor="system", source="sendgrid")
     ignored = len(items) - len(events)
-    log.info("sendgrid webhook: %d suppressing event(s), %d ignored", len(events), ignored)
+    log.info("sendgrid webhook: %d bounce, complaint or unsubscribe event(s), %d ignored", len(events), ignored)
     return {**_counts(results), "ignored": ignored}
 
 
 @router.post("/sendgrid")
 async def sendgrid(request: Request) -> dict[str, int]:
-    """SendGrid's Event Webhook (a JSON array): bounces, drops, spam reports and unsubscribes suppress the lead.
+    """SendGrid's Event Webhook (a JSON array): bounces, spam reports and unsubscribes suppress the lead, blocks are
+    soft bounces, drops go by their reason.
 
     Authenticated by SendGrid's signature when ``NURTURE_SENDGRID_VERIFICATION_KEY`` is set, by the webhook token
     (``?token=`` or the Basic auth password) otherwise."""

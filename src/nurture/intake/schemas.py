@@ -98,11 +98,12 @@ class SavedLeadBody(BaseModel):
 
 
 class BounceNotice(BaseModel):
-    """A bounce or spam complaint for ``POST /v1/webhooks/bounces``: the lead by email or by the message's id."""
+    """A bounce, soft bounce or spam complaint for ``POST /v1/webhooks/bounces``: the lead by email or by the message's
+    id."""
 
     model_config = ConfigDict(extra="ignore")
 
-    type: Literal["bounce", "spam_complaint"]
+    type: Literal["bounce", "soft_bounce", "spam_complaint"]
     email: str | None = None
     message_id: str | None = Field(None, max_length=998, description="The Message-ID nurture sent, or the provider's id.")
     reason: str | None = Field(None, max_length=2000)

@@ -40,3 +40,12 @@ def goal_reached(conn: Connection, lead_id: int, campaign_ids: Sequence[str], at
             E.c.enrolled_at <= at,
         )
     ).scalars().all()
+
+
+def event_times(conn: Connection, lead_id: int, event_type: str, start: datetime, end: datetime) -> list[datetime]:
+    """When the lead's events of this type happened, from ``start`` to ``end`` (both included)."""
+    return list(conn.execute(
+        select(EV.c.occurred_at).where(
+            EV.c.lead_id == lead_id, EV.c.type == event_type, EV.c.occurred_at >= start, EV.c.occurred_at <= end,
+        )
+    ).scalars())
