@@ -289,7 +289,7 @@ CASES = [
     pytest.param(
         HEAD + "  - id: a\n" + EMAIL + "  - id: b\n    branch:\n      - when: {clicked: a}\n        goto: gone\n"
         "      - goto: end\n",
-        [f"{BAD}:7: branch.goto target 'gone' is not a step of this campaign"],
+        [f"{BAD}:9: branch.goto target 'gone' is not a step of this campaign"],
         id="branch-target",
     ),
     pytest.param(
@@ -318,12 +318,12 @@ CASES = [
     pytest.param(
         HEAD + "  - id: a\n" + EMAIL + "  - id: b\n    when:\n      any:\n        - score: {gte: 40}\n"
         "        - not: {clicked: ghost}\n" + EMAIL,
-        [f"{BAD}:7: clicked: 'ghost' is not an email step of this campaign"],
+        [f"{BAD}:10: clicked: 'ghost' is not an email step of this campaign"],
         id="condition-nested",
     ),
     pytest.param(
         HEAD + "  - id: a\n" + EMAIL + "  - id: b\n    wait: 1d\n    branch:\n      - when: {clicked: ghost}\n        goto: a\n",
-        [f"{BAD}:8: clicked: 'ghost' is not an email step of this campaign"],
+        [f"{BAD}:9: clicked: 'ghost' is not an email step of this campaign"],
         id="branch-condition-unknown-step",
     ),
     pytest.param(

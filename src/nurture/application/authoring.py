@@ -16,6 +16,7 @@ from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
 from nurture.definitions.sales import SALES_FILE, load_sales
 from nurture.definitions.scoring import SCORING_FILE, load_scoring
+from nurture.definitions.yamlsource import load_yaml
 from nurture.errors import InvalidInput, Problem
 from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail, sample_lead
 from nurture.signing import Signer
@@ -111,12 +112,10 @@ def load_lead_file(path: Path | None) -> LeadView:
     """A lead from a YAML or JSON file (``--lead``), or the sample lead."""
     if path is None:
         return sample_lead_view()
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read lead file {path}: {exc}") from exc
+    doc = load_yaml(path)  # the same limits as every definition file
+    if doc.problems:
+        raise InvalidInput(f"cannot read lead file {doc.problems[0]}")
+    data = doc.data
     if not isinstance(data, dict) or not data.get("email"):
         raise InvalidInput(f"{path}: a lead file is a mapping with at least an 'email' (and first_name, timezone, ...)")
     return lead_from_mapping(data)

@@ -153,13 +153,31 @@ class BranchRule(Strict):
 ACTIONS = ("email", "webhook", "update", "wait_for", "stream", "branch")
 
 
+def step_rule_problems(step: dict[str, Any], *, count_actions: bool = True) -> list[str]:
+    """Every rule between a step's keys that ``step`` breaks (one action, on_event with wait_for, ...). Takes the keys
+    as written, so ``nurture check`` reports these beside the problems of the step's values, in one run
+    (``count_actions=False`` when the step has an unknown key, which may be a misspelt action)."""
+    present = [name for name in ACTIONS if step.get(name) is not None]
+    problems = []
+    if len(present) != 1 and count_actions:
+        found = ", ".join(present) if present else "none"
+        problems.append(f"step '{step.get('id')}' needs exactly one action of {', '.join(ACTIONS)} (found: {found})")
+    if (step.get("on_event") or step.get("on_timeout")) and step.get("wait_for") is None:
+        problems.append("on_event / on_timeout only go with wait_for")
+    if step.get("send_window") is not None and step.get("email") is None:
+        problems.append("send_window only applies to email steps (streams follow their cadence)")
+    if step.get("branch") is not None and step.get("goto") is not None:
+        problems.append("a branch step chooses its target itself: use goto inside the branch rules")
+    return problems
+
+
 def _given(key: str, *, text: bool = False) -> dict[str, Any]:
     """JSON Schema: ``key`` is written and not null (and, for ``text``, not empty: the step tests its truth)."""
     value: dict[str, Any] = {"type": "string", "minLength": 1} if text else {"not": {"type": "null"}}
     return {"required": [key], "properties": {key: value}}
 
 
-# What Step._one_action says, as JSON Schema, so that editors flag it too.
+# What step_rule_problems says, as JSON Schema, so that editors flag it too.
 _STEP_RULES: dict[str, Any] = {
     "oneOf": [_given(action) for action in ACTIONS],
     "allOf": [
@@ -194,16 +212,9 @@ class Step(Strict):
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
-        present = [name for name in ACTIONS if getattr(self, name) is not None]
-        if len(present) != 1:
-            found = ", ".join(present) if present else "none"
-            raise ValueError(f"step '{self.id}' needs exactly one action of {', '.join(ACTIONS)} (found: {found})")
-        if (self.on_event or self.on_timeout) and self.wait_for is None:
-            raise ValueError("on_event / on_timeout only go with wait_for")
-        if self.send_window is not None and self.email is None:
-            raise ValueError("send_window only applies to email steps (streams follow their cadence)")
-        if self.branch is not None and self.goto is not None:
-            raise ValueError("a branch step chooses its target itself: use goto inside the branch rules")
+        problems = step_rule_problems({name: getattr(self, name) for name in type(self).model_fields})
+        if problems:
+            raise ValueError(problems[0])
         return self
 
     @property

@@ -87,13 +87,23 @@ class Condition(Strict):
 
     def step_refs(self) -> list[tuple[str, str]]:
         """Every (key, step id) this condition names, nested ones included, for reference checks."""
-        refs: list[tuple[str, str]] = []
+        return [(key, step_id) for _loc, key, step_id in self.located_step_refs()]
+
+    def located_step_refs(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """Every (where in the condition, key, step id) this condition names, nested ones included."""
+        refs: list[tuple[tuple[str | int, ...], str, str]] = []
         for key in ("opened", "clicked", "not_opened", "not_clicked"):
             value = getattr(self, key)
-            for step_id in [value] if isinstance(value, str) else value or []:
-                refs.append((key, step_id))
-        for child in [*(self.any or []), *(self.all or []), *([self.not_] if self.not_ else [])]:
-            refs.extend(child.step_refs())
+            if isinstance(value, str):
+                refs.append(((key,), key, value))
+            for index, step_id in enumerate(value if isinstance(value, list) else []):
+                refs.append(((key, index), key, step_id))
+        children = [("any", i, child) for i, child in enumerate(self.any or [])]
+        children += [("all", i, child) for i, child in enumerate(self.all or [])]
+        for name, index, child in children:
+            refs.extend(((name, index, *loc), key, ref) for loc, key, ref in child.located_step_refs())
+        if self.not_ is not None:
+            refs.extend((("not", *loc), key, ref) for loc, key, ref in self.not_.located_step_refs())
         return refs
 
 

@@ -12,7 +12,8 @@ from typing import Any, TypeVar, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from nurture.definitions.campaign import END, Campaign, Step
+from nurture.definitions.campaign import END, Campaign, Step, step_rule_problems
+from nurture.definitions.conditions import Condition
 from nurture.definitions.policy import POLICY_FILE, RESERVED_FILES, Policy
 from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
 from nurture.errors import DefinitionError, InvalidInput, Problem
@@ -152,7 +153,8 @@ def _message(error: ErrorDetails, data_loc: Loc, model: type[BaseModel]) -> str:
         return f"id: '{error['input']}' is not a valid id: use lower-case letters, digits, '-' and '_'"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         shorthand = " or 'always'" if data_loc and data_loc[-1] == "send_window" else ""
-        return f"{data_loc[-1] if data_loc else 'value'}: expected a mapping of keys{shorthand}, not {error['input']!r}"
+        named = f"{data_loc[-1]}: " if data_loc and isinstance(data_loc[-1], str) else ""
+        return f"{named}expected a mapping of keys{shorthand}, not {error['input']!r}"
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
@@ -169,16 +171,19 @@ def _known_keys(model: type[BaseModel] | None) -> list[str]:
 
 
 def validate_document(doc: YamlDocument, model: type[M]) -> tuple[M | None, list[Problem]]:
-    """Validate parsed YAML against a model; errors come back as problems at the line of the offending key."""
-    if doc.problems or doc.data is None:
+    """Validate parsed YAML against a model; errors come back as problems at the line of the offending key. A file
+    with a duplicate or unsupported key is validated too (its other problems are reported in the same run), but not
+    used."""
+    if doc.data is None:
         empty = [] if doc.problems else [doc.problem((), "the file is empty")]
         return None, [*doc.problems, *empty]
     if not isinstance(doc.data, dict):
-        return None, [doc.problem((), "expected a mapping of keys (id, name, steps, ...) at the top level")]
+        return None, [*doc.problems, doc.problem((), "expected a mapping of keys (id, name, steps, ...) at the top level")]
     try:
-        return model.model_validate(doc.data), []
+        validated = model.model_validate(doc.data)
     except ValidationError as exc:
-        return None, validation_problems(doc, exc, model)
+        return None, [*doc.problems, *validation_problems(doc, exc, model)]
+    return (None, list(doc.problems)) if doc.problems else (validated, [])
 
 
 def validation_problems(doc: YamlDocument, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
@@ -201,70 +206,108 @@ def validation_problems(doc: YamlDocument, exc: ValidationError, model: type[Bas
     return list(problems.values())
 
 
-def _check_references(campaign: Campaign, doc: YamlDocument, templates_dir: Path | None) -> list[Problem]:
+@dataclass
+class _Steps:
+    """A campaign file's steps for the reference checks: each one's model (None where it is invalid), and the ids and
+    email steps as written, so a file with bad values still has its references checked in the same run."""
+
+    steps: list[Step | None]
+    ids: list[str | None]
+    email_steps: set[str]
+
+    @classmethod
+    def of(cls, campaign: Campaign | None, doc: YamlDocument) -> tuple[_Steps, list[Problem]]:
+        if campaign is not None:
+            ids: list[str | None] = [step.id for step in campaign.steps]
+            emails = {step.id for step in campaign.steps if step.email is not None or step.stream is not None}
+            return cls(list(campaign.steps), ids, emails), []
+        raw_steps = doc.data.get("steps") if isinstance(doc.data, dict) else None
+        steps: list[Step | None] = []
+        problems: list[Problem] = []
+        ids, emails = [], set()
+        for index, written in enumerate(raw_steps if isinstance(raw_steps, list) else []):
+            raw: dict[str, Any] = written if isinstance(written, dict) else {}
+            raw_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+            ids.append(raw_id)
+            if raw_id is not None and (raw.get("email") is not None or raw.get("stream") is not None):
+                emails.add(raw_id)
+            try:
+                steps.append(Step.model_validate(raw))
+            except ValidationError:
+                steps.append(None)  # its value problems are reported by the campaign's validation
+                known = all(key in Step.model_fields for key in raw)
+                rules = step_rule_problems(raw, count_actions=known) if raw else []
+                problems += [doc.problem(("steps", index), message) for message in rules]
+        return cls(steps, ids, emails), problems
+
+    def index_of(self, step_id: str) -> int | None:
+        return self.ids.index(step_id) if step_id in self.ids else None
+
+
+def _check_references(steps: _Steps, doc: YamlDocument, templates_dir: Path | None) -> list[Problem]:
     problems: list[Problem] = []
-    ids = [step.id for step in campaign.steps]
-    email_steps = {step.id for step in campaign.steps if step.email is not None or step.stream is not None}
     seen: set[str] = set()
-    for index, step in enumerate(campaign.steps):
+    for index, (step, step_id) in enumerate(zip(steps.steps, steps.ids, strict=True)):
         at: Loc = ("steps", index)
-        if step.id in seen:
-            problems.append(doc.problem((*at, "id"), f"duplicate step id '{step.id}'"))
-        seen.add(step.id)
-        for key, target in step.targets():
-            if target != END and target not in ids:
-                loc = (*at, key) if key != "branch.goto" else (*at, "branch")
-                problems.append(doc.problem(loc, f"{key} target '{target}' is not a step of this campaign"))
-        conditions = [("when", step.when)] + [
-            ("branch", rule.when) for rule in step.branch or [] if rule.when is not None
-        ]
-        for key, condition in conditions:
-            if condition is None:
-                continue
-            for test, ref in condition.step_refs():
-                if ref not in email_steps:
-                    problems.append(doc.problem((*at, key), f"{test}: '{ref}' is not an email step of this campaign"))
-                elif ids.index(ref) >= index and key == "when":
-                    problems.append(doc.problem((*at, key), f"{test}: '{ref}' does not come before step '{step.id}'"))
-        if step.wait_for and step.wait_for.step and step.wait_for.step not in email_steps:
+        if step_id is not None and step_id in seen:
+            problems.append(doc.problem((*at, "id"), f"duplicate step id '{step_id}'"))
+        seen.add(step_id or "")
+        if step is None:
+            continue
+        jumps: list[tuple[Loc, str, str]] = [((key,), key, target) for key, target in step.targets()
+                                             if key != "branch.goto"]
+        jumps += [(("branch", i, "goto"), "branch.goto", rule.goto) for i, rule in enumerate(step.branch or [])]
+        for loc, key, target in jumps:
+            if target != END and target not in steps.ids:
+                problems.append(doc.problem((*at, *loc), f"{key} target '{target}' is not a step of this campaign"))
+        conditions: list[tuple[Loc, Condition | None]] = [(("when",), step.when)]
+        conditions += [(("branch", i, "when"), rule.when) for i, rule in enumerate(step.branch or [])]
+        for where, condition in conditions:
+            for loc, test, ref in condition.located_step_refs() if condition is not None else []:
+                if ref not in steps.email_steps:
+                    problems.append(doc.problem((*at, *where, *loc), f"{test}: '{ref}' is not an email step of this campaign"))
+                elif steps.ids.index(ref) >= index and where == ("when",):
+                    problems.append(doc.problem((*at, *where, *loc), f"{test}: '{ref}' does not come before step '{step_id}'"))
+        if step.wait_for and step.wait_for.step and step.wait_for.step not in steps.email_steps:
             problems.append(
                 doc.problem((*at, "wait_for", "step"), f"wait_for step '{step.wait_for.step}' is not an email step")
             )
         if templates_dir is not None:
             problems.extend(_check_templates(step, at, doc, templates_dir))
-    problems.extend(_check_loops(campaign, doc))
+    problems.extend(_check_loops(steps, doc))
     return problems
 
 
-def _successors(campaign: Campaign, index: int) -> list[int]:
-    step = campaign.steps[index]
-    after = [index + 1] if index + 1 < len(campaign.steps) else []
+def _successors(steps: _Steps, index: int) -> list[int]:
+    step = steps.steps[index]
+    assert step is not None
+    after = [index + 1] if index + 1 < len(steps.steps) else []
     jumps = [t for _k, t in step.targets() if t != END]
-    targets = [campaign.index_of(t) for t in jumps]
+    targets = [steps.index_of(t) for t in jumps]
     if step.branch is not None:
         defaulted = any(rule.when is None for rule in step.branch)
         return [i for i in targets if i is not None] + ([] if defaulted else after)
     if step.wait_for is not None:
         ends = [step.on_event or step.goto, step.on_timeout or step.goto]
-        found = [campaign.index_of(t) if t else (after[0] if after else None) for t in ends if t != END]
+        found = [steps.index_of(t) if t else (after[0] if after else None) for t in ends if t != END]
         return [i for i in found if i is not None]
     if step.goto is not None:
         return [i for i in targets if i is not None]
     return after
 
 
-def _check_loops(campaign: Campaign, doc: YamlDocument) -> list[Problem]:
+def _check_loops(steps: _Steps, doc: YamlDocument) -> list[Problem]:
     """A cycle of steps in which nothing waits (no ``wait``, no ``wait_for``, no stream cadence) would never end."""
-    instant = {i for i, step in enumerate(campaign.steps)
-               if not step.wait and step.wait_for is None and step.stream is None}
+    instant = {i for i, step in enumerate(steps.steps)
+               if step is not None and not step.wait and step.wait_for is None and step.stream is None}
     problems, reported = [], set()
     for start in sorted(instant):
         stack, seen = [(start, [start])], set()
         while stack:
             node, path = stack.pop()
-            for nxt in _successors(campaign, node):
+            for nxt in _successors(steps, node):
                 if nxt == start and start not in reported:
-                    names = " -> ".join(campaign.steps[i].id for i in [*path, start])
+                    names = " -> ".join(str(steps.ids[i]) for i in [*path, start])
                     problems.append(doc.problem(("steps", start, "id"), f"steps loop without any wait: {names}"))
                     reported.update(path)
                 elif nxt in instant and nxt not in seen:
@@ -298,12 +341,15 @@ def _check_templates(step: Step, at: Loc, doc: YamlDocument, templates_dir: Path
 
 
 def load_campaign_file(path: Path, templates_dir: Path | None = None) -> tuple[Campaign | None, YamlDocument, list[Problem]]:
-    """Load one campaign file; the campaign is None when it has problems that stop it being used."""
+    """Load one campaign file; the campaign is None when it has problems that stop it being used. Every problem of
+    the file comes back at once, each at its own line: its keys and values, and the references of its valid steps."""
     doc = load_yaml(path)
     campaign, problems = validate_document(doc, Campaign)
-    if campaign is not None:
-        problems = _check_references(campaign, doc, templates_dir)
-    return (campaign if not problems else None), doc, problems
+    if campaign is not None or isinstance(doc.data, dict):
+        steps, rule_problems = _Steps.of(campaign, doc)
+        problems = [*problems, *rule_problems, *_check_references(steps, doc, templates_dir)]
+    unique = list(dict.fromkeys(problems))
+    return (campaign if not unique else None), doc, unique
 
 
 def campaign_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:

@@ -40,21 +40,123 @@ class YamlDocument:
         return Problem(self.path, self.line_of(loc), message)
 
 
+MAX_BYTES = 1024 * 1024
+"""The largest definition file read (a campaign is a few kilobytes)."""
+MAX_VALUES = 100_000
+"""The most values (mappings, lists, scalars) a file may hold once its aliases are expanded."""
+MAX_DEPTH = 64
+"""The deepest nesting of mappings and lists, aliases expanded."""
+MAX_ALIASES = 1_000
+"""The most aliases (``*name``) a file may use."""
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class LimitExceeded(yaml.YAMLError):
+    """A file is past one of the limits above: reported at ``mark`` without reading further."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1 if mark is not None else 0
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that measures each node while composing it: how many values it holds and how deep it
+    goes, aliases expanded. A file past a limit stops at the alias or node that passes it, before anything is built,
+    so an alias bomb (a few lines that expand to billions of values) costs what its text costs."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._values = 0  # values composed so far, each alias counted as the values it stands for
+        self._aliases = 0
+        self._depth = 0
+        self._reach = 0  # the deepest level the node being composed reaches
+        self._measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height)
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise LimitExceeded(mark, f"the file holds more than {MAX_VALUES:,} values once its aliases are "
+                                      "expanded: refusing to read it")
+
+    def _reach_to(self, depth: int, mark: Any) -> None:
+        if depth > MAX_DEPTH:
+            raise LimitExceeded(mark, f"mappings and lists are nested more than {MAX_DEPTH} levels deep "
+                                      "(aliases expanded): refusing to read it")
+        self._reach = max(self._reach, depth)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is PyYAML's own error
+                measured = self._measured.get(id(target))
+                if measured is None:
+                    raise LimitExceeded(event.start_mark, f"alias '*{event.anchor}' refers to a node that contains it")
+                self._aliases += 1
+                if self._aliases > MAX_ALIASES:
+                    raise LimitExceeded(event.start_mark, f"the file uses more than {MAX_ALIASES:,} aliases")
+                self._count(measured[0], event.start_mark)
+                self._reach_to(self._depth + measured[1], event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        outer_reach, self._reach = self._reach, 0
+        self._reach_to(self._depth, event.start_mark)
+        before = self._values
+        self._count(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        self._measured[id(node)] = (self._values - before, self._reach - self._depth + 1)
+        self._reach = max(outer_reach, self._reach)
+        self._depth -= 1
+        return node
+
+
+def _merged_pairs(node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+    """A mapping's key/value nodes with YAML merge keys (``<<: *defaults``) resolved: its own keys win, then the
+    earlier merged mappings. Keys merged from several places are kept once, so merging never multiplies a file."""
+    own: list[tuple[yaml.Node, yaml.Node]] = []
+    sources: list[yaml.Node] = []
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            own.append((key_node, value_node))
+        elif isinstance(value_node, yaml.SequenceNode):
+            sources.extend(value_node.value)
+        else:
+            sources.append(value_node)
+    if not sources:
+        return own
+    seen = {(k.tag, k.value) for k, _v in own if isinstance(k, yaml.ScalarNode)}
+    merged: list[tuple[yaml.Node, yaml.Node]] = []
+    for source in sources:
+        if not isinstance(source, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a merge key (<<) takes a mapping or a list of mappings", source.start_mark)
+        for key_node, value_node in _merged_pairs(source):
+            identity = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            if identity is None or identity not in seen:
+                merged.append((key_node, value_node))
+            if identity is not None:
+                seen.add(identity)
+    return merged + own
+
+
 def _build(node: yaml.Node, loc: Loc, doc: YamlDocument, loader: yaml.SafeLoader) -> Any:
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves YAML merge keys (<<: *anchor)
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in _merged_pairs(node):
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                doc.problems.append(Problem(doc.path, line, "unsupported key: a key must be text or a number"))
+                continue
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
-                doc.problems.append(Problem(doc.path, key_node.start_mark.line + 1, f"unsupported key {key!r}"))
+                doc.problems.append(Problem(doc.path, line, f"unsupported key {key!r}"))
                 continue
             key_loc = (*loc, key) if isinstance(key, (str, int)) else (*loc, str(key))
             if key in result:
-                doc.problems.append(
-                    Problem(doc.path, key_node.start_mark.line + 1, f"duplicate key '{key}' (written twice in the same mapping)")
-                )
-            doc.lines[key_loc] = key_node.start_mark.line + 1
+                doc.problems.append(Problem(doc.path, line, f"duplicate key '{key}' (written twice in the same mapping)"))
+            doc.lines[key_loc] = line
             result[key] = _build(value_node, key_loc, doc, loader)
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -68,26 +170,43 @@ def _build(node: yaml.Node, loc: Loc, doc: YamlDocument, loader: yaml.SafeLoader
 
 
 def load_yaml(path: str | Path, *, display_path: str | None = None) -> YamlDocument:
-    """Read one YAML file; syntax errors become problems with the line PyYAML reports (never an exception)."""
+    """Read one YAML file; syntax errors and files past the limits become problems at their line (never an exception).
+
+    At most ``MAX_BYTES`` are read, whatever the file is (a device, a pipe, a file still growing)."""
     shown = display_path or str(path)
     doc = YamlDocument(path=shown, data=None)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            doc.problems.append(Problem(shown, 1, _too_large()))
+            return doc
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         doc.problems.append(Problem(shown, 0, f"cannot read file: {exc}"))
         return doc
     return parse_yaml(text, shown)
 
 
+def _too_large() -> str:
+    return f"the file is larger than {MAX_BYTES:,} bytes, the most a definition file may be: refusing to read it"
+
+
 def parse_yaml(text: str, display_path: str) -> YamlDocument:
     """Parse YAML text (see :func:`load_yaml`)."""
     doc = YamlDocument(path=display_path, data=None)
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_BYTES and len(text.encode("utf-8")) > MAX_BYTES:
+        doc.problems.append(Problem(display_path, 1, _too_large()))
+        return doc
+    loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
             doc.lines[()] = node.start_mark.line + 1
             doc.data = _build(node, (), doc, loader)
+    except LimitExceeded as exc:
+        doc.data = None
+        doc.problems.append(Problem(display_path, exc.line, exc.message))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0

@@ -1,0 +1,158 @@
+"""Hostile and odd YAML in definition files: every file is read with limits (size, values once aliases are expanded,
+nesting depth, aliases) and a file past one is a ``path:line`` problem found in milliseconds with bounded memory,
+whichever definition file it is (campaigns, policy, scoring, sales rules, a lead file for preview or simulate)."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nurture.application.authoring import check, load_lead_file
+from nurture.definitions.yamlsource import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_VALUES, load_yaml, parse_yaml
+from nurture.errors import InvalidInput
+
+TOO_MANY = f"the file holds more than {MAX_VALUES:,} values once its aliases are expanded: refusing to read it"
+TOO_DEEP = f"mappings and lists are nested more than {MAX_DEPTH} levels deep (aliases expanded): refusing to read it"
+TOO_LARGE = f"the file is larger than {MAX_BYTES:,} bytes, the most a definition file may be: refusing to read it"
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The classic "billion laughs": each level a list of ``width`` aliases of the level before (9**9 values)."""
+    lines = ["lol0: &lol0 [" + ", ".join(["lol"] * width) + "]"]
+    for level in range(1, levels):
+        lines.append(f"lol{level}: &lol{level} [" + ", ".join([f"*lol{level - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nid: bomb\nname: Bomb\nsteps: *lol{levels - 1}\n"
+
+
+def merge_bomb(levels: int = 9, width: int = 9) -> str:
+    """The same with merge keys: each mapping merges ``width`` copies of the one before."""
+    lines = ["m0: &m0 {a: 1, b: 2}"]
+    for level in range(1, levels):
+        lines.append(f"m{level}: &m{level} {{<<: [" + ", ".join([f"*m{level - 1}"] * width) + "]}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def bounded() -> Iterator[None]:
+    """The test's parsing must take under a second and a few megabytes (a bomb takes minutes and gigabytes)."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    yield
+    elapsed = time.perf_counter() - started
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    assert peak < 20 * 1024 * 1024, f"peak memory {peak / 1024 / 1024:.1f} MiB"
+
+
+@pytest.mark.usefixtures("bounded")
+def test_an_alias_bomb_is_refused_at_the_alias_that_passes_the_limit() -> None:
+    doc = parse_yaml(alias_bomb(), "bomb.yaml")
+    # level 6 is the first holding more than 100,000 values (9**6); the count passes the limit at its aliases
+    assert [str(p) for p in doc.problems] == [f"bomb.yaml:6: {TOO_MANY}"]
+    assert doc.data is None
+
+
+@pytest.mark.usefixtures("bounded")
+def test_a_merge_key_bomb_is_refused() -> None:
+    assert [str(p) for p in parse_yaml(merge_bomb(), "m.yaml").problems] == [f"m.yaml:6: {TOO_MANY}"]
+
+
+def test_merged_keys_are_kept_once_and_a_mappings_own_key_wins_without_a_duplicate_problem() -> None:
+    doc = parse_yaml("base: &b {wait: 2d, goto: end}\nmore: &m {wait: 5d, id: z}\n"
+                     "step:\n  <<: [*b, *m]\n  wait: 3d\n", "x.yaml")
+    assert doc.problems == []
+    assert doc.data["step"] == {"goto": "end", "id": "z", "wait": "3d"}
+
+
+def test_a_merge_of_something_else_than_a_mapping_is_a_problem_at_its_line() -> None:
+    doc = parse_yaml("step:\n  id: a\n  <<: [1]\n", "x.yaml")
+    assert [str(p) for p in doc.problems] == ["x.yaml:3: YAML syntax error: a merge key (<<) takes a mapping or a list "
+                                              "of mappings"]
+
+
+@pytest.mark.usefixtures("bounded")
+def test_deep_nesting_is_refused_at_the_level_past_the_limit() -> None:
+    text = "id: deep\nsteps:\n" + "".join(" " * level + "-\n" for level in range(1, 500)) + "\n"
+    assert [str(p) for p in parse_yaml(text, "d.yaml").problems] == [f"d.yaml:{MAX_DEPTH + 2}: {TOO_DEEP}"]
+    flow = "a: " + "{a: " * 10_000 + "}" * 10_000 + "\n"  # past Python's recursion limit, were it followed
+    assert [str(p) for p in parse_yaml(flow, "f.yaml").problems] == [f"f.yaml:1: {TOO_DEEP}"]
+
+
+def test_deeply_nested_flow_lists_are_refused_fast() -> None:
+    started = time.perf_counter()  # PyYAML looks up to 1,024 characters ahead for a flow key: about 0.15 s here
+    doc = parse_yaml("a: " + "[" * 500_000 + "]" * 500_000 + "\n", "f.yaml")
+    assert [str(p) for p in doc.problems] == [f"f.yaml:1: {TOO_DEEP}"]
+    assert time.perf_counter() - started < 1.0
+
+
+def test_depth_counts_what_aliases_stand_for() -> None:
+    lines = ["l0: &l0 [x]"] + [f"l{n}: &l{n} [*l{n - 1}]" for n in range(1, MAX_DEPTH + 5)]
+    doc = parse_yaml("\n".join(lines) + "\n", "a.yaml")
+    # line n + 1 holds l<n>, n + 3 levels deep once expanded (the top mapping, its list, then l<n-1>'s n + 1 levels)
+    assert [str(p) for p in doc.problems] == [f"a.yaml:{MAX_DEPTH - 1}: {TOO_DEEP}"]
+
+
+def test_an_alias_inside_its_own_anchor_is_refused() -> None:
+    doc = parse_yaml("steps: &loop\n  - id: a\n  - *loop\n", "r.yaml")
+    assert [str(p) for p in doc.problems] == ["r.yaml:3: alias '*loop' refers to a node that contains it"]
+
+
+def test_too_many_aliases_are_refused() -> None:
+    text = "a: &a x\nlist:\n" + "  - *a\n" * (MAX_ALIASES + 1)
+    assert [str(p) for p in parse_yaml(text, "x.yaml").problems] == [
+        f"x.yaml:{MAX_ALIASES + 3}: the file uses more than {MAX_ALIASES:,} aliases"]
+    assert parse_yaml("a: &a x\nlist:\n" + "  - *a\n" * MAX_ALIASES, "x.yaml").problems == []
+
+
+@pytest.mark.usefixtures("bounded")
+def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("id: huge\nname: " + "x" * MAX_BYTES + "\n", encoding="utf-8")
+    assert [str(p) for p in load_yaml(huge).problems] == [f"{huge}:1: {TOO_LARGE}"]
+    assert [str(p) for p in parse_yaml(huge.read_text(), "t.yaml").problems] == [f"t.yaml:1: {TOO_LARGE}"]
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.usefixtures("bounded")
+def test_an_endless_file_is_read_no_further_than_the_limit() -> None:
+    assert [str(p) for p in load_yaml("/dev/zero").problems] == [f"/dev/zero:1: {TOO_LARGE}"]
+
+
+def test_a_file_at_the_limits_is_read() -> None:
+    width = 9
+    lines = ["l0: &l0 [" + ", ".join(["x"] * width) + "]"]
+    lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * width) + "]" for n in range(1, 5)]  # 9**5 < 100,000
+    doc = parse_yaml("\n".join(lines) + "\n", "ok.yaml")
+    assert doc.problems == [] and len(doc.data["l4"]) == width
+    nested = "a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n"
+    assert parse_yaml(nested, "n.yaml").problems == []
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "campaigns").mkdir()
+    (tmp_path / "templates").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["bomb.yaml", "policy.yaml", "scoring.yaml", "sales.yaml"])
+@pytest.mark.usefixtures("bounded")
+def test_check_refuses_a_bomb_in_every_kind_of_definition_file(project: Path, name: str) -> None:
+    (project / "campaigns" / name).write_text(alias_bomb(), encoding="utf-8")
+    problems = [str(p) for p in check(Path("campaigns"), Path("templates")).problems]
+    assert problems == [f"campaigns/{name}:6: {TOO_MANY}"]
+
+
+@pytest.mark.usefixtures("bounded")
+def test_a_bomb_as_a_lead_file_is_invalid_input(tmp_path: Path) -> None:
+    lead = tmp_path / "lead.yaml"
+    lead.write_text("email: dana@example.com\n" + alias_bomb(), encoding="utf-8")
+    with pytest.raises(InvalidInput) as caught:
+        load_lead_file(lead)
+    assert str(caught.value) == f"cannot read lead file {lead}:7: {TOO_MANY}"
