@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         1, ge=1, le=64,
         description="Processes that render and send (each with its own mail connections); more use more cores.",
     )
+    render_timeout: float = Field(
+        2.0, gt=0, description="Seconds one email (subject, HTML and text) may take to render; over it, it fails.",
+    )
+    render_max_chars: int = Field(
+        1_000_000, ge=1000, description="Characters an email part, or any string or list a template makes, may reach.",
+    )
     sweep_interval: float = Field(
         600, gt=0, description="Seconds between full enrollment sweeps (leads changed by intake or the CLI enroll at once)."
     )

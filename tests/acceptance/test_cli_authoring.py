@@ -133,6 +133,15 @@ BROKEN_TEMPLATES = {
     "unclosed.html.j2": "<p>One</p>\n<p>Two</p>\n{% if lead.first_name %}\n",
 }
 
+BUDGET_CAMPAIGN = ("id: budget\nname: Budget\nsteps:\n  - id: huge\n    email: {template: huge.html.j2, subject: Hi}\n"
+                   "  - id: slow\n    email: {template: slow.html.j2, subject: Hi}\n"
+                   "  - id: pad\n    email: {template: pad.html.j2, subject: Hi}\n")
+BUDGET_TEMPLATES = {
+    "huge.html.j2": "<p>Hi {{ lead.first_name }}</p>\n<p>{{ 'a' * 10**9 }}</p>\n",
+    "slow.html.j2": "<p>Hi</p>\n{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}\n",
+    "pad.html.j2": "<p>{{ '-' * 5000 }}</p>\n",
+}
+
 # name: (project folder, arguments, environment)
 INVOCATIONS: dict[str, tuple[str, list[str], dict[str, str] | None]] = {
     "check-from-environment": ("elsewhere", ["check"], {"NURTURE_CAMPAIGNS_DIR": "{root}/issue/campaigns",
@@ -140,6 +149,9 @@ INVOCATIONS: dict[str, tuple[str, list[str], dict[str, str] | None]] = {
     "check-defaults-quiet": ("main", ["check", "-q"], None),
     "check-broken": ("broken", ["check", *FOLDERS], None),
     "check-given-file": ("with-broken", ["check", "campaigns/ebook-nurture.yaml", *FOLDERS], None),
+    "check-budget": ("budget", ["check", *FOLDERS], {"NURTURE_RENDER_TIMEOUT": "0.5"}),
+    "check-budget-small": ("budget", ["check", *FOLDERS], {"NURTURE_RENDER_TIMEOUT": "0.5",
+                                                          "NURTURE_RENDER_MAX_CHARS": "4000"}),
     "schema": ("elsewhere", ["schema"], None),
     "preview-sample-lead": ("main", ["preview", "ebook-nurture", "welcome", *FOLDERS], None),
     "preview-lead-html-out": ("main", ["preview", "ebook-nurture", "case-study", "--lead", "lead.yaml", "--html-out",
@@ -163,6 +175,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_project(root / "broken", BROKEN_CAMPAIGNS, BROKEN_TEMPLATES)
     make_project(root / "with-broken", {"ebook-nurture.yaml": ISSUE_EXAMPLE,
                                         "broken.yaml": "id: broken\nname: Broken\nsteps: []\n"})
+    make_project(root / "budget", {"budget.yaml": BUDGET_CAMPAIGN}, BUDGET_TEMPLATES)
     (root / "elsewhere").mkdir()
     return root
 
@@ -361,3 +374,25 @@ def test_preview_renders_the_chosen_email(
 def test_preview_of_a_step_that_sends_no_email(root: Path, catalog: Catalog) -> None:
     with pytest.raises(InvalidInput, match=r"^step 'await' sends no email \(it is a wait_for step\)$"):
         preview(catalog, root / "main" / "templates", "showcase", "await", sample_lead_view())
+
+
+def test_check_renders_within_the_workers_budget_and_reports_what_goes_over_it_at_its_line(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["check-budget"]
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "templates/huge.html.j2:2: '*' would make 1,000,000,000 characters, over the limit of 1,000,000 "
+        "(NURTURE_RENDER_MAX_CHARS)",
+        "templates/slow.html.j2:2: rendering took longer than 0.5 s (NURTURE_RENDER_TIMEOUT); a loop or a call runs "
+        "too long",
+    ]
+
+
+def test_check_takes_the_size_limit_from_nurture_render_max_chars(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["check-budget-small"]
+    assert result.returncode == 1
+    assert ("templates/pad.html.j2:1: '*' would make 5,000 characters, over the limit of 4,000 "
+            "(NURTURE_RENDER_MAX_CHARS)") in result.stdout.splitlines()

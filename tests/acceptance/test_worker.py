@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -926,3 +927,47 @@ def test_retries_wait_until_the_batch_in_flight_is_recorded(
     assert claimed_at_retry and claimed_at_retry[0] == 0, claimed_at_retry
     assert sorted({r.status for r in deliveries(worker.engine)}) == ["sent"]
     worker.dispatcher.close()
+
+
+# --- the rendering budget -----------------------------------------------------------------------------------------
+
+
+SLOW_FOR_ONE_LEAD = """\
+<p>Hi {{ lead.first_name }}, welcome to Acme.</p>
+{% if lead.first_name == 'Lead7' %}{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}{% endif %}
+{% if lead.first_name == 'Lead8' %}{{ 'a' * 10**9 }}{% endif %}
+"""
+
+
+def test_a_template_too_slow_or_too_large_for_one_lead_fails_that_email_and_the_others_go_out_at_once(
+    project: Project, sqlite_url: str, clock: Clock, smtp_sink: SmtpSink, tmp_path: Path,
+) -> None:
+    emails = seed_leads(sqlite_url, tmp_path, 301)
+    (project.templates_dir / "welcome.html.j2").write_text(SLOW_FOR_ONE_LEAD, encoding="utf-8")
+    slow, huge = emails[7], emails[8]
+    # NURTURE_LEASE_SECONDS=10: chunks not sent within half the lease are handed back; the default budget of 2 s fits
+    worker = Worker(project.settings(sqlite_url, smtp_sink.url), clock=clock,
+                    config=dispatch_config(lease=timedelta(seconds=10)))
+    try:
+        reports: list[Any] = []
+        runner = threading.Thread(target=lambda: reports.append(worker.run_once()), daemon=True)
+        started = time.monotonic()
+        runner.start()
+        runner.join(timeout=60)
+        assert not runner.is_alive(), "the batch never finished: the slow template held everyone back"
+        assert time.monotonic() - started < 30
+        [report] = reports
+        assert (report.sent, report.failed, report.released) == (299, 2, 0)
+        assert sorted(by_recipient(smtp_sink.messages)) == sorted(set(emails) - {slow, huge})
+        [too_slow] = deliveries(worker.engine, slow)
+        assert (too_slow.status, too_slow.attempts) == ("failed", 1)
+        assert too_slow.error.startswith("render: welcome.html.j2:2: rendering took longer than 2 s (NURTURE_RENDER_TIMEOUT)")
+        [too_large] = deliveries(worker.engine, huge)
+        assert too_large.status == "failed"
+        assert too_large.error.startswith("render: welcome.html.j2:3: '*' would make 1,000,000,000 characters")
+        clock.advance(hours=3)  # failed, not retried: nothing is rendered or sent again
+        assert worker.run_once().sent == 0
+        assert [d.status for d in deliveries(worker.engine, slow) + deliveries(worker.engine, huge)] == ["failed"] * 2
+    finally:
+        worker.transport.close()
+        worker.engine.dispose()

@@ -469,7 +469,7 @@ def test_html_to_text(html: str, text: str) -> None:
 def test_public_api_is_reexported() -> None:
     assert set(nurture.rendering.__all__) == {
         "EmailRenderer", "LinkBuilder", "RenderedEmail", "decode_click", "decode_open", "decode_unsubscribe",
-        "html_to_text", "is_trackable_url", "sample_lead",
+        "html_to_text", "is_trackable_url", "sample_lead", "RenderLimits", "RenderLimitExceeded", "render_limits",
     }
     for name in nurture.rendering.__all__:
         assert getattr(nurture.rendering, name) is not None

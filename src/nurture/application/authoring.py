@@ -18,7 +18,7 @@ from nurture.definitions.sales import SALES_FILE, load_sales
 from nurture.definitions.scoring import SCORING_FILE, load_scoring
 from nurture.definitions.yamlsource import load_yaml
 from nurture.errors import InvalidInput, Problem
-from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail, sample_lead
+from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail, RenderLimits, sample_lead
 from nurture.signing import Signer
 
 PREVIEW_BASE_URL = "https://nurture.example/preview"
@@ -40,9 +40,12 @@ def _subject_line(catalog: Catalog, campaign: Campaign, loc: tuple[Any, ...]) ->
     return doc.path, doc.line_of(loc)
 
 
-def check_emails(catalog: Catalog, templates_dir: Path, lead: LeadView | None = None) -> list[Problem]:
-    """Render every email of every campaign against a sample lead in the sandbox; problems instead of exceptions."""
-    renderer = EmailRenderer(templates_dir)
+def check_emails(
+    catalog: Catalog, templates_dir: Path, lead: LeadView | None = None, limits: RenderLimits | None = None,
+) -> list[Problem]:
+    """Render every email of every campaign against a sample lead in the sandbox, within the worker's rendering
+    budget (``limits``: a template that would go over it in the worker is a problem here); problems, not exceptions."""
+    renderer = EmailRenderer(templates_dir, limits)
     lead = lead or sample_lead_view()
     links = preview_links()
     problems: list[Problem] = []
@@ -87,7 +90,9 @@ class CheckReport:
     emails: int
 
 
-def check(campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = None) -> CheckReport:
+def check(
+    campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = None, limits: RenderLimits | None = None,
+) -> CheckReport:
     """Validate campaigns, policy, scoring and sales rules and templates; render every email; collect every problem."""
     catalog = load_catalog(campaigns_dir, templates_dir, files=files)
     problems = list(catalog.problems)
@@ -101,7 +106,7 @@ def check(campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = N
         syntax = check_template_syntax(templates_dir)
         broken = {Path(p.path).resolve() for p in syntax}
         problems += syntax  # a broken template is reported once, by its syntax error, not again by every render
-        problems += [p for p in check_emails(catalog, templates_dir) if Path(p.path).resolve() not in broken]
+        problems += [p for p in check_emails(catalog, templates_dir, limits=limits) if Path(p.path).resolve() not in broken]
     else:
         problems.append(Problem(str(templates_dir), 0, "templates folder not found"))
     emails = sum(len(template_uses(step)) for c in catalog.campaigns.values() for step in c.steps)
@@ -123,7 +128,7 @@ def load_lead_file(path: Path | None) -> LeadView:
 
 def preview(
     catalog: Catalog, templates_dir: Path, campaign_id: str, step_id: str, lead: LeadView,
-    *, variant: str | None = None, content_id: str | None = None,
+    *, variant: str | None = None, content_id: str | None = None, limits: RenderLimits | None = None,
 ) -> RenderedEmail:
     """Render one email step (a variant, or a stream's content piece) for a lead."""
     campaign = catalog.campaign(campaign_id)
@@ -148,6 +153,6 @@ def preview(
     content = next((c for c in step.stream.content if c.id == key), None) if step.stream else None
     action = Action("email", step.id, step.id if content is None else f"{step.id}/{content.id}", RENDER_TIME,
                     template, subject, None if content else key, content)
-    renderer = EmailRenderer(templates_dir)
+    renderer = EmailRenderer(templates_dir, limits)
     return renderer.render(template, subject, email_context(campaign, action, lead), preview_links())
 

@@ -12,6 +12,7 @@ Every failure becomes a :class:`~nurture.errors.TemplateRenderError` whose messa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -33,10 +34,10 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
 from nurture.errors import Problem, TemplateRenderError
+from nurture.rendering.limits import BudgetedSandbox, RenderLimits
 from nurture.rendering.links import LinkBuilder
 from nurture.rendering.text import html_to_text
 
@@ -55,9 +56,10 @@ class _Placeholders:
     own place (markup, edge whitespace, line breaks) make the render uncacheable and the text is derived directly.
     """
 
-    __slots__ = ("cacheable", "index", "values")
+    __slots__ = ("cacheable", "count_output", "index", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, count_output: Callable[[int], None]) -> None:
+        self.count_output = count_output  # the values count towards the output's size, as they are put back
         self.values: list[str] = []
         self.index: dict[str, int] = {}
         self.cacheable = True
@@ -73,6 +75,7 @@ class _Placeholders:
                 or text.startswith(("#", "javascript:"))):
             self.cacheable = False
             return value
+        self.count_output(len(text))
         # One marker per distinct value, so "link text equals its URL" reads the same in the skeleton.
         number = self.index.get(text)
         if number is None:
@@ -126,13 +129,15 @@ def _clean_subject(subject: str) -> str:
 class EmailRenderer:
     """Renders the subject, HTML and text parts of emails from the templates in ``templates_dir``."""
 
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, limits: RenderLimits | None = None) -> None:
         self.templates_dir = Path(templates_dir)
+        self.limits = limits or RenderLimits()
         self._autoescape = select_autoescape(
             # every template but a text part is HTML: one named welcome.j2 must escape lead data too
             enabled_extensions=("html", "htm", "html.j2"), disabled_extensions=("txt", "txt.j2"), default=True
         )
-        self.environment = ImmutableSandboxedEnvironment(
+        self.environment = BudgetedSandbox(
+            self.limits,
             loader=FileSystemLoader(os.fspath(templates_dir)),
             undefined=StrictUndefined,
             autoescape=self._autoescape,
@@ -145,41 +150,52 @@ class EmailRenderer:
         self.environment.filters["track"] = _track_filter
         self._local = threading.local()
         self._derived: dict[str, str] = {}  # HTML skeleton -> derived text skeleton
-        self.subject_environment = ImmutableSandboxedEnvironment(
-            undefined=StrictUndefined, autoescape=False, finalize=_none_as_empty
+        self.subject_environment = BudgetedSandbox(
+            self.limits, undefined=StrictUndefined, autoescape=False, finalize=_none_as_empty
         )
         self._subjects: dict[str, Template] = {}
         # Template name -> compiled text sibling, or None when the text part is derived from the HTML.
         self._text_templates: dict[str, Template | None] = {}
 
     def render(self, template: str, subject: str, context: dict, links: LinkBuilder) -> RenderedEmail:
-        """Render one email for ``context``; raise :class:`TemplateRenderError` naming ``file:line`` on any failure."""
+        """Render one email for ``context``; raise :class:`TemplateRenderError` naming ``file:line`` on any failure,
+        going over the rendering budget (:class:`~nurture.rendering.limits.RenderLimits`) included."""
         namespace = self._namespace(context, links)
-        html, skeleton = self._render_html_skeleton(template, namespace)
-        return RenderedEmail(
-            subject=self._render_subject(subject, context),
-            html=html,
-            text=self._render_text(template, namespace, html, skeleton),
-        )
+        with self._budget():
+            html, skeleton = self._render_html_skeleton(template, namespace)
+            return RenderedEmail(
+                subject=self._render_subject(subject, context),
+                html=html,
+                text=self._render_text(template, namespace, html, skeleton),
+            )
 
     def check(self, template: str, subject: str, context: dict, links: LinkBuilder) -> list[Problem]:
         """Render every part as :meth:`render` would and return what fails, paths as ``templates_dir / name``."""
         namespace = self._namespace(context, links)
         problems: list[Problem] = []
         html: str | None = None
-        try:
-            html = self._render_html(template, namespace)
-        except _RenderFailure as failure:
-            problems.append(self._problem(failure))
-        try:
-            self._render_text(template, namespace, html)
-        except _RenderFailure as failure:
-            problems.append(self._problem(failure))
-        try:
-            self._render_subject(subject, context)
-        except _RenderFailure as failure:
-            problems.append(self._problem(failure))
+        with self._budget():
+            try:
+                html = self._render_html(template, namespace)
+            except _RenderFailure as failure:
+                problems.append(self._problem(failure))
+            try:
+                self._render_text(template, namespace, html)
+            except _RenderFailure as failure:
+                problems.append(self._problem(failure))
+            try:
+                self._render_subject(subject, context)
+            except _RenderFailure as failure:
+                problems.append(self._problem(failure))
         return problems
+
+    def _budget(self) -> contextlib.ExitStack:
+        """One email's time budget, shared by its subject and both parts."""
+        stack = contextlib.ExitStack()
+        budget = self.environment.budget()
+        stack.enter_context(budget)
+        stack.enter_context(self.subject_environment.budget(budget.deadline))
+        return stack
 
     def _problem(self, failure: _RenderFailure) -> Problem:
         path = str(self.templates_dir / failure.template) if failure.template is not None else SUBJECT_PATH
@@ -209,11 +225,11 @@ class EmailRenderer:
     def _render_html_skeleton(self, name: str, namespace: dict[str, Any]) -> tuple[str, tuple[str, list[str]] | None]:
         """The HTML, and (skeleton, values) when the derived text may be taken from the skeleton cache."""
         if self._text_template_or_none(name) is not None:
-            return self._guarded(name, lambda: self.environment.get_template(name).render(namespace)), None
-        placeholders = self._local.placeholders = _Placeholders()
+            return self._guarded(name, lambda: self.environment.render(self.environment.get_template(name), namespace)), None
+        placeholders = self._local.placeholders = _Placeholders(self.environment.count_output)
         try:
             template = self._guarded(name, lambda: self.environment.get_template(name))
-            skeleton = self._guarded(name, lambda: template.render(namespace))
+            skeleton = self._guarded(name, lambda: self.environment.render(template, namespace))
         finally:
             self._local.placeholders = None
         values = placeholders.values
@@ -244,7 +260,7 @@ class EmailRenderer:
         text_template = self._guarded(name, lambda: self._text_template(name))
         if text_template is None:
             return self._derive_text(html, skeleton) if html is not None else ""
-        return self._guarded(text_template.name or name, lambda: text_template.render(namespace))
+        return self._guarded(text_template.name or name, lambda: self.environment.render(text_template, namespace))
 
     def _text_template(self, name: str) -> Template | None:
         try:
@@ -269,7 +285,7 @@ class EmailRenderer:
                 if len(self._subjects) >= _SUBJECT_CACHE_LIMIT:
                     self._subjects.clear()  # subjects come from campaign files; this only bounds a pathological caller
                 compiled = self._subjects[source] = self.subject_environment.from_string(source)
-            return _clean_subject(compiled.render(context))
+            return _clean_subject(self.subject_environment.render(compiled, context))
 
         return self._guarded(None, render)
 

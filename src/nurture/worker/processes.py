@@ -63,7 +63,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     from nurture.clock import SystemClock
     from nurture.definitions.loader import load_catalog
     from nurture.delivery import transport_from_url
-    from nurture.rendering import EmailRenderer
+    from nurture.rendering import EmailRenderer, render_limits
     from nurture.signing import Signer
     from nurture.storage.migrate import open_database
     from nurture.storage.secrets import signing_secret
@@ -73,7 +73,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     if catalog is None:
         catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
     transport = transport_from_url(settings.mail_url)
-    dispatcher = Dispatcher(engine, catalog, EmailRenderer(settings.templates_dir), transport,
+    dispatcher = Dispatcher(engine, catalog, EmailRenderer(settings.templates_dir, render_limits(settings)), transport,
                             Signer(signing_secret(engine, settings.secret_key)), dispatch_config(settings))
     clock = SystemClock()
 

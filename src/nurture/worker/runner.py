@@ -27,7 +27,7 @@ from nurture.delivery import Transport, transport_from_url
 from nurture.delivery.webhooks import WebhookSender, make_client
 from nurture.errors import DefinitionError
 from nurture.handoff import Handoff
-from nurture.rendering import EmailRenderer
+from nurture.rendering import EmailRenderer, render_limits
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.migrate import open_database
@@ -73,7 +73,7 @@ class Worker:
         self.transport = transport or transport_from_url(settings.mail_url)
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
-            self.engine, self.catalog, EmailRenderer(settings.templates_dir), self.transport, self.signer,
+            self.engine, self.catalog, EmailRenderer(settings.templates_dir, render_limits(settings)), self.transport, self.signer,
             config or dispatch_config(settings),
         )
         self.http_client = make_client()

@@ -12,6 +12,7 @@ from nurture.application.compose import render_action
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.schemas import FILES, file_schema
 from nurture.errors import DefinitionError
+from nurture.rendering import render_limits
 from nurture.settings import get_settings
 
 CAMPAIGNS_HELP = "Campaigns folder (env NURTURE_CAMPAIGNS_DIR, default: campaigns)."
@@ -34,7 +35,8 @@ def check_command(
     Prints each problem as path:line: message and exits 1 if there is any (fit for pre-commit hooks and CI).
     """
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
-    report = check(campaigns_dir, templates_dir, files=list(paths) if paths else None)
+    report = check(campaigns_dir, templates_dir, files=list(paths) if paths else None,
+                   limits=render_limits(get_settings()))
     for problem in report.problems:
         typer.echo(str(problem))
     if report.problems:
@@ -75,7 +77,8 @@ def preview_command(
     """Render one email of a campaign (subject, text and HTML) for a sample or given lead."""
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
     catalog = load_catalog(campaigns_dir, templates_dir).raise_for_problems()
-    email = preview(catalog, templates_dir, campaign, step, load_lead_file(lead), variant=variant, content_id=variant)
+    email = preview(catalog, templates_dir, campaign, step, load_lead_file(lead), variant=variant, content_id=variant,
+                    limits=render_limits(get_settings()))
     typer.echo(f"Subject: {email.subject}\n")
     typer.echo(email.text.rstrip() + "\n")
     if html_out:
@@ -117,7 +120,7 @@ def simulate_command(
     chosen = catalog.campaign(campaign)
     lead_view = load_lead_file(lead)
     events = [parse_event(text, chosen.id) for text in event or []]
-    renderer = EmailRenderer(templates_dir)
+    renderer = EmailRenderer(templates_dir, render_limits(settings))
     links = preview_links()
 
     def subject(action: Action, who: LeadView) -> str:
