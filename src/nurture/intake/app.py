@@ -156,6 +156,8 @@ async def post_lead(request: Request) -> JSONResponse:
 def get_lead(email: str, request: Request) -> dict[str, Any]:
     """Everything about one lead: fields, stage, score with its breakdown, enrollments, recent events, stage history."""
     ctx = context(request)
+    if "\x00" in email:  # no email holds one, and PostgreSQL refuses it in a query
+        raise LeadNotFound(f"no lead with email {email!r}")
     with session(ctx.engine, read_only=True) as orm_session:
         summary = lead_summary(orm_session, email)
     summary["score"] = score_breakdown(ctx.engine, ctx.rules, email, ctx.clock()).to_json()

@@ -128,7 +128,7 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     kind = SENDGRID_EVENTS.get(str(item.get("event", "")))
     if kind is None or (item.get("event") == "bounce" and item.get("type") == "blocked"):
         return None
-    reason = str(item.get("reason") or item.get("response") or "")[:2000]
+    reason = _text(item.get("reason") or item.get("response"))[:2000]
     if item.get("event") == "dropped":  # SendGrid drops mail to addresses it already suppresses; keep the why
         lowered = reason.lower()
         kind = UNSUBSCRIBE if "unsubscribe" in lowered else COMPLAINT if "spam" in lowered else BOUNCE
@@ -136,7 +136,7 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     stamp = item.get("timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 < stamp < 1e11:
         occurred_at = min(datetime.fromtimestamp(stamp, timezone.utc), now)
-    message_id = str(item.get("sg_message_id") or "")
+    message_id = _text(item.get("sg_message_id"))
     target = None
     if message_id:
         # sg_message_id is the X-Message-Id SendGrid returned at sending, plus a ".filter<digits>..." suffix
@@ -145,13 +145,13 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     email = email or (target.email if target else None)
     if email is None:
         return None
-    event_id = item.get("sg_event_id")
+    event_id = _text(item["sg_event_id"]) if isinstance(item.get("sg_event_id"), str) else ""
     properties = {"provider": "sendgrid", "sendgrid_event": str(item.get("event"))}
     if reason:
         properties["reason"] = reason
     event = EventIn(
         email=email, type=kind, occurred_at=occurred_at, properties=properties,
-        id=_derived_id("sendgrid", event_id) if isinstance(event_id, str) and event_id else None,
+        id=_derived_id("sendgrid", event_id) if event_id else None,
         campaign_id=target.campaign_id if target else None, step_key=target.step_key if target else None,
         delivery_id=target.delivery_id if target else None,
     )
@@ -159,6 +159,11 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
         return clean_event(event, now)
     except InvalidInput:
         return None
+
+
+def _text(value: Any) -> str:
+    """A SendGrid field as text without NUL characters (which no database column takes), '' when absent."""
+    return str(value).replace("\x00", "") if value else ""
 
 
 def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
@@ -184,7 +189,7 @@ async def sendgrid(request: Request) -> dict[str, int]:
     else:
         await require_webhook_token(request)
         body = await read_body(request)
-    payload = parse_json(body)
+    payload = parse_json(body, allow_nul=True)  # an odd item is ignored (below), never the whole batch refused
     if not isinstance(payload, list):
         raise ApiError(422, "expected SendGrid's JSON array of events")
     if len(payload) > 10 * MAX_BATCH:
