@@ -149,3 +149,10 @@ def test_a_nul_character_never_reaches_a_database_query(any_backend_intake, meth
         assert response.json()["error"]
     else:
         assert response.json() == {"recorded": 0, "duplicate": 0, "ignored": 1}
+
+
+def test_occurred_at_may_be_unix_seconds_as_the_openapi_document_says(fresh):
+    response = _post(fresh, "/v1/events", b'{"email": "unix@example.com", "type": "page_view", "occurred_at": 1714564800}')
+    assert response.status_code == 202, response.text
+    (event,) = events_of(fresh.engine, "unix@example.com")
+    assert event.occurred_at.replace(tzinfo=None).isoformat() == "2024-05-01T12:00:00"

@@ -36,7 +36,7 @@ from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE
 from nurture.errors import InvalidInput
 from nurture.intake.auth import require_api_key, require_sendgrid_signature, require_webhook_token
 from nurture.intake.context import ApiError, IntakeContext, context, parse_json, read_body, read_json
-from nurture.intake.schemas import BounceNotice, describe_errors
+from nurture.intake.schemas import BounceNotice, describe_errors, error_responses
 from nurture.storage.lookups import DeliveryTarget, delivery_for_message_id
 
 log = logging.getLogger("nurture.intake")
@@ -95,7 +95,20 @@ def _record_notices(ctx: IntakeContext, notices: list[BounceNotice]) -> dict[str
     return {**_counts(results), "unmatched": unmatched, "results": statuses}
 
 
-@router.post("/bounces", dependencies=[Depends(require_api_key)])
+_BOUNCES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+    {"$ref": "#/components/schemas/BounceNotice"},
+    {"type": "array", "items": {"$ref": "#/components/schemas/BounceNotice"}, "minItems": 1, "maxItems": MAX_BATCH},
+]}}}}}
+_SENDGRID_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "array", "maxItems": 10 * MAX_BATCH, "items": {},
+    "description": "SendGrid's Event Webhook: an array of event objects (event, email, sg_event_id, sg_message_id, "
+                   "timestamp, reason, ...); items that are not suppressing events, or without a usable email, are "
+                   "ignored.",
+}}}}}
+
+
+@router.post("/bounces", dependencies=[Depends(require_api_key)], openapi_extra=_BOUNCES_BODY,
+             responses=error_responses(400, 401, 413, 422, 503, e413="The body is larger than 8 MiB."))
 async def bounces(request: Request) -> dict[str, Any]:
     """Bounces and spam complaints in nurture's own format: the leads are suppressed and leave every campaign."""
     payload = await read_json(request)
@@ -177,7 +190,11 @@ def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
     return {**_counts(results), "ignored": ignored}
 
 
-@router.post("/sendgrid")
+@router.post("/sendgrid", openapi_extra=_SENDGRID_BODY, responses=error_responses(
+    400, 401, 413, 422, 503, e401="The token (or, when NURTURE_SENDGRID_VERIFICATION_KEY is set, SendGrid's "
+    "signature) is missing or wrong.", e413=f"The body is larger than 8 MiB, or holds more than {10 * MAX_BATCH} "
+    "events.", e422="The body is not a JSON array.", e503="No webhook token is configured (set "
+    "NURTURE_INBOUND_WEBHOOK_TOKEN or NURTURE_API_KEY)."))
 async def sendgrid(request: Request) -> dict[str, int]:
     """SendGrid's Event Webhook (a JSON array): bounces, drops, spam reports and unsubscribes suppress the lead.
 
