@@ -30,6 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -49,12 +50,14 @@ from nurture.intake import dashboard, providers, sales_routes, tracking
 from nurture.intake.auth import KeyedRoute, security_scheme
 from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model
 from nurture.intake.schemas import (
+    BounceNotice,
     EventBatch,
     EventBody,
     EventsResponse,
     LeadBody,
     SavedLeadBody,
     describe_errors,
+    error_responses,
 )
 from nurture.settings import Settings
 from nurture.signing import Signer
@@ -108,7 +111,8 @@ def parse_events(payload: Any) -> tuple[list[EventIn], bool]:
 
 @api.post(
     "/events", status_code=202, response_model=EventsResponse, openapi_extra=_EVENTS_BODY,
-    responses={200: {"description": "Every event was a duplicate: nothing changed."}},
+    responses={200: {"description": "Every event was a duplicate: nothing changed.", "model": EventsResponse},
+               **error_responses(400, 401, 413, 422, 503, e413="The body is larger than 8 MiB.")},
 )
 async def post_events(request: Request) -> JSONResponse:
     """Record engagement events: scoring, promotion, exits and waits follow in the same transaction.
@@ -130,7 +134,8 @@ async def post_events(request: Request) -> JSONResponse:
     "/leads", response_model=SavedLeadBody, status_code=200,
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
         "$ref": "#/components/schemas/LeadBody"}}}}},
-    responses={201: {"description": "The lead was created."}},
+    responses={201: {"description": "The lead was created.", "model": SavedLeadBody},
+               **error_responses(400, 401, 413, 422, 503, e413="The body is larger than 256 KiB.")},
 )
 async def post_lead(request: Request) -> JSONResponse:
     """Create or update a lead by email; it is rescored and enrolled in every campaign it now matches.
@@ -152,10 +157,12 @@ async def post_lead(request: Request) -> JSONResponse:
     )
 
 
-@api.get("/leads/{email}")
+@api.get("/leads/{email}", responses=error_responses(401, 404, 503, e404="No lead with that email."))
 def get_lead(email: str, request: Request) -> dict[str, Any]:
     """Everything about one lead: fields, stage, score with its breakdown, enrollments, recent events, stage history."""
     ctx = context(request)
+    if "\x00" in email:  # no email holds one, and PostgreSQL refuses it in a query
+        raise LeadNotFound(f"no lead with email {email!r}")
     with session(ctx.engine, read_only=True) as orm_session:
         summary = lead_summary(orm_session, email)
     summary["score"] = score_breakdown(ctx.engine, ctx.rules, email, ctx.clock()).to_json()
@@ -239,9 +246,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422 if isinstance(exc, InvalidInput) else 400, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "error"
-        return _error(exc.status_code, message.lower() if message == "Not Found" else message, exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
+        return _error(exc.status_code, message.lower() if message == "Not Found" else message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -250,6 +260,15 @@ def _install_error_handlers(app: FastAPI) -> None:
             location = ".".join(str(part) for part in error["loc"] if part not in ("body", "path", "query"))
             parts.append(f"{location}: {error['msg']}" if location else error["msg"])
         return _error(422, "; ".join(parts) or "invalid request")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of the request's path answers (for a 405's ``Allow`` header)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 class RequestLog:
@@ -355,7 +374,7 @@ def _document_bodies(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = original()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (EventBody, EventBatch, LeadBody):
+            for model in (EventBody, EventBatch, LeadBody, BounceNotice):
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema

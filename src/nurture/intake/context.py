@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import queue
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Connection, Engine
@@ -249,35 +249,119 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]|\\u[dD][c-fC-F]")
+MAX_JSON_DEPTH = 64
+"""How deeply a JSON body may nest arrays and objects (an event batch needs four levels, its properties a few more)."""
+
+_INT64 = (-(2**63), 2**64 - 1)
+"""The whole numbers a JSON body may hold: what the parser keeps exact (larger ones would silently become floats)."""
+_FLOAT_FROM_BIG_INT = 2.0**63
+_NUL_ESCAPE = b"\\u0000"
 
 
-async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
-    """The request body parsed as JSON; 400 with a clear message when it is empty or not JSON."""
-    return parse_json(await read_body(request, limit))
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES, *, allow_nul: bool = False) -> Any:
+    """The request body parsed as JSON by :func:`parse_json`; 400 with a clear message when it is not acceptable."""
+    return parse_json(await read_body(request, limit), allow_nul=allow_nul)
 
 
-def parse_json(body: bytes) -> Any:
-    """A request body read by :func:`read_body`, parsed as :func:`read_json` parses it."""
+def parse_json(body: bytes, *, allow_nul: bool = False) -> Any:
+    """A request body read by :func:`read_body`, parsed as strict JSON (RFC 8259, UTF-8) with limits, or
+    :class:`ApiError` 400 naming what is wrong and where: not JSON, ``NaN``/``Infinity``, a number beyond a double's
+    range or a whole number beyond 64 bits (it would lose digits), an unpaired surrogate escape (not text), nesting
+    deeper than :data:`MAX_JSON_DEPTH`, and (unless ``allow_nul``) a NUL character (``\\u0000``) in any string.
+
+    orjson parses (in C, refusing the first four itself); one pass over the parsed containers checks the depth and
+    spots floats that may have been whole numbers; the exact checks run only when that pass or a byte scan asks."""
     if not body.strip():
         raise ApiError(400, "the request body is empty: send a JSON document")
     try:
-        payload = json.loads(body)
-        if _SURROGATE_ESCAPE.search(body):
-            # "\ud800" is valid JSON but not text: an unpaired surrogate cannot be stored (UTF-8 refuses it)
-            json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        return payload
-    except UnicodeEncodeError:
-        raise ApiError(400, "the request body holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text") from None
-    except RecursionError:
-        raise ApiError(400, "the request body is nested too deeply") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ApiError(400, f"the request body is not valid JSON{where}") from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, _json_problem(body, exc)) from None
+    if type(payload) is dict or type(payload) is list:
+        if _scan(payload):  # a float as large as a 64-bit integer: was it written as a longer whole number?
+            _check_integers(body)
+        if not allow_nul and _NUL_ESCAPE in body and _holds_nul(payload):
+            raise ApiError(400, "text in the request body cannot hold NUL characters (\\u0000)")
+    return payload
+
+
+def _scan(payload: dict[str, Any] | list[Any]) -> bool:
+    """:class:`ApiError` when ``payload`` nests deeper than :data:`MAX_JSON_DEPTH`; whether it holds a float of a
+    64-bit integer's size or more (orjson parses a longer whole number as a float)."""
+    suspect = False
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        container, depth = pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is dict or kind is list:
+                push((item, depth + 1))
+            elif kind is float and (item >= _FLOAT_FROM_BIG_INT or item <= -_FLOAT_FROM_BIG_INT):
+                suspect = True
+    return suspect
+
+
+def _check_integers(body: bytes) -> None:
+    """:class:`ApiError` when the body writes a whole number outside :data:`_INT64` (parsed again, exactly)."""
+
+    def integer(text: str) -> int:
+        if len(text.lstrip("-")) > 20 or not _INT64[0] <= (number := int(text)) <= _INT64[1]:
+            shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text.lstrip('-'))} digits)"
+            raise ApiError(400, f"the request body holds the whole number {shown}, beyond 64 bits: send it as a "
+                                "string (or a float, if precision does not matter)")
+        return number
+
+    json.loads(body, parse_int=integer)
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value holds a NUL character in a string or a key (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            if "\x00" in item:
+                return True
+        elif type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return False
+
+
+def _json_problem(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with a body orjson refused, in words (the error path only: it may parse the body again)."""
+    where = f"line {exc.lineno}, column {exc.colno}"
+    message = exc.msg
+    if "UTF-8" in message:
+        return f"the request body is not valid JSON: it is not UTF-8 text ({where})"
+    if "surrogate" in message:
+        return f"the request body holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text ({where})"
+    if "depth limit" in message:
+        return f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
+    if "infinity when parsed" in message:
+        return f"the request body holds a number too large for a 64-bit float ({where})"
+    if "unexpected character" in message or "digit after sign" in message:
+
+        def constant(name: str) -> Any:
+            raise ApiError(400, f"the request body holds {name}, which is not a JSON number ({where})")
+
+        try:
+            json.loads(body, parse_constant=constant)
+        except ApiError as problem:
+            return problem.message
+        except (ValueError, RecursionError):  # any other way of not being JSON: orjson's words say it
+            pass
+    return f"the request body is not valid JSON ({where}: {message})"
 
 
 async def read_model(request: Request, model: type[M], *, limit: int, expected: str) -> M:
-    """The body as a JSON object validated by ``model``; 422 with ``expected`` (or pydantic's errors) otherwise."""
+    """The body (:func:`read_json`) as a JSON object validated by ``model``; 422 with ``expected`` (or pydantic's
+    errors) otherwise."""
     payload = await read_json(request, limit=limit)
     if not isinstance(payload, dict):
         raise ApiError(422, expected)

@@ -39,7 +39,7 @@ from nurture.core.suppression import SOFT_BOUNCE
 from nurture.errors import InvalidInput
 from nurture.intake.auth import require_api_key, require_sendgrid_signature, require_webhook_token
 from nurture.intake.context import ApiError, IntakeContext, context, parse_json, read_body, read_json
-from nurture.intake.schemas import BounceNotice, describe_errors
+from nurture.intake.schemas import BounceNotice, describe_errors, error_responses
 from nurture.storage.lookups import DeliveryTarget, delivery_for_message_id
 
 log = logging.getLogger("nurture.intake")
@@ -115,7 +115,20 @@ def _record_notices(ctx: IntakeContext, notices: list[BounceNotice]) -> dict[str
     return {**_counts(results), "unmatched": unmatched, "results": statuses}
 
 
-@router.post("/bounces", dependencies=[Depends(require_api_key)])
+_BOUNCES_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+    {"$ref": "#/components/schemas/BounceNotice"},
+    {"type": "array", "items": {"$ref": "#/components/schemas/BounceNotice"}, "minItems": 1, "maxItems": MAX_BATCH},
+]}}}}}
+_SENDGRID_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "array", "maxItems": 10 * MAX_BATCH, "items": {},
+    "description": "SendGrid's Event Webhook: an array of event objects (event, email, sg_event_id, sg_message_id, "
+                   "timestamp, reason, ...); items that are not suppressing events, or without a usable email, are "
+                   "ignored.",
+}}}}}
+
+
+@router.post("/bounces", dependencies=[Depends(require_api_key)], openapi_extra=_BOUNCES_BODY,
+             responses=error_responses(400, 401, 413, 422, 503, e413="The body is larger than 8 MiB."))
 async def bounces(request: Request) -> dict[str, Any]:
     """Bounces, soft bounces and spam complaints in nurture's own format: a bounce or complaint suppresses the lead
     (it leaves every campaign); soft bounces do when ``policy.yaml``'s ``soft_bounces`` limit is reached."""
@@ -149,12 +162,12 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     kind = _sendgrid_kind(item)
     if kind is None:
         return None
-    reason = str(item.get("reason") or item.get("response") or "")[:2000]
+    reason = _text(item.get("reason") or item.get("response"))[:2000]
     occurred_at = now
     stamp = item.get("timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 < stamp < 1e11:
         occurred_at = min(datetime.fromtimestamp(stamp, timezone.utc), now)
-    message_id = str(item.get("sg_message_id") or "")
+    message_id = _text(item.get("sg_message_id"))
     target = None
     if message_id:
         # sg_message_id is the X-Message-Id SendGrid returned at sending, plus a ".filter<digits>..." suffix
@@ -163,13 +176,13 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
     email = email or (target.email if target else None)
     if email is None:
         return None
-    event_id = item.get("sg_event_id")
+    event_id = _text(item["sg_event_id"]) if isinstance(item.get("sg_event_id"), str) else ""
     properties = {"provider": "sendgrid", "sendgrid_event": str(item.get("event"))}
     if reason:
         properties["reason"] = reason
     event = EventIn(
         email=email, type=kind, occurred_at=occurred_at, properties=properties,
-        id=_derived_id("sendgrid", event_id) if isinstance(event_id, str) and event_id else None,
+        id=_derived_id("sendgrid", event_id) if event_id else None,
         campaign_id=target.campaign_id if target else None, step_key=target.step_key if target else None,
         delivery_id=target.delivery_id if target else None,
     )
@@ -177,6 +190,11 @@ def _sendgrid_event(ctx: IntakeContext, item: Any, now: datetime) -> EventIn | N
         return clean_event(event, now)
     except InvalidInput:
         return None
+
+
+def _text(value: Any) -> str:
+    """A SendGrid field as text without NUL characters (which no database column takes), '' when absent."""
+    return str(value).replace("\x00", "") if value else ""
 
 
 def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
@@ -190,7 +208,11 @@ def _record_sendgrid(ctx: IntakeContext, items: list[Any]) -> dict[str, int]:
     return {**_counts(results), "ignored": ignored}
 
 
-@router.post("/sendgrid")
+@router.post("/sendgrid", openapi_extra=_SENDGRID_BODY, responses=error_responses(
+    400, 401, 413, 422, 503, e401="The token (or, when NURTURE_SENDGRID_VERIFICATION_KEY is set, SendGrid's "
+    "signature) is missing or wrong.", e413=f"The body is larger than 8 MiB, or holds more than {10 * MAX_BATCH} "
+    "events.", e422="The body is not a JSON array.", e503="No webhook token is configured (set "
+    "NURTURE_INBOUND_WEBHOOK_TOKEN or NURTURE_API_KEY)."))
 async def sendgrid(request: Request) -> dict[str, int]:
     """SendGrid's Event Webhook (a JSON array): bounces, spam reports and unsubscribes suppress the lead, blocks are
     soft bounces, drops go by their reason.
@@ -203,7 +225,7 @@ async def sendgrid(request: Request) -> dict[str, int]:
     else:
         await require_webhook_token(request)
         body = await read_body(request)
-    payload = parse_json(body)
+    payload = parse_json(body, allow_nul=True)  # an odd item is ignored (below), never the whole batch refused
     if not isinstance(payload, list):
         raise ApiError(422, "expected SendGrid's JSON array of events")
     if len(payload) > 10 * MAX_BATCH:

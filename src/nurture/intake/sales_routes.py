@@ -35,6 +35,7 @@ from nurture.application.sales_feedback import (
 from nurture.errors import InvalidInput, LeadNotFound
 from nurture.intake.auth import require_api_key
 from nurture.intake.context import ApiError, IntakeContext, context, read_body, read_model
+from nurture.intake.schemas import error_responses
 from nurture.intake.tracking import NO_CACHE
 from nurture.rendering.sales_links import SalesLinkTarget, decode_sales_link
 from nurture.signing import BadSignature
@@ -69,9 +70,10 @@ def _decide(ctx: IntakeContext, body: FeedbackBody) -> FeedbackResult:
     "/v1/sales/feedback", dependencies=[Depends(require_api_key)],
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": FeedbackBody.model_json_schema()}}}},
-    responses={404: {"description": "No lead with that email."},
-               409: {"description": "The lead is not an SQL waiting for a decision, or was decided otherwise."},
-               422: {"description": "A bad verdict, or a reject reason that is missing or unknown."}},
+    responses=error_responses(
+        400, 401, 404, 409, 413, 422, 503, e404="No lead with that email.",
+        e409="The lead is not an SQL waiting for a decision, or was decided otherwise.",
+        e413="The body is larger than 64 KiB.", e422="A bad verdict, or a reject reason that is missing or unknown."),
 )
 async def post_feedback(request: Request) -> JSONResponse:
     """Accept an SQL (it becomes an opportunity) or reject it with a reason (recycled or disqualified, as configured).

@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from nurture.application.event_input import EventIn
 from nurture.core.facts import CLICK, OPEN, UNSUBSCRIBE
 from nurture.intake.context import ApiError, IntakeContext, context, read_body
+from nurture.intake.schemas import error_responses
 from nurture.rendering.links import decode_click, decode_open, decode_unsubscribe
 from nurture.signing import BadSignature, Signer
 from nurture.storage.lookups import DeliveryTarget, delivery_target
@@ -94,14 +95,21 @@ def _resolve_click(ctx: IntakeContext, token: str) -> str:
     return url
 
 
-@router.get("/t/o/{token}.gif", response_class=Response, responses={200: {"content": {"image/gif": {}}}})
+_INVALID = "The token does not verify, or its delivery no longer exists."
+_PAGE = {"text/html": {"schema": {"type": "string"}}}
+
+
+@router.get("/t/o/{token}.gif", response_class=Response, responses={
+    200: {"content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}},
+    **error_responses(404, e404=_INVALID)})
 async def open_pixel(token: str, request: Request) -> Response:
     """Record that the email was opened; answer a 1x1 transparent GIF that is never cached."""
     await run_in_threadpool(_resolve_open, context(request), token)
     return Response(PIXEL, media_type="image/gif", headers=NO_CACHE)
 
 
-@router.get("/t/c/{token}", response_class=RedirectResponse, status_code=302)
+@router.get("/t/c/{token}", response_class=RedirectResponse, status_code=302,
+            responses=error_responses(404, e404=_INVALID))
 async def click(token: str, request: Request) -> Response:
     """Record the click and redirect (302) to the URL signed into the link, and nowhere else."""
     url = await run_in_threadpool(_resolve_click, context(request), token)
@@ -128,7 +136,8 @@ def mask_email(email: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.get("/u/{token}", response_class=HTMLResponse,
+            responses={404: {"description": f"An HTML page: {_INVALID}", "content": _PAGE}})
 async def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     """Ask for confirmation (a button that POSTs); changes nothing, since link scanners fetch every GET."""
     ctx = context(request)
@@ -160,7 +169,10 @@ def _unsubscribe(ctx: IntakeContext, token: str, one_click: bool) -> DeliveryTar
     return target
 
 
-@router.post("/u/{token}", response_class=HTMLResponse)
+@router.post("/u/{token}", response_class=HTMLResponse, responses={
+    404: {"description": f"An HTML page: {_INVALID}", "content": _PAGE},
+    **error_responses(413, e413="The body is larger than 16 KiB."),
+    503: {"description": "An HTML page: the unsubscribe could not be recorded just now; try again.", "content": _PAGE}})
 async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     """Unsubscribe at once (the page's button, or an RFC 8058 one-click POST); safe to repeat."""
     body = await read_body(request, limit=16 * 1024)
