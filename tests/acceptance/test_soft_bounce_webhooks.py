@@ -152,3 +152,14 @@ def test_sendgrid_blocks_are_soft_bounces_and_drops_go_by_their_reason(world):
     third = [item(10, "blocked@example.com", "bounce", type="blocked")]
     assert world.post(f"/v1/webhooks/sendgrid?token={API_KEY}", third, headers={}).json()["recorded"] == 1
     assert world.lead("blocked@example.com").bounced_at is not None
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+00:00", "0001-01-03T00:00:00+00:00"])
+def test_a_soft_bounce_dated_near_year_one_is_recorded_not_a_server_error(world, at):
+    """The rule's window around a bounce near year 1 reaches past what a datetime holds: it stops there."""
+    notice = world.post("/v1/webhooks/bounces", {"type": "soft_bounce", "email": "a@example.com", "occurred_at": at})
+    assert notice.status_code == 200, notice.text
+    event = world.post("/v1/events", {"email": "z@example.com", "type": "soft_bounce", "occurred_at": at})
+    assert event.status_code == 202, event.text
+    assert world.event_types("a@example.com") == ["soft_bounce"] and world.event_types("z@example.com") == ["soft_bounce"]
+    assert world.lead("a@example.com").bounced_at is None and world.lead("z@example.com").bounced_at is None

@@ -141,6 +141,25 @@ POLICIES = [
     pytest.param("frequency_cap: {per: 1 day}\n", False, id="policy-cap-bad-duration"),
     pytest.param("catch_up: {max_lat: 2d}\n", False, id="policy-unknown-nested-key"),
     pytest.param("timezon: UTC\n", False, id="policy-unknown-key"),
+    # soft_bounces: a limit that is a whole number from 1, a window of one number and a unit from 1s up to 365d
+    pytest.param("soft_bounces: {limit: 1, within: 365d}\n", True, id="soft-bounces-longest-window"),
+    pytest.param("soft_bounces: {limit: 5, within: 52w}\n", True, id="soft-bounces-window-in-weeks"),
+    pytest.param("soft_bounces: {within: 8760h}\n", True, id="soft-bounces-window-in-hours"),
+    pytest.param("soft_bounces: {within: 31536000s}\n", True, id="soft-bounces-window-in-seconds"),
+    pytest.param("soft_bounces: {within: 30m}\n", True, id="soft-bounces-window-in-minutes"),
+    pytest.param("soft_bounces: {within: 0s}\n", False, id="soft-bounces-window-zero"),
+    pytest.param("soft_bounces: {within: 0d}\n", False, id="soft-bounces-window-zero-days"),
+    pytest.param("soft_bounces: {within: 366d}\n", False, id="soft-bounces-window-past-a-year"),
+    pytest.param("soft_bounces: {within: 53w}\n", False, id="soft-bounces-window-past-a-year-in-weeks"),
+    pytest.param("soft_bounces: {within: 8761h}\n", False, id="soft-bounces-window-past-a-year-in-hours"),
+    pytest.param("soft_bounces: {within: 31536001s}\n", False, id="soft-bounces-window-past-a-year-in-seconds"),
+    pytest.param("soft_bounces: {within: 1000000d}\n", False, id="soft-bounces-window-a-million-days"),
+    pytest.param("soft_bounces: {within: 300d100d}\n", False, id="soft-bounces-window-combined"),
+    pytest.param("soft_bounces: {within: 07d}\n", False, id="soft-bounces-window-leading-zero"),
+    pytest.param("soft_bounces: {limit: '3'}\n", False, id="soft-bounces-limit-as-text"),
+    pytest.param("soft_bounces: {limit: true}\n", False, id="soft-bounces-limit-as-boolean"),
+    pytest.param("soft_bounces: {limit: 0}\n", False, id="soft-bounces-limit-zero"),
+    pytest.param("soft_bounces: {limit: 1001}\n", False, id="soft-bounces-limit-past-1000"),
 ]
 
 # What only check can tell: each is valid for the schema and a problem for check.

@@ -45,6 +45,31 @@ def test_the_span_read_covers_every_window_that_holds_the_new_soft_bounce() -> N
     assert soft_bounce_span(day(10), WEEK) == (day(3), day(17))
 
 
+EARLIEST, LATEST = datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("at", "within", "expected"),
+    [
+        pytest.param(EARLIEST, WEEK, (EARLIEST, EARLIEST + WEEK), id="year-one"),
+        pytest.param(EARLIEST + timedelta(days=2), WEEK, (EARLIEST, EARLIEST + timedelta(days=9)), id="two-days-in"),
+        pytest.param(LATEST, WEEK, (LATEST - WEEK, LATEST), id="year-9999"),
+        pytest.param(T0, timedelta(days=10**6), (EARLIEST, T0 + timedelta(days=10**6)), id="window-past-year-one"),
+        pytest.param(T0, timedelta(days=3 * 10**6), (EARLIEST, LATEST), id="window-past-both-ends"),
+    ],
+)
+def test_the_span_stops_at_the_first_and_last_instants_a_datetime_holds(at: datetime, within: timedelta,
+                                                                          expected: tuple[datetime, datetime]) -> None:
+    assert soft_bounce_span(at, within) == expected
+
+
+def test_soft_bounces_at_the_edges_of_the_calendar_are_counted() -> None:
+    assert soft_bounces_suppress([EARLIEST, EARLIEST + timedelta(days=1)], EARLIEST + timedelta(days=1), limit=2,
+                                 within=WEEK)
+    assert soft_bounces_suppress([LATEST - timedelta(days=1), LATEST], LATEST, limit=2, within=WEEK)
+    assert not soft_bounces_suppress([LATEST - timedelta(days=8), LATEST], LATEST, limit=2, within=WEEK)
+
+
 def load_policy(folder: Path, text: str):
     folder.mkdir(exist_ok=True)
     (folder / "policy.yaml").write_text(text, encoding="utf-8")
@@ -72,6 +97,13 @@ def test_the_policy_sets_the_limit_and_the_window(tmp_path: Path) -> None:
                      "than 0s, such as 7d", id="window-zero"),
         pytest.param("soft_bounces:\n  within: a week\n", "policy.yaml:2: within: invalid duration 'a week'",
                      id="window-not-a-duration"),
+        pytest.param("soft_bounces:\n  within: 1000000d\n", "policy.yaml:2: within: must be at most 365d, such as 7d",
+                     id="window-a-million-days"),
+        pytest.param("soft_bounces:\n  within: 53w\n", "policy.yaml:2: within: must be at most 365d", id="window-53-weeks"),
+        pytest.param("soft_bounces:\n  within: 1w2d\n", "policy.yaml:2: within: must be one number and a unit",
+                     id="window-combined"),
+        pytest.param("soft_bounces:\n  limit: '3'\n", "policy.yaml:2: limit: Input should be a valid integer",
+                     id="limit-as-text"),
         pytest.param("soft_bounces: {limt: 3}\n", "policy.yaml:1: unknown key 'limt' (did you mean 'limit'?)",
                      id="typo"),
     ],

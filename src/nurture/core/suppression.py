@@ -8,15 +8,22 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 SOFT_BOUNCE = "soft_bounce"
 """The event type of a temporary delivery failure."""
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
 
 def soft_bounce_span(at: datetime, within: timedelta) -> tuple[datetime, datetime]:
-    """The times a soft bounce at ``at`` is counted with: every window ``within`` long that holds ``at`` lies in it."""
-    return at - within, at + within
+    """The times a soft bounce at ``at`` is counted with: every window ``within`` long that holds ``at`` lies in it.
+
+    Clamped to the first and last representable instants, so a bounce dated near year 1 or 9999 has a span too."""
+    start = at - within if at - _EARLIEST > within else _EARLIEST
+    end = at + within if _LATEST - at > within else _LATEST
+    return start, end
 
 
 def soft_bounces_suppress(times: Iterable[datetime], at: datetime, *, limit: int, within: timedelta) -> bool:
@@ -31,6 +38,7 @@ def soft_bounces_suppress(times: Iterable[datetime], at: datetime, *, limit: int
     for index, first in enumerate(ordered):
         if first > at:
             break
-        if first + within >= at and bisect_right(ordered, first + within) - index >= limit:
+        last = first + within if _LATEST - first > within else _LATEST
+        if last >= at and bisect_right(ordered, last) - index >= limit:
             return True
     return False
