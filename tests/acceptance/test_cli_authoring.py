@@ -142,6 +142,14 @@ BUDGET_TEMPLATES = {
     "pad.html.j2": "<p>{{ '-' * 5000 }}</p>\n",
 }
 
+DIGITS = "1" * 5000
+UNREADABLE_CAMPAIGNS = {  # scalars YAML parses but cannot make into values
+    "a-digits.yaml": f"id: a\nname: A\npriority: {DIGITS}\nsteps: []\n",
+    "b-month.yaml": "id: b\nname: B\nsteps:\n  - id: x\n    wait: !!timestamp 2020-13-45\n",
+    "c-int.yaml": "id: c\nname: C\npriority: !!int abc\nsteps: []\n",
+    "d-float.yaml": "id: d\nname: D\nsteps:\n  - id: x\n    update: {add_score: !!float abc}\n",
+}
+
 # name: (project folder, arguments, environment)
 INVOCATIONS: dict[str, tuple[str, list[str], dict[str, str] | None]] = {
     "check-from-environment": ("elsewhere", ["check"], {"NURTURE_CAMPAIGNS_DIR": "{root}/issue/campaigns",
@@ -152,6 +160,9 @@ INVOCATIONS: dict[str, tuple[str, list[str], dict[str, str] | None]] = {
     "check-budget": ("budget", ["check", *FOLDERS], {"NURTURE_RENDER_TIMEOUT": "0.5"}),
     "check-budget-small": ("budget", ["check", *FOLDERS], {"NURTURE_RENDER_TIMEOUT": "0.5",
                                                           "NURTURE_RENDER_MAX_CHARS": "4000"}),
+    "check-unreadable": ("unreadable", ["check", *FOLDERS], None),
+    "preview-unreadable-lead": ("main", ["preview", "ebook-nurture", "welcome", "--lead", "odd-lead.yaml", *FOLDERS],
+                                None),
     "schema": ("elsewhere", ["schema"], None),
     "preview-sample-lead": ("main", ["preview", "ebook-nurture", "welcome", *FOLDERS], None),
     "preview-lead-html-out": ("main", ["preview", "ebook-nurture", "case-study", "--lead", "lead.yaml", "--html-out",
@@ -176,6 +187,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_project(root / "with-broken", {"ebook-nurture.yaml": ISSUE_EXAMPLE,
                                         "broken.yaml": "id: broken\nname: Broken\nsteps: []\n"})
     make_project(root / "budget", {"budget.yaml": BUDGET_CAMPAIGN}, BUDGET_TEMPLATES)
+    make_project(root / "unreadable", UNREADABLE_CAMPAIGNS)
+    (root / "main" / "odd-lead.yaml").write_text(f"email: ann@example.com\nfirst_name: Ann\nemployees: {DIGITS}\n",
+                                                 encoding="utf-8")
     (root / "elsewhere").mkdir()
     return root
 
@@ -387,6 +401,29 @@ def test_check_renders_within_the_workers_budget_and_reports_what_goes_over_it_a
         "templates/slow.html.j2:2: rendering took longer than 0.5 s (NURTURE_RENDER_TIMEOUT); a loop or a call runs "
         "too long",
     ]
+
+
+def test_check_reports_a_value_yaml_cannot_make_at_its_line_without_a_traceback(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["check-unreadable"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    digits = "'" + "1" * 40 + "...' (5,000 characters)"
+    assert result.stdout.splitlines() == [
+        f"campaigns/a-digits.yaml:3: the value {digits} cannot be read as int: Exceeds the limit (4300 digits) for "
+        "integer string conversion: value has 5000 digits",
+        "campaigns/b-month.yaml:5: the value '2020-13-45' cannot be read as timestamp: month must be in 1..12",
+        "campaigns/c-int.yaml:3: the value 'abc' cannot be read as int: invalid literal for int() with base 10: 'abc'",
+        "campaigns/d-float.yaml:5: the value 'abc' cannot be read as float: could not convert string to float: 'abc'",
+    ]
+
+
+def test_preview_refuses_a_lead_file_with_a_value_yaml_cannot_make(
+    ran: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = ran["preview-unreadable-lead"]
+    assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+    assert "odd-lead.yaml:3: the value '" + "1" * 40 + "...' (5,000 characters) cannot be read as int" in result.stderr
 
 
 def test_check_takes_the_size_limit_from_nurture_render_max_chars(

@@ -156,3 +156,46 @@ def test_a_bomb_as_a_lead_file_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as caught:
         load_lead_file(lead)
     assert str(caught.value) == f"cannot read lead file {lead}:7: {TOO_MANY}"
+
+
+DIGITS = "1" * 5000
+LONG = "'" + "1" * 40 + "...' (5,000 characters)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(f"n: {DIGITS}\n", f"v.yaml:1: the value {LONG} cannot be read as int: Exceeds the limit "
+                     "(4300 digits) for integer string conversion: value has 5000 digits", id="5000-digit-integer"),
+        pytest.param(f"a: 1\n? {DIGITS}\n: x\n", f"v.yaml:2: the value {LONG} cannot be read as int", id="5000-digit-key"),
+        pytest.param("a: 1\nn: !!timestamp 2020-13-45\n", "v.yaml:2: the value '2020-13-45' cannot be read as "
+                     "timestamp: month must be in 1..12", id="timestamp-month-13"),
+        pytest.param("n: 2020-02-30\n", "v.yaml:1: the value '2020-02-30' cannot be read as timestamp: day is out of "
+                     "range for month", id="implicit-date-february-30"),
+        pytest.param("list:\n  - !!int abc\n", "v.yaml:2: the value 'abc' cannot be read as int: invalid literal",
+                     id="int-abc"),
+        pytest.param("n: !!float abc\n", "v.yaml:1: the value 'abc' cannot be read as float: could not convert",
+                     id="float-abc"),
+        pytest.param("n: !!bool maybe\n", "v.yaml:1: the value 'maybe' cannot be read as bool", id="bool-maybe"),
+        pytest.param("n: !!int _\n", "v.yaml:1: the value '_' cannot be read as int", id="int-underscore"),
+    ],
+)
+def test_a_value_yaml_cannot_make_is_a_problem_at_its_line(text: str, expected: str) -> None:
+    problems = [str(p) for p in parse_yaml(text, "v.yaml").problems]
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+@pytest.mark.parametrize("name", ["odd.yaml", "policy.yaml", "scoring.yaml", "sales.yaml"])
+def test_check_reports_a_value_yaml_cannot_make_in_every_kind_of_definition_file(project: Path, name: str) -> None:
+    (project / "campaigns" / name).write_text(f"id: odd\nname: Odd\npriority: {DIGITS}\n", encoding="utf-8")
+    problems = [str(p) for p in check(Path("campaigns"), Path("templates")).problems]
+    assert len(problems) == 1 and problems[0].startswith(f"campaigns/{name}:3: the value {LONG} cannot be read as int")
+
+
+def test_a_lead_file_with_a_value_yaml_cannot_make_is_invalid_input(tmp_path: Path) -> None:
+    lead = tmp_path / "lead.yaml"
+    lead.write_text("email: dana@example.com\nsince: !!timestamp 2020-13-45\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as caught:
+        load_lead_file(lead)
+    assert str(caught.value).startswith(f"cannot read lead file {lead}:2: the value '2020-13-45' cannot be read as "
+                                        "timestamp")

@@ -61,6 +61,24 @@ class LimitExceeded(yaml.YAMLError):
         self.message = message
 
 
+class UnreadableValue(LimitExceeded):
+    """A scalar YAML parses but cannot make into a value (``!!int abc``, a 5,000-digit number, month 13 of a
+    ``!!timestamp``): reported at the value's line, the file is not read further."""
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """The value of a scalar node; UnreadableValue where PyYAML's constructor fails with a Python error."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ValueError, ArithmeticError, LookupError, TypeError) as exc:
+        text = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+        shown = repr(text if len(text) <= 40 else text[:40] + "...") + (f" ({len(text):,} characters)"
+                                                                          if len(text) > 40 else "")
+        kind = node.tag.rsplit(":", 1)[-1]
+        reason = str(exc).split(";")[0] or type(exc).__name__
+        raise UnreadableValue(node.start_mark, f"the value {shown} cannot be read as {kind}: {reason}") from exc
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's safe loader that measures each node while composing it: how many values it holds and how deep it
     goes, aliases expanded. A file past a limit stops at the alias or node that passes it, before anything is built,
@@ -149,7 +167,7 @@ def _build(node: yaml.Node, loc: Loc, doc: YamlDocument, loader: yaml.SafeLoader
             if not isinstance(key_node, yaml.ScalarNode):
                 doc.problems.append(Problem(doc.path, line, "unsupported key: a key must be text or a number"))
                 continue
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(loader, key_node)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 doc.problems.append(Problem(doc.path, line, f"unsupported key {key!r}"))
                 continue
@@ -166,7 +184,7 @@ def _build(node: yaml.Node, loc: Loc, doc: YamlDocument, loader: yaml.SafeLoader
             doc.lines[item_loc] = item_node.start_mark.line + 1
             items.append(_build(item_node, item_loc, doc, loader))
         return items
-    return loader.construct_object(node, deep=True)
+    return _construct(loader, node)
 
 
 def load_yaml(path: str | Path, *, display_path: str | None = None) -> YamlDocument:
