@@ -156,3 +156,31 @@ def test_occurred_at_may_be_unix_seconds_as_the_openapi_document_says(fresh):
     assert response.status_code == 202, response.text
     (event,) = events_of(fresh.engine, "unix@example.com")
     assert event.occurred_at.replace(tzinfo=None).isoformat() == "2024-05-01T12:00:00"
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_a_utf8_byte_order_mark_before_the_body_is_skipped(fresh, route):
+    """The body is read as it would be without the mark: feedback on a lead that is no SQL is the 409 it always is."""
+    path, template = ROUTES[route]
+    add_delivery(fresh.engine, "a@example.com")
+    response = _post(fresh, path, b"\xef\xbb\xbf" + (template % '"fine"').encode())
+    if route == "feedback":
+        assert response.status_code == 409 and "not an SQL" in response.json()["error"], response.text
+    else:
+        assert response.status_code in (200, 201, 202), response.text
+    if route in ("event", "batch"):
+        (event,) = events_of(fresh.engine, "a@example.com")
+        properties = event.properties if isinstance(event.properties, dict) else json.loads(event.properties)
+        assert properties == {"x": "fine"}
+
+
+@pytest.mark.parametrize(("raw", "words"), [
+    pytest.param(b"\xef\xbb\xbf", "the request body is empty", id="only-a-byte-order-mark"),
+    pytest.param(b"\xef\xbb\xbf\xef\xbb\xbf{}", "not valid JSON", id="two-byte-order-marks"),
+    pytest.param(b"\xef\xbb{}", "not UTF-8 text", id="a-broken-byte-order-mark"),
+])
+def test_a_body_that_is_only_a_byte_order_mark_or_two_is_400(intake, raw, words):
+    response = _post(intake, "/v1/events", raw)
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"]
+    assert nothing_written(intake.engine)

@@ -255,6 +255,8 @@ MAX_JSON_DEPTH = 64
 _INT64 = (-(2**63), 2**64 - 1)
 """The whole numbers a JSON body may hold: what the parser keeps exact (larger ones would silently become floats)."""
 _FLOAT_FROM_BIG_INT = 2.0**63
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte-order mark some clients write before a JSON body."""
 _NUL_ESCAPE = b"\\u0000"
 
 
@@ -270,7 +272,10 @@ def parse_json(body: bytes, *, allow_nul: bool = False) -> Any:
     deeper than :data:`MAX_JSON_DEPTH`, and (unless ``allow_nul``) a NUL character (``\\u0000``) in any string.
 
     orjson parses (in C, refusing the first four itself); one pass over the parsed containers checks the depth and
-    spots floats that may have been whole numbers; the exact checks run only when that pass or a byte scan asks."""
+    spots floats that may have been whole numbers; the exact checks run only when that pass or a byte scan asks. A
+    UTF-8 byte-order mark before the document is skipped, as Python's json module does."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM):]
     if not body.strip():
         raise ApiError(400, "the request body is empty: send a JSON document")
     try:
