@@ -94,3 +94,41 @@ def test_a_step_that_is_not_a_mapping_does_not_stop_the_other_checks(project: Pa
         "campaigns/many.yaml:4: expected a mapping of keys, not 'just text'",
         "campaigns/many.yaml:7: goto target 'nowhere' is not a step of this campaign",
     ]
+
+
+# Each step has a bad value, so it does not validate; its jumps are still checked against the steps written.
+BAD_VALUES_AND_JUMPS = """\
+id: jumps
+name: Jumps
+steps:
+  - id: welcome
+    wait: soon                                  # 5: bad duration
+    email: {template: email.html.j2, subject: Hi}
+    goto: nowhere                               # 7: unknown goto target
+  - id: wait
+    wait_for: {event: email_click, timeout: later}   # 9: bad duration
+    on_event: welcome
+    on_timeout: lost                            # 11: unknown target
+  - id: route
+    wait: 2 days                                # 13: bad duration
+    branch:
+      - goto: gone                              # 15: unknown branch target
+      - goto: end
+  - id: odd
+    wait: 3 days                                # 18: bad duration
+    update: {add_tags: [x]}
+    goto: 7                                     # 20: not text: its value problem only
+"""
+
+
+def test_a_bad_value_does_not_hide_a_bad_jump_in_the_same_step(project: Path) -> None:
+    assert problems(project, BAD_VALUES_AND_JUMPS) == [
+        f"campaigns/many.yaml:5: wait: {DURATION.format('soon')}",
+        "campaigns/many.yaml:7: goto target 'nowhere' is not a step of this campaign",
+        f"campaigns/many.yaml:9: timeout: {DURATION.format('later')}",
+        "campaigns/many.yaml:11: on_timeout target 'lost' is not a step of this campaign",
+        f"campaigns/many.yaml:13: wait: {DURATION.format('2 days')}",
+        "campaigns/many.yaml:15: branch.goto target 'gone' is not a step of this campaign",
+        f"campaigns/many.yaml:18: wait: {DURATION.format('3 days')}",
+        "campaigns/many.yaml:20: goto: Input should be a valid string",
+    ]

@@ -214,6 +214,8 @@ class _Steps:
     steps: list[Step | None]
     ids: list[str | None]
     email_steps: set[str]
+    raw_jumps: dict[int, list[tuple[Loc, str, str]]] = field(default_factory=dict)
+    """The jumps written in each invalid step (by index), so a bad value does not hide a bad target."""
 
     @classmethod
     def of(cls, campaign: Campaign | None, doc: YamlDocument) -> tuple[_Steps, list[Problem]]:
@@ -225,6 +227,7 @@ class _Steps:
         steps: list[Step | None] = []
         problems: list[Problem] = []
         ids, emails = [], set()
+        jumps: dict[int, list[tuple[Loc, str, str]]] = {}
         for index, written in enumerate(raw_steps if isinstance(raw_steps, list) else []):
             raw: dict[str, Any] = written if isinstance(written, dict) else {}
             raw_id = raw.get("id") if isinstance(raw.get("id"), str) else None
@@ -235,13 +238,25 @@ class _Steps:
                 steps.append(Step.model_validate(raw))
             except ValidationError:
                 steps.append(None)  # its value problems are reported by the campaign's validation
+                jumps[index] = _written_jumps(raw)
                 known = all(key in Step.model_fields for key in raw)
                 rules = step_rule_problems(raw, count_actions=known) if raw else []
                 problems += [doc.problem(("steps", index), message) for message in rules]
-        return cls(steps, ids, emails), problems
+        return cls(steps, ids, emails, jumps), problems
 
     def index_of(self, step_id: str) -> int | None:
         return self.ids.index(step_id) if step_id in self.ids else None
+
+
+def _written_jumps(raw: dict[str, Any]) -> list[tuple[Loc, str, str]]:
+    """(where, key, target) of every jump an invalid step names in text, as :meth:`Step.targets` would give them."""
+    jumps: list[tuple[Loc, str, str]] = [((key,), key, raw[key]) for key in ("goto", "on_event", "on_timeout")
+                                         if isinstance(raw.get(key), str) and raw[key]]
+    rules = raw.get("branch")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if isinstance(rule, dict) and isinstance(rule.get("goto"), str) and rule["goto"]:
+            jumps.append((("branch", i, "goto"), "branch.goto", rule["goto"]))
+    return jumps
 
 
 def _check_references(steps: _Steps, doc: YamlDocument, templates_dir: Path | None) -> list[Problem]:
@@ -253,13 +268,15 @@ def _check_references(steps: _Steps, doc: YamlDocument, templates_dir: Path | No
             problems.append(doc.problem((*at, "id"), f"duplicate step id '{step_id}'"))
         seen.add(step_id or "")
         if step is None:
-            continue
-        jumps: list[tuple[Loc, str, str]] = [((key,), key, target) for key, target in step.targets()
-                                             if key != "branch.goto"]
-        jumps += [(("branch", i, "goto"), "branch.goto", rule.goto) for i, rule in enumerate(step.branch or [])]
+            jumps = steps.raw_jumps.get(index, [])
+        else:
+            jumps = [((key,), key, target) for key, target in step.targets() if key != "branch.goto"]
+            jumps += [(("branch", i, "goto"), "branch.goto", rule.goto) for i, rule in enumerate(step.branch or [])]
         for loc, key, target in jumps:
             if target != END and target not in steps.ids:
                 problems.append(doc.problem((*at, *loc), f"{key} target '{target}' is not a step of this campaign"))
+        if step is None:
+            continue
         conditions: list[tuple[Loc, Condition | None]] = [(("when",), step.when)]
         conditions += [(("branch", i, "when"), rule.when) for i, rule in enumerate(step.branch or [])]
         for where, condition in conditions:
