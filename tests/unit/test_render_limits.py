@@ -3,6 +3,7 @@ that stopped them; ordinary templates render as before. Each case here used to r
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,10 @@ LINKS = LinkBuilder("https://t.acme.test", Signer("k"), "1")
 CONTEXT = {"lead": {"first_name": "Dana", "tags": ["a", "b"]}}
 SIZE = "NURTURE_RENDER_MAX_CHARS"
 TIME = "NURTURE_RENDER_TIMEOUT"
+
+# Two lists, each nesting the one before twice over, 40 times: 2**40 items each, made in 80 steps.
+DOUBLED = ("{% set ns = namespace(l=[1], m=[1]) %}"
+           "{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% set ns.m = [ns.m, ns.m] %}{% endfor %}")
 
 HOSTILE = {
     "string multiplication": "{{ 'a' * 10**9 }}",
@@ -48,6 +53,17 @@ HOSTILE = {
     "output of a loop": "{% set s = 'a' * 900000 %}{% for i in range(2000) %}{{ s }}{% endfor %}",
     "huge power": "{{ 10 ** (10 ** 8) }}",
     "repeated squaring": "{% set ns = namespace(n=10**300) %}{% for i in range(30) %}{% set ns.n = ns.n * ns.n %}{% endfor %}",
+    # Lists nested in lists: cheap to make (references to one list), but huge once printed, joined or compared.
+    "nested list multiplication, counted": "{% set a = [[[[[1] * 100] * 100] * 100] * 100] * 100 %}{{ a|length }}",
+    "nested list multiplication, printed": "{% set a = [[[[[1] * 100] * 100] * 100] * 100] * 100 %}{{ a }}",
+    "a list of a million-item lists": "{% set l = [[[[1] * 1000] * 1000] * 1000] %}{{ l }}",
+    "summed nested lists": "{{ (([[1] * 3000] * 3000)|sum(start=[]))|length }}",
+    **{f"doubled nesting, {use}": DOUBLED + use for use in (
+        "{{ ns.l }}", "{{ ns.l|string }}", "{{ ns.l|tojson }}", "{{ ns.l|pprint }}", "{{ ns.l|join(',') }}",
+        "{{ ns.l|list }}", "{{ 'x' ~ ns.l }}", "{{ ','.join(ns.l|map('string')) }}", "{{ ns.l == ns.m }}",
+        "{{ [ns.l, ns.m]|sort }}", "{{ '%s' % (ns.l,) }}", "{{ '{}'.format(ns.l) }}")},
+    "sum of doubled lists": "{% set ns = namespace(l=[[1] * 900]) %}{% for i in range(12) %}{% set ns.l = ns.l + ns.l %}"
+                            "{% endfor %}{{ (ns.l|sum(start=[]))|length }}",
 }
 
 
@@ -65,6 +81,25 @@ def test_a_template_that_would_blow_up_fails_at_once_at_its_line(renderer: Email
     assert time.monotonic() - started < 5
     assert str(failure.value).startswith("bad.html.j2:2: ")
     assert SIZE in str(failure.value) or "bits" in str(failure.value)
+
+
+# A short template repeating one long value: the values substituted count, not only the widths, so the gigabyte is
+# refused before it is made (the number reported stops just past the limit).
+REPEATED = {
+    "str.format": "{{ ('{0}' * 1000).format(x) }}",
+    "str.format_map": "{{ ('{x}' * 1000).format_map({'x': x}) }}",
+    "'%' formatting": "{{ ('%(a)s' * 1000) % {'a': x} }}",
+    "the filter 'format'": "{{ ('%(a)s' * 1000)|format(a=x) }}",
+}
+
+
+@pytest.mark.parametrize(("what", "source"), REPEATED.items(), ids=REPEATED.keys())
+def test_formatting_that_repeats_a_long_value_is_refused_before_it_is_made(
+        renderer: EmailRenderer, what: str, source: str) -> None:
+    (renderer.templates_dir / "bad.html.j2").write_text(f"{{% set x = 'a' * 999999 %}}\n{source}\n")
+    with pytest.raises(TemplateRenderError) as failure:
+        renderer.render("bad.html.j2", "Hi", CONTEXT, LINKS)
+    assert re.match(rf"bad.html.j2:2: {re.escape(what)} would make 1,00\d,\d{{3}} characters.*{SIZE}", str(failure.value))
 
 
 LOOPS = {
@@ -114,6 +149,23 @@ def test_ordinary_templates_still_render_loops_joins_and_padding(tmp_path: Path)
         "|{{ 'n'.ljust(3, '.') }}|{{ [1, 2] * 2 }}|{{ 2 ** 10 }}|{{ 'ab'|replace('b', 'cd') }}")
     html = EmailRenderer(tmp_path).render("fine.html.j2", "Hi", CONTEXT, LINKS).html
     assert html == "1/2:a 2/2:b |a, b|  x  |    y|  z|ab|n..|[1, 2, 1, 2]|1024|acd"
+
+
+def test_a_large_number_given_to_a_filter_is_a_value_not_a_width(tmp_path: Path) -> None:
+    (tmp_path / "numbers.html.j2").write_text(
+        "{{ '%d employees'|format(lead.company_size) }}|{{ lead.not_set|default(1500000) }}"
+        "|{{ 'a-b'|replace('-', 2500000) }}|{{ [1, 2]|join(3000000) }}|{{ 5000000|string }}")
+    context = {"lead": {"company_size": 2100000}}
+    html = EmailRenderer(tmp_path).render("numbers.html.j2", "Hi", context, LINKS).html
+    assert html == "2100000 employees|1500000|a2500000b|130000002|5000000"
+
+
+def test_nested_lists_and_repeated_values_within_the_limit_still_render(tmp_path: Path) -> None:
+    (tmp_path / "nested.html.j2").write_text(
+        "{{ [[0] * 3] * 2 }}|{{ ([[1, 2]] * 2)|sum(start=[]) }}|{{ ('{0}' * 3).format('ab') }}"
+        "|{{ ('%(a)s' * 2) % {'a': 'cd'} }}|{{ [['x']]|tojson }}|{{ [1] == [1] }}|{{ 'a' ~ 1 ~ [2] }}")
+    html = EmailRenderer(tmp_path).render("nested.html.j2", "Hi", CONTEXT, LINKS).html
+    assert html == '[[0, 0, 0], [0, 0, 0]]|[1, 2, 1, 2]|ababab|cdcd|[["x"]]|True|a1[2]'
 
 
 def test_check_reports_a_template_over_the_budget_as_a_problem_at_its_line(renderer: EmailRenderer) -> None:

@@ -10,9 +10,14 @@ passes through the sandbox:
   and piece of output. Between two checks only one sandboxed operation runs, on values the size limit bounds.
 - **size** (:attr:`RenderLimits.max_chars`): the output of each part, and any string or list an operation makes. The
   operations that can make far more than they are given are refused *before* they run: ``*`` and ``**``, ``%`` and
-  ``str.format`` widths, the padding methods and filters (``center``, ``ljust``, ``rjust``, ``zfill``, ``indent``,
-  ``expandtabs``), ``join``, ``replace``, ``translate``, ``wordwrap``, ``urlize``, ``tojson``'s indent, ``lipsum``;
-  everything else (``+``, ``~``, every filter) is checked as soon as it returns.
+  ``str.format`` (their widths and every value they substitute), the padding methods and filters (``center``,
+  ``ljust``, ``rjust``, ``zfill``, ``indent``, ``expandtabs``), ``join``, ``replace``, ``translate``, ``wordwrap``,
+  ``urlize``, ``tojson``'s indent, ``batch``'s filling, ``slice``'s count, ``lipsum``, and ``~`` (its parts summed).
+  A list may hold one list many times over (``[[1] * 1000] * 1000``): cheap to make, a million items once walked. So
+  a list's size is its *logical* size, nested items and strings included (:func:`~nurture.rendering.sizes.logical_size`,
+  at most ``max_chars`` steps): for ``*`` on a list, before a value is printed, before any filter but those that only
+  count or pick items, and for both sides of a comparison. Everything else (``+``, every filter) is checked as soon as
+  it returns.
 
 Either way the render fails with :class:`RenderLimitExceeded`, located at the template line like any render error.
 """
@@ -20,28 +25,27 @@ Either way the render fails with :class:`RenderLimitExceeded`, located at the te
 from __future__ import annotations
 
 import functools
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from string import Formatter
 from typing import Any
 
 from jinja2 import Template, nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import TemplateRuntimeError
-from jinja2.runtime import Context
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum
+from jinja2.utils import Namespace, generate_lorem_ipsum, pass_eval_context
 from jinja2.visitor import NodeTransformer
+
+from nurture.rendering.sizes import format_size, logical_size, percent_size
 
 MAX_INT_BITS = 1 << 16  # about 20,000 digits: far beyond any number an email prints (Python prints at most 4,300)
 _SEQUENCES = (str, list, tuple, bytes)
-_PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?(.)", re.S)
-_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?")
-_HUGE = 1 << 62
+_NESTED = (list, tuple, set, frozenset, dict, Namespace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,52 +70,9 @@ class _State(threading.local):
     chars = 0  # characters of output of the part being rendered
 
 
-def _number(digits: str) -> int:
-    return int(digits) if len(digits) < 12 else _HUGE
-
-
-def percent_padding(template: str, values: Any) -> int:
-    """The characters the widths and precisions of ``template % values`` add (``%*s`` takes its width from values)."""
-    args = values if isinstance(values, tuple) else (values,)
-    position = total = 0
-    for match in _PERCENT.finditer(template):
-        width, precision, conversion = match.groups()
-        if conversion == "%":
-            continue
-        for part in (width, precision):
-            if part == "*":
-                value = args[position] if position < len(args) else 0
-                position += 1
-                total += abs(value) if isinstance(value, int) else 0
-            elif part:
-                total += _number(part)
-        position += 1
-    return total
-
-
-def format_padding(template: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """The characters the widths and precisions of ``template.format(...)`` add; nested ``{:{}}`` widths count as
-    the largest number given."""
-    total = 0
-    numbers = [abs(v) for v in (*args, *kwargs.values()) if isinstance(v, int)]
-    for _literal, field, spec, _conversion in Formatter().parse(template):
-        if field is None or not spec:
-            continue
-        if "{" in spec:
-            total += max(numbers, default=0) * spec.count("{")
-            continue
-        match = _FORMAT_SPEC.match(spec)
-        if match is not None:
-            total += sum(_number(part) for part in match.groups() if part)
-    return total
-
-
-def _length(value: Any) -> int:
-    return len(value) if isinstance(value, str) else len(str(value))
-
-
 class _LoopsAndConcatsGuarded(NodeTransformer):
-    """Wraps every ``for`` iterable and every ``~`` concatenation in a budget check (see :class:`BudgetedSandbox`)."""
+    """Wraps every ``for`` iterable, ``~`` concatenation and compared value in a budget check (see
+    :class:`BudgetedSandbox`)."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
@@ -120,7 +81,19 @@ class _LoopsAndConcatsGuarded(NodeTransformer):
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
-        return nodes.Filter(node, "_budgeted_size", [], [], None, None, lineno=node.lineno)
+        parts = nodes.Tuple(node.nodes, "load", lineno=node.lineno)
+        return nodes.Filter(parts, "_budgeted_concat", [], [], None, None, lineno=node.lineno)
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Node:
+        self.generic_visit(node)
+        node.expr = _compared(node.expr)
+        for operand in node.ops:
+            operand.expr = _compared(operand.expr)
+        return node
+
+
+def _compared(node: nodes.Expr) -> nodes.Expr:
+    return nodes.Filter(node, "_budgeted_compared", [], [], None, None, lineno=node.lineno)
 
 
 class _BudgetedCodeGenerator(CodeGenerator):
@@ -144,7 +117,10 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         self.state = _State()
         self.filters = {name: self._guard_filter(name, func) for name, func in self.filters.items()}
         self.filters["_budgeted_loop"] = self._loop
-        self.filters["_budgeted_size"] = self._sized
+        self.filters["_budgeted_concat"] = self._concat
+        self.filters["_budgeted_compared"] = self._compared
+        if self.finalize is not None:  # Jinja prints str(finalize(value)): the value is sized before
+            self.finalize = self._sized_finalize(self.finalize)
 
     # -- the budget ------------------------------------------------------------------------------------------------
 
@@ -209,9 +185,33 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             tick()
             yield item
 
-    def _sized(self, value: Any) -> Any:
-        if len(value) > self.limits.max_chars:
-            self.limit_size(len(value), "'~'")
+    def limit_nested(self, value: Any, what: str) -> None:
+        """Raise :class:`RenderLimitExceeded` if ``value`` holds more than ``max_chars`` items and characters, nested
+        ones included (a list repeating one list a million times is a million items once printed)."""
+        if isinstance(value, _NESTED):
+            self.limit_size(logical_size(value, self.limits.max_chars), what)
+
+    def _sized_finalize(self, finalize: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        limit_nested = self.limit_nested
+
+        def sized(value: Any) -> Any:
+            if type(value) is not str:
+                limit_nested(value, "printing a value")
+            return finalize(value)
+
+        return sized
+
+    @pass_eval_context
+    def _concat(self, eval_ctx: EvalContext, parts: tuple[Any, ...]) -> str:
+        limit, size = self.limits.max_chars, 0
+        for part in parts:
+            size += len(part) if type(part) is str else logical_size(part, limit)
+            if size > limit:
+                self.limit_size(size, "'~'")
+        return markup_join(parts) if eval_ctx.autoescape else str_join(parts)
+
+    def _compared(self, value: Any) -> Any:
+        self.limit_nested(value, "a comparison")
         return value
 
     # -- the sandbox's hooks ---------------------------------------------------------------------------------------
@@ -229,15 +229,17 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             if isinstance(left, int) and isinstance(right, _SEQUENCES):
                 left, right = right, left
-            if isinstance(left, _SEQUENCES) and isinstance(right, int):
+            if isinstance(left, (str, bytes)) and isinstance(right, int):
                 self.limit_size(len(left) * right, "'*'")
+            elif isinstance(left, (list, tuple)) and isinstance(right, int) and right > 0:
+                self.limit_size(logical_size(left, self.limits.max_chars // right + 1) * right, "'*'")
             elif isinstance(left, int) and isinstance(right, int):
                 self._limit_bits(left.bit_length() + right.bit_length(), "'*'")
         elif operator == "**":
             if isinstance(left, int) and isinstance(right, int) and right > 0:
                 self._limit_bits(max(left.bit_length(), 1) * right, "'**'")
         elif operator == "%" and isinstance(left, str):
-            self.limit_size(len(left) + percent_padding(left, right), "'%' formatting")
+            self.limit_size(percent_size(left, right, self.limits.max_chars), "'%' formatting")
         result = super().call_binop(context, operator, left, right)
         if operator == "+" and isinstance(result, _SEQUENCES):
             self.limit_size(len(result), "'+'")
@@ -268,14 +270,17 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             size = _arg(args, kwargs, 0, "tabsize", 8)
             self.limit_size(len(text) + text.count("\t") * (size if isinstance(size, int) else 0), name)
         elif name == "format":
-            self.limit_size(len(text) + format_padding(text, args, kwargs), "str.format")
+            self.limit_size(format_size(text, args, kwargs, self.limits.max_chars, self._resolve), "str.format")
         elif name == "format_map" and args and isinstance(args[0], dict):
-            self.limit_size(len(text) + format_padding(text, (), args[0]), "str.format_map")
+            self.limit_size(format_size(text, (), args[0], self.limits.max_chars, self._resolve), "str.format_map")
         elif name == "replace" and len(args) >= 2:
             self.limit_size(_replaced_size(text, args[0], args[1], args[2] if len(args) > 2 else -1), name)
         elif name == "translate" and args and isinstance(args[0], dict):
             longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
             self.limit_size(len(text) * max(longest, 1), name)
+
+    def _resolve(self, obj: Any, is_attribute: bool, key: Any) -> Any:
+        return self.getattr(obj, key) if is_attribute else self.getitem(obj, key)
 
     def _limit_bits(self, bits: int, what: str) -> None:
         if bits > MAX_INT_BITS:
@@ -284,17 +289,17 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     # -- filters -----------------------------------------------------------------------------------------------------
 
     def _guard_filter(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-        """``func`` with the budget kept: time before, numbers and known amplifiers before, the size after."""
+        """``func`` with the budget kept: time before, nested values and known amplifiers before, the size after."""
         check = _FILTER_CHECKS.get(name)
         skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # context/environment comes first
         limit = self.limits.max_chars
+        nested = name not in _STRUCTURAL_FILTERS
 
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             self.tick()
-            for value in (*args[skip + 1 :], *kwargs.values()):
-                if isinstance(value, int) and value > limit:
-                    self.limit_size(value, f"the filter {name!r}")
+            if nested and len(args) > skip and type(args[skip]) is not str:
+                self.limit_nested(args[skip], f"the filter {name!r}")
             if check is not None:
                 args = check(self, args[:skip], args[skip:], kwargs)
             result = func(*args, **kwargs)
@@ -336,7 +341,7 @@ def _joined_size(separator: str, items: list[Any], limit: int) -> int:
     for item in items:
         if size > limit:
             break
-        size += _length(item)
+        size += len(item) if type(item) is str else logical_size(item, limit - size)
     return size
 
 
@@ -351,8 +356,7 @@ def _check_indent(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, 
 
 
 def _check_format(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
-    text = str(args[0])
-    env.limit_size(len(text) + percent_padding(text, kw or tuple(args[1:])), "the filter 'format'")
+    env.limit_size(percent_size(str(args[0]), kw or tuple(args[1:]), env.limits.max_chars), "the filter 'format'")
     return (*lead, *args)
 
 
@@ -390,11 +394,36 @@ def _check_urlize(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, 
 def _check_tojson(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
     indent = _arg(args, kw, 1, "indent", None)
     if isinstance(indent, int) and indent > 0:
-        env.limit_size(len(str(args[0])) * (indent + 2), "the filter 'tojson'")
+        env.limit_size(logical_size(args[0], env.limits.max_chars) * (indent + 2), "the filter 'tojson'")
+    return (*lead, *args)
+
+
+def _check_center(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
+    width = _arg(args, kw, 1, "width", 80)
+    env.limit_size(width if isinstance(width, int) else 0, "the filter 'center'")
+    return (*lead, *args)
+
+
+def _check_batch(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
+    count = _arg(args, kw, 1, "linecount", 0)
+    if _arg(args, kw, 2, "fill_with", None) is not None:  # the last batch is filled up to the count
+        env.limit_size(count if isinstance(count, int) else 0, "the filter 'batch'")
+    return (*lead, *args)
+
+
+def _check_slice(env: BudgetedSandbox, lead: tuple[Any, ...], args: tuple[Any, ...], kw: dict[str, Any]) -> tuple[Any, ...]:
+    count = _arg(args, kw, 1, "slices", 0)  # one list per slice, even empty
+    env.limit_size(count if isinstance(count, int) else 0, "the filter 'slice'")
     return (*lead, *args)
 
 
 _FILTER_CHECKS: dict[str, _Check] = {
     "indent": _check_indent, "format": _check_format, "join": _check_join, "replace": _check_replace,
-    "wordwrap": _check_wordwrap, "urlize": _check_urlize, "tojson": _check_tojson,
+    "wordwrap": _check_wordwrap, "urlize": _check_urlize, "tojson": _check_tojson, "center": _check_center,
+    "batch": _check_batch, "slice": _check_slice,
 }
+# Filters that only take items out of a value or count them: they never print, join or compare what it holds.
+_STRUCTURAL_FILTERS = frozenset({
+    "length", "count", "first", "last", "random", "batch", "slice", "map", "select", "reject", "selectattr",
+    "rejectattr", "attr", "default", "d", "items", "reverse",
+})
