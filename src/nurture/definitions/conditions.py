@@ -85,10 +85,6 @@ class Condition(Strict):
             raise ValueError("a condition needs at least one test (opened, clicked, score, lead, any, ...)")
         return self
 
-    def step_refs(self) -> list[tuple[str, str]]:
-        """Every (key, step id) this condition names, nested ones included, for reference checks."""
-        return [(key, step_id) for _loc, key, step_id in self.located_step_refs()]
-
     def located_step_refs(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Every (where in the condition, key, step id) this condition names, nested ones included."""
         refs: list[tuple[tuple[str | int, ...], str, str]] = []

@@ -31,8 +31,3 @@ def file_schema(kind: str = "campaign") -> dict[str, Any]:
     schema["$schema"] = DRAFT
     schema["title"] = title
     return schema
-
-
-def campaign_schema() -> dict[str, Any]:
-    """The JSON Schema of a campaign file."""
-    return file_schema("campaign")
