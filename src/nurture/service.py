@@ -16,7 +16,7 @@ from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
-from nurture.worker.runner import Worker, sales_rules, scoring_rules
+from nurture.worker.runner import Worker, definition_sources, sales_rules, scoring_rules
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ def http_app(settings: Settings, worker: Worker | None = None) -> Any:
     engine = open_database(settings.database_url)
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
     signer = Signer(signing_secret(engine, settings.secret_key))
-    return create_app(settings, engine=engine, catalog=catalog, rules=scoring_rules(settings), signer=signer,
-                      sales=sales_rules(settings))
+    sources = definition_sources(settings, catalog)
+    return create_app(settings, engine=engine, catalog=catalog, rules=scoring_rules(sources), signer=signer,
+                      sales=sales_rules(sources))
 
 
 def serve(settings: Settings, *, worker: Worker | None) -> None:

@@ -1,5 +1,5 @@
 """Enrolling leads into campaigns: who may enter which campaign now (entry stages and filter, re-entry policy, a
-recycled lead's wait), and re-planning the enrollments of an edited campaign.
+recycled lead's wait), and how many a sweep would enroll (``nurture plan``).
 
 The rules are the core's (:mod:`nurture.core.enrollment`, :func:`nurture.core.conditions.filter_matches`); the reads
 and writes are :mod:`nurture.storage.enrollments`'. A sweep over every lead goes campaign by campaign in chunks that
@@ -26,13 +26,13 @@ if TYPE_CHECKING:  # the connection types only annotate: the queries are storage
     from sqlalchemy.engine import Connection, Engine
 
 
-def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,
-                  lead_ids: Sequence[int] | None) -> tuple[int, int | None]:
-    """Enroll one chunk of matching leads with ids above ``after_id`` (a sweep, filtered in SQL); return
-    (created, last id seen or None)."""
+def _enrollable_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,
+                      lead_ids: Sequence[int] | None) -> tuple[list[dict[str, Any]], int | None]:
+    """The enrollments one chunk of matching leads with ids above ``after_id`` would get (a sweep, filtered in SQL),
+    and the last id seen (None when no lead is left)."""
     leads = store.candidates(conn, campaign, now, after_id=after_id, lead_ids=lead_ids)
     if not leads:
-        return 0, None
+        return [], None
     where = campaign.entry.where
     events = store.events_since_last_entry(conn, campaign.id, [r.id for r in leads]) if where and where.had_event else {}
     rows = [
@@ -42,8 +42,26 @@ def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datet
         for r in leads
         if not waiting_to_recycle(r, now) and filter_matches(where, lead_view(r), History(events.get(r.id, [])))
     ]
-    created = store.insert(conn, rows) if rows else 0
-    return created, leads[-1].id
+    return rows, leads[-1].id
+
+
+def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,
+                  lead_ids: Sequence[int] | None) -> tuple[int, int | None]:
+    """Enroll one chunk of matching leads with ids above ``after_id``; return (created, last id seen or None)."""
+    rows, last_id = _enrollable_chunk(conn, campaign, version, now, after_id=after_id, lead_ids=lead_ids)
+    return (store.insert(conn, rows) if rows else 0), last_id
+
+
+def count_enrollable(conn: Connection, campaign: Campaign, now: datetime) -> int:
+    """How many leads the next sweep would enroll in ``campaign`` (as it is given, paused or not): the same decision
+    as :func:`enroll_leads`, read-only, for ``nurture plan``."""
+    count, last_id = 0, 0
+    while True:
+        rows, following = _enrollable_chunk(conn, campaign, "", now, after_id=last_id, lead_ids=None)
+        count += len(rows)
+        if following is None:
+            return count
+        last_id = following
 
 
 def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign], lead_ids: Sequence[int],
@@ -72,7 +90,7 @@ def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign],
             if filter_matches(where, lead_view(lead), history):
                 rows.append(dict(lead_id=lead.id, campaign_id=campaign.id, status="active",
                                  step_id=campaign.steps[0].id, arrived_at=now, next_due_at=now, state={},
-                                 campaign_version=catalog.fingerprint(campaign.id), priority=campaign.priority,
+                                 campaign_version=catalog.version(campaign.id), priority=campaign.priority,
                                  enrolled_at=now))
     if not rows:
         return 0
@@ -105,26 +123,7 @@ def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iter
         last_id: int | None = 0
         while last_id is not None:
             with transaction(engine) as conn:
-                count, last_id = _enroll_chunk(conn, campaign, catalog.fingerprint(campaign.id), now,
+                count, last_id = _enroll_chunk(conn, campaign, catalog.version(campaign.id), now,
                                                after_id=last_id, lead_ids=None)
             created += count
     return created
-
-
-def sync_campaign_versions(engine: Engine, catalog: Catalog, now: datetime) -> list[str]:
-    """Record each campaign's fingerprint; for an edited one, make its active enrollments due so they are re-planned.
-
-    Returns the ids of campaigns that changed since they were last loaded.
-    """
-    changed = []
-    with transaction(engine) as conn:
-        known = store.campaign_fingerprints(conn)
-        for campaign_id in catalog.campaigns:
-            current = catalog.fingerprint(campaign_id)
-            if known.get(campaign_id) == current:
-                continue
-            store.record_fingerprint(conn, campaign_id, current, now)
-            if campaign_id in known:
-                changed.append(campaign_id)
-                store.replan(conn, campaign_id, current, now)
-    return changed

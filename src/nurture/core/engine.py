@@ -10,8 +10,11 @@ Rules the engine applies:
 - A wait is counted from when the previous step actually ran, so after downtime a backlog is spread out again, not sent
   in a burst; an email step more than ``catch_up.max_late`` late is skipped and recorded (unset: always sent).
 - Editing a live campaign: the enrollment keeps the id of the step it waits on. If that step still exists (even moved)
-  the lead goes on from it with its new definition; if it was removed, the lead goes on with the step after the last step
-  it went through that still exists; if none does, with the first step it has not been through; if there is none, it ends.
+  the lead goes on from it with its new definition. A removed step is dealt with when the new version comes into force
+  (:mod:`nurture.core.changes`: the step whose ``replaces`` names it, else its unconditional continuation in the old
+  version, else the lead leaves with ``step_removed:<id>``), so the engine meets one only when the version the lead ran
+  under is unknown (recorded before versions were kept): then the lead goes on with the step whose ``replaces`` names
+  it, and otherwise leaves with ``step_removed:<id>``. The engine never guesses a branch or a ``wait_for`` outcome.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nurture.core import calendar
+from nurture.core.changes import Relocation, relocate_removed
 from nurture.core.conditions import evaluate
 from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement, History, LeadView, Send
 from nurture.definitions import windows
@@ -197,18 +201,11 @@ def _target(campaign: Campaign, step: Step, jump: str | None) -> str | None:
     return jump if jump else _next_in_order(campaign, step)
 
 
-def relocate(campaign: Campaign, state: EnrollmentState) -> tuple[str | None, str]:
-    """Where an enrollment goes on when the step it waits on was removed from the campaign (see the module docstring)."""
-    gone_through = [p.step for p in state.path]
-    for step_id in reversed(gone_through):
-        index = campaign.index_of(step_id)
-        if index is not None:
-            nxt = campaign.steps[index + 1].id if index + 1 < len(campaign.steps) else None
-            return nxt, f"step '{state.step_id}' was removed; going on after '{step_id}'"
-    for step in campaign.steps:
-        if step.id not in gone_through:
-            return step.id, f"step '{state.step_id}' was removed; going on with '{step.id}'"
-    return None, f"step '{state.step_id}' was removed and no step is left"
+def relocate(campaign: Campaign, state: EnrollmentState) -> Relocation:
+    """Where an enrollment goes on when the step it waits on is not in the campaign and the version it ran under is
+    unknown: the step whose ``replaces`` names it, or out (see the module docstring)."""
+    assert state.step_id is not None
+    return relocate_removed(None, campaign, state.step_id)
 
 
 def _stream_remaining(step: Step, lead_history: History, campaign_id: str) -> list[ContentItem]:
@@ -286,9 +283,12 @@ def advance(
             return result
         index = campaign.index_of(current.step_id)
         if index is None:
-            target, why = relocate(campaign, current)
-            record(PathEntry(current.step_id, now, "relocated", why))
-            move(target, current.arrived_at)
+            relocation = relocate(campaign, current)
+            record(PathEntry(current.step_id, now, "relocated", f"step '{current.step_id}' was removed: {relocation.why}"))
+            if relocation.target is None:
+                result.ended = relocation.end_reason or "completed"
+                return result
+            move(relocation.target, current.arrived_at)
             continue
         step = campaign.steps[index]
         seen = history.with_sends(planned)

@@ -209,6 +209,10 @@ class Step(Strict):
     send_window: SendWindowSpec | Literal["always"] | None = Field(
         None, description="Overrides the campaign's send window for this step; 'always' sends at any hour."
     )
+    replaces: list[Slug] = Field(
+        default_factory=list,
+        description="Ids of steps removed from the campaign: leads waiting on one of them go on with this step.",
+    )
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
@@ -338,4 +342,11 @@ class Campaign(Strict):
         for index, step in enumerate(self.steps):
             if step.id == step_id:
                 return index
+        return None
+
+    def replacement_of(self, removed_id: str) -> str | None:
+        """The step whose ``replaces`` names ``removed_id`` (a step removed from the campaign), None if none does."""
+        for step in self.steps:
+            if removed_id in step.replaces:
+                return step.id
         return None

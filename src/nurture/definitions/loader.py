@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 from nurture.definitions.campaign import END, Campaign, Step, step_rule_problems
 from nurture.definitions.conditions import Condition
 from nurture.definitions.policy import POLICY_FILE, RESERVED_FILES, Policy
-from nurture.definitions.yamlsource import Loc, YamlDocument, load_yaml
+from nurture.definitions.yamlsource import Loc, YamlDocument, content_hash, load_yaml
 from nurture.errors import DefinitionError, InvalidInput, Problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -39,6 +39,11 @@ class Catalog:
             found = self._fingerprints[campaign_id] = fingerprint(self.campaigns[campaign_id])
         return found
 
+    def version(self, campaign_id: str) -> str:
+        """The campaign's version, which its enrollments and deliveries record: the hash of its file's text."""
+        doc = self.documents.get(campaign_id)
+        return content_hash(doc.text) if doc is not None and doc.text is not None else self.fingerprint(campaign_id)
+
     def campaign(self, campaign_id: str) -> Campaign:
         """The campaign with that id; InvalidInput naming the known ids otherwise."""
         try:
@@ -55,8 +60,13 @@ class Catalog:
 
 
 def fingerprint(campaign: Campaign) -> str:
-    """A short hash of a campaign's content, to notice that a live campaign was edited."""
-    text = json.dumps(campaign.model_dump(mode="json", by_alias=True), sort_keys=True)
+    """A short hash of a campaign's parsed content, to tell an edit that changes what the campaign does from one that
+    changes only its text (comments, layout). A step without ``replaces`` hashes as it did before the key existed."""
+    data = campaign.model_dump(mode="json", by_alias=True)
+    for step in data["steps"]:
+        if not step.get("replaces"):
+            step.pop("replaces", None)
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -291,7 +301,26 @@ def _check_references(steps: _Steps, doc: YamlDocument, templates_dir: Path | No
             )
         if templates_dir is not None:
             problems.extend(_check_templates(step, at, doc, templates_dir))
+    problems.extend(_check_replaces(steps, doc))
     problems.extend(_check_loops(steps, doc))
+    return problems
+
+
+def _check_replaces(steps: _Steps, doc: YamlDocument) -> list[Problem]:
+    """``replaces`` names steps that were removed: not a step of this campaign, and each one replaced by one step."""
+    problems: list[Problem] = []
+    replaced_by: dict[str, str] = {}
+    for index, step in enumerate(steps.steps):
+        for position, old_id in enumerate(step.replaces if step is not None else []):
+            at: Loc = ("steps", index, "replaces", position)
+            if old_id in steps.ids:
+                problems.append(doc.problem(at, f"replaces: '{old_id}' is still a step of this campaign (replaces "
+                                                "names removed steps; drop it from the list)"))
+            elif old_id in replaced_by:
+                problems.append(doc.problem(at, f"replaces: '{old_id}' is already replaced by step "
+                                                f"'{replaced_by[old_id]}' (each removed step goes to one step)"))
+            else:
+                replaced_by[old_id] = str(step.id if step is not None else "")
     return problems
 
 

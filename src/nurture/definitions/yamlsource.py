@@ -6,6 +6,7 @@ from the path of each value (``("steps", 1, "wait")``) to the 1-based line of it
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ class YamlDocument:
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    text: str | None = field(default=None, repr=False)  # what was parsed (stored as a definition version)
 
     def line_of(self, loc: Loc) -> int:
         """The line of the deepest known ancestor of ``loc`` (the key that holds the bad value), 1 if none."""
@@ -38,6 +40,11 @@ class YamlDocument:
     def problem(self, loc: Loc, message: str) -> Problem:
         """A problem at the line of ``loc``."""
         return Problem(self.path, self.line_of(loc), message)
+
+
+def content_hash(text: str) -> str:
+    """The short hash that names a version of a definition file: its text's SHA-256, 16 hex digits."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 MAX_BYTES = 1024 * 1024
@@ -187,22 +194,26 @@ def _build(node: yaml.Node, loc: Loc, doc: YamlDocument, loader: yaml.SafeLoader
     return _construct(loader, node)
 
 
-def load_yaml(path: str | Path, *, display_path: str | None = None) -> YamlDocument:
-    """Read one YAML file; syntax errors and files past the limits become problems at their line (never an exception).
-
-    At most ``MAX_BYTES`` are read, whatever the file is (a device, a pipe, a file still growing)."""
+def read_text(path: str | Path, *, display_path: str | None = None) -> tuple[str | None, Problem | None]:
+    """A definition file's text, or the problem that stops it being read (at most ``MAX_BYTES`` are read, whatever
+    the file is: a device, a pipe, a file still growing)."""
     shown = display_path or str(path)
-    doc = YamlDocument(path=shown, data=None)
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_BYTES + 1)
         if len(raw) > MAX_BYTES:
-            doc.problems.append(Problem(shown, 1, _too_large()))
-            return doc
-        text = raw.decode("utf-8")
+            return None, Problem(shown, 1, _too_large())
+        return raw.decode("utf-8"), None
     except (OSError, UnicodeDecodeError) as exc:
-        doc.problems.append(Problem(shown, 0, f"cannot read file: {exc}"))
-        return doc
+        return None, Problem(shown, 0, f"cannot read file: {exc}")
+
+
+def load_yaml(path: str | Path, *, display_path: str | None = None) -> YamlDocument:
+    """Read one YAML file; syntax errors and files past the limits become problems at their line (never an exception)."""
+    shown = display_path or str(path)
+    text, problem = read_text(path, display_path=shown)
+    if text is None:
+        return YamlDocument(path=shown, data=None, problems=[problem] if problem else [])
     return parse_yaml(text, shown)
 
 
@@ -212,7 +223,7 @@ def _too_large() -> str:
 
 def parse_yaml(text: str, display_path: str) -> YamlDocument:
     """Parse YAML text (see :func:`load_yaml`)."""
-    doc = YamlDocument(path=display_path, data=None)
+    doc = YamlDocument(path=display_path, data=None, text=text)
     if len(text) > MAX_BYTES and len(text.encode("utf-8")) > MAX_BYTES:
         doc.problems.append(Problem(display_path, 1, _too_large()))
         return doc

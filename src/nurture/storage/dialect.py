@@ -143,6 +143,17 @@ def lock_for_claim(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
 
 
+VERSIONS_LOCK = 0x6E75727475726502
+"""The PostgreSQL advisory lock (transaction-scoped) that putting new definition versions in force takes."""
+
+
+def lock_for_versions(connection: Connection) -> None:
+    """Serialize workers that start at once with edited definitions, so that one puts each new version in force and
+    moves its leads, and the next one sees that it did. SQLite's ``BEGIN IMMEDIATE`` does it already."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": VERSIONS_LOCK})
+
+
 def stored_utc(value: datetime, dialect: Dialect) -> datetime:
     """An aware UTC datetime as the column keeps it: SQLite has no time zones and stores text, so the (always UTC)
     offset is dropped to keep that text sortable and comparable; PostgreSQL keeps the aware value."""

@@ -1,5 +1,5 @@
 """Enrollments' queries: the leads a campaign may take (set-based, in chunks), what the re-entry and entry rules read,
-new enrollments, early ends, wake-ups, and the campaign versions the worker ran.
+new enrollments, early ends and wake-ups.
 
 Who enters which campaign is decided in :mod:`nurture.application.enroll`; the re-entry policy also appears here as
 SQL (:func:`_not_enrolled`), so a sweep over every lead filters in the database.
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from nurture.core.facts import Engagement
 from nurture.definitions.campaign import Campaign
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.tables import CV, E, EV, L
+from nurture.storage.tables import E, EV, L
 
 CHUNK = 2000
 
@@ -128,27 +128,3 @@ def wake_all(conn: Connection, wakes: list[dict[str, Any]]) -> None:
     """For each of ``wakes`` in order (keys ``w_lead_id``, ``w_type``, ``w_at``), in one statement: make the lead's
     enrollments that wait for that event type due at that time (the engine checks the event itself)."""
     conn.execute(_WAKE, wakes)
-
-
-def campaign_fingerprints(conn: Connection) -> dict[str, str]:
-    """Campaign id -> the fingerprint recorded when the worker last loaded it."""
-    return {row.campaign_id: row.fingerprint for row in conn.execute(select(CV))}
-
-
-def record_fingerprint(conn: Connection, campaign_id: str, fingerprint: str, now: datetime) -> None:
-    """Record a campaign's current fingerprint (loaded at ``now``)."""
-    statement = upsert_insert(CV, conn.dialect)
-    conn.execute(
-        statement.values(campaign_id=campaign_id, fingerprint=fingerprint, loaded_at=now).on_conflict_do_update(
-            index_elements=["campaign_id"], set_={"fingerprint": fingerprint, "loaded_at": now}
-        )
-    )
-
-
-def replan(conn: Connection, campaign_id: str, fingerprint: str, now: datetime) -> None:
-    """Make the campaign's active enrollments due at ``now`` under its new version, so they are planned again."""
-    conn.execute(
-        update(E)
-        .where(E.c.campaign_id == campaign_id, E.c.status == "active")
-        .values(next_due_at=now, campaign_version=fingerprint)
-    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlmodel import Field, SQLModel
 
@@ -32,6 +32,7 @@ ENROLLMENT_STATUSES = ("active", "completed", "exited")
 DELIVERY_STATUSES = ("claimed", "sent", "retry", "failed", "suppressed")
 DELIVERY_CHANNELS = ("email", "webhook")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
+DEFINITION_KINDS = ("campaign", "policy", "scoring", "sales")
 
 # BIGINT on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" is the auto-incrementing rowid.
 ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -101,7 +102,7 @@ class Enrollment(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_owner: str | None = None
     state: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # owned by the step engine
-    campaign_version: str | None = None
+    campaign_version: str | None = None  # the campaign version it runs under now (DefinitionVersion.content_hash)
     priority: int = 0
     enrolled_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -136,6 +137,7 @@ class Delivery(SQLModel, table=True):
     error: str | None = None
     created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    campaign_version: str | None = None  # the campaign version that decided it (DefinitionVersion.content_hash)
 
 
 class EngagementEvent(SQLModel, table=True):
@@ -205,11 +207,24 @@ class Meta(SQLModel, table=True):
     value: str
 
 
-class CampaignVersion(SQLModel, table=True):
-    """The fingerprint of each campaign as last loaded, so the worker notices an edited campaign."""
+class DefinitionVersion(SQLModel, table=True):
+    """One version of a definition file the worker ran: a campaign, policy.yaml, scoring.yaml or sales.yaml.
 
-    __tablename__ = "campaign_version"
+    A row is added when the worker loads a file whose text differs from the version in force (``ended_at`` is NULL on
+    that one); the row it replaces gets its ``ended_at``. So the rows of one file are its history, oldest first, and a
+    version restored later is a new row with the same hash. ``text`` is NULL only for the campaign versions recorded
+    before their texts were kept, whose hash is their ``fingerprint``.
+    """
 
-    campaign_id: str = Field(primary_key=True)
-    fingerprint: str
-    loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
+    __tablename__ = "definition_version"
+    __table_args__ = (Index("ix_definition_version_kind_name_ended_at", "kind", "name", "ended_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    kind: str  # one of DEFINITION_KINDS
+    name: str  # the campaign's id; the kind for policy, scoring and sales
+    content_hash: str  # what enrollments and deliveries record as their campaign_version
+    fingerprint: str | None = None  # campaigns: the hash of the parsed model (an edit of comments keeps it)
+    text: str | None = Field(default=None, sa_type=Text)
+    loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)  # when it came into force
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # replaced, or its file removed
+    summary: dict[str, Any] | None = Field(default=None, sa_type=JSON(none_as_null=True))  # what applying it did

@@ -162,6 +162,7 @@ class NewDelivery:
     variant: str | None
     message_id: str
     channel: str = "email"
+    campaign_version: str | None = None  # the version of the campaign that decided it
 
 
 @dataclass
@@ -205,7 +206,8 @@ def write_decisions(
             rows = [
                 dict(enrollment_id=d.enrollment_id, lead_id=d.lead_id, campaign_id=d.campaign_id, step_id=d.step_id,
                      step_key=d.step_key, variant=d.variant, channel=d.channel, status="claimed", attempts=0,
-                     lease_until=now + lease, message_id=d.message_id, created_at=now)
+                     lease_until=now + lease, message_id=d.message_id, created_at=now,
+                     campaign_version=d.campaign_version)
                 for d in deliveries
             ]
             created = list(conn.execute(insert.returning(*D.c), rows))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from nurture.storage.models import (
-    CampaignVersion,
+    DefinitionVersion,
     Delivery,
     EngagementEvent,
     Enrollment,
@@ -33,5 +33,5 @@ O: Table = Outbox.__table__  # type: ignore[attr-defined]  # noqa: E741
 """the outbox: notifications and webhooks to deliver"""
 M: Table = Meta.__table__  # type: ignore[attr-defined]
 """meta: key/value state (secrets, round-robin positions)"""
-CV: Table = CampaignVersion.__table__  # type: ignore[attr-defined]
-"""campaign versions: the content hash of each campaign the worker ran"""
+DV: Table = DefinitionVersion.__table__  # type: ignore[attr-defined]
+"""definition versions: each campaign, policy, scoring and sales file the worker ran, with its text"""

@@ -274,7 +274,8 @@ class Dispatcher:
             if action.kind == "email":
                 key = f"{row.id}:{action.step_key}"
                 deliveries.append(NewDelivery(row.id, row.lead_id, campaign.id, action.step_id, action.step_key,
-                                              action.variant, message_id_for(key, self.domain)))
+                                              action.variant, message_id_for(key, self.domain),
+                                              campaign_version=self.catalog.version(campaign.id)))
                 actions[(row.id, action.step_key)] = (action, lead_facts)
             elif action.kind == "update" and action.update is not None:
                 changes.append(LeadChange(row.lead_id, dict(action.update.set), list(action.update.add_tags),

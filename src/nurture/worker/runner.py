@@ -18,11 +18,13 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from nurture.application.enroll import enroll_leads, sync_campaign_versions
+from nurture.application.apply_versions import apply_versions
+from nurture.application.enroll import enroll_leads
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog, load_catalog
-from nurture.definitions.sales import SalesRules, load_sales
-from nurture.definitions.scoring import ScoringRules, load_scoring
+from nurture.definitions.sales import SalesRules, validate_sales
+from nurture.definitions.scoring import ScoringRules, validate_scoring
+from nurture.definitions.sources import DefinitionSource, catalog_sources
 from nurture.delivery import Transport, transport_from_url
 from nurture.delivery.webhooks import WebhookSender, make_client
 from nurture.errors import DefinitionError
@@ -68,8 +70,9 @@ class Worker:
         self.clock = clock
         self.engine = open_database(settings.database_url)
         self.catalog = catalog or load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
-        self.scoring = scoring_rules(settings)
-        self.sales = sales_rules(settings)
+        self.sources = definition_sources(settings, self.catalog)
+        self.scoring = scoring_rules(self.sources)
+        self.sales = sales_rules(self.sources)
         self.transport = transport or transport_from_url(settings.mail_url)
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
@@ -96,10 +99,11 @@ class Worker:
     # -- jobs ------------------------------------------------------------------------------------------------------
 
     def start_up(self) -> int:
-        """Notice edited campaigns and enroll every lead that matches a campaign; return new enrollments."""
-        now = self.clock()
-        for campaign_id in sync_campaign_versions(self.engine, self.catalog, now):
-            log.info("campaign %s changed since it was last loaded: its active enrollments are re-planned", campaign_id)
+        """Put edited definitions in force (as ``nurture plan`` shows them; logged, and recorded with each new
+        version), then enroll every lead that matches a campaign; return new enrollments."""
+        report = apply_versions(self.engine, self.catalog, self.sources, self.clock())
+        for section in report.shown():
+            log.info("applied: %s", "\n".join(section.lines()))  # ids, versions and counts: no personal data
         return self.sweep()
 
     def sweep(self) -> int:
@@ -246,17 +250,35 @@ class Worker:
                 log.debug("could not wake the dispatcher", exc_info=True)
 
 
-def sales_rules(settings: Settings) -> SalesRules:
-    """The sales rules of the definitions folder (DefinitionError with every problem)."""
-    rules, problems = load_sales(settings.campaigns_dir)
+def definition_sources(settings: Settings, catalog: Catalog) -> list[DefinitionSource]:
+    """The texts of the definitions the worker runs, kept as versions (DefinitionError if one cannot be read)."""
+    sources, problems = catalog_sources(catalog, settings.campaigns_dir)
+    if problems:
+        raise DefinitionError(problems)
+    return sources
+
+
+def _source(sources: list[DefinitionSource], kind: str) -> DefinitionSource | None:
+    return next((source for source in sources if source.kind == kind), None)
+
+
+def sales_rules(sources: list[DefinitionSource]) -> SalesRules:
+    """The sales rules, from the text of sales.yaml kept as its version (DefinitionError with every problem)."""
+    source = _source(sources, "sales")
+    if source is None:
+        return SalesRules()
+    rules, problems = validate_sales(source.document())
     if problems:
         raise DefinitionError(problems)
     return rules
 
 
-def scoring_rules(settings: Settings) -> ScoringRules:
-    """The scoring rules of the definitions folder (DefinitionError with every problem)."""
-    rules, problems = load_scoring(settings.campaigns_dir)
+def scoring_rules(sources: list[DefinitionSource]) -> ScoringRules:
+    """The scoring rules, from the text of scoring.yaml kept as its version (DefinitionError with every problem)."""
+    source = _source(sources, "scoring")
+    if source is None:
+        return ScoringRules()
+    rules, problems = validate_scoring(source.document())
     if problems:
         raise DefinitionError(problems)
     return rules
