@@ -128,6 +128,8 @@ class FilePlan:
         """For people: a heading and the first ``shown`` lines of the diff."""
         versions = " -> ".join(v for v in (self.old_version, self.new_version) if v)
         lines = [f"{self.kind}.yaml: {self.status} ({versions}), +{self.added_lines} -{self.removed_lines} lines"]
+        if self.status != "changed":
+            return lines
         lines += [f"  {line}" for line in self.diff[:shown]]
         if len(self.diff) > shown:
             lines.append(f"  ... {len(self.diff) - shown} more diff lines (--json has them all)")

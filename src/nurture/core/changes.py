@@ -113,10 +113,11 @@ class Change:
         return f"{self.field}: {_shown(self.old)} -> {_shown(self.new)}"
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, width: int = 100) -> str:
     if value is None:
         return "(none)"
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 _STEP_FIELDS = ("when", "email", "wait_for", "goto", "on_event", "on_timeout", "branch", "stream", "webhook",
@@ -126,19 +127,25 @@ _SPLIT = {"email": ("subject", "template", "variants"), "wait_for": ("event", "s
 _CAMPAIGN_FIELDS = ("name", "paused", "priority", "entry", "exit", "reentry", "timezone", "send_window")
 
 
+def _written(model: Any) -> dict[str, Any]:
+    """A model's values as a file would write them (keys that are not set left out)."""
+    return dict(model.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
 def _step_changes(old: Step, new: Step) -> list[Change]:
-    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    before, after = _written(old), _written(new)
     changes = [Change("action", old.action, new.action)] if old.action != new.action else []
     if before["wait"] != after["wait"]:
         changes.append(Change("wait", before["wait"], after["wait"]))
     for key in _STEP_FIELDS:
-        if before[key] == after[key]:
+        was, now = before.get(key), after.get(key)
+        if was == now:
             continue
-        if key in _SPLIT and before[key] is not None and after[key] is not None:
-            changes += [Change(f"{key}.{part}", before[key][part], after[key][part])
-                        for part in _SPLIT[key] if before[key][part] != after[key][part]]
+        if key in _SPLIT and was is not None and now is not None:
+            changes += [Change(f"{key}.{part}", was.get(part), now.get(part))
+                        for part in _SPLIT[key] if was.get(part) != now.get(part)]
         else:
-            changes.append(Change(key, before[key], after[key]))
+            changes.append(Change(key, was, now))
     return changes
 
 
@@ -212,6 +219,7 @@ def diff(old: Campaign, new: Campaign) -> CampaignDiff:
             changes = _step_changes(old.step(step.id), step)
             if changes:
                 result.steps[step.id] = changes
-    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
-    result.campaign = [Change(key, before[key], after[key]) for key in _CAMPAIGN_FIELDS if before[key] != after[key]]
+    before, after = _written(old), _written(new)
+    result.campaign = [Change(key, before.get(key), after.get(key)) for key in _CAMPAIGN_FIELDS
+                       if before.get(key) != after.get(key)]
     return result

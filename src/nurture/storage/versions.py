@@ -65,14 +65,17 @@ class VersionRun:
 
 
 def campaign_history(conn: Connection, campaign_id: str) -> list[VersionRun]:
-    """Every version of a campaign, oldest first, with the enrollments begun and deliveries made under each."""
+    """Every version of a campaign, oldest first, with the enrollments begun and deliveries made while each was in
+    force (deliveries: those it decided)."""
     rows = list(conn.execute(select(DV).where(DV.c.kind == "campaign", DV.c.name == campaign_id).order_by(DV.c.id)))
     runs = []
-    for row in rows:
-        during_e = E.c.enrolled_at >= row.loaded_at if row.ended_at is None else \
-            and_(E.c.enrolled_at >= row.loaded_at, E.c.enrolled_at < row.ended_at)
-        during_d = D.c.created_at >= row.loaded_at if row.ended_at is None else \
-            and_(D.c.created_at >= row.loaded_at, D.c.created_at < row.ended_at)
+    for index, row in enumerate(rows):
+        # the first version also counts what began before the worker first recorded it (leads imported before)
+        since = row.loaded_at if index else datetime.min.replace(tzinfo=row.loaded_at.tzinfo)
+        during_e = and_(E.c.enrolled_at >= since, E.c.enrolled_at < row.ended_at) if row.ended_at is not None \
+            else E.c.enrolled_at >= since
+        during_d = and_(D.c.created_at >= since, D.c.created_at < row.ended_at) if row.ended_at is not None \
+            else D.c.created_at >= since
         entered = conn.execute(select(func.count()).select_from(E).where(E.c.campaign_id == campaign_id, during_e))
         sent = conn.execute(select(func.count()).select_from(D).where(
             D.c.campaign_id == campaign_id, D.c.campaign_version == row.content_hash, during_d))
