@@ -408,6 +408,17 @@ CASES = [
         [f"{BAD}:11: template 'stream/missing.html.j2' not found in templates"],
         id="template-not-found-for-stream-content",
     ),
+    # --- replaces: the removed steps a step takes the waiting leads of (README, "Editing a live campaign")
+    pytest.param(
+        HEAD + "  - id: a\n" + EMAIL + "  - id: b\n    replaces: [gone, a]\n" + EMAIL,
+        [f"{BAD}:7: replaces: 'a' is still a step of this campaign (replaces names removed steps; drop it from the list)"],
+        id="replaces-a-step-that-exists",
+    ),
+    pytest.param(
+        HEAD + "  - id: a\n    replaces: [gone]\n" + EMAIL + "  - id: b\n    replaces:\n      - other\n      - gone\n" + EMAIL,
+        [f"{BAD}:10: replaces: 'gone' is already replaced by step 'a' (each removed step goes to one step)"],
+        id="replaces-one-removed-step-twice",
+    ),
 ]
 
 

@@ -56,6 +56,13 @@ CAMPAIGNS = [
     pytest.param(campaign("reentry: {policy: after}\n"), False, id="reentry-policy-after-without-duration"),
     pytest.param(campaign("reentry: {policy: never, after: 2d}\n"), False, id="reentry-never-with-duration"),
     pytest.param(campaign("reentry: {afterr: 2d}\n"), False, id="reentry-unknown-key"),
+    # replaces: a list of the ids of removed steps (README, "Editing a live campaign")
+    pytest.param(campaign("", "    replaces: [old-step]\n"), True, id="replaces-one"),
+    pytest.param(campaign("", "    replaces: [old-step, older_step]\n"), True, id="replaces-several"),
+    pytest.param(campaign("", "    replaces: []\n"), True, id="replaces-empty"),
+    pytest.param(campaign("", "    replaces: old-step\n"), False, id="replaces-not-a-list"),
+    pytest.param(campaign("", "    replaces: [Old Step]\n"), False, id="replaces-not-an-id"),
+    pytest.param(campaign("", "    replaces: [1]\n"), False, id="replaces-a-number"),
     # send windows: always, hours up to 24:00, day names, ranges, aliases, lists and comma lists, any case
     pytest.param(campaign("send_window: always\n"), True, id="window-always"),
     pytest.param(campaign("", "    send_window: always\n"), True, id="step-window-always"),
@@ -171,6 +178,9 @@ CHECK_ONLY = [
     pytest.param(campaign("send_window: {hours: '17:00-09:00'}\n"), id="window-end-before-start"),
     pytest.param(campaign("", "    when: {clicked: b}\n"), id="condition-names-no-step"),
     pytest.param(campaign(steps="  - id: a\n    update: {add_tags: [x]}\n    goto: a\n"), id="loop-without-wait"),
+    pytest.param(campaign("", "    replaces: [a]\n"), id="replaces-a-step-that-exists"),
+    pytest.param(campaign(steps=EMAIL_STEP + "    replaces: [gone]\n  - id: b\n    replaces: [gone]\n"
+                          "    email: {template: email.html.j2, subject: Hi}\n"), id="replaces-one-step-twice"),
 ]
 
 
