@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nurture.application.enroll import count_enrollable
 from nurture.application.plan_report import CampaignPlan, Effect, FilePlan, Move, PlanReport
-from nurture.core.changes import CampaignDiff, Change, Relocation, diff, relocate_removed
+from nurture.core.changes import CampaignDiff, Change, Relocation, continuation, diff, relocate_removed
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.durations import Duration, format_duration, parse_duration
 from nurture.definitions.loader import Catalog
@@ -100,7 +100,7 @@ def _campaign_plan(conn: Connection, catalog: Catalog, new: Campaign, row: Any, 
             status = "text" if row.fingerprint == catalog.fingerprint(new.id) else "changed"
         plan = CampaignPlan(new.id, status, row.content_hash, version, diff=changes)
         if status == "changed":
-            plan.effects += _step_effects(changes, at) if changes is not None else [Effect(
+            plan.effects += _step_effects(changes, old, new, at) if changes is not None and old is not None else [Effect(
                 "step", total, f"{_leads(total, 'active enrollment')} are planned again with the new version")]
             plan.effects += _campaign_effects(conn, changes, old, new, total, now)
     _relocations(conn, plan, new, (row, old), waiting)
@@ -157,7 +157,11 @@ def _later(old: Any, new: Any) -> tuple[str, str]:
 _CONTENT = {"email.subject": "subject", "email.template": "template", "email.variants": "variants"}
 
 
-def _step_effects(changes: CampaignDiff, at: Counter[str]) -> list[Effect]:
+def _following(campaign: Campaign, step_id: str) -> list[str]:
+    return sorted(continuation(campaign, campaign.step(step_id))[0])
+
+
+def _step_effects(changes: CampaignDiff, old: Campaign, new: Campaign, at: Counter[str]) -> list[Effect]:
     effects = []
     for step, step_changes in changes.steps.items():
         count, who = at[step], f"{_leads(at[step])} waiting at '{step}'"
@@ -183,6 +187,14 @@ def _step_effects(changes: CampaignDiff, at: Counter[str]) -> list[Effect]:
     for step in changes.moved:
         effects.append(Effect("moved", at[step], f"{_leads(at[step])} waiting at '{step}' (moved) go on from its "
                                                  "new place", step))
+    for step in new.steps:  # a move, an added or removed step or a new goto can change what comes after a step
+        if old.index_of(step.id) is None:
+            continue
+        was, now = _following(old, step.id), _following(new, step.id)
+        if was != now:
+            effects.append(Effect("next", at[step.id], f"{_leads(at[step.id])} waiting at '{step.id}' will go on to "
+                                                       f"{' or '.join(now)} after it (was {' or '.join(was)})",
+                                  step.id, {"next": now, "was": was}))
     return effects
 
 

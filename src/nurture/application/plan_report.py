@@ -39,8 +39,9 @@ class Effect:
 
     Kinds: ``removed_step`` (``to`` and ``end_reason`` say where they go), ``wait`` and ``timeout`` (``by``: how much
     later, negative when sooner), ``content`` (subject, template or variants), ``step`` (another change of the step
-    they wait at), ``moved``, ``paused``, ``unpaused``, ``enroll`` (leads that will be enrolled), ``exit``
-    (enrollments that will end), ``priority``, ``timing`` (timezone or send window), ``campaign_removed``.
+    they wait at), ``moved``, ``next`` (what follows the step they wait at: ``next``, and what did: ``was``),
+    ``paused``, ``unpaused``, ``enroll`` (leads that will be enrolled), ``exit`` (enrollments that will end),
+    ``priority``, ``timing`` (timezone or send window), ``campaign_removed``.
     """
 
     kind: str

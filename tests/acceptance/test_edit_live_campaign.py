@@ -1,0 +1,309 @@
+"""Editing a live campaign, end to end: ``nurture plan --json`` predicts what each edit does to the leads in the
+database, ``nurture run --once`` (the real worker, sending to the real SMTP sink) then does exactly that, and no lead
+receives an email it did not earn.
+
+The campaign has waits, a ``wait_for`` with ``on_event``/``on_timeout`` branches, and live leads at every step that
+waits, reached through the worker itself (T0 is Monday 2026-03-02 12:00 UTC; each group of leads is imported on
+another day, one group clicks the guide). At the edit, 1 lead waits at ``case-study``, 2 at ``cold``, 3 at
+``clicked``, 4 at ``w`` (the ``wait_for``), 5 at ``guide``. The commands run in this process, on the injected clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from smtp_sink import SmtpSink
+from typer.testing import CliRunner
+from worker_world import T0, Clock, deliveries, enrollments, seed_leads, subjects, write_project
+
+from nurture.application.event_input import EventIn
+from nurture.application.record_events import record_events
+from nurture.definitions.loader import load_catalog
+from nurture.definitions.scoring import ScoringRules
+from nurture.storage.database import make_engine
+from nurture.storage.migrate import upgrade
+
+V1 = """\
+id: trial
+name: Trial
+entry: {stage: mql}
+send_window: always
+steps:
+  - id: welcome
+    email: {template: welcome.html.j2, subject: "Welcome"}
+  - id: guide
+    wait: 1d
+    email: {template: followup.html.j2, subject: "The guide"}
+  - id: w
+    wait_for: {event: email_click, step: guide, timeout: 2d}
+    on_event: clicked
+    on_timeout: cold
+  - id: clicked
+    wait: 1d
+    email: {template: offer.html.j2, subject: "You clicked"}
+    goto: end
+  - id: cold
+    wait: 1d
+    email: {template: news.html.j2, subject: "Still there?"}
+  - id: case-study
+    wait: 2d
+    email: {template: checklist.html.j2, subject: "A case study"}
+"""
+W_STEP = """\
+  - id: w
+    wait_for: {event: email_click, step: guide, timeout: 2d}
+    on_event: clicked
+    on_timeout: cold
+"""
+GUIDE_EMAIL = '    email: {template: followup.html.j2, subject: "The guide"}\n'
+COLD_STEP = '  - id: cold\n    wait: 1d\n    email: {template: news.html.j2, subject: "Still there?"}\n'
+CLICKED_STEP = """\
+  - id: clicked
+    wait: 1d
+    email: {template: offer.html.j2, subject: "You clicked"}
+    goto: end
+"""
+
+# Every edit of the issue, as the marketer would write it
+EDITS = {
+    "remove-wait-for": V1.replace(W_STEP, "").replace(GUIDE_EMAIL, GUIDE_EMAIL + "    goto: cold\n"),
+    "remove-wait-for-replaced": V1.replace(W_STEP, "").replace(GUIDE_EMAIL, GUIDE_EMAIL + "    goto: cold\n")
+    .replace("  - id: cold\n", "  - id: cold\n    replaces: [w]\n"),
+    "change-wait": V1.replace("    wait: 2d\n", "    wait: 3d\n"),
+    "change-subject": V1.replace('subject: "Still there?"', 'subject: "Are you still there?"'),
+    "pause": V1.replace("send_window: always\n", "send_window: always\npaused: true\n"),
+    "change-entry": V1.replace("entry: {stage: mql}", "entry: {stage: [mql, lead]}"),
+    "remove-email-step": V1.replace(COLD_STEP, "").replace("on_timeout: cold", "on_timeout: case-study"),
+    # clicked to the end; case-study, no longer last, ends the campaign explicitly
+    "move-step": V1.replace(CLICKED_STEP, "").replace('subject: "A case study"}\n', 'subject: "A case study"}\n'
+                                                      '    goto: end\n') + CLICKED_STEP,
+    "move-step-alone": V1.replace(CLICKED_STEP, "") + CLICKED_STEP,
+}
+
+GROUPS = {"cs": 1, "cold": 2, "clk": 3, "w": 4, "guide": 5}
+"""Lead groups by the step they wait at when the campaign is edited, and how many leads each has."""
+WELCOME_GUIDE = ["Welcome", "The guide"]
+V1_JOURNEYS = {
+    "cs": [*WELCOME_GUIDE, "Still there?", "A case study"],
+    "cold": [*WELCOME_GUIDE, "Still there?", "A case study"],
+    "clk": [*WELCOME_GUIDE, "You clicked"],
+    "w": [*WELCOME_GUIDE, "Still there?", "A case study"],
+    "guide": [*WELCOME_GUIDE, "Still there?", "A case study"],
+}
+"""What each group receives from its first day to the last, without any edit."""
+EDIT_AT = T0 + timedelta(days=4, hours=1)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def world(tmp_path: Path, clock: Clock, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The project and database, the commands on the injected clock, and the leads placed at every waiting step."""
+    from nurture.cli import app as cli_app
+    from nurture.cli.commands import MODULES
+    from nurture.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'nurture.db'}"
+    upgrade(url)
+    project = write_project(tmp_path / "project", {"trial": V1}, policy="frequency_cap: null\n")
+    for name, value in project.env(url, smtp_sink.url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli_app, "clock", clock)
+    # the command's logging set-up would point the root logger at the runner's captured (then closed) stderr
+    monkeypatch.setattr("nurture.cli.commands.run.configure_logging", lambda level: None)
+    get_settings.cache_clear()
+    app = typer.Typer()
+    for module in MODULES:
+        module.register(app)
+
+    def nurture(*args: str, code: int = 0) -> str:
+        result = CliRunner().invoke(app, list(args))
+        assert result.exit_code == code, (result.output, result.exception)
+        return result.output
+
+    emails: dict[str, list[str]] = {}
+
+    def day(days: float, group: str | None = None) -> None:
+        clock.now = T0 + timedelta(days=days)
+        if group is not None:
+            emails[group] = seed_leads(url, tmp_path, GROUPS[group], prefix=group)
+        nurture("run", "--once")
+
+    day(0, "cs")
+    day(1, "cold")
+    day(2, "clk")
+    day(3, "w")
+    clock.now = T0 + timedelta(days=3, hours=6)  # the clk group clicks the guide, as its tracked link records it
+    engine = make_engine(url)
+    catalog = load_catalog(project.campaigns_dir, project.templates_dir)
+    record_events(engine, catalog, ScoringRules(), [EventIn(email=e, type="email_click", campaign_id="trial",
+                                                            step_key="guide") for e in emails["clk"]],
+                  now=clock.now, actor="system")
+    nurture("run", "--once")
+    day(4, "guide")
+    waiting = {(e.email.split("0")[0], e.step_id) for e in enrollments(engine) if e.status == "active"}
+    assert waiting == {("cs", "case-study"), ("cold", "cold"), ("clk", "clicked"), ("w", "w"), ("guide", "guide")}
+    clock.now = EDIT_AT
+    yield {"project": project, "engine": engine, "nurture": nurture, "emails": emails, "url": url,
+           "tmp_path": tmp_path}
+    engine.dispose()
+    get_settings.cache_clear()
+
+
+def plan_json(world: dict[str, Any]) -> dict[str, Any]:
+    code = 2  # every edit here concerns live leads: review required
+    return json.loads(world["nurture"]("plan", "--json", code=code))
+
+
+def effects(plan: dict[str, Any]) -> dict[tuple[str, str | None], dict[str, Any]]:
+    (campaign,) = plan["campaigns"]
+    return {(effect["kind"], effect["step"]): effect for effect in campaign["effects"]}
+
+
+def run_to_the_end(world: dict[str, Any], clock: Clock) -> None:
+    """Run the worker at the edit, then at every moment something falls due, until nothing is left."""
+    for at in (EDIT_AT, T0 + timedelta(days=4, hours=6), *(T0 + timedelta(days=d) for d in range(5, 13))):
+        clock.now = at
+        world["nurture"]("run", "--once")
+
+
+def received(world: dict[str, Any], sink: SmtpSink) -> dict[str, list[list[str]]]:
+    """The subjects each lead of each group received, in order."""
+    return {group: [subjects(sink, email) for email in emails] for group, emails in world["emails"].items()}
+
+
+def assert_journeys(world: dict[str, Any], sink: SmtpSink, **changed: list[str]) -> None:
+    """Each group received its V1 journey (or the one given), and nobody but those who clicked got 'You clicked'."""
+    got = received(world, sink)
+    for group, count in GROUPS.items():
+        assert got[group] == [changed.get(group, V1_JOURNEYS[group])] * count, group
+    clicked = set(world["emails"]["clk"])
+    for message in sink.messages:
+        if message.parsed()["Subject"] == "You clicked":
+            assert set(message.rcpt_tos) <= clicked, "an email sent on a branch the lead did not earn"
+
+
+def edit(world: dict[str, Any], name: str) -> None:
+    world["project"].write_campaign("trial", EDITS[name])
+
+
+def test_without_an_edit_each_group_gets_its_journey(world: dict[str, Any], clock: Clock, smtp_sink: SmtpSink) -> None:
+    assert world["nurture"]("plan") == "nothing changed: the definitions on disk are the versions in force\n"
+    run_to_the_end(world, clock)
+    assert_journeys(world, smtp_sink)
+
+
+def test_removing_the_wait_for_step_ends_its_leads_instead_of_sending_them_down_a_branch(
+        world: dict[str, Any], clock: Clock, smtp_sink: SmtpSink) -> None:
+    edit(world, "remove-wait-for")
+    found = effects(plan_json(world))
+    assert found[("removed_step", "w")]["leads"] == 4
+    assert (found[("removed_step", "w")]["to"], found[("removed_step", "w")]["end_reason"]) == (None, "step_removed:w")
+    assert found[("step", "guide")]["leads"] == 5  # its new goto
+    run_to_the_end(world, clock)
+    ended = [e for e in enrollments(world["engine"]) if e.end_reason == "step_removed:w"]
+    assert len(ended) == 4 and {e.email.split("0")[0] for e in ended} == {"w"}
+    assert_journeys(world, smtp_sink, w=WELCOME_GUIDE)
+
+
+def test_removing_the_wait_for_step_with_replaces_sends_its_leads_to_the_named_step(
+        world: dict[str, Any], clock: Clock, smtp_sink: SmtpSink) -> None:
+    edit(world, "remove-wait-for-replaced")
+    found = effects(plan_json(world))
+    assert (found[("removed_step", "w")]["leads"], found[("removed_step", "w")]["to"]) == (4, "cold")
+    world["nurture"]("run", "--once")
+    at_cold = [e for e in enrollments(world["engine"]) if e.step_id == "cold" and e.email.startswith("w")]
+    assert len(at_cold) == 4
+    run_to_the_end(world, clock)
+    assert_journeys(world, smtp_sink)
+
+
+def test_a_changed_wait_applies_to_the_leads_waiting_at_that_step(world: dict[str, Any], clock: Clock,
+                                                                 smtp_sink: SmtpSink) -> None:
+    edit(world, "change-wait")
+    found = effects(plan_json(world))
+    assert (found[("wait", "case-study")]["leads"], found[("wait", "case-study")]["by"]) == (1, "+1d")
+    run_to_the_end(world, clock)
+    assert_journeys(world, smtp_sink)
+    (case_study,) = [d for d in deliveries(world["engine"], world["emails"]["cs"][0]) if d.step_id == "case-study"]
+    assert case_study.sent_at == T0 + timedelta(days=7), "cold went out on day 4: 3 days later, not 2"
+
+
+def test_a_changed_subject_reaches_the_leads_waiting_at_that_step(world: dict[str, Any], clock: Clock,
+                                                                 smtp_sink: SmtpSink) -> None:
+    edit(world, "change-subject")
+    found = effects(plan_json(world))
+    assert (found[("content", "cold")]["leads"], found[("content", "cold")]["fields"]) == (2, ["subject"])
+    run_to_the_end(world, clock)
+    new = [*WELCOME_GUIDE, "Are you still there?", "A case study"]
+    assert_journeys(world, smtp_sink, cold=new, w=new, guide=new)
+
+
+def test_pausing_stops_every_active_enrollment(world: dict[str, Any], clock: Clock, smtp_sink: SmtpSink) -> None:
+    edit(world, "pause")
+    found = effects(plan_json(world))
+    assert found[("paused", None)]["leads"] == sum(GROUPS.values())
+    before = received(world, smtp_sink)
+    run_to_the_end(world, clock)
+    assert received(world, smtp_sink) == before
+
+
+def test_a_wider_entry_enrolls_the_leads_it_now_matches(world: dict[str, Any], clock: Clock,
+                                                       smtp_sink: SmtpSink) -> None:
+    newcomers = seed_leads(world["url"], world["tmp_path"], 6, stage="lead", prefix="new")
+    edit(world, "change-entry")
+    found = effects(plan_json(world))
+    assert found[("enroll", None)]["leads"] == 6
+    world["nurture"]("run", "--once")
+    assert len([e for e in enrollments(world["engine"]) if e.email.startswith("new")]) == 6
+    assert all(subjects(smtp_sink, email) == ["Welcome"] for email in newcomers)
+    run_to_the_end(world, clock)
+    assert_journeys(world, smtp_sink)
+
+
+def test_removing_a_plain_email_step_sends_its_leads_on_to_what_followed_it(world: dict[str, Any], clock: Clock,
+                                                                           smtp_sink: SmtpSink) -> None:
+    edit(world, "remove-email-step")
+    found = effects(plan_json(world))
+    assert (found[("removed_step", "cold")]["leads"], found[("removed_step", "cold")]["to"]) == (2, "case-study")
+    run_to_the_end(world, clock)
+    skipped = [*WELCOME_GUIDE, "A case study"]
+    assert_journeys(world, smtp_sink, cold=skipped, w=skipped, guide=skipped)
+
+
+def test_a_moved_step_keeps_its_waiting_leads_and_run_logs_and_records_what_plan_printed(
+        world: dict[str, Any], clock: Clock, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture) -> None:
+    edit(world, "move-step")
+    plan = plan_json(world)
+    found = effects(plan)
+    assert found[("moved", "clicked")]["leads"] == 3
+    assert ("next", "case-study") not in found, "case-study still ends the campaign"
+    with caplog.at_level(logging.INFO, logger="nurture"):
+        world["nurture"]("run", "--once")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.getMessage().startswith("applied: campaign trial"))
+    assert "3 leads waiting at 'clicked' (moved) go on from its new place" in logged
+    assert "@" not in logged, "no personal data in the log"
+    history = json.loads(world["nurture"]("campaigns", "history", "trial", "--json"))
+    assert history[-1]["applied"] == plan["campaigns"][0], "run applies, and records, what plan printed"
+    run_to_the_end(world, clock)
+    assert_journeys(world, smtp_sink)
+
+
+def test_plan_shows_what_a_move_puts_after_the_steps_leads_wait_at(world: dict[str, Any]) -> None:
+    """Moved to the end as it was, clicked would follow case-study: plan says so before it happens."""
+    edit(world, "move-step-alone")
+    found = effects(plan_json(world))
+    assert (found[("next", "case-study")]["leads"], found[("next", "case-study")]["next"],
+            found[("next", "case-study")]["was"]) == (1, ["clicked"], ["end"])
+    text = world["nurture"]("plan", code=2)
+    assert "1 lead waiting at 'case-study' will go on to clicked after it (was end)" in text
