@@ -307,3 +307,26 @@ def test_plan_shows_what_a_move_puts_after_the_steps_leads_wait_at(world: dict[s
             found[("next", "case-study")]["was"]) == (1, ["clicked"], ["end"])
     text = world["nurture"]("plan", code=2)
     assert "1 lead waiting at 'case-study' will go on to clicked after it (was end)" in text
+
+
+def test_plan_exits_1_with_each_problem_at_its_line_and_0_on_a_database_that_runs_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    from nurture.cli.commands import versions
+    from nurture.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'nurture.db'}"
+    upgrade(url)
+    project = write_project(tmp_path / "project", {"trial": V1})
+    for name, value in project.env(url, "console://").items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    app = typer.Typer()
+    versions.register(app)
+    new = CliRunner().invoke(app, ["plan", "--json"])
+    assert new.exit_code == 0, new.output  # a new campaign that nobody matches: no live lead concerned
+    assert [(c["campaign"], c["status"]) for c in json.loads(new.output)["campaigns"]] == [("trial", "new")]
+    project.write_campaign("trial", V1.replace("  - id: cold\n", "  - id: cold\n    replaces: [guide]\n"))
+    result = CliRunner().invoke(app, ["plan"])
+    assert result.exit_code == 1
+    assert "trial.yaml:20: replaces: 'guide' is still a step of this campaign" in result.output
+    get_settings.cache_clear()
