@@ -187,14 +187,13 @@ def _step_effects(changes: CampaignDiff, old: Campaign, new: Campaign, at: Count
     for step in changes.moved:
         effects.append(Effect("moved", at[step], f"{_leads(at[step])} waiting at '{step}' (moved) go on from its "
                                                  "new place", step))
-    for step in new.steps:  # a move, an added or removed step or a new goto can change what comes after a step
-        if old.index_of(step.id) is None:
-            continue
-        was, now = _following(old, step.id), _following(new, step.id)
+    for kept in [s.id for s in new.steps if old.index_of(s.id) is not None]:
+        # a move, an added or removed step or a new jump can change what comes after the step a lead waits at
+        was, now = _following(old, kept), _following(new, kept)
         if was != now:
-            effects.append(Effect("next", at[step.id], f"{_leads(at[step.id])} waiting at '{step.id}' will go on to "
-                                                       f"{' or '.join(now)} after it (was {' or '.join(was)})",
-                                  step.id, {"next": now, "was": was}))
+            effects.append(Effect("next", at[kept], f"{_leads(at[kept])} waiting at '{kept}' will go on to "
+                                                    f"{' or '.join(now)} after it (was {' or '.join(was)})",
+                                  kept, {"next": now, "was": was}))
     return effects
 
 
