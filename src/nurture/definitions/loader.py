@@ -31,6 +31,7 @@ class Catalog:
     policy_document: YamlDocument | None = None
     problems: list[Problem] = field(default_factory=list)
     _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
+    _versions: dict[str, str] = field(default_factory=dict, repr=False)
 
     def fingerprint(self, campaign_id: str) -> str:
         """The campaign's content hash (computed once: campaigns do not change while loaded)."""
@@ -41,8 +42,12 @@ class Catalog:
 
     def version(self, campaign_id: str) -> str:
         """The campaign's version, which its enrollments and deliveries record: the hash of its file's text."""
-        doc = self.documents.get(campaign_id)
-        return content_hash(doc.text) if doc is not None and doc.text is not None else self.fingerprint(campaign_id)
+        found = self._versions.get(campaign_id)
+        if found is None:
+            doc = self.documents.get(campaign_id)
+            found = content_hash(doc.text) if doc is not None and doc.text is not None else self.fingerprint(campaign_id)
+            self._versions[campaign_id] = found
+        return found
 
     def campaign(self, campaign_id: str) -> Campaign:
         """The campaign with that id; InvalidInput naming the known ids otherwise."""
