@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from nurture.cli.commands import db as db_commands
 from nurture.cli.commands import leads as leads_commands
 from nurture.errors import InvalidInput, LeadNotFound, SchemaOutOfDate
-from nurture.storage.migrate import head_revision
 from nurture.settings import get_settings
+from nurture.storage.migrate import head_revision
 
 
 @pytest.fixture
