@@ -17,6 +17,7 @@ from nurture.storage.models import (
     Meta,
     Outbox,
     StageChange,
+    VariantDecision,
 )
 
 L: Table = Lead.__table__  # type: ignore[attr-defined]
@@ -35,3 +36,5 @@ M: Table = Meta.__table__  # type: ignore[attr-defined]
 """meta: key/value state (secrets, round-robin positions)"""
 CV: Table = CampaignVersion.__table__  # type: ignore[attr-defined]
 """campaign versions: the content hash of each campaign the worker ran"""
+VD: Table = VariantDecision.__table__  # type: ignore[attr-defined]
+"""variant decisions: the recorded winner of each A/B step"""
