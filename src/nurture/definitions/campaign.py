@@ -38,8 +38,19 @@ class Variant(Strict):
     template: str | None = None
 
 
+_NEEDS_VARIANTS = {  # JSON Schema: goal and winner compare variants, so they come with them
+    "allOf": [
+        {"if": {"required": [key], "properties": {key: {"not": {"type": "null"}}}},
+         "then": {"required": ["variants"], "properties": {"variants": {"type": "array"}}}}
+        for key in ("goal", "winner")
+    ]
+}
+
+
 class EmailSpec(Strict):
     """Send an email: a Jinja template (HTML; a sibling .txt.j2 gives the text part) and a subject (a template too)."""
+
+    model_config = ConfigDict(json_schema_extra=_NEEDS_VARIANTS)
 
     template: str | None = None
     subject: str | None = None
