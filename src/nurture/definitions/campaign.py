@@ -38,7 +38,7 @@ class Variant(Strict):
     template: str | None = None
 
 
-_NEEDS_VARIANTS = {  # JSON Schema: goal and winner compare variants, so they come with them
+_NEEDS_VARIANTS: dict[str, Any] = {  # JSON Schema: goal and winner compare variants, so they come with them
     "allOf": [
         {"if": {"required": [key], "properties": {key: {"not": {"type": "null"}}}},
          "then": {"required": ["variants"], "properties": {"variants": {"type": "array"}}}}
