@@ -194,6 +194,15 @@ def test_the_winner_is_called_and_sent_to_later_leads_and_the_holdout_gets_nothi
     expected = "the campaign lifts" if p_value < 0.05 and difference > 0 else "no measurable lift yet"
     assert expected in holdout["verdict"]
 
+    # the report's tables say the same in words
+    tables = subprocess.run(
+        [str(NURTURE), "report", "--since", (T0 - timedelta(days=1)).isoformat()], capture_output=True, text=True,
+        timeout=60, env={**os.environ, **project.env(url, smtp_sink.url)},
+    ).stdout
+    assert "verdict: b beats a on clicks, 95% confidence" in tables
+    assert f"winner recorded: b at {called_at.isoformat()}" in tables
+    assert f"verdict: {holdout['verdict']}" in tables and "welcome (holdout 10%)" in tables
+
     # `nurture leads show`: a held-out lead's enrollment says so and walked its path with nothing sent; a later lead
     # got the recorded winner
     env = {**os.environ, **project.env(url, smtp_sink.url)}
