@@ -128,7 +128,7 @@ CASES = [
         id="unknown-key-with-hint",
     ),
     pytest.param(
-        "id: bad\nname: Bad\ncolour: blue\nsteps:\n  - id: a\n" + EMAIL, [f"{BAD}:3: unknown key 'colour'"],
+        "id: bad\nname: Bad\nflavour: mint\nsteps:\n  - id: a\n" + EMAIL, [f"{BAD}:3: unknown key 'flavour'"],
         id="unknown-key-without-hint",
     ),
     pytest.param(HEAD + "  - id: a\n    wiat: 2d\n" + EMAIL, [f"{BAD}:5: unknown key 'wiat' (did you mean 'wait'?)"],

@@ -24,6 +24,8 @@ from nurture.definitions.schemas import file_schema
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 EMAIL_STEP = "  - id: a\n    email: {template: email.html.j2, subject: Hi}\n"
+AB_STEP = ("  - id: a\n    email:\n      template: email.html.j2\n      subject: Hi\n"
+           "      variants: [{id: a}, {id: b, subject: Hello}]\n")
 
 
 def campaign(top: str = "", step: str = "", steps: str | None = None) -> str:
@@ -130,6 +132,39 @@ CAMPAIGNS = [
     pytest.param(campaign("", "    wait: 2\n"), False, id="duration-without-unit"),
     pytest.param("id: Bad-Id\nname: X\nsteps:\n" + EMAIL_STEP, False, id="id-upper-case"),
     pytest.param("id: x\nname: X\nsteps: []\n", False, id="no-steps"),
+    # holdout, and an A/B step's goal and winner: the README's forms
+    pytest.param(campaign("holdout: 10%\n"), True, id="holdout-percent"),
+    pytest.param(campaign("holdout: 2.5%\n"), True, id="holdout-decimal-percent"),
+    pytest.param(campaign("holdout: 0.1\n"), True, id="holdout-fraction"),
+    pytest.param(campaign("holdout: 0%\n"), False, id="holdout-zero"),
+    pytest.param(campaign("holdout: 100%\n"), False, id="holdout-everyone"),
+    pytest.param(campaign("holdout: 10\n"), False, id="holdout-bare-number"),
+    pytest.param(campaign("holdout: ten percent\n"), False, id="holdout-words"),
+    pytest.param(campaign(steps=AB_STEP), True, id="ab-default-goal"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: click\n"), True, id="goal-click"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: open\n"), True, id="goal-open"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: {event: demo_request}\n"), True, id="goal-event"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: {event: demo_request, within: 14d}\n"), True,
+                 id="goal-event-within"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: {sql_within: 14d}\n"), True, id="goal-sql-within"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: clicks\n"), False, id="goal-misspelt"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: {sql_within: 14}\n"), False, id="goal-sql-without-unit"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: {event: demo_request, within: 2 weeks}\n"), False,
+                 id="goal-event-bad-window"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: {sql: 14d}\n"), False, id="goal-unknown-key"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: 3\n"), False, id="goal-number"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {confidence: 95%, min_sends: 500}\n"), True, id="winner"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {}\n"), True, id="winner-defaults"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {metric: {sql_within: 14d}, confidence: 0.99}\n"), True,
+                 id="winner-metric-and-fraction"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {confidence: 101%}\n"), False, id="winner-confidence-over"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {confidence: 40%}\n"), False, id="winner-confidence-low"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {min_sends: 0}\n"), False, id="winner-min-sends-zero"),
+    pytest.param(campaign(steps=AB_STEP + "      winner: {min_send: 10}\n"), False, id="winner-unknown-key"),
+    pytest.param(campaign(steps="  - id: a\n    email: {template: email.html.j2, subject: Hi, goal: click}\n"),
+                 False, id="goal-without-variants"),
+    pytest.param(campaign(steps="  - id: a\n    email: {template: email.html.j2, subject: Hi, winner: {}}\n"),
+                 False, id="winner-without-variants"),
 ]
 
 POLICIES = [
@@ -181,6 +216,8 @@ CHECK_ONLY = [
     pytest.param(campaign("", "    replaces: [a]\n"), id="replaces-a-step-that-exists"),
     pytest.param(campaign(steps=EMAIL_STEP + "    replaces: [gone]\n  - id: b\n    replaces: [gone]\n"
                           "    email: {template: email.html.j2, subject: Hi}\n"), id="replaces-one-step-twice"),
+    pytest.param(campaign(steps=AB_STEP + "      goal: click\n      winner: {metric: open}\n"),
+                 id="winner-metric-differs-from-goal"),
 ]
 
 

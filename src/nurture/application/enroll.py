@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nurture.core.conditions import filter_matches
 from nurture.core.enrollment import blocked, waiting_to_recycle
 from nurture.core.facts import Engagement, History
+from nurture.core.holdout import held_out
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog
 from nurture.storage import enrollments as store
@@ -24,6 +25,13 @@ from nurture.storage.rows import lead_view
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
     from sqlalchemy.engine import Connection, Engine
+
+
+def _new_enrollment(lead_id: int, campaign: Campaign, version: str, now: datetime) -> dict[str, Any]:
+    """The row of a new enrollment, due at once; held out when the lead falls in the campaign's holdout share."""
+    return dict(lead_id=lead_id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
+                arrived_at=now, next_due_at=now, state={}, campaign_version=version, priority=campaign.priority,
+                enrolled_at=now, held_out=held_out(str(lead_id), campaign.id, campaign.holdout))
 
 
 def _enrollable_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,
@@ -36,9 +44,7 @@ def _enrollable_chunk(conn: Connection, campaign: Campaign, version: str, now: d
     where = campaign.entry.where
     events = store.events_since_last_entry(conn, campaign.id, [r.id for r in leads]) if where and where.had_event else {}
     rows = [
-        dict(lead_id=r.id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
-             arrived_at=now, next_due_at=now, state={}, campaign_version=version,
-             priority=campaign.priority, enrolled_at=now)
+        _new_enrollment(r.id, campaign, version, now)
         for r in leads
         if not waiting_to_recycle(r, now) and filter_matches(where, lead_view(r), History(events.get(r.id, [])))
     ]
@@ -88,10 +94,7 @@ def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign],
             history = History([Engagement(e.type, e.occurred_at) for e in events.get(lead.id, [])
                                if last_entry is None or e.occurred_at > last_entry])
             if filter_matches(where, lead_view(lead), history):
-                rows.append(dict(lead_id=lead.id, campaign_id=campaign.id, status="active",
-                                 step_id=campaign.steps[0].id, arrived_at=now, next_due_at=now, state={},
-                                 campaign_version=catalog.version(campaign.id), priority=campaign.priority,
-                                 enrolled_at=now))
+                rows.append(_new_enrollment(lead.id, campaign, catalog.version(campaign.id), now))
     if not rows:
         return 0
     return store.insert(conn, rows)

@@ -9,6 +9,10 @@ Rules the engine applies:
 - ``when`` is evaluated when the step is due: false skips the step (recorded).
 - A wait is counted from when the previous step actually ran, so after downtime a backlog is spread out again, not sent
   in a burst; an email step more than ``catch_up.max_late`` late is skipped and recorded (unset: always sent).
+- A held-out enrollment (the campaign's ``holdout``) walks the same path at the same times, but each email, stream
+  piece, webhook and update is recorded as ``held_out`` instead of done: the lead gets nothing from the campaign. Its
+  unsent emails still space its later steps (the frequency cap, a stream's cadence), as sent ones would.
+- An A/B step whose winner was recorded gives every later lead the winner (``winners``); the others by the hash.
 - Editing a live campaign: the enrollment keeps the id of the step it waits on. If that step still exists (even moved)
   the lead goes on from it with its new definition. A removed step is dealt with when the new version comes into force
   (:mod:`nurture.core.changes`: the step whose ``replaces`` names it, else its unconditional continuation in the old
@@ -20,6 +24,7 @@ Rules the engine applies:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +38,8 @@ from nurture.definitions import windows
 from nurture.definitions.campaign import END, Campaign, ContentItem, Step, UpdateSpec, WebhookSpec
 from nurture.definitions.policy import Policy
 
+HELD_OUT = "held_out"
+HELD_EMAIL, HELD_CONTENT = "email not sent", "content "
 MAX_STEPS_PER_ADVANCE = 64  # a goto loop without waits must not spin forever
 _SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 
@@ -43,7 +50,7 @@ class PathEntry:
 
     step: str
     at: datetime
-    outcome: str  # sent | skipped | branch | event | timeout | updated | webhook | exhausted | relocated | late
+    outcome: str  # sent | held_out | skipped | branch | event | timeout | updated | webhook | exhausted | relocated | late
     detail: str = ""
 
     def to_json(self) -> dict[str, str]:
@@ -64,21 +71,36 @@ class EnrollmentState:
     arrived_at: datetime
     enrolled_at: datetime
     path: tuple[PathEntry, ...] = ()
+    held_out: bool = False  # in the campaign's holdout group: nothing is sent or done
 
     @classmethod
-    def start(cls, campaign: Campaign, at: datetime) -> EnrollmentState:
+    def start(cls, campaign: Campaign, at: datetime, *, held_out: bool = False) -> EnrollmentState:
         """A new enrollment, at the first step."""
-        return cls(step_id=campaign.steps[0].id, arrived_at=at, enrolled_at=at)
+        return cls(step_id=campaign.steps[0].id, arrived_at=at, enrolled_at=at, held_out=held_out)
 
     def to_json(self) -> dict[str, Any]:
         """The part kept in the enrollment's JSON state column."""
         return {"path": [p.to_json() for p in self.path]}
 
     @classmethod
-    def from_row(cls, step_id: str | None, arrived_at: datetime, enrolled_at: datetime, state: dict[str, Any]) -> EnrollmentState:
+    def from_row(cls, step_id: str | None, arrived_at: datetime, enrolled_at: datetime, state: dict[str, Any],
+                 *, held_out: bool = False) -> EnrollmentState:
         """Rebuild from the enrollment's columns."""
         path = tuple(PathEntry.from_json(p) for p in (state or {}).get("path", []))
-        return cls(step_id=step_id, arrived_at=arrived_at, enrolled_at=enrolled_at, path=path)
+        return cls(step_id=step_id, arrived_at=arrived_at, enrolled_at=enrolled_at, path=path, held_out=held_out)
+
+    def unsent(self, campaign_id: str) -> list[Send]:
+        """The emails a held-out enrollment did not send, as the sends they stand for (its own timing only)."""
+        found = []
+        for entry in self.path:
+            if entry.outcome != HELD_OUT:
+                continue
+            if entry.detail == HELD_EMAIL:
+                found.append(Send(entry.at, campaign_id, entry.step))
+            elif entry.detail.startswith(HELD_CONTENT):
+                content = entry.detail.removeprefix(HELD_CONTENT).removesuffix(" not sent")
+                found.append(Send(entry.at, campaign_id, f"{entry.step}/{content}", content))
+        return found
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,20 @@ def choose_variant(seed: str, variants: list[tuple[str | None, int, str, str]]) 
         if point < 0:
             return variant
     return variants[-1]
+
+
+def pick_variant(step: Step, lead: LeadView, campaign_id: str,
+                 winners: Mapping[str, str] | None) -> tuple[str | None, str, str, str]:
+    """(variant, template, subject, how it was chosen) of an email step for a lead: the recorded winner of the step's
+    A/B test if there is one (still a variant of the step), else the lead's variant by the hash."""
+    assert step.email is not None
+    variants = step.email.resolved_variants()
+    winner = (winners or {}).get(step.id)
+    for variant, _weight, template, subject in variants:
+        if winner is not None and variant == winner:
+            return variant, template, subject, " (the winner)"
+    variant, _weight, template, subject = choose_variant(f"{lead.key}:{campaign_id}:{step.id}", variants)
+    return variant, template, subject, ""
 
 
 @dataclass(frozen=True)
@@ -259,15 +295,20 @@ def advance(
     now: datetime,
     *,
     default_tz: str = "UTC",
+    winners: Mapping[str, str] | None = None,
 ) -> Advance:
-    """Run every step of ``state`` that is due at ``now``; return the actions, the new state and the next due time."""
+    """Run every step of ``state`` that is due at ``now``; return the actions, the new state and the next due time.
+
+    ``winners``: step id -> the variant recorded as the winner of that step's A/B test (later leads all get it).
+    """
     env = _Env(campaign, policy, lead, lead_zone(campaign, policy, lead, default_tz))
     result = Advance(state=state)
     reason = exit_reason(campaign, lead, history, state.enrolled_at, now)
     if reason:
         result.ended = reason
         return result
-    planned: list[Send] = []
+    held = state.held_out
+    planned: list[Send] = state.unsent(campaign.id) if held else []
 
     def record(entry: PathEntry) -> None:
         result.notes.append(entry)
@@ -343,13 +384,14 @@ def advance(
             max_late = policy.catch_up.max_late
             if max_late is not None and now - due > max_late.as_timedelta():
                 record(PathEntry(step.id, now, "late", f"due {due.isoformat()}, more than {max_late} late"))
+            elif held:
+                planned.append(Send(now, campaign.id, step.id))
+                record(PathEntry(step.id, now, HELD_OUT, HELD_EMAIL))
             else:
-                variant, _weight, template, subject = choose_variant(
-                    f"{lead.key}:{campaign.id}:{step.id}", step.email.resolved_variants()
-                )
+                variant, template, subject, by = pick_variant(step, lead, campaign.id, winners)
                 result.actions.append(Action("email", step.id, step.id, now, template, subject, variant))
                 planned.append(Send(now, campaign.id, step.id))
-                record(PathEntry(step.id, now, "sent", f"variant {variant}" if variant else ""))
+                record(PathEntry(step.id, now, "sent", f"variant {variant}{by}" if variant else ""))
             move(_target(campaign, step, step.goto), now)
             continue
 
@@ -358,16 +400,21 @@ def advance(
             if remaining:
                 item = remaining[0]
                 key = f"{step.id}/{item.id}"
-                result.actions.append(Action("email", step.id, key, now, item.template, item.subject, content=item))
                 planned.append(Send(now, campaign.id, key, item.id))
-                record(PathEntry(step.id, now, "sent", f"content {item.id}"))
+                if held:
+                    record(PathEntry(step.id, now, HELD_OUT, f"{HELD_CONTENT}{item.id} not sent"))
+                else:
+                    result.actions.append(Action("email", step.id, key, now, item.template, item.subject, content=item))
+                    record(PathEntry(step.id, now, "sent", f"content {item.id}"))
                 remaining = remaining[1:]
             if not remaining:
                 record(PathEntry(step.id, now, "exhausted", "every piece of content sent or seen"))
                 move(_target(campaign, step, step.goto), now)
             continue
 
-        if step.update is not None:
+        if held and (step.update is not None or step.webhook is not None):
+            record(PathEntry(step.id, ran_at, HELD_OUT, "update not applied" if step.update else "webhook not called"))
+        elif step.update is not None:
             result.actions.append(Action("update", step.id, step.id, ran_at, update=step.update))
             record(PathEntry(step.id, ran_at, "updated"))
         elif step.webhook is not None:

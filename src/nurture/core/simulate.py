@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,7 +50,7 @@ class TimelineEntry:
     at: datetime
     local: datetime
     step: str | None
-    kind: str  # email | webhook | update | skipped | branch | event | timeout | late | relocated | exhausted | input | end
+    kind: str  # email | held_out | webhook | update | skipped | branch | event | timeout | late | relocated | exhausted | input | end
     subject: str | None = None
     variant: str | None = None
     content: str | None = None
@@ -90,22 +90,26 @@ def simulate(
     events: list[Engagement] = (),  # type: ignore[assignment]
     default_tz: str = "UTC",
     render_subject: Callable[[Action, LeadView], str] | None = None,
+    winners: Mapping[str, str] | None = None,
+    held_out: bool = False,
 ) -> list[TimelineEntry]:
-    """What ``lead`` would receive from ``campaign`` if it entered at ``start``, over ``days``, given ``events``."""
+    """What ``lead`` would receive from ``campaign`` if it entered at ``start``, over ``days``, given ``events``:
+    with the A/B ``winners`` recorded (step id -> variant), and as a held-out lead if ``held_out``."""
     zone = lead_zone(campaign, policy, lead, default_tz)
     horizon = start + timedelta(days=days)
     pending = sorted(events, key=lambda e: e.at)
     seen: list[Engagement] = []
     sends: list[Send] = []
     timeline: list[TimelineEntry] = []
-    state = EnrollmentState.start(campaign, start)
+    state = EnrollmentState.start(campaign, start, held_out=held_out)
     now = start
 
     def local(at: datetime) -> datetime:
         return at.astimezone(zone)
 
     for _ in range(10_000):
-        result = advance(campaign, policy, state, lead, History(seen, sends), now, default_tz=default_tz)
+        result = advance(campaign, policy, state, lead, History(seen, sends), now, default_tz=default_tz,
+                         winners=winners)
         emails = iter([a for a in result.actions if a.kind == "email"])  # in the order of their "sent" notes
         for note in result.notes:
             if note.outcome == "sent":

@@ -14,6 +14,7 @@ from pydantic_core import CoreSchema
 
 from nurture.definitions.conditions import Comparison, Condition, FieldTest
 from nurture.definitions.durations import Duration
+from nurture.definitions.experiments import Goal, HoldoutShare, WinnerSpec
 from nurture.definitions.fields import (
     CadenceSpec,
     DurationField,
@@ -37,15 +38,36 @@ class Variant(Strict):
     template: str | None = None
 
 
+_NEEDS_VARIANTS: dict[str, Any] = {  # JSON Schema: goal and winner compare variants, so they come with them
+    "allOf": [
+        {"if": {"required": [key], "properties": {key: {"not": {"type": "null"}}}},
+         "then": {"required": ["variants"], "properties": {"variants": {"type": "array"}}}}
+        for key in ("goal", "winner")
+    ]
+}
+
+
 class EmailSpec(Strict):
     """Send an email: a Jinja template (HTML; a sibling .txt.j2 gives the text part) and a subject (a template too)."""
+
+    model_config = ConfigDict(json_schema_extra=_NEEDS_VARIANTS)
 
     template: str | None = None
     subject: str | None = None
     variants: list[Variant] | None = Field(None, min_length=2)
+    goal: Goal | None = Field(None, description="What the variants are compared on: click (default), open, "
+                              "{event: demo_request, within: 14d} or {sql_within: 14d}.")
+    winner: WinnerSpec | None = Field(None, description="Send the winning variant to later leads once the call is made.")
 
     @model_validator(mode="after")
     def _complete(self) -> EmailSpec:
+        if not self.variants:
+            for key in ("goal", "winner"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} compares A/B variants: this email has no variants")
+        if self.goal is not None and self.winner is not None and self.winner.metric is not None \
+                and self.winner.metric != self.goal:
+            raise ValueError("winner.metric differs from the step's goal: give one of them (they are the same thing)")
         for variant in self.variants or (None,):
             label = f"variant '{variant.id}'" if variant else "email"
             if not ((variant and variant.template) or self.template):
@@ -56,6 +78,14 @@ class EmailSpec(Strict):
         if len(ids) != len(set(ids)):
             raise ValueError("variant ids must be unique")
         return self
+
+    def ab_goal(self) -> Goal:
+        """What the variants are compared on: ``goal``, else ``winner.metric``, else clicks."""
+        if self.goal is not None:
+            return self.goal
+        if self.winner is not None and self.winner.metric is not None:
+            return self.winner.metric
+        return "click"
 
     def resolved_variants(self) -> list[tuple[str | None, int, str, str]]:
         """(variant id, weight, template, subject) for each variant, or one row with id None when there are none."""
@@ -327,6 +357,9 @@ class Campaign(Strict):
     timezone: TimezoneName | None = Field(None, description="For leads without a timezone of their own.")
     send_window: SendWindowSpec | Literal["always"] | None = Field(
         None, description="Overrides the policy's send window; 'always' sends at any hour."
+    )
+    holdout: HoldoutShare | None = Field(
+        None, description="This share of entering leads is enrolled but sent nothing, to measure the campaign's lift."
     )
     steps: list[Step] = Field(min_length=1)
 

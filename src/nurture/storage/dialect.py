@@ -201,3 +201,16 @@ def bulk_writer(dialect: Dialect) -> Any:
     if dialect.name == "sqlite":
         return SqliteEventBulk(dialect)
     return PostgresEventBulk(dialect.name) if dialect.name == "postgresql" else EventBulk(dialect.name)
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (opening it would create an empty one): commands that
+    only read what is recorded, such as ``nurture simulate``, leave it alone."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    return not parsed.database or parsed.database == ":memory:" or not Path(parsed.database).exists()

@@ -119,7 +119,8 @@ def lead_summary(session: Session, email: str, *, events: int = 20, deliveries: 
     ).scalars()
     return {
         "lead": _row(lead, _SUMMARY_LEAD),
-        "enrollments": [_row(enrollment, _SUMMARY_ENROLLMENT) for enrollment in enrollments],
+        "enrollments": [{**_row(enrollment, _SUMMARY_ENROLLMENT), "path": list((enrollment.state or {}).get("path", []))}
+                        for enrollment in enrollments],
         "deliveries": [_row(delivery, _SUMMARY_DELIVERY) for delivery in recent_deliveries],
         "events": [_row(event, _SUMMARY_EVENT) for event in recent_events],
         "stage_history": [_row(change, _SUMMARY_STAGE_CHANGE) for change in history],
@@ -128,8 +129,8 @@ def lead_summary(session: Session, email: str, *, events: int = 20, deliveries: 
 
 _SUMMARY_LEAD = ("id", *LEAD_FIELDS, "fields", "score", "unsubscribed_at", "bounced_at", "created_at", "updated_at",
                  "stage_changed_at")
-_SUMMARY_ENROLLMENT = ("id", "campaign_id", "status", "step_id", "next_due_at", "waiting_for", "enrolled_at",
-                       "ended_at", "end_reason")
+_SUMMARY_ENROLLMENT = ("id", "campaign_id", "status", "held_out", "step_id", "next_due_at", "waiting_for",
+                       "enrolled_at", "ended_at", "end_reason")
 _SUMMARY_DELIVERY = ("id", "campaign_id", "step_key", "variant", "channel", "status", "attempts", "error", "subject",
                      "created_at", "sent_at", "next_attempt_at")
 _SUMMARY_EVENT = ("type", "occurred_at", "points", "campaign_id", "step_key", "properties")

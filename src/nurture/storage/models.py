@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlmodel import Field, SQLModel
 
@@ -107,6 +107,8 @@ class Enrollment(SQLModel, table=True):
     enrolled_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     end_reason: str | None = None
+    # in the campaign's holdout group: walks the campaign's path, is sent nothing (nurture.core.holdout)
+    held_out: bool = Field(default=False, sa_type=Boolean, sa_column_kwargs={"server_default": false()})
 
 
 class Delivery(SQLModel, table=True):
@@ -196,6 +198,23 @@ class Outbox(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class VariantDecision(SQLModel, table=True):
+    """The winner of an email step's A/B test, recorded once (the unique key: two workers never record two), with the
+    figures it was decided on; from then on later leads get the winner."""
+
+    __tablename__ = "variant_decision"
+    __table_args__ = (UniqueConstraint("campaign_id", "step_id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    campaign_id: str
+    step_id: str
+    winner: str
+    metric: str  # the goal in words: "clicks", "SQL within 14d", ...
+    confidence: float
+    decided_at: datetime = Field(sa_type=UTCDateTime)
+    figures: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # the counts and tests behind the call
 
 
 class Meta(SQLModel, table=True):

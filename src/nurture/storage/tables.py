@@ -17,6 +17,7 @@ from nurture.storage.models import (
     Meta,
     Outbox,
     StageChange,
+    VariantDecision,
 )
 
 L: Table = Lead.__table__  # type: ignore[attr-defined]
@@ -35,3 +36,5 @@ M: Table = Meta.__table__  # type: ignore[attr-defined]
 """meta: key/value state (secrets, round-robin positions)"""
 DV: Table = DefinitionVersion.__table__  # type: ignore[attr-defined]
 """definition versions: each campaign, policy, scoring and sales file the worker ran, with its text"""
+VD: Table = VariantDecision.__table__  # type: ignore[attr-defined]
+"""variant decisions: the recorded winner of each A/B step"""

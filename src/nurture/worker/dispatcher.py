@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from nurture.application.compose import render_action
 from nurture.application.enroll import enroll_leads
+from nurture.application.variant_decisions import recorded_winners
 from nurture.clock import Clock
 from nurture.core.engine import Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
@@ -144,6 +145,7 @@ class Dispatcher:
         self._sender: ThreadPoolExecutor | None = None  # one thread: chunks go to the transport in order
         # a paused campaign sends nothing, not even the steps of leads already in it
         self.live_campaigns = [c.id for c in catalog.campaigns.values() if not c.paused]
+        self._winners: dict[str, dict[str, str]] = {}  # campaign -> step -> the recorded A/B winner
 
     # -- the tick -------------------------------------------------------------------------------------------------
 
@@ -212,6 +214,7 @@ class Dispatcher:
         try:
             since = min(row.enrolled_at for row in rows)
             facts = schedule.load_facts(self.engine, sorted({row.lead_id for row in rows}), since)
+            self._winners = recorded_winners(self.engine)  # A/B calls made since the last batch apply to this one
             pending = self._decide_and_write(now, rows, facts, report)
         except Exception:
             schedule.release_enrollments(self.engine, [row.id for row in rows], owner=self.owner)
@@ -263,9 +266,10 @@ class Dispatcher:
             return (EnrollmentUpdate(row.id, row.step_id, row.arrived_at, row.state or {}, None, None, "lead deleted"),
                     [], {}, [], [])
         campaign = self.catalog.campaigns[row.campaign_id]
-        state = EnrollmentState.from_row(row.step_id, row.arrived_at, row.enrolled_at, row.state or {})
+        state = EnrollmentState.from_row(row.step_id, row.arrived_at, row.enrolled_at, row.state or {},
+                                         held_out=bool(row.held_out))
         result = advance(campaign, self.catalog.policy, state, lead_facts.lead, lead_facts.history(), now,
-                         default_tz=self.config.default_timezone)
+                         default_tz=self.config.default_timezone, winners=self._winners.get(campaign.id))
         deliveries: list[NewDelivery] = []
         actions: dict[tuple[int, str], tuple[Action, LeadFacts]] = {}
         changes: list[LeadChange] = []

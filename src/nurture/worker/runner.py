@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from nurture.application.apply_versions import apply_versions
 from nurture.application.enroll import enroll_leads
+from nurture.application.variant_decisions import decide_winners
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.sales import SalesRules, validate_sales
@@ -51,6 +52,7 @@ class RunOptions:
     max_batches_per_run: int = 20  # a dispatcher run yields after this many batches so shutdown stays prompt
     rescore_hour: int = 3  # UTC hour of the nightly rescoring (score decay)
     handoff_interval: float = 60.0  # seconds between looks for due digests and SLA reminders
+    decide_interval: float = 60.0  # seconds between looks for A/B tests whose winner can be called
 
 
 class Worker:
@@ -104,7 +106,16 @@ class Worker:
         report = apply_versions(self.engine, self.catalog, self.sources, self.clock())
         for section in report.shown():
             log.info("applied: %s", "\n".join(section.lines()))  # ids, versions and counts: no personal data
+        self.decide()
         return self.sweep()
+
+    def decide(self) -> None:
+        """Call and record the winner of every A/B step with ``winner:`` whose test has one (an APScheduler job);
+        the dispatcher gives it to later leads from its next batch."""
+        try:
+            decide_winners(self.engine, self.catalog, self.clock())
+        except Exception:  # the job must survive a bad moment (database busy, ...): log and try again next run
+            log.exception("A/B decision run failed; retrying at the next interval")
 
     def sweep(self) -> int:
         """Enroll leads that match a campaign's entry criteria and are not enrolled yet."""
@@ -189,6 +200,7 @@ class Worker:
         scheduler.add_job(self.remind, "interval", seconds=self.options.handoff_interval, id="handoff",
                           next_run_time=started, **common)
         scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
+        scheduler.add_job(self.decide, "interval", seconds=self.options.decide_interval, id="decide", **common)
         scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
         if self.processes is not None:
             self.processes.start()

@@ -11,7 +11,7 @@ from nurture.application.authoring import check, load_lead_file, preview
 from nurture.application.compose import render_action
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.schemas import FILES, file_schema
-from nurture.errors import DefinitionError
+from nurture.errors import DefinitionError, InvalidInput
 from nurture.rendering import render_limits
 from nurture.settings import get_settings
 
@@ -64,6 +64,26 @@ def schema_command(
     typer.echo(json.dumps(file_schema(kind), indent=2))
 
 
+WINNER_HELP = ("STEP=VARIANT, repeatable: take VARIANT as the recorded winner of the A/B step STEP (default: the "
+               "winners recorded in the database at NURTURE_DATABASE_URL, if it exists).")
+
+
+def _winners(campaign_id: str, given: list[str] | None) -> tuple[dict[str, str], str]:
+    """The A/B winners of a campaign as the worker would use them: recorded in the database, or given with --winner."""
+    from nurture.application.variant_decisions import winners_in_database
+
+    if given:
+        chosen = {}
+        for item in given:
+            step, sep, variant = item.partition("=")
+            if not sep or not step.strip() or not variant.strip():
+                raise InvalidInput(f"--winner takes STEP=VARIANT, got {item!r}")
+            chosen[step.strip()] = variant.strip()
+        return chosen, "A/B winners as given with --winner"
+    recorded, note = winners_in_database(get_settings().database_url)
+    return recorded.get(campaign_id, {}), note
+
+
 def preview_command(
     campaign: str = typer.Argument(..., help="Campaign id."),
     step: str = typer.Argument(..., help="Step id (an email or content-stream step)."),
@@ -71,14 +91,19 @@ def preview_command(
     variant: str | None = typer.Option(None, "--variant", help="A/B variant id, or a content-stream piece id."),
     html_out: Path | None = typer.Option(None, "--html-out", help="Write the HTML part to this file."),
     show_html: bool = typer.Option(False, "--html", help="Print the HTML part too."),
+    winner: list[str] | None = typer.Option(None, "--winner", help=WINNER_HELP),
     campaigns: Path | None = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
     templates: Path | None = typer.Option(None, "--templates", help=TEMPLATES_HELP),
 ) -> None:
-    """Render one email of a campaign (subject, text and HTML) for a sample or given lead."""
+    """Render one email of a campaign (subject, text and HTML) for a sample or given lead.
+
+    An A/B step whose winner is recorded renders the winner, as the worker sends it to every later lead."""
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
     catalog = load_catalog(campaigns_dir, templates_dir).raise_for_problems()
-    email = preview(catalog, templates_dir, campaign, step, load_lead_file(lead), variant=variant, content_id=variant,
-                    limits=render_limits(get_settings()))
+    winners, _note = _winners(campaign, winner)
+    called = winners.get(step) if variant is None else None
+    email = preview(catalog, templates_dir, campaign, step, load_lead_file(lead), variant=variant or called,
+                    content_id=variant, limits=render_limits(get_settings()))
     typer.echo(f"Subject: {email.subject}\n")
     typer.echo(email.text.rstrip() + "\n")
     if html_out:
@@ -88,6 +113,8 @@ def preview_command(
         typer.echo(email.html)
     else:
         typer.echo(f"(HTML part: {len(email.html)} characters; --html to print it, --html-out FILE to save it)")
+    if called is not None:
+        typer.echo(f"(variant {called}: the recorded winner, which every later lead gets)")
 
 
 def simulate_command(
@@ -101,16 +128,24 @@ def simulate_command(
         "content_download:CONTENT@..., stage:sql@..., unsubscribe@...",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the timeline as a JSON list."),
+    winner: list[str] | None = typer.Option(None, "--winner", help=WINNER_HELP),
+    held_out: bool | None = typer.Option(
+        None, "--held-out/--sent",
+        help="Simulate the lead as held out (sent nothing) or as sent to (default: as the worker decides, by a hash "
+        "of the lead file's id, else its email, and the campaign's holdout share).",
+    ),
     campaigns: Path | None = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
     templates: Path | None = typer.Option(None, "--templates", help=TEMPLATES_HELP),
 ) -> None:
     """Dry-run a campaign for one lead over time: what it would get and when (UTC and lead-local), and why it stops.
 
-    No database and no sending: the same engine as the worker, on a virtual clock.
+    No sending and no writes: the same engine as the worker, on a virtual clock, with the A/B winners recorded in the
+    database (if there is one) or given with --winner.
     """
     from nurture.application.authoring import preview_links
     from nurture.core.engine import Action
     from nurture.core.facts import LeadView
+    from nurture.core.holdout import held_out as in_holdout
     from nurture.core.simulate import parse_event, parse_time, simulate
     from nurture.rendering import EmailRenderer
 
@@ -126,12 +161,19 @@ def simulate_command(
     def subject(action: Action, who: LeadView) -> str:
         return render_action(renderer, chosen, action, who, links).subject
 
+    winners, winners_note = _winners(chosen.id, winner)
+    hold = in_holdout(lead_view.key, chosen.id, chosen.holdout) if held_out is None else held_out
     timeline = simulate(chosen, catalog.policy, lead_view, start=parse_time(start), days=days, events=events,
-                        default_tz=settings.default_timezone, render_subject=subject)
+                        default_tz=settings.default_timezone, render_subject=subject, winners=winners, held_out=hold)
     if as_json:
         typer.echo(json.dumps([entry.to_json() for entry in timeline], indent=2))
         return
     typer.echo(f"{chosen.id} for {lead_view.email}, from {start} for {days:g} days")
+    if hold:
+        typer.echo(f"held out (holdout {(chosen.holdout or 0) * 100:g}%): the lead walks the campaign and is sent nothing")
+    if winners:
+        called = ", ".join(f"{step} -> {variant}" for step, variant in sorted(winners.items()))
+        typer.echo(f"A/B winners: {called} ({winners_note})")
     for entry in timeline:
         when = f"{entry.at:%Y-%m-%d %H:%M}Z  {entry.local:%a %Y-%m-%d %H:%M %Z}"
         what = entry.kind

@@ -158,6 +158,7 @@ def show_command(
     """Show a lead: fields, stage, score with the events and fit rules behind it, enrollments, deliveries, recent
     events and stage history."""
     from nurture.application.rescore import score_breakdown
+    from nurture.application.variant_decisions import winners_of_lead
     from nurture.cli.app import read_clock
     from nurture.definitions.scoring import load_scoring
     from nurture.storage.database import session
@@ -169,6 +170,7 @@ def show_command(
     try:
         with session(engine, read_only=True) as db:
             summary = lead_summary(db, email)
+        summary["ab_winners"] = winners_of_lead(engine, summary)
         rules, problems = load_scoring(settings.campaigns_dir)
         if not problems:
             summary["score"] = score_breakdown(engine, rules, email, read_clock()).to_json()
@@ -194,11 +196,16 @@ def _render_summary(summary: dict[str, Any]) -> str:
             detail = f" ({item['count']} event(s), {item['raw']:g} before decay)" if item["source"] == "behaviour" else ""
             out.append(f"  {item['points']:>+8g}  {item['source']:<9} {item['label']}{detail}")
     sections = [
-        ("Enrollments", summary["enrollments"], ["campaign_id", "status", "step_id", "next_due_at", "end_reason"]),
-        ("Deliveries", summary["deliveries"], ["campaign_id", "step_key", "status", "attempts", "sent_at", "error"]),
+        ("Enrollments", summary["enrollments"], ["campaign_id", "status", "held_out", "step_id", "next_due_at",
+                                                 "end_reason"]),
+        ("Deliveries", summary["deliveries"], ["campaign_id", "step_key", "variant", "status", "attempts", "sent_at",
+                                               "error"]),
         ("Recent events", summary["events"], ["occurred_at", "type", "points", "campaign_id", "step_key"]),
         ("Stage history", summary["stage_history"], ["at", "from_stage", "to_stage", "actor", "reason"]),
     ]
+    if summary.get("ab_winners"):
+        sections.append(("A/B winners", summary["ab_winners"],
+                         ["campaign_id", "step_id", "winner", "decided_at", "received", "given_the_winner"]))
     for title, rows, columns in sections:
         out.append("")
         out.append(f"{title}:" if rows else f"{title}: none")
@@ -218,6 +225,8 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
 def _cell(value: Any, key: str) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if key.endswith("at") and isinstance(value, str):  # ISO timestamps from the summary, to the second
         return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, list):

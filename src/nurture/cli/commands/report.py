@@ -19,9 +19,11 @@ def report_command(
     since: str | None = typer.Option(None, "--since", help="Start of the period, ISO 8601 (overrides --days)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Funnel metrics (MQL→SQL conversion, SQL acceptance, time to SQL, lead velocity) and per-campaign and
-    per-step email performance (A/B variants side by side). Database from NURTURE_DATABASE_URL."""
+    """Funnel metrics (MQL→SQL conversion, SQL acceptance, time to SQL, lead velocity), per-campaign and
+    per-step email performance (A/B variants side by side), each A/B test's verdict and each holdout's lift.
+    Database from NURTURE_DATABASE_URL, campaigns from NURTURE_CAMPAIGNS_DIR."""
     from nurture.cli.app import read_clock
+    from nurture.cli.commands.report_experiments import experiment_sections, print_experiments
     from nurture.core.simulate import parse_time
     from nurture.storage.migrate import open_database
     from nurture.storage.reports import build_report
@@ -30,8 +32,9 @@ def report_command(
     start = parse_time(since) if since else until - timedelta(days=days)
     engine = open_database(get_settings().database_url)
     report = build_report(engine, since=start, until=until)
+    experiments = experiment_sections(engine, start, until)
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        typer.echo(json.dumps({**report.to_json(), **experiments}, indent=2))
         return
     f = report.funnel
     typer.echo(f"Funnel {start:%Y-%m-%d} .. {until:%Y-%m-%d}")
@@ -52,6 +55,7 @@ def report_command(
     for s in report.steps:
         typer.echo(f"  {s.campaign:24} {s.step:20} {s.variant or '-':8} {s.sent:>7} {s.failed:>6} "
                    f"{_pct(s.open_rate):>7} {_pct(s.click_rate):>7}")
+    print_experiments(experiments)
 
 
 def register(app: typer.Typer) -> None:

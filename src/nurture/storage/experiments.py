@@ -1,0 +1,125 @@
+"""The queries of A/B tests and holdout groups: an A/B step's sends and what came of them, the recorded winners, and
+the enrollments of campaigns with a holdout. What the figures mean is :mod:`nurture.core.abtest`'s and
+:mod:`nurture.core.holdout`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import BindParameter
+
+from nurture.core.abtest import StepSend
+from nurture.core.facts import CLICK, OPEN
+from nurture.storage.dialect import upsert_insert
+from nurture.storage.tables import D, E, EV, SC, VD
+
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+CHUNK = 900
+
+
+def _chunks(values: Sequence[int]) -> Iterable[list[int]]:
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start : start + CHUNK]
+
+
+def ab_steps(conn: Connection, *, since: datetime, until: datetime) -> list[tuple[str, str]]:
+    """(campaign, step) of every step that sent an email with a variant in [since, until)."""
+    rows = conn.execute(
+        select(D.c.campaign_id, D.c.step_id).distinct()
+        .where(D.c.channel == "email", D.c.variant.is_not(None), D.c.created_at >= since, D.c.created_at < until)
+    )
+    return sorted((row.campaign_id, row.step_id) for row in rows)
+
+
+def step_sends(conn: Connection, campaign_id: str, step_id: str, *, since: datetime | None,
+               until: datetime) -> list[StepSend]:
+    """The step's sent emails with a variant, created in [since, until) (since None: from the start)."""
+    query = select(D.c.id, D.c.lead_id, D.c.variant, D.c.sent_at).where(
+        D.c.campaign_id == campaign_id, D.c.step_id == step_id, D.c.channel == "email", D.c.status == "sent",
+        D.c.variant.is_not(None), D.c.sent_at.is_not(None), D.c.created_at < until,
+    )
+    if since is not None:
+        query = query.where(D.c.created_at >= since)
+    return [StepSend(row.lead_id, row.variant, row.id, row.sent_at) for row in conn.execute(query)]
+
+
+def engaged_deliveries(conn: Connection, delivery_ids: Sequence[int], *, until: datetime) -> dict[int, set[str]]:
+    """Delivery id -> the open and click event types recorded on it before ``until``."""
+    found: dict[int, set[str]] = {}
+    for chunk in _chunks(delivery_ids):
+        rows = conn.execute(
+            select(EV.c.delivery_id, EV.c.type).distinct()
+            .where(EV.c.delivery_id.in_(_IDS), EV.c.type.in_((OPEN, CLICK)), EV.c.occurred_at < until),
+            {"ids": chunk},
+        )
+        for row in rows:
+            found.setdefault(row.delivery_id, set()).add(row.type)
+    return found
+
+
+def event_times(conn: Connection, lead_ids: Sequence[int], event_type: str, *, until: datetime) -> dict[int, list[datetime]]:
+    """Lead id -> when it recorded ``event_type`` (before ``until``)."""
+    found: dict[int, list[datetime]] = {}
+    for chunk in _chunks(lead_ids):
+        rows = conn.execute(
+            select(EV.c.lead_id, EV.c.occurred_at)
+            .where(EV.c.lead_id.in_(_IDS), EV.c.type == event_type, EV.c.occurred_at < until),
+            {"ids": chunk},
+        )
+        for row in rows:
+            found.setdefault(row.lead_id, []).append(row.occurred_at)
+    return found
+
+
+def sql_times(conn: Connection, lead_ids: Sequence[int], *, until: datetime) -> dict[int, list[datetime]]:
+    """Lead id -> when it became an SQL (each move to the sql stage before ``until``)."""
+    found: dict[int, list[datetime]] = {}
+    for chunk in _chunks(lead_ids):
+        rows = conn.execute(
+            select(SC.c.lead_id, SC.c.at).where(SC.c.lead_id.in_(_IDS), SC.c.to_stage == "sql", SC.c.at < until),
+            {"ids": chunk},
+        )
+        for row in rows:
+            found.setdefault(row.lead_id, []).append(row.at)
+    return found
+
+
+def decisions(conn: Connection) -> list[Any]:
+    """Every recorded winner (a handful of rows: one per A/B step with ``winner:`` that made its call)."""
+    return list(conn.execute(select(VD).order_by(VD.c.campaign_id, VD.c.step_id)))
+
+
+def record_decision(conn: Connection, *, campaign_id: str, step_id: str, winner: str, metric: str, confidence: float,
+                    decided_at: datetime, figures: dict[str, Any]) -> Any:
+    """Record the step's winner unless one is recorded already (the unique key decides between two deciders);
+    return the row that is recorded."""
+    conn.execute(
+        upsert_insert(VD, conn.dialect).values(
+            campaign_id=campaign_id, step_id=step_id, winner=winner, metric=metric, confidence=confidence,
+            decided_at=decided_at, figures=figures,
+        ).on_conflict_do_nothing(index_elements=["campaign_id", "step_id"])
+    )
+    return conn.execute(select(VD).where(VD.c.campaign_id == campaign_id, VD.c.step_id == step_id)).one()
+
+
+def holdout_campaigns(conn: Connection, *, since: datetime, until: datetime) -> list[str]:
+    """The campaigns that held out a lead entering in [since, until)."""
+    rows = conn.execute(select(E.c.campaign_id).distinct().where(
+        E.c.held_out.is_(True), E.c.enrolled_at >= since, E.c.enrolled_at < until))
+    return sorted(row.campaign_id for row in rows)
+
+
+def campaign_entries(conn: Connection, campaign_id: str, *, since: datetime, until: datetime) -> list[Any]:
+    """The campaign's enrollments that entered in [since, until) (``lead_id``, ``held_out``, ``enrolled_at``), oldest
+    first."""
+    return list(conn.execute(
+        select(E.c.lead_id, E.c.held_out, E.c.enrolled_at)
+        .where(E.c.campaign_id == campaign_id, E.c.enrolled_at >= since, E.c.enrolled_at < until)
+        .order_by(E.c.enrolled_at, E.c.id)
+    ))
