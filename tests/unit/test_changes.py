@@ -132,3 +132,14 @@ def test_an_action_that_changed_kind_is_named() -> None:
     steps[4] = {"id": "cold", "wait": "1d", "update": {"add_tags": ["cold"]}}
     fields = [c.field for c in diff(V1, campaign(steps)).steps["cold"]]
     assert fields == ["action", "email", "update"]
+
+
+def test_a_holdout_and_an_ab_goal_or_winner_are_named_in_the_diff() -> None:
+    steps = copy.deepcopy(V1_STEPS)
+    steps[0]["email"]["variants"] = [{"id": "a"}, {"id": "b", "subject": "Hello"}]
+    old = campaign(copy.deepcopy(steps))
+    steps[0]["email"]["goal"] = "open"
+    steps[0]["email"]["winner"] = {"confidence": "95%", "min_sends": 200}
+    result = diff(old, campaign(steps, holdout="10%"))
+    assert [c.field for c in result.steps["welcome"]] == ["email.goal", "email.winner"]
+    assert [c.field for c in result.campaign] == ["holdout"]

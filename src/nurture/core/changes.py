@@ -122,9 +122,10 @@ def _shown(value: Any, width: int = 100) -> str:
 
 _STEP_FIELDS = ("when", "email", "wait_for", "goto", "on_event", "on_timeout", "branch", "stream", "webhook",
                 "update", "send_window", "replaces")
-_SPLIT = {"email": ("subject", "template", "variants"), "wait_for": ("event", "step", "timeout")}
+_SPLIT = {"email": ("subject", "template", "variants", "goal", "winner"), "wait_for": ("event", "step", "timeout")}
 """Actions compared key by key when both versions have them (a changed subject, a changed timeout)."""
-_CAMPAIGN_FIELDS = ("name", "paused", "priority", "entry", "exit", "reentry", "timezone", "send_window")
+_CAMPAIGN_FIELDS = ("name", "paused", "priority", "holdout", "entry", "exit", "reentry", "timezone",
+                    "send_window")
 
 
 def _written(model: Any) -> dict[str, Any]:
