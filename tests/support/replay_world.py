@@ -9,7 +9,7 @@ cap of one email a day, no send window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +84,15 @@ def write_drip_project(root: Path, drip: str = DRIP) -> Project:
     return project
 
 
-def record_history(engine: Engine, root: Path) -> History:
-    """Run the drip campaign for nine days on ``engine`` (migrated), with the intake's events at fixed hours."""
+def record_history(engine: Engine, root: Path, start: datetime = T0) -> History:
+    """Run the drip campaign for nine days from ``start`` on ``engine`` (migrated), with the intake's events at fixed
+    hours."""
     project = write_drip_project(root)
     catalog = load_catalog(project.campaigns_dir, project.templates_dir).raise_for_problems()
     rules, problems = load_scoring(project.campaigns_dir)
     sales, sales_problems = load_sales(project.campaigns_dir)
     assert not problems and not sales_problems
-    clock = FixedClock(T0)
+    clock = FixedClock(start)
     dispatcher = Dispatcher(engine, catalog, EmailRenderer(project.templates_dir), FileTransport(root / "outbox"),
                             Signer("replay-tests"), dispatch_config())
 
@@ -115,7 +116,7 @@ def record_history(engine: Engine, root: Path) -> History:
     }
     try:
         for hour in range(HOURS + 1):
-            clock.now = T0 + timedelta(hours=hour)
+            clock.now = start + timedelta(hours=hour)
             for action in script.get(hour, []):
                 action()
             dispatcher.drain(clock)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from nurture.cli.commands import campaigns, db, events, leads, project, report, run, sales
+from nurture.cli.commands import campaigns, db, events, impact, leads, project, report, run, sales
 
-MODULES = [campaigns, run, db, leads, events, sales, report, project]
+MODULES = [campaigns, run, db, leads, events, sales, report, impact, project]
