@@ -73,6 +73,18 @@ def test_replay_json_of_one_campaign_with_the_new_version_from_the_campaigns_fol
     assert until - since == timedelta(days=14)
 
 
+@pytest.mark.parametrize(("since", "period"), [("30d", timedelta(days=30)), ("2w", timedelta(days=14)),
+                                                ("36h", timedelta(hours=36))])
+def test_replay_since_takes_a_duration(world, since, period):
+    _history, old, new, url = world
+    result = nurture(url, "replay", "--old-campaigns", str(old), "--campaigns", str(new), "--since", since, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    start, until = (datetime.fromisoformat(report[k].replace("Z", "+00:00")) for k in ("since", "until"))
+    assert until - start == period
+    assert report["enrollments"] == (8 if period >= timedelta(days=14) else 0), "the history ended a day ago"
+
+
 def test_replay_of_a_version_against_itself_changes_nothing(world):
     _history, old, _new, url = world
     result = nurture(url, "replay", "--old-campaigns", str(old), "--campaigns", str(old), "--json")
