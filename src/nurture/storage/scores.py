@@ -74,3 +74,28 @@ def leads_after(conn: Connection, last_id: int, limit: int) -> list[Any]:
 def store_scores(conn: Connection, updates: Sequence[Mapping[str, Any]]) -> None:
     """Write each ``{"lead_id": ..., "new_score": ...}`` into its lead's ``score`` column."""
     conn.execute(update(L).where(L.c.id == bindparam("lead_id")).values(score=bindparam("new_score")), updates)
+
+
+def leads_page(conn: Connection, last_id: int, limit: int) -> list[Any]:
+    """Up to ``limit`` lead rows with ids above ``last_id``, in id order (a read: nothing is locked)."""
+    return list(conn.execute(select(L).where(L.c.id > last_id).order_by(L.c.id).limit(limit)))
+
+
+_EVENTS_OF_TYPES = (
+    select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties, EV.c.points)
+    .where(EV.c.lead_id.in_(bindparam("lead_ids", expanding=True)), EV.c.type.in_(bindparam("types", expanding=True)))
+    .order_by(EV.c.lead_id, EV.c.occurred_at, EV.c.id)
+)
+
+
+def events_of_types(conn: Connection, lead_ids: Sequence[int], types: Sequence[str]) -> dict[int, list[tuple[Engagement, float]]]:
+    """Each lead's events of these types with their stored points, oldest first (whatever points they scored)."""
+    found: dict[int, list[tuple[Engagement, float]]] = {lead_id: [] for lead_id in lead_ids}
+    if not types:
+        return found
+    for start in range(0, len(lead_ids), 900):
+        rows = conn.execute(_EVENTS_OF_TYPES, {"lead_ids": list(lead_ids[start : start + 900]), "types": list(types)})
+        for row in rows:
+            engagement = Engagement(row.type, row.occurred_at, row.campaign_id, row.step_key, row.properties or {})
+            found[row.lead_id].append((engagement, float(row.points)))
+    return found
