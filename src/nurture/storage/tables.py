@@ -16,7 +16,9 @@ from nurture.storage.models import (
     Lead,
     Meta,
     Outbox,
+    Spend,
     StageChange,
+    StepOutcome,
 )
 
 L: Table = Lead.__table__  # type: ignore[attr-defined]
@@ -35,3 +37,7 @@ M: Table = Meta.__table__  # type: ignore[attr-defined]
 """meta: key/value state (secrets, round-robin positions)"""
 CV: Table = CampaignVersion.__table__  # type: ignore[attr-defined]
 """campaign versions: the content hash of each campaign the worker ran"""
+SP: Table = Spend.__table__  # type: ignore[attr-defined]
+"""spend: marketing spend per period, source and campaign"""
+SO: Table = StepOutcome.__table__  # type: ignore[attr-defined]
+"""step outcomes: the way each lead went at a branch or wait-for step"""

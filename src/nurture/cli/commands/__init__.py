@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from nurture.cli.commands import campaigns, db, events, leads, project, report, run, sales
+from nurture.cli.commands import campaigns, db, events, leads, project, report, run, sales, spend
 
-MODULES = [campaigns, run, db, leads, events, sales, report, project]
+MODULES = [campaigns, run, db, leads, events, sales, spend, report, project]
