@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from nurture.storage.database import transaction
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, StageChange
-from nurture.storage.reports import build_report
+from nurture.application.report import build_report
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -64,20 +64,21 @@ def seed(engine: Engine) -> None:
 
 def test_funnel_and_ab_figures(engine: Engine) -> None:
     seed(engine)
-    report = build_report(engine, since=NOW - 30 * DAY, until=NOW)
-    f = report.funnel
-    assert (f.new_mql, f.new_sql, f.accepted, f.rejected) == (10, 4, 1, 1)
+    report = build_report(engine, since=NOW - 30 * DAY, until=NOW, now=NOW)
+    f = report.section("funnel")
+    assert (f.new_mqls, f.new_sqls, f.accepted, f.rejected) == (10, 4, 1, 1)
     assert f.mql_to_sql_rate == 0.4
     assert f.sql_acceptance_rate == 0.5
     assert f.median_hours_mql_to_sql == 84.0  # 48, 72, 96, 120 h
-    assert f.mql_velocity_change == 1.5  # 10 this period against 4 the period before
-    steps = {s.variant: s for s in report.steps}
-    assert (steps["a"].sent, steps["a"].opened, steps["a"].clicked) == (5, 3, 1)
-    assert (steps["b"].sent, steps["b"].failed, steps["b"].opened, steps["b"].clicked) == (4, 1, 1, 1)  # a click is an open
-    assert steps["a"].open_rate == 0.6 and steps["b"].click_rate == 0.25
-    [campaign] = report.campaigns
-    assert (campaign.enrolled, campaign.active, campaign.exited) == (10, 8, {"stage:sql": 2})
-    assert campaign.sent == 9 and campaign.open_rate == round(4 / 9, 4)
+    steps = {s["variant"]: s for s in report.section("steps").emails}
+    assert (steps["a"]["sent"], steps["a"]["opened"], steps["a"]["clicked"]) == (5, 3, 1)
+    assert (steps["b"]["sent"], steps["b"]["failed"], steps["b"]["opened"], steps["b"]["clicked"]) == (4, 1, 1, 1)
+    assert steps["a"]["open_rate"] == 0.6 and steps["b"]["click_rate"] == 0.25
+    [campaign] = report.section("steps").campaigns
+    assert (campaign["active"], campaign["exited"], campaign["sent"]) == (8, 2, 9)
+    assert campaign["open_rate"] == round(4 / 9, 4)
+    assert report.section("steps").exits == [{"campaign": "ebook", "reason": "became an SQL", "code": "stage:sql",
+                                              "leads": 2}]
 
 
 def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
@@ -89,5 +90,5 @@ def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["funnel"]["new_sql"] == 4
-    assert {s["variant"] for s in data["steps"]} == {"a", "b"}
+    assert data["funnel"]["new_sqls"] == 4
+    assert {s["variant"] for s in data["steps"]["email_steps"]} == {"a", "b"}

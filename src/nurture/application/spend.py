@@ -25,7 +25,7 @@ from nurture.storage import spend as store
 from nurture.storage.database import transaction
 
 if TYPE_CHECKING:  # the engine type only annotates: the queries are storage's
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 COLUMNS = ("period", "source", "campaign", "amount", "currency")
 ALIASES = {"channel": "source"}
@@ -121,12 +121,11 @@ def import_spend(engine: Engine, path: Path, now: datetime) -> SpendImport:
                        max((e.end for e in entries), default=None), tuple(sorted({e.currency for e in entries})))
 
 
-def spend_entries(engine_or_conn: Engine, yaml_entries: list[SpendEntry], first_day: date, last_day: date
+def spend_entries(conn: Connection, yaml_entries: list[SpendEntry], first_day: date, last_day: date
                   ) -> list[SpendEntry]:
-    """The spend overlapping the days ``first_day`` to ``last_day``: the imported rows, and the ``spend.yaml``
-    entries no imported row replaces (same period, source and campaign)."""
-    with transaction(engine_or_conn, read_only=True) as conn:
-        rows = store.spend_rows(conn, first_day=first_day, last_day=last_day)
+    """The spend overlapping the days ``first_day`` to ``last_day`` (read in the caller's transaction): the imported
+    rows, and the ``spend.yaml`` entries no imported row replaces (same period, source and campaign)."""
+    rows = store.spend_rows(conn, first_day=first_day, last_day=last_day)
     imported = [SpendEntry(r.period_start, r.period_end, r.source, r.campaign, int(r.amount_cents), r.currency,
                            origin="import") for r in rows]
     keys = {e.key for e in imported}

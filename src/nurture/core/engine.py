@@ -30,6 +30,9 @@ from nurture.definitions.campaign import END, Campaign, ContentItem, Step, Updat
 from nurture.definitions.policy import Policy
 
 MAX_STEPS_PER_ADVANCE = 64  # a goto loop without waits must not spin forever
+COUNTED = ("branch", "event", "timeout", "skipped", "late")
+"""The path outcomes the reports count per step (the way a lead went, or why a step did not run); sends are counted
+by their deliveries."""
 _SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 
 
