@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -13,7 +13,7 @@ import typer
 from nurture.settings import get_settings
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """How the report is printed."""
 
     table = "table"
