@@ -13,9 +13,9 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from nurture.application.report import build_report
 from nurture.storage.database import transaction
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, StageChange
-from nurture.application.report import build_report
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
