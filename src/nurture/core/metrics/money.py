@@ -64,7 +64,7 @@ class Money:
         summary = Summary()
         for key, label in (("spend", "Spend"), ("cost_per_lead", "Cost per lead"), ("cost_per_mql", "Cost per MQL"),
                            ("cost_per_sql", "Cost per SQL"), ("cac", "CAC")):
-            summary.add(key, label, self.total.get(key), "money", self.currency or "")
+            summary.add(f"total.{key}", label, self.total.get(key), "money", self.currency or "")
         return summary
 
     def tables(self) -> list[Table]:

@@ -40,6 +40,12 @@ class Table:
     period: str | None = None
     items: Sequence[str] = ()
     note: str = ""
+    json_path: str = ""  # where the rows are in the section's JSON, dotted (default: the key)
+
+    @property
+    def path(self) -> str:
+        """The rows' place in the section's JSON."""
+        return self.json_path or self.key
 
     def long_rows(self, section: str) -> Iterator[tuple[Any, ...]]:
         """The table as CSV lines: (section, table, period, item, metric, value)."""
@@ -83,7 +89,8 @@ class Section(Protocol):
 
 @dataclass
 class Headline:
-    """A figure shown large (dashboard tiles, the first lines of the table output)."""
+    """A figure shown large (dashboard tiles, the first lines of the table output); ``key`` is its place in the
+    section's JSON, dotted (``total.spend``)."""
 
     key: str
     label: str

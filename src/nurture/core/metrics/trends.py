@@ -87,7 +87,7 @@ class Trends:
             Table("weeks", "Week by week", list(WEEK_COLUMNS), self.weeks, period="week"),
             Table("time_to_sql", "Time from first MQL to SQL",
                   [Column("range", "Time to SQL", "text"), Column("sqls", "SQLs"), Column("share", "Share", "rate")],
-                  ttq.get("buckets", []), items=("range",),
+                  ttq.get("buckets", []), items=("range",), json_path="time_to_sql.buckets",
                   note=", ".join(f"{k.split('_')[0]} {ttq[k]:g} h" for k in ("median_hours", "p25_hours",
                                                                              "p75_hours", "p90_hours")
                                  if ttq.get(k) is not None)),
