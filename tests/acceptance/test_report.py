@@ -92,3 +92,42 @@ def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url
     data = json.loads(result.stdout)
     assert data["funnel"]["new_sqls"] == 4
     assert {s["variant"] for s in data["steps"]["email_steps"]} == {"a", "b"}
+
+
+def nurture_report(tmp_path: Path, url: str, *args: str, campaigns: Path | None = None) -> subprocess.CompletedProcess:
+    nurture = Path(sys.executable).with_name("nurture")
+    env = {**os.environ, "NURTURE_DATABASE_URL": url, "NURTURE_CAMPAIGNS_DIR": str(campaigns or tmp_path / "none")}
+    return subprocess.run([str(nurture), "report", *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+
+
+def test_report_formats_and_filters_as_the_readme_shows(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
+    seed(engine)
+    period = ["--since", (NOW - 30 * DAY).isoformat(), "--until", NOW.isoformat()]
+    table = nurture_report(tmp_path, migrated_url, *period)
+    assert table.returncode == 0, table.stderr
+    assert "MQL→SQL" in table.stdout and "40.0%" in table.stdout and "became an SQL" in table.stdout
+    assert "Lead velocity rate: (MQLs of a month - MQLs of the month before)" in table.stdout
+    assert "Decoding the Key Differences for Brands" in table.stdout  # where the definitions come from
+    lines = nurture_report(tmp_path, migrated_url, *period, "--format", "csv").stdout.splitlines()
+    assert lines[0] == "section,table,period,item,metric,value"
+    assert "funnel,figures,,,new_sqls,4" in lines
+    assert "steps,email_steps,,ebook / welcome / a,open_rate,0.6" in lines
+    narrowed = json.loads(nurture_report(tmp_path, migrated_url, *period, "--campaign", "ebook", "--format",
+                                         "json").stdout)
+    assert narrowed["period"]["campaign"] == "ebook"
+    assert narrowed["funnel"]["new_mqls"] == 10  # the ten leads enrolled in ebook; the four of last month are not
+    other = json.loads(nurture_report(tmp_path, migrated_url, *period, "--campaign", "other", "--json").stdout)
+    assert other["funnel"]["new_mqls"] == 0 and other["steps"]["email_steps"] == []
+
+
+def test_spend_in_two_currencies_is_an_error_not_a_sum(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
+    seed(engine)
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "spend.yaml").write_text("spend:\n  - {period: 2026-03, source: google, amount: 10, currency: EUR}\n"
+                                          "  - {period: 2026-03, source: bing, amount: 10, currency: USD}\n")
+    result = nurture_report(tmp_path, migrated_url, "--until", NOW.isoformat(), "--json", campaigns=campaigns)
+    assert result.returncode == 1
+    assert "2 currencies (EUR, USD)" in result.stderr
+    assert json.loads(result.stdout)["money"]["error"].startswith("the spend of this period is in 2 currencies")

@@ -65,3 +65,21 @@ def test_check_reports_spend_yaml_problems_at_their_lines(tmp_path: Path) -> Non
                                                    encoding="utf-8")
     result = nurture(root, "check", "--campaigns", "campaigns", "--templates", "templates")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_spend_examples_are_accepted(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    csv_example = re.search(r"```csv\n(period,source,campaign,amount,currency\n.*?)```", text, re.S)
+    yaml_example = re.search(r"```yaml\n(currency: EUR  .*?)```", text, re.S)
+    assert csv_example and yaml_example
+    (tmp_path / "spend.csv").write_text(csv_example[1], encoding="utf-8")
+    result = nurture(tmp_path, "spend", "import", "spend.csv", env={"NURTURE_DATABASE_URL": migrated_url})
+    assert result.returncode == 0, result.stderr
+    assert len(stored(engine)) == 2
+    root = make_project(tmp_path / "project", {"c.yaml": CAMPAIGN, "spend.yaml": yaml_example[1]},
+                        {"t.html.j2": "<p>hi</p>"})
+    result = nurture(root, "check", "--campaigns", "campaigns", "--templates", "templates")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -56,8 +56,8 @@ def build_report(engine: Engine, *, since: datetime, until: datetime, now: datet
     ``spend``: the ``spend.yaml`` entries."""
     if until <= since:
         raise InvalidInput(f"the period ends ({until.isoformat()}) before it starts ({since.isoformat()})")
-    if campaign is not None and catalog is not None and campaign not in catalog.campaigns:
-        catalog.campaign(campaign)  # InvalidInput naming the known campaigns
+    if campaign is not None and catalog is not None and catalog.campaigns and campaign not in catalog.campaigns:
+        catalog.campaign(campaign)  # a typo: InvalidInput naming the campaigns of the folder
     window = Window(since, until, campaign)
     sales = sales or SalesRules()
     with transaction(engine, read_only=True) as conn:

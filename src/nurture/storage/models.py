@@ -47,7 +47,8 @@ class Lead(SQLModel, table=True):
     __tablename__ = "lead"
     __table_args__ = (
         UniqueConstraint("email"),
-        Index("ix_lead_created_at", "created_at"),  # new leads per period (reports)
+        # reports: new leads per period and source, read from the index alone
+        Index("ix_lead_created_at_source", "created_at", "source", "medium", "source_campaign"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
@@ -88,8 +89,8 @@ class Enrollment(SQLModel, table=True):
         Index("ix_enrollment_status_next_due_at", "status", "next_due_at"),
         Index("ix_enrollment_campaign_id_status", "campaign_id", "status"),
         Index("ix_enrollment_lead_id_campaign_id", "lead_id", "campaign_id"),  # "is this lead in that campaign?"
-        Index("ix_enrollment_enrolled_at", "enrolled_at"),  # reports: enrollments of a period
-        Index("ix_enrollment_ended_at", "ended_at"),  # reports: exits of a period
+        Index("ix_enrollment_enrolled_at_campaign_id", "enrolled_at", "campaign_id"),  # reports: enrollments started
+        Index("ix_enrollment_ended_at_campaign_id", "ended_at", "campaign_id", "status", "end_reason"),  # ... ended
         # A lead is never twice active in one campaign; once ended it may enroll again.
         Index(
             "uq_enrollment_active_lead_id_campaign_id",
@@ -127,7 +128,9 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("enrollment_id", "step_key"),
         Index("ix_delivery_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_delivery_lead_id_sent_at", "lead_id", "sent_at"),  # frequency caps
-        Index("ix_delivery_created_at", "created_at"),  # reports: emails of a period
+        # reports: emails of a period per step and variant
+        Index("ix_delivery_created_at_campaign_id", "created_at", "campaign_id", "step_id", "variant", "status",
+              "channel"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
@@ -179,7 +182,8 @@ class StageChange(SQLModel, table=True):
     """One move of a lead through the lifecycle, with who moved it and why."""
 
     __tablename__ = "stage_change"
-    __table_args__ = (Index("ix_stage_change_at_to_stage", "at", "to_stage"),)  # reports: the moves of a period
+    # reports: the moves of a period, read from the index alone
+    __table_args__ = (Index("ix_stage_change_at_to_stage", "at", "to_stage", "from_stage", "actor", "lead_id"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
@@ -211,7 +215,7 @@ class StepOutcome(SQLModel, table=True):
     """Which way a lead went at a branch or wait-for step (or why a step did not run), as the engine decided it."""
 
     __tablename__ = "step_outcome"
-    __table_args__ = (Index("ix_step_outcome_at_campaign_id", "at", "campaign_id"),)
+    __table_args__ = (Index("ix_step_outcome_at_campaign_id", "at", "campaign_id", "step_id", "outcome", "detail"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     enrollment_id: int = Field(foreign_key="enrollment.id", ondelete="CASCADE", sa_type=ID)

@@ -26,8 +26,8 @@ from nurture.core.metrics.periods import (
 )
 from nurture.core.metrics.tables import SOURCE_ARTICLE, Column, Definition, Summary, Table, rate
 
-TIME_TO_SQL_BUCKETS = ((24, "under 1 day"), (72, "1 to 3 days"), (168, "3 to 7 days"), (336, "1 to 2 weeks"),
-                       (672, "2 to 4 weeks"), (None, "4 weeks or more"))
+TIME_TO_SQL_BUCKETS = ((24, "under 1 day"), (72, "1-3 days"), (168, "3-7 days"), (336, "1-2 weeks"),
+                       (672, "2-4 weeks"), (None, "4+ weeks"))
 """Upper bounds in hours (None: no bound) and labels of the time-to-SQL distribution."""
 
 WEEK_COLUMNS = (Column("week", "Week", "text"), Column("starts", "Starts", "text"),
@@ -154,7 +154,7 @@ def _time_to_sql(promotions: list[Promotion]) -> dict[str, Any]:
     total = len(promotions)
     rows = [{"range": label, "sqls": buckets[label], "share": rate(buckets[label], total)}
             for _bound, label in TIME_TO_SQL_BUCKETS]
-    rows.append({"range": "no MQL before", "sqls": never_mql, "share": rate(never_mql, total)})
+    rows.append({"range": "no MQL", "sqls": never_mql, "share": rate(never_mql, total)})
     cuts = statistics.quantiles(waits, n=20, method="inclusive") if len(waits) >= 2 else []
     return {"sqls": total, "median_hours": round(statistics.median(waits), 2) if waits else None,
             "p25_hours": round(cuts[4], 2) if cuts else None, "p75_hours": round(cuts[14], 2) if cuts else None,

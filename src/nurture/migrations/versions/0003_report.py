@@ -39,11 +39,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source", sa.String(), nullable=True))
         batch.add_column(sa.Column("medium", sa.String(), nullable=True))
         batch.add_column(sa.Column("source_campaign", sa.String(), nullable=True))
-    op.create_index("ix_lead_created_at", "lead", ["created_at"])
-    op.create_index("ix_stage_change_at_to_stage", "stage_change", ["at", "to_stage"])
-    op.create_index("ix_enrollment_enrolled_at", "enrollment", ["enrolled_at"])
-    op.create_index("ix_enrollment_ended_at", "enrollment", ["ended_at"])
-    op.create_index("ix_delivery_created_at", "delivery", ["created_at"])
+    # the report's indexes hold every column its queries read, so they are scanned without the tables
+    op.create_index("ix_lead_created_at_source", "lead", ["created_at", "source", "medium", "source_campaign"])
+    op.create_index("ix_stage_change_at_to_stage", "stage_change", ["at", "to_stage", "from_stage", "actor", "lead_id"])
+    op.create_index("ix_enrollment_enrolled_at_campaign_id", "enrollment", ["enrolled_at", "campaign_id"])
+    op.create_index("ix_enrollment_ended_at_campaign_id", "enrollment", ["ended_at", "campaign_id", "status",
+                                                                         "end_reason"])
+    op.create_index("ix_delivery_created_at_campaign_id", "delivery", ["created_at", "campaign_id", "step_id",
+                                                                       "variant", "status", "channel"])
     op.create_index("ix_engagement_event_delivery_id_type", "engagement_event", ["delivery_id", "type"],
                     sqlite_where=WITH_DELIVERY, postgresql_where=WITH_DELIVERY)
     op.create_table(
@@ -73,7 +76,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["enrollment_id"], ["enrollment.id"], name="fk_step_outcome_enrollment_id_enrollment",
                                 ondelete="CASCADE"),
     )
-    op.create_index("ix_step_outcome_at_campaign_id", "step_outcome", ["at", "campaign_id"])
+    op.create_index("ix_step_outcome_at_campaign_id", "step_outcome", ["at", "campaign_id", "step_id", "outcome",
+                                                                       "detail"])
     _backfill_step_outcomes()
 
 
@@ -104,11 +108,11 @@ def downgrade() -> None:
     op.drop_table("step_outcome")
     op.drop_table("spend")
     op.drop_index("ix_engagement_event_delivery_id_type", "engagement_event")
-    op.drop_index("ix_delivery_created_at", "delivery")
-    op.drop_index("ix_enrollment_ended_at", "enrollment")
-    op.drop_index("ix_enrollment_enrolled_at", "enrollment")
+    op.drop_index("ix_delivery_created_at_campaign_id", "delivery")
+    op.drop_index("ix_enrollment_ended_at_campaign_id", "enrollment")
+    op.drop_index("ix_enrollment_enrolled_at_campaign_id", "enrollment")
     op.drop_index("ix_stage_change_at_to_stage", "stage_change")
-    op.drop_index("ix_lead_created_at", "lead")
+    op.drop_index("ix_lead_created_at_source", "lead")
     with op.batch_alter_table("lead") as batch:
         batch.drop_column("source_campaign")
         batch.drop_column("medium")
