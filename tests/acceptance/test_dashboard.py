@@ -1,27 +1,40 @@
-"""The dashboard over a real HTTP server, and in a real browser (headless Chromium) when the machine has one."""
+"""The dashboard over a real HTTP server, and in a real browser (headless Chromium) when the machine has one: every
+figure it shows is the one ``nurture report --json`` gives for the same period."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import typer
 from http_server import HttpServer
-from test_report import NOW, seed
+from typer.testing import CliRunner
 
+from nurture.cli import app as cli_app
+from nurture.cli.commands import report as report_command
+from nurture.core.metrics.tables import format_value
 from nurture.definitions.loader import load_catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.intake.app import create_app
-from nurture.settings import Settings
+from nurture.settings import Settings, get_settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine
 from nurture.storage.migrate import upgrade
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from report_data import NOW, generate
+
 CAMPAIGN = """\
-id: ebook
+id: bench-nurture
 name: Ebook downloaders
 entry: {stage: mql}
 steps:
@@ -29,60 +42,137 @@ steps:
     email:
       template: t.html.j2
       variants: [{id: a, subject: "A"}, {id: b, subject: "B"}]
-  - id: later
+  - id: choose
     wait: 2d
-    update: {add_tags: [nurtured]}
+    branch:
+      - {when: {clicked: welcome}, goto: demo}
+      - {goto: followup}
+  - id: followup
+    wait: 1d
+    email: {template: t.html.j2, subject: "More"}
+  - id: demo
+    wait_for: {event: demo_request, timeout: 3d}
+    on_timeout: end
 """
+SALES = "handoff: {sla: 48h}\nfeedback:\n  reject_reasons:\n    no_budget: {label: No budget, stage: recycled}\n" \
+        "    bad_timing: {stage: recycled}\n    not_a_fit: {stage: disqualified}\n"
+DAYS = 90  # 2026-01-01 .. 2026-04-01: the generator's three whole months
 
 
 @pytest.fixture
-def server(tmp_path: Path):
+def world(tmp_path: Path) -> Iterator[tuple[HttpServer, Settings]]:
     (tmp_path / "campaigns").mkdir()
     (tmp_path / "templates").mkdir()
     (tmp_path / "campaigns" / "ebook.yaml").write_text(CAMPAIGN)
+    (tmp_path / "campaigns" / "sales.yaml").write_text(SALES)
     (tmp_path / "templates" / "t.html.j2").write_text("<p>hi</p>")
     url = f"sqlite:///{tmp_path / 'd.db'}"
     upgrade(url)
     engine = make_engine(url)
-    seed(engine)
+    generate(engine, leads=1200, events=5000, months=3, seed=5)
     settings = Settings(database_url=url, api_key="dash-key", campaigns_dir=tmp_path / "campaigns",
                         templates_dir=tmp_path / "templates")
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
     app = create_app(settings, engine=engine, catalog=catalog, rules=ScoringRules(), signer=Signer("s"),
                      clock=lambda: NOW)
     with HttpServer(app) as running:
-        yield running
+        yield running, settings
     engine.dispose()
 
 
-def test_the_dashboard_needs_the_api_key(server: HttpServer) -> None:
+def report_json(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``nurture report --json`` for the dashboard's period, with the commands' clock at the server's time."""
+    monkeypatch.setenv("NURTURE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("NURTURE_CAMPAIGNS_DIR", str(settings.campaigns_dir))
+    monkeypatch.setattr(cli_app, "clock", lambda: NOW)
+    get_settings.cache_clear()
+    app = typer.Typer()
+    report_command.register(app)
+    app.command("noop", hidden=True)(lambda: None)  # a group, so "report" is a sub-command as in nurture
+    result = CliRunner().invoke(app, ["report", "--days", str(DAYS), "--json"])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def shown_metrics(html: str) -> dict[str, str]:
+    """Every ``data-metric`` of the page with the text shown in it."""
+    return {path: unescape(text).strip()
+            for path, text in re.findall(r'data-metric="([^"]+)"[^>]*>([^<]*)<', html)}
+
+
+def value_at(data: dict[str, Any], section: str, path: str) -> Any:
+    found: Any = data[section]
+    for part in path.split("."):
+        found = found[int(part)] if isinstance(found, list) else found if part == "0" and isinstance(found, dict) \
+            and "0" not in found else found[part]
+    return found
+
+
+def kind_of(path: str) -> str:
+    leaf = path.rsplit(".", 1)[-1]
+    if leaf.endswith("rate") or leaf == "share":
+        return "rate"
+    if leaf in ("spend", "cac") or leaf.startswith("cost_per"):
+        return "money"
+    if "hours" in leaf:
+        return "hours"
+    if leaf in ("month", "week", "starts", "source", "campaign", "owner", "reason", "label", "rule", "range",
+                "kind", "outcome", "step", "variant", "code", "lead_id", "promoted_at", "complete", "partial",
+                "over_sla"):
+        return "text"
+    return "count"
+
+
+def assert_matches_the_report(metrics: dict[str, str], data: dict[str, Any]) -> None:
+    assert len(metrics) > 100  # tiles and tables of every section
+    for key, text in metrics.items():
+        section, _, path = key.partition(".")
+        expected = value_at(data, section, path)
+        assert text == format_value(expected, kind_of(path)), f"{key}: shows {text!r}, report --json has {expected!r}"
+
+
+def test_the_dashboard_needs_the_api_key(world: tuple[HttpServer, Settings]) -> None:
+    server, _ = world
     anonymous = httpx.get(f"{server.url}/dashboard")
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
     assert httpx.get(f"{server.url}/dashboard", auth=("marketing", "wrong")).status_code == 401
 
 
-def test_the_dashboard_shows_the_funnel_and_each_steps_variants(server: HttpServer) -> None:
-    page = httpx.get(f"{server.url}/dashboard?days=30", auth=("marketing", "dash-key"))
+def test_every_figure_of_the_dashboard_is_the_one_report_json_gives(
+        world: tuple[HttpServer, Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+    server, settings = world
+    page = httpx.get(f"{server.url}/dashboard?days={DAYS}", auth=("marketing", "dash-key"), timeout=30)
     assert page.status_code == 200
-    html = page.text
-    assert '<b id="new-mql">10</b>' in html and '<b id="new-sql">4</b>' in html
-    assert "MQL&rarr;SQL 40.0%" in html and "acceptance 50.0%" in html
-    assert "Ebook downloaders" in html and "stage:sql 2" in html
-    # the A/B variants of the welcome step side by side, with their open rates (3 of 5 and 1 of 4)
-    assert "<td>a</td><td class=\"n\">5</td>" in html and "60.0%" in html and "25.0%" in html
-    assert "l1@example.com" not in html  # aggregates only
+    data = report_json(settings, monkeypatch)
+    metrics = shown_metrics(page.text)
+    assert_matches_the_report(metrics, data)
+    # the money, velocity and sales figures a manager looks for are there, with known values
+    assert metrics["money.total.spend"] == "17,700.00"  # three months of 2,000 + 1,000 + 2,500 + 400
+    assert {"funnel.new_mqls", "velocity.lead_velocity_rate", "money.total.cac", "sales.over_sla"} <= set(metrics)
+    assert data["money"]["total"]["spend"] == 17700.0
+    assert "<svg" in page.text and "lead velocity rate" in page.text  # the charts, drawn on the server
+    assert "Ebook downloaders: steps" in page.text and "rule 1 → demo" in page.text
+    assert "up to 3d for demo_request" in page.text  # a wait-for step says what it waits for, not "Wait 0s"
+    assert "lead1@example.com" not in page.text  # aggregates and lead ids only
+    narrowed = httpx.get(f"{server.url}/dashboard?days={DAYS}&campaign=bench-nurture", auth=("m", "dash-key"))
+    assert narrowed.status_code == 200 and "counts are of leads in nurture campaign bench-nurture" in narrowed.text
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
-def test_the_dashboard_renders_in_a_browser(server: HttpServer, tmp_path: Path) -> None:
-    url = server.url.replace("http://", "http://marketing:dash-key@") + "/dashboard"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+def test_the_dashboard_renders_in_a_browser_with_the_numbers_of_report_json(
+        world: tuple[HttpServer, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, settings = world
+    url = server.url.replace("http://", "http://marketing:dash-key@") + f"/dashboard?days={DAYS}"
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "Ebook downloaders" in dom.stdout and 'id="new-sql">4<' in dom.stdout
+    assert_matches_the_report(shown_metrics(dom.stdout), report_json(settings, monkeypatch))
     shot = tmp_path / "dashboard.png"
-    subprocess.run(["chromium", *flags, "--window-size=1280,900", f"--screenshot={shot}", url],
+    subprocess.run(["chromium", *flags, "--window-size=1366,900", "--hide-scrollbars", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,9 +13,9 @@ from db_fixtures import engine, migrated_url, postgres_available, postgres_templ
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
+from nurture.application.report import build_report
 from nurture.storage.database import transaction
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, StageChange
-from nurture.storage.reports import build_report
 
 NOW = datetime(2026, 3, 31, 12, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -64,20 +64,21 @@ def seed(engine: Engine) -> None:
 
 def test_funnel_and_ab_figures(engine: Engine) -> None:
     seed(engine)
-    report = build_report(engine, since=NOW - 30 * DAY, until=NOW)
-    f = report.funnel
-    assert (f.new_mql, f.new_sql, f.accepted, f.rejected) == (10, 4, 1, 1)
+    report = build_report(engine, since=NOW - 30 * DAY, until=NOW, now=NOW)
+    f = report.section("funnel")
+    assert (f.new_mqls, f.new_sqls, f.accepted, f.rejected) == (10, 4, 1, 1)
     assert f.mql_to_sql_rate == 0.4
     assert f.sql_acceptance_rate == 0.5
     assert f.median_hours_mql_to_sql == 84.0  # 48, 72, 96, 120 h
-    assert f.mql_velocity_change == 1.5  # 10 this period against 4 the period before
-    steps = {s.variant: s for s in report.steps}
-    assert (steps["a"].sent, steps["a"].opened, steps["a"].clicked) == (5, 3, 1)
-    assert (steps["b"].sent, steps["b"].failed, steps["b"].opened, steps["b"].clicked) == (4, 1, 1, 1)  # a click is an open
-    assert steps["a"].open_rate == 0.6 and steps["b"].click_rate == 0.25
-    [campaign] = report.campaigns
-    assert (campaign.enrolled, campaign.active, campaign.exited) == (10, 8, {"stage:sql": 2})
-    assert campaign.sent == 9 and campaign.open_rate == round(4 / 9, 4)
+    steps = {s["variant"]: s for s in report.section("steps").emails}
+    assert (steps["a"]["sent"], steps["a"]["opened"], steps["a"]["clicked"]) == (5, 3, 1)
+    assert (steps["b"]["sent"], steps["b"]["failed"], steps["b"]["opened"], steps["b"]["clicked"]) == (4, 1, 1, 1)
+    assert steps["a"]["open_rate"] == 0.6 and steps["b"]["click_rate"] == 0.25
+    [campaign] = report.section("steps").campaigns
+    assert (campaign["active"], campaign["exited"], campaign["sent"]) == (8, 2, 9)
+    assert campaign["open_rate"] == round(4 / 9, 4)
+    assert report.section("steps").exits == [{"campaign": "ebook", "reason": "became an SQL", "code": "stage:sql",
+                                              "leads": 2}]
 
 
 def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
@@ -89,5 +90,44 @@ def test_report_command_prints_json(tmp_path: Path, engine: Engine, migrated_url
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["funnel"]["new_sql"] == 4
-    assert {s["variant"] for s in data["steps"]} == {"a", "b"}
+    assert data["funnel"]["new_sqls"] == 4
+    assert {s["variant"] for s in data["steps"]["email_steps"]} == {"a", "b"}
+
+
+def nurture_report(tmp_path: Path, url: str, *args: str, campaigns: Path | None = None) -> subprocess.CompletedProcess:
+    nurture = Path(sys.executable).with_name("nurture")
+    env = {**os.environ, "NURTURE_DATABASE_URL": url, "NURTURE_CAMPAIGNS_DIR": str(campaigns or tmp_path / "none")}
+    return subprocess.run([str(nurture), "report", *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=60)
+
+
+def test_report_formats_and_filters_as_the_readme_shows(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
+    seed(engine)
+    period = ["--since", (NOW - 30 * DAY).isoformat(), "--until", NOW.isoformat()]
+    table = nurture_report(tmp_path, migrated_url, *period)
+    assert table.returncode == 0, table.stderr
+    assert "MQL→SQL" in table.stdout and "40.0%" in table.stdout and "became an SQL" in table.stdout
+    assert "Lead velocity rate: (MQLs of a month - MQLs of the month before)" in table.stdout
+    assert "Decoding the Key Differences for Brands" in table.stdout  # where the definitions come from
+    lines = nurture_report(tmp_path, migrated_url, *period, "--format", "csv").stdout.splitlines()
+    assert lines[0] == "section,table,period,item,metric,value"
+    assert "funnel,figures,,,new_sqls,4" in lines
+    assert "steps,email_steps,,ebook / welcome / a,open_rate,0.6" in lines
+    narrowed = json.loads(nurture_report(tmp_path, migrated_url, *period, "--campaign", "ebook", "--format",
+                                         "json").stdout)
+    assert narrowed["period"]["campaign"] == "ebook"
+    assert narrowed["funnel"]["new_mqls"] == 10  # the ten leads enrolled in ebook; the four of last month are not
+    other = json.loads(nurture_report(tmp_path, migrated_url, *period, "--campaign", "other", "--json").stdout)
+    assert other["funnel"]["new_mqls"] == 0 and other["steps"]["email_steps"] == []
+
+
+def test_spend_in_two_currencies_is_an_error_not_a_sum(tmp_path: Path, engine: Engine, migrated_url: str) -> None:
+    seed(engine)
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "spend.yaml").write_text("spend:\n  - {period: 2026-03, source: google, amount: 10, currency: EUR}\n"
+                                          "  - {period: 2026-03, source: bing, amount: 10, currency: USD}\n")
+    result = nurture_report(tmp_path, migrated_url, "--until", NOW.isoformat(), "--json", campaigns=campaigns)
+    assert result.returncode == 1
+    assert "2 currencies (EUR, USD)" in result.stderr
+    assert json.loads(result.stdout)["money"]["error"].startswith("the spend of this period is in 2 currencies")

@@ -16,6 +16,7 @@ from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog, load_catalog, template_uses
 from nurture.definitions.sales import SALES_FILE, load_sales
 from nurture.definitions.scoring import SCORING_FILE, load_scoring
+from nurture.definitions.spend import SPEND_FILE, load_spend
 from nurture.definitions.yamlsource import load_yaml
 from nurture.errors import InvalidInput, Problem
 from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail, RenderLimits, sample_lead
@@ -93,7 +94,7 @@ class CheckReport:
 def check(
     campaigns_dir: Path, templates_dir: Path, files: list[Path] | None = None, limits: RenderLimits | None = None,
 ) -> CheckReport:
-    """Validate campaigns, policy, scoring and sales rules and templates; render every email; collect every problem."""
+    """Validate campaigns, policy, scoring, sales rules, spend and templates; render every email; collect every problem."""
     catalog = load_catalog(campaigns_dir, templates_dir, files=files)
     problems = list(catalog.problems)
     scoring_dirs = {campaigns_dir, *(path.parent for path in files or [] if path.name == SCORING_FILE)}
@@ -102,6 +103,9 @@ def check(
     sales_dirs = {campaigns_dir, *(path.parent for path in files or [] if path.name == SALES_FILE)}
     for sales_dir in sorted(sales_dirs):
         problems += load_sales(sales_dir)[1]
+    spend_dirs = {campaigns_dir, *(path.parent for path in files or [] if path.name == SPEND_FILE)}
+    for spend_dir in sorted(spend_dirs):
+        problems += load_spend(spend_dir)[1]
     if templates_dir.is_dir():
         syntax = check_template_syntax(templates_dir)
         broken = {Path(p.path).resolve() for p in syntax}

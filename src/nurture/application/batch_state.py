@@ -5,11 +5,12 @@ of rules rather than once per batch."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
 from nurture.core.facts import History, LeadView
 from nurture.core.scoring import ScoreAccumulator, utc_day
 from nurture.definitions.campaign import EntryFilter
@@ -39,6 +40,7 @@ class BatchLead:
     stage_changed: bool = False
     promoted: bool = False  # moved to sql in this batch (promotion also sets the owner)
     dirty: bool = False
+    attributed: bool = False  # its acquisition was looked for in this batch's events already
     _base: LeadView | None = None
     _view: LeadView | None = None
 
@@ -55,6 +57,20 @@ class BatchLead:
         if points:
             self.behaviour.add(event_type, at, points)
             self.caps[(event_type, utc_day(at))] += 1
+
+    def acquisition_from(self, properties: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The lead's source, medium and campaign from an event's UTM properties (a row for
+        :func:`~nurture.storage.lead_rows.set_missing_attribution`), when the lead has none yet; else None."""
+        if self.attributed:
+            return None
+        if has_attribution({name: getattr(self.row, name, None) for name in ATTRIBUTION_FIELDS}):
+            self.attributed = True
+            return None
+        found = attribution_from_properties(properties)
+        if found is None:
+            return None
+        self.attributed = True
+        return {"a_id": self.id, **found}
 
     def view(self) -> LeadView:
         if self._base is None:

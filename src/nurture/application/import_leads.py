@@ -20,6 +20,7 @@ from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
 from nurture.core.facts import LeadView
 from nurture.core.lead_fields import (
+    FIELD_ALIASES,
     FIELD_CLEANERS,
     LEAD_ATTRIBUTES,
     LEAD_FIELDS,
@@ -95,7 +96,8 @@ def import_leads_csv(
     when it is written.
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
-    stage, tags (``;``-separated), owner; any other column becomes a custom field. Raises
+    stage, tags (``;``-separated), owner, source, medium, source_campaign (or ``utm_source``, ``utm_medium``,
+    ``utm_campaign``); any other column becomes a custom field. Raises
     :class:`InvalidInput` when the file cannot be read or has no email column.
     """
     path = Path(path)
@@ -164,6 +166,7 @@ class _Columns:
         for index, title in enumerate(header):
             name = title.strip()
             key = name.lower().replace(" ", "_").replace("-", "_")
+            key = FIELD_ALIASES.get(key, key)
             if not name:
                 continue
             cleaner = _clean_row_email if key == "email" else FIELD_CLEANERS.get(key)

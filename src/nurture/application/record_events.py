@@ -69,6 +69,7 @@ from nurture.storage.dialect import bulk_writer, is_retryable
 from nurture.storage.enrollments import exit_enrollments, wake_all
 from nurture.storage.event_bulk import NURTURED, AlreadyRecorded
 from nurture.storage.events import event_times, goal_reached, repeated_points
+from nurture.storage.lead_rows import set_missing_attribution
 from nurture.storage.lead_state import lead_summary, new_lead_row
 from nurture.storage.models import STAGE_ACTORS
 
@@ -103,6 +104,7 @@ class EventBatch:
         self.bulk = bulk_writer(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
         self._updates: list[Callable[[Connection], Any] | Wake] = []  # enrollment updates that follow those rows
+        self._attributions: list[dict[str, Any]] = []  # leads that take their source from an event's UTM properties
         self.campaigns = campaign_facts(catalog)
 
     @property
@@ -273,6 +275,8 @@ class EventBatch:
             known[event.id] = (lead.id, points)
         lead.recorded = lead.dirty = True
         lead.recorded_types.add(event.type)
+        if (acquisition := lead.acquisition_from(engagement.properties)) is not None:
+            self._attributions.append(acquisition)
         lead.add_scored(event.type, at, points)
         kind = event.type  # a soft bounce that reaches the policy's limit suppresses as a bounce does
         if kind == SOFT_BOUNCE and lead.bounced_at is None and self._soft_bounces_suppress(lead.id, at):
@@ -402,6 +406,9 @@ class EventBatch:
         ]
         if rows:
             self.bulk.update_leads(self._conn, rows)
+        if self._attributions:
+            set_missing_attribution(self._conn, self._attributions)
+            self._attributions = []
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
         """Leads that may enter a campaign now: created, moved to another stage, or with a new event of a type an

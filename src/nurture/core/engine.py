@@ -41,6 +41,9 @@ from nurture.definitions.policy import Policy
 HELD_OUT = "held_out"
 HELD_EMAIL, HELD_CONTENT = "email not sent", "content "
 MAX_STEPS_PER_ADVANCE = 64  # a goto loop without waits must not spin forever
+COUNTED = ("branch", "event", "timeout", "skipped", "late")
+"""The path outcomes the reports count per step (the way a lead went, or why a step did not run); sends are counted
+by their deliveries."""
 _SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 
 

@@ -70,7 +70,8 @@ class History:
         return History(events=self.events, sends=[*self.sends, *more]) if more else self
 
 
-LEAD_ATTRIBUTES = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
+LEAD_ATTRIBUTES = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner",
+                   "source", "medium", "source_campaign")
 
 
 def lead_from_mapping(data: Mapping[str, Any]) -> LeadView:

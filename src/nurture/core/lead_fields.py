@@ -15,12 +15,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
+from nurture.core.attribution import UTM_NAMES
 from nurture.errors import InvalidInput
 
 LEAD_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
 """The lifecycle stages, in the order a lead moves through them."""
 
-LEAD_ATTRIBUTES = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner")
+LEAD_ATTRIBUTES = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner",
+                   "source", "medium", "source_campaign")
 """The lead columns a :class:`~nurture.core.facts.LeadView` carries as ``attributes``: the one list every other list
 of lead columns derives from."""
 
@@ -209,6 +211,10 @@ FIELD_CLEANERS: dict[str, Callable[[Any], Any]] = {
 """The cleaner of every lead column except email; each returns None for an empty value."""
 
 
+FIELD_ALIASES = dict(UTM_NAMES)
+"""Other names a caller may give a column by (the acquisition columns by their UTM parameter names)."""
+
+
 def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate and normalize lead data; unknown keys (and a ``fields`` mapping) become custom ``fields``.
 
@@ -220,7 +226,8 @@ def clean_lead_data(data: Mapping[str, Any]) -> dict[str, Any]:
     problems: list[str] = []
     if not data.get("email"):
         problems.append("email is required")
-    for key, value in data.items():
+    for given, value in data.items():
+        key = FIELD_ALIASES.get(given, given)
         try:
             if key == "email":
                 cleaned["email"] = clean_email(str(value)) if value else None

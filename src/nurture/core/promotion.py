@@ -213,6 +213,18 @@ def reject_reasons(rules: SalesRules) -> list[str]:
     return list(rules.feedback.reject_reasons)
 
 
+REJECTED_BY_SALES = "rejected by sales: "
+"""How the stage change of a rejection begins; the reason code follows (then its label in parentheses)."""
+
+
+def rejection_code(history_reason: str) -> str | None:
+    """The reject reason code of a rejection's stage change (``rejected by sales: no_budget (No budget)`` ->
+    ``no_budget``); None for another stage change."""
+    if not history_reason.startswith(REJECTED_BY_SALES):
+        return None
+    return history_reason[len(REJECTED_BY_SALES):].split(" (", 1)[0].strip() or None
+
+
 def feedback(rules: SalesRules, verdict: str, reason: str | None) -> FeedbackOutcome:
     """What sales' verdict on an SQL does to it.
 
@@ -237,7 +249,7 @@ def feedback(rules: SalesRules, verdict: str, reason: str | None) -> FeedbackOut
         stage=configured.stage,
         score_adjustment=adjustment,
         set_fields={**configured.set, "rejection_reason": reason},
-        reason=f"rejected by sales: {reason}" + (f" ({configured.label})" if configured.label else ""),
+        reason=f"{REJECTED_BY_SALES}{reason}" + (f" ({configured.label})" if configured.label else ""),
         recycle_after=configured.recycle_after if configured.stage == "recycled" else None,
         reset_behaviour=reset,
     )

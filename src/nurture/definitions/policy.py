@@ -99,4 +99,4 @@ class Policy(Strict):
 
 
 POLICY_FILE = "policy.yaml"
-RESERVED_FILES = {POLICY_FILE, "scoring.yaml", "routing.yaml", "sales.yaml"}
+RESERVED_FILES = {POLICY_FILE, "scoring.yaml", "routing.yaml", "sales.yaml", "spend.yaml"}

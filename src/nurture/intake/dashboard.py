@@ -1,78 +1,39 @@
-"""The dashboard: the funnel, each campaign's steps and how they perform, on one page for marketers.
+"""The dashboard: the report (:mod:`nurture.application.report`) on one page for a marketing manager: the funnel and
+velocity, the money figures, weekly trends as charts, the sales queue, every campaign's steps; any further section
+of the report (A/B tests, holdouts) is shown too, as its figures and tables.
 
-Aggregates only (no lead's personal data). With ``NURTURE_API_KEY`` set, the browser asks for it (HTTP Basic, any
-user name, the key as password); without one the dashboard is off, like the rest of the API.
+Aggregates only: no lead's personal data (the sales queue shows lead ids). With ``NURTURE_API_KEY`` set, the browser
+asks for it (HTTP Basic, any user name, the key as password); without one the dashboard is off, like the rest of the
+API. Every figure carries ``data-metric="<section>.<json path>"``: the place of its value in ``nurture report --json``.
 """
 
 from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from nurture.application.report import build_report
+from nurture.core.metrics.tables import format_value
+from nurture.definitions.campaign import Campaign, Step
 from nurture.definitions.durations import format_duration
+from nurture.definitions.sales import load_sales
+from nurture.definitions.spend import load_spend
 from nurture.intake.auth import NOT_CONFIGURED, key_matches
+from nurture.intake.charts import bar_chart, line_chart
 from nurture.intake.context import ApiError, context
-from nurture.storage.reports import CampaignStats, StepStats, build_report
 
 router = APIRouter(include_in_schema=False)
 
-PAGE = Environment(autoescape=select_autoescape(default=True, default_for_string=True)).from_string("""\
-<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>nurture dashboard</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body{font:14px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
- header{background:#1d2330;color:#fff;padding:14px 24px;display:flex;gap:16px;align-items:baseline}
- header h1{font-size:18px;margin:0} header form{margin-left:auto;color:#c9cfdb}
- main{padding:20px 24px;max-width:1200px} section{background:#fff;border-radius:8px;padding:16px 20px;margin-bottom:18px;
- box-shadow:0 1px 2px rgba(0,0,0,.06)} h2{font-size:15px;margin:0 0 12px}
- .tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
- .tile{border:1px solid #e3e6ec;border-radius:6px;padding:10px 12px} .tile b{display:block;font-size:22px}
- .tile span{color:#5b6475;font-size:12px} table{border-collapse:collapse;width:100%}
- th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eceef2;font-variant-numeric:tabular-nums}
- th{color:#5b6475;font-weight:600;font-size:12px} td.n,th.n{text-align:right} .muted{color:#8a92a3}
- .paused{color:#b54708;font-weight:600}
-</style></head>
-<body><header><h1>nurture</h1><span>{{ since }} &ndash; {{ until }}</span>
-<form method="get">last <select name="days" onchange="this.form.submit()">
-{% for d in [7, 30, 90, 365] %}<option value="{{ d }}"{% if d == days %} selected{% endif %}>{{ d }} days</option>{% endfor %}
-</select></form></header>
-<main>
-<section id="funnel"><h2>Funnel</h2><div class="tiles">
- <div class="tile"><span>New MQLs</span><b id="new-mql">{{ f.new_mql }}</b><span>{{ f.mql_per_week }}/week{% if f.mql_velocity_change is not none %}, {{ "%+.0f"|format(f.mql_velocity_change * 100) }}% vs previous{% endif %}</span></div>
- <div class="tile"><span>New SQLs</span><b id="new-sql">{{ f.new_sql }}</b><span>MQL&rarr;SQL {{ pct(f.mql_to_sql_rate) }}</span></div>
- <div class="tile"><span>Accepted by sales</span><b>{{ f.accepted }}</b><span>acceptance {{ pct(f.sql_acceptance_rate) }}</span></div>
- <div class="tile"><span>Rejected by sales</span><b>{{ f.rejected }}</b><span>recycled or disqualified</span></div>
- <div class="tile"><span>Median MQL&rarr;SQL</span><b>{{ "-" if f.median_hours_mql_to_sql is none else "%.1f h"|format(f.median_hours_mql_to_sql) }}</b><span>time to sales</span></div>
- <div class="tile"><span>New customers</span><b>{{ f.customers }}</b><span>&nbsp;</span></div>
-</div></section>
-<section id="campaigns"><h2>Campaigns</h2><table>
-<tr><th>Campaign</th><th class="n">Priority</th><th class="n">Enrolled</th><th class="n">Active</th><th class="n">Completed</th>
-<th class="n">Sent</th><th class="n">Open</th><th class="n">Click</th><th>Exits</th></tr>
-{% for c in campaigns %}<tr><td>{{ c.name }} <span class="muted">{{ c.id }}</span>{% if c.paused %} <span class="paused">paused</span>{% endif %}</td>
-<td class="n">{{ c.priority }}</td><td class="n">{{ c.stats.enrolled }}</td><td class="n">{{ c.stats.active }}</td>
-<td class="n">{{ c.stats.completed }}</td><td class="n">{{ c.stats.sent }}</td><td class="n">{{ pct(c.stats.open_rate) }}</td>
-<td class="n">{{ pct(c.stats.click_rate) }}</td>
-<td>{% for reason, n in c.stats.exited|dictsort %}{{ reason }} {{ n }}{% if not loop.last %}, {% endif %}{% else %}<span class="muted">-</span>{% endfor %}</td></tr>
-{% endfor %}</table></section>
-{% for c in campaigns %}<section class="steps" id="campaign-{{ c.id }}"><h2>{{ c.name }}: steps</h2><table>
-<tr><th>Step</th><th>Does</th><th>Wait</th><th>Variant</th><th class="n">Sent</th><th class="n">Failed</th><th class="n">Open</th><th class="n">Click</th></tr>
-{% for s in c.steps %}{% for v in s.rows %}<tr>{% if loop.first %}<td rowspan="{{ s.rows|length }}">{{ s.id }}</td>
-<td rowspan="{{ s.rows|length }}">{{ s.action }}</td><td rowspan="{{ s.rows|length }}">{{ s.wait }}</td>{% endif %}
-<td>{{ v.variant or "-" }}</td><td class="n">{{ v.sent }}</td><td class="n">{{ v.failed }}</td>
-<td class="n">{{ pct(v.open_rate) }}</td><td class="n">{{ pct(v.click_rate) }}</td></tr>{% endfor %}{% endfor %}
-</table></section>{% endfor %}
-</main></body></html>
-""")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
+PAGE = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=select_autoescape(default=True),
+                   trim_blocks=True, lstrip_blocks=True).get_template("dashboard.html.j2")
+KNOWN_SECTIONS = ("funnel", "money", "velocity", "sales", "steps")
 
 
 def _authorized(request: Request) -> None:
@@ -91,26 +52,63 @@ def _authorized(request: Request) -> None:
     raise ApiError(401, "the dashboard needs the API key as the password", {"WWW-Authenticate": 'Basic realm="nurture"'})
 
 
+def _when(step: Step) -> str:
+    """When a step runs, as a marketer reads it."""
+    if step.wait_for is not None:
+        after = f"{format_duration(step.wait)}, then " if step.wait else ""
+        return f"{after}up to {format_duration(step.wait_for.timeout)} for {step.wait_for.event}"
+    return f"after {format_duration(step.wait)}" if step.wait else "at once"
+
+
+def _campaign_rows(campaign: Campaign, steps_section: Any) -> list[dict[str, Any]]:
+    rows = []
+    for step in campaign.steps:
+        found: list[Any] = [e for e in steps_section.emails if e["campaign"] == campaign.id and e["step"] == step.id]
+        found += [o for o in steps_section.outcomes if o["campaign"] == campaign.id and o["step"] == step.id]
+        rows.append({"id": step.id, "action": "wait for" if step.wait_for is not None else step.action,
+                     "when": _when(step), "rows": found or [{"variant": None, "sent": None, "failed": None,
+                                                             "open_rate": None, "click_rate": None}]})
+    return rows
+
+
+def _charts(velocity: Any) -> dict[str, str]:
+    weeks = velocity.weeks
+    labels = [w["week"][5:] for w in weeks]
+    buckets = velocity.time_to_sql.get("buckets", [])
+    return {
+        "weeks": line_chart(labels, {"Leads": [w["new_leads"] for w in weeks], "MQLs": [w["new_mqls"] for w in weeks],
+                                     "SQLs": [w["new_sqls"] for w in weeks],
+                                     "Customers": [w["new_customers"] for w in weeks]}, label="weekly funnel"),
+        "lvr": bar_chart([m["month"] for m in velocity.months],
+                         [None if m["lead_velocity_rate"] is None else round(m["lead_velocity_rate"] * 100, 1)
+                          for m in velocity.months], label="lead velocity rate", unit="%", signed=True),
+        "time_to_sql": bar_chart([b["range"] for b in buckets], [b["sqls"] for b in buckets],
+                                 label="time to SQL"),
+    }
+
+
 @router.get("/dashboard", response_class=HTMLResponse)
-async def dashboard(request: Request, days: int = 30) -> HTMLResponse:
+async def dashboard(request: Request, days: int = 30, campaign: str = "") -> HTMLResponse:
     """The dashboard page (HTML)."""
     _authorized(request)
     ctx = context(request)
     days = min(max(days, 1), 3650)
-    until = ctx.clock()
-    since = until - timedelta(days=days)
-    report = await run_in_threadpool(build_report, ctx.engine, since=since, until=until)
-    by_campaign = {c.campaign: c for c in report.campaigns}
-    campaigns = []
-    for campaign in sorted(ctx.catalog.campaigns.values(), key=lambda c: (-c.priority, c.id)):
-        steps = []
-        for step in campaign.steps:
-            rows = [s for s in report.steps if s.campaign == campaign.id and s.step == step.id]
-            steps.append({"id": step.id, "action": step.action, "wait": format_duration(step.wait),
-                          "rows": rows or [StepStats(campaign.id, step.id, None)]})
-        campaigns.append({"id": campaign.id, "name": campaign.name, "priority": campaign.priority,
-                          "paused": campaign.paused, "stats": by_campaign.get(campaign.id, CampaignStats(campaign.id)),
-                          "steps": steps})
-    html = PAGE.render(f=report.funnel, campaigns=campaigns, pct=_pct, days=days,
-                       since=f"{since:%Y-%m-%d}", until=f"{until:%Y-%m-%d}")
+    chosen = campaign if campaign in ctx.catalog.campaigns else None
+    now = ctx.clock()
+    campaigns_dir = ctx.settings.campaigns_dir
+    sales, _sales_problems = load_sales(campaigns_dir)  # problems: `nurture check` reports them; no SLA here
+    spend, spend_problems = load_spend(campaigns_dir)
+    report = await run_in_threadpool(
+        build_report, ctx.engine, since=now - timedelta(days=days), until=now, now=now, catalog=ctx.catalog,
+        sales=sales, spend=spend, campaign=chosen)
+    money = report.section("money")
+    if spend_problems and not money.error:
+        money.error = "campaigns/spend.yaml has problems (nurture check): " + "; ".join(map(str, spend_problems[:3]))
+    steps = report.section("steps")
+    choices = sorted(ctx.catalog.campaigns.values(), key=lambda c: (-c.priority, c.id))
+    campaigns = [{"id": c.id, "name": c.name, "priority": c.priority, "paused": c.paused,
+                  "steps": _campaign_rows(c, steps)} for c in choices if chosen is None or c.id == chosen]
+    html = PAGE.render(report=report, window=report.window, campaigns=campaigns, choices=choices, fmt=format_value,
+                       days=days,
+                       charts=_charts(report.section("velocity")), known=KNOWN_SECTIONS)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})

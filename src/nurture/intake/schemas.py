@@ -124,6 +124,12 @@ class LeadBody(BaseModel):
     title: str | None = Field(None, json_schema_extra=TEXT)
     industry: str | None = Field(None, json_schema_extra=TEXT)
     owner: str | None = Field(None, json_schema_extra=TEXT)
+    source: str | None = Field(None, description="Where the lead came from (utm_source: google, linkedin, ...); "
+                                                 "`utm_source` is taken too.", json_schema_extra=TEXT)
+    medium: str | None = Field(None, description="The marketing medium (utm_medium: cpc, email, ...); `utm_medium` "
+                                                 "is taken too.", json_schema_extra=TEXT)
+    source_campaign: str | None = Field(None, description="The acquisition campaign (utm_campaign); `utm_campaign` "
+                                                          "is taken too.", json_schema_extra=TEXT)
     company_size: StrictInt | str | None = Field(
         None, description="Employees, a whole number from 0 to 2147483647 (or its digits as a string, with , or _).",
         json_schema_extra={"minimum": 0, "maximum": MAX_COMPANY_SIZE})

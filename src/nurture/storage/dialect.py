@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeAlias
 
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
@@ -214,3 +214,11 @@ def missing_sqlite_file(url: str) -> bool:
     if parsed.get_backend_name() != "sqlite":
         return False
     return not parsed.database or parsed.database == ":memory:" or not Path(parsed.database).exists()
+
+
+def utc_day(column: Any, dialect: Dialect) -> Any:
+    """The UTC day of a timestamp column as ``YYYY-MM-DD`` text, for grouping by day: SQLite stores UTC text whose
+    first ten characters are the day; PostgreSQL formats the instant in UTC."""
+    if dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.substr(column, 1, 10)

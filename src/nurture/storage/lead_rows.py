@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
 from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant
 from nurture.storage.dialect import upsert_insert
@@ -72,3 +72,14 @@ def ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
 def insert_stage_changes(connection: Connection, changes: list[dict[str, Any]]) -> None:
     """Record these stage changes (one executemany)."""
     connection.execute(insert(SC), changes)
+
+
+def set_missing_attribution(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Give each lead (``a_id``) the ``source``, ``medium`` and ``source_campaign`` of its row, unless it has one of
+    the three already (a concurrent write may have given it one since it was read)."""
+    connection.execute(
+        update(L).where(L.c.id == bindparam("a_id"), L.c.source.is_(None), L.c.medium.is_(None),
+                        L.c.source_campaign.is_(None))
+        .values(source=bindparam("source"), medium=bindparam("medium"), source_campaign=bindparam("source_campaign")),
+        rows,
+    )

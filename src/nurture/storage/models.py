@@ -1,4 +1,5 @@
-"""The tables: leads, their enrollments in campaigns, deliveries, engagement events, stage history, the outbox.
+"""The tables: leads, their enrollments in campaigns, deliveries, engagement events, stage history, the outbox,
+marketing spend and the outcomes of branch and wait-for steps.
 
 The schema itself is created by the Alembic migrations in ``nurture/migrations``; a test checks that they
 produce exactly these models. JSON columns track top-level changes (``enrollment.state["variant"] = "b"``
@@ -8,10 +9,10 @@ only date rows built without one: nurture's own writes pass the ``now`` their ed
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint, false, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlmodel import Field, SQLModel
 
@@ -45,7 +46,11 @@ class Lead(SQLModel, table=True):
     """A person marketing nurtures, keyed by email (stored stripped and lower-cased)."""
 
     __tablename__ = "lead"
-    __table_args__ = (UniqueConstraint("email"),)
+    __table_args__ = (
+        UniqueConstraint("email"),
+        # reports: new leads per period and source, read from the index alone
+        Index("ix_lead_created_at_source", "created_at", "source", "medium", "source_campaign"),
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     email: str
@@ -62,6 +67,11 @@ class Lead(SQLModel, table=True):
     stage: str = Field(default="lead", index=True)
     score: float = 0.0
     owner: str | None = None
+    # Where the lead came from (acquisition): utm_source / utm_medium / utm_campaign, from the import, the API, or
+    # the first event that carried them. Cost per lead and CAC are reported by these.
+    source: str | None = None
+    medium: str | None = None
+    source_campaign: str | None = None
     unsubscribed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     bounced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
@@ -80,6 +90,8 @@ class Enrollment(SQLModel, table=True):
         Index("ix_enrollment_status_next_due_at", "status", "next_due_at"),
         Index("ix_enrollment_campaign_id_status", "campaign_id", "status"),
         Index("ix_enrollment_lead_id_campaign_id", "lead_id", "campaign_id"),  # "is this lead in that campaign?"
+        Index("ix_enrollment_enrolled_at_campaign_id", "enrolled_at", "campaign_id"),  # reports: enrollments started
+        Index("ix_enrollment_ended_at_campaign_id", "ended_at", "campaign_id", "status", "end_reason"),  # ... ended
         # A lead is never twice active in one campaign; once ended it may enroll again.
         Index(
             "uq_enrollment_active_lead_id_campaign_id",
@@ -119,6 +131,9 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("enrollment_id", "step_key"),
         Index("ix_delivery_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_delivery_lead_id_sent_at", "lead_id", "sent_at"),  # frequency caps
+        # reports: emails of a period per step and variant
+        Index("ix_delivery_created_at_campaign_id", "created_at", "campaign_id", "step_id", "variant", "status",
+              "channel"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
@@ -149,6 +164,9 @@ class EngagementEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("external_id"),  # intake is idempotent on it
         Index("ix_engagement_event_lead_id_occurred_at", "lead_id", "occurred_at"),
+        # reports: was this delivery opened, clicked? (only events about a delivery are indexed)
+        Index("ix_engagement_event_delivery_id_type", "delivery_id", "type",
+              sqlite_where=text("delivery_id IS NOT NULL"), postgresql_where=text("delivery_id IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
@@ -168,6 +186,8 @@ class StageChange(SQLModel, table=True):
     """One move of a lead through the lifecycle, with who moved it and why."""
 
     __tablename__ = "stage_change"
+    # reports: the moves of a period, read from the index alone
+    __table_args__ = (Index("ix_stage_change_at_to_stage", "at", "to_stage", "from_stage", "actor", "lead_id"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
@@ -176,6 +196,38 @@ class StageChange(SQLModel, table=True):
     at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
     reason: str = ""
     actor: str  # one of STAGE_ACTORS
+
+
+class Spend(SQLModel, table=True):
+    """Marketing spend of one source (and optionally one of its campaigns) over a period of whole days, as imported
+    by ``nurture spend import``; importing the same period, source and campaign again replaces the amount."""
+
+    __tablename__ = "spend"
+    __table_args__ = (UniqueConstraint("period_start", "period_end", "source", "campaign"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    period_start: date = Field(sa_type=Date)
+    period_end: date = Field(sa_type=Date)  # the last day, included
+    source: str
+    campaign: str = ""  # "" for the source as a whole
+    amount_cents: int = Field(sa_type=BigInteger)  # hundredths of the currency's unit
+    currency: str = Field(sa_type=String(3))  # ISO 4217, upper case
+    imported_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
+
+
+class StepOutcome(SQLModel, table=True):
+    """Which way a lead went at a branch or wait-for step (or why a step did not run), as the engine decided it."""
+
+    __tablename__ = "step_outcome"
+    __table_args__ = (Index("ix_step_outcome_at_campaign_id", "at", "campaign_id", "step_id", "outcome", "detail"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    enrollment_id: int = Field(foreign_key="enrollment.id", ondelete="CASCADE", sa_type=ID)
+    campaign_id: str
+    step_id: str
+    outcome: str  # branch | event | timeout | skipped | late
+    detail: str = ""  # "rule 1 -> demo", "email_click came first", ...
+    at: datetime = Field(sa_type=UTCDateTime)
 
 
 class Outbox(SQLModel, table=True):

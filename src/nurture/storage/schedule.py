@@ -20,7 +20,7 @@ from nurture.core.facts import Engagement, History, LeadView, Send
 from nurture.storage.database import transaction
 from nurture.storage.dialect import for_update_skip_locked, lock_for_claim, upsert_insert
 from nurture.storage.rows import LEAD_COLUMNS, lead_view
-from nurture.storage.tables import D, E, EV, L, O
+from nurture.storage.tables import D, E, EV, L, O, SO
 
 # Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
@@ -148,6 +148,7 @@ class EnrollmentUpdate:
     next_due_at: datetime | None
     waiting_for: str | None
     ended: str | None
+    outcomes: list[tuple[str, str, str, datetime]] = field(default_factory=list)  # (step, outcome, detail, at)
 
 
 @dataclass
@@ -195,9 +196,11 @@ def write_decisions(
         # Intake may have ended an enrollment since the claim (a goal event, promotion to SQL, an unsubscribe):
         # such an enrollment keeps its end, and the email decided for it is not created.
         ids = [u.id for u in enrollments]
-        still_mine = {row.id for chunk in _chunks(ids) for row in conn.execute(
-            select(E.c.id).where(E.c.id.in_(_IDS), E.c.status == "active", E.c.lease_owner == owner), {"ids": chunk}
+        campaign_ids = {row.id: row.campaign_id for chunk in _chunks(ids) for row in conn.execute(
+            select(E.c.id, E.c.campaign_id).where(E.c.id.in_(_IDS), E.c.status == "active", E.c.lease_owner == owner),
+            {"ids": chunk}
         )}
+        still_mine = set(campaign_ids)
         enrollments = [u for u in enrollments if u.id in still_mine]
         deliveries = [d for d in deliveries if d.enrollment_id in still_mine]
         created: list[Any] = []
@@ -227,6 +230,10 @@ def write_decisions(
                     for u in enrollments
                 ],
             )
+        outcomes = [dict(enrollment_id=u.id, campaign_id=campaign_ids[u.id], step_id=step, outcome=outcome,
+                         detail=detail, at=at) for u in enrollments for step, outcome, detail, at in u.outcomes]
+        if outcomes:
+            conn.execute(SO.insert(), outcomes)
         for change in lead_changes:
             _apply_lead_change(conn, change, now)
         if outbox:

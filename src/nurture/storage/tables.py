@@ -16,7 +16,9 @@ from nurture.storage.models import (
     Lead,
     Meta,
     Outbox,
+    Spend,
     StageChange,
+    StepOutcome,
     VariantDecision,
 )
 
@@ -38,3 +40,7 @@ DV: Table = DefinitionVersion.__table__  # type: ignore[attr-defined]
 """definition versions: each campaign, policy, scoring and sales file the worker ran, with its text"""
 VD: Table = VariantDecision.__table__  # type: ignore[attr-defined]
 """variant decisions: the recorded winner of each A/B step"""
+SP: Table = Spend.__table__  # type: ignore[attr-defined]
+"""spend: marketing spend per period, source and campaign"""
+SO: Table = StepOutcome.__table__  # type: ignore[attr-defined]
+"""step outcomes: the way each lead went at a branch or wait-for step"""

@@ -30,7 +30,7 @@ from nurture.application.compose import render_action
 from nurture.application.enroll import enroll_leads
 from nurture.application.variant_decisions import recorded_winners
 from nurture.clock import Clock
-from nurture.core.engine import Action, EnrollmentState, advance, window_opens
+from nurture.core.engine import COUNTED, Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
 from nurture.definitions.loader import Catalog
 from nurture.delivery import OutgoingEmail, SendResult, Transport, build_message_bytes, domain_of, message_id_for
@@ -292,7 +292,8 @@ class Dispatcher:
                                              action.content.id if action.content else None))
         new_state = result.state
         update = EnrollmentUpdate(row.id, new_state.step_id, new_state.arrived_at, new_state.to_json(),
-                                  result.next_due_at, result.waiting_for, result.ended)
+                                  result.next_due_at, result.waiting_for, result.ended,
+                                  [(n.step, n.outcome, n.detail, n.at) for n in result.notes if n.outcome in COUNTED])
         return update, deliveries, actions, changes, outbox
 
     def _webhook_row(self, now: datetime, row: Any, campaign_id: str, action: Action, facts: LeadFacts) -> dict[str, Any]:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from nurture.cli.commands import campaigns, db, events, impact, leads, project, report, run, sales, versions
+from nurture.cli.commands import campaigns, db, events, impact, leads, project, report, run, sales, spend, versions
 
-MODULES = [campaigns, run, db, leads, events, sales, report, impact, project, versions]
+MODULES = [campaigns, run, db, leads, events, sales, spend, report, impact, project, versions]

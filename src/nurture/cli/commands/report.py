@@ -1,61 +1,130 @@
-"""``nurture report``: funnel, campaign and step metrics for a period."""
+"""``nurture report``: the funnel, money, velocity and trends, the sales side and every step, for a period."""
 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
+from enum import StrEnum
+from typing import Any
 
 import typer
 
 from nurture.settings import get_settings
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
+class Format(StrEnum):
+    """How the report is printed."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _print_table(table: Any) -> None:
+    from nurture.core.metrics.tables import format_value
+
+    typer.echo(f"  {table.title}" + (f"  ({table.note})" if table.note else ""))
+    if not table.rows:
+        typer.echo("    (none)")
+        return
+    cells = [[format_value(row.get(c.key), c.kind) for c in table.columns] for row in table.rows]
+    widths = [max(len(c.label), *(len(line[i]) for line in cells)) for i, c in enumerate(table.columns)]
+    texts = {i for i, c in enumerate(table.columns) if c.kind == "text"}
+
+    def line(values: list[str]) -> str:
+        return "    " + "  ".join(v.ljust(w) if i in texts else v.rjust(w)
+                                  for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
+
+    typer.echo(line([c.label for c in table.columns]))
+    for values in cells:
+        typer.echo(line(values))
+
+
+def _print(report: Any) -> None:
+    from nurture.core.metrics.tables import format_value
+
+    window = report.window
+    typer.echo(f"Report {window.since:%Y-%m-%d %H:%M} .. {window.until:%Y-%m-%d %H:%M} UTC"
+               + (f", nurture campaign {window.campaign}" if window.campaign else ""))
+    for section in report.sections:
+        typer.echo(f"\n{section.title}")
+        summary = getattr(section, "summary", None)
+        if summary is not None:
+            for item in summary().items:
+                note = f"   ({item.note})" if item.note else ""
+                typer.echo(f"  {item.label:24} {format_value(item.value, item.kind):>12}{note}")
+        error = getattr(section, "error", None)
+        if error:
+            typer.echo(f"  error: {error}")
+        for table in section.tables():
+            if table.key == "figures":
+                continue  # the summary above shows them
+            _print_table(table)
+        typer.echo("  Definitions:")
+        for definition in section.definitions():
+            source = f" (source: {definition.source})" if definition.source else ""
+            typer.echo(f"    {definition.term}: {definition.meaning}{source}")
 
 
 def report_command(
-    days: int = typer.Option(30, "--days", min=1, help="The period: the last N days."),
-    since: str | None = typer.Option(None, "--since", help="Start of the period, ISO 8601 (overrides --days)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    days: int = typer.Option(30, "--days", min=1, help="The period: the last N days (unless --since)."),
+    since: str | None = typer.Option(None, "--since", help="Start of the period, ISO 8601 (2026-03-01 or "
+                                                           "2026-03-01T00:00Z; overrides --days)."),
+    until: str | None = typer.Option(None, "--until", help="End of the period, excluded, ISO 8601 (default: now)."),
+    campaign: str | None = typer.Option(None, "--campaign", help="Only this nurture campaign: its steps, and the "
+                                                                 "leads ever enrolled in it."),
+    output: Format = typer.Option(Format.table, "--format", help="table (for people), json, or csv (long: section, "
+                                                                 "table, period, item, metric, value)."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
-    """Funnel metrics (MQL→SQL conversion, SQL acceptance, time to SQL, lead velocity), per-campaign and
-    per-step email performance (A/B variants side by side), each A/B test's verdict and each holdout's lift.
-    Database from NURTURE_DATABASE_URL, campaigns from NURTURE_CAMPAIGNS_DIR."""
+    """Funnel (MQL→SQL conversion, acceptance, time to SQL), money (spend, cost per lead/MQL/SQL, CAC by source and
+    month), velocity and trends (lead velocity rate, weekly series, time-to-SQL distribution), the sales side (SQLs
+    waiting per owner against the SLA, rejection reasons, acceptance by owner and rule) and every step (emails and A/B
+    variants, branch and wait-for outcomes, exits), each A/B test's verdict and each holdout's lift. Definitions are
+    printed beside the numbers. Database from NURTURE_DATABASE_URL; campaigns, sales.yaml and spend.yaml from
+    NURTURE_CAMPAIGNS_DIR. Exits 1 when spend in the period mixes currencies."""
+    from nurture.application.report import build_report
     from nurture.cli.app import read_clock
     from nurture.cli.commands.report_experiments import experiment_sections, print_experiments
     from nurture.core.simulate import parse_time
+    from nurture.definitions.loader import load_catalog
+    from nurture.definitions.sales import load_sales
+    from nurture.definitions.spend import load_spend
+    from nurture.errors import DefinitionError
     from nurture.storage.migrate import open_database
-    from nurture.storage.reports import build_report
 
-    until = read_clock()
-    start = parse_time(since) if since else until - timedelta(days=days)
-    engine = open_database(get_settings().database_url)
-    report = build_report(engine, since=start, until=until)
-    experiments = experiment_sections(engine, start, until)
-    if as_json:
-        typer.echo(json.dumps({**report.to_json(), **experiments}, indent=2))
-        return
-    f = report.funnel
-    typer.echo(f"Funnel {start:%Y-%m-%d} .. {until:%Y-%m-%d}")
-    typer.echo(f"  new MQLs            {f.new_mql:>8}   ({f.mql_per_week:g}/week, "
-               f"velocity {'-' if f.mql_velocity_change is None else f'{f.mql_velocity_change * 100:+.1f}%'})")
-    typer.echo(f"  new SQLs            {f.new_sql:>8}   MQL→SQL {_pct(f.mql_to_sql_rate)}")
-    typer.echo(f"  accepted / rejected {f.accepted:>4} / {f.rejected:<4} acceptance {_pct(f.sql_acceptance_rate)}")
-    typer.echo(f"  median MQL→SQL      {'-' if f.median_hours_mql_to_sql is None else f'{f.median_hours_mql_to_sql:g} h'}")
-    typer.echo(f"  new customers       {f.customers:>8}")
-    typer.echo("\nCampaigns")
-    typer.echo(f"  {'campaign':24} {'enrolled':>8} {'active':>7} {'done':>6} {'sent':>7} {'open':>7} {'click':>7}  exits")
-    for c in report.campaigns:
-        exits = ", ".join(f"{k} {v}" for k, v in sorted(c.exited.items())) or "-"
-        typer.echo(f"  {c.campaign:24} {c.enrolled:>8} {c.active:>7} {c.completed:>6} {c.sent:>7} "
-                   f"{_pct(c.open_rate):>7} {_pct(c.click_rate):>7}  {exits}")
-    typer.echo("\nEmail steps")
-    typer.echo(f"  {'campaign':24} {'step':20} {'variant':8} {'sent':>7} {'failed':>6} {'open':>7} {'click':>7}")
-    for s in report.steps:
-        typer.echo(f"  {s.campaign:24} {s.step:20} {s.variant or '-':8} {s.sent:>7} {s.failed:>6} "
-                   f"{_pct(s.open_rate):>7} {_pct(s.click_rate):>7}")
-    print_experiments(experiments)
+    settings = get_settings()
+    now = read_clock()
+    end = parse_time(until) if until else now
+    start = parse_time(since) if since else end - timedelta(days=days)
+    spend, problems = load_spend(settings.campaigns_dir)
+    if problems:
+        raise DefinitionError(problems)
+    sales, sales_problems = load_sales(settings.campaigns_dir)
+    if sales_problems:
+        typer.echo(f"warning: {settings.campaigns_dir}/sales.yaml has problems (nurture check): no SLA or reject "
+                   "labels in this report", err=True)
+    catalog = load_catalog(settings.campaigns_dir)
+    engine = open_database(settings.database_url)
+    try:
+        report = build_report(engine, since=start, until=end, now=now, catalog=catalog, sales=sales, spend=spend,
+                              campaign=campaign)
+        experiments = experiment_sections(engine, start, end)
+    finally:
+        engine.dispose()
+    chosen = Format.json if as_json else output
+    if chosen is Format.json:
+        typer.echo(json.dumps({**report.to_json(), **experiments}, indent=2, ensure_ascii=False))
+    elif chosen is Format.csv:
+        sys.stdout.write(report.to_csv())
+    else:
+        _print(report)
+        print_experiments(experiments)
+    money_error = report.section("money").error
+    if money_error:
+        typer.echo(f"error: {money_error}", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,7 +18,7 @@ def _catalog() -> Any:
     settings = get_settings()
     if not settings.campaigns_dir.is_dir():
         return None
-    catalog = load_catalog(settings.campaigns_dir, settings.templates_dir)
+    catalog = load_catalog(settings.campaigns_dir)  # templates play no part in the figures
     if catalog.problems:
         typer.echo("the campaigns have problems (run `nurture check`): A/B tests are measured on clicks", err=True)
         return None

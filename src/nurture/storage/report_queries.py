@@ -1,0 +1,157 @@
+"""The queries of ``nurture report`` and the dashboard: counts grouped in the database (per UTC day where a series
+needs it), never rows per lead, so a report over a million leads reads a few thousand rows. What the counts mean is
+:mod:`nurture.core.metrics`'; the indexes they use are the ``ix_*_at`` ones of :mod:`nurture.storage.models`.
+
+Each query takes the period ``[since, until)`` and, optionally, a nurture campaign: lead counts are then of leads
+ever enrolled in it, campaign and step counts of it alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, select, true
+from sqlalchemy.engine import Connection
+
+from nurture.core.metrics.facts import DeliveryCount, EnrollmentCount, LeadCount, MoveCount, OutcomeCount
+from nurture.storage.codec import day_from_text
+from nurture.storage.dialect import utc_day
+from nurture.storage.tables import D, E, EV, L, SC, SO
+
+COUNTED_STAGES = ("mql", "sql", "opportunity", "customer", "recycled", "disqualified")
+_CHUNK = 900
+
+
+def _in_campaign(lead_id: Any, campaign: str | None) -> Any:
+    """True for every lead, or for leads ever enrolled in ``campaign``."""
+    if campaign is None:
+        return true()
+    return exists().where(E.c.lead_id == lead_id, E.c.campaign_id == campaign)
+
+
+def lead_counts(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[LeadCount]:
+    """Leads created per UTC day, source, medium and acquisition campaign."""
+    day = utc_day(L.c.created_at, conn.dialect)
+    query = (select(day, L.c.source, L.c.medium, L.c.source_campaign, func.count())
+             .where(L.c.created_at >= since, L.c.created_at < until, _in_campaign(L.c.id, campaign))
+             .group_by(day, L.c.source, L.c.medium, L.c.source_campaign))
+    return [LeadCount(day_from_text(r[0]), r[1], r[2], r[3], r[4]) for r in conn.execute(query)]
+
+
+def move_counts(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[MoveCount]:
+    """Stage changes per UTC day, stages, actor, and the lead's source and acquisition campaign."""
+    day = utc_day(SC.c.at, conn.dialect)
+    query = (select(day, SC.c.from_stage, SC.c.to_stage, SC.c.actor, L.c.source, L.c.source_campaign, func.count())
+             .select_from(SC.join(L, L.c.id == SC.c.lead_id))
+             .where(SC.c.at >= since, SC.c.at < until, SC.c.to_stage.in_(COUNTED_STAGES),
+                    _in_campaign(SC.c.lead_id, campaign))
+             .group_by(day, SC.c.from_stage, SC.c.to_stage, SC.c.actor, L.c.source, L.c.source_campaign))
+    return [MoveCount(day_from_text(r[0]), r[1], r[2], r[3], r[4], r[5], r[6]) for r in conn.execute(query)]
+
+
+def mql_days(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[tuple[Any, int]]:
+    """Moves to ``mql`` per UTC day."""
+    day = utc_day(SC.c.at, conn.dialect)
+    query = (select(day, func.count())
+             .where(SC.c.at >= since, SC.c.at < until, SC.c.to_stage == "mql", _in_campaign(SC.c.lead_id, campaign))
+             .group_by(day))
+    return [(day_from_text(r[0]), r[1]) for r in conn.execute(query)]
+
+
+def promotions(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[Any]:
+    """Each move to ``sql`` in the period (``at``) with the lead's first move to ``mql`` before it (``first_mql_at``)."""
+    mql = SC.alias("mql")
+    first_mql = (select(func.min(mql.c.at)).where(mql.c.lead_id == SC.c.lead_id, mql.c.to_stage == "mql",
+                                                  mql.c.at <= SC.c.at).scalar_subquery())
+    query = (select(SC.c.at, first_mql.label("first_mql_at"))
+             .where(SC.c.at >= since, SC.c.at < until, SC.c.to_stage == "sql", _in_campaign(SC.c.lead_id, campaign)))
+    return list(conn.execute(query))
+
+
+def decisions(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[Any]:
+    """Sales' decisions in the period (moves from ``sql`` to opportunity, recycled or disqualified): ``lead_id``,
+    ``at``, ``to_stage``, ``reason``, ``owner``, and the promotion decided (``promotion_reason``, ``promoted_at``)."""
+    promotion = SC.alias("promotion")
+    latest = (select(func.max(promotion.c.id)).where(promotion.c.lead_id == SC.c.lead_id, promotion.c.to_stage == "sql",
+                                                     promotion.c.at <= SC.c.at).scalar_subquery())
+    decided = (select(SC.c.lead_id, SC.c.at, SC.c.to_stage, SC.c.reason, L.c.owner, latest.label("promotion_id"))
+               .select_from(SC.join(L, L.c.id == SC.c.lead_id))
+               .where(SC.c.at >= since, SC.c.at < until, SC.c.from_stage == "sql",
+                      SC.c.to_stage.in_(("opportunity", "recycled", "disqualified")),
+                      _in_campaign(SC.c.lead_id, campaign))
+               .subquery())
+    query = (select(decided, promotion.c.reason.label("promotion_reason"), promotion.c.at.label("promoted_at"))
+             .select_from(decided.outerjoin(promotion, promotion.c.id == decided.c.promotion_id))
+             .order_by(decided.c.at))
+    return list(conn.execute(query))
+
+
+def waiting_sqls(conn: Connection, campaign: str | None = None) -> list[Any]:
+    """Every lead at stage ``sql`` now with its latest promotion: ``lead_id``, ``owner``, ``promoted_at``, ``reason``."""
+    latest = (select(SC.c.lead_id, func.max(SC.c.id).label("promotion_id"))
+              .select_from(SC.join(L, L.c.id == SC.c.lead_id))
+              .where(SC.c.to_stage == "sql", L.c.stage == "sql").group_by(SC.c.lead_id).subquery())
+    query = (select(L.c.id.label("lead_id"), L.c.owner, SC.c.at.label("promoted_at"), SC.c.reason)
+             .select_from(L.join(latest, latest.c.lead_id == L.c.id).join(SC, SC.c.id == latest.c.promotion_id))
+             .where(L.c.stage == "sql", _in_campaign(L.c.id, campaign))
+             .order_by(SC.c.at, L.c.id))
+    return list(conn.execute(query))
+
+
+def enrollments_of(conn: Connection, lead_ids: Sequence[int]) -> list[Any]:
+    """The enrollments of these leads: ``lead_id``, ``campaign_id``, ``enrolled_at``, ``ended_at``."""
+    rows: list[Any] = []
+    ids = sorted(set(lead_ids))
+    for start in range(0, len(ids), _CHUNK):
+        rows += conn.execute(select(E.c.lead_id, E.c.campaign_id, E.c.enrolled_at, E.c.ended_at)
+                             .where(E.c.lead_id.in_(ids[start : start + _CHUNK])))
+    return rows
+
+
+def _campaign_is(column: Any, campaign: str | None) -> Any:
+    return true() if campaign is None else column == campaign
+
+
+def enrollment_counts(conn: Connection, since: datetime, until: datetime,
+                      campaign: str | None = None) -> list[EnrollmentCount]:
+    """Per campaign: enrollments started in the period, active now, and ended in the period by status and reason."""
+    started = conn.execute(
+        select(E.c.campaign_id, func.count()).where(E.c.enrolled_at >= since, E.c.enrolled_at < until,
+                                                    _campaign_is(E.c.campaign_id, campaign)).group_by(E.c.campaign_id))
+    active = conn.execute(
+        select(E.c.campaign_id, func.count()).where(E.c.status == "active", _campaign_is(E.c.campaign_id, campaign))
+        .group_by(E.c.campaign_id))
+    ended = conn.execute(
+        select(E.c.campaign_id, E.c.status, E.c.end_reason, func.count())
+        .where(E.c.ended_at >= since, E.c.ended_at < until, _campaign_is(E.c.campaign_id, campaign))
+        .group_by(E.c.campaign_id, E.c.status, E.c.end_reason))
+    return ([EnrollmentCount(r[0], "started", None, None, r[1]) for r in started]
+            + [EnrollmentCount(r[0], "active", "active", None, r[1]) for r in active]
+            + [EnrollmentCount(r[0], "ended", r[1], r[2], r[3]) for r in ended])
+
+
+def delivery_counts(conn: Connection, since: datetime, until: datetime,
+                    campaign: str | None = None) -> list[DeliveryCount]:
+    """Emails created in the period per campaign, step, variant and status, with how many were opened (or clicked:
+    images may be blocked) and clicked, at any time."""
+    def engaged(*types: str) -> Any:
+        found = exists().where(EV.c.delivery_id == D.c.id, EV.c.type.in_(types))
+        return func.sum(case((and_(D.c.status == "sent", found), 1), else_=0))
+
+    query = (select(D.c.campaign_id, D.c.step_id, D.c.variant, D.c.status, func.count(),
+                    engaged("email_open", "email_click"), engaged("email_click"))
+             .where(D.c.created_at >= since, D.c.created_at < until, D.c.channel == "email",
+                    _campaign_is(D.c.campaign_id, campaign))
+             .group_by(D.c.campaign_id, D.c.step_id, D.c.variant, D.c.status))
+    return [DeliveryCount(r[0], r[1], r[2], r[3], r[4], int(r[5] or 0), int(r[6] or 0)) for r in conn.execute(query)]
+
+
+def outcome_counts(conn: Connection, since: datetime, until: datetime,
+                   campaign: str | None = None) -> list[OutcomeCount]:
+    """Branch, wait-for and skip outcomes in the period per campaign, step, outcome and detail."""
+    query = (select(SO.c.campaign_id, SO.c.step_id, SO.c.outcome, SO.c.detail, func.count())
+             .where(SO.c.at >= since, SO.c.at < until, _campaign_is(SO.c.campaign_id, campaign))
+             .group_by(SO.c.campaign_id, SO.c.step_id, SO.c.outcome, SO.c.detail))
+    return [OutcomeCount(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(query)]

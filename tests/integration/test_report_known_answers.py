@@ -1,0 +1,113 @@
+"""The report against a generated dataset whose answers are known: every figure computed again here, from what the
+generator says it wrote, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
+from sqlalchemy.engine import Engine
+
+from nurture.application.report import build_report
+from nurture.definitions.spend import SpendEntry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from report_data import NOW, Truth, generate
+
+JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
+MID_MARCH = datetime(2026, 3, 16, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def world(engine: Engine) -> Truth:
+    return generate(engine, leads=1500, events=6000, months=3, seed=11, keep=True)
+
+
+def _in(at: datetime | None, since: datetime, until: datetime) -> bool:
+    return at is not None and since <= at < until
+
+
+def _cost(cents: float, count: int) -> float | None:
+    return round(cents / 100 / count, 2) if count else None
+
+
+def test_funnel_velocity_and_sales_match_the_generated_leads(engine: Engine, world: Truth) -> None:
+    data = build_report(engine, since=JAN, until=NOW, now=NOW).to_json()
+    leads = world.leads
+    mqls = [lead for lead in leads if _in(lead.mql_at, JAN, NOW)]
+    sqls = [lead for lead in leads if _in(lead.sql_at, JAN, NOW)]
+    decided = [lead for lead in leads if _in(lead.decided_at, JAN, NOW)]
+    accepted = sum(1 for lead in decided if lead.accepted)
+    funnel = data["funnel"]
+    assert funnel["new_leads"] == len(leads) == 1500
+    assert (funnel["new_mqls"], funnel["new_sqls"]) == (len(mqls), len(sqls))
+    assert (funnel["accepted_by_sales"], funnel["rejected_by_sales"]) == (accepted, len(decided) - accepted)
+    assert funnel["new_customers"] == sum(1 for lead in leads if _in(lead.customer_at, JAN, NOW))
+    assert funnel["mql_to_sql_rate"] == round(len(sqls) / len(mqls), 4)
+    per_month = Counter(lead.mql_at.month for lead in mqls if lead.mql_at)
+    velocity = data["velocity"]
+    assert [m["new_mqls"] for m in velocity["months"]] == [per_month[1], per_month[2], per_month[3]]
+    assert velocity["lead_velocity_month"] == "2026-03"
+    assert velocity["lead_velocity_rate"] == round((per_month[3] - per_month[2]) / per_month[2], 4)
+    assert sum(w["new_leads"] for w in velocity["weeks"]) == 1500
+    assert velocity["time_to_sql"]["sqls"] == len(sqls)
+    sales = data["sales"]
+    waiting = [lead for lead in leads if lead.sql_at and not lead.decided_at]
+    assert sales["waiting_for_sales"] == len(waiting)
+    assert {o["owner"]: o["waiting"] for o in sales["queue_by_owner"]} == Counter(lead.owner for lead in waiting)
+    rejected = Counter(lead.reason for lead in decided if not lead.accepted)
+    assert {r["reason"]: r["rejected"] for r in sales["rejection_reasons"]} == rejected
+    by_owner = {o["owner"]: (o["accepted"], o["rejected"]) for o in sales["acceptance_by_owner"]}
+    assert by_owner == {owner: (sum(1 for lead in decided if lead.owner == owner and lead.accepted),
+                                sum(1 for lead in decided if lead.owner == owner and not lead.accepted))
+                        for owner in {lead.owner for lead in decided}}
+    # every rejected SQL had been nurtured by the generator's campaign
+    assert {r["campaign"] for r in sales["rejections_by_campaign"]} == {"bench-nurture"}
+
+
+def test_cost_per_lead_and_cac_per_source_match_the_spend_written(engine: Engine, world: Truth) -> None:
+    for since in (JAN, MID_MARCH):  # whole months, and half of March (its spend counted for 16 of 31 days)
+        data = build_report(engine, since=since, until=NOW, now=NOW).to_json()
+        money = data["money"]
+        assert money["currency"] == "EUR" and money["error"] is None
+        rows = {row["source"]: row for row in money["by_source"]}
+        for source in ("google", "linkedin", "newsletter"):
+            cents = 0.0
+            for start, end, spent_source, _campaign, amount in world.spend:
+                if spent_source != source:
+                    continue
+                days = (end - start).days + 1
+                counted = sum(1 for n in range(days) if since.date() <= start.fromordinal(start.toordinal() + n))
+                cents += amount * counted / days
+            mine = [lead for lead in world.leads if lead.source == source]
+            new = sum(1 for lead in mine if _in(lead.created_at, since, NOW))
+            customers = sum(1 for lead in mine if _in(lead.customer_at, since, NOW))
+            sqls = sum(1 for lead in mine if _in(lead.sql_at, since, NOW))
+            row = rows[source]
+            assert row["spend"] == round(cents / 100, 2)
+            assert (row["leads"], row["sqls"], row["customers"]) == (new, sqls, customers)
+            assert row["cost_per_lead"] == _cost(cents, new)
+            assert row["cost_per_sql"] == _cost(cents, sqls)
+            assert row["cac"] == _cost(cents, customers)
+        assert rows["(none)"]["spend"] is None  # organic leads cost nothing
+        total_cents = sum(amount for *_rest, amount in world.spend) if since == JAN else None
+        if total_cents is not None:
+            assert money["total"]["spend"] == total_cents / 100
+            assert money["total"]["cost_per_lead"] == _cost(total_cents, 1500)
+
+
+def test_spend_yaml_fills_in_where_nothing_was_imported_and_mixed_currencies_are_an_error(
+        engine: Engine, world: Truth) -> None:
+    planned = [SpendEntry(JAN.date(), datetime(2026, 3, 31).date(), "partner", "", 90_000, "EUR"),
+               SpendEntry(JAN.date(), datetime(2026, 1, 31).date(), "linkedin", "", 1, "EUR")]  # imported: replaced
+    data = build_report(engine, since=JAN, until=NOW, now=NOW, spend=planned).to_json()
+    rows = {row["source"]: row for row in data["money"]["by_source"]}
+    assert rows["partner"]["spend"] == 900.0 and rows["partner"]["leads"] == 0
+    assert rows["linkedin"]["spend"] == 7500.0  # three imported months of 2,500, the yaml's January ignored
+    mixed = [SpendEntry(JAN.date(), JAN.date(), "partner", "", 100, "USD")]
+    money = build_report(engine, since=JAN, until=NOW, now=NOW, spend=mixed).to_json()["money"]
+    assert money["error"] is not None and "EUR, USD" in money["error"] and money["total"] == {}
