@@ -143,12 +143,12 @@ def test_add_leaves_a_stage_that_would_move_backwards_and_says_why(run, upgraded
 
 def test_stage_overrides_with_a_reason_and_show_lists_it(run, upgraded) -> None:
     assert run("leads", "add", "ada@example.com", "--stage", "customer").exit_code == 0
-    result = run("leads", "stage", "Ada@example.com", "MQL", "--reason", "imported by mistake")
+    result = run("leads", "stage", "ada@example.com", "mql", "--reason", "imported by mistake")  # as README.md shows
     assert result.exit_code == 0, result.output
     assert "ada@example.com (id 1): stage customer -> mql, set by admin: imported by mistake" in result.stdout
     shown = run("leads", "show", "ada@example.com").stdout
     assert "customer    mql       admin  imported by mistake" in shown
-    again = run("leads", "stage", "ada@example.com", "mql", "--reason", "again", "--json")
+    again = run("leads", "stage", " ADA@example.com", "MQL", "--reason", "again", "--json")
     assert json.loads(again.stdout) == {"email": "ada@example.com", "lead_id": 1, "from_stage": "mql", "stage": "mql",
                                         "reason": "again", "changed": False, "exited": 0, "enrolled": 0}
     assert "is at stage mql already" in run("leads", "stage", "ada@example.com", "mql", "--reason", "x").stdout
