@@ -341,7 +341,7 @@ def test_post_lead_creates_then_updates_and_enrolls_a_matching_mql(intake):
                                         "plan": "pro", "tags": ["webinar"]})
     assert created.status_code == 201
     assert created.json() == {"email": "ada@example.com", "created": True, "stage": "lead", "score": 10.0,
-                              "stage_changed": False, "enrolled": 0}
+                              "stage_changed": False, "enrolled": 0, "stage_not_applied": None}
     assert created.headers["Location"] == "/v1/leads/ada@example.com"
 
     updated = intake.post("/v1/leads", {"email": "ada@example.com", "stage": "mql"})
@@ -349,6 +349,25 @@ def test_post_lead_creates_then_updates_and_enrolls_a_matching_mql(intake):
     assert [e.campaign_id for e in enrollments_of(intake.engine, "ada@example.com")] == ["mql-nurture"]
     lead = intake.get("/v1/leads/ada@example.com").json()["lead"]
     assert (lead["first_name"], lead["company_size"], lead["fields"], lead["tags"]) == ("Ada", 500, {"plan": "pro"}, ["webinar"])
+
+
+def test_post_lead_never_moves_a_lead_backwards_and_says_what_it_did(intake):
+    assert intake.post("/v1/leads", {"email": "ada@example.com", "stage": "opportunity"}).status_code == 201
+    response = intake.post("/v1/leads", {"email": "ada@example.com", "stage": "lead", "title": "CTO"})
+    assert response.status_code == 200, response.text
+    assert response.json() | {"score": 0} == {
+        "email": "ada@example.com", "created": False, "stage": "opportunity", "score": 0, "stage_changed": False,
+        "enrolled": 0, "stage_not_applied": {"reason": "backwards", "stage": "opportunity", "given": "lead",
+                                             "message": "would move backwards: opportunity → lead"}}
+    lead = intake.get("/v1/leads/ada@example.com").json()
+    assert (lead["lead"]["title"], lead["lead"]["stage"]) == ("CTO", "opportunity")
+    assert [c["to_stage"] for c in lead["stage_history"]] == ["opportunity"]
+    forward = intake.post("/v1/leads", {"email": "ada@example.com", "stage": "customer"}).json()
+    assert (forward["stage"], forward["stage_changed"], forward["stage_not_applied"]) == ("customer", True, None)
+    reserved = intake.post("/v1/leads", {"email": "new@example.com", "stage": "Recycled"})
+    assert reserved.status_code == 201
+    assert (reserved.json()["stage"], reserved.json()["stage_not_applied"]["message"]) == (
+        "lead", "only rules or sales set recycled")
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,74 @@ def test_import_prints_the_report_and_bad_rows_on_stderr(run, upgraded, tmp_path
     assert "invalid email" not in result.stdout
 
 
+def test_import_lists_repeated_emails_and_counts_the_stages_not_applied(run, upgraded, tmp_path: Path) -> None:
+    first = tmp_path / "first.csv"
+    first.write_text("email,stage\nada@example.com,customer\ngrace@example.com,sql\nalan@example.com,sql\n")
+    assert run("leads", "import", str(first)).exit_code == 0
+    assert run("leads", "stage", "alan@example.com", "recycled", "--reason", "no budget").exit_code == 0
+    again = tmp_path / "again.csv"
+    again.write_text("email,stage\n"
+                     "ada@example.com,mql\n"       # 2: skipped, line 6 counts
+                     "grace@example.com,lead\n"    # 3: backwards
+                     "ADA@example.com,lead\n"      # 4: skipped
+                     "alan@example.com,mql\n"      # 5: kept recycled
+                     "ada@example.com,lead\n"      # 6: backwards
+                     "new@example.com,recycled\n")  # 7: never from a file
+    result = run("leads", "import", str(again))
+    assert result.exit_code == 0, result.output
+    assert f"{again}:6: lines 2 and 4 repeat this row's email and were skipped: the last row of an email counts" \
+        in result.stderr
+    lines = result.stdout.splitlines()
+    assert f"{again}: 1 new, 3 updated, 0 rejected, 2 skipped (repeated emails)" in lines
+    at = lines.index("4 stage value(s) not applied, the leads keep their stage (`nurture leads stage` sets one by hand):")
+    assert lines[at + 1:at + 5] == [
+        "  1 only rules or sales set recycled (line 7)",
+        "  1 set by rules or sales: recycled; given mql (line 5)",
+        "  1 would move backwards: customer → lead (line 6)",
+        "  1 would move backwards: sql → lead (line 3)",
+    ]
+    shown = json.loads(run("leads", "show", "ada@example.com", "--json").stdout)
+    assert shown["lead"]["stage"] == "customer"
+
+
+def test_add_leaves_a_stage_that_would_move_backwards_and_says_why(run, upgraded) -> None:
+    assert run("leads", "add", "ada@example.com", "--stage", "sql").exit_code == 0
+    result = run("leads", "add", "ada@example.com", "--stage", "mql", "--title", "CTO")
+    assert result.exit_code == 0
+    assert "updated lead ada@example.com (id 1, stage sql)" in result.stdout
+    assert ("stage not applied: would move backwards: sql → mql (to set it anyway: nurture leads stage "
+            "ada@example.com mql --reason ...)") in result.stderr
+    result = run("leads", "add", "new@example.com", "--stage", "disqualified")
+    assert "added lead new@example.com (id 2, stage lead)" in result.stdout
+    assert "stage not applied: only rules or sales set disqualified" in result.stderr
+    summary = json.loads(run("leads", "show", "ada@example.com", "--json").stdout)
+    assert (summary["lead"]["title"], summary["lead"]["stage"]) == ("CTO", "sql")
+
+
+def test_stage_overrides_with_a_reason_and_show_lists_it(run, upgraded) -> None:
+    assert run("leads", "add", "ada@example.com", "--stage", "customer").exit_code == 0
+    result = run("leads", "stage", "ada@example.com", "mql", "--reason", "imported by mistake")  # as README.md shows
+    assert result.exit_code == 0, result.output
+    assert "ada@example.com (id 1): stage customer -> mql, set by admin: imported by mistake" in result.stdout
+    shown = run("leads", "show", "ada@example.com").stdout
+    assert "customer    mql       admin  imported by mistake" in shown
+    again = run("leads", "stage", " ADA@example.com", "MQL", "--reason", "again", "--json")
+    assert json.loads(again.stdout) == {"email": "ada@example.com", "lead_id": 1, "from_stage": "mql", "stage": "mql",
+                                        "reason": "again", "changed": False, "exited": 0, "enrolled": 0}
+    assert "is at stage mql already" in run("leads", "stage", "ada@example.com", "mql", "--reason", "x").stdout
+
+
+def test_stage_needs_a_reason_a_known_stage_and_a_known_lead(run, upgraded) -> None:
+    assert run("leads", "add", "ada@example.com").exit_code == 0
+    missing = run("leads", "stage", "ada@example.com", "mql")
+    assert missing.exit_code == 2 and "--reason" in missing.output
+    blank = run("leads", "stage", "ada@example.com", "mql", "--reason", " ")
+    assert isinstance(blank.exception, InvalidInput) and "give a reason" in str(blank.exception)
+    unknown = run("leads", "stage", "ada@example.com", "hot", "--reason", "x")
+    assert isinstance(unknown.exception, InvalidInput) and "unknown stage 'hot'" in str(unknown.exception)
+    assert isinstance(run("leads", "stage", "nobody@example.com", "mql", "--reason", "x").exception, LeadNotFound)
+
+
 def test_import_fails_when_nothing_is_valid_or_the_file_is_unreadable(run, upgraded, tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("email\nnope\n")

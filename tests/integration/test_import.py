@@ -10,7 +10,10 @@ import sqlalchemy as sa
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
 
 from nurture.application.import_leads import import_leads_csv
+from nurture.application.override_stage import override_stage
 from nurture.clock import SYSTEM_CLOCK
+from nurture.core.lifecycle import FUNNEL
+from nurture.definitions.loader import Catalog
 from nurture.errors import InvalidInput
 from nurture.storage.database import session
 from nurture.storage.models import Lead, StageChange
@@ -112,16 +115,107 @@ def test_upsert_updates_keeps_blanks_merges_fields_and_tracks_stage(engine, tmp_
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5000])
-def test_the_last_row_of_an_email_wins(engine, tmp_path: Path, batch_size: int) -> None:
-    path = write(tmp_path, "email,title,stage\n"
-                 + "a@example.com,first,lead\n"
-                 + "b@example.com,only,lead\n"
-                 + "A@example.com,second,sql\n"
-                 + "a@example.com,third,\n")
+def test_the_last_row_of_an_email_counts_and_the_earlier_ones_are_reported(engine, tmp_path: Path,
+                                                                            batch_size: int) -> None:
+    path = write(tmp_path, "email,title,stage,plan\n"
+                 + "a@example.com,first,sql,gold\n"     # line 2: skipped
+                 + "b@example.com,only,lead,\n"         # 3
+                 + "A@example.com,second,mql,\n"        # 4: skipped (the same email, cleaned)
+                 + "not-an-email,x,,\n"                 # 5: rejected, and no email to repeat
+                 + " a@EXAMPLE.com ,third,,\n")         # 6: counts, blanks and all
     report = import_leads_csv(engine, path, batch_size=batch_size, clock=SYSTEM_CLOCK)
-    assert (report.inserted, report.updated, report.rejected) == (2, 2, [])
+    assert (report.inserted, report.updated, report.skipped) == (2, 0, 2)
+    assert [line for line, _ in report.rejected] == [5]
+    assert report.repeated == {6: [2, 4]}
     a = leads(engine)["a@example.com"]
-    assert (a.title, a.stage) == ("third", "sql")
+    assert (a.title, a.stage, a.fields) == ("third", "lead", {})  # nothing of lines 2 and 4
+    assert stage_changes(engine) == []
+
+
+def test_the_last_row_counts_even_when_it_is_rejected(engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "email,country\n"
+                 + "a@example.com,DE\n"
+                 + "a@example.com,Germany\n")
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
+    assert report.repeated == {3: [2]} and [line for line, _ in report.rejected] == [3]
+    assert report.imported == 0 and leads(engine) == {}
+
+
+def test_rows_that_cannot_be_read_repeat_nothing(engine, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"email,first_name\n"
+                     b"a@example.com,Ada\n"
+                     b"a@example.com,Fran\xe7oise\n"    # not UTF-8: rejected, it does not count as a's last row
+                     b"b@example.com,Bo\n")
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
+    assert report.repeated == {} and [line for line, _ in report.rejected] == [3]
+    assert leads(engine)["a@example.com"].first_name == "Ada"
+
+
+def test_an_email_and_its_internationalized_form_are_one_email(engine, tmp_path: Path) -> None:
+    path = write(tmp_path, "email,first_name\n"
+                 + "zoe@bücher.example,Zoé\n"
+                 + "ZOE@xn--bcher-kva.example,Zoe\n")
+    report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
+    assert report.repeated == {3: [2]}
+    assert leads(engine)["zoe@xn--bcher-kva.example"].first_name == "Zoe"
+
+
+# -- stages from the file: forward only ----------------------------------------------------------------------------
+
+STAGED = {  # email -> the stage the lead is at before the second import
+    "customer@example.com": "customer", "opportunity@example.com": "opportunity", "sql@example.com": "sql",
+    "mql@example.com": "mql", "lead@example.com": "lead", "recycled@example.com": "recycled",
+    "disqualified@example.com": "disqualified", "blank@example.com": "recycled",
+}
+
+
+def stage_leads(engine, tmp_path: Path) -> None:
+    """The leads of STAGED at their stages: funnel stages by a first import, the others by an admin's override."""
+    first = write(tmp_path, "email,stage\n" + "".join(
+        f"{email},{stage if stage in FUNNEL else 'sql'}\n" for email, stage in STAGED.items()), "first.csv")
+    assert import_leads_csv(engine, first, clock=SYSTEM_CLOCK).imported == len(STAGED)
+    for email, stage in STAGED.items():
+        if stage not in FUNNEL:
+            override_stage(engine, Catalog(), email=email, stage=stage, reason="sales", now=SYSTEM_CLOCK())
+
+
+def test_a_stage_from_a_file_moves_a_lead_only_forward(engine, tmp_path: Path) -> None:
+    stage_leads(engine, tmp_path)
+    before = len(stage_changes(engine))
+    second = write(tmp_path, "email,stage,title\n"
+                   + "customer@example.com,mql,CEO\n"             # 2: backwards, the title still applies
+                   + "opportunity@example.com,lead,\n"            # 3: backwards
+                   + "sql@example.com,opportunity,\n"             # 4: forward
+                   + "mql@example.com,MQL,\n"                     # 5: the same stage: nothing to say
+                   + "lead@example.com,customer,\n"               # 6: forward, over several stages
+                   + "recycled@example.com,mql,\n"                # 7: kept
+                   + "disqualified@example.com,customer,\n"       # 8: kept
+                   + "blank@example.com,,\n"                      # 9: no stage given: kept, nothing to say
+                   + "new@example.com,recycled,\n"                # 10: never from a file: a new lead at lead
+                   + "newsql@example.com,sql,\n"                  # 11: a new lead starts where the file says
+                   + "sql@example.com,disqualified,\n", "second.csv")  # 12: repeats line 4, which is skipped
+    report = import_leads_csv(engine, second, clock=SYSTEM_CLOCK)
+    assert (report.inserted, report.updated, report.repeated, report.rejected) == (2, 8, {12: [4]}, [])
+    assert report.stage_not_applied == {
+        "would move backwards: customer → mql": [2],
+        "would move backwards: opportunity → lead": [3],
+        "set by rules or sales: recycled; given mql": [7],
+        "set by rules or sales: disqualified; given customer": [8],
+        "only rules or sales set recycled": [10],
+        "only rules or sales set disqualified": [12],
+    }
+    stored = leads(engine)
+    assert {email: stored[email].stage for email in STAGED} == {**STAGED, "lead@example.com": "customer"}
+    assert (stored["new@example.com"].stage, stored["newsql@example.com"].stage) == ("lead", "sql")
+    assert stored["customer@example.com"].title == "CEO"
+    assert stage_changes(engine)[before:] == [("lead", "customer", "import"), (None, "sql", "import")]
+    # the same file again: every stage stays, every refusal is said again
+    again = import_leads_csv(engine, second, clock=SYSTEM_CLOCK)
+    assert again.stage_not_applied == report.stage_not_applied
+    assert len(stage_changes(engine)) == before + 2
+    assert {email: lead.stage for email, lead in leads(engine).items()} == {
+        email: lead.stage for email, lead in stored.items()}
 
 
 def test_header_names_are_matched_loosely_and_bom_and_crlf_accepted(engine, tmp_path: Path) -> None:

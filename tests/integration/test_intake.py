@@ -378,6 +378,22 @@ def test_save_lead_with_an_exit_stage_ends_the_enrollments_at_once(engine, world
     assert [(c.to_stage, c.actor) for c in stage_history(engine, "a@example.com")] == [("sql", "api")]
 
 
+def test_save_lead_applies_a_stage_only_forward_and_saves_the_rest(engine, world):
+    catalog, rules = world
+    add_delivery(engine, "a@example.com")  # an mql in mql-nurture
+    saved = save_lead(engine, catalog, rules, {"email": "a@example.com", "stage": "lead", "title": "CTO"}, now=T0,
+                      actor="api")
+    assert (saved.stage, saved.stage_changed) == ("mql", False)
+    assert saved.stage_not_applied is not None
+    assert saved.stage_not_applied.message == "would move backwards: mql → lead"
+    assert lead_row(engine, "a@example.com").title == "CTO"
+    assert [(e.status, e.campaign_id) for e in enrollments_of(engine, "a@example.com")] == [("active", "mql-nurture")]
+    assert stage_history(engine, "a@example.com") == []
+    new = save_lead(engine, catalog, rules, {"email": "b@example.com", "stage": "disqualified"}, now=T0, actor="api")
+    assert (new.created, new.stage) == (True, "lead")
+    assert new.stage_not_applied is not None and new.stage_not_applied.reason == "reserved"
+
+
 # --- nurture event -----------------------------------------------------------------------------------------------
 
 

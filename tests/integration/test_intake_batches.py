@@ -28,6 +28,7 @@ from sqlalchemy import select
 from nurture.application.enroll import enroll_leads
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
 from nurture.application.lead_input import upsert_lead
+from nurture.application.override_stage import override_stage
 from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events
 from nurture.application.rescore import score_breakdown
 from nurture.core.facts import Engagement
@@ -258,12 +259,15 @@ def test_leads_are_enrolled_as_a_full_sweep_would_enroll_them(engine, world, tmp
     afterwards must find nobody it would enroll that intake did not."""
     catalog, rules = world
     rng = random.Random(5)
+    stages = {f"l{i}@example.com": rng.choice(["lead", "mql", "sql", "recycled"]) for i in range(30)}
     with session(engine) as orm_session:
-        for i in range(30):
+        for email, stage in stages.items():
             upsert_lead(orm_session, {
-                "email": f"l{i}@example.com", "stage": rng.choice(["lead", "mql", "sql", "recycled"]),
+                "email": email, "stage": stage if stage != "recycled" else None,
                 "company_size": rng.choice([None, 10, 500]), "tags": rng.sample(["vip", "x"], rng.randint(0, 2)),
             }, actor="cli", now=T0)
+    for email in (email for email, stage in stages.items() if stage == "recycled"):  # only sales or an admin recycle
+        override_stage(engine, catalog, email=email, stage="recycled", reason="returned by sales", now=T0)
     # every lead has a reason to be looked at: new, or with an event an entry filter reads (had_event), some moved to
     # mql by a webinar too
     events = [EventIn(f"l{i}@example.com", "pricing_page_view") for i in range(30)]

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from nurture.application import promote as store
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn
+from nurture.application.override_stage import override_stage
 from nurture.application.promote import OpenSql
 from nurture.application.record_events import DUPLICATE, RECORDED, EventIn, record_events
 from nurture.application.sales_reminders import digest_day, digests_due, reminders_due, sla_overdue
@@ -222,7 +223,8 @@ def test_score_and_fit_promotes_only_with_the_fit_points(engine, world):
 def test_a_recycled_lead_waiting_out_its_delay_is_promoted_by_a_hand_raise_only(engine, world):
     until = T0 + timedelta(days=90)
     for email in ("waits@example.com", "asks@example.com", "due@example.com"):
-        save(engine, world, {"email": email, "stage": "recycled", "company_size": 250, "recycle_at": until.isoformat()})
+        save(engine, world, {"email": email, "company_size": 250, "recycle_at": until.isoformat()})
+        override_stage(engine, world.catalog, email=email, stage="recycled", reason="returned by sales", now=T0)
     events = [EventIn(email, kind) for email in ("waits@example.com", "asks@example.com")
               for kind in ("webinar_attended", "content_download")]
     results = record(engine, world, *events, EventIn("asks@example.com", "demo_request"), now=T0 + timedelta(days=1))
@@ -232,7 +234,8 @@ def test_a_recycled_lead_waiting_out_its_delay_is_promoted_by_a_hand_raise_only(
     results = record(engine, world, EventIn("due@example.com", "webinar_attended"),
                      EventIn("due@example.com", "content_download"), now=until + timedelta(minutes=1))
     assert [(r.stage, r.stage_changed) for r in results] == [("mql", True), ("sql", True)]
-    assert [c.to_stage for c in stage_history(engine, "due@example.com")] == ["recycled", "mql", "sql"]
+    assert [(c.to_stage, c.actor) for c in stage_history(engine, "due@example.com")] == [
+        ("recycled", "admin"), ("mql", "rule"), ("sql", "rule")]
     assert promotions(engine, "due@example.com")[0].reason.startswith("score-and-fit:engaged-and-fit")
     assert promotions(engine, "waits@example.com") == []
 

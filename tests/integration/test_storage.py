@@ -423,12 +423,13 @@ def test_claims_on_postgresql_take_turns(engine) -> None:
 def test_upsert_lead_creates_then_updates_only_what_is_given(engine) -> None:
     with session(engine) as db:
         lead = upsert_lead(db, {"email": " Ada@Example.COM ", "first_name": "Ada", "country": "gb",
-                                "company_size": "1,200", "tags": "a; b;a", "plan": "pro"}, actor="api", now=utcnow())
+                                "company_size": "1,200", "tags": "a; b;a", "plan": "pro"}, actor="api",
+                           now=utcnow()).lead
     assert (lead.email, lead.country, lead.company_size, lead.tags) == ("ada@example.com", "GB", 1200, ["a", "b"])
     assert lead.fields == {"plan": "pro"} and lead.stage == "lead"
     with session(engine) as db:
         again = upsert_lead(db, {"email": "ada@example.com", "title": "CTO", "fields": {"seats": 5, "plan": None},
-                                 "stage": "MQL"}, actor="cli", now=utcnow())
+                                 "stage": "MQL"}, actor="cli", now=utcnow()).lead
     assert again.id == lead.id
     assert (again.first_name, again.title, again.fields, again.stage) == ("Ada", "CTO", {"seats": 5}, "mql")
     assert again.stage_changed_at > lead.stage_changed_at
@@ -458,7 +459,7 @@ def test_upsert_lead_reports_every_problem(engine) -> None:
 def test_get_lead_and_summary(engine) -> None:
     with session(engine) as db:
         lead = upsert_lead(db, {"email": "ada@example.com", "stage": "mql", "tags": ["x"]}, actor="import",
-                           now=utcnow())
+                           now=utcnow()).lead
     enrollment_id = add_enrollment(engine, lead.id)
     with session(engine) as db:
         db.add(Delivery(enrollment_id=enrollment_id, lead_id=lead.id, campaign_id="welcome", step_id="s1",

@@ -1,9 +1,17 @@
 """Bulk import of leads from CSV: validate every row, upsert the good ones in large batches, report the rest.
 
 Speed comes from doing per batch a handful of statements (:mod:`nurture.storage.lead_rows`: one SELECT of the
-existing leads, one executemany upsert, one insert of stage changes) instead of ORM objects per row. A blank cell
-never erases what a lead already has, and rows for the same email apply in file order. Batches commit one by one, so a long import
-does not hold SQLite's write lock for minutes; re-importing the same file is harmless.
+existing leads, locked, one executemany upsert, one insert of stage changes) instead of ORM objects per row. A blank
+cell never erases what a lead already has. Batches commit one by one, so a long import does not hold SQLite's write
+lock for minutes; re-importing the same file is harmless.
+
+A stage from the file is judged by :func:`nurture.core.lifecycle.outside_stage_refusal`: it starts a new lead there
+and moves an existing one only forward, never out of (or into) recycled and disqualified. A stage not applied is
+counted by reason in :attr:`ImportReport.stage_not_applied`, and the rest of the row is imported.
+
+**The last row of an email counts.** A first, quick pass over the file notes the last line of each email (as cleaned:
+``Ada@Example.com`` and ``ada@example.com`` are one email); earlier rows with that email are skipped and reported
+(:attr:`ImportReport.repeated`), even when the last row is rejected for a bad value: fix it and import again.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from nurture.core.lead_fields import (
     LEAD_FIELDS,
     clean_email,
     clean_text,
+    normalize_email,
 )
+from nurture.core.lifecycle import StageNotApplied, outside_stage_refusal
 from nurture.core.scoring import score_without_events
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
@@ -43,17 +53,30 @@ _BLANK_ROW: dict[str, Any] = dict.fromkeys(("email", *_KEEP_UNLESS_GIVEN, "stage
 
 @dataclass
 class ImportReport:
-    """The outcome of an import. ``inserted + updated + len(rejected)`` is the number of data rows."""
+    """The outcome of an import. ``inserted + updated + len(rejected) + skipped`` is the number of data rows."""
 
     inserted: int = 0
-    updated: int = 0  # rows for an email already in the database or earlier in the file
+    updated: int = 0  # rows for an email already in the database
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (file line number, problem)
     mql_lead_ids: list[int] = field(default_factory=list)  # leads that entered the mql stage by this import
+    repeated: dict[int, list[int]] = field(default_factory=dict)
+    """The line of an email's last row -> the earlier lines with that email, skipped."""
+    stage_not_applied: dict[str, list[int]] = field(default_factory=dict)
+    """Why a row's stage was not applied (:attr:`nurture.core.lifecycle.StageNotApplied.message`) -> its lines."""
 
     @property
     def imported(self) -> int:
         """Rows written (inserted or updated)."""
         return self.inserted + self.updated
+
+    @property
+    def skipped(self) -> int:
+        """Rows skipped because a later row has the same email."""
+        return sum(len(lines) for lines in self.repeated.values())
+
+    def note_stage_not_applied(self, refusal: StageNotApplied, line: int) -> None:
+        """Count a stage value of line ``line`` that was not applied."""
+        self.stage_not_applied.setdefault(refusal.message, []).append(line)
 
 
 class _Lines:
@@ -80,6 +103,36 @@ class _Lines:
         return text.lstrip("\ufeff") if self.number == 1 else text
 
 
+class _Rows:
+    """The data rows of an opened CSV file after its header: ``(line, cells)``, or ``(line, problem)`` for a row that
+    cannot be read; blank rows are left out. Line numbers are the file's, a quoted cell's line breaks counted."""
+
+    def __init__(self, handle: Any) -> None:
+        self.lines = _Lines(handle)
+        self._reader = csv.reader(self.lines)
+        self.header = next(self._reader, None)
+
+    def __iter__(self) -> Iterator[tuple[int, list[str] | str]]:
+        reader, lines = self._reader, self.lines
+        previous_end = reader.line_num
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield previous_end + 1, f"malformed CSV: {exc}"
+                previous_end = reader.line_num
+                continue
+            line, previous_end = previous_end + 1, reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            if lines.bad_lines and lines.bad_lines[-1] >= line:
+                yield line, "not UTF-8 text (save the file as UTF-8)"
+                continue
+            yield line, cells
+
+
 def import_leads_csv(
     engine: Engine,
     path: str | Path,
@@ -97,8 +150,11 @@ def import_leads_csv(
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
     stage, tags (``;``-separated), owner, source, medium, source_campaign (or ``utm_source``, ``utm_medium``,
-    ``utm_campaign``); any other column becomes a custom field. Raises
-    :class:`InvalidInput` when the file cannot be read or has no email column.
+    ``utm_campaign``); any other column becomes a custom field. Of the rows with one email, the last counts and the
+    earlier ones are skipped (:attr:`ImportReport.repeated`). A stage applies to a new lead (unless recycled or
+    disqualified) and to an existing one only when it moves it forward; the others are counted in
+    :attr:`ImportReport.stage_not_applied`. Raises :class:`InvalidInput` when the file cannot be read or has no email
+    column.
     """
     path = Path(path)
     try:
@@ -108,25 +164,13 @@ def import_leads_csv(
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     report = ImportReport()
     with handle:
-        lines = _Lines(handle)
-        reader = csv.reader(lines)
-        columns = _Columns.from_header(path, next(reader, None))
+        rows = _Rows(handle)
+        columns = _Columns.from_header(path, rows.header)
+        last_lines = _last_lines(path, columns.email_index)
         batch: dict[str, dict[str, Any]] = {}  # email -> the row's values
-        previous_end = reader.line_num
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                report.rejected.append((previous_end + 1, f"malformed CSV: {exc}"))
-                previous_end = reader.line_num
-                continue
-            line, previous_end = previous_end + 1, reader.line_num
-            if not any(cell.strip() for cell in cells):
-                continue
-            if lines.bad_lines and lines.bad_lines[-1] >= line:
-                report.rejected.append((line, "not UTF-8 text (save the file as UTF-8)"))
+        for line, cells in rows:
+            if isinstance(cells, str):
+                report.rejected.append((line, cells))
                 continue
             try:
                 row = _clean_row(cells, columns)
@@ -134,16 +178,17 @@ def import_leads_csv(
                 report.rejected.append((line, str(exc)))
                 continue
             email = row["email"]
-            earlier = batch.pop(email, None)
-            if earlier is not None:  # as if written one after the other: later values win, blanks keep
-                report.updated += 1
-                row = _merge(earlier, row)
+            last = last_lines.get(email, line)
+            if last != line:
+                report.repeated.setdefault(last, []).append(line)
+                continue
+            row["line"] = line
             batch[email] = row
             if len(batch) >= batch_size:
                 _write_batch(engine, batch, path.name, report, clock(), rules)
                 batch = {}
                 if on_progress:
-                    on_progress(lines.bytes_read, total)
+                    on_progress(rows.lines.bytes_read, total)
         if batch:
             _write_batch(engine, batch, path.name, report, clock(), rules)
     if on_progress:
@@ -151,10 +196,30 @@ def import_leads_csv(
     return report
 
 
+def _last_lines(path: Path, email_index: int) -> dict[str, int]:
+    """The line of the last row of each email that repeats in the file. Emails are compared in their stored form
+    (:func:`normalize_email`: what :func:`clean_email` makes of a valid one); rows that cannot be read are not
+    counted, nor rows without an email."""
+    last: dict[str, int] = {}
+    repeated: set[str] = set()
+    with path.open("rb") as handle:
+        for line, cells in _Rows(handle):
+            if isinstance(cells, str) or email_index >= len(cells):
+                continue
+            email = normalize_email(cells[email_index])
+            if not email:
+                continue
+            if email in last:
+                repeated.add(email)
+            last[email] = line
+    return {email: last[email] for email in repeated}
+
+
 @dataclass(frozen=True)
 class _Columns:
     cleaners: list[tuple[int, str, Callable[[str], Any] | None]]  # (index, name, cleaner; None: a custom field)
     width: int  # cells in the header
+    email_index: int  # the email column's
 
     @classmethod
     def from_header(cls, path: Path, header: list[str] | None) -> _Columns:
@@ -177,7 +242,7 @@ class _Columns:
             columns.append((index, name, cleaner))
         if "email" not in seen:
             raise InvalidInput(f"{path}: the header has no email column (found: {', '.join(header)})")
-        return cls(columns, len(header))
+        return cls(columns, len(header), next(index for index, name, _ in columns if name == "email"))
 
 
 def _clean_row(cells: list[str], columns: _Columns) -> dict[str, Any]:
@@ -214,23 +279,23 @@ def _clean_row_email(cell: str) -> str:
     return clean_email(cell)
 
 
-def _merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    merged = {key: earlier[key] if value is None else value for key, value in later.items()}
-    merged["custom"] = {**earlier["custom"], **later["custom"]}
-    return merged
-
-
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
                  rules: ScoringRules | None = None) -> None:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
 
-    The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own.
+    The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own, and so
+    does a stage the lifecycle's rule does not apply (counted in ``report``).
     """
     with transaction(engine) as connection:
-        existing = lead_rows.existing(connection, list(batch))
+        existing = lead_rows.existing(connection, list(batch), lock=True)  # no stage changes under the rule's feet
         for email, row in batch.items():
             old = existing.get(email)
-            custom = row.pop("custom")
+            custom, line = row.pop("custom"), row.pop("line")
+            old_stage = old["stage"] if old is not None else None
+            refusal = outside_stage_refusal(old_stage, row["stage"])
+            if refusal is not None:
+                report.note_stage_not_applied(refusal, line)
+                row["stage"] = None
             if old is None:
                 report.inserted += 1
                 row["stage"] = row["stage"] or "lead"
@@ -239,7 +304,7 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
                 row["score"] = 0.0 if rules is None else _new_lead_score(rules, row, tags, fields)
             else:
                 report.updated += 1
-                row["stage"] = row["stage"] or old["stage"]
+                row["stage"] = row["stage"] or old_stage
                 tags, fields = row["tags"] or old["tags"], {**old["fields"], **custom}
                 row["score"] = 0.0  # not written over an existing lead's score
             row["tags"] = json.dumps(tags) if tags else "[]"

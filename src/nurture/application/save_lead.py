@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from nurture.application.enroll import enroll_in_transaction
 from nurture.application.lead_input import clean_lead_data, upsert_lead
 from nurture.application.record_events import RETRIES, EventBatch
+from nurture.core.lifecycle import StageNotApplied
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
@@ -35,6 +36,8 @@ class SavedLead:
     score: float
     stage_changed: bool
     enrolled: int
+    stage_not_applied: StageNotApplied | None = None
+    """The stage the caller gave, when it was not applied (:mod:`nurture.core.lifecycle`)."""
 
 
 def save_lead(
@@ -43,10 +46,11 @@ def save_lead(
 ) -> SavedLead:
     """Create or update a lead (fields as :func:`nurture.core.lead_fields.clean_lead_data` accepts them) and rescore it.
 
-    The fields are written by :func:`nurture.application.lead_input.upsert_lead` (an explicit stage is recorded with
-    ``actor``); then the new score, fit points included, may promote the lead (to MQL; with ``sales`` rules to SQL,
-    or disqualify it, as :func:`nurture.application.record_events.record_events` does). A stage that a campaign
-    exits on ends that enrollment at once.
+    The fields are written by :func:`nurture.application.lead_input.upsert_lead`: an explicit stage is recorded with
+    ``actor`` when it moves the lead forward (or starts a new lead), and otherwise left out and returned as
+    ``stage_not_applied``, never an error. Then the new score, fit points included, may promote the lead (to MQL;
+    with ``sales`` rules to SQL, or disqualify it, as :func:`nurture.application.record_events.record_events`
+    does). A stage that a campaign exits on ends that enrollment at once.
     After the commit the lead is enrolled in every campaign it now matches.
     """
     if actor not in STAGE_ACTORS:
@@ -57,7 +61,7 @@ def save_lead(
             with session(engine) as orm_session:
                 conn = orm_session.connection()
                 before = stage_for_update(conn, email)
-                upsert_lead(orm_session, data, actor=actor, now=now)
+                written = upsert_lead(orm_session, data, actor=actor, now=now)
                 batch = EventBatch(conn, catalog, rules, now, actor, sales=sales, handoff=handoff)
                 # tracked as a lead that existed: its history and state are read even when `before` saw none, since
                 # on PostgreSQL a concurrent batch may have created it (with scored events) after that read
@@ -76,4 +80,5 @@ def save_lead(
         except DBAPIError as exc:
             if attempt + 1 == RETRIES or not is_retryable(exc):
                 raise
-    return SavedLead(email, before is None, lead.stage, lead.score, lead.stage_changed, enrolled)
+    return SavedLead(email, before is None, lead.stage, lead.score, lead.stage_changed, enrolled,
+                     written.stage_not_applied)

@@ -16,10 +16,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from nurture.core.attribution import UTM_NAMES
+from nurture.core.lifecycle import STAGES
 from nurture.errors import InvalidInput
 
-LEAD_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "recycled", "disqualified")
-"""The lifecycle stages, in the order a lead moves through them."""
+LEAD_STAGES = STAGES
+"""The lifecycle stages (:mod:`nurture.core.lifecycle` has their order)."""
 
 LEAD_ATTRIBUTES = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "owner",
                    "source", "medium", "source_campaign")

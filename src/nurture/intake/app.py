@@ -140,7 +140,9 @@ async def post_events(request: Request) -> JSONResponse:
 async def post_lead(request: Request) -> JSONResponse:
     """Create or update a lead by email; it is rescored and enrolled in every campaign it now matches.
 
-    Answers 201 for a new lead, 200 for an update.
+    Answers 201 for a new lead, 200 for an update. A ``stage`` applies to a new lead and moves an existing one only
+    forward (lead < mql < sql < opportunity < customer); recycled and disqualified are set by rules and sales only.
+    A stage that does not apply is left out, the rest saved, and ``stage_not_applied`` says why.
     """
     body = await read_model(request, LeadBody, limit=256 * 1024,
                             expected="send a JSON object of lead fields, with at least email")
@@ -151,8 +153,10 @@ async def post_lead(request: Request) -> JSONResponse:
     )
     if saved.enrolled or saved.stage_changed:  # a promotion queued its handoff: deliver it now
         ctx.wake()
+    refusal = saved.stage_not_applied
+    answer = {**saved.__dict__, "stage_not_applied": refusal.to_json() if refusal is not None else None}
     return JSONResponse(
-        SavedLeadBody(**saved.__dict__).model_dump(), status_code=201 if saved.created else 200,
+        SavedLeadBody(**answer).model_dump(), status_code=201 if saved.created else 200,
         headers={"Location": f"/v1/leads/{quote(saved.email, safe='@')}"},
     )
 

@@ -135,10 +135,24 @@ class LeadBody(BaseModel):
         json_schema_extra={"minimum": 0, "maximum": MAX_COMPANY_SIZE})
     country: str | None = Field(None, description="ISO 3166-1 alpha-2, such as US or DE.")
     timezone: str | None = Field(None, description="IANA name, such as Europe/Paris.")
-    stage: str | None = Field(None, description="lead, mql, sql, opportunity, customer, recycled or disqualified "
-                                                "(any case; empty for none).")
+    stage: str | None = Field(None, description="lead, mql, sql, opportunity or customer (any case; empty for none): "
+                                                "a new lead starts there, an existing one moves only forward. "
+                                                "recycled and disqualified are accepted but never applied (rules and "
+                                                "sales set them); the answer's stage_not_applied says so.")
     tags: list[str] | str | None = Field(None, description="A list, or one string separated by ';'.")
     fields: dict[str, Any] | None = Field(None, description="Custom fields; a null value removes one.")
+
+
+class StageNotAppliedBody(BaseModel):
+    """A stage the request gave that was not applied: the lead keeps ``stage``."""
+
+    reason: Literal["backwards", "kept", "reserved"] = Field(
+        description="backwards: before the lead's stage in lead < mql < sql < opportunity < customer; kept: the lead "
+                    "is recycled or disqualified, which only rules, sales or an admin change; reserved: recycled and "
+                    "disqualified are set by rules and sales only.")
+    stage: str = Field(description="The lead's stage, kept.")
+    given: str = Field(description="The stage the request gave.")
+    message: str = Field(description="The reason for people, e.g. 'would move backwards: sql → lead'.")
 
 
 class SavedLeadBody(BaseModel):
@@ -150,6 +164,8 @@ class SavedLeadBody(BaseModel):
     score: float
     stage_changed: bool
     enrolled: int
+    stage_not_applied: StageNotAppliedBody | None = Field(
+        None, description="Set when the request's stage was not applied (the rest of the lead was saved).")
 
 
 class BounceNotice(BaseModel):

@@ -19,10 +19,14 @@ from nurture.storage.tables import L, SC
 _SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
 
 
-def existing(connection: Connection, emails: list[str]) -> dict[str, dict[str, Any]]:
-    """Email -> ``id``, ``email``, ``stage``, ``tags`` and ``fields`` of the leads with these emails."""
+def existing(connection: Connection, emails: list[str], *, lock: bool = False) -> dict[str, dict[str, Any]]:
+    """Email -> ``id``, ``email``, ``stage``, ``tags`` and ``fields`` of the leads with these emails; with ``lock``,
+    their rows are locked until the transaction ends, in email order (as intake locks leads: no deadlock)."""
     found: dict[str, dict[str, Any]] = {}
     query = select(L.c.id, L.c.email, L.c.stage, L.c.tags, L.c.fields)
+    if lock:
+        query = query.order_by(L.c.email).with_for_update()
+        emails = sorted(emails)
     for start in range(0, len(emails), _SELECT_CHUNK):
         chunk = emails[start : start + _SELECT_CHUNK]
         for row in connection.execute(query.where(L.c.email.in_(chunk))).mappings():

@@ -1,7 +1,7 @@
 """Leads: writing one (fields already cleaned), finding one, and gathering everything nurture knows about one.
 
-The values come cleaned by :mod:`nurture.core.lead_fields` (through :func:`nurture.application.lead_input.upsert_lead`):
-what is written here was validated before.
+The values come cleaned by :mod:`nurture.core.lead_fields` (through :func:`nurture.application.lead_input.upsert_lead`),
+and the stage judged by :mod:`nurture.core.lifecycle`: what is written here was decided before.
 """
 
 from __future__ import annotations
@@ -26,24 +26,32 @@ from nurture.storage.models import (
 )
 
 
-def write_lead(
-    session: Session, cleaned: Mapping[str, Any], *, actor: str, reason: str = "", now: datetime
-) -> Lead:
-    """Create the lead with ``cleaned["email"]`` or update the fields given; a new stage is recorded in its history.
+def lead_to_write(session: Session, email: str, now: datetime) -> tuple[Lead, bool]:
+    """The lead with this (cleaned) email, locked until the transaction ends, and False; or a bare new lead dated
+    ``now`` (flushed, so it has its id) and True. If another process inserted the same email meanwhile, theirs."""
+    lead = _find(session, email, lock=True)
+    if lead is not None:
+        return lead, False
+    return _insert_new(session, email, now)
 
-    ``cleaned`` is what :func:`nurture.core.lead_fields.clean_lead_data` returned (it is not changed). Custom fields
-    are merged (a ``None`` value removes one); ``tags`` replace the lead's tags. The caller's session holds the change
-    until it commits. ``now`` dates the change.
+
+def write_lead(
+    session: Session, lead: Lead, cleaned: Mapping[str, Any], *, created: bool, actor: str, reason: str = "",
+    now: datetime,
+) -> Lead:
+    """Update the fields given of ``lead`` (from :func:`lead_to_write`; ``created`` as it said); a new stage is
+    recorded in its history.
+
+    ``cleaned`` is what :func:`nurture.core.lead_fields.clean_lead_data` returned, its ``email`` left out or the
+    lead's own (it is not changed). Custom fields are merged (a ``None`` value removes one); ``tags`` replace the
+    lead's tags. The caller's session holds the change until it commits. ``now`` dates the change.
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
-    cleaned = dict(cleaned)
-    email = cleaned.pop("email")
-    lead = _find(session, email)
-    previous_stage = lead.stage if lead is not None else None
-    if lead is None:
-        lead = _insert_new(session, email, now)
+    previous_stage = None if created else lead.stage
     for key, value in cleaned.items():
+        if key == "email":
+            continue
         if key == "fields":
             merged = {**lead.fields, **value}
             lead.fields = {name: item for name, item in merged.items() if item is not None}
@@ -72,22 +80,23 @@ def write_lead(
     return lead
 
 
-def _find(session: Session, email: str) -> Lead | None:
-    return session.execute(select(Lead).where(col(Lead.email) == email)).scalar_one_or_none()
+def _find(session: Session, email: str, *, lock: bool = False) -> Lead | None:
+    query = select(Lead).where(col(Lead.email) == email)
+    return session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
 
 
-def _insert_new(session: Session, email: str, now: datetime) -> Lead:
-    """Insert a bare lead; if another process inserted the same email meanwhile, use theirs."""
+def _insert_new(session: Session, email: str, now: datetime) -> tuple[Lead, bool]:
+    """Insert a bare lead (True); if another process inserted the same email meanwhile, use theirs (False)."""
     lead = Lead(email=email, created_at=now, updated_at=now, stage_changed_at=now)
     try:
         with session.begin_nested():
             session.add(lead)
     except IntegrityError:
-        existing = _find(session, email)
+        existing = _find(session, email, lock=True)
         if existing is None:
             raise
-        return existing
-    return lead
+        return existing, False
+    return lead, True
 
 
 def get_lead(session: Session, email: str) -> Lead:

@@ -28,7 +28,7 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-STAGE_ACTORS = ("rule", "api", "cli", "sales", "import", "system")
+STAGE_ACTORS = ("rule", "api", "cli", "sales", "import", "system", "admin")
 ENROLLMENT_STATUSES = ("active", "completed", "exited")
 DELIVERY_STATUSES = ("claimed", "sent", "retry", "failed", "suppressed")
 DELIVERY_CHANNELS = ("email", "webhook")

@@ -10,11 +10,11 @@ from typing import Any
 
 import typer
 
-from nurture.errors import InvalidInput, LeadNotFound
+from nurture.errors import InvalidInput
 from nurture.settings import get_settings
 
 leads_app = typer.Typer(
-    help="Leads: import, add, show (database from NURTURE_DATABASE_URL).",
+    help="Leads: import, add, stage, show (database from NURTURE_DATABASE_URL).",
     no_args_is_help=True,
 )
 
@@ -62,7 +62,12 @@ def import_command(
     Columns: email, first_name, last_name, company, title, industry, company_size, country, timezone, stage,
     tags (separated by ";"), owner; any other column is a custom field. Rows are matched by email; blank cells
     keep what the lead has. Bad rows are listed on stderr with their line numbers and the rest is imported.
-    Exits 1 when the file cannot be read or has no valid row.
+
+    If several rows have one email, the last row counts: the earlier ones are skipped and listed on stderr. A
+    stage starts a new lead there; an existing lead only moves forward (lead < mql < sql < opportunity <
+    customer) and keeps recycled or disqualified; recycled and disqualified are never taken from a file. The
+    summary counts the stage values not applied, by reason. Exits 1 when the file cannot be read or has no
+    valid row.
     """
     from nurture.application.import_leads import import_leads_csv
     from nurture.cli.app import clock, read_clock
@@ -90,11 +95,32 @@ def import_command(
         engine.dispose()
     for line, problem in report.rejected:
         typer.echo(f"{file}:{line}: {problem}", err=True)
-    typer.echo(f"{file}: {report.inserted} new, {report.updated} updated, {len(report.rejected)} rejected")
+    for line, earlier in sorted(report.repeated.items()):
+        typer.echo(f"{file}:{line}: {_lines(earlier)} {'repeats' if len(earlier) == 1 else 'repeat'} this row's "
+                   f"email and {'was' if len(earlier) == 1 else 'were'} skipped: the last row of an email counts",
+                   err=True)
+    skipped = f", {report.skipped} skipped (repeated emails)" if report.repeated else ""
+    typer.echo(f"{file}: {report.inserted} new, {report.updated} updated, {len(report.rejected)} rejected{skipped}")
     if report.mql_lead_ids:
         typer.echo(f"{len(report.mql_lead_ids)} leads entered the mql stage")
+    if report.stage_not_applied:
+        count = sum(len(lines) for lines in report.stage_not_applied.values())
+        typer.echo(f"{count} stage value(s) not applied, the leads keep their stage "
+                   "(`nurture leads stage` sets one by hand):")
+        for why, lines in sorted(report.stage_not_applied.items(), key=lambda item: (-len(item[1]), item[0])):
+            typer.echo(f"  {len(lines)} {why} ({_lines(lines)})")
     if not report.imported:
         raise InvalidInput(f"no lead imported from {file}")
+
+
+def _lines(lines: list[int], shown: int = 10) -> str:
+    """``line 3``, ``lines 3 and 7``, ``lines 3, 7, 9 and 2 more``."""
+    if len(lines) == 1:
+        return f"line {lines[0]}"
+    head = ", ".join(str(line) for line in lines[:shown])
+    if len(lines) > shown:
+        return f"lines {head} and {len(lines) - shown} more"
+    return f"lines {head.rpartition(', ')[0]} and {lines[-1]}"
 
 
 @leads_app.command("add")
@@ -108,12 +134,19 @@ def add_command(
     company_size: int | None = typer.Option(None, "--company-size", min=0, help="Number of employees."),
     country: str | None = typer.Option(None, "--country", help="ISO 3166-1 alpha-2 code, e.g. DE."),
     timezone: str | None = typer.Option(None, "--timezone", help="IANA name, e.g. Europe/Berlin."),
-    stage: str | None = typer.Option(None, "--stage", help="lead, mql, sql, opportunity, customer, recycled..."),
+    stage: str | None = typer.Option(
+        None, "--stage", help="lead, mql, sql, opportunity or customer: a new lead starts there, an existing one only "
+                              "moves forward (else it is not applied, with the reason). recycled and disqualified "
+                              "are set by rules and sales, or `nurture leads stage`."),
     owner: str | None = typer.Option(None, "--owner", help="Sales owner."),
     tags: list[str] | None = typer.Option(None, "--tag", help="A tag (repeat the option); replaces the tags."),
     fields: list[str] | None = typer.Option(None, "--field", help="A custom field as KEY=VALUE (repeatable)."),
 ) -> None:
-    """Create a lead, or update the given fields of an existing one."""
+    """Create a lead, or update the given fields of an existing one.
+
+    A --stage that would move the lead backwards, or take it into or out of recycled or disqualified, is not
+    applied: the other fields are saved and the reason is printed on stderr (exit code 0).
+    """
     given = dict(
         first_name=first_name, last_name=last_name, company=company, title=title, industry=industry,
         company_size=company_size, country=country, timezone=timezone, stage=stage, owner=owner, tags=tags or None,
@@ -123,24 +156,67 @@ def add_command(
     from nurture.application.lead_input import upsert_lead
     from nurture.cli.app import read_clock
     from nurture.storage.database import session
-    from nurture.storage.leads import get_lead
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
     now = read_clock()
     try:
         with session(engine) as db:
-            try:
-                get_lead(db, email)
-                existed = True
-            except LeadNotFound:
-                existed = False
-            lead = upsert_lead(db, data, actor="cli", now=now)
+            written = upsert_lead(db, data, actor="cli", now=now)
+            lead = written.lead
         assert lead.id is not None  # flushed by upsert_lead
-        typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
+        typer.echo(f"{'added' if written.created else 'updated'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
+        if written.stage_not_applied is not None:
+            typer.echo(f"stage not applied: {written.stage_not_applied.message} (to set it anyway: "
+                       f"nurture leads stage {lead.email} {written.stage_not_applied.given} --reason ...)", err=True)
         _enroll(engine, [lead.id], read_clock())  # after the commit, as enrolling reads the lead
     finally:
         engine.dispose()
+
+
+@leads_app.command("stage")
+def stage_command(
+    email: str = typer.Argument(..., help="The lead's email address."),
+    stage: str = typer.Argument(..., help="lead, mql, sql, opportunity, customer, recycled or disqualified."),
+    reason: str = typer.Option(..., "--reason", help="Why (required): kept in the lead's stage history."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Set a lead's stage by hand, whatever it is now (an admin's override, recorded as actor admin).
+
+    The one way to move a lead backwards or into or out of recycled and disqualified, which imports and the API
+    never do. It counts as a stage change: campaigns whose exit stages list the new stage end, and the lead enters
+    the campaigns it now matches (entry stages, filters, re-entry policy). Logged with the lead's id only.
+    """
+    from nurture.application.override_stage import clean_override, override_stage
+    from nurture.cli.app import read_clock
+    from nurture.definitions.loader import Catalog, load_catalog
+    from nurture.storage.migrate import open_database
+
+    clean_override(stage, reason)  # a bad stage or reason is refused before the database is opened
+    settings = get_settings()
+    # Templates are not needed to follow a stage change: a template being edited must not stop an override.
+    catalog = (load_catalog(settings.campaigns_dir).raise_for_problems() if settings.campaigns_dir.is_dir()
+               else Catalog())
+    engine = open_database(settings.database_url)
+    try:
+        result = override_stage(engine, catalog, email=email, stage=stage, reason=reason, now=read_clock())
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({
+            "email": result.email, "lead_id": result.lead_id, "from_stage": result.from_stage, "stage": result.stage,
+            "reason": result.reason, "changed": result.changed, "exited": result.exited, "enrolled": result.enrolled,
+        }, indent=2, ensure_ascii=False))
+        return
+    if not result.changed:
+        typer.echo(f"{result.email} is at stage {result.stage} already: nothing changed")
+        return
+    typer.echo(f"{result.email} (id {result.lead_id}): stage {result.from_stage} -> {result.stage}, "
+               f"set by admin: {result.reason}")
+    if result.exited:
+        typer.echo(f"{result.exited} enrollment(s) ended (stage:{result.stage})")
+    if result.enrolled:
+        typer.echo(f"entered {result.enrolled} campaign(s)")
 
 
 def _key_value(item: str) -> tuple[str, str]:
