@@ -9,8 +9,8 @@ each side's figure is its events over its own time; the server's CPU time per ev
 it, a figure other load on the machine barely moves (on PostgreSQL, ``--database-url``, the database server's own
 CPU is not in it), and so is the load generator's CPU per request (--clients keep-alive connections, one thread each,
 writing raw HTTP/1.1: it must stay well below the server's, or it sets the figures). ``--statements`` then counts,
-in short extra passes, the statements SQLite executes per request on each side (each row of an executemany counts
-once).
+in short extra passes, the statements the database executes per request on each side (SQLite: each row of an
+executemany counts once; PostgreSQL: an executemany counts once, and so does each COMMIT).
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ async def bare(request: Request):
     return {"recorded": len(items)}
 
 import collections
+import psycopg
 from sqlalchemy import event
 
 statements = collections.Counter()
+patched = {}
 
 
 def _count(statement):
@@ -75,15 +77,48 @@ def _trace(dbapi_connection, record, proxy):
     dbapi_connection.set_trace_callback(_count)  # what SQLite runs, whether SQLAlchemy or the driver sent it
 
 
+def _counting(name, method, label):
+    def counted(self, query, *args, **kwargs):
+        text = query if isinstance(query, str) else query.decode() if isinstance(query, bytes) else str(query)
+        statements[label + " ".join(text.split()[:3])] += 1
+        return method(self, query, *args, **kwargs)
+    return counted
+
+
+def _counting_commit(method):
+    def counted(self, *args, **kwargs):
+        statements["COMMIT"] += 1
+        return method(self, *args, **kwargs)
+    return counted
+
+
 @app.post("/bench/statements/{action}")
 async def count_statements(action: str):
-    # start counting the SQL statements SQLite runs, or stop and return the counts: only the --statements passes
-    # use it, after every timed round (a trace callback costs every statement a little)
+    # start counting the SQL statements the database runs, or stop and return the counts: only the --statements
+    # passes use it, after every timed round (counting costs every statement a little). SQLite: its trace callback,
+    # on the connections the writer threads check out and on the event loop's kept connection (requests of up to 100
+    # events record there); PostgreSQL: psycopg's cursor methods and commits, whatever connection they run on
+    # (an executemany counts once, as one round of the pipeline it runs in)
+    intake = app.state.intake
     if action == "start":
         statements.clear()
-        event.listen(engine, "checkout", _trace)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "checkout", _trace)
+            kept = intake.__dict__.get("_no_wait")
+            if kept is not None:
+                kept.connection.driver_connection.set_trace_callback(_count)
+        else:
+            for name, label in (("execute", ""), ("executemany", "executemany: "), ("copy", "COPY: ")):
+                patched[name] = getattr(psycopg.Cursor, name)
+                setattr(psycopg.Cursor, name, _counting(name, patched[name], label))
+            patched["commit"] = psycopg.Connection.commit
+            psycopg.Connection.commit = _counting_commit(patched["commit"])
         return {}
-    event.remove(engine, "checkout", _trace)
+    if engine.dialect.name == "sqlite":
+        event.remove(engine, "checkout", _trace)
+    else:
+        for name, method in patched.items():
+            setattr(psycopg.Connection if name == "commit" else psycopg.Cursor, name, method)
     return dict(statements)
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="warning", access_log=False)
@@ -224,12 +259,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--leads", type=int, default=2000, help="distinct leads the events spread over")
     parser.add_argument("--rounds", type=int, default=6, help="turns each side takes, alternating")
-    parser.add_argument("--statements", action="store_true", help="print SQLite statements per request, each side")
+    parser.add_argument("--statements", action="store_true", help="print the statements per request, each side")
     parser.add_argument("--database-url", help="an empty database to run on (e.g. postgresql+psycopg://...); "
                                                "default: a new SQLite file")
     args = parser.parse_args()
-    if args.statements and args.database_url and not args.database_url.startswith("sqlite"):
-        parser.error("--statements counts what SQLite runs: leave out --database-url")
     with tempfile.TemporaryDirectory() as tmp_name:
         process, base = start_server(Path(tmp_name), args.database_url)
         try:

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from nurture.application import promote
-from nurture.application.batch_state import NO_HISTORY, BatchLead, Wake, campaign_facts, capped_types
+from nurture.application.batch_state import NO_HISTORY, BatchLead, Committing, Wake, campaign_facts, capped_types
 from nurture.application.enroll import enroll_in_transaction
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, EventResult, clean_events
 from nurture.core import score_state
@@ -66,7 +66,7 @@ from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
 from nurture.storage.database import transaction
 from nurture.storage.dialect import bulk_writer, is_retryable
-from nurture.storage.enrollments import exit_enrollments, wake_all
+from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.event_bulk import NURTURED, AlreadyRecorded
 from nurture.storage.events import event_times, goal_reached, repeated_points
 from nurture.storage.lead_state import lead_summary, new_lead_row
@@ -130,11 +130,11 @@ class EventBatch:
                     wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
                     continue
                 if wakes:
-                    wake_all(conn, wakes)
+                    self.bulk.wake_all(conn, wakes)
                     wakes = []
                 apply(conn)
             if wakes:
-                wake_all(conn, wakes)
+                self.bulk.wake_all(conn, wakes)
 
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
@@ -449,6 +449,17 @@ def record_events(
     cleaned = clean_events(events, now)
     if not cleaned:
         return []
+    return record_cleaned(engine, catalog, rules, cleaned, now=now, actor=actor, sales=sales, handoff=handoff)
+
+
+def record_cleaned(
+    engine: Engine | Connection, catalog: Catalog, rules: ScoringRules, cleaned: Sequence[EventIn], *, now: datetime,
+    actor: str, sales: SalesRules | None = None, handoff: Handoff | None = None, committing: Committing | None = None,
+) -> list[EventResult]:
+    """:func:`record_events` for events :func:`nurture.application.event_input.clean_events` cleaned already.
+
+    ``committing`` (when given) is set when the statements have all run: an exception raised after that came from
+    the COMMIT itself, and then whether the batch was written is not known."""
     refused: set[str] = set()  # ids an insert found recorded already
     look_up = any(event.id is not None and event.dedupe_within is not None for event in cleaned)
     failures = refusals = 0
@@ -465,6 +476,8 @@ def record_events(
                 results = batch.run(cleaned, known)
                 batch.finish()
                 created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
+                if committing is not None:
+                    committing.now = True
             break
         except AlreadyRecorded as exc:
             refusals += 1
