@@ -82,11 +82,6 @@ RETRIES = 3
 """Attempts at a transaction that PostgreSQL failed to break a deadlock or serialization conflict."""
 
 
-def _as_engagement(event: EventIn) -> Engagement:
-    assert event.occurred_at is not None
-    return Engagement(event.type, event.occurred_at, event.campaign_id, event.step_key, dict(event.properties))
-
-
 class EventBatch:
     """One batch being recorded inside one transaction."""
 
@@ -142,9 +137,13 @@ class EventBatch:
         other events."""
         known = self.known_ids({e.id for e in events if e.id is not None}) if self.look_up_ids else {}
         first_type: dict[str, str] = {}
+        taken: set[str] = set()  # ids an earlier event of the batch records (unless a burst check drops it)
         for event in events:
-            if event.id is None or event.id not in known:
-                first_type.setdefault(event.email, event.type)
+            if event.id is not None and (event.id in known or event.id in taken):
+                continue  # a repeat: it creates no lead
+            if event.id is not None and event.dedupe_within is None:
+                taken.add(event.id)
+            first_type.setdefault(event.email, event.type)
         emails = sorted(first_type)
         found = self._lock_leads(emails)
         missing = [email for email in emails if email not in found]
@@ -258,7 +257,7 @@ class EventBatch:
         lead = self.leads[event.email]
         at = event.occurred_at
         assert at is not None
-        engagement = _as_engagement(event)
+        engagement = Engagement(event.type, at, event.campaign_id, event.step_key, dict(event.properties))
         if event.dedupe_within is not None:
             burst = self._burst(lead, event)
             if burst is not None:
@@ -457,9 +456,8 @@ def record_cleaned(
     actor: str, sales: SalesRules | None = None, handoff: Handoff | None = None, committing: Committing | None = None,
 ) -> list[EventResult]:
     """:func:`record_events` for events :func:`nurture.application.event_input.clean_events` cleaned already.
-
-    ``committing`` (when given) is set when the statements have all run: an exception raised after that came from
-    the COMMIT itself, and then whether the batch was written is not known."""
+    ``committing`` (when given) is set once the statements have all run: an exception after that came from the COMMIT,
+    and whether the batch was written is not known."""
     refused: set[str] = set()  # ids an insert found recorded already
     look_up = any(event.id is not None and event.dedupe_within is not None for event in cleaned)
     failures = refusals = 0
