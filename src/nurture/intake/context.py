@@ -66,7 +66,8 @@ class Writer:
     the event loop, but a hop through the general threadpool costs a few hundred microseconds, as much as recording a
     single event: here a job is handed over through a queue, and the result comes back with one
     ``call_soon_threadsafe``. Under load the threads take the next job without sleeping. SQLite has one writer at a
-    time, so one thread there; PostgreSQL gets a few. Idle threads end after a while and are started again on demand.
+    time, so one thread there (PostgreSQL records through :class:`GroupWriter`). Idle threads end after a while and
+    are started again on demand.
     """
 
     IDLE_SECONDS = 30.0
