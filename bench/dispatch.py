@@ -6,6 +6,9 @@ Prints emails/s for nurture's dispatcher and, side by side against the same sink
 Also: the cost of a tick that finds nothing due with --idle-leads enrolled, and the worker's peak memory.
 
     .venv/bin/python bench/dispatch.py --leads 100000 --naive-leads 5000 --idle-leads 1000000
+
+``--database-url`` runs nurture's side on PostgreSQL (a database for the benchmark alone: each round empties it) rather
+than on a new SQLite file; the ceiling, the naive peer and the idle tick do not change.
 """
 
 from __future__ import annotations
@@ -51,16 +54,33 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_nurture(leads: int, batch: int, tmp: Path, processes: int) -> dict:
+def fresh_database(tmp: Path, database_url: str | None) -> str:
+    """A new SQLite file, or the PostgreSQL database of ``database_url`` emptied (its public schema dropped and made
+    again), migrated to the current schema."""
+    from nurture.storage.database import make_engine
+    from nurture.storage.migrate import upgrade
+
+    if database_url is None:
+        url = f"sqlite:///{tmp / 'nurture.db'}"
+    else:
+        url = database_url
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
+    upgrade(url)
+    return url
+
+
+def bench_nurture(leads: int, batch: int, tmp: Path, processes: int, database_url: str | None = None) -> dict:
     """nurture's dispatcher in this process, and ``processes - 1`` more as ``nurture run --processes`` starts them;
     the CONNECTIONS mail connections are shared out among the processes."""
     from nurture.application.enroll import enroll_leads
     from nurture.settings import Settings
-    from nurture.storage.migrate import upgrade
     from nurture.worker.processes import DispatchProcesses
 
-    url = f"sqlite:///{tmp / 'nurture.db'}"
-    upgrade(url)
+    url = fresh_database(tmp, database_url)
     seed(url, leads, enroll=False)
     campaigns, templates = write_project(tmp, ROOT / "templates")
     with smtp_sink() as (port, counter):
@@ -230,6 +250,10 @@ def main() -> None:
     parser.add_argument("--naive-leads", type=int, default=5_000, help="the naive peer is slow: fewer emails")
     parser.add_argument("--idle-leads", type=int, default=100_000, help="1000000 for the issue's figure")
     parser.add_argument("--rounds", type=int, default=3, help="nurture and the ceiling in turn, this many times")
+    parser.add_argument("--database-url",
+                        help="nurture's database: a PostgreSQL database for the benchmark alone (each round drops "
+                             "and makes again its public schema), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/"
+                             "bench_dispatch; default: a new SQLite file each round")
     parser.add_argument("--skip", nargs="*", default=[], choices=["naive", "ceiling", "idle"])
     args = parser.parse_args()
     global CONNECTIONS  # noqa: PLW0603 - set once from the command line
@@ -242,7 +266,7 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             folder = tmp / f"round{number}"
             folder.mkdir()
-            n = bench_nurture(args.leads, args.batch, folder, args.processes)
+            n = bench_nurture(args.leads, args.batch, folder, args.processes, args.database_url)
             print(f"round {number}: nurture {n['per_second']:6.0f} emails/s  ({args.processes} process(es); {args.leads} "
                   f"in {n['seconds']:.1f}s, sink received {n['received']}; {n['cpu_ms_per_email']:.2f} ms CPU per email; "
                   f"enrolling took {n['enroll_seconds']:.1f}s, end to end {n['end_to_end_per_second']:.0f}/s; "

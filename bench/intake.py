@@ -9,13 +9,15 @@ each side's figure is its events over its own time; the server's CPU time per ev
 it, a figure other load on the machine barely moves (on PostgreSQL, ``--database-url``, the database server's own
 CPU is not in it), and so is the load generator's CPU per request (--clients keep-alive connections, one thread each,
 writing raw HTTP/1.1: it must stay well below the server's, or it sets the figures). ``--statements`` then counts,
-in short extra passes, the statements SQLite executes per request on each side (each row of an executemany counts
-once).
+in short extra passes, the statements the database executes per request on each side (SQLite: each row of an
+executemany counts once; PostgreSQL: an executemany counts once, and so does each COMMIT). ``--servers N`` starts N server processes on
+the one database (as N ``nurture serve`` would run), the clients spread over them; the CPU figures are their sum.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -62,9 +64,11 @@ async def bare(request: Request):
     return {"recorded": len(items)}
 
 import collections
+import psycopg
 from sqlalchemy import event
 
 statements = collections.Counter()
+patched = {}
 
 
 def _count(statement):
@@ -75,15 +79,48 @@ def _trace(dbapi_connection, record, proxy):
     dbapi_connection.set_trace_callback(_count)  # what SQLite runs, whether SQLAlchemy or the driver sent it
 
 
+def _counting(name, method, label):
+    def counted(self, query, *args, **kwargs):
+        text = query if isinstance(query, str) else query.decode() if isinstance(query, bytes) else str(query)
+        statements[label + " ".join(text.split()[:3])] += 1
+        return method(self, query, *args, **kwargs)
+    return counted
+
+
+def _counting_commit(method):
+    def counted(self, *args, **kwargs):
+        statements["COMMIT"] += 1
+        return method(self, *args, **kwargs)
+    return counted
+
+
 @app.post("/bench/statements/{action}")
 async def count_statements(action: str):
-    # start counting the SQL statements SQLite runs, or stop and return the counts: only the --statements passes
-    # use it, after every timed round (a trace callback costs every statement a little)
+    # start counting the SQL statements the database runs, or stop and return the counts: only the --statements
+    # passes use it, after every timed round (counting costs every statement a little). SQLite: its trace callback,
+    # on the connections the writer threads check out and on the event loop's kept connection (requests of up to 100
+    # events record there); PostgreSQL: psycopg's cursor methods and commits, whatever connection they run on
+    # (an executemany counts once, as one round of the pipeline it runs in)
+    intake = app.state.intake
     if action == "start":
         statements.clear()
-        event.listen(engine, "checkout", _trace)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "checkout", _trace)
+            kept = intake.__dict__.get("_no_wait")
+            if kept is not None:
+                kept.connection.driver_connection.set_trace_callback(_count)
+        else:
+            for name, label in (("execute", ""), ("executemany", "executemany: "), ("copy", "COPY: ")):
+                patched[name] = getattr(psycopg.Cursor, name)
+                setattr(psycopg.Cursor, name, _counting(name, patched[name], label))
+            patched["commit"] = psycopg.Connection.commit
+            psycopg.Connection.commit = _counting_commit(patched["commit"])
         return {}
-    event.remove(engine, "checkout", _trace)
+    if engine.dialect.name == "sqlite":
+        event.remove(engine, "checkout", _trace)
+    else:
+        for name, method in patched.items():
+            setattr(psycopg.Connection if name == "commit" else psycopg.Cursor, name, method)
     return dict(statements)
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[4]), log_level="warning", access_log=False)
@@ -98,7 +135,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+def start_servers(tmp: Path, database_url: str | None, count: int = 1) -> list[tuple[subprocess.Popen, str]]:
+    """``count`` server processes (each as ``nurture serve`` runs one, on a port of its own) on one database."""
     from nurture.application.lead_input import upsert_lead
     from nurture.clock import SYSTEM_CLOCK
     from nurture.storage.database import make_engine, session
@@ -106,23 +144,31 @@ def start_server(tmp: Path, database_url: str | None) -> tuple[subprocess.Popen,
 
     url = database_url or f"sqlite:///{tmp / 'intake.db'}"
     upgrade(url)
-    with session(make_engine(url)) as s:
+    engine = make_engine(url)
+    with session(engine) as s:
         upsert_lead(s, {"email": "seed@example.com"}, actor="cli", now=SYSTEM_CLOCK())
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, url, str(ROOT / "campaigns"), str(ROOT / "templates"), str(port)],
-        env={**os.environ, "NURTURE_LOG_LEVEL": "WARNING"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the server did not start")
+    engine.dispose()
+    servers = []
+    for _ in range(count):
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVER, url, str(ROOT / "campaigns"), str(ROOT / "templates"), str(port)],
+            env={**os.environ, "NURTURE_LOG_LEVEL": "WARNING"},
+        )
+        servers.append((process, f"http://127.0.0.1:{port}"))
+    for _process, base in servers:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                for other, _base in servers:
+                    other.kill()
+                raise RuntimeError("a server did not start")
+    return servers
 
 
 def cpu_seconds(process: subprocess.Popen) -> float:
@@ -171,9 +217,11 @@ class Client:
         self.sock.close()
 
 
-def load(base: str, path: str, first: int, requests_total: int, clients: int, batch: int, leads: int, tag: str) -> float:
-    """Post requests number ``first`` to ``first + requests_total - 1`` from ``clients`` threads, ``batch`` events per
-    request (request n's events go to leads n*batch, n*batch+1, ... modulo ``leads``); return the seconds it took."""
+def load(bases: list[str], path: str, first: int, requests_total: int, clients: int, batch: int, leads: int,
+         tag: str) -> float:
+    """Post requests number ``first`` to ``first + requests_total - 1`` from ``clients`` threads (client i to server
+    i modulo the servers), ``batch`` events per request (request n's events go to leads n*batch, n*batch+1, ...
+    modulo ``leads``); return the seconds it took."""
     counter = iter(range(first, first + requests_total))
     lock = threading.Lock()
     failures: list[str] = []
@@ -184,7 +232,7 @@ def load(base: str, path: str, first: int, requests_total: int, clients: int, ba
                   "id": f"{tag}-{n}-{i}"} for i in range(batch)]
         return items[0] if batch == 1 else {"events": items}
 
-    def worker() -> None:
+    def worker(base: str) -> None:
         try:
             client = Client(base)
         except OSError as exc:
@@ -204,7 +252,7 @@ def load(base: str, path: str, first: int, requests_total: int, clients: int, ba
         finally:
             client.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(bases[i % len(bases)],)) for i in range(clients)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -224,14 +272,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--leads", type=int, default=2000, help="distinct leads the events spread over")
     parser.add_argument("--rounds", type=int, default=6, help="turns each side takes, alternating")
-    parser.add_argument("--statements", action="store_true", help="print SQLite statements per request, each side")
+    parser.add_argument("--statements", action="store_true", help="print the statements per request, each side")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="server processes on the one database (each as `nurture serve` runs one); the clients "
+                             "spread over them")
     parser.add_argument("--database-url", help="an empty database to run on (e.g. postgresql+psycopg://...); "
                                                "default: a new SQLite file")
     args = parser.parse_args()
-    if args.statements and args.database_url and not args.database_url.startswith("sqlite"):
-        parser.error("--statements counts what SQLite runs: leave out --database-url")
     with tempfile.TemporaryDirectory() as tmp_name:
-        process, base = start_server(Path(tmp_name), args.database_url)
+        servers = start_servers(Path(tmp_name), args.database_url, args.servers)
+        bases = [base for _process, base in servers]
+
+        def cpu() -> float:
+            return sum(cpu_seconds(process) for process, _base in servers)
+
         try:
             results = {}
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)):
@@ -241,7 +295,7 @@ def main() -> None:
                 per_round = max(MIN_TURN, requests_total // args.rounds)
                 # warm both paths up (their own leads), then let the sides take turns on the same load
                 for path in ("/v1/events", "/bench/bare"):
-                    load(base, path, 0, max(1, 200 // batch), args.clients, batch, args.leads, f"warm{batch}{path[1]}")
+                    load(bases, path, 0, max(1, 200 // batch), args.clients, batch, args.leads, f"warm{batch}{path[1]}")
                 # seconds, server CPU seconds, requests, load generator CPU seconds
                 spent = {"nurture": [0.0, 0.0, 0, 0.0], "bare": [0.0, 0.0, 0, 0.0]}
                 for index, first in enumerate(range(0, requests_total, per_round)):
@@ -249,10 +303,10 @@ def main() -> None:
                     order = ("nurture", "bare") if index % 2 == 0 else ("bare", "nurture")
                     for side in order:
                         path = "/v1/events" if side == "nurture" else "/bench/bare"
-                        cpu, own = cpu_seconds(process), time.process_time()
-                        seconds = load(base, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
+                        used, own = cpu(), time.process_time()
+                        seconds = load(bases, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
                         spent[side][0] += seconds
-                        spent[side][1] += cpu_seconds(process) - cpu
+                        spent[side][1] += cpu() - used
                         spent[side][2] += count
                         spent[side][3] += time.process_time() - own
                 rate = {side: spent[side][2] * batch / spent[side][0] for side in spent}
@@ -268,16 +322,21 @@ def main() -> None:
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)) if args.statements else ():
                 for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
                     count = max(1, 300 // batch)
-                    httpx.post(f"{base}/bench/statements/start")
+                    for base in bases:
+                        httpx.post(f"{base}/bench/statements/start")
                     # new requests, on leads the timed rounds created
                     first = (args.events if batch == 1 else args.batch_events) // batch
-                    load(base, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
-                    counted = httpx.post(f"{base}/bench/statements/stop").json()
+                    load(bases, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
+                    counted: collections.Counter[str] = collections.Counter()
+                    for base in bases:
+                        counted.update(httpx.post(f"{base}/bench/statements/stop").json())
                     shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(), key=lambda x: -x[1]))
                     print(f"{label:10}  {side} statements/request: {shown}", flush=True)
         finally:
-            process.terminate()
-            process.wait(10)
+            for process, _base in servers:
+                process.terminate()
+            for process, _base in servers:
+                process.wait(10)
     print(json.dumps({k: {"nurture": round(v[0]), "bare": round(v[1]), "ratio": round(v[0] / v[1], 2),
                           "nurture_cpu_us": round(v[2]), "bare_cpu_us": round(v[3])} for k, v in results.items()}))
 

@@ -97,6 +97,14 @@ class Wake:
     at: datetime
 
 
+class Committing:
+    """Set once a batch's statements have all run and its transaction is committing
+    (:func:`nurture.application.record_events.record_cleaned`): an exception after that came from the COMMIT."""
+
+    def __init__(self) -> None:
+        self.now = False
+
+
 NO_HISTORY = History([])
 """The history entry filters are first tested against: what a lead's fields alone decide."""
 

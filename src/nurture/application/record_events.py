@@ -18,13 +18,9 @@ updates are only issued for leads that had an active enrollment when the batch b
 before the batch enrolls at its end), and leads are enrolled only when some campaign's stage and lead-field
 filters could let them in.
 
-Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), so
-rescoring after an event adds one event. The history before the batch comes from the lead's score state (those sums
-and recent days' cap counts as the last batch left them, :mod:`nurture.core.score_state`), whatever the length of
-the history; without a state that can be used, the database sums the history per type (decay included) and counts
-the caps' days, and the batch writes the state back. Either way the result is :func:`nurture.core.scoring.score`
-over the lead's whole history, up to the order of float additions and, when the database summed it on SQLite, event
-ages taken to the millisecond (``julianday``).
+Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), read
+from the lead's score state (:mod:`nurture.core.score_state`) or, without a usable one, summed by the database (decay
+included) and written back; either way the result is :func:`nurture.core.scoring.score` over the whole history.
 
 Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
@@ -43,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from nurture.application import promote
-from nurture.application.batch_state import NO_HISTORY, BatchLead, Wake, campaign_facts, capped_types
+from nurture.application.batch_state import NO_HISTORY, BatchLead, Committing, Wake, campaign_facts, capped_types
 from nurture.application.enroll import enroll_in_transaction
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, EventResult, clean_events
 from nurture.core import score_state
@@ -66,7 +62,7 @@ from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
 from nurture.storage.database import transaction
 from nurture.storage.dialect import bulk_writer, is_retryable
-from nurture.storage.enrollments import exit_enrollments, wake_all
+from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.event_bulk import NURTURED, AlreadyRecorded
 from nurture.storage.events import event_times, goal_reached, repeated_points
 from nurture.storage.lead_rows import set_missing_attribution
@@ -81,11 +77,6 @@ SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT
 
 RETRIES = 3
 """Attempts at a transaction that PostgreSQL failed to break a deadlock or serialization conflict."""
-
-
-def _as_engagement(event: EventIn) -> Engagement:
-    assert event.occurred_at is not None
-    return Engagement(event.type, event.occurred_at, event.campaign_id, event.step_key, dict(event.properties))
 
 
 class EventBatch:
@@ -132,11 +123,11 @@ class EventBatch:
                     wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
                     continue
                 if wakes:
-                    wake_all(conn, wakes)
+                    self.bulk.wake_all(conn, wakes)
                     wakes = []
                 apply(conn)
             if wakes:
-                wake_all(conn, wakes)
+                self.bulk.wake_all(conn, wakes)
 
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
@@ -144,9 +135,13 @@ class EventBatch:
         other events."""
         known = self.known_ids({e.id for e in events if e.id is not None}) if self.look_up_ids else {}
         first_type: dict[str, str] = {}
+        taken: set[str] = set()  # ids an earlier event of the batch records (unless a burst check drops it)
         for event in events:
-            if event.id is None or event.id not in known:
-                first_type.setdefault(event.email, event.type)
+            if event.id is not None and (event.id in known or event.id in taken):
+                continue  # a repeat: it creates no lead
+            if event.id is not None and event.dedupe_within is None:
+                taken.add(event.id)
+            first_type.setdefault(event.email, event.type)
         emails = sorted(first_type)
         found = self._lock_leads(emails)
         missing = [email for email in emails if email not in found]
@@ -260,7 +255,7 @@ class EventBatch:
         lead = self.leads[event.email]
         at = event.occurred_at
         assert at is not None
-        engagement = _as_engagement(event)
+        engagement = Engagement(event.type, at, event.campaign_id, event.step_key, dict(event.properties))
         if event.dedupe_within is not None:
             burst = self._burst(lead, event)
             if burst is not None:
@@ -456,6 +451,15 @@ def record_events(
     cleaned = clean_events(events, now)
     if not cleaned:
         return []
+    return record_cleaned(engine, catalog, rules, cleaned, now=now, actor=actor, sales=sales, handoff=handoff)
+
+
+def record_cleaned(
+    engine: Engine | Connection, catalog: Catalog, rules: ScoringRules, cleaned: Sequence[EventIn], *, now: datetime,
+    actor: str, sales: SalesRules | None = None, handoff: Handoff | None = None, committing: Committing | None = None,
+) -> list[EventResult]:
+    """:func:`record_events` for events cleaned already; ``committing`` (if given) is set once the statements all ran:
+    an exception after that came from the COMMIT, and whether the batch was written is not known."""
     refused: set[str] = set()  # ids an insert found recorded already
     look_up = any(event.id is not None and event.dedupe_within is not None for event in cleaned)
     failures = refusals = 0
@@ -472,6 +476,8 @@ def record_events(
                 results = batch.run(cleaned, known)
                 batch.finish()
                 created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
+                if committing is not None:
+                    committing.now = True
             break
         except AlreadyRecorded as exc:
             refusals += 1

@@ -21,11 +21,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from nurture.application.event_input import RECORDED, EventIn, EventResult
 from nurture.application.record_events import record_events
+from nurture.application.record_groups import Outcome, record_together
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.handoff import Handoff
+from nurture.intake.group_commit import GroupWriter
 from nurture.intake.schemas import describe_errors
 from nurture.settings import Settings
 from nurture.signing import Signer
@@ -38,6 +40,10 @@ R = TypeVar("R")
 INLINE_EVENTS = 100
 """The largest request (in events) :meth:`IntakeContext.record_async` records on the event loop on SQLite: about 10 ms
 of the loop's time (by ``bench/intake.py``); larger batches go to the writer thread."""
+
+GROUP_THREADS = 2
+"""PostgreSQL: the threads that record requests in groups. Two: one gathers and records the next group while the
+other's transaction waits for the database (more make groups smaller; by ``bench/intake.py``)."""
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest request body the JSON endpoints read (a full batch of 1,000 events fits many times over)."""
@@ -60,7 +66,8 @@ class Writer:
     the event loop, but a hop through the general threadpool costs a few hundred microseconds, as much as recording a
     single event: here a job is handed over through a queue, and the result comes back with one
     ``call_soon_threadsafe``. Under load the threads take the next job without sleeping. SQLite has one writer at a
-    time, so one thread there; PostgreSQL gets a few. Idle threads end after a while and are started again on demand.
+    time, so one thread there (PostgreSQL records through :class:`GroupWriter`). Idle threads end after a while and
+    are started again on demand.
     """
 
     IDLE_SECONDS = 30.0
@@ -150,6 +157,11 @@ class IntakeContext:
         return Writer(1 if self._single_writer else 4)
 
     @cached_property
+    def group_writer(self) -> GroupWriter:
+        """On PostgreSQL, the threads that record requests in groups for the event loop (:meth:`record_async`)."""
+        return GroupWriter(GROUP_THREADS, self._record_group)
+
+    @cached_property
     def _no_wait(self) -> Connection | None:
         """On SQLite, the event loop's own connection, whose transactions take the write lock only when it is free at
         once (kept open: a pool checkout and check-in per request cost ~30 µs). Used under ``_sqlite_writes`` only."""
@@ -175,6 +187,8 @@ class IntakeContext:
                 self._sqlite_writes.release()
             if results is not None:
                 return self._counted(results, source)
+        if not self._single_writer:
+            return self._counted(await self.group_writer.submit(events, actor), source)
         return await self.writer.run(self.record, events, actor=actor, source=source)
 
     def record(self, events: Sequence[EventIn], *, actor: str, source: str) -> list[EventResult]:
@@ -204,6 +218,10 @@ class IntakeContext:
         if recorded:
             self.wake()
         return results
+
+    def _record_group(self, actor: str, requests: list[Sequence[EventIn]]) -> list[Outcome]:
+        return record_together(self.engine, self.catalog, self.rules, requests, now=self.clock(), actor=actor,
+                               sales=self.sales, handoff=self.handoff)
 
     def _record(self, events: Sequence[EventIn], actor: str, engine: Engine | Connection) -> list[EventResult]:
         return record_events(engine, self.catalog, self.rules, events, now=self.clock(), actor=actor,

@@ -195,12 +195,13 @@ def sums_history_in_sql(dialect: str) -> bool:
 @lru_cache(maxsize=8)
 def bulk_writer(dialect: Dialect) -> Any:
     """The event batch's bulk statements for this dialect (:mod:`nurture.storage.event_bulk`), built once."""
-    from nurture.storage.event_bulk import EventBulk, PostgresEventBulk
+    from nurture.storage.event_bulk import EventBulk
+    from nurture.storage.event_bulk_pg import PostgresEventBulk
     from nurture.storage.event_bulk_sqlite import SqliteEventBulk
 
     if dialect.name == "sqlite":
         return SqliteEventBulk(dialect)
-    return PostgresEventBulk(dialect.name) if dialect.name == "postgresql" else EventBulk(dialect.name)
+    return PostgresEventBulk() if dialect.name == "postgresql" else EventBulk(dialect.name)
 
 
 def missing_sqlite_file(url: str) -> bool:

@@ -2,8 +2,9 @@
 request, whatever its size.
 
 :class:`EventBulk` runs them through SQLAlchemy Core on any database (and is the reference the faster writers are
-tested against); :class:`PostgresEventBulk` writes the batch's leads back in one statement over arrays, and
-:class:`nurture.storage.event_bulk_sqlite.SqliteEventBulk` hands SQLite's statements to the driver itself.
+tested against); :class:`nurture.storage.event_bulk_pg.PostgresEventBulk` and
+:class:`nurture.storage.event_bulk_sqlite.SqliteEventBulk` hand PostgreSQL's and SQLite's statements to the driver
+itself.
 :func:`nurture.storage.dialect.bulk_writer` picks one for a dialect.
 """
 
@@ -22,8 +23,8 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 
 from nurture.core.scoring import decayed, utc_day
-from nurture.storage.codec import json_text
 from nurture.storage.dialect import single_writer, sums_history_in_sql, upsert_insert
+from nurture.storage.enrollments import wake_all
 from nurture.storage.scores import scored_points
 from nurture.storage.tables import E, EV, L, SC
 
@@ -224,35 +225,10 @@ class EventBulk:
         """Write back each lead's ``LEAD_STATE_COLUMNS`` (keys ``b_<column>``, and ``b_id``)."""
         conn.execute(self.sql.update_lead, rows)
 
+    def wake_all(self, conn: Connection, wakes: list[dict[str, Any]]) -> None:
+        """:func:`nurture.storage.enrollments.wake_all`."""
+        wake_all(conn, wakes)
 
-
-
-_PG_ARRAY_TYPES = {"score": "float8", "stage": "text", "stage_changed_at": "timestamptz", "unsubscribed_at": "timestamptz",
-                   "bounced_at": "timestamptz", "updated_at": "timestamptz", "score_state": "text"}
-_PG_JSON = {"score_state"}  # sent as text, cast to json
-_PG_UPDATE_LEADS = (  # every one of LEAD_STATE_COLUMNS must have its array type: a KeyError at import otherwise
-    "UPDATE lead SET " + ", ".join(f"{name} = v.{name}" + ("::json" if name in _PG_JSON else "")
-                                   for name in LEAD_STATE_COLUMNS)
-    + " FROM unnest(%(id)s::bigint[], "
-    + ", ".join(f"%({name})s::{_PG_ARRAY_TYPES[name]}[]" for name in LEAD_STATE_COLUMNS)
-    + ") AS v(id, " + ", ".join(LEAD_STATE_COLUMNS) + ") WHERE lead.id = v.id"
-)
-
-
-class PostgresEventBulk(EventBulk):
-    """PostgreSQL: the leads of a batch written back in one statement over arrays (``unnest``) rather than one
-    ``UPDATE`` per lead (an executemany costs the driver a round of work per row)."""
-
-    def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if len(rows) == 1:
-            super().update_leads(conn, rows)
-            return
-        arrays: dict[str, list[Any]] = {"id": [row["b_id"] for row in rows]}
-        for name in LEAD_STATE_COLUMNS:
-            values = [row[f"b_{name}"] for row in rows]
-            arrays[name] = [json_text(value) for value in values] if name in _PG_JSON else values
-        arrays["score"] = [float(value) for value in arrays["score"]]  # a list of one type (0 may be an int)
-        conn.exec_driver_sql(_PG_UPDATE_LEADS, arrays)
 
 
 def driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
