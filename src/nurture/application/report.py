@@ -1,5 +1,7 @@
 """``nurture report`` and the dashboard: read the period's counts through storage, let :mod:`nurture.core.metrics`
-compute each section, and return the :class:`~nurture.core.metrics.report.Report`.
+compute each section, and return the :class:`~nurture.core.metrics.report.Report`. The A/B tests and holdouts are
+measured by their own use cases (:mod:`nurture.application.variant_decisions`, :mod:`nurture.application.holdout_lift`)
+inside the same transaction.
 
 One read-only transaction, so every section sees the same moment. The spend is the imported rows plus the
 ``spend.yaml`` entries no import replaces (:func:`nurture.application.spend.spend_entries`).
@@ -10,7 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from nurture.application.holdout_lift import holdouts_of
 from nurture.application.spend import spend_entries
+from nurture.application.variant_decisions import ab_tests_of
+from nurture.core.metrics.experiments import AbTests, Holdouts
 from nurture.core.metrics.facts import Decision, Promotion, WaitingSql
 from nurture.core.metrics.funnel import build_funnel
 from nurture.core.metrics.money import build_money
@@ -53,13 +58,15 @@ def build_report(engine: Engine, *, since: datetime, until: datetime, now: datet
                  campaign: str | None = None) -> Report:
     """The report of ``[since, until)``, narrowed to one nurture ``campaign`` if given; ``now`` ages the SQLs waiting
     for sales. ``catalog`` orders steps as the campaigns list them; ``sales`` gives the SLA and reject labels;
-    ``spend``: the ``spend.yaml`` entries."""
+    ``spend``: the ``spend.yaml`` entries. The A/B tests use the catalog's goals and the holdouts its declared
+    shares only when it has no problems (else every A/B step is measured on clicks, as for steps no longer defined)."""
     if until <= since:
         raise InvalidInput(f"the period ends ({until.isoformat()}) before it starts ({since.isoformat()})")
     if campaign is not None and catalog is not None and catalog.campaigns and campaign not in catalog.campaigns:
         catalog.campaign(campaign)  # a typo: InvalidInput naming the campaigns of the folder
     window = Window(since, until, campaign)
     sales = sales or SalesRules()
+    defined = catalog if catalog is not None and not catalog.problems else None
     with transaction(engine, read_only=True) as conn:
         leads = q.lead_counts(conn, since, until, campaign)
         moves = q.move_counts(conn, since, until, campaign)
@@ -72,6 +79,8 @@ def build_report(engine: Engine, *, since: datetime, until: datetime, now: datet
         deliveries = q.delivery_counts(conn, since, until, campaign)
         outcomes = q.outcome_counts(conn, since, until, campaign)
         entries = spend_entries(conn, spend or [], window.first_day, window.last_day)
+        ab_tests = ab_tests_of(conn, defined, since=since, until=until, campaign=campaign)
+        holdouts = holdouts_of(conn, defined, since=since, until=until, campaign=campaign)
     order = {f"{c.id}/{step.id}": index for c in (catalog.campaigns.values() if catalog else ())
              for index, step in enumerate(c.steps)}
     sla = sales.handoff.sla.as_timedelta() if sales.handoff.sla else None
@@ -82,4 +91,6 @@ def build_report(engine: Engine, *, since: datetime, until: datetime, now: datet
         build_trends(window, leads, moves, mqls, promotions),
         build_sales(waiting, decisions, now=now, sla=sla, labels=labels),
         build_steps(enrollments, deliveries, outcomes, campaign_order=order),
+        AbTests(ab_tests),
+        Holdouts(holdouts),
     ])

@@ -1,5 +1,6 @@
 """A/B tests of email steps: measuring a step's variants on its goal, calling the winner of a step with ``winner:``
-(recorded once, then given to every later lead), and the ``ab_tests`` section of ``nurture report``.
+(recorded once, then given to every later lead), and the figures of the report's ``ab_tests`` section
+(:class:`nurture.core.metrics.experiments.AbTests`).
 
 The statistics and the rule are :mod:`nurture.core.abtest`'s; the reads and the one write are
 :mod:`nurture.storage.experiments`'. The worker calls :func:`decide_winners` at start-up and every minute; the
@@ -160,34 +161,41 @@ def decide_winners(engine: Engine, catalog: Catalog, now: datetime) -> list[Any]
     return recorded
 
 
-def ab_tests_section(engine: Engine, catalog: Catalog | None, *, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The ``ab_tests`` section of ``nurture report``: every step that sent variants in [since, until), measured on
-    its goal as of ``until``. Once a winner is recorded the test is the emails sent before the call; the emails the
-    winner was sent since are counted apart (``sent_after_call``)."""
-    section = []
+def ab_tests_section(engine: Engine, catalog: Catalog | None, *, since: datetime, until: datetime,
+                     campaign: str | None = None) -> list[dict[str, Any]]:
+    """The ``ab_tests`` section of ``nurture report`` in a transaction of its own (see :func:`ab_tests_of`)."""
     with transaction(engine, read_only=True) as conn:
-        decisions = {(row.campaign_id, row.step_id): row for row in store.decisions(conn)}
-        for campaign_id, step_id in store.ab_steps(conn, since=since, until=until):
-            campaign = catalog.campaigns.get(campaign_id) if catalog is not None else None
-            step = campaign.step(step_id) if campaign is not None and campaign.index_of(step_id) is not None else None
-            if step is not None and step.email is not None and step.email.variants:
-                variants, goal, confidence, min_sends = _test_of(step.email)
-                names: list[str] | None = variants
-            else:  # a step no longer in the campaigns: its variants as sent, on clicks
-                names, goal, confidence, min_sends = None, "click", DEFAULT_CONFIDENCE, DEFAULT_MIN_SENDS
-            decision = decisions.get((campaign_id, step_id))
-            cut = min(until, decision.decided_at) if decision is not None else until
-            verdict = measure(conn, campaign_id, step_id, variants=names, goal=goal, confidence=confidence,
-                              min_sends=min_sends, since=since, until=cut, as_of=until)
-            after = 0
-            if decision is not None and decision.decided_at < until:
-                after = len(store.step_sends(conn, campaign_id, step_id, since=decision.decided_at, until=until))
-            winner = None if decision is None else dict(
-                variant=decision.winner, decided_at=decision.decided_at.isoformat(), metric=decision.metric,
-                confidence=decision.confidence, verdict=(decision.figures or {}).get("verdict"))
-            section.append(dict(
-                campaign=campaign_id, step=step_id, goal=goal_label(goal), confidence=confidence,
-                min_sends=min_sends, **figures(verdict), significant=verdict.winner is not None,
-                winner=winner, sent_after_call=after,
-            ))
+        return ab_tests_of(conn, catalog, since=since, until=until, campaign=campaign)
+
+
+def ab_tests_of(conn: Connection, catalog: Catalog | None, *, since: datetime, until: datetime,
+                campaign: str | None = None) -> list[dict[str, Any]]:
+    """Every step (of ``campaign`` if given) that sent variants in [since, until), measured on its goal as of
+    ``until``. Once a winner is recorded the test is the emails sent before the call; the emails the winner was sent
+    since are counted apart (``sent_after_call``). Without a catalog, every step is measured on clicks."""
+    section = []
+    decisions = {(row.campaign_id, row.step_id): row for row in store.decisions(conn)}
+    for campaign_id, step_id in store.ab_steps(conn, since=since, until=until, campaign=campaign):
+        defined = catalog.campaigns.get(campaign_id) if catalog is not None else None
+        step = defined.step(step_id) if defined is not None and defined.index_of(step_id) is not None else None
+        if step is not None and step.email is not None and step.email.variants:
+            variants, goal, confidence, min_sends = _test_of(step.email)
+            names: list[str] | None = variants
+        else:  # a step no longer in the campaigns: its variants as sent, on clicks
+            names, goal, confidence, min_sends = None, "click", DEFAULT_CONFIDENCE, DEFAULT_MIN_SENDS
+        decision = decisions.get((campaign_id, step_id))
+        cut = min(until, decision.decided_at) if decision is not None else until
+        verdict = measure(conn, campaign_id, step_id, variants=names, goal=goal, confidence=confidence,
+                          min_sends=min_sends, since=since, until=cut, as_of=until)
+        after = 0
+        if decision is not None and decision.decided_at < until:
+            after = len(store.step_sends(conn, campaign_id, step_id, since=decision.decided_at, until=until))
+        winner = None if decision is None else dict(
+            variant=decision.winner, decided_at=decision.decided_at.isoformat(), metric=decision.metric,
+            confidence=decision.confidence, verdict=(decision.figures or {}).get("verdict"))
+        section.append(dict(
+            campaign=campaign_id, step=step_id, goal=goal_label(goal), confidence=confidence,
+            min_sends=min_sends, **figures(verdict), significant=verdict.winner is not None,
+            winner=winner, sent_after_call=after,
+        ))
     return section

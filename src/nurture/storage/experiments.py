@@ -28,13 +28,14 @@ def _chunks(values: Sequence[int]) -> Iterable[list[int]]:
         yield ordered[start : start + CHUNK]
 
 
-def ab_steps(conn: Connection, *, since: datetime, until: datetime) -> list[tuple[str, str]]:
-    """(campaign, step) of every step that sent an email with a variant in [since, until)."""
-    rows = conn.execute(
-        select(D.c.campaign_id, D.c.step_id).distinct()
-        .where(D.c.channel == "email", D.c.variant.is_not(None), D.c.created_at >= since, D.c.created_at < until)
-    )
-    return sorted((row.campaign_id, row.step_id) for row in rows)
+def ab_steps(conn: Connection, *, since: datetime, until: datetime,
+             campaign: str | None = None) -> list[tuple[str, str]]:
+    """(campaign, step) of every step (of ``campaign`` if given) that sent an email with a variant in [since, until)."""
+    query = (select(D.c.campaign_id, D.c.step_id).distinct()
+             .where(D.c.channel == "email", D.c.variant.is_not(None), D.c.created_at >= since, D.c.created_at < until))
+    if campaign is not None:
+        query = query.where(D.c.campaign_id == campaign)
+    return sorted((row.campaign_id, row.step_id) for row in conn.execute(query))
 
 
 def step_sends(conn: Connection, campaign_id: str, step_id: str, *, since: datetime | None,
@@ -108,11 +109,13 @@ def record_decision(conn: Connection, *, campaign_id: str, step_id: str, winner:
     return conn.execute(select(VD).where(VD.c.campaign_id == campaign_id, VD.c.step_id == step_id)).one()
 
 
-def holdout_campaigns(conn: Connection, *, since: datetime, until: datetime) -> list[str]:
-    """The campaigns that held out a lead entering in [since, until)."""
-    rows = conn.execute(select(E.c.campaign_id).distinct().where(
-        E.c.held_out.is_(True), E.c.enrolled_at >= since, E.c.enrolled_at < until))
-    return sorted(row.campaign_id for row in rows)
+def holdout_campaigns(conn: Connection, *, since: datetime, until: datetime, campaign: str | None = None) -> list[str]:
+    """The campaigns (``campaign`` alone if given) that held out a lead entering in [since, until)."""
+    query = select(E.c.campaign_id).distinct().where(
+        E.c.held_out.is_(True), E.c.enrolled_at >= since, E.c.enrolled_at < until)
+    if campaign is not None:
+        query = query.where(E.c.campaign_id == campaign)
+    return sorted(row.campaign_id for row in conn.execute(query))
 
 
 def campaign_entries(conn: Connection, campaign_id: str, *, since: datetime, until: datetime) -> list[Any]:

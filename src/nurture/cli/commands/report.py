@@ -49,15 +49,19 @@ def _print(report: Any) -> None:
                + (f", nurture campaign {window.campaign}" if window.campaign else ""))
     for section in report.sections:
         typer.echo(f"\n{section.title}")
+        lines = getattr(section, "lines", None)
         summary = getattr(section, "summary", None)
-        if summary is not None:
+        if lines is not None:  # a section that reads best as its own lines (A/B tests, holdouts)
+            for text in lines():
+                typer.echo(f"  {text}")
+        elif summary is not None:
             for item in summary().items:
                 note = f"   ({item.note})" if item.note else ""
                 typer.echo(f"  {item.label:24} {format_value(item.value, item.kind):>12}{note}")
         error = getattr(section, "error", None)
         if error:
             typer.echo(f"  error: {error}")
-        for table in section.tables():
+        for table in section.tables() if lines is None else ():
             if table.key == "figures":
                 continue  # the summary above shows them
             _print_table(table)
@@ -86,7 +90,6 @@ def report_command(
     NURTURE_CAMPAIGNS_DIR. Exits 1 when spend in the period mixes currencies."""
     from nurture.application.report import build_report
     from nurture.cli.app import read_clock
-    from nurture.cli.commands.report_experiments import experiment_sections, print_experiments
     from nurture.core.simulate import parse_time
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.sales import load_sales
@@ -105,22 +108,22 @@ def report_command(
     if sales_problems:
         typer.echo(f"warning: {settings.campaigns_dir}/sales.yaml has problems (nurture check): no SLA or reject "
                    "labels in this report", err=True)
-    catalog = load_catalog(settings.campaigns_dir)
+    catalog = load_catalog(settings.campaigns_dir)  # templates play no part in the figures
+    if catalog.problems and settings.campaigns_dir.is_dir():
+        typer.echo("the campaigns have problems (run `nurture check`): A/B tests are measured on clicks", err=True)
     engine = open_database(settings.database_url)
     try:
         report = build_report(engine, since=start, until=end, now=now, catalog=catalog, sales=sales, spend=spend,
                               campaign=campaign)
-        experiments = experiment_sections(engine, start, end)
     finally:
         engine.dispose()
     chosen = Format.json if as_json else output
     if chosen is Format.json:
-        typer.echo(json.dumps({**report.to_json(), **experiments}, indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     elif chosen is Format.csv:
         sys.stdout.write(report.to_csv())
     else:
         _print(report)
-        print_experiments(experiments)
     money_error = report.section("money").error
     if money_error:
         typer.echo(f"error: {money_error}", err=True)

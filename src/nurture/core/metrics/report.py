@@ -1,5 +1,5 @@
-"""The whole report: its window and its sections, in order. Other sections (A/B tests, holdouts) are added to
-``sections`` beside these; every output (table, JSON, CSV, dashboard) walks the list."""
+"""The whole report: its window and its sections, in order; every output (table, JSON, CSV, dashboard) walks the
+list."""
 
 from __future__ import annotations
 

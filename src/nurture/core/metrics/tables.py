@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-KINDS = ("text", "count", "rate", "money", "hours", "number")
+KINDS = ("text", "count", "rate", "money", "hours", "number", "points", "p_value")
 
 CSV_HEADER = ("section", "table", "period", "item", "metric", "value")
 
@@ -74,13 +74,12 @@ class Definition:
 
 
 class Section(Protocol):
-    """One part of the report: the funnel, money, velocity and trends, the sales side, steps (A/B tests and holdouts
-    slot in beside them)."""
+    """One part of the report: the funnel, money, velocity and trends, the sales side, steps, A/B tests, holdouts."""
 
     key: str
     title: str
 
-    def to_json(self) -> dict[str, Any]: ...
+    def to_json(self) -> Any: ...  # an object, or a list of objects (one per A/B step or campaign)
 
     def tables(self) -> list[Table]: ...
 
@@ -121,8 +120,9 @@ def cost(amount: float | None, count: int) -> float | None:
 
 
 def format_value(value: Any, kind: str) -> str:
-    """A value as the table output and the dashboard show it: rates as percentages, money to the cent with thousands
-    separators, hours to a tenth; '-' for no value."""
+    """A value as the table output and the dashboard show it: rates as percentages, differences of rates in signed
+    percentage points, money to the cent with thousands separators, hours to a tenth, p-values to three decimals;
+    '-' for no value."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
@@ -133,6 +133,10 @@ def format_value(value: Any, kind: str) -> str:
         return f"{value:,.2f}"
     if kind == "hours":
         return f"{value:,.1f} h"
+    if kind == "points":  # a difference of two rates
+        return f"{value * 100:+.1f} pts"
+    if kind == "p_value":
+        return "< 0.001" if value < 0.001 else f"{value:.3f}"
     if kind == "count" and isinstance(value, int):
         return f"{value:,}"
     return str(value)
