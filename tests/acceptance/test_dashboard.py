@@ -1,5 +1,6 @@
 """The dashboard over a real HTTP server, and in a real browser (headless Chromium) when the machine has one: every
-figure it shows is the one ``nurture report --json`` gives for the same period."""
+figure it shows is the one ``nurture report --json`` gives for the same period, the A/B tests' and holdouts' verdicts
+included (on data with a known call and a known lift: :mod:`experiment_data`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import typer
+from experiment_data import CAMPAIGN as WELCOME
+from experiment_data import ExperimentTruth, seed_experiments
 from http_server import HttpServer
 from typer.testing import CliRunner
 
+from nurture.application.variant_decisions import decide_winners
 from nurture.cli import app as cli_app
 from nurture.cli.commands import report as report_command
 from nurture.core.metrics.tables import format_value
@@ -57,6 +62,8 @@ steps:
 SALES = "handoff: {sla: 48h}\nfeedback:\n  reject_reasons:\n    no_budget: {label: No budget, stage: recycled}\n" \
         "    bad_timing: {stage: recycled}\n    not_a_fit: {stage: disqualified}\n"
 DAYS = 90  # 2026-01-01 .. 2026-04-01: the generator's three whole months
+EXPERIMENTS_START = datetime(2026, 1, 10, tzinfo=timezone.utc)
+TRUTH: dict[str, ExperimentTruth] = {}  # what the world's experiments wrote, by database URL
 
 
 @pytest.fixture
@@ -64,6 +71,7 @@ def world(tmp_path: Path) -> Iterator[tuple[HttpServer, Settings]]:
     (tmp_path / "campaigns").mkdir()
     (tmp_path / "templates").mkdir()
     (tmp_path / "campaigns" / "ebook.yaml").write_text(CAMPAIGN)
+    (tmp_path / "campaigns" / "welcome.yaml").write_text(WELCOME)
     (tmp_path / "campaigns" / "sales.yaml").write_text(SALES)
     (tmp_path / "templates" / "t.html.j2").write_text("<p>hi</p>")
     url = f"sqlite:///{tmp_path / 'd.db'}"
@@ -73,6 +81,11 @@ def world(tmp_path: Path) -> Iterator[tuple[HttpServer, Settings]]:
     settings = Settings(database_url=url, api_key="dash-key", campaigns_dir=tmp_path / "campaigns",
                         templates_dir=tmp_path / "templates")
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir).raise_for_problems()
+    # an A/B step whose winner the worker called between two waves of leads, in a campaign with a 10 % holdout
+    truth = TRUTH[url] = seed_experiments(engine, start=EXPERIMENTS_START)
+    assert truth.second_wave is not None
+    [call] = decide_winners(engine, catalog, truth.second_wave - timedelta(minutes=1))
+    assert call.winner == "b"
     app = create_app(settings, engine=engine, catalog=catalog, rules=ScoringRules(), signer=Signer("s"),
                      clock=lambda: NOW)
     with HttpServer(app) as running:
@@ -117,9 +130,15 @@ def kind_of(path: str) -> str:
         return "money"
     if "hours" in leaf:
         return "hours"
+    if leaf in ("difference", "low", "high", "lift"):
+        return "points"
+    if leaf == "p_value":
+        return "p_value"
+    if leaf in ("confidence", "probability_to_beat", "holdout"):
+        return "rate"
     if leaf in ("month", "week", "starts", "source", "campaign", "owner", "reason", "label", "rule", "range",
                 "kind", "outcome", "step", "variant", "code", "lead_id", "promoted_at", "complete", "partial",
-                "over_sla"):
+                "over_sla", "goal", "verdict", "decided_at"):
         return "text"
     return "count"
 
@@ -155,8 +174,32 @@ def test_every_figure_of_the_dashboard_is_the_one_report_json_gives(
     assert "Ebook downloaders: steps" in page.text and "rule 1 → demo" in page.text
     assert "up to 3d for demo_request" in page.text  # a wait-for step says what it waits for, not "Wait 0s"
     assert "lead1@example.com" not in page.text  # aggregates and lead ids only
+    assert_shows_the_experiments(metrics, data, TRUTH[settings.database_url])
     narrowed = httpx.get(f"{server.url}/dashboard?days={DAYS}&campaign=bench-nurture", auth=("m", "dash-key"))
     assert narrowed.status_code == 200 and "counts are of leads in nurture campaign bench-nurture" in narrowed.text
+
+
+def assert_shows_the_experiments(metrics: dict[str, str], data: dict[str, Any], truth: ExperimentTruth) -> None:
+    """The A/B block of welcome/hello and the holdout block of welcome show the counts written, the call and the
+    lift, and the verdicts in the words of ``report --json``."""
+    [ab] = [i for i, test in enumerate(data["ab_tests"]) if (test["campaign"], test["step"]) == ("welcome", "hello")]
+    for j, variant in enumerate(("a", "b")):
+        sends, clicks = truth.variants[variant]
+        assert metrics[f"ab_tests.{ab}.variants.{j}.variant"] == variant
+        assert metrics[f"ab_tests.{ab}.variants.{j}.sends"] == f"{sends:,}"
+        assert metrics[f"ab_tests.{ab}.variants.{j}.conversions"] == f"{clicks:,}"
+    assert metrics[f"ab_tests.{ab}.verdict"] == "b beats a on clicks, 95% confidence"
+    assert metrics[f"ab_tests.{ab}.winner.variant"] == "b"
+    assert metrics[f"ab_tests.{ab}.sent_after_call"] == f"{truth.sent_after_call:,}"
+    assert {f"ab_tests.{ab}.comparisons.0.{key}" for key in ("difference", "low", "high", "p_value")} <= set(metrics)
+    [holdout] = [i for i, h in enumerate(data["holdouts"]) if h["campaign"] == "welcome"]
+    for group in ("sent", "held_out"):
+        leads, sqls = truth.groups[group]
+        assert (metrics[f"holdouts.{holdout}.{group}.leads"], metrics[f"holdouts.{holdout}.{group}.sql"]) == (
+            f"{leads:,}", f"{sqls:,}")
+    assert metrics[f"holdouts.{holdout}.verdict"] == data["holdouts"][holdout]["verdict"]
+    assert metrics[f"holdouts.{holdout}.verdict"].startswith("the campaign lifts MQL→SQL conversion by +")
+    assert metrics[f"holdouts.{holdout}.holdout"] == "10.0%"
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -171,7 +214,10 @@ def test_the_dashboard_renders_in_a_browser_with_the_numbers_of_report_json(
     flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert_matches_the_report(shown_metrics(dom.stdout), report_json(settings, monkeypatch))
+    data = report_json(settings, monkeypatch)
+    metrics = shown_metrics(dom.stdout)
+    assert_matches_the_report(metrics, data)
+    assert_shows_the_experiments(metrics, data, TRUTH[settings.database_url])
     shot = tmp_path / "dashboard.png"
     subprocess.run(["chromium", *flags, "--window-size=1366,900", "--hide-scrollbars", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120, check=True)

@@ -1,6 +1,8 @@
 """The dashboard: the report (:mod:`nurture.application.report`) on one page for a marketing manager: the funnel and
-velocity, the money figures, weekly trends as charts, the sales queue, every campaign's steps; any further section
-of the report (A/B tests, holdouts) is shown too, as its figures and tables.
+velocity, the money figures, weekly trends as charts, the sales queue, a block per A/B step (the variants' rates on
+its goal, the difference with its interval, the verdict, the recorded winner) and per holdout (sent against held
+out, the lift with its interval, the verdict), every campaign's steps; any further section of the report is shown
+too, as its figures and tables.
 
 Aggregates only: no lead's personal data (the sales queue shows lead ids). With ``NURTURE_API_KEY`` set, the browser
 asks for it (HTTP Basic, any user name, the key as password); without one the dashboard is off, like the rest of the
@@ -33,7 +35,7 @@ router = APIRouter(include_in_schema=False)
 
 PAGE = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=select_autoescape(default=True),
                    trim_blocks=True, lstrip_blocks=True).get_template("dashboard.html.j2")
-KNOWN_SECTIONS = ("funnel", "money", "velocity", "sales", "steps")
+KNOWN_SECTIONS = ("funnel", "money", "velocity", "sales", "steps", "ab_tests", "holdouts")
 
 
 def _authorized(request: Request) -> None:
