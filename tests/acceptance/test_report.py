@@ -10,10 +10,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
+from experiment_data import CAMPAIGN as WELCOME
+from experiment_data import seed_experiments
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from nurture.application.report import build_report
+from nurture.application.variant_decisions import decide_winners
+from nurture.definitions.loader import load_catalog
 from nurture.storage.database import transaction
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, StageChange
 
@@ -131,3 +135,66 @@ def test_spend_in_two_currencies_is_an_error_not_a_sum(tmp_path: Path, engine: E
     assert result.returncode == 1
     assert "2 currencies (EUR, USD)" in result.stderr
     assert json.loads(result.stdout)["money"]["error"].startswith("the spend of this period is in 2 currencies")
+
+
+def test_ab_tests_and_holdouts_in_every_format_and_narrowed_by_campaign(tmp_path: Path, engine: Engine,
+                                                                         migrated_url: str) -> None:
+    seed(engine)  # ebook: an A/B step without a call
+    truth = seed_experiments(engine, start=NOW - 28 * DAY, days=20)  # welcome: a call and a 10 % holdout
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "welcome.yaml").write_text(WELCOME)
+    assert truth.second_wave is not None
+    [call] = decide_winners(engine, load_catalog(campaigns).raise_for_problems(), truth.second_wave - timedelta(minutes=1))
+    period = ["--since", (NOW - 30 * DAY).isoformat(), "--until", NOW.isoformat()]
+
+    data = json.loads(nurture_report(tmp_path, migrated_url, *period, "--json", campaigns=campaigns).stdout)
+    assert [(t["campaign"], t["step"]) for t in data["ab_tests"]] == [("ebook", "welcome"), ("welcome", "hello")]
+    [welcome] = [t for t in data["ab_tests"] if t["campaign"] == "welcome"]
+    assert {v["variant"]: [v["sends"], v["conversions"]] for v in welcome["variants"]} == truth.variants
+    assert welcome["verdict"] == "b beats a on clicks, 95% confidence"
+    assert welcome["winner"]["decided_at"] == call.decided_at.isoformat()
+    [holdout] = data["holdouts"]
+    assert {g: [holdout[g]["leads"], holdout[g]["sql"]] for g in ("sent", "held_out")} == truth.groups
+    assert holdout["verdict"].startswith("the campaign lifts MQL→SQL conversion by +")
+    terms = {d["term"] for d in data["definitions"]["ab_tests"]} | {d["term"] for d in data["definitions"]["holdouts"]}
+    assert {"Interval", "p-value (two-proportion z-test)", "Probability to beat", "Lift"} <= terms
+
+    # CSV: the long rows the README shows
+    lines = nurture_report(tmp_path, migrated_url, *period, "--format", "csv", campaigns=campaigns).stdout.splitlines()
+    (sends_b, clicks_b), rate_b = truth.variants["b"], welcome["variants"][1]["rate"]
+    assert f"ab_tests,variants,,welcome / hello / b,conversions,{clicks_b}" in lines
+    assert 'ab_tests,tests,,welcome / hello,verdict,"b beats a on clicks, 95% confidence"' in lines
+    assert "ab_tests,tests,,welcome / hello,winner,b" in lines
+    assert f"ab_tests,variants,,welcome / hello / b,sends,{sends_b}" in lines
+    assert f"ab_tests,variants,,welcome / hello / b,rate,{rate_b}" in lines
+    difference = welcome["comparisons"][0]["difference"]
+    assert f"ab_tests,comparisons,,welcome / hello / b / a,difference,{difference}" in lines
+    assert f"holdouts,groups,,welcome / held out,leads,{truth.groups['held_out'][0]}" in lines
+    assert f"holdouts,lift,,welcome,lift,{holdout['lift']}" in lines
+    assert "holdouts,lift,,welcome,holdout,0.1" in lines
+
+    # the tables: a block per step and per campaign, with the definitions
+    table = nurture_report(tmp_path, migrated_url, *period, campaigns=campaigns).stdout
+    assert "    verdict: b beats a on clicks, 95% confidence" in table
+    assert f"    winner recorded: b at {call.decided_at.isoformat()}" in table
+    assert "  welcome (holdout 10%)" in table and f"    verdict: {holdout['verdict']}" in table
+    assert "    Probability to beat: the chance that the leader's true rate is above the other's" in table
+
+    # --campaign: that campaign's steps and holdout only
+    narrowed = json.loads(nurture_report(tmp_path, migrated_url, *period, "--campaign", "welcome", "--json",
+                                         campaigns=campaigns).stdout)
+    assert [t["step"] for t in narrowed["ab_tests"]] == ["hello"] and narrowed["ab_tests"][0] == welcome
+    assert narrowed["holdouts"] == [holdout]
+    other = json.loads(nurture_report(tmp_path, migrated_url, *period, "--campaign", "ebook", "--json").stdout)
+    assert [(t["campaign"], t["step"]) for t in other["ab_tests"]] == [("ebook", "welcome")]
+    assert other["holdouts"] == []  # welcome's held-out leads are not ebook's
+
+    # --until five days after the call: the same test, and only the winner's sends of those days
+    until = (truth.second_wave + 5 * DAY).isoformat()
+    early = json.loads(nurture_report(tmp_path, migrated_url, period[0], period[1], "--until", until, "--json",
+                                      campaigns=campaigns).stdout)
+    [before] = [t for t in early["ab_tests"] if t["campaign"] == "welcome"]
+    assert {v["variant"]: v["sends"] for v in before["variants"]} == {v: n for v, (n, _c) in truth.variants.items()}
+    assert 0 < before["sent_after_call"] < truth.sent_after_call
+    assert early["holdouts"][0]["sent"]["leads"] < truth.groups["sent"][0]
