@@ -177,6 +177,9 @@ def test_every_figure_of_the_dashboard_is_the_one_report_json_gives(
     assert_shows_the_experiments(metrics, data, TRUTH[settings.database_url])
     narrowed = httpx.get(f"{server.url}/dashboard?days={DAYS}&campaign=bench-nurture", auth=("m", "dash-key"))
     assert narrowed.status_code == 200 and "counts are of leads in nurture campaign bench-nurture" in narrowed.text
+    assert 'id="ab-bench-nurture-welcome"' in page.text and 'id="ab-welcome-hello"' in page.text
+    assert 'id="ab-bench-nurture-welcome"' in narrowed.text and 'id="ab-welcome-hello"' not in narrowed.text
+    assert 'id="holdout-welcome"' in page.text and 'id="holdout-welcome"' not in narrowed.text
 
 
 def assert_shows_the_experiments(metrics: dict[str, str], data: dict[str, Any], truth: ExperimentTruth) -> None:

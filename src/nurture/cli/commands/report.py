@@ -76,8 +76,8 @@ def report_command(
     since: str | None = typer.Option(None, "--since", help="Start of the period, ISO 8601 (2026-03-01 or "
                                                            "2026-03-01T00:00Z; overrides --days)."),
     until: str | None = typer.Option(None, "--until", help="End of the period, excluded, ISO 8601 (default: now)."),
-    campaign: str | None = typer.Option(None, "--campaign", help="Only this nurture campaign: its steps, and the "
-                                                                 "leads ever enrolled in it."),
+    campaign: str | None = typer.Option(None, "--campaign", help="Only this nurture campaign: its steps, A/B tests "
+                                                                 "and holdout, and the leads ever enrolled in it."),
     output: Format = typer.Option(Format.table, "--format", help="table (for people), json, or csv (long: section, "
                                                                  "table, period, item, metric, value)."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
