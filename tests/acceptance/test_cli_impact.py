@@ -191,3 +191,15 @@ def test_plan_replay_on_a_database_with_no_version_recorded(world):
     [drip] = report["replay"][0]["campaigns"]
     assert {s["step"]: (s["recorded"], s["old"], s["new"]) for s in drip["steps"]} == {
         "welcome": (8, 0, 8), "tips": (7, 0, 7), "nudge": (4, 0, 4), "thanks": (2, 0, 2)}
+
+
+@pytest.mark.parametrize(("period", "length"), [("30d", timedelta(days=30)), ("36h", timedelta(hours=36))])
+def test_plan_replay_takes_a_duration(world, period, length):
+    history, old, _new, url = world
+    result = nurture(url, "plan", "--campaigns", str(old), "--templates", str(history.project.templates_dir),
+                     "--replay", period, "--json")
+    assert result.returncode == 0, result.stderr
+    [section] = json.loads(result.stdout)["replay"]
+    start, until = (datetime.fromisoformat(section[k].replace("Z", "+00:00")) for k in ("since", "until"))
+    assert until - start == length
+    assert section["enrollments"] == (8 if length > timedelta(days=2) else 0), "the history ended a day ago"

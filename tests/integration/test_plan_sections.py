@@ -84,7 +84,7 @@ def test_a_rules_edit_is_counted_and_recorded_with_the_new_version(migrated_url:
 
         removed = project(tmp_path, V1, "{}\n", None)
         gone = scoring_section(engine, catalog_sources(removed, tmp_path)[0], T0)
-        assert gone is not None and [(f.kind, f.new_version) for f in gone.files][0] == ("scoring", None)
+        assert gone is not None and [(f.kind, f.new_version) for f in gone.files] == [("scoring", None), ("sales", None)]
     finally:
         engine.dispose()
 
