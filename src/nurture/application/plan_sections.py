@@ -55,7 +55,8 @@ class RulesVersion:
 class ScoringSection:
     """What the edited ``scoring.yaml``/``sales.yaml`` change for the leads there are (``nurture plan``'s
     "N leads change score band, M become MQL, K would be promoted"). ``impact`` is None when the version in force was
-    stored without its text: then nothing can be counted, and the section is live so that someone reviews the edit."""
+    stored without its text (or no longer validates): then nothing can be counted, and the section is live so that
+    someone reviews the edit."""
 
     files: list[RulesVersion]
     impact: ScoringImpact | None
@@ -84,7 +85,8 @@ class ScoringSection:
                              for found in self.files)
         lines = [f"scoring and sales impact ({compared}):"]
         if self.impact is None:
-            return [*lines, "  the version in force was recorded without its text: the impact cannot be counted"]
+            return [*lines, "  the version in force no longer validates or was recorded without its text: the impact "
+                            "cannot be counted"]
         return [*lines, *(f"  {line}" for line in self.impact.lines())]
 
 
@@ -114,8 +116,8 @@ class ReplaySection:
 
 
 def _rules(kind: str, text: str | None, where: str) -> ScoringRules | SalesRules | None:
-    """The rules of a stored or loaded text (None for no file: the empty rules; a text that no longer validates
-    cannot be compared, and gives None too through the caller's check)."""
+    """The rules of a stored or loaded text: the empty rules for no file, None for a text that no longer validates
+    (it cannot be compared)."""
     if text is None:
         return ScoringRules() if kind == "scoring" else SalesRules()
     validate = validate_scoring if kind == "scoring" else validate_sales
