@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(
         600, gt=0, description="Seconds between full enrollment sweeps (leads changed by intake or the CLI enroll at once)."
     )
+    start_scoring_impact: bool = Field(
+        True, description="At start-up, when scoring.yaml or sales.yaml changed, count and log the leads the change "
+                          "concerns (reads every lead; false skips it on very large databases).",
+    )
 
     @field_validator("sendgrid_verification_key")
     @classmethod

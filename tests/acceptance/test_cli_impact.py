@@ -151,3 +151,55 @@ def test_both_commands_explain_themselves():
     for args in (("replay", "--help"), ("scoring", "impact", "--help")):
         result = subprocess.run([str(NURTURE), *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "never writes" in result.stdout and "--old-campaigns" in result.stdout
+
+
+def test_plan_explains_replay_and_the_scoring_impact():
+    result = subprocess.run([str(NURTURE), "plan", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.replace("│", " ").split())  # the help is drawn in boxes
+    for words in ("--replay", "30d", "Does not change the exit code", "become MQL", "never writes"):
+        assert words in text, words
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--replay", "30"), "--replay: invalid duration '30'"),
+    (("--replay", "0d"), "--replay must be longer than 0s"),
+    (("--replay",), "Option '--replay' requires an argument"),
+    (("--replay-days", "30"), "No such option"),
+])
+def test_plan_refuses_a_bad_replay_period_and_a_usage_error_with_exit_1(world, args, message):
+    """Exit 2 means "live leads concerned" for plan: its usage errors exit 1, as its other errors do."""
+    _history, _old, new, url = world
+    result = nurture(url, "plan", "--campaigns", str(new), *args)
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert message in result.stderr
+
+
+def test_plan_replay_on_a_database_with_no_version_recorded(world):
+    """The recorded history ran through the dispatcher alone, so no version is in force: the old side has no campaign
+    (its enrollments stay where they were), the new one replays them; sales.yaml, new to the database, is compared with
+    no rules (an intent trigger never fires again for past events), and nobody is left for the campaign to enroll."""
+    history, old, _new, url = world
+    result = nurture(url, "plan", "--campaigns", str(old), "--templates", str(history.project.templates_dir),
+                     "--replay", "2w", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(c["campaign"], c["status"], c["live"]) for c in report["campaigns"]] == [("drip", "new", False)]
+    [scoring] = report["scoring"]
+    assert [(f["kind"], f["recorded"]) for f in scoring["files"]] == [("scoring", False), ("sales", False)]
+    assert (scoring["leads"], scoring["live"], scoring["promoted"]["count"]) == (8, False, 0)
+    [drip] = report["replay"][0]["campaigns"]
+    assert {s["step"]: (s["recorded"], s["old"], s["new"]) for s in drip["steps"]} == {
+        "welcome": (8, 0, 8), "tips": (7, 0, 7), "nudge": (4, 0, 4), "thanks": (2, 0, 2)}
+
+
+@pytest.mark.parametrize(("period", "length"), [("30d", timedelta(days=30)), ("36h", timedelta(hours=36))])
+def test_plan_replay_takes_a_duration(world, period, length):
+    history, old, _new, url = world
+    result = nurture(url, "plan", "--campaigns", str(old), "--templates", str(history.project.templates_dir),
+                     "--replay", period, "--json")
+    assert result.returncode == 0, result.stderr
+    [section] = json.loads(result.stdout)["replay"]
+    start, until = (datetime.fromisoformat(section[k].replace("Z", "+00:00")) for k in ("since", "until"))
+    assert until - start == length
+    assert section["enrollments"] == (8 if length > timedelta(days=2) else 0), "the history ended a day ago"

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import typer
+from replay_world import table_contents
 from smtp_sink import SmtpSink
 from typer.testing import CliRunner
 from worker_world import T0, Clock, deliveries, enrollments, seed_leads, subjects, write_project
@@ -330,3 +332,123 @@ def test_plan_exits_1_with_each_problem_at_its_line_and_0_on_a_database_that_run
     assert result.exit_code == 1
     assert "trial.yaml:20: replaces: 'guide' is still a step of this campaign" in result.output
     get_settings.cache_clear()
+
+
+# -- the scoring and sales impact, and the replay, in nurture plan -----------------------------------------------------
+
+SCORING_V1 = "behaviour:\n  events:\n    email_click: 10\nthresholds:\n  mql: 40\n"
+SALES = "promotion:\n  score_and_fit:\n    - {name: engaged, score: 45}\n"
+
+
+def put_rules_in_force(world: dict[str, Any], caplog: pytest.LogCaptureFixture) -> str:
+    """Add scoring.yaml (a click is worth 10) and sales.yaml, and let the worker put them in force; return its log."""
+    campaigns = world["project"].campaigns_dir
+    (campaigns / "scoring.yaml").write_text(SCORING_V1, encoding="utf-8")
+    (campaigns / "sales.yaml").write_text(SALES, encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="nurture"):
+        world["nurture"]("run", "--once")
+    return "\n".join(record.getMessage() for record in caplog.records)
+
+
+def clicks_by_lead(engine: Any) -> dict[int, int]:
+    """Each mql lead's recorded clicks, read from the tables (the test's own count, not the impact's)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT l.id, COUNT(e.id) FROM lead l LEFT JOIN engagement_event e ON e.lead_id = l.id "
+                                    "AND e.type = 'email_click' WHERE l.stage = 'mql' GROUP BY l.id")).all()
+    return {lead_id: clicks for lead_id, clicks in rows}  # noqa: C416 (names the columns)
+
+
+def rules_summary(engine: Any, kind: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT summary FROM definition_version WHERE kind = :kind AND ended_at IS NULL"),
+                              {"kind": kind}).scalar_one()
+    return json.loads(stored) if isinstance(stored, str) else stored
+
+
+def test_a_scoring_edit_makes_plan_exit_2_with_the_leads_it_moves_and_run_logs_and_records_them(
+        world: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    first = put_rules_in_force(world, caplog)
+    # none recorded before: compared with the empty rules the worker ran without the files, every lead gets a band
+    assert "15 leads change score band, 0 become MQL, 0 would be promoted (of 15 leads" in first
+    assert world["nurture"]("plan") == "nothing changed: the definitions on disk are the versions in force\n"
+
+    (world["project"].campaigns_dir / "scoring.yaml").write_text(SCORING_V1.replace("10", "50"), encoding="utf-8")
+    clicks = clicks_by_lead(world["engine"])
+    moved = sorted(lead for lead, n in clicks.items() if 10 * n < 40 <= 50 * n)
+    promoted = sorted(lead for lead, n in clicks.items() if 10 * n < 45 <= 50 * n)
+    assert len(moved) == GROUPS["clk"] and promoted == moved, "the clk group clicked the guide once each"
+    before = table_contents(world["engine"])
+    plan = json.loads(world["nurture"]("plan", "--json", code=2))
+    assert table_contents(world["engine"]) == before, "plan only reads"
+    assert plan["live"] is True and plan["campaigns"] == []
+    [scoring] = plan["scoring"]
+    assert scoring["live"] is True
+    assert (scoring["band_changes"]["count"], sorted(scoring["band_changes"]["examples"])) == (len(moved), moved)
+    assert scoring["band_changes"]["moves"] == [{"from": "below mql", "to": "mql", "count": len(moved)}]
+    assert (scoring["promoted"]["count"], sorted(scoring["promoted"]["examples"])) == (len(promoted), promoted)
+    assert scoring["become_mql"]["count"] == 0 and scoring["leads"] == len(clicks)
+    assert [f["kind"] for f in scoring["files"]] == ["scoring", "sales"]
+    text = world["nurture"]("plan", code=2)
+    assert "3 leads change score band, 0 become MQL, 3 would be promoted (of 15 leads; 3 change score)" in text
+    assert "@example.com" not in text
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nurture"):
+        world["nurture"]("run", "--once")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.getMessage().startswith("applied: scoring"))
+    assert "3 leads change score band, 0 become MQL, 3 would be promoted" in logged
+    assert f"promoted: e.g. lead {', '.join(map(str, promoted))}" in logged and "@example.com" not in logged
+    recorded = rules_summary(world["engine"], "scoring")
+    assert recorded["impact"] == scoring, "run records what plan printed"
+    assert world["nurture"]("plan") == "nothing changed: the definitions on disk are the versions in force\n"
+
+
+def test_the_impact_at_start_up_can_be_skipped(world: dict[str, Any], caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from nurture.settings import get_settings
+
+    monkeypatch.setenv("NURTURE_START_SCORING_IMPACT", "false")
+    get_settings.cache_clear()
+    logged = put_rules_in_force(world, caplog)
+    assert "scoring and sales impact not counted (NURTURE_START_SCORING_IMPACT=false)" in logged
+    assert "change score band" not in logged
+    assert "impact" not in rules_summary(world["engine"], "scoring")
+    assert rules_summary(world["engine"], "scoring")["status"] == "new"
+
+
+GUIDE_LATER = V1.replace("    wait: 1d\n    email: {template: followup.html.j2", "    wait: 2d\n    email: {template: "
+                                                                                 "followup.html.j2")
+
+
+def test_plan_replay_shows_the_same_steps_as_nurture_replay_for_the_versions_in_force_and_the_files(
+        world: dict[str, Any]) -> None:
+    old = write_project(world["tmp_path"] / "v1", {"trial": V1}, policy="frequency_cap: null\n").campaigns_dir
+    world["project"].write_campaign("trial", GUIDE_LATER)
+    before = table_contents(world["engine"])
+    plan = json.loads(world["nurture"]("plan", "--replay", "30d", "--json", code=2))
+    assert table_contents(world["engine"]) == before, "plan --replay only reads"
+    replayed = json.loads(world["nurture"]("replay", "--old-campaigns", str(old), "--since", "30d", "--json"))
+    [section] = plan["replay"]
+    assert section["not_rebuilt"] == []
+    assert section["campaigns"] == replayed["campaigns"] and section["since"] == replayed["since"]
+    [trial] = section["campaigns"]
+    steps = {s["step"]: s for s in trial["steps"]}
+    # the guide went a day after welcome; a day later, it would have gone to the groups enrolled on days 0-2 before
+    # the edit, and to the one enrolled on day 3 not yet (it went at day 4 under the version in force)
+    assert (steps["guide"]["later"], steps["guide"]["only_old"]) == (
+        GROUPS["cs"] + GROUPS["cold"] + GROUPS["clk"], GROUPS["w"])
+    assert steps["welcome"]["old"] == steps["welcome"]["new"] == sum(GROUPS.values())
+
+    text = world["nurture"]("plan", "--replay", "30d", code=2)
+    assert "replay under the versions in force (old) and the files on disk (new):" in text
+    assert any(line.split()[:1] == ["guide"] for line in text.splitlines())
+
+
+def test_replay_differences_alone_leave_the_exit_code_at_0(world: dict[str, Any]) -> None:
+    """With no lead left at or before the edited step, the replay shows the difference but no live lead is concerned."""
+    world["project"].write_campaign("trial", V1.replace("  - id: welcome\n", "  - id: welcome\n    wait: 1h\n"))
+    plan = json.loads(world["nurture"]("plan", "--replay", "30d", "--json", code=0))
+    assert plan["live"] is False and [e["kind"] for e in plan["campaigns"][0]["effects"]] == ["wait"]
+    [trial] = plan["replay"][0]["campaigns"]
+    assert trial["enrollments"] == sum(GROUPS.values())
+    assert {s["step"]: s["later"] for s in trial["steps"]}["welcome"] == sum(GROUPS.values())

@@ -88,3 +88,21 @@ def test_the_impact_counts_leads_with_a_few_ids_and_says_it_in_one_sentence():
     data = json.loads(json.dumps(impact.to_json()))
     assert data["band_changes"]["moves"] == [{"from": "below mql", "to": "mql", "count": 6}]
     assert data["become_mql"] == {"count": 6, "examples": [2, 3, 4, 5, 6]}
+
+
+@pytest.mark.parametrize(("old", "new", "sales", "live"), [
+    (rules(5), rules(5), None, False),  # nothing changes
+    (rules(5), rules(6), None, False),  # a score changes, on the same side of the threshold: not live
+    (rules(5), rules(10), None, True),  # a band change (and a new MQL)
+    (rules(5), rules(5), {"disqualify": [{"name": "rival", "when": {"domain": ["example.com"]}}]}, True),
+    (rules(5), rules(5), {"promotion": {"score_and_fit": [{"name": "hot", "score": 10}]}}, True),
+])
+def test_the_plan_s_scoring_section_is_live_when_a_lead_changes_band_or_stage(old, new, sales, live):
+    from nurture.application.plan_sections import RulesVersion, ScoringSection
+
+    impact = ScoringImpact()
+    new_sales = SalesRules.model_validate(sales) if sales is not None else None
+    impact.add(1, lead_impact(old, new, None, new_sales, LEAD, views(3), NOW))  # 25 points under rules(5)
+    section = ScoringSection([RulesVersion("scoring", "a", "b", True)], impact)
+    assert section.live is live and section.to_json()["live"] is live
+    assert section.lines()[0] == "scoring and sales impact (scoring.yaml a -> b):"

@@ -5,16 +5,23 @@ Each campaign, policy, scoring and sales file whose text differs from the versio
 (with that campaign's part of the plan as its summary); the leads waiting at removed steps go where
 :func:`nurture.core.changes.relocate_removed` says (or leave, with the reason); the campaign's other active
 enrollments are put under the new version and made due, so the engine plans them again with it.
+
+When ``scoring.yaml`` or ``sales.yaml`` changed, the scoring and sales impact (:func:`scoring_section`: counts and lead
+ids) is counted first, in its own read-only transactions, added to the report (so ``nurture run`` logs it) and
+recorded under ``impact`` in the summary of each new rules version, provided the versions it compared are still those
+in force when the change is applied. It reads every lead with its scored events, so it can be skipped
+(``with_impact=False``, ``NURTURE_START_SCORING_IMPACT=false``) where that would slow start-up too much.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nurture.application.plan import build_plan
-from nurture.application.plan_report import CampaignPlan, PlanReport
+from nurture.application.plan_report import CampaignPlan, FilePlan, PlanReport
+from nurture.application.plan_sections import ScoringSection, scoring_section
 from nurture.core.engine import PathEntry
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sources import DefinitionSource
@@ -27,8 +34,11 @@ if TYPE_CHECKING:  # the connection types only annotate: the queries are storage
     from sqlalchemy.engine import Connection, Engine
 
 
-def apply_versions(engine: Engine, catalog: Catalog, sources: Sequence[DefinitionSource], now: datetime) -> PlanReport:
-    """Put the definitions on disk in force; return what it did (the plan, as ``nurture plan`` printed it)."""
+def apply_versions(engine: Engine, catalog: Catalog, sources: Sequence[DefinitionSource], now: datetime, *,
+                   with_impact: bool = True) -> PlanReport:
+    """Put the definitions on disk in force; return what it did (the plan, as ``nurture plan`` printed it, with the
+    scoring and sales impact unless ``with_impact`` is False)."""
+    impact = scoring_section(engine, sources, now) if with_impact else None
     with transaction(engine) as conn:
         lock_for_versions(conn)
         report = build_plan(conn, catalog, sources, now)
@@ -41,8 +51,24 @@ def apply_versions(engine: Engine, catalog: Catalog, sources: Sequence[Definitio
                 versions.end(conn, file_plan.kind, file_plan.kind, now)
             else:
                 versions.record(conn, kind=source.kind, name=source.name, content_hash=source.content_hash,
-                                fingerprint=None, text=source.text, now=now, summary=file_plan.to_json())
+                                fingerprint=None, text=source.text, now=now, summary=_summary(file_plan, impact))
+    if impact is not None and any(_compared(file_plan, impact) for file_plan in report.files):
+        report.sections.append(impact)
     return report
+
+
+def _compared(file_plan: FilePlan, impact: ScoringSection) -> bool:
+    """Whether ``impact`` compared the very versions this file change goes from and to."""
+    found = impact.version_of(file_plan.kind)
+    return found is not None and (found.old_version, found.new_version) == (file_plan.old_version,
+                                                                          file_plan.new_version)
+
+
+def _summary(file_plan: FilePlan, impact: ScoringSection | None) -> dict[str, Any]:
+    summary = file_plan.to_json()
+    if impact is not None and _compared(file_plan, impact):
+        summary["impact"] = impact.to_json()
+    return summary
 
 
 def _apply_campaign(conn: Connection, catalog: Catalog, plan: CampaignPlan, source: DefinitionSource | None,

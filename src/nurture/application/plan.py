@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nurture.application.enroll import count_enrollable
 from nurture.application.plan_report import CampaignPlan, Effect, FilePlan, Move, PlanReport
+from nurture.application.plan_sections import replay_section, scoring_section
 from nurture.core.changes import CampaignDiff, Change, Relocation, continuation, diff, relocate_removed
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.durations import Duration, format_duration, parse_duration
@@ -32,10 +33,19 @@ def _leads(count: int, what: str = "lead") -> str:
     return f"{count:,} {what}{'' if count == 1 else 's'}"
 
 
-def plan(engine: Engine, catalog: Catalog, sources: Sequence[DefinitionSource], now: datetime) -> PlanReport:
-    """What putting the definitions on disk in force would change, counted from the database, which it only reads."""
+def plan(engine: Engine, catalog: Catalog, sources: Sequence[DefinitionSource], now: datetime, *,
+         replay_since: datetime | None = None, default_tz: str = "UTC") -> PlanReport:
+    """What putting the definitions on disk in force would change, counted from the database, which it only reads:
+    the campaigns and files, the scoring and sales impact when either rules file changed, and with ``replay_since``
+    the replay of the enrollments of [replay_since, now] under the versions in force and the definitions on disk."""
     with transaction(engine, read_only=True) as conn:
-        return build_plan(conn, catalog, sources, now)
+        report = build_plan(conn, catalog, sources, now)
+    scoring = scoring_section(engine, sources, now)
+    if scoring is not None:
+        report.sections.append(scoring)
+    if replay_since is not None:
+        report.sections.append(replay_section(engine, catalog, since=replay_since, now=now, default_tz=default_tz))
+    return report
 
 
 def build_plan(conn: Connection, catalog: Catalog, sources: Sequence[DefinitionSource], now: datetime) -> PlanReport:

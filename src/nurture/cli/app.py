@@ -36,6 +36,18 @@ def _register() -> None:
         module.register(app)
 
 
+REVIEW_EXIT_COMMANDS = frozenset({"plan"})
+"""Commands whose exit code 2 means "live leads are concerned": their command-line usage errors exit 1 instead of
+click's 2, so a pipeline never takes a typo for a plan to review."""
+
+
+def _usage_exit_code(exc: Exception, args: list[str]) -> int:
+    """click's exit code of a usage error, but 1 for the commands where 2 means something else."""
+    code = int(getattr(exc, "exit_code", 2))
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    return 1 if code == 2 and command in REVIEW_EXIT_COMMANDS else code
+
+
 def _is_usage_error(exc: Exception) -> bool:
     """Whether ``exc`` is a command-line usage error (click's, or the copy of click that typer vendors)."""
     import click
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # usage errors arrive here in standalone_mode=False
         if _is_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
-            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+            raise SystemExit(_usage_exit_code(exc, args)) from None
         raise
     if isinstance(code, int) and code != 0:
         raise SystemExit(code)

@@ -103,7 +103,10 @@ class Worker:
     def start_up(self) -> int:
         """Put edited definitions in force (as ``nurture plan`` shows them; logged, and recorded with each new
         version), then enroll every lead that matches a campaign; return new enrollments."""
-        report = apply_versions(self.engine, self.catalog, self.sources, self.clock())
+        with_impact = self.settings.start_scoring_impact
+        report = apply_versions(self.engine, self.catalog, self.sources, self.clock(), with_impact=with_impact)
+        if not with_impact and any(f.kind in ("scoring", "sales") for f in report.files):
+            log.info("scoring and sales impact not counted (NURTURE_START_SCORING_IMPACT=false)")
         for section in report.shown():
             log.info("applied: %s", "\n".join(section.lines()))  # ids, versions and counts: no personal data
         self.decide()

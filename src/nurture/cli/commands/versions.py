@@ -4,10 +4,12 @@ and the versions the worker ran."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import typer
 
+from nurture.errors import InvalidInput
 from nurture.settings import get_settings
 
 CAMPAIGNS_HELP = "Campaigns folder (env NURTURE_CAMPAIGNS_DIR, default: campaigns)."
@@ -21,13 +23,21 @@ def plan_command(
     campaigns: Path | None = typer.Option(None, "--campaigns", help=CAMPAIGNS_HELP),
     templates: Path | None = typer.Option(None, "--templates", help=TEMPLATES_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (for CI)."),
+    replay_period: str | None = typer.Option(
+        None, "--replay", metavar="PERIOD",
+        help="Also replay the enrollments of this last period (a duration such as 30d, 2w or 36h) under the versions "
+             "in force and the files on disk: per step, the emails each would have sent. Does not change the exit code.",
+    ),
 ) -> None:
     """Compare the definitions on disk with the versions the database runs, and count what each change does to live
     leads: the step-level diff of every changed campaign, where the leads at removed steps go, changed waits and
-    subjects, pauses, who will be enrolled, and which project files changed. Reads the database, never writes it.
+    subjects, pauses, who will be enrolled, and which project files changed; for an edited scoring.yaml or
+    sales.yaml, how many leads change score band, become MQL, would be promoted or disqualified. Reads the database,
+    never writes it.
 
     Exit code 0 when no live lead is concerned, 2 when some are (so a pipeline can require a review), 1 when a
-    definition has problems (each printed as path:line: message). Database from NURTURE_DATABASE_URL.
+    definition has problems (each printed as path:line: message) or an option is wrong. Database from
+    NURTURE_DATABASE_URL.
     """
     from nurture.application.plan import plan
     from nurture.cli.app import read_clock
@@ -38,6 +48,7 @@ def plan_command(
     from nurture.storage.migrate import open_database
 
     settings = get_settings()
+    period = replay_duration(replay_period) if replay_period is not None else None
     campaigns_dir = campaigns or settings.campaigns_dir
     catalog = load_catalog(campaigns_dir, templates or settings.templates_dir)
     sources, problems = catalog_sources(catalog, campaigns_dir)
@@ -53,7 +64,9 @@ def plan_command(
         raise typer.Exit(1)
     engine = open_database(settings.database_url)
     try:
-        report = plan(engine, catalog, sources, read_clock())
+        now = read_clock()
+        report = plan(engine, catalog, sources, now, replay_since=now - period if period is not None else None,
+                      default_tz=settings.default_timezone)
     finally:
         engine.dispose()
     if as_json:
@@ -63,6 +76,19 @@ def plan_command(
             typer.echo(line)
     if report.live:
         raise typer.Exit(2)
+
+
+def replay_duration(text: str) -> timedelta:
+    """The period of ``--replay``: a duration longer than 0s (InvalidInput, exit 1, otherwise)."""
+    from nurture.definitions.durations import parse_duration
+
+    try:
+        duration = parse_duration(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--replay: {exc}") from None
+    if not duration:
+        raise InvalidInput("--replay must be longer than 0s, such as 30d")
+    return duration.as_timedelta()
 
 
 @campaigns_app.command("history")
