@@ -103,3 +103,18 @@ def test_a_rules_version_recorded_without_its_text_cannot_be_counted_and_asks_fo
         assert "recorded without its text" in section.lines()[-1]
     finally:
         engine.dispose()
+
+
+def test_a_database_the_worker_never_ran_on_has_no_rules_baseline_and_no_section(migrated_url: str,
+                                                                                 tmp_path: Path) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        v1 = project(tmp_path, V1, "{}\n", SCORING)
+        sources = catalog_sources(v1, tmp_path)[0]
+        assert scoring_section(engine, sources, T0) is None, "no version of anything recorded: nothing to compare"
+        report = apply_versions(engine, v1, sources, T0)
+        assert not any(section.key == "scoring" for section in report.sections)
+        edited = project(tmp_path, V1, "{}\n", SCORING.replace("10", "20"))
+        assert scoring_section(engine, catalog_sources(edited, tmp_path)[0], T0) is not None, "now there is one"
+    finally:
+        engine.dispose()

@@ -5,7 +5,8 @@
 The old side is always what the database last ran, rebuilt from the texts stored with the versions in force
 (:mod:`nurture.storage.versions`): the scoring and sales rules, the campaigns and the policy. A project file with no
 version recorded is compared as the worker ran without it: the empty rules (scoring nothing, promoting nobody), so
-adding ``scoring.yaml`` to a database that holds leads shows what it does to them. A campaign whose version in force
+adding ``scoring.yaml`` to a database that holds leads shows what it does to them; a database the worker never ran on
+(no version of anything recorded) has no baseline, and no section. A campaign whose version in force
 was recorded without its text (before texts were kept) cannot be rebuilt: the replay takes the file on disk for both
 sides and names the campaign. Everything here reads, never writes.
 """
@@ -146,7 +147,7 @@ def scoring_section(engine: Engine, sources: Sequence[DefinitionSource], now: da
     """The scoring and sales impact of putting the rules files on disk in force, or None when neither changed."""
     in_force = _in_force(engine)
     files = rules_changed(in_force, sources)
-    if not files:
+    if not files or not in_force:  # nothing recorded at all: the worker never ran on this database, no baseline
         return None
     on_disk = {source.kind: source for source in sources if source.kind in RULE_FILES}
     old: dict[str, Any] = {}
