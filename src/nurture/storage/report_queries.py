@@ -121,19 +121,15 @@ def _campaign_is(column: Any, campaign: str | None) -> Any:
 
 def _rows_enrollment_counts(conn: Connection, since: datetime, until: datetime,
                       campaign: str | None = None) -> list[EnrollmentCount]:
-    """Per campaign: enrollments started in the period, active now, and ended in the period by status and reason."""
+    """Per campaign: enrollments started in the period, and ended in the period by status and reason."""
     started = conn.execute(
         select(E.c.campaign_id, func.count()).where(E.c.enrolled_at >= since, E.c.enrolled_at < until,
                                                     _campaign_is(E.c.campaign_id, campaign)).group_by(E.c.campaign_id))
-    active = conn.execute(
-        select(E.c.campaign_id, func.count()).where(E.c.status == "active", _campaign_is(E.c.campaign_id, campaign))
-        .group_by(E.c.campaign_id))
     ended = conn.execute(
         select(E.c.campaign_id, E.c.status, E.c.end_reason, func.count())
         .where(E.c.ended_at >= since, E.c.ended_at < until, _campaign_is(E.c.campaign_id, campaign))
         .group_by(E.c.campaign_id, E.c.status, E.c.end_reason))
     return ([EnrollmentCount(r[0], "started", None, None, r[1]) for r in started]
-            + [EnrollmentCount(r[0], "active", "active", None, r[1]) for r in active]
             + [EnrollmentCount(r[0], "ended", r[1], r[2], r[3]) for r in ended])
 
 
@@ -236,10 +232,12 @@ def enrollment_counts(conn: Connection, since: datetime, until: datetime,
                 for r in rollups.enrollments(conn, first, last, campaign)]
 
     def rows(start: datetime, end: datetime) -> list[EnrollmentCount]:
-        return [c for c in _rows_enrollment_counts(conn, start, end, campaign) if c.kind != "active"]
+        return _rows_enrollment_counts(conn, start, end, campaign)
 
-    active = [c for c in _rows_enrollment_counts(conn, since, since, campaign) if c.kind == "active"]
-    return _merged(_parts(since, until, rows, rolled), EnrollmentCount) + active
+    active = conn.execute(select(E.c.campaign_id, func.count())
+                          .where(E.c.status == "active", _campaign_is(E.c.campaign_id, campaign)).group_by(E.c.campaign_id))
+    return (_merged(_parts(since, until, rows, rolled), EnrollmentCount)
+            + [EnrollmentCount(r[0], "active", "active", None, r[1]) for r in active])
 
 
 def delivery_counts(conn: Connection, since: datetime, until: datetime,
