@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
+from db_fixtures import db_url, engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
 from replay_world import email, record_history
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
@@ -21,10 +21,14 @@ from nurture.application.record_events import record_events
 from nurture.application.sales_feedback import apply_feedback
 from nurture.definitions.sales import load_sales
 from nurture.definitions.scoring import load_scoring
-from nurture.storage.database import transaction
+from nurture.storage.database import make_engine, transaction
 from nurture.storage.dialect import trigger_names
+from nurture.storage.migrate import upgrade
 from nurture.storage.rollups import rebuild, snapshot
 from nurture.storage.tables import D, L, RD, RL, RM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from report_data import generate
 
 T = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 TRIGGERS = {"rollup_lead_insert", "rollup_lead_update", "rollup_stage_change_insert", "rollup_delivery_insert",
@@ -110,3 +114,16 @@ def test_db_rebuild_rollups_command(engine: Engine, migrated_url: str, tmp_path:
     assert "rollups rebuilt (rollup_lead_day 1," in done.stdout
     with engine.connect() as conn:
         assert conn.execute(select(RL.c.source, RL.c.n)).all() == [("google", 1)]
+
+
+def test_the_upgrade_counts_the_rows_already_there(db_url: str) -> None:
+    upgrade(db_url, "0005_report")
+    engine = make_engine(db_url)
+    try:
+        generate(engine, leads=400, events=3000, months=2)  # leads, moves, emails, opens, enrollments, outcomes
+        upgrade(engine)
+        maintained, rebuilt = maintained_and_rebuilt(engine)
+    finally:
+        engine.dispose()
+    assert maintained == rebuilt
+    assert all(maintained.values()), {name: len(rows) for name, rows in maintained.items()}
