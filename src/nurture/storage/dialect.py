@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeAlias
 
-from sqlalchemy import Table, event, func, text
+from sqlalchemy import Date, Table, event, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
@@ -222,4 +222,49 @@ def utc_day(column: Any, dialect: Dialect) -> Any:
     first ten characters are the day; PostgreSQL formats the instant in UTC."""
     if dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.substr(column, 1, 10)
+
+
+# -- the report's daily rollups: triggers keep them (migration 0006_rollup), storage/rollups.py rebuilds them ---------
+
+def utc_day_sql(column: str, dialect: Dialect) -> str:
+    """SQL text for the UTC day of a timestamp column (or ``NEW.column`` in a trigger), as a date: SQLite's stored UTC
+    text begins with it; PostgreSQL converts the instant."""
+    if dialect.name == "postgresql":
+        return f"CAST(({column} AT TIME ZONE 'UTC') AS date)"
+    return f"substr({column}, 1, 10)"
+
+
+def row_trigger(dialect: Dialect, name: str, table: str, event: str, when: str, statements: list[str]) -> list[str]:
+    """The DDL of an ``AFTER event ON table FOR EACH ROW WHEN (when)`` trigger running ``statements`` (SQL both
+    databases accept, reading ``NEW``/``OLD``): SQLite's trigger body, or a PL/pgSQL function and its trigger."""
+    if dialect.name == "postgresql":
+        body = "".join(f"{statement};\n" for statement in statements)
+        return [f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}RETURN NULL;\nEND\n$$",
+                f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {name}()"]
+    body = "".join(f"{statement};\n" for statement in statements)
+    return [f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN {when}\nBEGIN\n{body}END"]
+
+
+def drop_row_trigger(dialect: Dialect, name: str, table: str) -> list[str]:
+    """The DDL that removes a trigger made by :func:`row_trigger`."""
+    if dialect.name == "postgresql":
+        return [f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()"]
+    return [f"DROP TRIGGER IF EXISTS {name}"]
+
+
+def trigger_names(connection: Connection) -> set[str]:
+    """The names of the triggers the database holds (to check that a migration left them in place)."""
+    if connection.dialect.name == "postgresql":
+        query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    else:
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    return {row[0] for row in connection.exec_driver_sql(query)}
+
+
+def utc_date(column: Any, dialect: Dialect) -> Any:
+    """The UTC day of a timestamp column as a date (what the rollups' ``day`` holds): SQLite's is its text's first ten
+    characters, which its date columns store."""
+    if dialect.name == "postgresql":
+        return func.cast(func.timezone("UTC", column), Date)
     return func.substr(column, 1, 10)

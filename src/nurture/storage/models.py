@@ -299,3 +299,78 @@ class DefinitionVersion(SQLModel, table=True):
     loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)  # when it came into force
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # replaced, or its file removed
     summary: dict[str, Any] | None = Field(default=None, sa_type=JSON(none_as_null=True))  # what applying it did
+
+
+# -- daily rollups: what a report counts, per UTC day, kept up to date by triggers (migration 0006_rollup) ----------
+# Every writer of the underlying rows updates them in its own transaction, through the database's triggers, so no
+# write path can forget them; ``nurture db rebuild-rollups`` recomputes them from the rows. NULL dimensions are stored
+# as '' (a key column cannot hold NULL), ``n`` is the count (it may pass through 0 as rows move between keys).
+
+
+class RollupLeadDay(SQLModel, table=True):
+    """Leads created per UTC day, source, medium and acquisition campaign."""
+
+    __tablename__ = "rollup_lead_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    source: str = Field(primary_key=True)
+    medium: str = Field(primary_key=True)
+    source_campaign: str = Field(primary_key=True)
+    n: int = Field(sa_type=BigInteger)
+
+
+class RollupMoveDay(SQLModel, table=True):
+    """Stage changes per UTC day, stages and actor, by the source and acquisition campaign the lead has now."""
+
+    __tablename__ = "rollup_move_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    from_stage: str = Field(primary_key=True)
+    to_stage: str = Field(primary_key=True)
+    actor: str = Field(primary_key=True)
+    source: str = Field(primary_key=True)
+    source_campaign: str = Field(primary_key=True)
+    n: int = Field(sa_type=BigInteger)
+
+
+class RollupDeliveryDay(SQLModel, table=True):
+    """Emails created per UTC day, campaign, step, variant and status, with how many of the sent ones were opened (or
+    clicked) and clicked, at any time."""
+
+    __tablename__ = "rollup_delivery_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    campaign_id: str = Field(primary_key=True)
+    step_id: str = Field(primary_key=True)
+    variant: str = Field(primary_key=True)
+    status: str = Field(primary_key=True)
+    n: int = Field(sa_type=BigInteger)
+    opened: int = Field(sa_type=BigInteger)
+    clicked: int = Field(sa_type=BigInteger)
+
+
+class RollupEnrollmentDay(SQLModel, table=True):
+    """Enrollments ``started`` (by ``enrolled_at``) or ``ended`` (by ``ended_at``, with status and reason) per UTC day
+    and campaign."""
+
+    __tablename__ = "rollup_enrollment_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    campaign_id: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)  # started | ended
+    status: str = Field(primary_key=True)
+    end_reason: str = Field(primary_key=True)
+    n: int = Field(sa_type=BigInteger)
+
+
+class RollupOutcomeDay(SQLModel, table=True):
+    """Step outcomes per UTC day, campaign, step, outcome and detail."""
+
+    __tablename__ = "rollup_outcome_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    campaign_id: str = Field(primary_key=True)
+    step_id: str = Field(primary_key=True)
+    outcome: str = Field(primary_key=True)
+    detail: str = Field(primary_key=True)
+    n: int = Field(sa_type=BigInteger)

@@ -16,6 +16,11 @@ from nurture.storage.models import (
     Lead,
     Meta,
     Outbox,
+    RollupDeliveryDay,
+    RollupEnrollmentDay,
+    RollupLeadDay,
+    RollupMoveDay,
+    RollupOutcomeDay,
     Spend,
     StageChange,
     StepOutcome,
@@ -44,3 +49,14 @@ SP: Table = Spend.__table__  # type: ignore[attr-defined]
 """spend: marketing spend per period, source and campaign"""
 SO: Table = StepOutcome.__table__  # type: ignore[attr-defined]
 """step outcomes: the way each lead went at a branch or wait-for step"""
+
+RL: Table = RollupLeadDay.__table__  # type: ignore[attr-defined]
+"""rollup: leads created per day and source"""
+RM: Table = RollupMoveDay.__table__  # type: ignore[attr-defined]
+"""rollup: stage changes per day, stages, actor and the lead's source"""
+RD: Table = RollupDeliveryDay.__table__  # type: ignore[attr-defined]
+"""rollup: emails per day, step, variant and status, opened and clicked"""
+RE: Table = RollupEnrollmentDay.__table__  # type: ignore[attr-defined]
+"""rollup: enrollments started and ended per day and campaign"""
+RO: Table = RollupOutcomeDay.__table__  # type: ignore[attr-defined]
+"""rollup: step outcomes per day"""

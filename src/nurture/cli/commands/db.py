@@ -59,6 +59,25 @@ def current_command(
         raise typer.Exit(1)
 
 
+@db_app.command("rebuild-rollups")
+def rebuild_rollups_command() -> None:
+    """Recount the report's daily rollups from the rows (they are kept up to date as rows are written; this repairs
+    them after rows were changed by hand)."""
+    url = get_settings().database_url
+    from nurture.storage.database import display_url, transaction
+    from nurture.storage.migrate import open_database
+    from nurture.storage.rollups import rebuild
+
+    engine = open_database(url)
+    try:
+        with transaction(engine) as conn:
+            counts = rebuild(conn)
+    finally:
+        engine.dispose()
+    held = ", ".join(f"{name} {rows:,}" for name, rows in counts.items())
+    typer.echo(f"{display_url(url)}: rollups rebuilt ({held} rows)")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``nurture db`` to the command line."""
     app.add_typer(db_app, name="db")

@@ -1,0 +1,136 @@
+"""The report's daily rollups (``rollup_*``): read per day range, and rebuilt from the rows.
+
+The database's triggers (migration ``0006_rollup``) keep them as rows are written; :func:`rebuild` recomputes them from
+the rows (``nurture db rebuild-rollups``), which gives the same counts. Dimensions that are NULL in the rows are ''
+in the rollups (a key cannot be NULL): :func:`none` turns them back.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select
+from sqlalchemy.engine import Connection
+
+from nurture.storage.dialect import utc_date
+from nurture.storage.tables import D, E, EV, L, RD, RE, RL, RM, RO, SC, SO
+
+ROLLUPS = (RL, RM, RD, RE, RO)
+_ENGAGED = ("email_open", "email_click")
+
+
+def none(value: str) -> str | None:
+    """A rollup's dimension as the rows hold it: '' was NULL."""
+    return value or None
+
+
+def _blank(column: Any) -> Any:
+    return func.coalesce(column, "")
+
+
+def leads(conn: Connection, first: date, last: date) -> list[Any]:
+    """``day, source, medium, source_campaign, n`` of the days ``[first, last)``."""
+    return list(conn.execute(select(RL.c.day, RL.c.source, RL.c.medium, RL.c.source_campaign, RL.c.n)
+                             .where(RL.c.day >= first, RL.c.day < last, RL.c.n != 0)))
+
+
+def moves(conn: Connection, first: date, last: date, to_stages: tuple[str, ...]) -> list[Any]:
+    """``day, from_stage, to_stage, actor, source, source_campaign, n`` of the days ``[first, last)``."""
+    return list(conn.execute(select(RM.c.day, RM.c.from_stage, RM.c.to_stage, RM.c.actor, RM.c.source,
+                                    RM.c.source_campaign, RM.c.n)
+                             .where(RM.c.day >= first, RM.c.day < last, RM.c.to_stage.in_(to_stages), RM.c.n != 0)))
+
+
+def move_days(conn: Connection, first: date, last: date, to_stage: str) -> list[Any]:
+    """``day, n``: the moves to ``to_stage`` per day of ``[first, last)``."""
+    return list(conn.execute(select(RM.c.day, func.sum(RM.c.n))
+                             .where(RM.c.day >= first, RM.c.day < last, RM.c.to_stage == to_stage)
+                             .group_by(RM.c.day).having(func.sum(RM.c.n) != 0)))
+
+
+def _campaign(column: Any, campaign: str | None) -> Any:
+    return literal(True) if campaign is None else column == campaign
+
+
+def deliveries(conn: Connection, first: date, last: date, campaign: str | None) -> list[Any]:
+    """``campaign_id, step_id, variant, status, n, opened, clicked`` summed over the days ``[first, last)``."""
+    keys = (RD.c.campaign_id, RD.c.step_id, RD.c.variant, RD.c.status)
+    return list(conn.execute(select(*keys, func.sum(RD.c.n), func.sum(RD.c.opened), func.sum(RD.c.clicked))
+                             .where(RD.c.day >= first, RD.c.day < last, _campaign(RD.c.campaign_id, campaign))
+                             .group_by(*keys).having(func.sum(RD.c.n) != 0)))
+
+
+def enrollments(conn: Connection, first: date, last: date, campaign: str | None) -> list[Any]:
+    """``campaign_id, kind, status, end_reason, n`` summed over the days ``[first, last)``."""
+    keys = (RE.c.campaign_id, RE.c.kind, RE.c.status, RE.c.end_reason)
+    return list(conn.execute(select(*keys, func.sum(RE.c.n))
+                             .where(RE.c.day >= first, RE.c.day < last, _campaign(RE.c.campaign_id, campaign))
+                             .group_by(*keys).having(func.sum(RE.c.n) != 0)))
+
+
+def outcomes(conn: Connection, first: date, last: date, campaign: str | None) -> list[Any]:
+    """``campaign_id, step_id, outcome, detail, n`` summed over the days ``[first, last)``."""
+    keys = (RO.c.campaign_id, RO.c.step_id, RO.c.outcome, RO.c.detail)
+    return list(conn.execute(select(*keys, func.sum(RO.c.n))
+                             .where(RO.c.day >= first, RO.c.day < last, _campaign(RO.c.campaign_id, campaign))
+                             .group_by(*keys).having(func.sum(RO.c.n) != 0)))
+
+
+def _rebuilds(conn: Connection) -> list[Any]:
+    """The INSERT ... SELECT of each rollup from the rows."""
+    dialect = conn.dialect
+    lead_day = utc_date(L.c.created_at, dialect)
+    lead_keys = (lead_day, _blank(L.c.source), _blank(L.c.medium), _blank(L.c.source_campaign))
+    move_day = utc_date(SC.c.at, dialect)
+    move_keys = (move_day, _blank(SC.c.from_stage), SC.c.to_stage, SC.c.actor, _blank(L.c.source),
+                 _blank(L.c.source_campaign))
+
+    def engaged(*types: str) -> Any:
+        found = exists().where(EV.c.delivery_id == D.c.id, EV.c.type.in_(types))
+        return func.sum(case((and_(D.c.status == "sent", found), 1), else_=0))
+
+    email_day = utc_date(D.c.created_at, dialect)
+    email_keys = (email_day, D.c.campaign_id, D.c.step_id, _blank(D.c.variant), D.c.status)
+    started_day = utc_date(E.c.enrolled_at, dialect)
+    ended_day = utc_date(E.c.ended_at, dialect)
+    ended_keys = (ended_day, E.c.campaign_id, literal("ended"), E.c.status, _blank(E.c.end_reason))
+    outcome_day = utc_date(SO.c.at, dialect)
+    outcome_keys = (outcome_day, SO.c.campaign_id, SO.c.step_id, SO.c.outcome, SO.c.detail)
+    return [
+        insert(RL).from_select(["day", "source", "medium", "source_campaign", "n"],
+                               select(*lead_keys, func.count()).group_by(*lead_keys)),
+        insert(RM).from_select(["day", "from_stage", "to_stage", "actor", "source", "source_campaign", "n"],
+                               select(*move_keys, func.count()).select_from(SC.join(L, L.c.id == SC.c.lead_id))
+                               .group_by(*move_keys)),
+        insert(RD).from_select(["day", "campaign_id", "step_id", "variant", "status", "n", "opened", "clicked"],
+                               select(*email_keys, func.count(), engaged(*_ENGAGED), engaged("email_click"))
+                               .where(D.c.channel == "email").group_by(*email_keys)),
+        insert(RE).from_select(["day", "campaign_id", "kind", "status", "end_reason", "n"],
+                               select(started_day, E.c.campaign_id, literal("started"), literal(""), literal(""),
+                                      func.count()).group_by(started_day, E.c.campaign_id)),
+        insert(RE).from_select(["day", "campaign_id", "kind", "status", "end_reason", "n"],
+                               select(*ended_keys, func.count()).where(E.c.ended_at.is_not(None))
+                               .group_by(*ended_keys[:2], *ended_keys[3:])),
+        insert(RO).from_select(["day", "campaign_id", "step_id", "outcome", "detail", "n"],
+                               select(*outcome_keys, func.count()).group_by(*outcome_keys)),
+    ]
+
+
+def rebuild(conn: Connection) -> dict[str, int]:
+    """Recompute every rollup from the rows (inside the caller's transaction); the rows each rollup holds after."""
+    for table in ROLLUPS:
+        conn.execute(delete(table))
+    for statement in _rebuilds(conn):
+        conn.execute(statement)
+    return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in ROLLUPS}
+
+
+def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """Every rollup's rows whose counts are not all zero, sorted: what two ways of counting must agree on."""
+    found = {}
+    for table in ROLLUPS:
+        counts = [c for c in table.c if c.name in ("n", "opened", "clicked")]
+        rows = conn.execute(select(table).where(or_(*(c != 0 for c in counts))))
+        found[table.name] = sorted(tuple(row) for row in rows)
+    return found
