@@ -1,63 +1,76 @@
 """Enrolling leads into campaigns: who may enter which campaign now (entry stages and filter, re-entry policy, a
 recycled lead's wait), and re-planning the enrollments of an edited campaign.
 
-The rules are the core's (:mod:`nurture.core.enrollment`, :func:`nurture.core.conditions.filter_matches`); the reads
-and writes are :mod:`nurture.storage.enrollments`'. A sweep over every lead goes campaign by campaign in chunks that
-SQL pre-filters; given leads are read once and every campaign decided in Python.
+The rules are the core's (:mod:`nurture.core.enrollment`, :func:`nurture.core.conditions.filter_matches`). The
+database first leaves out the leads that cannot enter (:mod:`nurture.storage.entry_sql`: stages, suppression, tags
+and field tests as SQL); Python decides on the rest, reading their past enrollments and the events their filters
+name (:mod:`nurture.storage.entry_reads`). A lead is considered when something that can change its eligibility
+happens (:mod:`nurture.application.enroll_sweep` lists the triggers); :func:`enroll_leads` without ids considers
+every lead, in ranges of ids, one short transaction each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from nurture.core.conditions import filter_matches
 from nurture.core.enrollment import blocked, waiting_to_recycle
-from nurture.core.facts import Engagement, History
+from nurture.core.facts import Engagement, History, LeadView
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.loader import Catalog
 from nurture.storage import enrollments as store
+from nurture.storage import entry_reads
 from nurture.storage.database import transaction
-from nurture.storage.enrollments import CHUNK
+from nurture.storage.entry_sql import any_entry_condition
 from nurture.storage.rows import lead_view
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
     from sqlalchemy.engine import Connection, Engine
 
-
-def _enroll_chunk(conn: Connection, campaign: Campaign, version: str, now: datetime, *, after_id: int,
-                  lead_ids: Sequence[int] | None) -> tuple[int, int | None]:
-    """Enroll one chunk of matching leads with ids above ``after_id`` (a sweep, filtered in SQL); return
-    (created, last id seen or None)."""
-    leads = store.candidates(conn, campaign, now, after_id=after_id, lead_ids=lead_ids)
-    if not leads:
-        return 0, None
-    where = campaign.entry.where
-    events = store.events_since_last_entry(conn, campaign.id, [r.id for r in leads]) if where and where.had_event else {}
-    rows = [
-        dict(lead_id=r.id, campaign_id=campaign.id, status="active", step_id=campaign.steps[0].id,
-             arrived_at=now, next_due_at=now, state={}, campaign_version=version,
-             priority=campaign.priority, enrolled_at=now)
-        for r in leads
-        if not waiting_to_recycle(r, now) and filter_matches(where, lead_view(r), History(events.get(r.id, [])))
-    ]
-    created = store.insert(conn, rows) if rows else 0
-    return created, leads[-1].id
+CHUNK = 2000
+"""Leads decided per statement when they are given by id or email."""
+WINDOW = 5000
+"""Lead ids per transaction when every lead (or a campaign's whole audience) is considered."""
 
 
-def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign], lead_ids: Sequence[int],
-                  now: datetime) -> int:
-    """Enroll the given leads: their rows and enrollments read once, every campaign decided in Python."""
-    leads = store.leads(conn, lead_ids)
-    past = store.past_enrollments(conn, lead_ids)
-    events: dict[int, list[Any]] = {}
-    if any(c.entry.where and c.entry.where.had_event for c in campaigns):
-        events = store.events(conn, lead_ids)
+def active_campaigns(catalog: Catalog, campaign_ids: Collection[str] | None = None) -> list[Campaign]:
+    """The campaigns that enroll (not paused), highest priority first; only ``campaign_ids`` when given."""
+    return [c for c in sorted(catalog.campaigns.values(), key=lambda c: -c.priority)
+            if not c.paused and (campaign_ids is None or c.id in campaign_ids)]
+
+
+_CONDITIONS: dict[tuple[int, str, tuple[str, ...]], tuple[Catalog, Any]] = {}
+
+
+def _condition(catalog: Catalog, campaigns: list[Campaign], dialect: Any) -> Any:
+    """The SQL that narrows the leads to those that may enter one of ``campaigns`` (built once per catalog)."""
+    key = (id(catalog), dialect.name, tuple(c.id for c in campaigns))
+    cached = _CONDITIONS.get(key)
+    if cached is None or cached[0] is not catalog:
+        if len(_CONDITIONS) >= 32:
+            _CONDITIONS.clear()
+        cached = _CONDITIONS[key] = (catalog, any_entry_condition(campaigns, dialect))
+    return cached[1]
+
+
+def _entry_types(campaigns: list[Campaign]) -> set[str]:
+    return {t for c in campaigns if c.entry.where and c.entry.where.had_event for t in c.entry.where.had_event}
+
+
+def decide(catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], past: dict[tuple[int, str], list[Any]],
+           events: dict[int, list[Any]], now: datetime) -> list[dict[str, Any]]:
+    """The new enrollments of these lead rows: for each campaign (in the order given) each lead in an entry stage,
+    neither unsubscribed nor bounced, not waiting to recycle, not kept out by its ``past`` enrollments there, that
+    passes the entry filter with its ``events`` since it last entered."""
+    views: dict[int, LeadView] = {}
     rows = []
     for campaign in campaigns:
         stages = set(campaign.entry.stages())
         where = campaign.entry.where
+        version = catalog.fingerprint(campaign.id)
+        first = campaign.steps[0].id
         for lead in leads:
             if lead.stage not in stages or lead.unsubscribed_at is not None or lead.bounced_at is not None:
                 continue
@@ -66,49 +79,113 @@ def _enroll_given(conn: Connection, catalog: Catalog, campaigns: list[Campaign],
             mine = past.get((lead.id, campaign.id), [])
             if blocked(campaign, mine, now):
                 continue
-            last_entry = max((e.enrolled_at for e in mine), default=None)
-            history = History([Engagement(e.type, e.occurred_at) for e in events.get(lead.id, [])
-                               if last_entry is None or e.occurred_at > last_entry])
-            if filter_matches(where, lead_view(lead), history):
-                rows.append(dict(lead_id=lead.id, campaign_id=campaign.id, status="active",
-                                 step_id=campaign.steps[0].id, arrived_at=now, next_due_at=now, state={},
-                                 campaign_version=catalog.fingerprint(campaign.id), priority=campaign.priority,
-                                 enrolled_at=now))
-    if not rows:
+            history = History()
+            if where is not None and where.had_event:
+                last_entry = max((e.enrolled_at for e in mine), default=None)
+                history = History([Engagement(e.type, e.occurred_at) for e in events.get(lead.id, [])
+                                   if last_entry is None or e.occurred_at > last_entry])
+            view = views.get(lead.id)
+            if view is None:
+                view = views[lead.id] = lead_view(lead)
+            if filter_matches(where, view, history):
+                rows.append(dict(lead_id=lead.id, campaign_id=campaign.id, status="active", step_id=first,
+                                 arrived_at=now, next_due_at=now, state={}, campaign_version=version,
+                                 priority=campaign.priority, enrolled_at=now))
+    return rows
+
+
+def _enroll_rows(conn: Connection, catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], now: datetime,
+                 *, fresh: Collection[int] = ()) -> int:
+    """Enroll these candidate rows; ``fresh`` leads were created in this transaction (no enrollments, no events)."""
+    if not leads:
         return 0
-    return store.insert(conn, rows)
+    known = [row.id for row in leads if row.id not in fresh]
+    past = entry_reads.past_enrollments(conn, known)
+    types = _entry_types(campaigns)
+    events = entry_reads.entry_events(conn, known, types) if types else {}
+    rows = decide(catalog, campaigns, leads, past, events, now)
+    return store.insert(conn, rows) if rows else 0
 
 
-def enroll_in_transaction(conn: Connection, catalog: Catalog, lead_ids: Sequence[int], now: datetime) -> int:
-    """Enroll these leads inside the caller's transaction (intake: the event and its consequences commit together)."""
-    campaigns = [c for c in sorted(catalog.campaigns.values(), key=lambda c: -c.priority) if not c.paused]
+def enroll_in_transaction(conn: Connection, catalog: Catalog, lead_ids: Sequence[int], now: datetime, *,
+                          campaign_ids: Collection[str] | None = None) -> int:
+    """Enroll these leads inside the caller's transaction (intake: the event and its consequences commit together);
+    only into ``campaign_ids`` when given. Returns how many enrollments were created."""
+    campaigns = active_campaigns(catalog, campaign_ids)
     wanted = sorted(set(lead_ids))
-    return sum(_enroll_given(conn, catalog, campaigns, wanted[start : start + CHUNK], now)
-               for start in range(0, len(wanted), CHUNK))
+    if not campaigns or not wanted:
+        return 0
+    condition = _condition(catalog, campaigns, conn.dialect)
+    created = 0
+    for start in range(0, len(wanted), CHUNK):
+        leads = entry_reads.leads_by_ids(conn, wanted[start : start + CHUNK], condition)
+        created += _enroll_rows(conn, catalog, campaigns, leads, now)
+    return created
 
 
-def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iterable[int] | None = None) -> int:
-    """Enroll every matching lead (or just ``lead_ids``) into every campaign it may enter now; return how many.
+def enroll_imported(conn: Connection, catalog: Catalog, emails: Sequence[str], new_emails: Collection[str],
+                    now: datetime) -> int:
+    """Enroll the leads an import batch just wrote, inside its transaction; ``new_emails`` were created by it, so
+    neither their enrollments nor their events need reading."""
+    campaigns = active_campaigns(catalog)
+    if not campaigns:
+        return 0
+    condition = _condition(catalog, campaigns, conn.dialect)
+    created = 0
+    for start in range(0, len(emails), CHUNK):
+        leads = entry_reads.leads_by_emails(conn, emails[start : start + CHUNK], condition)
+        fresh = {row.id for row in leads if row.email in new_emails}
+        created += _enroll_rows(conn, catalog, campaigns, leads, now, fresh=fresh)
+    return created
 
-    New enrollments are due at once: the dispatcher's first look at them plans the first step properly. For given
-    leads (intake, the CLI) it is one short transaction; a full sweep goes campaign by campaign in chunks.
+
+def enroll_leads(engine: Engine, catalog: Catalog, now: datetime, lead_ids: Iterable[int] | None = None, *,
+                 campaign_ids: Collection[str] | None = None, stopping: Callable[[], bool] | None = None) -> int:
+    """Enroll every matching lead (or just ``lead_ids``) into every campaign (or ``campaign_ids``) it may enter now;
+    return how many.
+
+    New enrollments are due at once: the dispatcher's first look at them plans the first step properly. Given leads
+    are decided in transactions of :data:`CHUNK`; every lead, in ranges of :data:`WINDOW` ids, one transaction each,
+    so other writers take turns with it. ``stopping`` is asked between ranges: when it says so the rest is left
     """
-    campaigns = [c for c in sorted(catalog.campaigns.values(), key=lambda c: -c.priority) if not c.paused]
+    campaigns = active_campaigns(catalog, campaign_ids)
+    if not campaigns:
+        return 0
     created = 0
     if lead_ids is not None:
         wanted = sorted(set(lead_ids))
         for start in range(0, len(wanted), CHUNK):
             with transaction(engine) as conn:
-                created += _enroll_given(conn, catalog, campaigns, wanted[start : start + CHUNK], now)
+                created += enroll_in_transaction(conn, catalog, wanted[start : start + CHUNK], now,
+                                                 campaign_ids=campaign_ids)
         return created
-    for campaign in campaigns:
-        last_id: int | None = 0
-        while last_id is not None:
-            with transaction(engine) as conn:
-                count, last_id = _enroll_chunk(conn, campaign, catalog.fingerprint(campaign.id), now,
-                                               after_id=last_id, lead_ids=None)
-            created += count
+    created, _ = enroll_every_lead(engine, catalog, campaigns, now, stopping=stopping)
     return created
+
+
+def enroll_every_lead(engine: Engine, catalog: Catalog, campaigns: list[Campaign], now: datetime, *,
+                      stopping: Callable[[], bool] | None = None) -> tuple[int, bool]:
+    """Consider every lead for ``campaigns``, a range of ids at a time; return (created, whether it went to the end).
+
+    Leads created after it began were enrolled by whatever created them. Many new enrollments refresh the
+    planner's statistics of the table at the end."""
+    with transaction(engine, read_only=True) as conn:
+        bounds = entry_reads.lead_id_bounds(conn)
+    if bounds is None:
+        return 0, True
+    condition = _condition(catalog, campaigns, engine.dialect)
+    created, after, last = 0, bounds[0] - 1, bounds[1]
+    while after < last:
+        if stopping is not None and stopping():
+            return created, False
+        with transaction(engine) as conn:
+            leads = entry_reads.leads_in_range(conn, after, after + WINDOW, condition)
+            created += _enroll_rows(conn, catalog, campaigns, leads, now)
+        after += WINDOW
+    if created >= WINDOW:
+        with transaction(engine) as conn:
+            entry_reads.refresh_enrollment_statistics(conn)
+    return created, True
 
 
 def sync_campaign_versions(engine: Engine, catalog: Catalog, now: datetime) -> list[str]:

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nurture.application.enroll import enroll_imported
 from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
 from nurture.core.facts import LeadView
@@ -27,10 +28,12 @@ from nurture.core.lead_fields import (
     clean_text,
 )
 from nurture.core.scoring import score_without_events
+from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage import lead_rows
 from nurture.storage.database import transaction
+from nurture.storage.entry_reads import forget_audiences
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
     from sqlalchemy.engine import Connection, Engine
@@ -48,6 +51,7 @@ class ImportReport:
     updated: int = 0  # rows for an email already in the database or earlier in the file
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (file line number, problem)
     mql_lead_ids: list[int] = field(default_factory=list)  # leads that entered the mql stage by this import
+    enrolled: int = 0  # enrollments started (with a catalog)
 
     @property
     def imported(self) -> int:
@@ -87,12 +91,16 @@ def import_leads_csv(
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int = 5000,
     rules: ScoringRules | None = None,
+    catalog: Catalog | None = None,
 ) -> ImportReport:
     """Import the leads of a CSV file (UTF-8, header on line 1); ``on_progress(bytes_done, bytes_total)`` is called
     after every batch. Bad rows are reported with their line number in the file; the others are imported. With
     scoring ``rules``, each imported lead's stored score is brought up to date in the same transaction (its fields
-    give fit points; campaign conditions and entry filters read the stored score). Each batch is dated by ``clock``
-    when it is written.
+    give fit points; campaign conditions and entry filters read the stored score). With a ``catalog``, each batch's
+    leads are enrolled in the campaigns they may enter, in the batch's transaction (without one, the worker's next
+    enrollment sweep considers every lead). Each batch is dated by ``clock``
+    when it is written. The planner's statistics of the tables it fills are refreshed as they grow and at the end
+    (PostgreSQL: :func:`nurture.storage.lead_rows.refresh_statistics`).
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
     stage, tags (``;``-separated), owner; any other column becomes a custom field. Raises
@@ -105,6 +113,7 @@ def import_leads_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     report = ImportReport()
+    statistics = _Statistics(engine)
     with handle:
         lines = _Lines(handle)
         reader = csv.reader(lines)
@@ -138,12 +147,17 @@ def import_leads_csv(
                 row = _merge(earlier, row)
             batch[email] = row
             if len(batch) >= batch_size:
-                _write_batch(engine, batch, path.name, report, clock(), rules)
+                _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
                 batch = {}
+                statistics.after_batch(report.inserted)
                 if on_progress:
                     on_progress(lines.bytes_read, total)
         if batch:
-            _write_batch(engine, batch, path.name, report, clock(), rules)
+            _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
+    statistics.at_end(report.inserted)
+    if catalog is None and report.imported:
+        with transaction(engine) as connection:  # not enrolled here: the worker's next sweep considers every lead
+            forget_audiences(connection)
     if on_progress:
         on_progress(total, total)
     return report
@@ -217,8 +231,35 @@ def _merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class _Statistics:
+    """When to refresh the planner's statistics during an import: each time the leads it inserted doubled (from
+    :data:`FIRST_REFRESH` on), so the plans of its later batches (and of everything after it) see the rows as they
+    are, for a few refreshes in all; and once at the end."""
+
+    FIRST_REFRESH = 20_000
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.next_at = self.FIRST_REFRESH
+        self.refreshed_at = 0
+
+    def after_batch(self, inserted: int) -> None:
+        if inserted >= self.next_at:
+            self._refresh(inserted)
+            self.next_at = 2 * inserted
+
+    def at_end(self, inserted: int) -> None:
+        if inserted > self.refreshed_at:
+            self._refresh(inserted)
+
+    def _refresh(self, inserted: int) -> None:
+        with transaction(self.engine) as connection:
+            lead_rows.refresh_statistics(connection)
+        self.refreshed_at = inserted
+
+
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
-                 rules: ScoringRules | None = None) -> None:
+                 rules: ScoringRules | None = None, catalog: Catalog | None = None) -> None:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own.
@@ -246,6 +287,9 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
         _record_stage_changes(connection, params, existing, source, now, report)
         if rules is not None and existing:
             rescore_by_email(connection, rules, sorted(existing), now)
+        if catalog is not None:
+            new_emails = {email for email in batch if email not in existing}
+            report.enrolled += enroll_imported(connection, catalog, list(batch), new_emails, now)
 
 
 def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:

@@ -404,14 +404,16 @@ class EventBatch:
             self.bulk.update_leads(self._conn, rows)
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
-        """Leads that may enter a campaign now: created, moved to another stage, or with a new event of a type an
-        entry filter reads (``had_event``); and, unless promoted in this batch, passing some campaign's stage and
-        lead-field filters (what enrolling would check first). Other events change nothing that entry depends on:
-        no enrollment work for them."""
+        """Leads that may enter a campaign now: created, moved to another stage, with a new event of a type an
+        entry filter reads (``had_event``), or with a new score when an entry filter tests it; and, unless promoted
+        in this batch, passing some campaign's stage and lead-field filters (what enrolling would check first).
+        Other events change nothing that entry depends on: no enrollment work for them."""
         entry_stages, entry_events = self.campaigns.entry_stages, self.campaigns.entry_events
+        on_score = self.campaigns.entry_reads_score
         return sorted(
             lead.id for lead in self.by_id.values()
-            if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events)
+            if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events
+                or (on_score and lead.score != float(lead.row.score or 0)))
             and lead.stage in entry_stages
             and lead.unsubscribed_at is None and lead.bounced_at is None
             and (lead.promoted or self._may_enter(lead))

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, insert, select
 
 from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant
+from nurture.storage.dialect import refresh_statistics as refresh_tables
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.tables import L, SC
 
@@ -72,3 +73,8 @@ def ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
 def insert_stage_changes(connection: Connection, changes: list[dict[str, Any]]) -> None:
     """Record these stage changes (one executemany)."""
     connection.execute(insert(SC), changes)
+
+
+def refresh_statistics(connection: Connection) -> None:
+    """Refresh the planner's statistics of the tables an import fills (leads, their stage changes and enrollments)."""
+    refresh_tables(connection, ["lead", "stage_change", "enrollment"])

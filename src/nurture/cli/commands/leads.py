@@ -33,23 +33,20 @@ def _scoring_rules() -> Any:
     return rules
 
 
-def _enroll(engine: Any, lead_ids: list[int] | None, now: datetime) -> None:
-    """Enroll the leads in the campaigns they match at ``now``, so a running worker sends at once (not at its next
-    sweep)."""
-    from nurture.application.enroll import enroll_leads
+def _campaigns() -> Any:
+    """The campaigns to enroll leads in as they are written, so a running worker sends at once; None (with a word on
+    stderr when they have problems) when there are none to use: the worker's next sweep then considers every lead."""
     from nurture.definitions.loader import load_catalog
 
     settings = get_settings()
     if not settings.campaigns_dir.is_dir():
-        return
+        return None
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir)
     if catalog.problems:
         typer.echo("not enrolled yet: the campaigns have problems (run `nurture check`); "
                    "`nurture run` enrolls them once they are fixed", err=True)
-        return
-    created = enroll_leads(engine, catalog, now, lead_ids)
-    if created:
-        typer.echo(f"{created} enrollment(s) started")
+        return None
+    return catalog
 
 
 @leads_app.command("import")
@@ -65,11 +62,12 @@ def import_command(
     Exits 1 when the file cannot be read or has no valid row.
     """
     from nurture.application.import_leads import import_leads_csv
-    from nurture.cli.app import clock, read_clock
+    from nurture.cli.app import clock
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
     rules = _scoring_rules()
+    catalog = _campaigns()
     try:
         size = file.stat().st_size if file.is_file() else 0
         if size >= PROGRESS_FROM_BYTES:
@@ -81,16 +79,16 @@ def import_command(
                     done[0] = bytes_done
 
                 report = import_leads_csv(engine, file, clock=clock, on_progress=advance, batch_size=batch_size,
-                                          rules=rules)
+                                          rules=rules, catalog=catalog)
         else:
-            report = import_leads_csv(engine, file, clock=clock, batch_size=batch_size, rules=rules)
-        if report.imported:
-            _enroll(engine, None, read_clock())  # a later moment: a large file takes minutes to import
+            report = import_leads_csv(engine, file, clock=clock, batch_size=batch_size, rules=rules, catalog=catalog)
     finally:
         engine.dispose()
     for line, problem in report.rejected:
         typer.echo(f"{file}:{line}: {problem}", err=True)
     typer.echo(f"{file}: {report.inserted} new, {report.updated} updated, {len(report.rejected)} rejected")
+    if report.enrolled:
+        typer.echo(f"{report.enrolled} enrollment(s) started")
     if report.mql_lead_ids:
         typer.echo(f"{len(report.mql_lead_ids)} leads entered the mql stage")
     if not report.imported:
@@ -120,13 +118,16 @@ def add_command(
     )
     data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
     data["fields"] = dict(_key_value(item) for item in fields or [])
+    from nurture.application.enroll import enroll_in_transaction
     from nurture.application.lead_input import upsert_lead
     from nurture.cli.app import read_clock
     from nurture.storage.database import session
+    from nurture.storage.entry_reads import forget_audiences
     from nurture.storage.leads import get_lead
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
+    catalog = _campaigns()
     now = read_clock()
     try:
         with session(engine) as db:
@@ -136,9 +137,16 @@ def add_command(
             except LeadNotFound:
                 existed = False
             lead = upsert_lead(db, data, actor="cli", now=now)
-        assert lead.id is not None  # flushed by upsert_lead
+            assert lead.id is not None  # flushed by upsert_lead
+            # enrolled with the change, in its transaction (without campaigns, by the worker's next sweep)
+            if catalog is not None:
+                created = enroll_in_transaction(db.connection(), catalog, [lead.id], now)
+            else:
+                created = 0
+                forget_audiences(db.connection())
         typer.echo(f"{'updated' if existed else 'added'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
-        _enroll(engine, [lead.id], read_clock())  # after the commit, as enrolling reads the lead
+        if created:
+            typer.echo(f"{created} enrollment(s) started")
     finally:
         engine.dispose()
 
