@@ -102,7 +102,7 @@ class World:
 
 
 @pytest.fixture
-def make_world(engine: Engine, tmp_path: Path) -> Iterator[object]:  # noqa: F811
+def make_world(engine: Engine, tmp_path: Path) -> Iterator[object]:
     def make(campaigns: dict[str, str]) -> World:
         project = write_project(tmp_path / "project", campaigns)
         (project.campaigns_dir / "scoring.yaml").write_text(SCORING, encoding="utf-8")

@@ -95,14 +95,15 @@ def decide(catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], pa
 
 
 def _enroll_rows(conn: Connection, catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], now: datetime,
-                 *, fresh: Collection[int] = ()) -> int:
-    """Enroll these candidate rows; ``fresh`` leads were created in this transaction (no enrollments, no events)."""
+                 *, fresh: Collection[int] = (), window: tuple[int, int] | None = None) -> int:
+    """Enroll these candidate rows; ``fresh`` leads were created in this transaction (no enrollments, no events);
+    ``window``: the range of ids they were read from."""
     if not leads:
         return 0
     known = [row.id for row in leads if row.id not in fresh]
-    past = entry_reads.past_enrollments(conn, known)
+    past = entry_reads.past_enrollments(conn, known, window=window)
     types = _entry_types(campaigns)
-    events = entry_reads.entry_events(conn, known, types) if types else {}
+    events = entry_reads.entry_events(conn, known, types, window=window) if types else {}
     rows = decide(catalog, campaigns, leads, past, events, now)
     return store.insert(conn, rows) if rows else 0
 
@@ -180,7 +181,7 @@ def enroll_every_lead(engine: Engine, catalog: Catalog, campaigns: list[Campaign
             return created, False
         with transaction(engine) as conn:
             leads = entry_reads.leads_in_range(conn, after, after + WINDOW, condition)
-            created += _enroll_rows(conn, catalog, campaigns, leads, now)
+            created += _enroll_rows(conn, catalog, campaigns, leads, now, window=(after, after + WINDOW))
         after += WINDOW
     if created >= WINDOW:
         with transaction(engine) as conn:

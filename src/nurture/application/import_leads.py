@@ -149,12 +149,12 @@ def import_leads_csv(
             if len(batch) >= batch_size:
                 _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
                 batch = {}
-                statistics.after_batch(report.inserted)
+                statistics.after_batch(report.imported)
                 if on_progress:
                     on_progress(lines.bytes_read, total)
         if batch:
             _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
-    statistics.at_end(report.inserted)
+    statistics.at_end(report.imported)
     if catalog is None and report.imported:
         with transaction(engine) as connection:  # not enrolled here: the worker's next sweep considers every lead
             forget_audiences(connection)
@@ -232,7 +232,7 @@ def _merge(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Statistics:
-    """When to refresh the planner's statistics during an import: each time the leads it inserted doubled (from
+    """When to refresh the planner's statistics during an import: each time the leads it wrote doubled (from
     :data:`FIRST_REFRESH` on), so the plans of its later batches (and of everything after it) see the rows as they
     are, for a few refreshes in all; and once at the end."""
 
@@ -243,19 +243,19 @@ class _Statistics:
         self.next_at = self.FIRST_REFRESH
         self.refreshed_at = 0
 
-    def after_batch(self, inserted: int) -> None:
-        if inserted >= self.next_at:
-            self._refresh(inserted)
-            self.next_at = 2 * inserted
+    def after_batch(self, written: int) -> None:
+        if written >= self.next_at:
+            self._refresh(written)
+            self.next_at = 2 * written
 
-    def at_end(self, inserted: int) -> None:
-        if inserted > self.refreshed_at:
-            self._refresh(inserted)
+    def at_end(self, written: int) -> None:
+        if written > self.refreshed_at:
+            self._refresh(written)
 
-    def _refresh(self, inserted: int) -> None:
+    def _refresh(self, written: int) -> None:
         with transaction(self.engine) as connection:
             lead_rows.refresh_statistics(connection)
-        self.refreshed_at = inserted
+        self.refreshed_at = written
 
 
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,

@@ -52,36 +52,43 @@ def lead_id_bounds(conn: Connection) -> tuple[int, int] | None:
     return None if low is None else (int(low), int(high))
 
 
-def past_enrollments(conn: Connection, lead_ids: Sequence[int]) -> dict[tuple[int, str], list[Any]]:
+def past_enrollments(conn: Connection, lead_ids: Sequence[int], *, window: tuple[int, int] | None = None,
+                     ) -> dict[tuple[int, str], list[Any]]:
     """(lead id, campaign id) -> the lead's enrollments in it (``status``, ``ended_at``, ``enrolled_at``).
 
-    A contiguous run of ids is read as a range of ``lead_id`` (one index range, however many ids), others by list."""
+    Leads of a range of ids (``window``: after, up to), or dense enough ids, are read as a range of ``lead_id`` (one
+    index range, however many ids: a plan cannot take it for most of the table), others by list."""
     past: dict[tuple[int, str], list[Any]] = {}
     if not lead_ids:
         return past
     query = select(E.c.lead_id, E.c.campaign_id, E.c.status, E.c.ended_at, E.c.enrolled_at)
     wanted = set(lead_ids)
-    for row in conn.execute(*_by_lead(query, E.c.lead_id, lead_ids)):
+    for row in conn.execute(*_by_lead(query, E.c.lead_id, lead_ids, window)):
         if row.lead_id in wanted:
             past.setdefault((row.lead_id, row.campaign_id), []).append(row)
     return past
 
 
-def entry_events(conn: Connection, lead_ids: Sequence[int], types: Iterable[str]) -> dict[int, list[Any]]:
-    """Lead id -> its events (``type``, ``occurred_at``) of these types: what a ``had_event`` filter reads."""
+def entry_events(conn: Connection, lead_ids: Sequence[int], types: Iterable[str], *,
+                 window: tuple[int, int] | None = None) -> dict[int, list[Any]]:
+    """Lead id -> its events (``type``, ``occurred_at``) of these types: what a ``had_event`` filter reads (read
+    as :func:`past_enrollments` reads)."""
     found: dict[int, list[Any]] = {}
     kinds = sorted(set(types))
     if not lead_ids or not kinds:
         return found
     query = select(EV.c.lead_id, EV.c.type, EV.c.occurred_at).where(EV.c.type.in_(kinds))
     wanted = set(lead_ids)
-    for row in conn.execute(*_by_lead(query, EV.c.lead_id, lead_ids)):
+    for row in conn.execute(*_by_lead(query, EV.c.lead_id, lead_ids, window)):
         if row.lead_id in wanted:
             found.setdefault(row.lead_id, []).append(row)
     return found
 
 
-def _by_lead(query: Any, column: Any, lead_ids: Sequence[int]) -> tuple[Any, dict[str, Any]]:
+def _by_lead(query: Any, column: Any, lead_ids: Sequence[int], window: tuple[int, int] | None,
+             ) -> tuple[Any, dict[str, Any]]:
+    if window is not None:
+        return query.where(column > window[0], column <= window[1]), {}
     low, high = min(lead_ids), max(lead_ids)
     if high - low < 2 * len(lead_ids):  # dense enough: the range reads few rows of other leads
         return query.where(column >= low, column <= high), {}
