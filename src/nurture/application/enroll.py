@@ -23,7 +23,7 @@ from nurture.definitions.loader import Catalog
 from nurture.storage import enrollments as store
 from nurture.storage import entry_reads
 from nurture.storage.database import transaction
-from nurture.storage.entry_sql import any_entry_condition
+from nurture.storage.entry_sql import EntrySql, entry_sql
 from nurture.storage.rows import lead_view
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
@@ -41,17 +41,17 @@ def active_campaigns(catalog: Catalog, campaign_ids: Collection[str] | None = No
             if not c.paused and (campaign_ids is None or c.id in campaign_ids)]
 
 
-_CONDITIONS: dict[tuple[int, str, tuple[str, ...]], tuple[Catalog, Any]] = {}
+_SQL: dict[tuple[int, str, tuple[str, ...]], tuple[Catalog, EntrySql]] = {}
 
 
-def _condition(catalog: Catalog, campaigns: list[Campaign], dialect: Any) -> Any:
+def _sql(catalog: Catalog, campaigns: list[Campaign], dialect: Any) -> EntrySql:
     """The SQL that narrows the leads to those that may enter one of ``campaigns`` (built once per catalog)."""
     key = (id(catalog), dialect.name, tuple(c.id for c in campaigns))
-    cached = _CONDITIONS.get(key)
+    cached = _SQL.get(key)
     if cached is None or cached[0] is not catalog:
-        if len(_CONDITIONS) >= 32:
-            _CONDITIONS.clear()
-        cached = _CONDITIONS[key] = (catalog, any_entry_condition(campaigns, dialect))
+        if len(_SQL) >= 32:
+            _SQL.clear()
+        cached = _SQL[key] = (catalog, entry_sql(campaigns, dialect))
     return cached[1]
 
 
@@ -59,38 +59,45 @@ def _entry_types(campaigns: list[Campaign]) -> set[str]:
     return {t for c in campaigns if c.entry.where and c.entry.where.had_event for t in c.entry.where.had_event}
 
 
+_NO_HISTORY = History()
+
+
 def decide(catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], past: dict[tuple[int, str], list[Any]],
            events: dict[int, list[Any]], now: datetime) -> list[dict[str, Any]]:
-    """The new enrollments of these lead rows: for each campaign (in the order given) each lead in an entry stage,
-    neither unsubscribed nor bounced, not waiting to recycle, not kept out by its ``past`` enrollments there, that
-    passes the entry filter with its ``events`` since it last entered."""
-    views: dict[int, LeadView] = {}
-    rows = []
-    for campaign in campaigns:
-        stages = set(campaign.entry.stages())
-        where = campaign.entry.where
-        version = catalog.fingerprint(campaign.id)
-        first = campaign.steps[0].id
-        for lead in leads:
-            if lead.stage not in stages or lead.unsubscribed_at is not None or lead.bounced_at is not None:
+    """The new enrollments of these lead rows (the rows of :func:`nurture.storage.enrollments.start`): for each
+    campaign (in the order given) each lead in an entry stage, neither unsubscribed nor bounced, not waiting to
+    recycle, not kept out by its ``past`` enrollments there, that passes the entry filter with its ``events`` since
+    it last entered. A row's ``may_<index>`` flag, when false, says the SQL already ruled that campaign out."""
+    rules = [(set(c.entry.stages()), c.entry.where, f"may_{index}") for index, c in enumerate(campaigns)]
+    chosen: list[list[int]] = [[] for _ in campaigns]
+    for lead in leads:
+        values = lead._mapping
+        if values["unsubscribed_at"] is not None or values["bounced_at"] is not None:
+            continue
+        lead_id, stage = values["id"], values["stage"]
+        if stage == "recycled" and waiting_to_recycle(lead, now):
+            continue
+        view: LeadView | None = None
+        for index, (stages, where, flag) in enumerate(rules):
+            if stage not in stages or not values.get(flag, True):
                 continue
-            if waiting_to_recycle(lead, now):
+            mine = past.get((lead_id, campaigns[index].id))
+            if mine and blocked(campaigns[index], mine, now):
                 continue
-            mine = past.get((lead.id, campaign.id), [])
-            if blocked(campaign, mine, now):
-                continue
-            history = History()
+            history = _NO_HISTORY
             if where is not None and where.had_event:
-                last_entry = max((e.enrolled_at for e in mine), default=None)
-                history = History([Engagement(e.type, e.occurred_at) for e in events.get(lead.id, [])
+                last_entry = max((e.enrolled_at for e in mine or ()), default=None)
+                history = History([Engagement(e.type, e.occurred_at) for e in events.get(lead_id, [])
                                    if last_entry is None or e.occurred_at > last_entry])
-            view = views.get(lead.id)
             if view is None:
-                view = views[lead.id] = lead_view(lead)
+                view = lead_view(lead)
             if filter_matches(where, view, history):
-                rows.append(dict(lead_id=lead.id, campaign_id=campaign.id, status="active", step_id=first,
-                                 arrived_at=now, next_due_at=now, state={}, campaign_version=version,
-                                 priority=campaign.priority, enrolled_at=now))
+                chosen[index].append(lead_id)
+    rows = []
+    for campaign, lead_ids in zip(campaigns, chosen):
+        version, first = catalog.fingerprint(campaign.id), campaign.steps[0].id
+        rows += [dict(lead_id=lead_id, campaign_id=campaign.id, step_id=first, campaign_version=version,
+                      priority=campaign.priority) for lead_id in lead_ids]
     return rows
 
 
@@ -104,8 +111,7 @@ def _enroll_rows(conn: Connection, catalog: Catalog, campaigns: list[Campaign], 
     past = entry_reads.past_enrollments(conn, known, window=window)
     types = _entry_types(campaigns)
     events = entry_reads.entry_events(conn, known, types, window=window) if types else {}
-    rows = decide(catalog, campaigns, leads, past, events, now)
-    return store.insert(conn, rows) if rows else 0
+    return store.start(conn, now, decide(catalog, campaigns, leads, past, events, now))
 
 
 def enroll_in_transaction(conn: Connection, catalog: Catalog, lead_ids: Sequence[int], now: datetime, *,
@@ -116,10 +122,10 @@ def enroll_in_transaction(conn: Connection, catalog: Catalog, lead_ids: Sequence
     wanted = sorted(set(lead_ids))
     if not campaigns or not wanted:
         return 0
-    condition = _condition(catalog, campaigns, conn.dialect)
+    sql = _sql(catalog, campaigns, conn.dialect)
     created = 0
     for start in range(0, len(wanted), CHUNK):
-        leads = entry_reads.leads_by_ids(conn, wanted[start : start + CHUNK], condition)
+        leads = entry_reads.leads_by_ids(conn, wanted[start : start + CHUNK], sql)
         created += _enroll_rows(conn, catalog, campaigns, leads, now)
     return created
 
@@ -131,10 +137,10 @@ def enroll_imported(conn: Connection, catalog: Catalog, emails: Sequence[str], n
     campaigns = active_campaigns(catalog)
     if not campaigns:
         return 0
-    condition = _condition(catalog, campaigns, conn.dialect)
+    sql = _sql(catalog, campaigns, conn.dialect)
     created = 0
     for start in range(0, len(emails), CHUNK):
-        leads = entry_reads.leads_by_emails(conn, emails[start : start + CHUNK], condition)
+        leads = entry_reads.leads_by_emails(conn, emails[start : start + CHUNK], sql)
         fresh = {row.id for row in leads if row.email in new_emails}
         created += _enroll_rows(conn, catalog, campaigns, leads, now, fresh=fresh)
     return created
@@ -174,13 +180,13 @@ def enroll_every_lead(engine: Engine, catalog: Catalog, campaigns: list[Campaign
         bounds = entry_reads.lead_id_bounds(conn)
     if bounds is None:
         return 0, True
-    condition = _condition(catalog, campaigns, engine.dialect)
+    sql = _sql(catalog, campaigns, engine.dialect)
     created, after, last = 0, bounds[0] - 1, bounds[1]
     while after < last:
         if stopping is not None and stopping():
             return created, False
         with transaction(engine) as conn:
-            leads = entry_reads.leads_in_range(conn, after, after + WINDOW, condition)
+            leads = entry_reads.leads_in_range(conn, after, after + WINDOW, sql)
             created += _enroll_rows(conn, catalog, campaigns, leads, now, window=(after, after + WINDOW))
         after += WINDOW
     if created >= WINDOW:

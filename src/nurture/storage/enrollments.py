@@ -13,17 +13,23 @@ from typing import Any
 from sqlalchemy import bindparam, literal_column, select, text, update
 from sqlalchemy.engine import Connection
 
+from nurture.storage.database import UTCDateTime, executemany_prepared, inline_constant
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.tables import CV, E
 
 
-def insert(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert new active enrollments (one statement); one that is active already is skipped. Returns how many were
-    created."""
-    statement = upsert_insert(E, conn.dialect).on_conflict_do_nothing(
-        index_elements=["lead_id", "campaign_id"], index_where=text("status = 'active'")
-    )
-    return len(conn.execute(statement.returning(E.c.id), rows).all())  # rowcount is -1 for executemany on psycopg
+def start(conn: Connection, now: datetime, rows: list[dict[str, Any]]) -> int:
+    """Start new enrollments, each due at ``now`` on its first step: ``rows`` hold ``lead_id``, ``campaign_id``,
+    ``step_id``, ``campaign_version`` and ``priority``. One that is active already is skipped; returns how many were
+    created. What every row shares is written into the statement once, not bound per row."""
+    if not rows:
+        return 0
+    at = inline_constant(now, UTCDateTime(), conn.dialect)
+    statement = upsert_insert(E, conn.dialect).values(
+        status=literal_column("'active'"), arrived_at=at, next_due_at=at, enrolled_at=at,
+        state=literal_column("'{}'"),
+    ).on_conflict_do_nothing(index_elements=["lead_id", "campaign_id"], index_where=text("status = 'active'"))
+    return executemany_prepared(conn, statement, rows)
 
 
 def exit_enrollments(conn: Connection, lead_id: int, reason: str, now: datetime, *, campaign_ids: Iterable[str] | None = None) -> int:

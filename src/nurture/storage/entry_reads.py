@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.engine import Connection
 
 from nurture.storage.dialect import json_text, refresh_statistics, upsert_insert
+from nurture.storage.entry_sql import EntrySql
 from nurture.storage.rows import LEAD_COLUMNS
 from nurture.storage.tables import E, EV, L, M
 
@@ -23,26 +24,27 @@ _LEAD = [L.c[name] for name in ("id", "email", "stage", "score", "timezone", "ta
                                "bounced_at", *LEAD_COLUMNS)]  # what a LeadView needs (not the score state)
 
 
-def leads_by_ids(conn: Connection, lead_ids: Sequence[int], condition: Any) -> list[Any]:
-    """The rows (as :func:`nurture.storage.rows.lead_view` reads them) of these leads that satisfy ``condition``."""
+def leads_by_ids(conn: Connection, lead_ids: Sequence[int], sql: EntrySql) -> list[Any]:
+    """The rows (as :func:`nurture.storage.rows.lead_view` reads them, with ``sql``'s flags) of these leads that
+    some campaign may take, in id order."""
     if not lead_ids:
         return []
-    return list(conn.execute(select(*_LEAD).where(L.c.id.in_(_IDS), condition).order_by(L.c.id),
+    return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.id.in_(_IDS), sql.where).order_by(L.c.id),
                              {"ids": list(lead_ids)}))
 
 
-def leads_by_emails(conn: Connection, emails: Sequence[str], condition: Any) -> list[Any]:
-    """The rows of the leads with these emails that satisfy ``condition``, in id order."""
+def leads_by_emails(conn: Connection, emails: Sequence[str], sql: EntrySql) -> list[Any]:
+    """The rows of the leads with these emails that some campaign may take, in id order."""
     if not emails:
         return []
-    return list(conn.execute(select(*_LEAD).where(L.c.email.in_(bindparam("emails", expanding=True)), condition)
-                             .order_by(L.c.id), {"emails": list(emails)}))
+    return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.email.in_(bindparam("emails", expanding=True)),
+                                                              sql.where).order_by(L.c.id), {"emails": list(emails)}))
 
 
-def leads_in_range(conn: Connection, after_id: int, up_to_id: int, condition: Any) -> list[Any]:
-    """The rows of the leads with ids in (``after_id``, ``up_to_id``] that satisfy ``condition``, in id order: a
+def leads_in_range(conn: Connection, after_id: int, up_to_id: int, sql: EntrySql) -> list[Any]:
+    """The rows of the leads with ids in (``after_id``, ``up_to_id``] that some campaign may take, in id order: a
     range of the primary key, whatever the statistics say."""
-    return list(conn.execute(select(*_LEAD).where(L.c.id > after_id, L.c.id <= up_to_id, condition)
+    return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.id > after_id, L.c.id <= up_to_id, sql.where)
                              .order_by(L.c.id)))
 
 

@@ -20,6 +20,7 @@ translated where SQL can mirror it exactly, and lets the lead through where it c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Float, Text, and_, cast, false, func, or_, true
@@ -36,16 +37,32 @@ _TEXT_ATTRIBUTES = tuple(name for name in LEAD_COLUMNS if name != "company_size"
 
 
 def entry_condition(campaign: Campaign, dialect: Dialect) -> Any:
-    """SQL on the lead table that every lead able to enter ``campaign`` now satisfies."""
-    tests = [L.c.stage.in_(campaign.entry.stages()), L.c.unsubscribed_at.is_(None), L.c.bounced_at.is_(None)]
+    """SQL on the lead table that every lead able to enter ``campaign`` now satisfies.
+
+    It filters the leads a query selects by ids, emails or a range of ids, and must not select them itself: the
+    stage is compared as ``stage || ''``, so that no plan reads the stage index once per campaign of an ``OR`` (every
+    lead in those stages, for each batch of an import) instead of looking the given leads up."""
+    stage = L.c.stage.concat("")
+    tests = [stage.in_(campaign.entry.stages()), L.c.unsubscribed_at.is_(None), L.c.bounced_at.is_(None)]
     if campaign.entry.where is not None:
         tests += _filter_tests(campaign.entry.where, dialect)
     return and_(*tests)
 
 
-def any_entry_condition(campaigns: list[Campaign], dialect: Dialect) -> Any:
-    """SQL: the lead may enter at least one of ``campaigns``."""
-    return or_(*(entry_condition(c, dialect) for c in campaigns)) if campaigns else false()
+@dataclass(frozen=True)
+class EntrySql:
+    """What a read of leads for enrollment adds to its query: ``where`` (the lead may enter one of the campaigns)
+    and ``flags``, one column per campaign, in order, named ``may_<index>``: whether it may enter that one."""
+
+    where: Any
+    flags: list[Any]
+
+
+def entry_sql(campaigns: list[Campaign], dialect: Dialect) -> EntrySql:
+    """The :class:`EntrySql` of these campaigns."""
+    conditions = [entry_condition(c, dialect) for c in campaigns]
+    return EntrySql(or_(*conditions) if conditions else false(),
+                    [condition.label(f"may_{index}") for index, condition in enumerate(conditions)])
 
 
 def _norm(value: str) -> str:
