@@ -9,7 +9,8 @@ PostgreSQL database the URL names, created and dropped by the benchmark) with th
 
 1. ``nurture leads import FILE``: the leads and their enrollments (wall, CPU, peak memory of the process);
 2. moves every enrollment's next step a month ahead, so that nothing is due;
-3. ``nurture run --once --no-http`` twice: the first run after the import, then one with nothing changed since;
+3. ``nurture run --once --no-http`` twice: the first run after the import, then one with nothing changed since; then
+   ``Worker.run_once()`` in the benchmark's process, without the console script's start-up (interpreter, imports);
 4. ``nurture run --no-http`` with nothing due: once its start-up work is done (its CPU use has settled), its CPU
    time over ``--idle-seconds`` as a share of one core.
 
@@ -110,6 +111,24 @@ def idle_worker(env: dict[str, str], seconds: float) -> tuple[float, float]:
             process.kill()
 
 
+def run_once_in_process(env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``Worker.run_once()`` in this process, the worker built beforehand."""
+    from nurture.settings import Settings
+    from nurture.worker.runner import Worker
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        worker = Worker(Settings(_env_file=None))
+        started, cpu = time.perf_counter(), time.process_time()
+        worker.run_once()
+        return time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        worker.engine.dispose()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _admin(url: str) -> Any:
     return sa.create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
 
@@ -172,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
             for label in ("run --once, first", "run --once, again"):
                 wall, cpu, rss, _ = timed(["run", "--once", "--no-http"], env)
                 print(f"{label:24}: {wall:7.2f} s wall {cpu:7.2f} s CPU {rss:6.0f} MB peak  (nothing due)")
+            wall, cpu = run_once_in_process(env)
+            print(f"Worker.run_once()       : {wall:7.2f} s wall {cpu:7.2f} s CPU  (in this process, the worker built"
+                  " beforehand: without the interpreter's start-up and imports)")
             if not args.skip_idle:
                 settled, share = idle_worker(env, args.idle_seconds)
                 print(f"idle worker             : {100 * share:6.2f}% of a core over {args.idle_seconds:.0f} s, "

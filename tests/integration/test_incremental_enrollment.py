@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from db_fixtures import engine, migrated_url, postgres_available, postgres_template  # noqa: F401
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from worker_world import T0, Project, dispatch_config, write_project
 
@@ -295,4 +295,21 @@ def test_an_import_without_campaigns_leaves_every_lead_to_the_next_sweep(make_wo
     assert world.enrolled("plain@example.com") == []
     world.clock.advance(minutes=1)
     assert world.sweep() == 1
+    world.nothing_missed()
+
+
+def test_an_audience_cut_short_by_a_shutdown_is_taken_up_again_at_the_next_sweep(make_world) -> None:
+    world = make_world({"tagged": TAGGED})
+    with transaction(world.engine) as conn:  # leads far apart: a range of ids of the sweep each
+        conn.execute(insert(Lead.__table__), [dict(id=lead_id, email=f"l{lead_id}@example.com", stage="lead",
+                                                   tags=["partner"], fields={}, score=0.0)
+                                              for lead_id in (8_000, 12_000, 16_000)])
+    world.project.write_campaign("tagged", TAGGED.replace("[vip]", "[vip, partner]"))
+    world.reload()
+    asked: list[int] = []
+    report = sweep(world.engine, world.catalog, world.clock(), stopping=lambda: asked.append(1) or len(asked) > 2)
+    assert not report.finished and report.audience_enrolled == 1  # two ranges of ids done, then the stop
+    again = sweep(world.engine, world.catalog, world.clock())
+    assert again.finished and again.audiences == ["tagged"] and again.audience_enrolled == 2
+    assert sweep(world.engine, world.catalog, world.clock()).audiences == []
     world.nothing_missed()
