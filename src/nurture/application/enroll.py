@@ -41,18 +41,19 @@ def active_campaigns(catalog: Catalog, campaign_ids: Collection[str] | None = No
             if not c.paused and (campaign_ids is None or c.id in campaign_ids)]
 
 
-_SQL: dict[tuple[int, str, tuple[str, ...]], tuple[Catalog, EntrySql]] = {}
+_SQL: dict[tuple[int, int, tuple[str, ...]], tuple[Catalog, Any, EntrySql]] = {}
 
 
 def _sql(catalog: Catalog, campaigns: list[Campaign], dialect: Any) -> EntrySql:
-    """The SQL that narrows the leads to those that may enter one of ``campaigns`` (built once per catalog)."""
-    key = (id(catalog), dialect.name, tuple(c.id for c in campaigns))
+    """The SQL that narrows the leads to those that may enter one of ``campaigns`` (built once per catalog and
+    database dialect)."""
+    key = (id(catalog), id(dialect), tuple(c.id for c in campaigns))
     cached = _SQL.get(key)
-    if cached is None or cached[0] is not catalog:
+    if cached is None or cached[0] is not catalog or cached[1] is not dialect:
         if len(_SQL) >= 32:
             _SQL.clear()
-        cached = _SQL[key] = (catalog, entry_sql(campaigns, dialect))
-    return cached[1]
+        cached = _SQL[key] = (catalog, dialect, entry_sql(campaigns, dialect))
+    return cached[2]
 
 
 def _entry_types(campaigns: list[Campaign]) -> set[str]:
