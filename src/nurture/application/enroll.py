@@ -103,12 +103,11 @@ def decide(catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], pa
 
 
 def _enroll_rows(conn: Connection, catalog: Catalog, campaigns: list[Campaign], leads: Sequence[Any], now: datetime,
-                 *, fresh: Collection[int] = (), window: tuple[int, int] | None = None) -> int:
-    """Enroll these candidate rows; ``fresh`` leads were created in this transaction (no enrollments, no events);
-    ``window``: the range of ids they were read from."""
+                 *, window: tuple[int, int] | None = None) -> int:
+    """Enroll these candidate rows; ``window``: the range of ids they were read from."""
     if not leads:
         return 0
-    known = [row.id for row in leads if row.id not in fresh]
+    known = [row.id for row in leads]
     past = entry_reads.past_enrollments(conn, known, window=window)
     types = _entry_types(campaigns)
     events = entry_reads.entry_events(conn, known, types, window=window) if types else {}
@@ -131,19 +130,27 @@ def enroll_in_transaction(conn: Connection, catalog: Catalog, lead_ids: Sequence
     return created
 
 
-def enroll_imported(conn: Connection, catalog: Catalog, emails: Sequence[str], new_emails: Collection[str],
+def enroll_imported(conn: Connection, catalog: Catalog, updated_ids: Sequence[int], inserted: tuple[int, int],
                     now: datetime) -> int:
-    """Enroll the leads an import batch just wrote, inside its transaction; ``new_emails`` were created by it, so
-    neither their enrollments nor their events need reading."""
+    """Enroll the leads an import batch just wrote, inside its transaction: the existing leads it updated
+    (``updated_ids``) and those it inserted, whose ids are in the range ``inserted`` (after, up to): read as a range
+    of the primary key, and their enrollments and events as that range of lead ids (for new leads, an index probe
+    that finds nothing), not looked up one email at a time."""
     campaigns = active_campaigns(catalog)
     if not campaigns:
         return 0
     sql = _sql(catalog, campaigns, conn.dialect)
     created = 0
-    for start in range(0, len(emails), CHUNK):
-        leads = entry_reads.leads_by_emails(conn, emails[start : start + CHUNK], sql)
-        fresh = {row.id for row in leads if row.email in new_emails}
-        created += _enroll_rows(conn, catalog, campaigns, leads, now, fresh=fresh)
+    wanted = sorted(set(updated_ids))
+    for start in range(0, len(wanted), CHUNK):
+        leads = entry_reads.leads_by_ids(conn, wanted[start : start + CHUNK], sql)
+        created += _enroll_rows(conn, catalog, campaigns, leads, now)
+    after, last = inserted
+    while after < last:
+        up_to = min(after + WINDOW, last)
+        leads = entry_reads.leads_in_range(conn, after, up_to, sql)
+        created += _enroll_rows(conn, catalog, campaigns, leads, now, window=(after, up_to))
+        after = up_to
     return created
 
 

@@ -283,13 +283,14 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
             row["tags"] = json.dumps(tags) if tags else "[]"
             row["fields"] = json.dumps(fields) if fields else "{}"
         params = list(batch.values())
+        before = lead_rows.highest_id(connection)
         lead_rows.upsert(connection, params, now, keep_unless_given=_KEEP_UNLESS_GIVEN)
         _record_stage_changes(connection, params, existing, source, now, report)
         if rules is not None and existing:
             rescore_by_email(connection, rules, sorted(existing), now)
         if catalog is not None:
-            new_emails = {email for email in batch if email not in existing}
-            report.enrolled += enroll_imported(connection, catalog, list(batch), new_emails, now)
+            report.enrolled += enroll_imported(connection, catalog, [old["id"] for old in existing.values()],
+                                               (before, lead_rows.highest_id(connection)), now)
 
 
 def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:

@@ -1,7 +1,7 @@
 """What deciding enrollment reads: the leads that may enter (narrowed in SQL by :mod:`nurture.storage.entry_sql`),
 their past enrollments and entry events, the leads whose wait to enter again ends, and the sweep's bookmarks.
 
-Every query reads one table, selected by lead ids, a range of them, or emails: a plan of the database can only read
+Every query reads one table, selected by lead ids or a range of them: a plan of the database can only read
 that table by its index or scan it once, never once per lead (there is no join to turn into a nested loop).
 """
 
@@ -31,14 +31,6 @@ def leads_by_ids(conn: Connection, lead_ids: Sequence[int], sql: EntrySql) -> li
         return []
     return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.id.in_(_IDS), sql.where).order_by(L.c.id),
                              {"ids": list(lead_ids)}))
-
-
-def leads_by_emails(conn: Connection, emails: Sequence[str], sql: EntrySql) -> list[Any]:
-    """The rows of the leads with these emails that some campaign may take, in id order."""
-    if not emails:
-        return []
-    return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.email.in_(bindparam("emails", expanding=True)),
-                                                              sql.where).order_by(L.c.id), {"emails": list(emails)}))
 
 
 def leads_in_range(conn: Connection, after_id: int, up_to_id: int, sql: EntrySql) -> list[Any]:

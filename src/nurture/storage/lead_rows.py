@@ -78,3 +78,8 @@ def insert_stage_changes(connection: Connection, changes: list[dict[str, Any]]) 
 def refresh_statistics(connection: Connection) -> None:
     """Refresh the planner's statistics of the tables an import fills (leads, their stage changes and enrollments)."""
     refresh_tables(connection, ["lead", "stage_change", "enrollment"])
+
+
+def highest_id(connection: Connection) -> int:
+    """The largest lead id (0 without leads): the leads a batch inserts next come after it."""
+    return int(connection.execute(select(func.max(L.c.id))).scalar() or 0)
