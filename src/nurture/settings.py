@@ -59,7 +59,8 @@ class Settings(BaseSettings):
         1_000_000, ge=1000, description="Characters an email part, or any string or list a template makes, may reach.",
     )
     sweep_interval: float = Field(
-        600, gt=0, description="Seconds between full enrollment sweeps (leads changed by intake or the CLI enroll at once)."
+        600, gt=0, description="Seconds between enrollment sweeps: new or edited campaigns' audiences, re-entry and recycle waits "
+        "that ended (leads enroll as they change)."
     )
     start_scoring_impact: bool = Field(
         True, description="At start-up, when scoring.yaml or sales.yaml changed, count and log the leads the change "

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
+from nurture.core.enrollment import reads_score
 from nurture.core.facts import History, LeadView
 from nurture.core.scoring import ScoreAccumulator, utc_day
 from nurture.definitions.campaign import EntryFilter
@@ -139,6 +140,7 @@ class CampaignFacts:
     entry_stages: frozenset[str]  # stages some campaign that is not paused enrolls from
     entry_events: frozenset[str]  # event types an entry filter of such a campaign reads (had_event)
     entry_filters: list[tuple[frozenset[str], EntryFilter | None]]  # each such campaign's stages and filter without had_event
+    entry_reads_score: bool = False  # an entry filter of such a campaign tests the score: a new score may let a lead in
 
 
 def campaign_facts(catalog: Catalog) -> CampaignFacts:
@@ -165,4 +167,5 @@ def _build_campaign_facts(catalog: Catalog) -> CampaignFacts:
         entry_events=frozenset(t for c in active if c.entry.where and c.entry.where.had_event
                                for t in c.entry.where.had_event),
         entry_filters=filters,
+        entry_reads_score=any(reads_score(c) for c in active),
     )

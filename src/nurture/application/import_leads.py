@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nurture.application.enroll import enroll_imported
 from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
 from nurture.core.facts import LeadView
@@ -38,10 +39,12 @@ from nurture.core.lead_fields import (
 )
 from nurture.core.lifecycle import StageNotApplied, outside_stage_refusal
 from nurture.core.scoring import score_without_events
+from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage import lead_rows
 from nurture.storage.database import transaction
+from nurture.storage.entry_reads import forget_audiences
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
     from sqlalchemy.engine import Connection, Engine
@@ -63,6 +66,7 @@ class ImportReport:
     """The line of an email's last row -> the earlier lines with that email, skipped."""
     stage_not_applied: dict[str, list[int]] = field(default_factory=dict)
     """Why a row's stage was not applied (:attr:`nurture.core.lifecycle.StageNotApplied.message`) -> its lines."""
+    enrolled: int = 0  # enrollments started (with a catalog)
 
     @property
     def imported(self) -> int:
@@ -141,12 +145,16 @@ def import_leads_csv(
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int = 5000,
     rules: ScoringRules | None = None,
+    catalog: Catalog | None = None,
 ) -> ImportReport:
     """Import the leads of a CSV file (UTF-8, header on line 1); ``on_progress(bytes_done, bytes_total)`` is called
     after every batch. Bad rows are reported with their line number in the file; the others are imported. With
     scoring ``rules``, each imported lead's stored score is brought up to date in the same transaction (its fields
-    give fit points; campaign conditions and entry filters read the stored score). Each batch is dated by ``clock``
-    when it is written.
+    give fit points; campaign conditions and entry filters read the stored score). With a ``catalog``, each batch's
+    leads are enrolled in the campaigns they may enter, in the batch's transaction (without one, the worker's next
+    enrollment sweep considers every lead). Each batch is dated by ``clock``
+    when it is written. The planner's statistics of the tables it fills are refreshed as they grow and at the end
+    (PostgreSQL: :func:`nurture.storage.lead_rows.refresh_statistics`).
 
     Known columns: email, first_name, last_name, company, title, industry, company_size, country, timezone,
     stage, tags (``;``-separated), owner, source, medium, source_campaign (or ``utm_source``, ``utm_medium``,
@@ -163,6 +171,7 @@ def import_leads_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     report = ImportReport()
+    statistics = _Statistics(engine)
     with handle:
         rows = _Rows(handle)
         columns = _Columns.from_header(path, rows.header)
@@ -185,12 +194,17 @@ def import_leads_csv(
             row["line"] = line
             batch[email] = row
             if len(batch) >= batch_size:
-                _write_batch(engine, batch, path.name, report, clock(), rules)
+                _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
                 batch = {}
+                statistics.after_batch(report.imported)
                 if on_progress:
                     on_progress(rows.lines.bytes_read, total)
         if batch:
-            _write_batch(engine, batch, path.name, report, clock(), rules)
+            _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
+    statistics.at_end(report.imported)
+    if catalog is None and report.imported:
+        with transaction(engine) as connection:  # not enrolled here: the worker's next sweep considers every lead
+            forget_audiences(connection)
     if on_progress:
         on_progress(total, total)
     return report
@@ -279,8 +293,35 @@ def _clean_row_email(cell: str) -> str:
     return clean_email(cell)
 
 
+class _Statistics:
+    """When to refresh the planner's statistics during an import: each time the leads it wrote doubled (from
+    :data:`FIRST_REFRESH` on), so the plans of its later batches (and of everything after it) see the rows as they
+    are, for a few refreshes in all; and once at the end."""
+
+    FIRST_REFRESH = 20_000
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.next_at = self.FIRST_REFRESH
+        self.refreshed_at = 0
+
+    def after_batch(self, written: int) -> None:
+        if written >= self.next_at:
+            self._refresh(written)
+            self.next_at = 2 * written
+
+    def at_end(self, written: int) -> None:
+        if written > self.refreshed_at:
+            self._refresh(written)
+
+    def _refresh(self, written: int) -> None:
+        with transaction(self.engine) as connection:
+            lead_rows.refresh_statistics(connection)
+        self.refreshed_at = written
+
+
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
-                 rules: ScoringRules | None = None) -> None:
+                 rules: ScoringRules | None = None, catalog: Catalog | None = None) -> None:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own, and so
@@ -310,10 +351,14 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
             row["tags"] = json.dumps(tags) if tags else "[]"
             row["fields"] = json.dumps(fields) if fields else "{}"
         params = list(batch.values())
+        before = lead_rows.highest_id(connection)
         lead_rows.upsert(connection, params, now, keep_unless_given=_KEEP_UNLESS_GIVEN)
         _record_stage_changes(connection, params, existing, source, now, report)
         if rules is not None and existing:
             rescore_by_email(connection, rules, sorted(existing), now)
+        if catalog is not None:
+            report.enrolled += enroll_imported(connection, catalog, [old["id"] for old in existing.values()],
+                                               (before, lead_rows.highest_id(connection)), now)
 
 
 def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:

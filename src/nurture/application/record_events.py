@@ -75,8 +75,7 @@ log = logging.getLogger(__name__)
 SUPPRESSION_REASONS = {UNSUBSCRIBE: "unsubscribed", BOUNCE: "bounced", COMPLAINT: "spam_complaint"}
 """Event types that stop all email to the lead, and the end reason their enrollments get."""
 
-RETRIES = 3
-"""Attempts at a transaction that PostgreSQL failed to break a deadlock or serialization conflict."""
+RETRIES = 3  # attempts at a transaction PostgreSQL failed to break a deadlock or serialization conflict
 
 
 class EventBatch:
@@ -406,14 +405,15 @@ class EventBatch:
             self._attributions = []
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
-        """Leads that may enter a campaign now: created, moved to another stage, or with a new event of a type an
-        entry filter reads (``had_event``); and, unless promoted in this batch, passing some campaign's stage and
-        lead-field filters (what enrolling would check first). Other events change nothing that entry depends on:
-        no enrollment work for them."""
+        """Leads that may enter a campaign now (created, moved to another stage, with a new event of a type an entry
+        filter reads, or a new score a filter tests) and, unless promoted here, passing some campaign's stage and
+        lead-field filters. Other events change nothing that entry depends on."""
         entry_stages, entry_events = self.campaigns.entry_stages, self.campaigns.entry_events
+        on_score = self.campaigns.entry_reads_score
         return sorted(
             lead.id for lead in self.by_id.values()
-            if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events)
+            if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events
+                or (on_score and lead.score != float(lead.row.score or 0)))
             and lead.stage in entry_stages
             and lead.unsubscribed_at is None and lead.bounced_at is None
             and (lead.promoted or self._may_enter(lead))

@@ -15,8 +15,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
+from nurture.application.enroll import enroll_in_transaction
 from nurture.core import score_state
+from nurture.core.enrollment import reads_score
 from nurture.core.scoring import ScoreAccumulator, ScoreBreakdown, fit_items, half_life_seconds, score
+from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import LeadNotFound
 from nurture.storage import scores
@@ -42,12 +45,12 @@ def rescore_by_email(conn: Connection, rules: ScoringRules, emails: Sequence[str
     fields may change fit points); return how many changed."""
     changed = 0
     for rows in scores.leads_by_email(conn, emails):
-        changed += _rescore_rows(conn, rules, rows, now)
+        changed += len(_rescore_rows(conn, rules, rows, now))
     return changed
 
 
-def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], now: datetime) -> int:
-    """Store the score as of ``now`` of these lead rows where it changed; return how many. A lead's behaviour points
+def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], now: datetime) -> list[int]:
+    """Store the score as of ``now`` of these lead rows where it changed; return their ids. A lead's behaviour points
     come from its score state when it has one that can be used (:mod:`nurture.core.score_state`), from its
     scored events otherwise."""
     half_life = half_life_seconds(rules)
@@ -66,11 +69,14 @@ def _rescore_rows(conn: Connection, rules: ScoringRules, rows: Sequence[Any], no
             updates.append({"lead_id": row.id, "new_score": total})
     if updates:
         scores.store_scores(conn, updates)
-    return len(updates)
+    return [update["lead_id"] for update in updates]
 
 
-def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: int = 1000) -> int:
+def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: int = 1000,
+                catalog: Catalog | None = None) -> int:
     """Recompute every lead's stored score as of ``now`` (decay, edited rules); return how many scores changed.
+    With a ``catalog`` whose entry filters test the score, the leads whose score changed are enrolled where they now
+    may enter, in the same transaction.
 
     Runs in short transactions of ``chunk`` leads, so intake is never blocked for long; leads that intake holds at
     that moment are skipped (intake rescores them itself). Promotion is left to the lead's next event or update:
@@ -78,13 +84,17 @@ def rescore_all(engine: Engine, rules: ScoringRules, now: datetime, *, chunk: in
     """
     changed = 0
     last_id = 0
+    enroll_on_score = [c.id for c in catalog.campaigns.values() if reads_score(c)] if catalog is not None else []
     while True:
         with transaction(engine) as conn:
             rows = scores.leads_after(conn, last_id, chunk)
             if not rows:
                 break
             last_id = rows[-1].id
-            changed += _rescore_rows(conn, rules, rows, now)
+            ids = _rescore_rows(conn, rules, rows, now)
+            changed += len(ids)
+            if ids and enroll_on_score and catalog is not None:
+                enroll_in_transaction(conn, catalog, ids, now, campaign_ids=enroll_on_score)
         if len(rows) < chunk:
             break
     log.info("rescored leads: %d score(s) changed", changed)

@@ -4,8 +4,8 @@
 (``rejection_reason`` always), a ``sales_feedback`` engagement event whose stored points are the reason's score
 adjustment (so the score breakdown explains it, and every later rescoring keeps it), the recomputed score, the
 ``recycle_at`` gate of :mod:`nurture.core.enrollment`, and a ``lead.accepted`` / ``lead.rejected`` outbox row for
-the CRM. After the commit the lead is enrolled in whatever campaign it now matches (a recycle campaign, at once when the
-reason sets no delay).
+the CRM. In the same transaction the lead is enrolled in whatever campaign it now matches (a recycle campaign, at once
+when the reason sets no delay; after it, by the enrollment sweep, when it sets one).
 
 A promotion (the stage change that made the lead an SQL) gets one decision. The ``sales_feedback`` event records it,
 with the promotion's id, so repeating a decision (a retried POST, a double click on a link) returns the first result
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from nurture.application.enroll import enroll_leads
+from nurture.application.enroll import enroll_in_transaction
 from nurture.core.enrollment import RECYCLE_AT
 from nurture.core.facts import Engagement
 from nurture.core.lead_fields import FIELD_CLEANERS, normalize_email
@@ -323,7 +323,7 @@ def apply_feedback(
     email: str | None = None, lead_id: int | None = None, promotion_id: int | None = None, verdict: str,
     reason: str | None, note: str | None, actor: str, now: datetime, notify_crm: bool = True,
 ) -> FeedbackResult:
-    """Record sales' verdict on an SQL (by ``email`` or ``lead_id``) in one transaction, then enroll the lead.
+    """Record sales' verdict on an SQL (by ``email`` or ``lead_id``) and enroll the lead, in one transaction.
 
     ``verdict`` is ``accept`` (no reason; the lead becomes an opportunity) or ``reject`` with one of the configured
     reason codes. ``promotion_id`` (signed links) names the promotion the verdict is about: it must be the lead's
@@ -347,10 +347,11 @@ def apply_feedback(
         result = _apply(conn, catalog, scoring_rules, sales_rules, outcome, email=email, lead_id=lead_id,
                         promotion_id=promotion_id, verdict=verdict, code=code, note=note, via=actor, now=now,
                         notify_crm=notify_crm)
+        # a recycled (or otherwise moved) lead enters what it now matches with the verdict, in its transaction
+        enrolled = 0 if result.already else enroll_in_transaction(conn, catalog, [result.lead_id], now)
     if result.already:
         log.info("sales feedback repeated on promotion %d: nothing changed", result.promotion_id)
         return result
     log.info("sales %s lead %d (promotion %d): %s -> %s", "accepted" if verdict == ACCEPT else "rejected",
              result.lead_id, result.promotion_id, result.from_stage, result.stage)
-    enrolled = enroll_leads(engine, catalog, now, lead_ids=[result.lead_id])
     return replace(result, enrolled=enrolled)

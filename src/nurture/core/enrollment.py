@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from nurture.definitions.campaign import Campaign
@@ -46,3 +48,28 @@ def blocked(campaign: Campaign, past: Sequence[Any], now: datetime) -> bool:
         since = now - policy.after.as_timedelta()
         return any(e.ended_at is not None and e.ended_at > since for e in past)
     return bool(past)
+
+
+def reentry_delay(campaign: Campaign) -> timedelta | None:
+    """How long after an enrollment in the campaign ends the lead may enter it again (``always``: at once), or None
+    when it never may: the moment an ended enrollment lets its lead in again is ``ended_at`` plus this."""
+    policy = campaign.reentry
+    if policy.policy == "always":
+        return timedelta(0)
+    if policy.policy == "after" and policy.after is not None:
+        return policy.after.as_timedelta()
+    return None
+
+
+def audience_key(campaign: Campaign) -> str:
+    """A hash of what decides who may enter the campaign (its entry stages and filter, its re-entry policy, whether
+    it is paused), so that an edit of anything else (steps, subjects) does not enroll its audience again."""
+    decisive = campaign.model_dump(mode="json", by_alias=True, include={"entry", "reentry", "paused"})
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reads_score(campaign: Campaign) -> bool:
+    """Whether the campaign's entry filter tests the lead's score (``where: {fields: {score: ...}}``): then a new
+    score alone, without a new stage, may let a lead in."""
+    where = campaign.entry.where
+    return where is not None and "score" in (where.fields or {})

@@ -128,24 +128,26 @@ def transaction(bind: Engine | Connection, *, read_only: bool = False) -> Iterat
         yield connection
 
 
-def executemany_prepared(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> None:
+def executemany_prepared(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> int:
     """Run ``statement`` for every row through the driver's executemany, without SQLAlchemy's per-row
-    parameter processing (which costs more than SQLite's insert itself).
+    parameter processing (which costs more than SQLite's insert itself); return the rows it wrote (the drivers'
+    total over the rows: sqlite3's, and psycopg's since 3.1).
 
     The values must already be what the driver takes: str, int, float or None (JSON serialized, constants such
     as timestamps written into the statement with :func:`inline_constant`). Every row has the same keys.
     """
     if not rows:
-        return
+        return 0
     compiled = statement.compile(dialect=connection.dialect, column_keys=list(rows[0]))
     if compiled.positional:
         order = compiled.positiontup or []
         if len(order) == 1:
-            connection.exec_driver_sql(compiled.string, [(row[order[0]],) for row in rows])
+            result = connection.exec_driver_sql(compiled.string, [(row[order[0]],) for row in rows])
         else:
-            connection.exec_driver_sql(compiled.string, list(map(itemgetter(*order), rows)))
+            result = connection.exec_driver_sql(compiled.string, list(map(itemgetter(*order), rows)))
     else:
-        connection.exec_driver_sql(compiled.string, rows)
+        result = connection.exec_driver_sql(compiled.string, rows)
+    return max(result.rowcount, 0)
 
 
 def display_url(engine_or_url: Engine | str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 
 from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant
+from nurture.storage.dialect import refresh_statistics as refresh_tables
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.tables import L, SC
 
@@ -87,3 +88,13 @@ def set_missing_attribution(connection: Connection, rows: list[dict[str, Any]]) 
         .values(source=bindparam("source"), medium=bindparam("medium"), source_campaign=bindparam("source_campaign")),
         rows,
     )
+
+
+def refresh_statistics(connection: Connection) -> None:
+    """Refresh the planner's statistics of the tables an import fills (leads, their stage changes and enrollments)."""
+    refresh_tables(connection, ["lead", "stage_change", "enrollment"])
+
+
+def highest_id(connection: Connection) -> int:
+    """The largest lead id (0 without leads): the leads a batch inserts next come after it."""
+    return int(connection.execute(select(func.max(L.c.id))).scalar() or 0)

@@ -12,16 +12,25 @@ LEAD_COLUMNS = LEAD_ATTRIBUTES
 
 
 def lead_view(row: Any) -> LeadView:
-    """A LeadView from a row of the lead table."""
+    """A LeadView from a row of the lead table (a result row, read through its mapping: a row's attributes cost
+    microseconds each; or anything with the columns as attributes)."""
+    values = getattr(row, "_mapping", None)
+    if values is None:
+        values = {name: getattr(row, name) for name in _VIEW_COLUMNS}
+    attributes = {name: value for name in LEAD_COLUMNS if (value := values[name]) is not None}
     return LeadView(
-        key=str(row.id),
-        email=row.email,
-        stage=row.stage,
-        score=float(row.score or 0),
-        timezone=row.timezone,
-        tags=tuple(row.tags or ()),
-        attributes={name: getattr(row, name) for name in LEAD_COLUMNS if getattr(row, name) is not None},
-        custom=dict(row.fields or {}),
-        unsubscribed=row.unsubscribed_at is not None,
-        bounced=row.bounced_at is not None,
+        key=str(values["id"]),
+        email=values["email"],
+        stage=values["stage"],
+        score=float(values["score"] or 0),
+        timezone=values["timezone"],
+        tags=tuple(values["tags"] or ()),
+        attributes=attributes,
+        custom=dict(values["fields"] or {}),
+        unsubscribed=values["unsubscribed_at"] is not None,
+        bounced=values["bounced_at"] is not None,
     )
+
+
+_VIEW_COLUMNS = ("id", "email", "stage", "score", "timezone", "tags", "fields", "unsubscribed_at", "bounced_at",
+                 *LEAD_COLUMNS)

@@ -6,7 +6,7 @@ Each function is one short transaction; none is held across rendering or network
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -186,8 +186,10 @@ def write_decisions(
     outbox: list[dict[str, Any]],
     lease: timedelta,
     owner: str,
+    then: Callable[[Connection], object] | None = None,
 ) -> list[Any]:
-    """In one transaction: create the deliveries (leased for sending), advance the enrollments, release their lease.
+    """In one transaction: create the deliveries (leased for sending), advance the enrollments, release their lease;
+    ``then`` runs last in the same transaction (the leads an update step changed are enrolled with the change).
 
     Returns the created delivery rows. A delivery whose (enrollment, step) key exists already is not created again:
     that is what makes a step send at most once per enrollment.
@@ -238,6 +240,8 @@ def write_decisions(
             _apply_lead_change(conn, change, now)
         if outbox:
             conn.execute(upsert_insert(O, conn.dialect).on_conflict_do_nothing(index_elements=["dedup_key"]), outbox)
+        if then is not None:
+            then(conn)
         return created
 
 

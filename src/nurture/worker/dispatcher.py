@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from nurture.application.compose import render_action
-from nurture.application.enroll import enroll_leads
+from nurture.application.enroll import enroll_in_transaction
 from nurture.application.variant_decisions import recorded_winners
 from nurture.clock import Clock
 from nurture.core.engine import COUNTED, Action, EnrollmentState, advance, window_opens
@@ -244,13 +244,17 @@ class Dispatcher:
             actions.update(row_actions)
             changes += row_changes
             outbox += row_outbox
+        changed = [change.lead_id for change in changes]
+
+        def enroll_changed(conn: Any) -> None:
+            # a tag or field an update step set may be another campaign's entry (a hand-off to a content stream):
+            # enrolled with the change, in its transaction
+            enroll_in_transaction(conn, self.catalog, changed, now)
+
         created = schedule.write_decisions(
             self.engine, now, enrollments=updates, deliveries=new_deliveries, lead_changes=changes, outbox=outbox,
-            lease=self.config.lease, owner=self.owner,
+            lease=self.config.lease, owner=self.owner, then=enroll_changed if changed else None,
         )
-        if changes:
-            # a tag or field an update step set may be another campaign's entry (a hand-off to a content stream)
-            enroll_leads(self.engine, self.catalog, now, lead_ids=[change.lead_id for change in changes])
         pending = []
         for delivery in created:
             action, lead_facts = actions[(delivery.enrollment_id, delivery.step_key)]

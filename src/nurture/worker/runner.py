@@ -3,7 +3,8 @@
 
 The database is the schedule, so APScheduler only runs a handful of jobs: the dispatcher (every ``poll_interval``,
 ``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the outbox, the
-handoff's digests and SLA reminders (:mod:`nurture.worker.handoff_jobs`), the enrollment sweep, and the nightly rescoring
+handoff's digests and SLA reminders (:mod:`nurture.worker.handoff_jobs`), the enrollment sweep (new or edited campaigns'
+audiences, re-entry and recycle waits that ended: :mod:`nurture.application.enroll_sweep`), and the nightly rescoring
 (score decay). Nothing per lead lives in APScheduler.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from nurture.application.apply_versions import apply_versions
-from nurture.application.enroll import enroll_leads
+from nurture.application.enroll_sweep import sweep
 from nurture.application.variant_decisions import decide_winners
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog, load_catalog
@@ -48,7 +49,7 @@ class RunOptions:
     """How ``nurture run`` behaves."""
 
     poll_interval: float = 0.5  # seconds between dispatcher looks when idle
-    sweep_interval: float = 600.0  # seconds between full enrollment sweeps (intake enrolls its own leads at once)
+    sweep_interval: float = 600.0  # seconds between enrollment sweeps (changed leads are enrolled as they change)
     max_batches_per_run: int = 20  # a dispatcher run yields after this many batches so shutdown stays prompt
     rescore_hour: int = 3  # UTC hour of the nightly rescoring (score decay)
     handoff_interval: float = 60.0  # seconds between looks for due digests and SLA reminders
@@ -101,16 +102,21 @@ class Worker:
     # -- jobs ------------------------------------------------------------------------------------------------------
 
     def start_up(self) -> int:
-        """Put edited definitions in force (as ``nurture plan`` shows them; logged, and recorded with each new
-        version), then enroll every lead that matches a campaign; return new enrollments."""
+        """Put edited definitions in force (:meth:`sync_versions`), call the A/B winners due, then sweep
+        (:meth:`sweep`) before returning; return new enrollments."""
+        self.sync_versions()
+        self.decide()
+        return self.sweep()
+
+    def sync_versions(self) -> None:
+        """Put edited definitions in force, as ``nurture plan`` shows them: logged, and recorded with each new version
+        (leads at removed steps moved, the other active enrollments re-planned)."""
         with_impact = self.settings.start_scoring_impact
         report = apply_versions(self.engine, self.catalog, self.sources, self.clock(), with_impact=with_impact)
         if not with_impact and any(f.kind in ("scoring", "sales") for f in report.files):
             log.info("scoring and sales impact not counted (NURTURE_START_SCORING_IMPACT=false)")
         for section in report.shown():
             log.info("applied: %s", "\n".join(section.lines()))  # ids, versions and counts: no personal data
-        self.decide()
-        return self.sweep()
 
     def decide(self) -> None:
         """Call and record the winner of every A/B step with ``winner:`` whose test has one (an APScheduler job);
@@ -121,11 +127,20 @@ class Worker:
             log.exception("A/B decision run failed; retrying at the next interval")
 
     def sweep(self) -> int:
-        """Enroll leads that match a campaign's entry criteria and are not enrolled yet."""
-        created = enroll_leads(self.engine, self.catalog, self.clock())
-        if created:
-            log.info("enrolled %d lead(s)", created)
-        return created
+        """Enroll the audiences of new or edited campaigns and the leads whose wait to enter (again) ended since the
+        last sweep (leads that change are enrolled as they change); return new enrollments. A stop request cuts an
+        audience short between two ranges of leads: the next start-up takes it up again."""
+        try:
+            report = sweep(self.engine, self.catalog, self.clock(), stopping=self._stop.is_set)
+        except Exception:
+            log.exception("enrollment sweep failed; retrying at the next interval")
+            return 0
+        if report.audiences:
+            log.info("enrollment sweep: %d lead(s) enrolled in the audiences of %s%s", report.audience_enrolled,
+                     ", ".join(report.audiences), "" if report.finished else " (stopped before the end)")
+        if report.due_enrolled:
+            log.info("enrollment sweep: %d lead(s) enrolled whose wait to enter ended", report.due_enrolled)
+        return report.enrolled
 
     def dispatch(self) -> None:
         """One dispatcher run (an APScheduler job): drain a bounded number of batches."""
@@ -171,7 +186,7 @@ class Worker:
         """Recompute stored scores (decay); safe to run on every worker."""
         from nurture.application.rescore import rescore_all
 
-        changed = rescore_all(self.engine, self.scoring, self.clock())
+        changed = rescore_all(self.engine, self.scoring, self.clock(), catalog=self.catalog)
         log.info("rescored: %d score(s) changed", changed)
         return changed
 
@@ -190,8 +205,9 @@ class Worker:
     # -- the service -----------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Enroll, then start the periodic jobs in background threads."""
-        self.start_up()
+        """Put edited definitions in force, then start the periodic jobs in background threads; the first enrollment sweep
+        runs at once, beside the dispatcher (a new campaign's audience is enrolled while due emails go out)."""
+        self.sync_versions()
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         # APScheduler runs on wall-clock time, whatever clock the jobs decide with: "now" to it is the wall clock's
@@ -202,8 +218,10 @@ class Worker:
                           next_run_time=started, **common)
         scheduler.add_job(self.remind, "interval", seconds=self.options.handoff_interval, id="handoff",
                           next_run_time=started, **common)
-        scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep", **common)
-        scheduler.add_job(self.decide, "interval", seconds=self.options.decide_interval, id="decide", **common)
+        scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep",
+                          next_run_time=started, **common)
+        scheduler.add_job(self.decide, "interval", seconds=self.options.decide_interval, id="decide",
+                          next_run_time=started, **common)
         scheduler.add_job(self.rescore, "cron", hour=self.options.rescore_hour, minute=0, id="rescore", **common)
         if self.processes is not None:
             self.processes.start()

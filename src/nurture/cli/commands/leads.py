@@ -33,23 +33,20 @@ def _scoring_rules() -> Any:
     return rules
 
 
-def _enroll(engine: Any, lead_ids: list[int] | None, now: datetime) -> None:
-    """Enroll the leads in the campaigns they match at ``now``, so a running worker sends at once (not at its next
-    sweep)."""
-    from nurture.application.enroll import enroll_leads
+def _campaigns() -> Any:
+    """The campaigns to enroll leads in as they are written, so a running worker sends at once; None (with a word on
+    stderr when they have problems) when there are none to use: the worker's next sweep then considers every lead."""
     from nurture.definitions.loader import load_catalog
 
     settings = get_settings()
     if not settings.campaigns_dir.is_dir():
-        return
+        return None
     catalog = load_catalog(settings.campaigns_dir, settings.templates_dir)
     if catalog.problems:
         typer.echo("not enrolled yet: the campaigns have problems (run `nurture check`); "
                    "`nurture run` enrolls them once they are fixed", err=True)
-        return
-    created = enroll_leads(engine, catalog, now, lead_ids)
-    if created:
-        typer.echo(f"{created} enrollment(s) started")
+        return None
+    return catalog
 
 
 @leads_app.command("import")
@@ -70,11 +67,12 @@ def import_command(
     valid row.
     """
     from nurture.application.import_leads import import_leads_csv
-    from nurture.cli.app import clock, read_clock
+    from nurture.cli.app import clock
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
     rules = _scoring_rules()
+    catalog = _campaigns()
     try:
         size = file.stat().st_size if file.is_file() else 0
         if size >= PROGRESS_FROM_BYTES:
@@ -86,11 +84,9 @@ def import_command(
                     done[0] = bytes_done
 
                 report = import_leads_csv(engine, file, clock=clock, on_progress=advance, batch_size=batch_size,
-                                          rules=rules)
+                                          rules=rules, catalog=catalog)
         else:
-            report = import_leads_csv(engine, file, clock=clock, batch_size=batch_size, rules=rules)
-        if report.imported:
-            _enroll(engine, None, read_clock())  # a later moment: a large file takes minutes to import
+            report = import_leads_csv(engine, file, clock=clock, batch_size=batch_size, rules=rules, catalog=catalog)
     finally:
         engine.dispose()
     for line, problem in report.rejected:
@@ -101,6 +97,8 @@ def import_command(
                    err=True)
     skipped = f", {report.skipped} skipped (repeated emails)" if report.repeated else ""
     typer.echo(f"{file}: {report.inserted} new, {report.updated} updated, {len(report.rejected)} rejected{skipped}")
+    if report.enrolled:
+        typer.echo(f"{report.enrolled} enrollment(s) started")
     if report.mql_lead_ids:
         typer.echo(f"{len(report.mql_lead_ids)} leads entered the mql stage")
     if report.stage_not_applied:
@@ -153,23 +151,33 @@ def add_command(
     )
     data: dict[str, Any] = {"email": email, **{key: value for key, value in given.items() if value is not None}}
     data["fields"] = dict(_key_value(item) for item in fields or [])
+    from nurture.application.enroll import enroll_in_transaction
     from nurture.application.lead_input import upsert_lead
     from nurture.cli.app import read_clock
     from nurture.storage.database import session
+    from nurture.storage.entry_reads import forget_audiences
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)
+    catalog = _campaigns()
     now = read_clock()
     try:
         with session(engine) as db:
             written = upsert_lead(db, data, actor="cli", now=now)
             lead = written.lead
-        assert lead.id is not None  # flushed by upsert_lead
+            assert lead.id is not None  # flushed by upsert_lead
+            # enrolled with the change, in its transaction (without campaigns, by the worker's next sweep)
+            if catalog is not None:
+                created = enroll_in_transaction(db.connection(), catalog, [lead.id], now)
+            else:
+                created = 0
+                forget_audiences(db.connection())
         typer.echo(f"{'added' if written.created else 'updated'} lead {lead.email} (id {lead.id}, stage {lead.stage})")
         if written.stage_not_applied is not None:
             typer.echo(f"stage not applied: {written.stage_not_applied.message} (to set it anyway: "
                        f"nurture leads stage {lead.email} {written.stage_not_applied.given} --reason ...)", err=True)
-        _enroll(engine, [lead.id], read_clock())  # after the commit, as enrolling reads the lead
+        if created:
+            typer.echo(f"{created} enrollment(s) started")
     finally:
         engine.dispose()
 
