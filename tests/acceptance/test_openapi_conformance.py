@@ -76,7 +76,7 @@ def server() -> Iterator[HttpServer]:
     _Served.app.state.intake.close()
 
 
-@pytest.mark.slow  # about a minute: part of the default run (and CI's); `-m "not slow"` leaves it out
+@pytest.mark.slow  # about a minute: left out of the default run; `pytest -m slow` (and CI) runs it
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_route_answers_as_its_openapi_document_says(case, server):
