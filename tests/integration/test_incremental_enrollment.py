@@ -317,3 +317,17 @@ def test_an_audience_cut_short_by_a_shutdown_is_taken_up_again_at_the_next_sweep
     assert again.finished and again.audiences == ["tagged"] and again.audience_enrolled == 2
     assert sweep(world.engine, world.catalog, world.clock()).audiences == []
     world.nothing_missed()
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["new-lead", "existing-lead"])
+def test_a_source_given_by_an_event_s_utm_properties_enrolls_the_lead(make_world, known: bool) -> None:
+    world = make_world({"google": campaign("google", "{stage: [lead, mql], where: {fields: {source: google}}}")})
+    if known:
+        world.save(email="ada@example.com", stage="lead")
+        assert world.enrolled("ada@example.com") == []
+        world.clock.advance(hours=1)
+    record_events(world.engine, world.catalog, world.rules,
+                  [EventIn(email="ada@example.com", type="page_view", properties={"utm_source": "google"})],
+                  now=world.clock(), actor="api")
+    assert world.enrolled("ada@example.com") == [("google", "active")]
+    world.nothing_missed()

@@ -40,6 +40,7 @@ class BatchLead:
     fit: list[Any] | None = None  # the fit items: they depend on the lead's fields, which a batch does not change
     stage_changed: bool = False
     promoted: bool = False  # moved to sql in this batch (promotion also sets the owner)
+    source_given: bool = False  # its acquisition source came from an event of this batch (entry filters may test it)
     dirty: bool = False
     attributed: bool = False  # its acquisition was looked for in this batch's events already
     _base: LeadView | None = None

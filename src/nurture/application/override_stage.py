@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from nurture.application.enroll import enroll_leads
+from nurture.application.enroll import enroll_in_transaction
 from nurture.core.lead_fields import clean_stage, clean_text, normalize_email
 from nurture.definitions.loader import Catalog
 from nurture.errors import InvalidInput, LeadNotFound
@@ -82,7 +82,7 @@ def clean_override(stage: str, reason: str) -> tuple[str, str]:
 def override_stage(engine: Engine, catalog: Catalog, *, email: str, stage: str, reason: str,
                    now: datetime) -> StageOverride:
     """Set the lead's stage to ``stage`` whatever it is now, with ``reason`` in its history (actor ``admin``), and
-    follow it as any stage change: exits now, enrollment after the commit.
+    follow it as any stage change: exits and enrollment in the same transaction.
 
     Raises :class:`InvalidInput` for an unknown stage or a missing, multi-line or too long reason, and
     :class:`LeadNotFound`. A lead at ``stage`` already is left as it is (``changed`` False).
@@ -100,7 +100,7 @@ def override_stage(engine: Engine, catalog: Catalog, *, email: str, stage: str, 
         store.update_lead(conn, lead.id, {"stage": stage, "stage_changed_at": now, "updated_at": now})
         exits = [c.id for c in catalog.campaigns.values() if stage in c.exit.stages]
         exited = exit_enrollments(conn, lead.id, f"stage:{stage}", now, campaign_ids=exits) if exits else 0
+        enrolled = enroll_in_transaction(conn, catalog, [lead.id], now)  # with the change, in its transaction
     log.warning("lead %d: stage overridden by an admin, %s -> %s (%d enrollment(s) exited); the reason is in its "
                 "stage history", result.lead_id, result.from_stage, stage, exited)
-    enrolled = enroll_leads(engine, catalog, now, lead_ids=[result.lead_id])
     return replace(result, exited=exited, enrolled=enrolled)

@@ -271,6 +271,7 @@ class EventBatch:
         lead.recorded_types.add(event.type)
         if (acquisition := lead.acquisition_from(engagement.properties)) is not None:
             self._attributions.append(acquisition)
+            lead.source_given = True
         lead.add_scored(event.type, at, points)
         kind = event.type  # a soft bounce that reaches the policy's limit suppresses as a bounce does
         if kind == SOFT_BOUNCE and lead.bounced_at is None and self._soft_bounces_suppress(lead.id, at):
@@ -406,17 +407,16 @@ class EventBatch:
 
     def to_enroll(self, *, include_unchanged: bool = False) -> list[int]:
         """Leads that may enter a campaign now (created, moved to another stage, with a new event of a type an entry
-        filter reads, or a new score a filter tests) and, unless promoted here, passing some campaign's stage and
+        filter reads, a new score or source a filter tests) and, unless promoted here, passing some campaign's stage and
         lead-field filters. Other events change nothing that entry depends on."""
         entry_stages, entry_events = self.campaigns.entry_stages, self.campaigns.entry_events
         on_score = self.campaigns.entry_reads_score
         return sorted(
             lead.id for lead in self.by_id.values()
             if (include_unchanged or lead.created or lead.stage_changed or lead.recorded_types & entry_events
-                or (on_score and lead.score != float(lead.row.score or 0)))
-            and lead.stage in entry_stages
-            and lead.unsubscribed_at is None and lead.bounced_at is None
-            and (lead.promoted or self._may_enter(lead))
+                or lead.source_given or (on_score and lead.score != float(lead.row.score or 0)))
+            and lead.stage in entry_stages and lead.unsubscribed_at is None and lead.bounced_at is None
+            and (lead.promoted or lead.source_given or self._may_enter(lead))  # source_given: its row is stale
         )
 
     def _may_enter(self, lead: BatchLead) -> bool:

@@ -51,7 +51,7 @@ def save_lead(
     ``stage_not_applied``, never an error. Then the new score, fit points included, may promote the lead (to MQL;
     with ``sales`` rules to SQL, or disqualify it, as :func:`nurture.application.record_events.record_events`
     does). A stage that a campaign exits on ends that enrollment at once.
-    After the commit the lead is enrolled in every campaign it now matches.
+    The lead is enrolled in every campaign it now matches, in the same transaction.
     """
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
