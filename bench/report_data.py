@@ -9,7 +9,9 @@ It writes straight into a migrated database (bulk inserts, explicit ids) and ret
     .venv/bin/python bench/report_data.py --leads 1000000 --events 10000000 \
         --database-url postgresql://postgres@127.0.0.1:5432/bench_report
 
-Deterministic for a seed. Leads are created over ``--months`` whole months ending at NOW (2026-04-01 00:00 UTC).
+Deterministic for a seed. Leads are created over ``--months`` whole months ending at NOW (2026-04-01 00:00 UTC). On
+PostgreSQL the command writes with the triggers off (``session_replication_role = replica``) and counts the rollups
+once at the end, as ``nurture db rebuild-rollups`` does (what the triggers would have kept: ``tests/integration/test_rollups.py``).
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def generate(engine: Engine, *, leads: int, events: int, months: int = 3, seed: 
                            score=0.0, owner=lead.owner, source=lead.source,
                            medium=next((s[1] for s in SOURCES if s[0] == lead.source), None),
                            source_campaign=lead.source_campaign, created_at=lead.created_at, updated_at=lead.created_at,
-                           stage_changed_at=lead.created_at))
+                           stage_changed_at=max(t for t in (lead.created_at, lead.mql_at, lead.sql_at,
+                                                            lead.decided_at, lead.customer_at) if t)))
         w.add("stage_change", dict(lead_id=lead.id, from_stage=None, to_stage="lead", at=lead.created_at, reason="",
                                    actor="import"))
         if lead.mql_at:
@@ -259,8 +262,18 @@ def main() -> None:
         from sqlalchemy import event
 
         event.listen(engine, "connect", lambda dbapi, _record: dbapi.execute("PRAGMA synchronous=OFF"))
+    if engine.dialect.name == "postgresql":  # no trigger per row: the rollups are counted once at the end
+        from sqlalchemy import event
+
+        event.listen(engine, "connect", lambda dbapi, _record: dbapi.execute("SET session_replication_role = replica"))
     started = time.perf_counter()
     truth = generate(engine, leads=args.leads, events=args.events, months=args.months, progress=True)
+    if engine.dialect.name == "postgresql":
+        from nurture.storage.database import transaction
+        from nurture.storage.rollups import rebuild
+
+        with transaction(make_engine(args.database_url)) as conn:  # a new engine: its triggers fire again
+            print(f"  rollups counted: {rebuild(conn)}", file=sys.stderr)
     print(f"wrote {args.leads:,} leads, {truth.events:,} events, {truth.deliveries:,} emails in "
           f"{time.perf_counter() - started:.0f} s")
 

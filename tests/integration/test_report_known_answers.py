@@ -3,9 +3,10 @@ generator says it wrote, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from nurture.application.report import build_report
 from nurture.definitions.spend import SpendEntry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from report_data import NOW, Truth, generate
+from report_data import NOW, RULES, Truth, generate
 
 JAN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 MID_MARCH = datetime(2026, 3, 16, tzinfo=timezone.utc)
@@ -67,6 +68,44 @@ def test_funnel_velocity_and_sales_match_the_generated_leads(engine: Engine, wor
                         for owner in {lead.owner for lead in decided}}
     # every rejected SQL had been nurtured by the generator's campaign
     assert {r["campaign"] for r in sales["rejections_by_campaign"]} == {"bench-nurture"}
+    rules = {rule.split(": ")[0] for rule in RULES}
+    assert {r["rule"]: (r["accepted"], r["rejected"]) for r in sales["acceptance_by_rule"]} == {
+        rule: (sum(1 for lead in decided if lead.rule.startswith(rule + ": ") and lead.accepted),
+               sum(1 for lead in decided if lead.rule.startswith(rule + ": ") and not lead.accepted))
+        for rule in rules}
+    # time to SQL, from each SQL's own MQL time
+    waits = [(lead.sql_at - lead.mql_at).total_seconds() / 3600 for lead in sqls if lead.sql_at and lead.mql_at]
+    cuts = statistics.quantiles(waits, n=20, method="inclusive")
+    assert funnel["median_hours_mql_to_sql"] == velocity["time_to_sql"]["median_hours"] == round(
+        statistics.median(waits), 2)
+    assert (velocity["time_to_sql"]["p25_hours"], velocity["time_to_sql"]["p90_hours"]) == (
+        round(cuts[4], 2), round(cuts[17], 2))
+    # the queue, aged from when each lead became an SQL
+    ages: dict[str, list[float]] = {}
+    for lead in waiting:
+        ages.setdefault(lead.owner, []).append((NOW - lead.sql_at).total_seconds() / 3600)
+    assert {o["owner"]: (o["median_age_hours"], o["oldest_hours"]) for o in sales["queue_by_owner"]} == {
+        owner: (round(statistics.median(found), 1), round(max(found), 1)) for owner, found in ages.items()}
+    oldest = sorted(waiting, key=lambda lead: (lead.sql_at, lead.id))[0]
+    assert sales["longest_waiting"][0]["lead_id"] == oldest.id
+    assert sales["longest_waiting"][0]["rule"] == oldest.rule.split(": ")[0]
+
+
+def test_part_days_and_one_campaign_count_as_whole_days_do(engine: Engine, world: Truth) -> None:
+    """The period's part days come from the rows and its whole days from the rollups; a campaign's report comes
+    from the rows alone: all three agree with the generated leads (every SQL of the generator was nurtured)."""
+    since, until = JAN + timedelta(hours=9, minutes=30), NOW - timedelta(hours=7)
+    decided = [lead for lead in world.leads if _in(lead.decided_at, since, until)]
+    sqls = [lead for lead in world.leads if _in(lead.sql_at, since, until)]
+    waits = [(lead.sql_at - lead.mql_at).total_seconds() / 3600 for lead in sqls if lead.sql_at and lead.mql_at]
+    for campaign in (None, "bench-nurture"):
+        data = build_report(engine, since=since, until=until, now=NOW, campaign=campaign).to_json()
+        sales = data["sales"]
+        assert {r["reason"]: r["rejected"] for r in sales["rejection_reasons"]} == Counter(
+            lead.reason for lead in decided if not lead.accepted), campaign
+        assert sum(o["accepted"] for o in sales["acceptance_by_owner"]) == sum(1 for lead in decided if lead.accepted)
+        assert data["velocity"]["time_to_sql"]["sqls"] == len(sqls)
+        assert data["velocity"]["time_to_sql"]["median_hours"] == round(statistics.median(waits), 2)
 
 
 def test_cost_per_lead_and_cac_per_source_match_the_spend_written(engine: Engine, world: Truth) -> None:

@@ -25,7 +25,7 @@ from nurture.storage.database import make_engine, transaction
 from nurture.storage.dialect import trigger_names
 from nurture.storage.migrate import upgrade
 from nurture.storage.rollups import rebuild, snapshot
-from nurture.storage.tables import D, L, RD, RL, RM
+from nurture.storage.tables import D, E, L, RD, RL, RM, RS, RX
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from report_data import generate
@@ -33,7 +33,8 @@ from report_data import generate
 T = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 TRIGGERS = {"rollup_lead_insert", "rollup_lead_update", "rollup_stage_change_insert", "rollup_delivery_insert",
             "rollup_delivery_update", "rollup_engagement_event_insert", "rollup_enrollment_insert",
-            "rollup_enrollment_update", "rollup_step_outcome_insert"}
+            "rollup_enrollment_update", "rollup_step_outcome_insert", "rollup_sql_insert", "rollup_decision_insert",
+            "rollup_decision_owner"}
 
 CSV = """email,first_name,stage,utm_source,utm_medium,utm_campaign
 new1@example.com,New,mql,google,cpc,spring
@@ -58,7 +59,7 @@ def test_the_rollups_kept_by_the_write_paths_equal_the_rollups_rebuilt(engine: E
     later = history.now + timedelta(hours=1)
     csv = tmp_path / "leads.csv"
     csv.write_text(CSV.format(known=email(3)), encoding="utf-8")  # two new leads; drip3 gets its source from the file
-    report = import_leads_csv(engine, csv, clock=lambda: later, rules=rules)
+    report = import_leads_csv(engine, csv, clock=lambda: later, rules=rules, catalog=catalog)  # enrolls new1
     assert (report.inserted, report.updated, report.rejected) == (2, 1, [])
     apply_feedback(engine, catalog, rules, sales, email=email(2), verdict="accept", reason=None, note=None,
                    actor="api", now=later + timedelta(hours=1))
@@ -75,9 +76,30 @@ def test_the_rollups_kept_by_the_write_paths_equal_the_rollups_rebuilt(engine: E
         EventIn(second.email, "email_click", occurred_at=at, delivery_id=second.id),
     ], now=at, actor="api", sales=sales)
 
+    # a second SQL, promoted while nurtured and rejected by hand with a note; then the accepted lead changes owner
+    nurtured = "new1@example.com"  # imported as an MQL above, so enrolled in the drip
+    with engine.connect() as conn:
+        assert conn.execute(select(E.c.campaign_id).join(L, L.c.id == E.c.lead_id)
+                            .where(L.c.email == nurtured, E.c.status == "active")).scalars().all() == ["drip"]
+    record_events(engine, catalog, rules, [EventIn(nurtured, "demo_request", occurred_at=at)], now=at, actor="api",
+                  sales=sales)
+    override_stage(engine, catalog, email=nurtured, stage="recycled", now=at + timedelta(hours=1),
+                   reason="rejected by sales: no_budget (No budget); note: call again in May")
+    with transaction(engine) as conn:
+        conn.execute(update(L).values(owner="dana").where(L.c.email == email(2)))
+
     maintained, rebuilt = maintained_and_rebuilt(engine)
     assert maintained == rebuilt
     assert all(maintained.values()), {name: len(rows) for name, rows in maintained.items()}  # every rollup counted
+    with engine.connect() as conn:
+        decided = conn.execute(select(RX.c.to_stage, RX.c.reason, RX.c.owner, RX.c.rule, RX.c.campaigns, RX.c.n)
+                               .where(RX.c.n != 0).order_by(RX.c.to_stage)).all()
+        waits = conn.execute(select(RS.c.wait_ms, RS.c.n).where(RS.c.n != 0)).all()
+    assert [(d.to_stage, d.owner, d.rule, d.n) for d in decided] == [
+        ("opportunity", "dana", "intent:demo_request", 1), ("recycled", "", "intent:demo_request", 1)]
+    assert decided[1].reason == "rejected by sales: no_budget (No budget)"  # the note is not a key
+    assert decided[1].campaigns == "drip"  # the campaign it was in when promoted
+    assert sum(w.n for w in waits) == 2
     with engine.connect() as conn:
         moved = conn.execute(select(RM.c.source, RM.c.n).where(RM.c.to_stage == "mql")).all()
         sent = conn.execute(select(RD.c.n, RD.c.opened, RD.c.clicked).where(RD.c.status == "sent")).all()

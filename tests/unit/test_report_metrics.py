@@ -43,6 +43,9 @@ def test_outcomes_say_which_way_a_lead_went() -> None:
 def test_rejection_codes_come_back_from_the_stage_change_reason() -> None:
     assert rejection_code("rejected by sales: no_budget (No budget this year)") == "no_budget"
     assert rejection_code("rejected by sales: bad_timing") == "bad_timing"
+    # a note of sales' follows the reason; it is never part of the code, with or without a label
+    assert rejection_code("rejected by sales: bad_timing; note: call (again) in May") == "bad_timing"
+    assert rejection_code("rejected by sales: no_budget (No budget); note: Q3") == "no_budget"
     assert rejection_code("accepted") is None
 
 

@@ -16,12 +16,12 @@ from nurture.application.holdout_lift import holdouts_of
 from nurture.application.spend import spend_entries
 from nurture.application.variant_decisions import ab_tests_of
 from nurture.core.metrics.experiments import AbTests, Holdouts
-from nurture.core.metrics.facts import Decision, Promotion, WaitingSql
+from nurture.core.metrics.facts import Decision, SqlWait, WaitingSql
 from nurture.core.metrics.funnel import build_funnel
 from nurture.core.metrics.money import build_money
 from nurture.core.metrics.periods import Window, day_start
 from nurture.core.metrics.report import Report
-from nurture.core.metrics.sales import build_sales
+from nurture.core.metrics.sales import QUEUE_LIMIT, build_sales
 from nurture.core.metrics.steps import build_steps
 from nurture.core.metrics.trends import build_trends, lvr_start
 from nurture.core.promotion import rejection_code
@@ -38,19 +38,22 @@ if TYPE_CHECKING:  # the engine type only annotates: the queries are storage's
 
 
 def _decisions(conn: Connection, window: Window) -> list[Decision]:
-    rows = q.decisions(conn, window.since, window.until, window.campaign)
-    runs: dict[int, list[tuple[str, datetime, datetime | None]]] = {}
-    for run in q.enrollments_of(conn, [r.lead_id for r in rows if r.to_stage != "opportunity"]):
-        runs.setdefault(run.lead_id, []).append((run.campaign_id, run.enrolled_at, run.ended_at))
-    found = []
-    for row in rows:
-        promoted_at = row.promoted_at
-        campaigns = tuple(sorted({c for c, start, end in runs.get(row.lead_id, [])
-                                  if promoted_at is not None and start <= promoted_at
-                                  and (end is None or end >= promoted_at)}))
-        found.append(Decision(row.lead_id, row.at, row.to_stage == "opportunity", rejection_code(row.reason or ""),
-                              row.owner, split_reason(row.promotion_reason or "")[0], campaigns))
-    return found
+    return [Decision(to_stage == "opportunity", rejection_code(reason), owner or None, _rule(rule),
+                     tuple(campaigns.split(",")) if campaigns else (), n)
+            for to_stage, reason, owner, rule, campaigns, n in
+            q.decision_counts(conn, window.since, window.until, window.campaign)]
+
+
+def _rule(head: str) -> str | None:
+    """The promotion rule of a promotion reason, from its text before the first ``: `` (None: a person's reason)."""
+    return split_reason(f"{head}: -")[0] if head else None
+
+
+def _waiting(conn: Connection, campaign: str | None) -> list[WaitingSql]:
+    """The SQLs waiting now; the rule of their promotion read only for those the queue lists one by one."""
+    rows = q.waiting_sqls(conn, campaign)
+    reasons = q.promotion_reasons(conn, [r.lead_id for r in rows[:QUEUE_LIMIT]])
+    return [WaitingSql(r.lead_id, r.owner, r.promoted_at, split_reason(reasons.get(r.lead_id, ""))[0]) for r in rows]
 
 
 def build_report(engine: Engine, *, since: datetime, until: datetime, now: datetime, catalog: Catalog | None = None,
@@ -71,9 +74,9 @@ def build_report(engine: Engine, *, since: datetime, until: datetime, now: datet
         leads = q.lead_counts(conn, since, until, campaign)
         moves = q.move_counts(conn, since, until, campaign)
         mqls = q.mql_days(conn, day_start(lvr_start(window)), until, campaign)
-        promotions = [Promotion(r.at, r.first_mql_at) for r in q.promotions(conn, since, until, campaign)]
-        waiting = [WaitingSql(r.lead_id, r.owner, r.promoted_at, split_reason(r.reason or "")[0])
-                   for r in q.waiting_sqls(conn, campaign)]
+        promotions = [SqlWait(None if wait < 0 else wait / 3_600_000, n)
+                      for wait, n in q.sql_waits(conn, since, until, campaign)]
+        waiting = _waiting(conn, campaign)
         decisions = _decisions(conn, window)
         enrollments = q.enrollment_counts(conn, since, until, campaign)
         deliveries = q.delivery_counts(conn, since, until, campaign)

@@ -28,7 +28,7 @@ from nurture.application.enroll import enroll_in_transaction
 from nurture.core.enrollment import RECYCLE_AT
 from nurture.core.facts import Engagement
 from nurture.core.lead_fields import FIELD_CLEANERS, normalize_email
-from nurture.core.promotion import ACCEPT, REJECT, FeedbackOutcome, feedback
+from nurture.core.promotion import ACCEPT, NOTE, REJECT, FeedbackOutcome, feedback
 from nurture.core.scoring import ScoreBreakdown, score
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
@@ -282,7 +282,7 @@ def _apply(conn: Connection, catalog: Catalog, scoring_rules: ScoringRules, sale
     engagement = Engagement(SALES_FEEDBACK, now)
     after = score(scoring_rules, after_view, [*history, (engagement, points)] if points else history, now)
 
-    history_reason = outcome.reason if verdict == ACCEPT or note is None else f"{outcome.reason}; note: {note}"
+    history_reason = outcome.reason if verdict == ACCEPT or note is None else f"{outcome.reason}{NOTE}{note}"
     stage_change_id = store.insert_stage_change(
         conn, lead_id=lead.id, from_stage=lead.stage, to_stage=outcome.stage, at=now, reason=history_reason,
         actor="sales")

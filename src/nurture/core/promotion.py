@@ -214,15 +214,17 @@ def reject_reasons(rules: SalesRules) -> list[str]:
 
 
 REJECTED_BY_SALES = "rejected by sales: "
+NOTE = "; note: "
+"""What follows a decision's reason in its stage change when sales wrote a note."""
 """How the stage change of a rejection begins; the reason code follows (then its label in parentheses)."""
 
 
 def rejection_code(history_reason: str) -> str | None:
-    """The reject reason code of a rejection's stage change (``rejected by sales: no_budget (No budget)`` ->
-    ``no_budget``); None for another stage change."""
+    """The reject reason code of a rejection's stage change (``rejected by sales: no_budget (No budget); note: ...``
+    -> ``no_budget``); None for another stage change."""
     if not history_reason.startswith(REJECTED_BY_SALES):
         return None
-    return history_reason[len(REJECTED_BY_SALES):].split(" (", 1)[0].strip() or None
+    return history_reason[len(REJECTED_BY_SALES):].split(NOTE, 1)[0].split(" (", 1)[0].strip() or None
 
 
 def feedback(rules: SalesRules, verdict: str, reason: str | None) -> FeedbackOutcome:

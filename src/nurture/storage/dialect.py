@@ -235,6 +235,29 @@ def utc_day_sql(column: str, dialect: Dialect) -> str:
     return f"substr({column}, 1, 10)"
 
 
+def millis_between_sql(start: str, end: str, dialect: Dialect) -> str:
+    """SQL text for the whole milliseconds from one timestamp to another (NULL when either is)."""
+    if dialect.name == "postgresql":
+        return f"CAST(round(EXTRACT(EPOCH FROM ({end} - {start})) * 1000) AS bigint)"
+    return f"CAST(round((julianday({end}) - julianday({start})) * 86400000) AS INTEGER)"
+
+
+def text_before_sql(value: str, separator: str, dialect: Dialect) -> str:
+    """SQL text for ``value`` up to the first ``separator`` (a literal without quotes), or all of it without one."""
+    if dialect.name == "postgresql":
+        return f"split_part({value}, '{separator}', 1)"
+    return (f"CASE WHEN instr({value}, '{separator}') > 0 THEN substr({value}, 1, instr({value}, '{separator}') - 1) "
+            f"ELSE {value} END")
+
+
+def joined_sql(column: str, from_where: str, dialect: Dialect) -> str:
+    """SQL text for a scalar subquery: the distinct values of ``column`` in ``FROM ... WHERE ...``, sorted and joined
+    with commas (NULL when there is none)."""
+    if dialect.name == "postgresql":
+        return f"(SELECT string_agg(DISTINCT {column}, ',' ORDER BY {column}) {from_where})"
+    return f"(SELECT group_concat(v, ',') FROM (SELECT DISTINCT {column} AS v {from_where} ORDER BY v))"
+
+
 def row_trigger(dialect: Dialect, name: str, table: str, event: str, when: str, statements: list[str]) -> list[str]:
     """The DDL of an ``AFTER event ON table FOR EACH ROW WHEN (when)`` trigger running ``statements`` (SQL both
     databases accept, reading ``NEW``/``OLD``): SQLite's trigger body, or a PL/pgSQL function and its trigger."""

@@ -374,3 +374,30 @@ class RollupOutcomeDay(SQLModel, table=True):
     outcome: str = Field(primary_key=True)
     detail: str = Field(primary_key=True)
     n: int = Field(sa_type=BigInteger)
+
+
+class RollupSqlDay(SQLModel, table=True):
+    """Moves to ``sql`` per UTC day and wait: the whole milliseconds since the lead's first move to ``mql`` before it
+    (-1: none), for the time-to-SQL distribution (migration 0007_sales_rollup)."""
+
+    __tablename__ = "rollup_sql_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    wait_ms: int = Field(sa_type=BigInteger, primary_key=True)
+    n: int = Field(sa_type=BigInteger)
+
+
+class RollupDecisionDay(SQLModel, table=True):
+    """Sales' decisions (moves from ``sql`` to opportunity, recycled or disqualified) per UTC day: the stage, the
+    reason without its note, the lead's owner now, the rule of the promotion decided (the text before its first
+    ``: ``), and, for a rejection, the nurture campaigns the lead was in when promoted (sorted, comma-joined)."""
+
+    __tablename__ = "rollup_decision_day"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    to_stage: str = Field(primary_key=True)
+    reason: str = Field(primary_key=True)
+    owner: str = Field(primary_key=True)
+    rule: str = Field(primary_key=True)
+    campaigns: str = Field(primary_key=True)
+    n: int = Field(sa_type=BigInteger)

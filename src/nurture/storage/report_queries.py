@@ -20,7 +20,7 @@ from sqlalchemy import and_, case, exists, func, select, true
 from sqlalchemy.engine import Connection
 
 from nurture.core.metrics.facts import DeliveryCount, EnrollmentCount, LeadCount, MoveCount, OutcomeCount
-from nurture.storage import rollups
+from nurture.storage import rollups, sales_rollups
 from nurture.storage.codec import aware_utc, day_from_text
 from nurture.storage.dialect import utc_day
 from nurture.storage.tables import D, E, EV, L, SC, SO
@@ -65,54 +65,20 @@ def _rows_mql_days(conn: Connection, since: datetime, until: datetime, campaign:
     return [(day_from_text(r[0]), r[1]) for r in conn.execute(query)]
 
 
-def promotions(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[Any]:
-    """Each move to ``sql`` in the period (``at``) with the lead's first move to ``mql`` before it (``first_mql_at``)."""
-    mql = SC.alias("mql")
-    first_mql = (select(func.min(mql.c.at)).where(mql.c.lead_id == SC.c.lead_id, mql.c.to_stage == "mql",
-                                                  mql.c.at <= SC.c.at).scalar_subquery())
-    query = (select(SC.c.at, first_mql.label("first_mql_at"))
-             .where(SC.c.at >= since, SC.c.at < until, SC.c.to_stage == "sql", _in_campaign(SC.c.lead_id, campaign)))
-    return list(conn.execute(query))
-
-
-def decisions(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[Any]:
-    """Sales' decisions in the period (moves from ``sql`` to opportunity, recycled or disqualified): ``lead_id``,
-    ``at``, ``to_stage``, ``reason``, ``owner``, and the promotion decided (``promotion_reason``, ``promoted_at``)."""
-    promotion = SC.alias("promotion")
-    latest = (select(func.max(promotion.c.id)).where(promotion.c.lead_id == SC.c.lead_id, promotion.c.to_stage == "sql",
-                                                     promotion.c.at <= SC.c.at).scalar_subquery())
-    decided = (select(SC.c.lead_id, SC.c.at, SC.c.to_stage, SC.c.reason, L.c.owner, latest.label("promotion_id"))
-               .select_from(SC.join(L, L.c.id == SC.c.lead_id))
-               .where(SC.c.at >= since, SC.c.at < until, SC.c.from_stage == "sql",
-                      SC.c.to_stage.in_(("opportunity", "recycled", "disqualified")),
-                      _in_campaign(SC.c.lead_id, campaign))
-               .subquery())
-    query = (select(decided, promotion.c.reason.label("promotion_reason"), promotion.c.at.label("promoted_at"))
-             .select_from(decided.outerjoin(promotion, promotion.c.id == decided.c.promotion_id))
-             .order_by(decided.c.at))
-    return list(conn.execute(query))
-
-
 def waiting_sqls(conn: Connection, campaign: str | None = None) -> list[Any]:
-    """Every lead at stage ``sql`` now with its latest promotion: ``lead_id``, ``owner``, ``promoted_at``, ``reason``."""
-    latest = (select(SC.c.lead_id, func.max(SC.c.id).label("promotion_id"))
-              .select_from(SC.join(L, L.c.id == SC.c.lead_id))
-              .where(SC.c.to_stage == "sql", L.c.stage == "sql").group_by(SC.c.lead_id).subquery())
-    query = (select(L.c.id.label("lead_id"), L.c.owner, SC.c.at.label("promoted_at"), SC.c.reason)
-             .select_from(L.join(latest, latest.c.lead_id == L.c.id).join(SC, SC.c.id == latest.c.promotion_id))
+    """Every lead at stage ``sql`` now (of ``campaign``'s, if given), longest waiting first: ``lead_id``, ``owner``,
+    ``promoted_at`` (when it became an SQL)."""
+    query = (select(L.c.id.label("lead_id"), L.c.owner, L.c.stage_changed_at.label("promoted_at"))
              .where(L.c.stage == "sql", _in_campaign(L.c.id, campaign))
-             .order_by(SC.c.at, L.c.id))
+             .order_by(L.c.stage_changed_at, L.c.id))
     return list(conn.execute(query))
 
 
-def enrollments_of(conn: Connection, lead_ids: Sequence[int]) -> list[Any]:
-    """The enrollments of these leads: ``lead_id``, ``campaign_id``, ``enrolled_at``, ``ended_at``."""
-    rows: list[Any] = []
-    ids = sorted(set(lead_ids))
-    for start in range(0, len(ids), _CHUNK):
-        rows += conn.execute(select(E.c.lead_id, E.c.campaign_id, E.c.enrolled_at, E.c.ended_at)
-                             .where(E.c.lead_id.in_(ids[start : start + _CHUNK])))
-    return rows
+def promotion_reasons(conn: Connection, lead_ids: Sequence[int]) -> dict[int, str]:
+    """Each of these leads' latest move to ``sql``: its reason."""
+    latest = (select(func.max(SC.c.id)).where(SC.c.lead_id.in_(sorted(set(lead_ids))), SC.c.to_stage == "sql")
+              .group_by(SC.c.lead_id).scalar_subquery())
+    return {r.lead_id: r.reason for r in conn.execute(select(SC.c.lead_id, SC.c.reason).where(SC.c.id.in_(latest)))}
 
 
 def _campaign_is(column: Any, campaign: str | None) -> Any:
@@ -247,6 +213,33 @@ def delivery_counts(conn: Connection, since: datetime, until: datetime,
     return _merged(_parts(since, until, lambda s, u: _rows_delivery_counts(conn, s, u, campaign), lambda f, la: [
         DeliveryCount(r[0], r[1], rollups.none(r[2]), r[3], int(r[4]), int(r[5]), int(r[6]))
         for r in rollups.deliveries(conn, f, la, campaign)]), DeliveryCount)
+
+
+def sql_waits(conn: Connection, since: datetime, until: datetime, campaign: str | None = None) -> list[tuple[int, int]]:
+    """``(wait_ms, n)``: the moves to ``sql`` in the period per wait since the lead's first MQL (-1: none)."""
+    if campaign is not None:
+        return [(r[0], r[1]) for r in sales_rollups.sql_waits_of(conn, since, until, campaign)]
+    found: dict[int, int] = {}
+    for wait, n in _parts(since, until, lambda s, u: list(sales_rollups.sql_waits_of(conn, s, u)),
+                          lambda f, la: list(sales_rollups.sql_waits(conn, f, la))):
+        found[int(wait)] = found.get(int(wait), 0) + int(n)
+    return list(found.items())
+
+
+def decision_counts(conn: Connection, since: datetime, until: datetime,
+                    campaign: str | None = None) -> list[tuple[str, str, str, str, str, int]]:
+    """``(to_stage, reason, owner, rule, campaigns, n)``: sales' decisions in the period; the reason without its note,
+    '' for no owner, the text before the promotion reason's first ``: ``, the comma-joined campaigns of a rejection."""
+    if campaign is not None:
+        rows = sales_rollups.decision_counts_of(conn, since, until, campaign)
+    else:
+        rows = _parts(since, until, lambda s, u: list(sales_rollups.decision_counts_of(conn, s, u)),
+                      lambda f, la: list(sales_rollups.decision_counts(conn, f, la)))
+    found: dict[tuple[str, ...], int] = {}
+    for row in rows:
+        key = tuple(row[:5])
+        found[key] = found.get(key, 0) + int(row[5])
+    return [(*key, n) for key, n in found.items()]  # type: ignore[misc]
 
 
 def outcome_counts(conn: Connection, since: datetime, until: datetime,

@@ -1,6 +1,7 @@
 """The report's daily rollups (``rollup_*``): read per day range, and rebuilt from the rows.
 
-The database's triggers (migration ``0006_rollup``) keep them as rows are written; :func:`rebuild` recomputes them from
+The database's triggers (migrations ``0006_rollup`` and ``0007_sales_rollup``, whose SQL is
+:mod:`nurture.storage.sales_rollups`') keep them as rows are written; :func:`rebuild` recomputes them from
 the rows (``nurture db rebuild-rollups``), which gives the same counts. Dimensions that are NULL in the rows are ''
 in the rollups (a key cannot be NULL): :func:`none` turns them back.
 """
@@ -13,10 +14,11 @@ from typing import Any
 from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select
 from sqlalchemy.engine import Connection
 
+from nurture.storage import sales_rollups
 from nurture.storage.dialect import utc_date
-from nurture.storage.tables import D, E, EV, L, RD, RE, RL, RM, RO, SC, SO
+from nurture.storage.tables import D, E, EV, L, RD, RE, RL, RM, RO, RS, RX, SC, SO
 
-ROLLUPS = (RL, RM, RD, RE, RO)
+ROLLUPS = (RL, RM, RD, RE, RO, RS, RX)
 _ENGAGED = ("email_open", "email_click")
 
 
@@ -123,6 +125,8 @@ def rebuild(conn: Connection) -> dict[str, int]:
         conn.execute(delete(table))
     for statement in _rebuilds(conn):
         conn.execute(statement)
+    for sql in sales_rollups.rebuilds(conn.dialect):
+        conn.exec_driver_sql(sql)
     return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in ROLLUPS}
 
 

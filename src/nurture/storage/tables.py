@@ -16,11 +16,13 @@ from nurture.storage.models import (
     Lead,
     Meta,
     Outbox,
+    RollupDecisionDay,
     RollupDeliveryDay,
     RollupEnrollmentDay,
     RollupLeadDay,
     RollupMoveDay,
     RollupOutcomeDay,
+    RollupSqlDay,
     Spend,
     StageChange,
     StepOutcome,
@@ -60,3 +62,7 @@ RE: Table = RollupEnrollmentDay.__table__  # type: ignore[attr-defined]
 """rollup: enrollments started and ended per day and campaign"""
 RO: Table = RollupOutcomeDay.__table__  # type: ignore[attr-defined]
 """rollup: step outcomes per day"""
+RS: Table = RollupSqlDay.__table__  # type: ignore[attr-defined]
+"""rollup: moves to sql per day and wait since the first MQL"""
+RX: Table = RollupDecisionDay.__table__  # type: ignore[attr-defined]
+"""rollup: sales' decisions per day, stage, reason, owner, rule and campaigns"""

@@ -31,24 +31,25 @@ class MoveCount:
 
 
 @dataclass(frozen=True)
-class Promotion:
-    """One move to ``sql`` in the period, and when that lead first became an MQL (None: never before it)."""
+class SqlWait:
+    """``count`` moves to ``sql`` in the period that came ``hours`` after the lead's first move to ``mql`` (None: it
+    was never an MQL before)."""
 
-    at: datetime
-    first_mql_at: datetime | None
+    hours: float | None
+    count: int = 1
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Sales' decision on an SQL: accepted (to ``opportunity``) or rejected (``recycled``/``disqualified``)."""
+    """``count`` decisions of sales on SQLs alike: accepted (to ``opportunity``) or rejected
+    (``recycled``/``disqualified``), with the same reason, owner, rule and campaigns."""
 
-    lead_id: int
-    at: datetime
     accepted: bool
     reason_code: str | None  # the reject reason
     owner: str | None
     rule: str | None  # the promotion rule of the SQL decided
-    campaigns: tuple[str, ...]  # the nurture campaigns the lead was in when promoted
+    campaigns: tuple[str, ...]  # the nurture campaigns the lead was in when promoted (rejections only)
+    count: int = 1
 
 
 @dataclass(frozen=True)

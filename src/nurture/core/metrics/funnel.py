@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from nurture.core.metrics.facts import LeadCount, MoveCount, Promotion
+from nurture.core.metrics.facts import LeadCount, MoveCount, SqlWait
 from nurture.core.metrics.tables import SOURCE_ARTICLE, Column, Definition, Summary, Table, rate
 
 REJECTED_STAGES = ("recycled", "disqualified")
@@ -25,10 +25,9 @@ def move_kind(move: MoveCount) -> str | None:
     return None
 
 
-def hours_to_sql(promotions: Iterable[Promotion]) -> list[float]:
-    """Hours from each SQL's first MQL to the SQL (SQLs that were never an MQL before are left out)."""
-    return [(p.at - p.first_mql_at).total_seconds() / 3600 for p in promotions
-            if p.first_mql_at is not None and p.first_mql_at <= p.at]
+def hours_to_sql(waits: Iterable[SqlWait]) -> list[float]:
+    """Hours from each SQL's first MQL to the SQL, one per SQL (SQLs that were never an MQL before are left out)."""
+    return [w.hours for w in waits if w.hours is not None and w.hours >= 0 for _ in range(w.count)]
 
 
 @dataclass
@@ -97,7 +96,7 @@ class Funnel:
         ]
 
 
-def build_funnel(leads: Iterable[LeadCount], moves: Iterable[MoveCount], promotions: Iterable[Promotion]) -> Funnel:
+def build_funnel(leads: Iterable[LeadCount], moves: Iterable[MoveCount], promotions: Iterable[SqlWait]) -> Funnel:
     """The funnel from the period's counts."""
     funnel = Funnel(new_leads=sum(c.count for c in leads))
     for move in moves:

@@ -123,14 +123,14 @@ def build_sales(waiting: Iterable[WaitingSql], decisions: Iterable[Decision], *,
     owners: dict[str, Counter[str]] = defaultdict(Counter)
     rules: dict[str, Counter[str]] = defaultdict(Counter)
     for decision in decisions:
-        verdict = "accepted" if decision.accepted else "rejected"
-        owners[decision.owner or UNASSIGNED][verdict] += 1
-        rules[decision.rule or NO_RULE][verdict] += 1
+        verdict, n = "accepted" if decision.accepted else "rejected", decision.count
+        owners[decision.owner or UNASSIGNED][verdict] += n
+        rules[decision.rule or NO_RULE][verdict] += n
         if not decision.accepted:
             code = decision.reason_code or "(none)"
-            reasons[code] += 1
+            reasons[code] += n
             for campaign in decision.campaigns or (NOT_NURTURED,):
-                by_campaign[(campaign, code)] += 1
+                by_campaign[(campaign, code)] += n
     total = sum(reasons.values())
     side.rejection_reasons = [{"reason": code, "label": labels.get(code, code), "rejected": n, "share": rate(n, total)}
                               for code, n in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from nurture.core.metrics.facts import LeadCount, MoveCount, Promotion
+from nurture.core.metrics.facts import LeadCount, MoveCount, SqlWait
 from nurture.core.metrics.funnel import hours_to_sql, move_kind
 from nurture.core.metrics.periods import (
     Window,
@@ -145,13 +145,13 @@ def _monthly(window: Window, mql_days: Iterable[tuple[date, int]]) -> tuple[list
     return rows, *headline
 
 
-def _time_to_sql(promotions: list[Promotion]) -> dict[str, Any]:
+def _time_to_sql(promotions: list[SqlWait]) -> dict[str, Any]:
     waits = sorted(hours_to_sql(promotions))
-    never_mql = len(promotions) - len(waits)
+    never_mql = sum(p.count for p in promotions) - len(waits)
     buckets: Counter[str] = Counter()
     for hours in waits:
         buckets[next(label for bound, label in TIME_TO_SQL_BUCKETS if bound is None or hours < bound)] += 1
-    total = len(promotions)
+    total = sum(p.count for p in promotions)
     rows = [{"range": label, "sqls": buckets[label], "share": rate(buckets[label], total)}
             for _bound, label in TIME_TO_SQL_BUCKETS]
     rows.append({"range": "no MQL", "sqls": never_mql, "share": rate(never_mql, total)})
@@ -162,7 +162,7 @@ def _time_to_sql(promotions: list[Promotion]) -> dict[str, Any]:
 
 
 def build_trends(window: Window, leads: Iterable[LeadCount], moves: Iterable[MoveCount],
-                 mql_days: Iterable[tuple[date, int]], promotions: list[Promotion]) -> Trends:
+                 mql_days: Iterable[tuple[date, int]], promotions: list[SqlWait]) -> Trends:
     """Velocity and trends from the period's counts and the MQLs per day since :func:`lvr_start`."""
     month_rows, velocity, velocity_month = _monthly(window, mql_days)
     return Trends(weeks=_weekly(window, leads, moves), months=month_rows, lead_velocity_rate=velocity,
