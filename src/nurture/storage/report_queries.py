@@ -1,10 +1,10 @@
 """The queries of ``nurture report`` and the dashboard: counts per UTC day and dimension, never rows per lead, so a
 report over a million leads reads a few thousand rows. What the counts mean is :mod:`nurture.core.metrics`'.
 
-The whole UTC days of a period are read from the daily rollups (:mod:`nurture.storage.rollups`, kept by triggers);
-the part days at its ends, and lead and stage counts narrowed to the leads of one nurture campaign, are counted from
-the rows, through the ``ix_*_at`` indexes of :mod:`nurture.storage.models`. The rows a report needs one by one
-(promotions with their first MQL, sales' decisions, the SQL queue) are read from the rows, by the same indexes.
+The whole UTC days of a period are read from the daily rollups (:mod:`nurture.storage.rollups` and
+:mod:`nurture.storage.sales_rollups`, kept by triggers); the part days at its ends, and a period narrowed to the
+leads of one nurture campaign, are counted from the rows, through the ``ix_*_at`` indexes of
+:mod:`nurture.storage.models`. The SQLs waiting now are the leads at stage ``sql`` (one row each, by the stage index).
 
 Each query takes the period ``[since, until)`` and, optionally, a nurture campaign: lead counts are then of leads
 ever enrolled in it, campaign and step counts of it alone.
@@ -26,7 +26,6 @@ from nurture.storage.dialect import utc_day
 from nurture.storage.tables import D, E, EV, L, SC, SO
 
 COUNTED_STAGES = ("mql", "sql", "opportunity", "customer", "recycled", "disqualified")
-_CHUNK = 900
 
 
 def _in_campaign(lead_id: Any, campaign: str | None) -> Any:
