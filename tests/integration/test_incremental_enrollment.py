@@ -208,7 +208,7 @@ def test_a_tag_set_by_an_update_step_enrolls_the_lead_in_the_dispatchers_transac
     finally:
         worker.dispatcher.close()
         worker.transport.close()
-        worker.http_client.close()
+        worker.webhooks.close()
         worker.engine.dispose()
     assert world.enrolled("old@example.com") == [("handoff", "completed"), ("tagged", "active")]
     world.nothing_missed()

@@ -100,7 +100,10 @@ def _campaign_plan(conn: Connection, catalog: Catalog, new: Campaign, row: Any, 
             count = count_enrollable(conn, new, now)
             plan.effects.append(Effect("enroll", count, f"{_leads(count)} match entry and will be enrolled"))
     else:
-        old = campaign_from_text(row.text, f"{new.id} ({row.content_hash})") if row.text is not None else None
+        if row.content_hash == version and row.text is not None:
+            old = new  # the text in force is the file's text: the campaign it describes is the one loaded from it
+        else:
+            old = campaign_from_text(row.text, f"{new.id} ({row.content_hash})") if row.text is not None else None
         changes = diff(old, new) if old is not None else None
         if row.content_hash == version:
             status = "unchanged"

@@ -15,9 +15,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any
-
-from apscheduler.schedulers.background import BackgroundScheduler
+from typing import TYPE_CHECKING, Any
 
 from nurture.application.apply_versions import apply_versions
 from nurture.application.enroll_sweep import sweep
@@ -28,7 +26,7 @@ from nurture.definitions.sales import SalesRules, validate_sales
 from nurture.definitions.scoring import ScoringRules, validate_scoring
 from nurture.definitions.sources import DefinitionSource, catalog_sources
 from nurture.delivery import Transport, transport_from_url
-from nurture.delivery.webhooks import WebhookSender, make_client
+from nurture.delivery.webhooks import WebhookSender
 from nurture.errors import DefinitionError
 from nurture.handoff import Handoff
 from nurture.rendering import EmailRenderer, render_limits
@@ -40,6 +38,9 @@ from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport, di
 from nurture.worker.handoff_jobs import HandoffJobs
 from nurture.worker.outbox_jobs import OutboxProcessor
 from nurture.worker.processes import DispatchProcesses
+
+if TYPE_CHECKING:  # APScheduler is imported by start(): `nurture run --once` runs no scheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ class Worker:
             self.engine, self.catalog, EmailRenderer(settings.templates_dir, render_limits(settings)), self.transport, self.signer,
             config or dispatch_config(settings),
         )
-        self.http_client = make_client()
+        self.webhooks = WebhookSender(None, secret=settings.webhook_secret)  # its HTTP client made at its first request
         self.outbox = OutboxProcessor(
-            self.engine, sender=WebhookSender(self.http_client, secret=settings.webhook_secret), mail=self.transport,
+            self.engine, sender=self.webhooks, mail=self.transport,
             from_address=settings.from_address, sales_webhook_url=settings.sales_webhook_url,
         )
         self.handoff = HandoffJobs(
@@ -199,7 +200,7 @@ class Worker:
         self.outbox.drain(self.clock)
         self.dispatcher.close()
         self.transport.close()
-        self.http_client.close()
+        self.webhooks.close()
         return report
 
     # -- the service -----------------------------------------------------------------------------------------------
@@ -207,6 +208,8 @@ class Worker:
     def start(self) -> None:
         """Put edited definitions in force, then start the periodic jobs in background threads; the first enrollment sweep
         runs at once, beside the dispatcher (a new campaign's audience is enrolled while due emails go out)."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
         self.sync_versions()
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
@@ -246,7 +249,7 @@ class Worker:
             self.processes.stop(timeout=self.settings.lease_seconds + 30)
         self.dispatcher.close()
         self.transport.close()
-        self.http_client.close()
+        self.webhooks.close()
         log.info("stopped")
 
     def request_stop(self, *_args: object) -> None:
