@@ -20,7 +20,7 @@ from worker_world import T0, write_project
 
 from nurture.storage import outbox, schedule
 from nurture.storage.database import session, transaction
-from nurture.storage.models import Delivery, Enrollment, Lead, Outbox
+from nurture.storage.models import Delivery, Enrollment, Lead
 from nurture.storage.work_probe import Waiting, WorkProbe
 from nurture.worker.runner import Worker
 
