@@ -26,12 +26,14 @@ from nurture.application.enroll_sweep import MARGIN, sweep
 from nurture.application.event_input import EventIn
 from nurture.application.import_leads import import_leads_csv
 from nurture.application.override_stage import override_stage
+from nurture.application.plan import plan
 from nurture.application.record_events import record_events
 from nurture.application.rescore import rescore_all
 from nurture.application.save_lead import save_lead
 from nurture.clock import FixedClock
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.scoring import ScoringRules, load_scoring
+from nurture.definitions.sources import catalog_sources
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.models import Enrollment, Lead
@@ -343,12 +345,23 @@ def _fresh_world(engine: Engine, tmp_path: Path, campaigns: dict[str, str]) -> W
                  load_catalog(project.campaigns_dir, project.templates_dir).raise_for_problems())
 
 
+def _enroll_effects(world: World) -> dict[str, tuple[int, str]]:
+    """What the plan at the worker's first start says each new campaign enrolls."""
+    sources, problems = catalog_sources(world.catalog, world.project.campaigns_dir)
+    assert not problems
+    report = plan(world.engine, world.catalog, sources, world.clock())
+    return {p.campaign: (e.leads, e.text) for p in report.campaigns for e in p.effects if e.kind == "enroll"}
+
+
 def test_an_import_into_a_database_without_leads_spares_the_first_sweep_every_lead(engine: Engine,
                                                                                    tmp_path: Path) -> None:
     world = _fresh_world(engine, tmp_path, {"tagged": TAGGED, "mql": campaign("mql", "{stage: mql}")})
     world.import_rows(tmp_path, [{"email": f"l{n}@example.com", "stage": "mql" if n % 2 else "lead",
                                   "tags": "vip" if n % 3 == 0 else ""} for n in range(12)])
     world.clock.advance(minutes=1)
+    assert _enroll_effects(world) == {"mql": (0, "0 leads will be enrolled (every lead was considered for its entry "
+                                             "as it is, when imported)"), "tagged": (0, "0 leads will be enrolled "
+                                             "(every lead was considered for its entry as it is, when imported)")}
     report = sweep(world.engine, world.catalog, world.clock())
     assert (report.audiences, report.enrolled) == ([], 0)  # the import considered them all
     world.nothing_missed()
@@ -370,6 +383,7 @@ def test_an_import_into_a_database_with_leads_never_swept_leaves_them_to_the_fir
     world.import_rows(tmp_path, [{"email": "new@example.com", "stage": "mql"}])
     assert world.enrolled("plain@example.com") == []
     world.clock.advance(minutes=1)
+    assert _enroll_effects(world) == {"mql": (1, "1 lead match entry and will be enrolled")}  # counted, as before
     report = sweep(world.engine, world.catalog, world.clock())
     assert report.audiences == ["mql"] and report.enrolled == 1
     assert world.enrolled("plain@example.com") == [("mql", "active")]
