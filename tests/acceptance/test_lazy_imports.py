@@ -25,6 +25,8 @@ HEAVY = ("fastapi", "starlette", "uvicorn", "httpx", "apscheduler", "alembic")
 """What ``run --once`` must not import: the HTTP intake's stack (``--no-http``), APScheduler (no scheduler runs), httpx
 (no webhook is sent), Alembic (the schema is at the head)."""
 
+EMAIL = "dana.whitfield@northwind-logistics.example"  # a lead of examples/leads.csv
+
 PROBE = """
 import json, sys
 from nurture.cli.app import main
@@ -61,6 +63,9 @@ def test_run_once_imports_no_http_stack_scheduler_webhook_client_or_alembic(tmp_
     code, loaded, output = _run(["run", "--once", "--no-http"], env)
     assert code == 0, output
     assert "done:" in output
+    # a module of one command (event) registered alone: still a command of the group, not the root taking its name
+    code, _loaded, output = _run(["event", EMAIL, "page_view"], env)
+    assert code == 0, output
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
     assert {"sqlalchemy", "typer", "nurture"} <= loaded  # the probe does see what was imported
 

@@ -19,6 +19,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    # A callback makes the root a group whatever is registered: with only the invoked command's module registered,
+    # a lone command (``event``, ``report``) would otherwise become the root and take its own name as an argument.
+    pass
+
+
 clock: Clock = SYSTEM_CLOCK
 """The commands' clock: a command reads it through :func:`read_clock` and passes that time on."""
 
