@@ -21,13 +21,6 @@ app = typer.Typer(
 
 
 
-@app.callback()
-def _root() -> None:
-    # A callback makes the root a group whatever is registered: with only the invoked command's module registered,
-    # a lone command (``event``, ``report``) would otherwise become the root and take its own name as an argument.
-    pass
-
-
 clock: Clock = SYSTEM_CLOCK
 """The commands' clock: a command reads it through :func:`read_clock` and passes that time on."""
 
@@ -42,8 +35,17 @@ def _register(command: str | None = None) -> None:
     it is a known command name, else all of them."""
     from nurture.cli import commands
 
+    if app.registered_callback is None:
+        # a callback makes the root a group whatever is registered: with only the invoked command's module
+        # registered, a lone command (``event``, ``report``) would otherwise become the root and take its own name
+        # as an argument
+        app.callback()(_root)
     for module in commands.modules_for(command):
         module.register(app)
+
+
+def _root() -> None:
+    pass  # no docstring: it would become the root's help where the app has none of its own
 
 
 def _command_of(args: list[str]) -> str | None:
