@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         300, gt=0, description="How long a claimed batch is reserved; a crashed worker's batch is taken over after it."
     )
     max_attempts: int = Field(6, ge=1, description="Send attempts before a delivery is marked failed.")
-    poll_interval: float = Field(0.5, gt=0, description="Seconds between the dispatcher's looks when idle.")
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between the worker's looks for due work (one statement) when idle.")
     dispatch_processes: int = Field(
         1, ge=1, le=64,
         description="Processes that render and send (each with its own mail connections); more use more cores.",

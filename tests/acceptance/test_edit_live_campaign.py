@@ -112,7 +112,7 @@ def clock() -> Clock:
 def world(tmp_path: Path, clock: Clock, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """The project and database, the commands on the injected clock, and the leads placed at every waiting step."""
     from nurture.cli import app as cli_app
-    from nurture.cli.commands import MODULES
+    from nurture.cli.commands import modules_for
     from nurture.settings import get_settings
 
     url = f"sqlite:///{tmp_path / 'nurture.db'}"
@@ -125,7 +125,7 @@ def world(tmp_path: Path, clock: Clock, smtp_sink: SmtpSink, monkeypatch: pytest
     monkeypatch.setattr("nurture.cli.commands.run.configure_logging", lambda level: None)
     get_settings.cache_clear()
     app = typer.Typer()
-    for module in MODULES:
+    for module in modules_for(None):
         module.register(app)
 
     def nurture(*args: str, code: int = 0) -> str:

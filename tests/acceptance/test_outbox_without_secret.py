@@ -50,7 +50,7 @@ def start_worker(tmp_path: Path, migrated_url: str, smtp_sink: SmtpSink, receive
 
     yield start
     for worker in started:
-        worker.http_client.close()
+        worker.webhooks.close()
         worker.transport.close()
         worker.engine.dispose()
 

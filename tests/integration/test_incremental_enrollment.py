@@ -26,12 +26,14 @@ from nurture.application.enroll_sweep import MARGIN, sweep
 from nurture.application.event_input import EventIn
 from nurture.application.import_leads import import_leads_csv
 from nurture.application.override_stage import override_stage
+from nurture.application.plan import plan
 from nurture.application.record_events import record_events
 from nurture.application.rescore import rescore_all
 from nurture.application.save_lead import save_lead
 from nurture.clock import FixedClock
 from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.scoring import ScoringRules, load_scoring
+from nurture.definitions.sources import catalog_sources
 from nurture.storage.database import transaction
 from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.models import Enrollment, Lead
@@ -208,7 +210,7 @@ def test_a_tag_set_by_an_update_step_enrolls_the_lead_in_the_dispatchers_transac
     finally:
         worker.dispatcher.close()
         worker.transport.close()
-        worker.http_client.close()
+        worker.webhooks.close()
         worker.engine.dispose()
     assert world.enrolled("old@example.com") == [("handoff", "completed"), ("tagged", "active")]
     world.nothing_missed()
@@ -330,4 +332,59 @@ def test_a_source_given_by_an_event_s_utm_properties_enrolls_the_lead(make_world
                   [EventIn(email="ada@example.com", type="page_view", properties={"utm_source": "google"})],
                   now=world.clock(), actor="api")
     assert world.enrolled("ada@example.com") == [("google", "active")]
+    world.nothing_missed()
+
+
+def _fresh_world(engine: Engine, tmp_path: Path, campaigns: dict[str, str]) -> World:
+    """A world whose database has no lead and was never swept (what `nurture db upgrade` leaves)."""
+    project = write_project(tmp_path / "project", campaigns)
+    (project.campaigns_dir / "scoring.yaml").write_text(SCORING, encoding="utf-8")
+    rules, problems = load_scoring(project.campaigns_dir)
+    assert not problems, problems
+    return World(engine, project, FixedClock(T0), rules,
+                 load_catalog(project.campaigns_dir, project.templates_dir).raise_for_problems())
+
+
+def _enroll_effects(world: World) -> dict[str, tuple[int, str]]:
+    """What the plan at the worker's first start says each new campaign enrolls."""
+    sources, problems = catalog_sources(world.catalog, world.project.campaigns_dir)
+    assert not problems
+    report = plan(world.engine, world.catalog, sources, world.clock())
+    return {p.campaign: (e.leads, e.text) for p in report.campaigns for e in p.effects if e.kind == "enroll"}
+
+
+def test_an_import_into_a_database_without_leads_spares_the_first_sweep_every_lead(engine: Engine,
+                                                                                   tmp_path: Path) -> None:
+    world = _fresh_world(engine, tmp_path, {"tagged": TAGGED, "mql": campaign("mql", "{stage: mql}")})
+    world.import_rows(tmp_path, [{"email": f"l{n}@example.com", "stage": "mql" if n % 2 else "lead",
+                                  "tags": "vip" if n % 3 == 0 else ""} for n in range(12)])
+    world.clock.advance(minutes=1)
+    assert _enroll_effects(world) == {"mql": (0, "0 leads will be enrolled (every lead was considered for its entry "
+                                             "as it is, when imported)"), "tagged": (0, "0 leads will be enrolled "
+                                             "(every lead was considered for its entry as it is, when imported)")}
+    report = sweep(world.engine, world.catalog, world.clock())
+    assert (report.audiences, report.enrolled) == ([], 0)  # the import considered them all
+    world.nothing_missed()
+    # a campaign edited since the import still has its whole audience considered at the next sweep
+    (world.project.campaigns_dir / "mql.yaml").write_text(campaign("mql", "{stage: [lead, mql]}"), encoding="utf-8")
+    world.reload()
+    world.clock.advance(minutes=1)
+    report = sweep(world.engine, world.catalog, world.clock())
+    assert report.audiences == ["mql"] and report.enrolled == 6
+    world.nothing_missed()
+
+
+def test_an_import_into_a_database_with_leads_never_swept_leaves_them_to_the_first_sweep(engine: Engine,
+                                                                                      tmp_path: Path) -> None:
+    world = _fresh_world(engine, tmp_path, {"mql": campaign("mql", "{stage: mql}")})
+    path = tmp_path / "plain.csv"
+    path.write_text("email,stage\nplain@example.com,mql\n", encoding="utf-8")
+    import_leads_csv(world.engine, path, clock=world.clock)  # no catalog: left to the sweep
+    world.import_rows(tmp_path, [{"email": "new@example.com", "stage": "mql"}])
+    assert world.enrolled("plain@example.com") == []
+    world.clock.advance(minutes=1)
+    assert _enroll_effects(world) == {"mql": (1, "1 lead match entry and will be enrolled")}  # counted, as before
+    report = sweep(world.engine, world.catalog, world.clock())
+    assert report.audiences == ["mql"] and report.enrolled == 1
+    assert world.enrolled("plain@example.com") == [("mql", "active")]
     world.nothing_missed()

@@ -169,3 +169,14 @@ def test_developer_alembic_ini_runs_online_and_offline(tmp_path: Path) -> None:
         command.upgrade(offline, "head", sql=True)
         assert "CREATE TABLE enrollment" in buffer.getvalue()
         assert "WHERE status = 'active'" in buffer.getvalue()
+
+
+def test_the_head_read_from_the_revision_files_is_alembics(tmp_path: Path) -> None:
+    """ensure_current's fast answer reads the revision files itself; it must name the head Alembic names, and give
+    way to Alembic where it cannot read a plain chain (a merge point lists two parents)."""
+    assert migrate._head_of_files(migrate.MIGRATIONS_DIR) == migrate._scripts().get_current_head()
+    migrations = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / "0901_merge.py").write_text(
+        f'revision = "0901"\ndown_revision = ("{head_revision()}", "0900")\n')
+    assert migrate._head_of_files(migrations) is None

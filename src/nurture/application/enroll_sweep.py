@@ -15,6 +15,10 @@ every ``NURTURE_SWEEP_INTERVAL``) covers it, at a cost that grows with what chan
   the enrollments whose end falls in the window since the last sweep (read by the index on campaign and status);
 - a recycle wait that ends (the ``recycle_at`` a sales rejection set): the recycled leads whose time fell in it.
 
+An import that began on a database without leads, with the campaigns at hand, considered every lead there is for each
+of them, batch by batch: it records their audience keys (:func:`considered_every_lead`), so the first sweep after it
+does not consider every lead again. Leads another writer added meanwhile were considered by that writer.
+
 Each window reaches back :data:`MARGIN` before the last sweep, so a change dated before a sweep and committed after
 it (a long batch) is still seen; considering a lead twice does nothing the second time.
 """
@@ -120,3 +124,22 @@ def _waits_ended(engine: Engine, catalog: Catalog, campaign_ids: list[str], sinc
                 if recycle_pending("recycled", gate, since) and not recycle_pending("recycled", gate, now):
                     found.add(lead_id)
     return sorted(found)
+
+
+def considered_every_lead(engine: Engine, catalog: Catalog, since: datetime, leads: int) -> bool:
+    """Record that every lead was considered for each campaign of ``catalog`` as it is now, as the sweep does after
+    a campaign's audience: what an import that began on a database without leads at ``since``, inserted ``leads``
+    and enrolled each of its batches with ``catalog`` may say, provided they are still all the leads there are (else
+    another writer, such as an import without campaigns, added some: nothing is recorded, the sweep considers every
+    lead). Without a record of the last sweep, ``since`` becomes it, so that waits to enter (again) that end after
+    it are still looked for. Returns whether it recorded."""
+    campaigns = active_campaigns(catalog)
+    with transaction(engine) as conn:
+        if entry_reads.lead_count(conn) != leads:
+            return False
+        marks = entry_reads.bookmarks(conn)
+        for campaign in campaigns:
+            entry_reads.set_bookmark(conn, AUDIENCE_PREFIX + campaign.id, audience_key(campaign))
+        if _parse(marks.get(CHECKED_AT)) is None:
+            entry_reads.set_bookmark(conn, CHECKED_AT, since.isoformat())
+    return True

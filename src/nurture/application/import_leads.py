@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nurture.application.enroll import enroll_imported
+from nurture.application.enroll_sweep import considered_every_lead
 from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
 from nurture.core.facts import LeadView
@@ -152,7 +153,9 @@ def import_leads_csv(
     scoring ``rules``, each imported lead's stored score is brought up to date in the same transaction (its fields
     give fit points; campaign conditions and entry filters read the stored score). With a ``catalog``, each batch's
     leads are enrolled in the campaigns they may enter, in the batch's transaction (without one, the worker's next
-    enrollment sweep considers every lead). Each batch is dated by ``clock``
+    enrollment sweep considers every lead); when the import began on a database without leads, that is every lead
+    for every campaign, and it is recorded so (:func:`~nurture.application.enroll_sweep.considered_every_lead`).
+    Each batch is dated by ``clock``
     when it is written. The planner's statistics of the tables it fills are refreshed as they grow and at the end
     (PostgreSQL: :func:`nurture.storage.lead_rows.refresh_statistics`).
 
@@ -172,6 +175,7 @@ def import_leads_csv(
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     report = ImportReport()
     statistics = _Statistics(engine)
+    first: tuple[datetime, int] | None = None  # when the first batch was written, and the highest lead id before it
     with handle:
         rows = _Rows(handle)
         columns = _Columns.from_header(path, rows.header)
@@ -194,14 +198,18 @@ def import_leads_csv(
             row["line"] = line
             batch[email] = row
             if len(batch) >= batch_size:
-                _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
+                first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog))
                 batch = {}
                 statistics.after_batch(report.imported)
                 if on_progress:
                     on_progress(rows.lines.bytes_read, total)
         if batch:
-            _write_batch(engine, batch, path.name, report, clock(), rules, catalog)
+            first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog))
     statistics.at_end(report.imported)
+    if catalog is not None and first is not None and first[1] == 0:
+        # the import began on a database without leads and considered every lead it wrote for every campaign:
+        # the next sweep need not consider them all again
+        considered_every_lead(engine, catalog, first[0], report.inserted)
     if catalog is None and report.imported:
         with transaction(engine) as connection:  # not enrolled here: the worker's next sweep considers every lead
             forget_audiences(connection)
@@ -320,9 +328,14 @@ class _Statistics:
         self.refreshed_at = written
 
 
+def _first_batch(first: tuple[datetime, int] | None, written: tuple[datetime, int]) -> tuple[datetime, int]:
+    return first if first is not None else written
+
+
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
-                 rules: ScoringRules | None = None, catalog: Catalog | None = None) -> None:
-    """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction.
+                 rules: ScoringRules | None = None, catalog: Catalog | None = None) -> tuple[datetime, int]:
+    """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction; return ``now``
+    and the highest lead id before the batch (0: there was no lead).
 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own, and so
     does a stage the lifecycle's rule does not apply (counted in ``report``).
@@ -359,6 +372,7 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
         if catalog is not None:
             report.enrolled += enroll_imported(connection, catalog, [old["id"] for old in existing.values()],
                                                (before, lead_rows.highest_id(connection)), now)
+    return now, before
 
 
 def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:

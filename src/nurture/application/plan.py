@@ -17,13 +17,15 @@ from nurture.application.enroll import count_enrollable
 from nurture.application.plan_report import CampaignPlan, Effect, FilePlan, Move, PlanReport
 from nurture.application.plan_sections import replay_section, scoring_section
 from nurture.core.changes import CampaignDiff, Change, Relocation, continuation, diff, relocate_removed
+from nurture.core.enrollment import audience_key
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.durations import Duration, format_duration, parse_duration
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sources import PROJECT_FILES, DefinitionSource, campaign_from_text
+from nurture.storage import entry_reads, versions
 from nurture.storage import live_enrollments as live
-from nurture.storage import versions
 from nurture.storage.database import transaction
+from nurture.storage.entry_reads import AUDIENCE_PREFIX
 
 if TYPE_CHECKING:  # the connection types only annotate: the queries are storage's
     from sqlalchemy.engine import Connection, Engine
@@ -96,11 +98,19 @@ def _campaign_plan(conn: Connection, catalog: Catalog, new: Campaign, row: Any, 
     old: Campaign | None = None
     if row is None:
         plan = CampaignPlan(new.id, "new", None, version)
-        if not new.paused:
+        if not new.paused and _audience_considered(conn, new):
+            # an import that began without leads enrolled every lead it could as this campaign is: the sweep will
+            # not consider them again, so none is enrolled now (and no lead is read to count them)
+            plan.effects.append(Effect("enroll", 0, f"{_leads(0)} will be enrolled (every lead was considered for "
+                                                    "its entry as it is, when imported)"))
+        elif not new.paused:
             count = count_enrollable(conn, new, now)
             plan.effects.append(Effect("enroll", count, f"{_leads(count)} match entry and will be enrolled"))
     else:
-        old = campaign_from_text(row.text, f"{new.id} ({row.content_hash})") if row.text is not None else None
+        if row.content_hash == version and row.text is not None:
+            old = new  # the text in force is the file's text: the campaign it describes is the one loaded from it
+        else:
+            old = campaign_from_text(row.text, f"{new.id} ({row.content_hash})") if row.text is not None else None
         changes = diff(old, new) if old is not None else None
         if row.content_hash == version:
             status = "unchanged"
@@ -115,6 +125,11 @@ def _campaign_plan(conn: Connection, catalog: Catalog, new: Campaign, row: Any, 
             plan.effects += _campaign_effects(conn, changes, old, new, total, now)
     _relocations(conn, plan, new, (row, old), waiting)
     return plan
+
+
+def _audience_considered(conn: Connection, campaign: Campaign) -> bool:
+    """Whether every lead was recorded as considered for this campaign's entry as it is now (its audience key)."""
+    return entry_reads.bookmarks(conn).get(AUDIENCE_PREFIX + campaign.id) == audience_key(campaign)
 
 
 def _relocations(conn: Connection, plan: CampaignPlan, new: Campaign, in_force: tuple[Any, Campaign | None],

@@ -18,10 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from nurture.application.definition_impact import scoring_impact
-from nurture.application.replay import replay
-from nurture.core.replay_report import ReplayReport
-from nurture.core.score_impact import ScoringImpact
 from nurture.definitions.loader import Catalog, validate_document
 from nurture.definitions.policy import Policy
 from nurture.definitions.sales import SalesRules, validate_sales
@@ -31,8 +27,11 @@ from nurture.definitions.yamlsource import parse_yaml
 from nurture.storage import versions
 from nurture.storage.database import transaction
 
-if TYPE_CHECKING:  # the engine type only annotates
+if TYPE_CHECKING:  # these types only annotate; the impact and the replay are imported when a section is counted
     from sqlalchemy.engine import Engine
+
+    from nurture.core.replay_report import ReplayReport
+    from nurture.core.score_impact import ScoringImpact
 
 RULE_FILES = ("scoring", "sales")
 
@@ -162,6 +161,8 @@ def scoring_section(engine: Engine, sources: Sequence[DefinitionSource], now: da
                            source.path if source is not None else f"{kind}.yaml")
         if old[kind] is None or new[kind] is None:
             return ScoringSection(files, None)
+    from nurture.application.definition_impact import scoring_impact
+
     impact = scoring_impact(engine, old["scoring"], new["scoring"], old["sales"], new["sales"], now=now)
     return ScoringSection(files, impact)
 
@@ -192,6 +193,8 @@ def replay_section(engine: Engine, catalog: Catalog, *, since: datetime, now: da
                    default_tz: str = "UTC") -> ReplaySection:
     """The enrollments of [since, now] replayed under the versions in force and the definitions on disk."""
     old, not_rebuilt = catalog_in_force(engine, catalog)
+    from nurture.application.replay import replay
+
     report = replay(engine, old, catalog, since=since, now=now, default_tz=default_tz)
     return ReplaySection(report, not_rebuilt)
 

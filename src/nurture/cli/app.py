@@ -19,6 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
 clock: Clock = SYSTEM_CLOCK
 """The commands' clock: a command reads it through :func:`read_clock` and passes that time on."""
 
@@ -28,12 +30,28 @@ def read_clock() -> datetime:
     return clock()
 
 
-def _register() -> None:
-    """Attach every command module; each one defines ``register(app)``."""
+def _register(command: str | None = None) -> None:
+    """Attach the command modules (each one defines ``register(app)``): only the one that defines ``command`` when
+    it is a known command name, else all of them."""
     from nurture.cli import commands
 
-    for module in commands.MODULES:
+    if app.registered_callback is None:
+        # a callback makes the root a group whatever is registered: with only the invoked command's module
+        # registered, a lone command (``event``, ``report``) would otherwise become the root and take its own name
+        # as an argument
+        app.callback()(_root)
+    for module in commands.modules_for(command):
         module.register(app)
+
+
+def _root() -> None:
+    pass  # no docstring: it would become the root's help where the app has none of its own
+
+
+def _command_of(args: list[str]) -> str | None:
+    """The command a command line names: its first argument when that is not an option (the root has none but
+    ``--help``)."""
+    return args[0] if args and not args[0].startswith("-") else None
 
 
 REVIEW_EXIT_COMMANDS = frozenset({"plan"})
@@ -68,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in args or "--verbose" in args
     args = [a for a in args if a not in ("-v", "--verbose")]
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _register()
+    _register(_command_of(args))
     try:
         # Without standalone mode click returns (not raises) the code of typer.Exit: pass it on.
         code = app(args=args, prog_name="nurture", standalone_mode=False)

@@ -9,6 +9,9 @@ Every request carries::
 The timestamp is signed, so a receiver can refuse replays older than a few minutes (:func:`verify`, the recipe in
 ``docs/webhooks.md``). The sender never follows redirects and never logs bodies or URLs (a Slack webhook URL is a
 secret, and bodies carry personal data): logs get the host and the status code only.
+
+httpx is imported when the first request is made (or :func:`make_client` is called), not with this module: a worker
+that sends no webhook (``nurture run --once`` with an empty outbox) starts without it.
 """
 
 from __future__ import annotations
@@ -17,23 +20,25 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from nurture import __version__
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = [
-    "DEFAULT_TIMEOUT",
     "EVENT_ID_HEADER",
     "EVENT_TYPE_HEADER",
     "SIGNATURE_HEADER",
     "DeliveryResult",
     "WebhookSender",
+    "default_timeout",
     "encode_body",
     "event_id_for",
     "is_slack_url",
@@ -51,7 +56,7 @@ EVENT_ID_HEADER = "Nurture-Event-Id"
 EVENT_TYPE_HEADER = "Nurture-Event-Type"
 USER_AGENT = f"nurture/{__version__}"
 DEFAULT_TOLERANCE = 300  # seconds a receiver accepts between the signed timestamp and its own clock
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_DEFAULT_TIMEOUT = (10.0, 5.0)  # seconds: every phase of a request, and the connect phase (default_timeout())
 # 4xx answers that say "not now" rather than "never": timeout, conflict, too early, rate limited.
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 _ERROR_SNIPPET = 200  # bytes of a failed response's body kept as the error (Slack explains itself there)
@@ -117,9 +122,28 @@ class DeliveryResult:
     retry_after: float | None = None
 
 
-def make_client(*, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
-    """The HTTP client the worker hands to :class:`WebhookSender`: sane timeouts, no redirects, its own User-Agent."""
-    return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT})
+def default_timeout() -> httpx.Timeout:
+    """The requests' timeouts: 10 s for each phase, 5 s to connect."""
+    import httpx
+
+    every, connect = _DEFAULT_TIMEOUT
+    return httpx.Timeout(every, connect=connect)
+
+
+def make_client(*, timeout: httpx.Timeout | None = None) -> httpx.Client:
+    """The HTTP client the worker hands to :class:`WebhookSender`: sane timeouts (``timeout``, else
+    :func:`default_timeout`), no redirects, its own User-Agent."""
+    import httpx
+
+    return httpx.Client(timeout=timeout or default_timeout(), follow_redirects=False,
+                        headers={"User-Agent": USER_AGENT})
+
+
+class _Default:
+    """The default of :class:`WebhookSender`'s ``timeout``: :func:`default_timeout`, built when first needed."""
+
+
+_DEFAULT = _Default()
 
 
 UNSIGNED_REFUSED = "NURTURE_WEBHOOK_SECRET is not set: nurture does not send unsigned webhooks"
@@ -127,17 +151,43 @@ UNSIGNED_REFUSED = "NURTURE_WEBHOOK_SECRET is not set: nurture does not send uns
 
 class WebhookSender:
     """Signs and sends one webhook request per :meth:`deliver` over the given client (thread-safe, as the client is).
+    Without a client, it makes one (:func:`make_client`) for its first request and closes it in :meth:`close`.
 
     ``secret`` is ``NURTURE_WEBHOOK_SECRET``. Without one nothing is sent: an unsigned webhook could be forged by
     anyone who knows the receiver's URL. Deliveries wait (a temporary failure, retried like any other) until the secret
     is set, and a warning says so once.
     """
 
-    def __init__(self, client: httpx.Client, *, secret: str, timeout: httpx.Timeout | None = DEFAULT_TIMEOUT) -> None:
-        self.client = client
+    def __init__(self, client: httpx.Client | None, *, secret: str,
+                 timeout: httpx.Timeout | _Default | None = _DEFAULT) -> None:
+        self._client = client
+        self._own_client = client is None
+        self._lock = threading.Lock()
         self.secret = secret
-        self.timeout = timeout
+        self._timeout = timeout
         self._warned = False
+
+    @property
+    def client(self) -> httpx.Client:
+        """The client requests go through (made at the first request when none was given)."""
+        with self._lock:
+            if self._client is None:
+                self._client = make_client()
+            return self._client
+
+    @property
+    def timeout(self) -> httpx.Timeout | None:
+        """Each request's timeout (None: the client's own)."""
+        if isinstance(self._timeout, _Default):
+            self._timeout = default_timeout()
+        return self._timeout
+
+    def close(self) -> None:
+        """Close the client this sender made, if it made one (a client given to it is its owner's to close)."""
+        with self._lock:
+            client, self._client = (self._client, None) if self._own_client else (None, self._client)
+        if client is not None:
+            client.close()
 
     def headers(self, event_id: str, event_type: str, body: bytes, *, now: datetime) -> dict[str, str]:
         """The headers of one attempt, signed at ``now``."""
@@ -167,7 +217,10 @@ class WebhookSender:
         body = encode_body(payload)
         headers = self.headers(event_id, event_type, body, now=now)
         host = urlsplit(url).hostname or "?"
-        extra: dict[str, Any] = {} if self.timeout is None else {"timeout": self.timeout}
+        import httpx
+
+        timeout = self.timeout
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
             with self.client.stream(method, url, content=body, headers=headers, **extra) as response:
                 status = response.status_code
@@ -197,6 +250,8 @@ class WebhookSender:
 
 def _read_some(response: httpx.Response) -> bytes:
     """The response body, or its start when it is large (the rest is not downloaded; the connection is dropped)."""
+    import httpx
+
     received = b""
     try:
         for chunk in response.iter_bytes():

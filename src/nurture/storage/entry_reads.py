@@ -46,6 +46,11 @@ def lead_id_bounds(conn: Connection) -> tuple[int, int] | None:
     return None if low is None else (int(low), int(high))
 
 
+def lead_count(conn: Connection) -> int:
+    """How many leads there are."""
+    return int(conn.execute(select(func.count()).select_from(L)).scalar_one())
+
+
 def past_enrollments(conn: Connection, lead_ids: Sequence[int], *, window: tuple[int, int] | None = None,
                      ) -> dict[tuple[int, str], list[Any]]:
     """(lead id, campaign id) -> the lead's enrollments in it (``status``, ``ended_at``, ``enrolled_at``).

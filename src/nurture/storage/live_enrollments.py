@@ -80,9 +80,12 @@ def end(conn: Connection, campaign_id: str, version: str | None, step_id: str, *
 
 def relabel(conn: Connection, campaign_id: str, version: str, *, priority: int, due_at: datetime | None) -> int:
     """Put the campaign's active enrollments under ``version`` (and its ``priority``); with ``due_at``, make them due
-    then, so the engine plans them again with the new definition. Returns how many."""
+    then, so the engine plans them again with the new definition. Returns how many it changed."""
     values: dict[str, Any] = {"campaign_version": version, "priority": priority}
+    where = [E.c.campaign_id == campaign_id, E.c.status == "active"]
     if due_at is not None:
         values["next_due_at"] = due_at
-    result = conn.execute(update(E).where(E.c.campaign_id == campaign_id, E.c.status == "active").values(**values))
+    else:  # rows already under this version and priority (enrolled with it, by an import) are not written again
+        where.append(or_(E.c.campaign_version.is_distinct_from(version), E.c.priority != priority))
+    result = conn.execute(update(E).where(*where).values(**values))
     return result.rowcount or 0

@@ -36,21 +36,19 @@ def enqueue(conn: Connection, *, kind: str, dedup_key: str, payload: dict[str, A
     return conn.execute(statement).first() is not None
 
 
+def row_due(now: Any) -> list[Any]:
+    """The conditions of a row a claim at ``now`` would take (a datetime, or a bound parameter)."""
+    return [O.c.status == "pending", or_(O.c.next_attempt_at.is_(None), O.c.next_attempt_at <= now),
+            or_(O.c.lease_until.is_(None), O.c.lease_until < now)]
+
+
 def claim(engine: Engine, now: datetime, *, limit: int, lease: timedelta) -> list[Any]:
     """Lease up to ``limit`` pending rows that are due at ``now`` and not leased by a live worker; return them.
 
     Rows whose lease expired (their worker died mid-batch) are claimable again. On PostgreSQL concurrent claimers
     skip each other's rows (``FOR UPDATE SKIP LOCKED``); on SQLite the write lock serializes them.
     """
-    due = (
-        select(O.c.id)
-        .where(
-            O.c.status == "pending",
-            or_(O.c.next_attempt_at.is_(None), O.c.next_attempt_at <= now),
-            or_(O.c.lease_until.is_(None), O.c.lease_until < now),
-        )
-        .order_by(O.c.next_attempt_at, O.c.id)
-    )
+    due = select(O.c.id).where(*row_due(now)).order_by(O.c.next_attempt_at, O.c.id)
     with transaction(engine, read_only=True) as conn:
         if conn.execute(due.limit(1)).first() is None:
             return []  # idle: a snapshot read, so polling never takes the write lock intake needs

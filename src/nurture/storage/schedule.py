@@ -374,16 +374,24 @@ def _record(engine: Engine, now: datetime, outcomes: list[DeliveryOutcome]) -> N
         )
 
 
+def enrollment_due(now: Any, campaign_ids: Iterable[str]) -> list[Any]:
+    """The conditions of an enrollment a claim at ``now`` would take (a datetime, or a bound parameter)."""
+    return [E.c.status == "active", E.c.next_due_at <= now, E.c.campaign_id.in_(list(campaign_ids)),
+            or_(E.c.lease_until.is_(None), E.c.lease_until < now), _lead_not_leased(now)]
+
+
+def delivery_due(now: Any, campaign_ids: Iterable[str]) -> list[Any]:
+    """The conditions of a delivery due for another attempt at ``now``, or claimed by a sender whose lease ran out."""
+    return [D.c.campaign_id.in_(list(campaign_ids)),
+            or_(and_(D.c.status == "retry", D.c.next_attempt_at <= now),
+                and_(D.c.status == "claimed", D.c.lease_until < now))]
+
+
 def anything_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> bool:
     """Whether a tick at ``now`` would find work: read-only (a snapshot on SQLite), so an idle worker never takes
     the write lock that intake needs."""
     with transaction(engine, read_only=True) as conn:
-        enrollment = conn.execute(
-            select(E.c.id).where(
-                E.c.status == "active", E.c.next_due_at <= now, E.c.campaign_id.in_(list(campaign_ids)),
-                or_(E.c.lease_until.is_(None), E.c.lease_until < now), _lead_not_leased(now),
-            ).limit(1)
-        ).first()
+        enrollment = conn.execute(select(E.c.id).where(*enrollment_due(now, campaign_ids)).limit(1)).first()
         if enrollment is not None:
             return True
     return deliveries_due(engine, now, campaign_ids)
@@ -392,11 +400,5 @@ def anything_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> 
 def deliveries_due(engine: Engine, now: datetime, campaign_ids: Iterable[str]) -> bool:
     """Whether a delivery is due for another attempt, or was claimed by a sender whose lease ran out (read-only)."""
     with transaction(engine, read_only=True) as conn:
-        delivery = conn.execute(
-            select(D.c.id).where(
-                D.c.campaign_id.in_(list(campaign_ids)),
-                or_(and_(D.c.status == "retry", D.c.next_attempt_at <= now),
-                    and_(D.c.status == "claimed", D.c.lease_until < now))
-            ).limit(1)
-        ).first()
+        delivery = conn.execute(select(D.c.id).where(*delivery_due(now, campaign_ids)).limit(1)).first()
         return delivery is not None

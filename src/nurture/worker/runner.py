@@ -1,8 +1,10 @@
 """The worker of ``nurture run``: the dispatcher and the periodic jobs on APScheduler 3 (in-memory job store, UTC).
 :mod:`nurture.service` runs it beside the HTTP intake in one process (or either one alone for larger deploys).
 
-The database is the schedule, so APScheduler only runs a handful of jobs: the dispatcher (every ``poll_interval``,
-``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the outbox, the
+The database is the schedule, so APScheduler only runs a handful of jobs: the look for due work (every
+``poll_interval``: one statement, :class:`nurture.storage.work_probe.WorkProbe`, that starts the dispatcher or the
+outbox at once when it finds work for them), the dispatcher and the outbox (each also every ``recheck_interval`` on its
+own; ``max_instances=1``, ``coalesce=True``, ``misfire_grace_time=None`` so a late run is never dropped), the
 handoff's digests and SLA reminders (:mod:`nurture.worker.handoff_jobs`), the enrollment sweep (new or edited campaigns'
 audiences, re-entry and recycle waits that ended: :mod:`nurture.application.enroll_sweep`), and the nightly rescoring
 (score decay). Nothing per lead lives in APScheduler.
@@ -15,9 +17,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any
-
-from apscheduler.schedulers.background import BackgroundScheduler
+from typing import TYPE_CHECKING, Any
 
 from nurture.application.apply_versions import apply_versions
 from nurture.application.enroll_sweep import sweep
@@ -28,7 +28,7 @@ from nurture.definitions.sales import SalesRules, validate_sales
 from nurture.definitions.scoring import ScoringRules, validate_scoring
 from nurture.definitions.sources import DefinitionSource, catalog_sources
 from nurture.delivery import Transport, transport_from_url
-from nurture.delivery.webhooks import WebhookSender, make_client
+from nurture.delivery.webhooks import WebhookSender
 from nurture.errors import DefinitionError
 from nurture.handoff import Handoff
 from nurture.rendering import EmailRenderer, render_limits
@@ -36,10 +36,14 @@ from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.migrate import open_database
 from nurture.storage.secrets import signing_secret
+from nurture.storage.work_probe import Waiting, WorkProbe
 from nurture.worker.dispatcher import DispatchConfig, Dispatcher, TickReport, dispatch_config
 from nurture.worker.handoff_jobs import HandoffJobs
 from nurture.worker.outbox_jobs import OutboxProcessor
 from nurture.worker.processes import DispatchProcesses
+
+if TYPE_CHECKING:  # APScheduler is imported by start(): `nurture run --once` runs no scheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,8 @@ log = logging.getLogger(__name__)
 class RunOptions:
     """How ``nurture run`` behaves."""
 
-    poll_interval: float = 0.5  # seconds between dispatcher looks when idle
+    poll_interval: float = 0.5  # seconds between looks for due work (one statement) when idle
+    recheck_interval: float = 60.0  # the dispatcher and the outbox also run this often without a look's word
     sweep_interval: float = 600.0  # seconds between enrollment sweeps (changed leads are enrolled as they change)
     max_batches_per_run: int = 20  # a dispatcher run yields after this many batches so shutdown stays prompt
     rescore_hour: int = 3  # UTC hour of the nightly rescoring (score decay)
@@ -82,9 +87,9 @@ class Worker:
             self.engine, self.catalog, EmailRenderer(settings.templates_dir, render_limits(settings)), self.transport, self.signer,
             config or dispatch_config(settings),
         )
-        self.http_client = make_client()
+        self.webhooks = WebhookSender(None, secret=settings.webhook_secret)  # its HTTP client made at its first request
         self.outbox = OutboxProcessor(
-            self.engine, sender=WebhookSender(self.http_client, secret=settings.webhook_secret), mail=self.transport,
+            self.engine, sender=self.webhooks, mail=self.transport,
             from_address=settings.from_address, sales_webhook_url=settings.sales_webhook_url,
         )
         self.handoff = HandoffJobs(
@@ -92,6 +97,7 @@ class Worker:
             campaign_names={campaign.id: campaign.name for campaign in self.catalog.campaigns.values()},
         )
         self.options = RunOptions(poll_interval=settings.poll_interval, sweep_interval=settings.sweep_interval)
+        self.probe = WorkProbe(self.engine, self.dispatcher.live_campaigns)
         self.scheduler: BackgroundScheduler | None = None
         # --processes N: N - 1 more processes that only dispatch (see nurture.worker.processes)
         self.processes = DispatchProcesses(settings, settings.dispatch_processes - 1, self.catalog) \
@@ -141,6 +147,20 @@ class Worker:
         if report.due_enrolled:
             log.info("enrollment sweep: %d lead(s) enrolled whose wait to enter ended", report.due_enrolled)
         return report.enrolled
+
+    def look(self) -> Waiting:
+        """The idle worker's poll (an APScheduler job, every ``poll_interval``): one statement asks whether due
+        enrollments, retries, expired leases or outbox rows wait, and starts the dispatcher or the outbox at once
+        when they do. If the look fails, both are started (they report what is wrong)."""
+        try:
+            waiting = self.probe.look(self.clock())
+        except Exception:  # the job must survive a bad moment (database busy, ...)
+            log.warning("looking for due work failed; running the dispatcher and the outbox", exc_info=True)
+            waiting = Waiting(dispatch=True, outbox=True)
+        jobs = [name for name, due in (("dispatch", waiting.dispatch), ("outbox", waiting.outbox)) if due]
+        if jobs:
+            self._run_now(jobs)
+        return waiting
 
     def dispatch(self) -> None:
         """One dispatcher run (an APScheduler job): drain a bounded number of batches."""
@@ -199,7 +219,7 @@ class Worker:
         self.outbox.drain(self.clock)
         self.dispatcher.close()
         self.transport.close()
-        self.http_client.close()
+        self.webhooks.close()
         return report
 
     # -- the service -----------------------------------------------------------------------------------------------
@@ -207,15 +227,18 @@ class Worker:
     def start(self) -> None:
         """Put edited definitions in force, then start the periodic jobs in background threads; the first enrollment sweep
         runs at once, beside the dispatcher (a new campaign's audience is enrolled while due emails go out)."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+
         self.sync_versions()
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         # APScheduler runs on wall-clock time, whatever clock the jobs decide with: "now" to it is the wall clock's
         started = SYSTEM_CLOCK()
-        scheduler.add_job(self.dispatch, "interval", seconds=self.options.poll_interval, id="dispatch",
+        scheduler.add_job(self.dispatch, "interval", seconds=self.options.recheck_interval, id="dispatch",
                           next_run_time=started, **common)
-        scheduler.add_job(self.deliver_outbox, "interval", seconds=self.options.poll_interval, id="outbox",
+        scheduler.add_job(self.deliver_outbox, "interval", seconds=self.options.recheck_interval, id="outbox",
                           next_run_time=started, **common)
+        scheduler.add_job(self.look, "interval", seconds=self.options.poll_interval, id="look", **common)
         scheduler.add_job(self.remind, "interval", seconds=self.options.handoff_interval, id="handoff",
                           next_run_time=started, **common)
         scheduler.add_job(self.sweep, "interval", seconds=self.options.sweep_interval, id="sweep",
@@ -244,9 +267,10 @@ class Worker:
         if self.processes is not None:
             # a process may be finishing two batches, each handing back what it cannot start within half the lease
             self.processes.stop(timeout=self.settings.lease_seconds + 30)
+        self.probe.close()
         self.dispatcher.close()
         self.transport.close()
-        self.http_client.close()
+        self.webhooks.close()
         log.info("stopped")
 
     def request_stop(self, *_args: object) -> None:
@@ -273,14 +297,18 @@ class Worker:
         """Run the dispatcher and the outbox now (intake calls this after an event that may make a step due or queue
         a notification). APScheduler keeps wall-clock time, whatever clock the worker decides with."""
         self._outbox_woken.set()
+        self._run_now(["dispatch", "outbox"])
+
+    def _run_now(self, jobs: list[str]) -> None:
+        """Run these jobs now (a running one is not run twice: the next look finds what is left)."""
         scheduler = self.scheduler
         if scheduler is not None and scheduler.running and not self._stop.is_set():
             try:
                 woken = SYSTEM_CLOCK()  # APScheduler's wall-clock time, not the worker's clock
-                scheduler.modify_job("dispatch", next_run_time=woken)
-                scheduler.modify_job("outbox", next_run_time=woken)
-            except Exception:  # the scheduler may be shutting down; the next interval catches up anyway
-                log.debug("could not wake the dispatcher", exc_info=True)
+                for job in jobs:
+                    scheduler.modify_job(job, next_run_time=woken)
+            except Exception:  # the scheduler may be shutting down; the next look catches up anyway
+                log.debug("could not wake %s", ", ".join(jobs), exc_info=True)
 
 
 def definition_sources(settings: Settings, catalog: Catalog) -> list[DefinitionSource]:

@@ -1,7 +1,41 @@
-"""One module per command group; each has ``register(app: typer.Typer) -> None``."""
+"""One module per command group; each has ``register(app: typer.Typer) -> None``.
+
+The modules are imported when needed: a command line that names one command imports (and registers) only the module
+that defines it, so ``nurture run --once`` does not pay for the imports of ``report``, ``check`` or ``plan``
+(``tests/unit/test_cli_lazy_imports.py`` keeps :data:`COMMANDS` in step with what each module registers).
+"""
 
 from __future__ import annotations
 
-from nurture.cli.commands import campaigns, db, events, impact, leads, project, report, run, sales, spend, versions
+import importlib
+from types import ModuleType
 
-MODULES = [campaigns, run, db, leads, events, sales, spend, report, impact, project, versions]
+NAMES = ["campaigns", "run", "db", "leads", "events", "sales", "spend", "report", "impact", "project", "versions"]
+"""The command modules, in the order their commands are listed in ``nurture --help``."""
+
+COMMANDS = {
+    "check": "campaigns", "schema": "campaigns", "preview": "campaigns", "simulate": "campaigns",
+    "run": "run", "serve": "run",
+    "db": "db",
+    "leads": "leads",
+    "event": "events",
+    "sales": "sales",
+    "spend": "spend",
+    "report": "report",
+    "replay": "impact", "scoring": "impact",
+    "init": "project", "config": "project",
+    "plan": "versions", "campaigns": "versions",
+}
+"""The module that registers each top-level command or group."""
+
+
+def module(name: str) -> ModuleType:
+    """The command module ``name`` (imported on first use)."""
+    return importlib.import_module(f"nurture.cli.commands.{name}")
+
+
+def modules_for(command: str | None) -> list[ModuleType]:
+    """The modules to register for a command line whose command is ``command``: its own module alone when it is a
+    known command, else every module (``nurture --help`` lists them all; an unknown name gets click's message)."""
+    name = COMMANDS.get(command) if command is not None else None
+    return [module(name)] if name is not None else [module(each) for each in NAMES]

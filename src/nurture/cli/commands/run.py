@@ -12,7 +12,7 @@ def run_command(
     once: bool = typer.Option(False, "--once", help="Process everything due now, then exit (tests, cron-style deploys)."),
     http: bool = typer.Option(True, "--http/--no-http", help="Serve the HTTP intake in the same process."),
     poll_interval: float = typer.Option(
-        None, "--poll-interval", help="Seconds between dispatcher looks when idle (env NURTURE_POLL_INTERVAL, default 0.5)."
+        None, "--poll-interval", help="Seconds between looks for due work when idle (env NURTURE_POLL_INTERVAL, default 0.5)."
     ),
     processes: int = typer.Option(
         None, "--processes", min=1, max=64,
