@@ -54,6 +54,29 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _server_cpu(url: str) -> dict[int, float]:
+    """CPU seconds each PostgreSQL backend serving ``url``'s database has used (from /proc: the server runs on this
+    machine), by pid; {} on SQLite or when the server's processes cannot be read."""
+    if not url.startswith("postgresql"):
+        return {}
+    from nurture.storage.database import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            pids = [row[0] for row in conn.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        engine.dispose()
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = _process_cpu(pid)
+        except OSError:  # gone meanwhile, or another machine's
+            pass
+    return found
+
+
 def fresh_database(tmp: Path, database_url: str | None) -> str:
     """A new SQLite file, or the PostgreSQL database of ``database_url`` emptied (its public schema dropped and made
     again), migrated to the current schema."""
@@ -97,15 +120,23 @@ def bench_nurture(leads: int, batch: int, tmp: Path, processes: int, database_ur
         clock = lambda: datetime.now(timezone.utc)  # noqa: E731
         pids = [p.pid for p in extra.processes] if extra is not None else []
         cpu_before = sum(_process_cpu(pid) for pid in pids)
+        server_before = _server_cpu(url)
         started = time.perf_counter()
         cpu_started = time.process_time()
         enrolled = enroll_leads(dispatcher.engine, dispatcher.catalog, clock())  # nurture's "scheduling"
         enroll_seconds = time.perf_counter() - started
         send_started = time.perf_counter()
+        cpu_sending = time.process_time() + sum(_process_cpu(pid) for pid in pids)
+        server_sending = _server_cpu(url)
         report = dispatcher.drain(clock)
         wait_for_count(counter, leads)
         end = time.perf_counter()
         cpu = time.process_time() - cpu_started + sum(_process_cpu(pid) for pid in pids) - cpu_before
+        # the backends' CPU (enrolling included, as the workers' CPU above): backends that began meanwhile count whole
+        server_after = _server_cpu(url)
+        server_cpu = sum(used - server_before.get(pid, 0.0) for pid, used in server_after.items())
+        send_cpu = time.process_time() + sum(_process_cpu(pid) for pid in pids) - cpu_sending
+        send_server_cpu = sum(used - server_sending.get(pid, 0.0) for pid, used in server_after.items())
         if extra is not None:
             extra.stop(timeout=60)
         transport.close()
@@ -113,6 +144,9 @@ def bench_nurture(leads: int, batch: int, tmp: Path, processes: int, database_ur
     return {"sent": received, "here": report.sent, "received": received, "enrolled": enrolled,
             "enroll_seconds": enroll_seconds, "seconds": end - send_started, "per_second": received / (end - send_started),
             "end_to_end_per_second": received / (end - started), "cpu_ms_per_email": cpu / received * 1000,
+            "server_cpu_ms_per_email": server_cpu / received * 1000 if url.startswith("postgresql") else None,
+            "send_cpu_ms_per_email": send_cpu / received * 1000,
+            "send_server_cpu_ms_per_email": send_server_cpu / received * 1000 if url.startswith("postgresql") else None,
             "peak_rss_mb": rss_mb()}
 
 
@@ -268,7 +302,13 @@ def main() -> None:
             folder.mkdir()
             n = bench_nurture(args.leads, args.batch, folder, args.processes, args.database_url)
             print(f"round {number}: nurture {n['per_second']:6.0f} emails/s  ({args.processes} process(es); {args.leads} "
-                  f"in {n['seconds']:.1f}s, sink received {n['received']}; {n['cpu_ms_per_email']:.2f} ms CPU per email; "
+                  f"in {n['seconds']:.1f}s, sink received {n['received']}; {n['cpu_ms_per_email']:.2f} ms CPU per email"
+                  + (f" + {n['server_cpu_ms_per_email']:.2f} ms PostgreSQL backends'"
+                     if n["server_cpu_ms_per_email"] is not None else "")
+                  + f", sending alone {n['send_cpu_ms_per_email']:.2f} ms"
+                  + (f" + {n['send_server_cpu_ms_per_email']:.2f} ms backends'"
+                     if n["send_server_cpu_ms_per_email"] is not None else "") + "; "
+                  f"load average {os.getloadavg()[0]:.1f}; "
                   f"enrolling took {n['enroll_seconds']:.1f}s, end to end {n['end_to_end_per_second']:.0f}/s; "
                   + (f"peak RSS {n['peak_rss_mb']:.0f} MB)" if number == 1 else  # later: the ceiling's messages too
                      "peak RSS: see round 1)"), flush=True)

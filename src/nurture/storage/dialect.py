@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeAlias
 
-from sqlalchemy import Date, Table, Text, event, func, literal, or_, text
+from sqlalchemy import BigInteger, Date, Table, Text, all_, any_, bindparam, event, func, literal, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
@@ -105,6 +105,35 @@ def for_update_skip_locked(statement: Select[Any], dialect: Dialect | str) -> Se
     if name == "postgresql":
         return statement.with_for_update(skip_locked=True)
     return statement
+
+
+def in_ids(column: Any, name: str, dialect: Dialect) -> Any:
+    """SQL: ``column`` (an id) is one of the list bound as ``name``. On PostgreSQL the list goes as one array
+    (``column = ANY(%(name)s::BIGINT[])``), so the statement has one text whatever the list's length: psycopg parses
+    it once and the server runs it prepared. An expanding ``IN (...)`` (SQLite's) writes a new text for every length,
+    which psycopg parsed again each time (tens of ms for a thousand ids)."""
+    if dialect.name == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(BigInteger())))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def not_in_ids(column: Any, name: str, dialect: Dialect) -> Any:
+    """SQL: ``column`` is none of the ids bound as ``name`` (:func:`in_ids` negated: ``<> ALL`` on PostgreSQL)."""
+    if dialect.name == "postgresql":
+        return column != all_(bindparam(name, type_=postgresql.ARRAY(BigInteger())))
+    return column.not_in(bindparam(name, expanding=True))
+
+
+@lru_cache(maxsize=8)
+def dispatch_writer(dialect: Dialect) -> Any:
+    """The dispatcher's bulk writes as one statement per batch with arrays (PostgreSQL:
+    :class:`nurture.storage.schedule_pg.PostgresDispatchWrites`), or None: the generic statements of
+    :mod:`nurture.storage.schedule` (an executemany, which SQLite runs in-process at no round trip's cost)."""
+    if dialect.name == "postgresql":
+        from nurture.storage.schedule_pg import PostgresDispatchWrites
+
+        return PostgresDispatchWrites()
+    return None
 
 
 UpsertInsert: TypeAlias = postgresql.Insert | sqlite.Insert
@@ -267,6 +296,22 @@ def row_trigger(dialect: Dialect, name: str, table: str, event: str, when: str, 
                 f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {name}()"]
     body = "".join(f"{statement};\n" for statement in statements)
     return [f"CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN {when}\nBEGIN\n{body}END"]
+
+
+def sums_in_statement_triggers(dialect: Dialect) -> bool:
+    """Whether a trigger can run once per statement and read the rows the statement wrote (PostgreSQL's transition
+    tables), so a rollup adds a statement's rows grouped, one upsert per key, rather than one per row."""
+    return dialect.name == "postgresql"
+
+
+def statement_trigger(name: str, table: str, event: str, statements: list[str]) -> list[str]:
+    """PostgreSQL DDL of an ``AFTER event ON table FOR EACH STATEMENT`` trigger running ``statements``, which read the
+    statement's rows as ``new_rows`` (and ``old_rows`` for an UPDATE); for :func:`sums_in_statement_triggers`."""
+    body = "".join(f"{statement};\n" for statement in statements)
+    tables = "OLD TABLE AS old_rows NEW TABLE AS new_rows" if event == "UPDATE" else "NEW TABLE AS new_rows"
+    return [f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}RETURN NULL;\nEND\n$$",
+            f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {tables} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION {name}()"]
 
 
 def drop_row_trigger(dialect: Dialect, name: str, table: str) -> list[str]:

@@ -14,17 +14,22 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.sql.elements import BindParameter
 
 from nurture.core.facts import Engagement, History, LeadView, Send
 from nurture.storage.database import transaction
-from nurture.storage.dialect import for_update_skip_locked, lock_for_claim, upsert_insert
+from nurture.storage.dialect import (
+    dispatch_writer,
+    for_update_skip_locked,
+    in_ids,
+    lock_for_claim,
+    not_in_ids,
+    upsert_insert,
+)
 from nurture.storage.rows import LEAD_COLUMNS, lead_view
 from nurture.storage.tables import D, E, EV, L, O, SO
 
-# Lists of ids are bound as one expanding parameter: the statement compiles once (cached), not once per value.
-_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
-_LEAD_IDS: BindParameter[list[int]] = bindparam("lead_ids", expanding=True)
+# Lists of ids are bound as one parameter (:func:`nurture.storage.dialect.in_ids`): the statement compiles once
+# (cached), not once per value, and on PostgreSQL its text is the same for every length of list.
 
 _LEASED = E.alias("leased")
 
@@ -68,25 +73,28 @@ def claim_due_enrollments(
         ids = [row.id for row in conn.execute(for_update_skip_locked(ids_query, conn.dialect))]
         if not ids:
             return []
+        dialect = conn.dialect
         # The same leads' other due enrollments come along, so the engine sees all that compete for a lead's
         # frequency cap at once and lets the highest priority go first (not whichever fell due a moment earlier).
-        lead_ids = [row.lead_id for row in conn.execute(select(E.c.lead_id).where(E.c.id.in_(_IDS)).distinct(), {"ids": ids})]
+        lead_ids = [row.lead_id for row in conn.execute(
+            select(E.c.lead_id).where(in_ids(E.c.id, "ids", dialect)).distinct(), {"ids": ids})]
         siblings = (
             select(E.c.id)
             .where(
-                E.c.lead_id.in_(_LEAD_IDS),
+                in_ids(E.c.lead_id, "lead_ids", dialect),
                 E.c.status == "active",
                 E.c.next_due_at <= now,
                 E.c.campaign_id.in_(list(campaign_ids)),
                 or_(E.c.lease_until.is_(None), E.c.lease_until < now),
-                E.c.id.not_in(_IDS),
+                not_in_ids(E.c.id, "ids", dialect),
             )
         )
-        ids += [row.id for row in conn.execute(for_update_skip_locked(siblings, conn.dialect),
+        ids += [row.id for row in conn.execute(for_update_skip_locked(siblings, dialect),
                                                 {"ids": ids, "lead_ids": lead_ids})]
-        conn.execute(update(E).where(E.c.id.in_(_IDS)).values(lease_until=now + lease, lease_owner=owner), {"ids": ids})
-        return list(conn.execute(select(E).where(E.c.id.in_(_IDS)).order_by(E.c.lead_id, E.c.priority.desc()),
-                                 {"ids": ids}))
+        conn.execute(update(E).where(in_ids(E.c.id, "ids", dialect)).values(lease_until=now + lease, lease_owner=owner),
+                     {"ids": ids})
+        return list(conn.execute(select(E).where(in_ids(E.c.id, "ids", dialect))
+                                 .order_by(E.c.lead_id, E.c.priority.desc()), {"ids": ids}))
 
 
 @dataclass
@@ -112,12 +120,13 @@ def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) 
     """Leads, their engagement since ``events_since`` and every nurture email they were sent or are being sent."""
     facts: dict[int, LeadFacts] = {}
     with transaction(engine, read_only=True) as conn:
+        dialect = conn.dialect
         for chunk in _chunks(list(lead_ids)):
-            for row in conn.execute(select(L).where(L.c.id.in_(_IDS)), {"ids": chunk}):
+            for row in conn.execute(select(L).where(in_ids(L.c.id, "ids", dialect)), {"ids": chunk}):
                 facts[row.id] = LeadFacts(lead_view(row), row)
             events = conn.execute(
                 select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties)
-                .where(EV.c.lead_id.in_(_IDS), EV.c.occurred_at >= events_since)
+                .where(in_ids(EV.c.lead_id, "ids", dialect), EV.c.occurred_at >= events_since)
                 .order_by(EV.c.occurred_at),
                 {"ids": chunk},
             )
@@ -127,7 +136,8 @@ def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) 
                 )
             sends = conn.execute(
                 select(D.c.lead_id, D.c.campaign_id, D.c.step_key, D.c.sent_at, D.c.created_at).where(
-                    D.c.lead_id.in_(_IDS), D.c.channel == "email", D.c.status.in_(("claimed", "sent", "retry"))
+                    in_ids(D.c.lead_id, "ids", dialect), D.c.channel == "email",
+                    D.c.status.in_(("claimed", "sent", "retry")),
                 ),
                 {"ids": chunk},
             )
@@ -198,15 +208,18 @@ def write_decisions(
         # Intake may have ended an enrollment since the claim (a goal event, promotion to SQL, an unsubscribe):
         # such an enrollment keeps its end, and the email decided for it is not created.
         ids = [u.id for u in enrollments]
-        campaign_ids = {row.id: row.campaign_id for chunk in _chunks(ids) for row in conn.execute(
-            select(E.c.id, E.c.campaign_id).where(E.c.id.in_(_IDS), E.c.status == "active", E.c.lease_owner == owner),
-            {"ids": chunk}
-        )}
+        writer = dispatch_writer(conn.dialect)
+        mine = select(E.c.id, E.c.campaign_id).where(in_ids(E.c.id, "ids", conn.dialect), E.c.status == "active",
+                                                      E.c.lease_owner == owner)
+        campaign_ids = {row.id: row.campaign_id for chunk in _chunks(ids) for row in conn.execute(mine, {"ids": chunk})}
         still_mine = set(campaign_ids)
         enrollments = [u for u in enrollments if u.id in still_mine]
         deliveries = [d for d in deliveries if d.enrollment_id in still_mine]
         created: list[Any] = []
-        if deliveries:
+        if deliveries and writer is not None:
+            created = writer.insert_deliveries(conn, [d.__dict__ for d in deliveries], lease_until=now + lease,
+                                               created_at=now)
+        elif deliveries:
             insert = upsert_insert(D, conn.dialect).on_conflict_do_nothing(index_elements=["enrollment_id", "step_key"])
             rows = [
                 dict(enrollment_id=d.enrollment_id, lead_id=d.lead_id, campaign_id=d.campaign_id, step_id=d.step_id,
@@ -217,21 +230,25 @@ def write_decisions(
             ]
             created = list(conn.execute(insert.returning(*D.c), rows))
         if enrollments:
-            conn.execute(
-                update(E).where(E.c.id == bindparam("e_id")).values(
-                    step_id=bindparam("step_id"), arrived_at=bindparam("arrived_at"), state=bindparam("state"),
-                    next_due_at=bindparam("next_due_at"), waiting_for=bindparam("waiting_for"),
-                    status=bindparam("status"), ended_at=bindparam("ended_at"), end_reason=bindparam("end_reason"),
-                    lease_until=None, lease_owner=None,
-                ),
-                [
-                    dict(e_id=u.id, step_id=u.step_id, arrived_at=u.arrived_at, state=u.state,
-                         next_due_at=None if u.ended else u.next_due_at, waiting_for=None if u.ended else u.waiting_for,
-                         status=("completed" if u.ended == "completed" else "exited") if u.ended else "active",
-                         ended_at=now if u.ended else None, end_reason=u.ended)
-                    for u in enrollments
-                ],
-            )
+            advanced = [
+                dict(e_id=u.id, step_id=u.step_id, arrived_at=u.arrived_at, state=u.state,
+                     next_due_at=None if u.ended else u.next_due_at, waiting_for=None if u.ended else u.waiting_for,
+                     status=("completed" if u.ended == "completed" else "exited") if u.ended else "active",
+                     ended_at=now if u.ended else None, end_reason=u.ended)
+                for u in enrollments
+            ]
+            if writer is not None:
+                writer.update_enrollments(conn, advanced)
+            else:
+                conn.execute(
+                    update(E).where(E.c.id == bindparam("e_id")).values(
+                        step_id=bindparam("step_id"), arrived_at=bindparam("arrived_at"), state=bindparam("state"),
+                        next_due_at=bindparam("next_due_at"), waiting_for=bindparam("waiting_for"),
+                        status=bindparam("status"), ended_at=bindparam("ended_at"), end_reason=bindparam("end_reason"),
+                        lease_until=None, lease_owner=None,
+                    ),
+                    advanced,
+                )
         outcomes = [dict(enrollment_id=u.id, campaign_id=campaign_ids[u.id], step_id=step, outcome=outcome,
                          detail=detail, at=at) for u in enrollments for step, outcome, detail, at in u.outcomes]
         if outcomes:
@@ -270,7 +287,7 @@ def release_enrollments(engine: Engine, ids: Sequence[int], *, owner: str) -> No
     still holds: one whose lease ran out may be another worker's now, mid-batch."""
     with transaction(engine) as conn:
         for chunk in _chunks(list(ids)):
-            conn.execute(update(E).where(E.c.id.in_(_IDS), E.c.lease_owner == owner)
+            conn.execute(update(E).where(in_ids(E.c.id, "ids", conn.dialect), E.c.lease_owner == owner)
                          .values(lease_until=None, lease_owner=None), {"ids": chunk})
 
 
@@ -295,8 +312,9 @@ def claim_deliveries_to_retry(
         ids = [row.id for row in conn.execute(for_update_skip_locked(query, conn.dialect))]
         if not ids:
             return []
-        conn.execute(update(D).where(D.c.id.in_(ids)).values(status="claimed", lease_until=now + lease))
-        return list(conn.execute(select(D).where(D.c.id.in_(ids))))
+        conn.execute(update(D).where(in_ids(D.c.id, "ids", conn.dialect)).values(status="claimed", lease_until=now + lease),
+                     {"ids": ids})
+        return list(conn.execute(select(D).where(in_ids(D.c.id, "ids", conn.dialect)), {"ids": ids}))
 
 
 def suppressed_leads(engine: Engine, lead_ids: Sequence[int]) -> set[int]:
@@ -306,7 +324,8 @@ def suppressed_leads(engine: Engine, lead_ids: Sequence[int]) -> set[int]:
         for chunk in _chunks(sorted(set(lead_ids))):
             found |= {
                 row.id for row in conn.execute(
-                    select(L.c.id).where(L.c.id.in_(_IDS), or_(L.c.unsubscribed_at.is_not(None), L.c.bounced_at.is_not(None))),
+                    select(L.c.id).where(in_ids(L.c.id, "ids", conn.dialect),
+                                         or_(L.c.unsubscribed_at.is_not(None), L.c.bounced_at.is_not(None))),
                     {"ids": chunk},
                 )
             }
@@ -318,8 +337,8 @@ def exited_enrollments(engine: Engine, enrollment_ids: Sequence[int]) -> set[int
     found: set[int] = set()
     with transaction(engine, read_only=True) as conn:
         for chunk in _chunks(sorted(set(enrollment_ids))):
-            found |= {row.id for row in conn.execute(select(E.c.id).where(E.c.id.in_(_IDS), E.c.status == "exited"),
-                                                     {"ids": chunk})}
+            found |= {row.id for row in conn.execute(
+                select(E.c.id).where(in_ids(E.c.id, "ids", conn.dialect), E.c.status == "exited"), {"ids": chunk})}
     return found
 
 
@@ -358,19 +377,23 @@ def record_outcomes(engine: Engine, now: datetime, outcomes: list[DeliveryOutcom
 
 
 def _record(engine: Engine, now: datetime, outcomes: list[DeliveryOutcome]) -> None:
+    rows = [
+        dict(d_id=o.id, status=o.status, attempts=o.attempts, error=o.error, provider_message_id=o.provider_message_id,
+             subject=o.subject, next_attempt_at=o.next_attempt_at, sent_at=now if o.status == "sent" else None)
+        for o in outcomes
+    ]
     with transaction(engine) as conn:
+        writer = dispatch_writer(conn.dialect)
+        if writer is not None:
+            writer.record_outcomes(conn, rows)
+            return
         conn.execute(
             update(D).where(D.c.id == bindparam("d_id")).values(
                 status=bindparam("status"), attempts=bindparam("attempts"), error=bindparam("error"),
                 provider_message_id=bindparam("provider_message_id"), subject=bindparam("subject"),
                 next_attempt_at=bindparam("next_attempt_at"), sent_at=bindparam("sent_at"), lease_until=None,
             ),
-            [
-                dict(d_id=o.id, status=o.status, attempts=o.attempts, error=o.error,
-                     provider_message_id=o.provider_message_id, subject=o.subject, next_attempt_at=o.next_attempt_at,
-                     sent_at=now if o.status == "sent" else None)
-                for o in outcomes
-            ],
+            rows,
         )
 
 
