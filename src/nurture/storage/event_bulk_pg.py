@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from nurture.storage.codec import json_text
+from nurture.storage.codec import json_text, json_value
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
     LEAD_STATE_COLUMNS,
@@ -36,7 +36,9 @@ from nurture.storage.tables import L
 
 LEAD_COLUMNS = tuple(column.name for column in L.c)
 _LEAD_TIMES = ("unsubscribed_at", "bounced_at", "created_at", "updated_at", "stage_changed_at")
-_SELECT_LEADS = "SELECT " + ", ".join(f'"{name}"' for name in LEAD_COLUMNS) + " FROM lead"
+_LEAD_JSON = ("tags", "fields", "score_state")  # read as their text, parsed by codec.json_value
+_SELECT_LEADS = ("SELECT " + ", ".join(f'"{name}"::text' if name in _LEAD_JSON else f'"{name}"' for name in LEAD_COLUMNS)
+                 + " FROM lead")
 
 # the array type of each column a statement sends as a list
 _TYPES = {"lead_id": "bigint", "type": "text", "occurred_at": "timestamptz", "recorded_at": "timestamptz",
@@ -143,6 +145,8 @@ class PostgresEventBulk(EventBulk):
                 value = getattr(row, name)
                 if value is not None:
                     setattr(row, name, value.astimezone(timezone.utc))
+            for name in _LEAD_JSON:  # as SQLAlchemy's JSON type reads them (psycopg's loader is json.loads)
+                setattr(row, name, json_value(getattr(row, name)))
             found[row.email] = row
         return found
 

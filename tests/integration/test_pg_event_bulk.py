@@ -1,6 +1,7 @@
-"""The lists the PostgreSQL event writer sends as array input text (storage.event_bulk_pg.array_text) read back in
-PostgreSQL as the values themselves: awkward text, NULLs among values, microseconds and offsets, doubles to the
-last bit, large ids."""
+"""The PostgreSQL event writer's own encoding and decoding (storage.event_bulk_pg): the lists it sends as array
+input text (array_text) read back in PostgreSQL as the values themselves (awkward text, NULLs among values,
+microseconds and offsets, doubles to the last bit, large ids), and the lead rows it reads, JSON columns parsed by
+storage.codec.json_value, are those SQLAlchemy's types read."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 import sqlalchemy as sa
 from db_fixtures import pg_url, postgres_available  # noqa: F401
 
-from nurture.storage.event_bulk_pg import array_text
+from nurture.storage.database import make_engine, transaction
+from nurture.storage.event_bulk import EventBulk
+from nurture.storage.event_bulk_pg import PostgresEventBulk, array_text
+from nurture.storage.migrate import upgrade
 
 pytestmark = pytest.mark.postgres
 
@@ -71,3 +75,35 @@ def test_ids_read_back_exactly(pg_url):
 
 def test_an_empty_list_is_an_empty_array(pg_url):
     assert _read(pg_url, array_text([], "text"), "text") == []
+
+
+def test_lead_rows_read_as_sqlalchemy_reads_them(pg_url):
+    """Every column of the locked lead rows, with JSON that orjson parses and JSON only json.loads reads (a whole
+    number beyond 64 bits, a number beyond a double's range, an unpaired surrogate escape), NULLs and time zones."""
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        with transaction(engine) as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO lead (email, first_name, company_size, country, timezone, tags, fields, stage, score, "
+                "unsubscribed_at, created_at, updated_at, stage_changed_at, score_state, source) VALUES "
+                "('a@example.com', 'Ada', 250, 'DE', 'Europe/Berlin', '[\"vip\", \"x\"]', "
+                "'{\"n\": [1, 2.5, null, {\"deep\": \"é\"}], \"big\": 123456789012345678901234567890}', 'mql', 42.5, "
+                "'2024-05-01 14:00:00.000001+02', '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', "
+                "'2024-05-01 12:00:00+00', '[3, [[\"page_view\", 1.5]]]', 'ads'), "
+                "('b@example.com', NULL, NULL, NULL, NULL, '[]', '{\"x\": 1e400, \"s\": \"\\ud800\"}', 'lead', 0, "
+                "NULL, '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', NULL, NULL)")
+        with transaction(engine) as conn:
+            fast, core = PostgresEventBulk(), EventBulk("postgresql")
+            for wanted in (["a@example.com", "b@example.com", "missing@example.com"], ["a@example.com"],
+                           ["b@example.com"]):
+                mine, theirs = fast.lock_leads(conn, wanted), core.lock_leads(conn, wanted)
+                assert sorted(mine) == sorted(theirs) == sorted(set(wanted) - {"missing@example.com"})
+                for email, row in theirs.items():
+                    expected = dict(row._mapping)
+                    got = {name: getattr(mine[email], name) for name in expected}
+                    assert repr(got) == repr(expected)  # compared as text: types and infinities included
+                    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+            assert fast.lock_leads(conn, ["a@example.com"])["a@example.com"].fields["big"] == 123456789012345678901234567890
+    finally:
+        engine.dispose()
