@@ -203,8 +203,7 @@ class Backends:
     def read(self) -> dict[int, float]:
         pids = [pid for (pid,) in self.connection.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-        found = {pid: seconds for pid in pids if (seconds := pid_cpu_seconds(pid)) is not None}
-        return found
+        return {pid: seconds for pid in pids if (seconds := pid_cpu_seconds(pid)) is not None}
 
     def spent_since(self, before: dict[int, float]) -> float:
         """CPU seconds the backends spent since ``before`` (a :meth:`read`); new backends count from zero."""

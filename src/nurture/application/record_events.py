@@ -14,9 +14,8 @@ the scored history of the known ones is read at once. Events are then worked thr
 and the enrollment updates they cause are queued and written together (one insert for the rows, then the updates
 in order) at the end, or earlier whenever something reads the database through :attr:`EventBatch.conn` (a promotion
 building its brief, a stage change, a tracking-burst check), so every read sees the batch as it stands. Enrollment
-updates are only issued for leads that had an active enrollment when the batch began (no other lead can have one
-before the batch enrolls at its end), and leads are enrolled only when some campaign's stage and lead-field
-filters could let them in.
+updates go only to leads with an active enrollment when the batch began (no other lead can have one before the
+batch enrolls at its end); leads are enrolled only when some campaign's stage and lead-field filters could let them in.
 
 Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), read
 from the lead's score state (:mod:`nurture.core.score_state`) or, without a usable one, summed by the database (decay
@@ -25,7 +24,8 @@ included) and written back; either way the result is :func:`nurture.core.scoring
 Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
 other. A deadlock or serialization failure reported by PostgreSQL retries the whole batch; so does a client id that
-a concurrent batch recorded between our look-up and our insert (the retry finds it recorded: a duplicate).
+a concurrent batch recorded between our look-up and our insert (the retry finds it recorded: a duplicate), and a
+connection lost before the COMMIT (nothing was written; a connection kept by its caller connects again).
 """
 
 from __future__ import annotations
@@ -463,6 +463,7 @@ def record_cleaned(
     refused: set[str] = set()  # ids an insert found recorded already
     look_up = any(event.id is not None and event.dedupe_within is not None for event in cleaned)
     failures = refusals = 0
+    committing = committing if committing is not None else Committing()
     while True:
         try:
             with transaction(engine) as conn:
@@ -476,8 +477,7 @@ def record_cleaned(
                 results = batch.run(cleaned, known)
                 batch.finish()
                 created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
-                if committing is not None:
-                    committing.now = True
+                committing.now = True
             break
         except AlreadyRecorded as exc:
             refusals += 1
@@ -488,7 +488,7 @@ def record_cleaned(
             log.debug("event batch holds id(s) recorded already; recording it again with its ids looked up")
         except DBAPIError as exc:
             failures += 1
-            if failures == RETRIES or not is_retryable(exc):
+            if failures == RETRIES or not (is_retryable(exc) or (exc.connection_invalidated and not committing.now)):
                 raise
             log.info("event batch hit a %s; retrying", type(exc.orig).__name__)
     if log.isEnabledFor(logging.INFO):
