@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from nurture.application import promote
+from nurture.application import batch_state, promote
 from nurture.application.batch_state import NO_HISTORY, BatchLead, Committing, Wake, campaign_facts, capped_types
 from nurture.application.enroll import enroll_in_transaction
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, EventResult, clean_events
@@ -93,7 +93,7 @@ class EventBatch:
         self.by_id: dict[int, BatchLead] = {}
         self.bulk = bulk_writer(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
-        self._updates: list[Callable[[Connection], Any] | Wake] = []  # enrollment updates that follow those rows
+        self._updates: list[Callable[[Connection], Any] | Wake | batch_state.StageMove] = []  # what follows those rows, in order
         self._attributions: list[dict[str, Any]] = []  # leads that take their source from an event's UTM properties
         self.campaigns = campaign_facts(catalog)
 
@@ -116,17 +116,7 @@ class EventBatch:
             self.bulk.insert_events(conn, rows)
         while self._updates:
             updates, self._updates = self._updates, []
-            wakes: list[dict[str, Any]] = []  # consecutive wake-ups go in one statement, in order
-            for apply in updates:
-                if isinstance(apply, Wake):
-                    wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
-                    continue
-                if wakes:
-                    self.bulk.wake_all(conn, wakes)
-                    wakes = []
-                apply(conn)
-            if wakes:
-                self.bulk.wake_all(conn, wakes)
+            batch_state.write_updates(conn, self.bulk, updates)
 
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
@@ -347,7 +337,7 @@ class EventBatch:
         decision = stage_after_scoring(self.rules, lead.stage, breakdown)
         if decision is not None and decision[0] != lead.stage and not promote.recycling(
                 lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
-            self.move(lead, decision[0], decision[1], actor="rule")
+            self.move(lead, decision[0], decision[1], actor="rule", queued=True)
             changed = True
         if self.sales is None:
             return changed
@@ -367,6 +357,7 @@ class EventBatch:
             return False
         assert outcome.decision is not None
         change_id = self.move(lead, outcome.stage, outcome.reason, actor="rule")
+        assert change_id is not None  # not queued: promotion links its handoff to the history row
         if outcome.stage == promote.SQL:
             promote.promoted(self.conn, lead.view(), lead.id, change_id, outcome.decision, breakdown, sales=sales,
                              handoff=self.handoff, catalog=self.catalog, now=self.now)
@@ -374,20 +365,22 @@ class EventBatch:
             promote.disqualified(self.conn, lead.id, outcome.decision, self.now)
         return True
 
-    def move(self, lead: BatchLead, stage: str, reason: str, *, actor: str) -> int:
+    def move(self, lead: BatchLead, stage: str, reason: str, *, actor: str, queued: bool = False) -> int | None:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the
-        history row's id."""
-        conn = self.conn
-        change_id = self.bulk.insert_stage_change(conn, dict(
-            lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor,
-        ))
+        history row's id. ``queued``: the row may wait with the batch's other writes (its id is not returned), unless
+        campaigns end."""
+        row = dict(lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor)
+        exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
+        queued = queued and not (exits and lead.nurtured)
+        change_id = None if queued else self.bulk.insert_stage_change(self.conn, row)
+        if queued:
+            self._updates.append(batch_state.StageMove(row))
         lead.stage, lead.stage_changed_at = stage, self.now
         lead.stage_changed = lead.dirty = True
         if stage == promote.SQL:
             lead.promoted = True
-        exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
         if exits and lead.nurtured:
-            exit_enrollments(conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
+            exit_enrollments(self.conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
         return change_id
 
     def finish(self) -> None:
