@@ -7,7 +7,8 @@ Each mode is run with single-event requests and with batches (``{"events": [...]
 machine may be shared, so the two sides take turns in --rounds rounds (nurture, bare, then bare, nurture, ...) and
 each side's figure is its events over its own time; the server's CPU time per event (from /proc) is printed beside
 it, a figure other load on the machine barely moves (on PostgreSQL, ``--database-url``, the database server's own
-CPU is not in it), and so is the load generator's CPU per request (--clients keep-alive connections, one thread each,
+CPU is printed next to it: the CPU time of the backends connected to the benchmark's database, from /proc, when the
+server runs on this machine), and so is the load generator's CPU per request (--clients keep-alive connections, one thread each,
 writing raw HTTP/1.1: it must stay well below the server's, or it sets the figures). ``--statements`` then counts,
 in short extra passes, the statements the database executes per request on each side (SQLite: each row of an
 executemany counts once; PostgreSQL: an executemany counts once, and so does each COMMIT). ``--servers N`` starts N server processes on
@@ -173,8 +174,41 @@ def start_servers(tmp: Path, database_url: str | None, count: int = 1) -> list[t
 
 def cpu_seconds(process: subprocess.Popen) -> float:
     """The server's CPU time so far (user + system), from /proc."""
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return pid_cpu_seconds(process.pid) or 0.0
+
+
+def pid_cpu_seconds(pid: int) -> float | None:
+    """A process's CPU time so far (user + system), from /proc; None when it is gone or not on this machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Backends:
+    """The CPU time of the PostgreSQL backends serving the benchmark's database (from /proc: the server must run on
+    this machine), read at the start and end of each turn. A backend that ends within a turn loses its CPU since the
+    last reading; nurture's and the bare side's connections stay in the pool, so few do."""
+
+    def __init__(self, database_url: str) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        self.connection = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username,
+                                          password=url.password, dbname=url.database, autocommit=True)
+        self.seen: dict[int, float] = {}
+
+    def read(self) -> dict[int, float]:
+        pids = [pid for (pid,) in self.connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        return {pid: seconds for pid in pids if (seconds := pid_cpu_seconds(pid)) is not None}
+
+    def spent_since(self, before: dict[int, float]) -> float:
+        """CPU seconds the backends spent since ``before`` (a :meth:`read`); new backends count from zero."""
+        after = self.read()
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 class Client:
@@ -286,6 +320,9 @@ def main() -> None:
         def cpu() -> float:
             return sum(cpu_seconds(process) for process, _base in servers)
 
+        backends = Backends(args.database_url) if args.database_url else None
+        print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+
         try:
             results = {}
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)):
@@ -296,28 +333,36 @@ def main() -> None:
                 # warm both paths up (their own leads), then let the sides take turns on the same load
                 for path in ("/v1/events", "/bench/bare"):
                     load(bases, path, 0, max(1, 200 // batch), args.clients, batch, args.leads, f"warm{batch}{path[1]}")
-                # seconds, server CPU seconds, requests, load generator CPU seconds
-                spent = {"nurture": [0.0, 0.0, 0, 0.0], "bare": [0.0, 0.0, 0, 0.0]}
+                # seconds, server CPU seconds, requests, load generator CPU seconds, database backends' CPU seconds
+                spent = {"nurture": [0.0, 0.0, 0, 0.0, 0.0], "bare": [0.0, 0.0, 0, 0.0, 0.0]}
                 for index, first in enumerate(range(0, requests_total, per_round)):
                     count = min(per_round, requests_total - first)
                     order = ("nurture", "bare") if index % 2 == 0 else ("bare", "nurture")
                     for side in order:
                         path = "/v1/events" if side == "nurture" else "/bench/bare"
+                        database = backends.read() if backends is not None else {}
                         used, own = cpu(), time.process_time()
                         seconds = load(bases, path, first, count, args.clients, batch, args.leads, f"{side[0]}{batch}")
                         spent[side][0] += seconds
                         spent[side][1] += cpu() - used
                         spent[side][2] += count
                         spent[side][3] += time.process_time() - own
+                        spent[side][4] += backends.spent_since(database) if backends is not None else 0.0
                 rate = {side: spent[side][2] * batch / spent[side][0] for side in spent}
                 cpu_us = {side: spent[side][1] / (spent[side][2] * batch) * 1e6 for side in spent}
                 client_us = {side: spent[side][3] / spent[side][2] * 1e6 for side in spent}
-                results[label] = (rate["nurture"], rate["bare"], cpu_us["nurture"], cpu_us["bare"])
+                db_us = {side: spent[side][4] / (spent[side][2] * batch) * 1e6 for side in spent}
+                results[label] = (rate["nurture"], rate["bare"], cpu_us["nurture"], cpu_us["bare"], db_us["nurture"],
+                                  db_us["bare"])
                 print(f"{label:10}  nurture {rate['nurture']:8.0f} events/s ({cpu_us['nurture']:5.0f} us CPU/event)   "
                       f"bare insert {rate['bare']:8.0f} events/s ({cpu_us['bare']:5.0f} us CPU/event)   "
                       f"ratio {rate['nurture'] / rate['bare']:.2f}   "
                       f"(load generator: {client_us['nurture']:.0f} / {client_us['bare']:.0f} us CPU per request)",
                       flush=True)
+                if backends is not None:
+                    print(f"{'':10}  PostgreSQL backends: nurture {db_us['nurture']:5.0f} us CPU/event   "
+                          f"bare insert {db_us['bare']:5.0f} us CPU/event   "
+                          f"(load average now {os.getloadavg()[0]:.1f})", flush=True)
             # short extra passes after every timed round (the connections keep counting once they did)
             for label, batch in (("single", 1), (f"batch {args.batch}", args.batch)) if args.statements else ():
                 for side, path in (("nurture", "/v1/events"), ("bare", "/bench/bare")):
@@ -333,12 +378,16 @@ def main() -> None:
                     shown = ", ".join(f"{n / count:.2f} {what}" for what, n in sorted(counted.items(), key=lambda x: -x[1]))
                     print(f"{label:10}  {side} statements/request: {shown}", flush=True)
         finally:
+            if backends is not None:
+                backends.connection.close()
             for process, _base in servers:
                 process.terminate()
             for process, _base in servers:
                 process.wait(10)
     print(json.dumps({k: {"nurture": round(v[0]), "bare": round(v[1]), "ratio": round(v[0] / v[1], 2),
-                          "nurture_cpu_us": round(v[2]), "bare_cpu_us": round(v[3])} for k, v in results.items()}))
+                          "nurture_cpu_us": round(v[2]), "bare_cpu_us": round(v[3]),
+                          **({"nurture_db_cpu_us": round(v[4]), "bare_db_cpu_us": round(v[5])} if args.database_url
+                             else {})} for k, v in results.items()}))
 
 
 if __name__ == "__main__":

@@ -503,3 +503,66 @@ def test_postgres_a_request_that_waited_on_the_lead_lock_ends_the_enrollment_the
         assert [(e.status, e.end_reason) for e in enrollments_of(engine, email)] == [("exited", reason)]
     finally:
         engine.dispose()
+
+
+def test_stage_changes_that_wait_with_the_batch_store_the_rows_of_stage_changes_written_at_once(engine, world,
+                                                                                             monkeypatch):
+    """Moves to mql that wait with the batch's other writes (written in one insert, after the events) store the same
+    history rows, in the same order, and the same events, enrollments and leads as moves written at once (each
+    writing the events queued before it first)."""
+    from nurture.application.record_events import EventBatch
+    from nurture.storage.models import Enrollment as EnrollmentModel
+
+    catalog, rules = world
+    inserts: list[int] = []
+
+    def events(prefix: str) -> list[EventIn]:
+        a, b, c = (f"{prefix}-{name}@example.com" for name in "abc")
+        return [EventIn(a, "webinar_attended"), EventIn(b, "page_view"), EventIn(a, "content_download"),  # a: mql
+                EventIn(c, "webinar_attended"), EventIn(b, "webinar_attended"), EventIn(c, "content_download"),
+                EventIn(a, "pricing_page_view"), EventIn(b, "content_download"), EventIn(c, "email_open"),
+                EventIn(b, "email_click")]
+
+    def stored(prefix: str):
+        L, SC, EN = Lead.__table__, StageChange.__table__, EnrollmentModel.__table__
+        with transaction(engine, read_only=True) as conn:
+            moves = conn.execute(select(L.c.email, SC.c.from_stage, SC.c.to_stage, SC.c.at, SC.c.reason, SC.c.actor)
+                                 .join(L, L.c.id == SC.c.lead_id).where(L.c.email.like(f"{prefix}-%"))
+                                 .order_by(SC.c.id)).all()
+            enrolled = conn.execute(select(L.c.email, EN.c.campaign_id, EN.c.step_id, EN.c.status)
+                                    .join(L, L.c.id == EN.c.lead_id).where(L.c.email.like(f"{prefix}-%"))
+                                    .order_by(EN.c.id)).all()
+            leads = conn.execute(select(L.c.email, L.c.stage, L.c.score, L.c.stage_changed_at, L.c.score_state)
+                                 .where(L.c.email.like(f"{prefix}-%")).order_by(L.c.id)).all()
+            recorded = conn.execute(select(L.c.email, EngagementEvent.__table__.c.type)
+                                    .join(L, L.c.id == EngagementEvent.__table__.c.lead_id)
+                                    .where(L.c.email.like(f"{prefix}-%")).order_by(EngagementEvent.__table__.c.id)).all()
+        strip = lambda rows: [(row[0].split("-", 1)[1], *row[1:]) for row in rows]  # noqa: E731
+        return strip(moves), strip(enrolled), strip(leads), strip(recorded)
+
+    for name in ("insert_events", "insert_stage_change"):  # count the writes of each way
+        for cls in {type(bulk) for bulk in [_bulk(engine)]}:
+            original = getattr(cls, name)
+            monkeypatch.setattr(cls, name, lambda self, *args, _original=original: (inserts.append(1), _original(
+                self, *args))[1])
+    record_events(engine, catalog, rules, events("queued"), now=T0, actor="api")
+    queued_writes = len(inserts)
+    move = EventBatch.move
+
+    def written_at_once(self, *args, queued=False, **kwargs):
+        return move(self, *args, **kwargs)
+
+    monkeypatch.setattr(EventBatch, "move", written_at_once)
+    record_events(engine, catalog, rules, events("direct"), now=T0, actor="api")
+    queued, direct = stored("queued"), stored("direct")
+    assert queued == direct
+    assert [move[2] for move in queued[0]].count("mql") == 3  # every lead moved to mql within the batch
+    assert len(queued[3]) == 10
+    assert queued_writes == 1 and len(inserts) - queued_writes == 7  # one insert of events against 4 and 3 moves
+
+
+def _bulk(engine):
+    from nurture.storage.dialect import bulk_writer
+
+    with transaction(engine, read_only=True) as conn:
+        return bulk_writer(conn.dialect)

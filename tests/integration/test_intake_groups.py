@@ -196,3 +196,48 @@ def test_the_writer_takes_one_actor_and_at_most_a_full_batch_per_group(engine, w
     assert calls == [("api", [1]), ("api", [2, 3]), ("api", [1]), ("system", [1]), ("api", [1])]
     assert [len(a) for a in answers] == [1, 2, 3, 1, 1, 1]
     assert count_rows(engine, EngagementEvent) == 9
+
+
+@pytest.mark.postgres
+def test_the_group_writers_keep_their_connections_and_connect_again_when_the_database_dropped_one(
+        migrated_url, world, tmp_path):
+    """On PostgreSQL a group runs on a connection the writers keep (no pool checkout, no ping per group); when the
+    server ends that connection's session meanwhile, the next request is still recorded (on a new session), nothing
+    twice; closing the intake closes the kept connections."""
+    from sqlalchemy import text
+
+    from nurture.intake.context import GROUP_THREADS, IntakeContext
+    from nurture.settings import Settings
+    from nurture.signing import Signer
+
+    if not migrated_url.startswith("postgresql"):
+        pytest.skip("SQLite records on the event loop's connection")
+    catalog, rules = world
+    engine = make_engine(migrated_url)
+    checkouts: list[int] = []
+    event.listen(engine, "checkout", lambda *_args: checkouts.append(1))
+    intake = IntakeContext(Settings(database_url=migrated_url, api_key="k", campaigns_dir=tmp_path),
+                           engine, catalog, rules, Signer("secret"), clock=lambda: T0)
+    try:
+        async def record(tag: str) -> list:
+            return await intake.record_async([EventIn(f"{tag}@example.com", "page_view", id=tag)], actor="api",
+                                             source="api")
+
+        for n in range(5):
+            assert [r.status for r in asyncio.run(record(f"kept{n}"))] == [RECORDED]
+        assert len(checkouts) == 1 and len(intake._kept) == 1  # one group at a time: one connection, checked out once
+        kept = intake._kept[0]
+        with kept.begin():
+            pid = kept.execute(text("SELECT pg_backend_pid()")).scalar()
+        with engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.commit()
+        assert [r.status for r in asyncio.run(record("after"))] == [RECORDED]
+        assert [e.type for e in events_of(engine, "after@example.com")] == ["page_view"]
+        assert len(intake._kept) == 1 <= GROUP_THREADS
+        with kept.begin():
+            assert kept.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        intake.close()
+        assert kept.closed and intake._kept == []
+        engine.dispose()

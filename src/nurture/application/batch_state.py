@@ -99,6 +99,38 @@ class Wake:
     at: datetime
 
 
+@dataclass(frozen=True)
+class StageMove:
+    """A queued stage change whose history row's id nothing asks for (the row of ``insert_stage_changes``)."""
+
+    row: dict[str, Any]
+
+
+def write_updates(conn: Any, bulk: Any, updates: list[Any]) -> None:
+    """Apply queued updates (callables of the connection, :class:`Wake` and :class:`StageMove`) in order, consecutive
+    wake-ups in one statement and consecutive stage changes in one insert (``bulk``: the batch's writer)."""
+    wakes: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+
+    def write_pending() -> None:
+        if wakes:
+            bulk.wake_all(conn, list(wakes))
+            wakes.clear()
+        if moves:
+            bulk.insert_stage_changes(conn, list(moves))
+            moves.clear()
+
+    for apply in updates:
+        if isinstance(apply, Wake):
+            wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
+        elif isinstance(apply, StageMove):
+            moves.append(apply.row)
+        else:
+            write_pending()
+            apply(conn)
+    write_pending()
+
+
 class Committing:
     """Set once a batch's statements have all run and its transaction is committing
     (:func:`nurture.application.record_events.record_cleaned`): an exception after that came from the COMMIT."""

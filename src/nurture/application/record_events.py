@@ -14,9 +14,8 @@ the scored history of the known ones is read at once. Events are then worked thr
 and the enrollment updates they cause are queued and written together (one insert for the rows, then the updates
 in order) at the end, or earlier whenever something reads the database through :attr:`EventBatch.conn` (a promotion
 building its brief, a stage change, a tracking-burst check), so every read sees the batch as it stands. Enrollment
-updates are only issued for leads that had an active enrollment when the batch began (no other lead can have one
-before the batch enrolls at its end), and leads are enrolled only when some campaign's stage and lead-field
-filters could let them in.
+updates go only to leads with an active enrollment when the batch began (no other lead can have one before the
+batch enrolls at its end); leads are enrolled only when some campaign's stage and lead-field filters could let them in.
 
 Scores: each lead's score keeps running sums per event type (:class:`nurture.core.scoring.ScoreAccumulator`), read
 from the lead's score state (:mod:`nurture.core.score_state`) or, without a usable one, summed by the database (decay
@@ -25,7 +24,8 @@ included) and written back; either way the result is :func:`nurture.core.scoring
 Concurrency: the batch's leads are locked in email order at the start (``FOR UPDATE`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` already serializes writers), so two batches touching one lead compute its score one after the
 other. A deadlock or serialization failure reported by PostgreSQL retries the whole batch; so does a client id that
-a concurrent batch recorded between our look-up and our insert (the retry finds it recorded: a duplicate).
+a concurrent batch recorded between our look-up and our insert (the retry finds it recorded: a duplicate), and a
+connection lost before the COMMIT (nothing was written; a connection kept by its caller connects again).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from nurture.application import promote
+from nurture.application import batch_state, promote
 from nurture.application.batch_state import NO_HISTORY, BatchLead, Committing, Wake, campaign_facts, capped_types
 from nurture.application.enroll import enroll_in_transaction
 from nurture.application.event_input import DUPLICATE, RECORDED, EventIn, EventResult, clean_events
@@ -93,7 +93,7 @@ class EventBatch:
         self.by_id: dict[int, BatchLead] = {}
         self.bulk = bulk_writer(conn.dialect)
         self._rows: list[dict[str, Any]] = []  # event rows not written yet
-        self._updates: list[Callable[[Connection], Any] | Wake] = []  # enrollment updates that follow those rows
+        self._updates: list[Callable[[Connection], Any] | Wake | batch_state.StageMove] = []  # what follows those rows, in order
         self._attributions: list[dict[str, Any]] = []  # leads that take their source from an event's UTM properties
         self.campaigns = campaign_facts(catalog)
 
@@ -116,17 +116,7 @@ class EventBatch:
             self.bulk.insert_events(conn, rows)
         while self._updates:
             updates, self._updates = self._updates, []
-            wakes: list[dict[str, Any]] = []  # consecutive wake-ups go in one statement, in order
-            for apply in updates:
-                if isinstance(apply, Wake):
-                    wakes.append(dict(w_lead_id=apply.lead_id, w_type=apply.event_type, w_at=apply.at))
-                    continue
-                if wakes:
-                    self.bulk.wake_all(conn, wakes)
-                    wakes = []
-                apply(conn)
-            if wakes:
-                self.bulk.wake_all(conn, wakes)
+            batch_state.write_updates(conn, self.bulk, updates)
 
     # Leads are locked (or created) in email order before anything else, so concurrent batches never deadlock on them.
     def prepare(self, events: Sequence[EventIn]) -> dict[str, tuple[int, float]]:
@@ -347,7 +337,7 @@ class EventBatch:
         decision = stage_after_scoring(self.rules, lead.stage, breakdown)
         if decision is not None and decision[0] != lead.stage and not promote.recycling(
                 lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
-            self.move(lead, decision[0], decision[1], actor="rule")
+            self.move(lead, decision[0], decision[1], actor="rule", queued=True)
             changed = True
         if self.sales is None:
             return changed
@@ -367,6 +357,7 @@ class EventBatch:
             return False
         assert outcome.decision is not None
         change_id = self.move(lead, outcome.stage, outcome.reason, actor="rule")
+        assert change_id is not None  # not queued: promotion links its handoff to the history row
         if outcome.stage == promote.SQL:
             promote.promoted(self.conn, lead.view(), lead.id, change_id, outcome.decision, breakdown, sales=sales,
                              handoff=self.handoff, catalog=self.catalog, now=self.now)
@@ -374,20 +365,22 @@ class EventBatch:
             promote.disqualified(self.conn, lead.id, outcome.decision, self.now)
         return True
 
-    def move(self, lead: BatchLead, stage: str, reason: str, *, actor: str) -> int:
+    def move(self, lead: BatchLead, stage: str, reason: str, *, actor: str, queued: bool = False) -> int | None:
         """Move the lead to ``stage`` (with its history row) and end the campaigns that stage exits; return the
-        history row's id."""
-        conn = self.conn
-        change_id = self.bulk.insert_stage_change(conn, dict(
-            lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor,
-        ))
+        history row's id. ``queued``: the row may wait with the batch's other writes (its id is not returned), unless
+        campaigns end."""
+        row = dict(lead_id=lead.id, from_stage=lead.stage, to_stage=stage, at=self.now, reason=reason, actor=actor)
+        exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
+        queued = queued and not (exits and lead.nurtured)
+        change_id = None if queued else self.bulk.insert_stage_change(self.conn, row)
+        if queued:
+            self._updates.append(batch_state.StageMove(row))
         lead.stage, lead.stage_changed_at = stage, self.now
         lead.stage_changed = lead.dirty = True
         if stage == promote.SQL:
             lead.promoted = True
-        exits = [c.id for c in self.catalog.campaigns.values() if stage in c.exit.stages]
         if exits and lead.nurtured:
-            exit_enrollments(conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
+            exit_enrollments(self.conn, lead.id, f"stage:{stage}", self.now, campaign_ids=exits)
         return change_id
 
     def finish(self) -> None:
@@ -463,6 +456,7 @@ def record_cleaned(
     refused: set[str] = set()  # ids an insert found recorded already
     look_up = any(event.id is not None and event.dedupe_within is not None for event in cleaned)
     failures = refusals = 0
+    committing = committing if committing is not None else Committing()
     while True:
         try:
             with transaction(engine) as conn:
@@ -476,8 +470,7 @@ def record_cleaned(
                 results = batch.run(cleaned, known)
                 batch.finish()
                 created = enroll_in_transaction(conn, catalog, batch.to_enroll(), now)
-                if committing is not None:
-                    committing.now = True
+                committing.now = True
             break
         except AlreadyRecorded as exc:
             refusals += 1
@@ -488,7 +481,7 @@ def record_cleaned(
             log.debug("event batch holds id(s) recorded already; recording it again with its ids looked up")
         except DBAPIError as exc:
             failures += 1
-            if failures == RETRIES or not is_retryable(exc):
+            if failures == RETRIES or not (is_retryable(exc) or (exc.connection_invalidated and not committing.now)):
                 raise
             log.info("event batch hit a %s; retrying", type(exc.orig).__name__)
     if log.isEnabledFor(logging.INFO):

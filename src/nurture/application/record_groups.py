@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from nurture.application.batch_state import Committing
 from nurture.application.event_input import EventIn, EventResult, clean_events
@@ -45,12 +45,13 @@ Outcome = list[EventResult] | Exception
 
 
 def record_together(
-    engine: Engine, catalog: Catalog, rules: ScoringRules, requests: Sequence[Sequence[EventIn]], *, now: datetime,
+    engine: Engine | Connection, catalog: Catalog, rules: ScoringRules, requests: Sequence[Sequence[EventIn]], *, now: datetime,
     actor: str, sales: SalesRules | None = None, handoff: Handoff | None = None,
 ) -> list[Outcome]:
     """Record each request's events (a request is what one call of
     :func:`nurture.application.record_events.record_events` would record) in one transaction when possible; one
-    outcome per request, in order (see the module's description)."""
+    outcome per request, in order (see the module's description). ``engine`` may be a connection outside any
+    transaction, whose transactions the group and its requests then run on."""
     if actor not in STAGE_ACTORS:
         raise ValueError(f"unknown actor {actor!r}")
     outcomes: list[Outcome] = [[] for _ in requests]

@@ -144,6 +144,8 @@ class IntakeContext:
     events_total: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, status) -> count
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _sqlite_writes: threading.Lock = field(default_factory=threading.Lock)
+    _kept: list[Connection] = field(default_factory=list)  # the group writers' connections not in use (PostgreSQL)
+    _closing: bool = False
 
     @cached_property
     def _single_writer(self) -> bool:
@@ -204,10 +206,15 @@ class IntakeContext:
         return self._counted(results, source)
 
     def close(self) -> None:
-        """Close the event loop's connection, if it was opened (before the engine is disposed: disposing leaves
-        connections that are checked out alone, and their files open)."""
+        """Close the event loop's connection, if it was opened, and the group writers' kept connections (before the
+        engine is disposed: disposing leaves connections that are checked out alone, and their files open)."""
         connection = self.__dict__.pop("_no_wait", None)
         if connection is not None:
+            connection.close()
+        with self._lock:
+            self._closing = True
+            kept, self._kept = self._kept, []
+        for connection in kept:
             connection.close()
 
     def _counted(self, results: list[EventResult], source: str) -> list[EventResult]:
@@ -220,8 +227,27 @@ class IntakeContext:
         return results
 
     def _record_group(self, actor: str, requests: list[Sequence[EventIn]]) -> list[Outcome]:
-        return record_together(self.engine, self.catalog, self.rules, requests, now=self.clock(), actor=actor,
-                               sales=self.sales, handoff=self.handoff)
+        connection = self._group_connection()
+        try:
+            return record_together(connection, self.catalog, self.rules, requests, now=self.clock(), actor=actor,
+                                   sales=self.sales, handoff=self.handoff)
+        finally:
+            with self._lock:
+                keep = len(self._kept) < GROUP_THREADS and not self._closing
+                if keep:
+                    self._kept.append(connection)
+            if not keep:
+                connection.close()
+
+    def _group_connection(self) -> Connection:
+        """A connection kept for the group writers (opened when none is free): a group runs its transaction on it
+        without the pool's checkout, check-in and ping of every checkout (a round trip per group). A connection the
+        database dropped meanwhile fails its next transaction before anything is written, and is connected again by
+        the one after: :func:`nurture.application.record_events.record_cleaned` runs the batch again."""
+        with self._lock:
+            if self._kept:
+                return self._kept.pop()
+        return self.engine.connect()
 
     def _record(self, events: Sequence[EventIn], actor: str, engine: Engine | Connection) -> list[EventResult]:
         return record_events(engine, self.catalog, self.rules, events, now=self.clock(), actor=actor,

@@ -11,9 +11,12 @@ than a timestamp's text.
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any, overload
+
+import orjson
 
 
 def aware_utc(value: datetime) -> datetime:
@@ -68,8 +71,22 @@ def day_from_text(text: str) -> date:
 
 
 def json_value(value: str | None) -> Any:
-    """A JSON column's text read back (NULL as None)."""
-    return json.loads(value) if value is not None else None
+    """A JSON column's text read back (NULL as None), as :func:`json.loads` reads it.
+
+    orjson parses in C, several times faster. What it reads otherwise is read by :func:`json.loads`, so the values
+    are the same either way: a text with 19 digits in a row (it may hold a whole number beyond 64 bits, which orjson
+    would read as a float), and what orjson refuses (``NaN``, ``Infinity``, unpaired surrogate escapes)."""
+    if value is None:
+        return None
+    if _LONG_DIGITS.search(value) is None:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(value)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
 
 
 def json_text(value: Any) -> str | None:

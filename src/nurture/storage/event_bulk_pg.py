@@ -6,20 +6,23 @@ psycopg parses each text once and PostgreSQL runs it as a prepared statement aft
 size of batch, which psycopg parsed again each time (by profile, most of the client's time for a batch of 100: 3-4 ms
 per statement). Values go as they are (psycopg adapts them); JSON as the text SQLAlchemy's ``JSON`` type would bind;
 rows come back with the types SQLAlchemy's types give (``tests/integration/test_intake_batches.py`` checks both).
+Each list goes as one text, PostgreSQL's array input (:func:`array_text`), cast in the statement: psycopg's own
+adaptation of a Python list finds the elements' type and dumps each element in Python, which cost more than the rest
+of the statement's client time (by profile, 40% of recording a group of single events).
 These statements go to the psycopg connection itself (:func:`nurture.storage.event_bulk.driver`): SQLAlchemy's
 ``before_cursor_execute`` listeners do not see them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timezone
 from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from nurture.storage.codec import json_text
+from nurture.storage.codec import json_text, json_value
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
     LEAD_STATE_COLUMNS,
@@ -33,7 +36,9 @@ from nurture.storage.tables import L
 
 LEAD_COLUMNS = tuple(column.name for column in L.c)
 _LEAD_TIMES = ("unsubscribed_at", "bounced_at", "created_at", "updated_at", "stage_changed_at")
-_SELECT_LEADS = "SELECT " + ", ".join(f'"{name}"' for name in LEAD_COLUMNS) + " FROM lead"
+_LEAD_JSON = ("tags", "fields", "score_state")  # read as their text, parsed by codec.json_value
+_SELECT_LEADS = ("SELECT " + ", ".join(f'"{name}"::text' if name in _LEAD_JSON else f'"{name}"' for name in LEAD_COLUMNS)
+                 + " FROM lead")
 
 # the array type of each column a statement sends as a list
 _TYPES = {"lead_id": "bigint", "type": "text", "occurred_at": "timestamptz", "recorded_at": "timestamptz",
@@ -76,16 +81,49 @@ _WAKE_ALL = ("UPDATE enrollment SET next_due_at = w.at FROM unnest(%s::bigint[],
              "AND enrollment.waiting_for = w.type")
 
 
-def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], prefix: str = "") -> list[list[Any]]:
-    """The rows' values as one list per column (JSON columns as the text SQLAlchemy's JSON type binds)."""
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _element(kind: str) -> Callable[[Any], str]:
+    if kind == "text":
+        return _quoted
+    if kind == "timestamptz":  # aware datetimes: ISO 8601 with the offset and every microsecond
+        return lambda value: value.isoformat()
+    if kind == "float8":  # the shortest text that reads back as the same double (a score of 0 may be an int)
+        return lambda value: repr(float(value))
+    if kind == "bigint":
+        return lambda value: str(int(value))
+    raise ValueError(f"no array text for {kind}")
+
+
+_ELEMENTS = {kind: _element(kind) for kind in ("text", "timestamptz", "float8", "bigint")}
+
+
+def array_text(values: Sequence[Any], kind: str) -> str:
+    """``values`` as PostgreSQL's input text of an array of ``kind`` (``text``, ``timestamptz``, ``float8`` or
+    ``bigint``; None is NULL): what the statement casts with ``%s::kind[]``. Text elements are double-quoted with
+    backslashes before ``"`` and ``\\``, so any string reads back as it was."""
+    if not values:
+        return "{}"
+    if None not in values:  # the usual case, joined in C
+        if kind == "text":
+            if '"' not in (whole := "".join(values)) and "\\" not in whole:
+                return '{"' + '","'.join(values) + '"}'
+        else:
+            return "{" + ",".join(map(_ELEMENTS[kind], values)) + "}"
+    element = _ELEMENTS[kind]
+    return "{" + ",".join("NULL" if value is None else element(value) for value in values) + "}"
+
+
+def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], prefix: str = "") -> list[str]:
+    """The rows' values as one array text per column (JSON columns as the text SQLAlchemy's JSON type binds)."""
     arrays = []
     for name in names:
         values = [row[prefix + name] for row in rows]
         if name in _JSON:
             values = [json_text(value) for value in values]
-        elif _TYPES[name] == "float8":
-            values = [float(value) for value in values]  # one type per list (a score of 0 may be an int)
-        arrays.append(values)
+        arrays.append(array_text(values, _TYPES[name]))
     return arrays
 
 
@@ -99,7 +137,7 @@ class PostgresEventBulk(EventBulk):
         if len(emails) == 1:
             rows = driver(conn, _LOCK_LEAD, (emails[0],))
         else:
-            rows = driver(conn, _LOCK_LEADS, (list(emails),))
+            rows = driver(conn, _LOCK_LEADS, (array_text(emails, "text"),))
         found = {}
         for values in rows:
             row = SimpleNamespace(**dict(zip(LEAD_COLUMNS, values)))
@@ -107,11 +145,13 @@ class PostgresEventBulk(EventBulk):
                 value = getattr(row, name)
                 if value is not None:
                     setattr(row, name, value.astimezone(timezone.utc))
+            for name in _LEAD_JSON:  # as SQLAlchemy's JSON type reads them (psycopg's loader is json.loads)
+                setattr(row, name, json_value(getattr(row, name)))
             found[row.email] = row
         return found
 
     def known_ids(self, conn: Connection, ids: set[str]) -> dict[str, tuple[int, float]]:
-        rows = driver(conn, _KNOWN_IDS, (sorted(ids),))
+        rows = driver(conn, _KNOWN_IDS, (array_text(sorted(ids), "text"),))
         return {external_id: (lead_id, float(points)) for external_id, lead_id, points in rows}
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -136,11 +176,14 @@ class PostgresEventBulk(EventBulk):
 
     def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Every lead of the batch in one ``UPDATE ... FROM unnest(...)`` rather than one ``UPDATE`` per lead."""
-        driver(conn, _UPDATE_LEADS, [[row["b_id"] for row in rows], *_columns(rows, LEAD_STATE_COLUMNS, "b_")])
+        driver(conn, _UPDATE_LEADS, [array_text([row["b_id"] for row in rows], "bigint"),
+                                     *_columns(rows, LEAD_STATE_COLUMNS, "b_")])
 
     def wake_all(self, conn: Connection, wakes: list[dict[str, Any]]) -> None:
         """One ``UPDATE ... FROM unnest(...)``. Applied in order, the last wake-up of a lead and event type sets the
         time (a wake-up changes nothing else): so only that one is sent, as an UPDATE joining one row twice would
         pick either."""
         last = {(wake["w_lead_id"], wake["w_type"]): wake["w_at"] for wake in wakes}
-        driver(conn, _WAKE_ALL, [[lead_id for lead_id, _ in last], [kind for _, kind in last], list(last.values())])
+        driver(conn, _WAKE_ALL, [array_text([lead_id for lead_id, _ in last], "bigint"),
+                                 array_text([kind for _, kind in last], "text"),
+                                 array_text(list(last.values()), "timestamptz")])

@@ -1,0 +1,32 @@
+"""storage.codec.json_value reads a JSON column's text as json.loads does, whichever parser answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from nurture.storage.codec import json_value
+
+TEXTS = ['{"a": 1, "b": [1, 2.5, -0.0, 1e-300, 1.7976931348623157e308, null, true, false]}', "[]", "{}", '""',
+         '"\\u00e9\\ud83c\\udf89 \\n\\t\\\\ \\""', "123456789012345678901234567890", "-123456789012345678901234567890",
+         "18446744073709551615", "-9223372036854775808", "NaN", "[Infinity, -Infinity]", '"\\ud800"', "1e400",
+         '{"a": 1, "a": 2}', " [1] ", "0.1", "-0", "1E5", '{"nested": ' * 50 + "1" + "}" * 50]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_json_value_reads_as_json_loads(text):
+    mine, theirs = json_value(text), json.loads(text)
+    assert repr(mine) == repr(theirs)
+    assert json.dumps(mine) == json.dumps(theirs)
+
+
+def test_json_value_of_null_is_none():
+    assert json_value(None) is None
+
+
+def test_json_value_refuses_what_json_loads_refuses():
+    with pytest.raises(ValueError):
+        json_value("{not json")
+    assert math.isnan(json_value("NaN"))
