@@ -186,6 +186,14 @@ def single_writer(bind: Engine | Connection | Dialect | str) -> bool:
     return dialect.name == "sqlite"
 
 
+def sends_arrays(bind: Connection | Dialect) -> bool:
+    """Whether the import's bulk statements send a batch's lists as arrays, in one statement of one SQL text
+    (PostgreSQL: :mod:`nurture.storage.lead_bulk_pg`), rather than as an executemany of one row each (SQLite, whose
+    executemany runs in the process at the cost of the rows' own writes)."""
+    dialect = bind if isinstance(bind, Dialect) else bind.dialect
+    return dialect.name == "postgresql"
+
+
 def sums_history_in_sql(dialect: str) -> bool:
     """Whether the event batch's generic statements sum a lead's scored history in the database (PostgreSQL: its
     ``power`` and ``extract``); elsewhere they sum the rows in Python (SQLite's own writer sums in its SQL)."""

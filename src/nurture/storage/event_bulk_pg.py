@@ -6,7 +6,7 @@ psycopg parses each text once and PostgreSQL runs it as a prepared statement aft
 size of batch, which psycopg parsed again each time (by profile, most of the client's time for a batch of 100: 3-4 ms
 per statement). Values go as they are (psycopg adapts them); JSON as the text SQLAlchemy's ``JSON`` type would bind;
 rows come back with the types SQLAlchemy's types give (``tests/integration/test_intake_batches.py`` checks both).
-These statements go to the psycopg connection itself (:func:`nurture.storage.event_bulk.driver`): SQLAlchemy's
+These statements go to the psycopg connection itself (:func:`nurture.storage.database.driver`): SQLAlchemy's
 ``before_cursor_execute`` listeners do not see them.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from nurture.storage.codec import json_text
+from nurture.storage.database import driver
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
     LEAD_STATE_COLUMNS,
@@ -27,7 +28,6 @@ from nurture.storage.event_bulk import (
     STAGE_CHANGE_COLUMNS,
     AlreadyRecorded,
     EventBulk,
-    driver,
 )
 from nurture.storage.tables import L
 
