@@ -1,7 +1,7 @@
 """The CSV import's bulk statements on PostgreSQL (:mod:`nurture.storage.lead_rows`, and the enrollments an import
 starts, :mod:`nurture.storage.enrollments`), each with one SQL text whatever the batch's size.
 
-As the intake's (:mod:`nurture.storage.event_bulk_pg`): lists go as arrays (``= ANY(%s)``, ``unnest(...)``), so
+As the intake's (:mod:`nurture.storage.event_bulk_pg`): lists go as binary arrays (``= ANY(%b)``, ``unnest(...)``), so
 psycopg parses each text once and PostgreSQL runs it prepared after a few executions; a batch is one statement,
 not an executemany of one statement per row (whose per-row execution cost more of the server's CPU than the rows'
 writes, and most of the client's time in psycopg's pipeline). Rows go in the order given (``WITH ORDINALITY ...
@@ -26,13 +26,13 @@ _TYPES = {"email": "text", "first_name": "text", "last_name": "text", "company":
           "fields": "text", "score": "float8"}
 _JSON = frozenset({"tags", "fields"})
 
-_EXISTING = "SELECT id, email, stage, tags, fields FROM lead WHERE email = ANY(%s::text[])"
+_EXISTING = "SELECT id, email, stage, tags, fields FROM lead WHERE email = ANY(%b::text[])"
 _LOCK_EXISTING = f"{_EXISTING} ORDER BY email FOR UPDATE OF lead"
-_IDS = "SELECT id, email FROM lead WHERE email = ANY(%s::text[])"
+_IDS = "SELECT id, email FROM lead WHERE email = ANY(%b::text[])"
 
 
 def _arrays(columns: Sequence[str]) -> str:
-    return ", ".join(f"%s::{_TYPES[name]}[]" for name in columns)
+    return ", ".join(f"%b::{_TYPES[name]}[]" for name in columns)
 
 
 def _upsert_sql(columns: Sequence[str], keep_unless_given: Sequence[str]) -> str:
@@ -53,8 +53,8 @@ _UPSERTS: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 _START_ENROLLMENTS = (
     "INSERT INTO enrollment (lead_id, campaign_id, step_id, campaign_version, priority, held_out, status, arrived_at, "
     "next_due_at, enrolled_at, state) SELECT v.lead_id, v.campaign_id, v.step_id, v.campaign_version, v.priority, "
-    "v.held_out, 'active', t.now, t.now, t.now, '{}' FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], "
-    "%s::int[], %s::bool[]) WITH ORDINALITY AS v(lead_id, campaign_id, step_id, campaign_version, priority, held_out, "
+    "v.held_out, 'active', t.now, t.now, t.now, '{}' FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], "
+    "%b::int[], %b::bool[]) WITH ORDINALITY AS v(lead_id, campaign_id, step_id, campaign_version, priority, held_out, "
     "position), (SELECT %s::timestamptz AS now) AS t ORDER BY v.position "
     "ON CONFLICT (lead_id, campaign_id) WHERE status = 'active' DO NOTHING"
 )
