@@ -155,7 +155,7 @@ def driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> An
     """Run ``sql`` on the transaction's own driver connection (sqlite3's or psycopg's), past SQLAlchemy's execution
     machinery (which costs several times the database's work for bulk statements); a driver error is raised as
     SQLAlchemy would raise it."""
-    driver: Any = conn.connection.driver_connection  # the sqlite3 connection (untyped DB-API)
+    driver: Any = conn.connection.driver_connection  # sqlite3's or psycopg's connection (untyped DB-API)
     try:
         return driver.executemany(sql, params) if many else driver.execute(sql, params)
     except Exception as exc:

@@ -1,5 +1,6 @@
 """Leads in bulk (the CSV import): per batch one SELECT of the leads that exist, one executemany upsert, one insert
-of stage changes, instead of ORM objects per row.
+of stage changes, instead of ORM objects per row. On PostgreSQL each is one statement with the batch's lists as arrays
+(:mod:`nurture.storage.lead_bulk_pg`).
 
 Which values win, and which stage changes a batch makes, is decided in :mod:`nurture.application.import_leads`.
 """
