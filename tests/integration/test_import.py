@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
 
@@ -92,6 +93,30 @@ def test_multi_line_quoted_fields_keep_line_numbers_right(engine, tmp_path: Path
     report = import_leads_csv(engine, path, clock=SYSTEM_CLOCK)
     assert [line for line, _ in report.rejected] == [5, 8]
     assert leads(engine)["a@example.com"].fields == {"notes": "first line\nsecond line\nthird line"}
+
+
+def test_new_leads_take_ids_in_the_files_order_and_each_batch_its_time(engine, tmp_path: Path) -> None:
+    first = datetime(2026, 3, 2, 9, 30, 0, 123456, tzinfo=timezone.utc)
+    later = datetime(2026, 3, 3, 10, 0, 0, 654321, tzinfo=timezone.utc)
+    import_leads_csv(engine, write(tmp_path, "email,stage\nzed@example.com,\nada@example.com,mql\n", "one.csv"),
+                     clock=lambda: first)
+    before = leads(engine)
+    assert before["zed@example.com"].id < before["ada@example.com"].id
+    # a batch of new and existing leads: the existing keep their ids, the new ones follow in the file's order
+    report = import_leads_csv(engine, write(tmp_path, "email,stage,company_size\nyan@example.com,,7\n"
+                                                      "zed@example.com,mql,\nbea@example.com,sql,\n"
+                                                      "ada@example.com,,12\ncid@example.com,,\n", "two.csv"),
+                              clock=lambda: later, batch_size=5000)
+    assert (report.inserted, report.updated) == (3, 2)
+    stored = leads(engine)
+    assert [lead.email for lead in sorted(stored.values(), key=lambda lead: lead.id)] == [
+        "zed@example.com", "ada@example.com", "yan@example.com", "bea@example.com", "cid@example.com"]
+    assert {email: stored[email].id for email in before} == {email: lead.id for email, lead in before.items()}
+    zed, ada, yan = stored["zed@example.com"], stored["ada@example.com"], stored["yan@example.com"]
+    assert (zed.created_at, zed.updated_at, zed.stage_changed_at, zed.stage) == (first, later, later, "mql")
+    assert (ada.created_at, ada.updated_at, ada.stage_changed_at, ada.company_size) == (first, later, first, 12)
+    assert (yan.created_at, yan.updated_at, yan.stage_changed_at, yan.company_size) == (later, later, later, 7)
+    assert sorted(report.mql_lead_ids) == [zed.id]
 
 
 def test_upsert_updates_keeps_blanks_merges_fields_and_tracks_stage(engine, tmp_path: Path) -> None:

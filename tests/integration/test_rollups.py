@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from alembic import command
 from db_fixtures import db_url, engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
 from replay_world import email, record_history
 from sqlalchemy import insert, select, update
@@ -23,9 +24,9 @@ from nurture.definitions.sales import load_sales
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.database import make_engine, transaction
 from nurture.storage.dialect import trigger_names
-from nurture.storage.migrate import upgrade
+from nurture.storage.migrate import alembic_config, upgrade
 from nurture.storage.rollups import rebuild, snapshot
-from nurture.storage.tables import D, E, L, RD, RL, RM, RS, RX
+from nurture.storage.tables import D, E, L, RD, RE, RL, RM, RS, RX, SC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from report_data import generate
@@ -149,3 +150,68 @@ def test_the_upgrade_counts_the_rows_already_there(db_url: str) -> None:
         engine.dispose()
     assert maintained == rebuilt
     assert all(maintained.values()), {name: len(rows) for name, rows in maintained.items()}
+
+
+def insert_in_one_statement_each(engine: Engine, first: int) -> None:
+    """60 leads over two days and three sources, 40 stage changes and 30 enrollments (10 of them ended): each table's
+    rows by one multi-row INSERT, so that a trigger run per statement sees several rows of one key at once."""
+    sources = ["google", "linkedin", None]
+    with transaction(engine) as conn:
+        conn.execute(insert(L).values([
+            dict(email=f"lead{i}@example.com", tags=[], fields={}, source=sources[i % 3], stage="lead", score=0.0,
+                 created_at=T + timedelta(days=i % 2), updated_at=T, stage_changed_at=T)
+            for i in range(first, first + 60)]))
+        ids = sorted(conn.execute(select(L.c.id).where(L.c.email.like("lead%@example.com"))).scalars())[-60:]
+        conn.execute(insert(SC).values([
+            dict(lead_id=lead_id, from_stage="lead" if i % 2 else None, to_stage="mql", at=T + timedelta(hours=i),
+                 reason="test", actor="import") for i, lead_id in enumerate(ids[:40])]))
+        conn.execute(insert(E).values([
+            dict(lead_id=lead_id, campaign_id=("a", "b")[i % 2], status="exited" if i < 10 else "active",
+                 step_id="s", arrived_at=T, state={}, priority=0, enrolled_at=T + timedelta(days=i % 3),
+                 ended_at=T + timedelta(days=1) if i < 10 else None, end_reason="goal" if i < 10 else None)
+            for i, lead_id in enumerate(ids[:30])]))
+
+
+def test_rows_inserted_by_one_statement_are_each_counted(engine: Engine) -> None:
+    insert_in_one_statement_each(engine, 0)
+    maintained, rebuilt = maintained_and_rebuilt(engine)
+    assert maintained == rebuilt
+    assert sum(row[-1] for row in maintained["rollup_lead_day"]) == 60
+    assert len(maintained["rollup_lead_day"]) == 6  # two days, three sources
+    assert sum(row[-1] for row in maintained["rollup_move_day"]) == 40
+    with engine.connect() as conn:
+        started = conn.execute(select(RE.c.n).where(RE.c.kind == "started")).scalars().all()
+        ended = conn.execute(select(RE.c.n).where(RE.c.kind == "ended")).scalars().all()
+    assert (sum(started), len(started), sum(ended)) == (30, 6, 10)
+
+
+def test_the_downgrade_to_0007_puts_back_the_triggers_per_row(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0007_sales_rollup")  # the row triggers of 0006, and the sales rollups
+        insert_in_one_statement_each(engine, 0)
+        with engine.connect() as conn:
+            assert trigger_names(conn) >= TRIGGERS
+        maintained, rebuilt = maintained_and_rebuilt(engine)
+        assert maintained == rebuilt and sum(row[-1] for row in maintained["rollup_lead_day"]) == 60
+        upgrade(engine)
+        insert_in_one_statement_each(engine, 60)
+        maintained, rebuilt = maintained_and_rebuilt(engine)
+        assert maintained == rebuilt and sum(row[-1] for row in maintained["rollup_lead_day"]) == 120
+    finally:
+        engine.dispose()
+
+
+def test_on_postgresql_the_insert_triggers_of_leads_moves_and_enrollments_run_once_per_statement(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        return  # SQLite's triggers run per row (it updates a rollup row in place)
+    with engine.connect() as conn:
+        per_row = dict(conn.exec_driver_sql("SELECT tgname, (tgtype & 1) = 1 FROM pg_trigger WHERE NOT tgisinternal").all())
+    assert {name: per_row[name] for name in ("rollup_lead_insert", "rollup_stage_change_insert",
+                                             "rollup_enrollment_insert", "rollup_lead_update")} == {
+        "rollup_lead_insert": False, "rollup_stage_change_insert": False, "rollup_enrollment_insert": False,
+        "rollup_lead_update": True}

@@ -170,12 +170,21 @@ _NO_FIELDS = ("no fields",)  # the key of every lead without fields (when the ru
 
 def _fit_key(names: tuple[str, ...], lead: LeadView) -> tuple[Any, ...] | None:
     """The values the fit rules read, each with its type; None when one is not a plain value."""
-    return typed_values_key(lead.get(name) for name in names)
+    get = lead.get
+    return typed_values_key([get(name) for name in names])
+
+
+_SCALAR_TYPES = frozenset(_SCALARS)
+_ALL_SCALARS = "scalars"  # marks the key of values that are all scalars (its other parts: their types, the values)
 
 
 def typed_values_key(values: Iterable[Any]) -> tuple[Any, ...] | None:
     """A memo key of field values, each with its type (``1``, ``1.0`` and ``True`` test differently; lists item by
     item); None when one is not a plain value."""
+    values = tuple(values)
+    types = tuple(map(type, values))
+    if _SCALAR_TYPES.issuperset(types):  # the common case, in three C calls: the types and the values side by side
+        return (_ALL_SCALARS, types, values)
     key: list[Any] = []
     for value in values:
         if isinstance(value, (list, tuple)):

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, TypeDecorator, create_engine, literal, literal_column
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Insert
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
@@ -148,6 +149,20 @@ def executemany_prepared(connection: Connection, statement: Insert, rows: list[d
     else:
         result = connection.exec_driver_sql(compiled.string, rows)
     return max(result.rowcount, 0)
+
+
+def driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
+    """Run ``sql`` on the transaction's own driver connection (sqlite3's or psycopg's), past SQLAlchemy's execution
+    machinery (which costs several times the database's work for bulk statements); a driver error is raised as
+    SQLAlchemy would raise it."""
+    driver: Any = conn.connection.driver_connection  # sqlite3's or psycopg's connection (untyped DB-API)
+    try:
+        return driver.executemany(sql, params) if many else driver.execute(sql, params)
+    except Exception as exc:
+        if isinstance(exc, conn.dialect.loaded_dbapi.Error):
+            raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                      dialect=conn.dialect) from exc
+        raise
 
 
 def display_url(engine_or_url: Engine | str) -> str:

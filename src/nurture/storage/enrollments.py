@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import bindparam, literal_column, text, update
 from sqlalchemy.engine import Connection
 
+from nurture.storage import lead_bulk_pg
 from nurture.storage.database import UTCDateTime, executemany_prepared, inline_constant
-from nurture.storage.dialect import upsert_insert
+from nurture.storage.dialect import sends_arrays, upsert_insert
 from nurture.storage.tables import E
 
 
@@ -25,6 +26,8 @@ def start(conn: Connection, now: datetime, rows: list[dict[str, Any]]) -> int:
     created. What every row shares is written into the statement once, not bound per row."""
     if not rows:
         return 0
+    if sends_arrays(conn):
+        return lead_bulk_pg.start_enrollments(conn, now, rows)
     at = inline_constant(now, UTCDateTime(), conn.dialect)
     statement = upsert_insert(E, conn.dialect).values(
         status=literal_column("'active'"), arrived_at=at, next_due_at=at, enrolled_at=at,

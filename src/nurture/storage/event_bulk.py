@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import Float, and_, bindparam, case, cast, exists, func, literal_column, select, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
 
 from nurture.core.scoring import decayed, utc_day
 from nurture.storage.dialect import single_writer, sums_history_in_sql, upsert_insert
@@ -229,19 +228,6 @@ class EventBulk:
         """:func:`nurture.storage.enrollments.wake_all`."""
         wake_all(conn, wakes)
 
-
-
-def driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
-    """Run ``sql`` on the transaction's own sqlite3 connection, past SQLAlchemy's execution machinery (which costs
-    several times SQLite's work for these statements); a driver error is raised as SQLAlchemy would raise it."""
-    driver: Any = conn.connection.driver_connection  # the sqlite3 connection (untyped DB-API)
-    try:
-        return driver.executemany(sql, params) if many else driver.execute(sql, params)
-    except Exception as exc:
-        if isinstance(exc, conn.dialect.loaded_dbapi.Error):
-            raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                                      dialect=conn.dialect) from exc
-        raise
 
 
 def driver_sql(statement: Any, dialect: Dialect,

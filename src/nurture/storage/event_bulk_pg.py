@@ -9,7 +9,7 @@ rows come back with the types SQLAlchemy's types give (``tests/integration/test_
 Each list goes as one text, PostgreSQL's array input (:func:`array_text`), cast in the statement: psycopg's own
 adaptation of a Python list finds the elements' type and dumps each element in Python, which cost more than the rest
 of the statement's client time (by profile, 40% of recording a group of single events).
-These statements go to the psycopg connection itself (:func:`nurture.storage.event_bulk.driver`): SQLAlchemy's
+These statements go to the psycopg connection itself (:func:`nurture.storage.database.driver`): SQLAlchemy's
 ``before_cursor_execute`` listeners do not see them.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from nurture.storage.codec import json_text, json_value
+from nurture.storage.database import driver
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
     LEAD_STATE_COLUMNS,
@@ -30,7 +31,6 @@ from nurture.storage.event_bulk import (
     STAGE_CHANGE_COLUMNS,
     AlreadyRecorded,
     EventBulk,
-    driver,
 )
 from nurture.storage.tables import L
 

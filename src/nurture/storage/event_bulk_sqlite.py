@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, column, func, select
 from sqlalchemy.engine import Connection, Dialect
 
 from nurture.storage.codec import TimeText, day_from_text, json_text, json_value, sqlite_time, time_from_text
+from nurture.storage.database import driver
 from nurture.storage.dialect import upsert_insert
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
@@ -22,7 +23,6 @@ from nurture.storage.event_bulk import (
     AlreadyRecorded,
     EventBulk,
     day_bounds,
-    driver,
     driver_sql,
     nurtured_column,
 )
@@ -37,7 +37,7 @@ class SqliteEventBulk(EventBulk):
     same text ends up stored and the same values are read, which ``tests/integration/test_intake_batches.py`` checks), done once
     per row in plain Python. The reads take their list of emails or ids as one JSON array (``json_each``), so
     SQLite prepares each statement once, whatever the batch's size. These statements go to the sqlite3 connection
-    itself (:func:`nurture.storage.event_bulk.driver`): SQLAlchemy's ``before_cursor_execute`` listeners do not see them.
+    itself (:func:`nurture.storage.database.driver`): SQLAlchemy's ``before_cursor_execute`` listeners do not see them.
     """
 
     def __init__(self, dialect: Dialect) -> None:

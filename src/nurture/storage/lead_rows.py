@@ -1,5 +1,6 @@
 """Leads in bulk (the CSV import): per batch one SELECT of the leads that exist, one executemany upsert, one insert
-of stage changes, instead of ORM objects per row.
+of stage changes, instead of ORM objects per row. On PostgreSQL each is one statement with the batch's lists as arrays
+(:mod:`nurture.storage.lead_bulk_pg`).
 
 Which values win, and which stage changes a batch makes, is decided in :mod:`nurture.application.import_leads`.
 """
@@ -10,12 +11,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
+from nurture.storage import lead_bulk_pg
 from nurture.storage.database import SerializedJSON, UTCDateTime, executemany_prepared, inline_constant
+from nurture.storage.dialect import bulk_writer, sends_arrays, upsert_insert
 from nurture.storage.dialect import refresh_statistics as refresh_tables
-from nurture.storage.dialect import upsert_insert
-from nurture.storage.tables import L, SC
+from nurture.storage.tables import L
 
 _SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statement
 
@@ -23,6 +25,8 @@ _SELECT_CHUNK = 5000  # well under SQLite's limit of bound parameters per statem
 def existing(connection: Connection, emails: list[str], *, lock: bool = False) -> dict[str, dict[str, Any]]:
     """Email -> ``id``, ``email``, ``stage``, ``tags`` and ``fields`` of the leads with these emails; with ``lock``,
     their rows are locked until the transaction ends, in email order (as intake locks leads: no deadlock)."""
+    if sends_arrays(connection):
+        return lead_bulk_pg.existing(connection, emails, lock=lock)
     found: dict[str, dict[str, Any]] = {}
     query = select(L.c.id, L.c.email, L.c.stage, L.c.tags, L.c.fields)
     if lock:
@@ -39,6 +43,9 @@ def upsert(connection: Connection, params: list[dict[str, Any]], now: datetime, 
            keep_unless_given: Sequence[str]) -> None:
     """Insert or update (by email) one lead per row of ``params``, all dated ``now``: the row's values as the driver
     takes them (``tags`` and ``fields`` JSON text), a None in ``keep_unless_given`` keeping the lead's value."""
+    if sends_arrays(connection):
+        lead_bulk_pg.upsert(connection, params, now, keep_unless_given)
+        return
     executemany_prepared(connection, _upsert_statement(connection, now, keep_unless_given), params)
 
 
@@ -69,14 +76,17 @@ def _upsert_statement(connection: Connection, now: datetime, keep_unless_given: 
 
 def ids(connection: Connection, emails: list[str]) -> Iterator[Any]:
     """Rows of ``id`` and ``email`` of the leads with these emails."""
+    if sends_arrays(connection):
+        yield from lead_bulk_pg.ids(connection, emails)
+        return
     for start in range(0, len(emails), _SELECT_CHUNK):
         chunk = emails[start : start + _SELECT_CHUNK]
         yield from connection.execute(select(L.c.id, L.c.email).where(L.c.email.in_(chunk)))
 
 
 def insert_stage_changes(connection: Connection, changes: list[dict[str, Any]]) -> None:
-    """Record these stage changes (one executemany)."""
-    connection.execute(insert(SC), changes)
+    """Record these stage changes (one statement: the event batch's, :func:`nurture.storage.dialect.bulk_writer`)."""
+    bulk_writer(connection.dialect).insert_stage_changes(connection, changes)
 
 
 def set_missing_attribution(connection: Connection, rows: list[dict[str, Any]]) -> None:
