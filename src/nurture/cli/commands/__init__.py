@@ -2,7 +2,7 @@
 
 The modules are imported when needed: a command line that names one command imports (and registers) only the module
 that defines it, so ``nurture run --once`` does not pay for the imports of ``report``, ``check`` or ``plan``
-(``tests/unit/test_cli_lazy_imports.py`` keeps :data:`COMMANDS` in step with what each module registers).
+(``tests/acceptance/test_lazy_imports.py`` keeps :data:`COMMANDS` in step with what each module registers).
 """
 
 from __future__ import annotations
