@@ -150,3 +150,22 @@ def test_spend_yaml_fills_in_where_nothing_was_imported_and_mixed_currencies_are
     mixed = [SpendEntry(JAN.date(), JAN.date(), "partner", "", 100, "USD")]
     money = build_report(engine, since=JAN, until=NOW, now=NOW, spend=mixed).to_json()["money"]
     assert money["error"] is not None and "EUR, USD" in money["error"] and money["total"] == {}
+
+
+@pytest.mark.parametrize("goal", ["click", "open"])
+def test_ab_counts_in_the_database_equal_the_counts_from_each_send(engine: Engine, world: Truth, goal: str) -> None:
+    """The report counts an A/B step's leads and conversions in one query; the engine's own count from every send
+    and its opens and clicks (``count_goal``) gives the same, for a period and an earlier as-of time."""
+    from nurture.core.abtest import count_goal
+    from nurture.core.facts import CLICK, OPEN
+    from nurture.storage import experiments as store
+
+    since, until, as_of = JAN, NOW - timedelta(days=9), NOW - timedelta(days=3)
+    with engine.connect() as conn:
+        sends = store.step_sends(conn, "bench-nurture", "welcome", since=since, until=until)
+        engaged = store.engaged_deliveries(conn, [s.delivery_id for s in sends], until=as_of)
+        found = store.engagement_by_variant(conn, "bench-nurture", "welcome", since=since, until=until, as_of=as_of,
+                                            types=[CLICK] if goal == "click" else [OPEN, CLICK])
+    expected = count_goal(sends, goal, as_of, variants=["a", "b"], engaged=engaged, goal_times={})
+    assert {c.variant: (c.sends, c.conversions) for c in expected} == found
+    assert all(c.sends > 100 and 0 < c.conversions < c.sends for c in expected)  # a test with something in it

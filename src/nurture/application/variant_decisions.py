@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from nurture.core.abtest import AbVerdict, count_goal, evaluate
+from nurture.core.abtest import AbVerdict, VariantCount, count_goal, evaluate
+from nurture.core.facts import CLICK, OPEN
 from nurture.definitions.campaign import Campaign, EmailSpec
 from nurture.definitions.experiments import (
     DEFAULT_CONFIDENCE,
@@ -26,6 +27,7 @@ from nurture.definitions.experiments import (
     Goal,
     SqlGoal,
     goal_label,
+    goal_window,
 )
 from nurture.definitions.loader import Catalog
 from nurture.errors import NurtureError
@@ -44,6 +46,13 @@ def measure(conn: Connection, campaign_id: str, step_id: str, *, variants: Seque
             confidence: float, min_sends: int, since: datetime | None, until: datetime,
             as_of: datetime | None = None) -> AbVerdict:
     """The step's A/B test on ``goal`` with the emails sent in [since, until), as of ``as_of`` (default: until)."""
+    if goal_window(goal) is None:  # a click or an open on the step's own emails: counted in the database
+        wanted = [CLICK] if goal == "click" else [OPEN, CLICK]  # a click is an open (images may be blocked)
+        found = store.engagement_by_variant(conn, campaign_id, step_id, since=since, until=until,
+                                            as_of=as_of or until, types=wanted)
+        arms = list(variants) if variants is not None else sorted(found)
+        return evaluate([VariantCount(v, *found.get(v, (0, 0))) for v in arms], goal_label=goal_label(goal),
+                        confidence=confidence, min_sends=min_sends)
     sends = store.step_sends(conn, campaign_id, step_id, since=since, until=until)
     until = as_of or until
     names = list(variants) if variants is not None else sorted({s.variant for s in sends})

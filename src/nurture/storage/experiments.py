@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, case, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import BindParameter
 
@@ -48,6 +48,26 @@ def step_sends(conn: Connection, campaign_id: str, step_id: str, *, since: datet
     if since is not None:
         query = query.where(D.c.created_at >= since)
     return [StepSend(row.lead_id, row.variant, row.id, row.sent_at) for row in conn.execute(query)]
+
+
+def engagement_by_variant(conn: Connection, campaign_id: str, step_id: str, *, since: datetime | None,
+                          until: datetime, as_of: datetime, types: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Variant -> (leads, engaged): the leads whose first sent email of the step created in [since, until) had that
+    variant, and how many of them had one of ``types`` recorded before ``as_of`` on any of their emails of the step in
+    that period. One query, counted in the database (what :func:`nurture.core.abtest.count_goal` counts from
+    :func:`step_sends` and :func:`engaged_deliveries`)."""
+    first = func.row_number().over(partition_by=D.c.lead_id, order_by=(D.c.sent_at, D.c.id))
+    sends = select(D.c.id, D.c.lead_id, D.c.variant, first.label("rank")).where(
+        D.c.campaign_id == campaign_id, D.c.step_id == step_id, D.c.channel == "email", D.c.status == "sent",
+        D.c.variant.is_not(None), D.c.sent_at.is_not(None), D.c.created_at < until,
+        *([D.c.created_at >= since] if since is not None else []),
+    ).subquery()
+    engaged = exists().where(EV.c.delivery_id == sends.c.id, EV.c.type.in_(list(types)), EV.c.occurred_at < as_of)
+    per_lead = (select(func.max(case((sends.c.rank == 1, sends.c.variant))).label("variant"),
+                       func.max(case((engaged, 1), else_=0)).label("hit"))
+                .group_by(sends.c.lead_id).subquery())
+    rows = conn.execute(select(per_lead.c.variant, func.count(), func.sum(per_lead.c.hit)).group_by(per_lead.c.variant))
+    return {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
 
 
 def engaged_deliveries(conn: Connection, delivery_ids: Sequence[int], *, until: datetime) -> dict[int, set[str]]:

@@ -50,6 +50,8 @@ class Lead(SQLModel, table=True):
         UniqueConstraint("email"),
         # reports: new leads per period and source, read from the index alone
         Index("ix_lead_created_at_source", "created_at", "source", "medium", "source_campaign"),
+        # leads by stage; reports: the SQLs waiting now and since when, read from the index alone
+        Index("ix_lead_stage", "stage", "stage_changed_at", "owner"),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
@@ -64,7 +66,7 @@ class Lead(SQLModel, table=True):
     timezone: str | None = None  # IANA name
     tags: list[str] = Field(default_factory=list, sa_type=JSON_LIST)
     fields: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # custom fields
-    stage: str = Field(default="lead", index=True)
+    stage: str = "lead"
     score: float = 0.0
     owner: str | None = None
     # Where the lead came from (acquisition): utm_source / utm_medium / utm_campaign, from the import, the API, or

@@ -6,8 +6,10 @@
   of the promotion decided, and for a rejection the campaigns the lead was in when promoted.
 
 Triggers on ``stage_change`` inserts keep them, and one on a lead's owner moves its decisions to the new owner (the
-report counts decisions by the owner a lead has now). The SQL is :mod:`nurture.storage.sales_rollups`', shared with
-``nurture db rebuild-rollups``. The rollups are then filled from the rows already there.
+report counts decisions by the owner a lead has now). The index of leads by stage also holds when each lead reached
+it and its owner, so the SQLs waiting for sales are read from the index alone. The SQL is
+:mod:`nurture.storage.sales_rollups`', shared with ``nurture db rebuild-rollups``. The rollups are then filled from
+the rows already there.
 
 Revision ID: 0007_sales_rollup
 Revises: 0006_rollup
@@ -33,6 +35,8 @@ TABLES = {"rollup_sql_day": SQL_KEYS, "rollup_decision_day": DECISION_KEYS}
 
 
 def upgrade() -> None:
+    op.drop_index("ix_lead_stage", table_name="lead")
+    op.create_index("ix_lead_stage", "lead", ["stage", "stage_changed_at", "owner"])
     for table, keys in TABLES.items():
         columns: list[sa.Column[Any]] = [sa.Column("day", sa.Date(), nullable=False)]
         columns += [sa.Column(key, sa.BigInteger() if key == "wait_ms" else sa.String(), nullable=False)
@@ -55,3 +59,5 @@ def downgrade() -> None:
             op.execute(ddl)
     for table in reversed(list(TABLES)):
         op.drop_table(table)
+    op.drop_index("ix_lead_stage", table_name="lead")
+    op.create_index("ix_lead_stage", "lead", ["stage"])
