@@ -312,11 +312,11 @@ def sums_in_statement_triggers(dialect: Dialect) -> bool:
     return dialect.name == "postgresql"
 
 
-def statement_trigger(name: str, table: str, event: str, statements: list[str]) -> list[str]:
+def statement_trigger(name: str, table: str, event: str, statements: list[str], new_rows: str = "new_rows") -> list[str]:
     """PostgreSQL DDL of an ``AFTER event ON table FOR EACH STATEMENT`` trigger running ``statements``, which read the
     statement's rows as ``new_rows`` (and ``old_rows`` for an UPDATE); for :func:`sums_in_statement_triggers`."""
     body = "".join(f"{statement};\n" for statement in statements)
-    tables = "OLD TABLE AS old_rows NEW TABLE AS new_rows" if event == "UPDATE" else "NEW TABLE AS new_rows"
+    tables = f"OLD TABLE AS old_rows NEW TABLE AS {new_rows}" if event == "UPDATE" else f"NEW TABLE AS {new_rows}"
     return [f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}RETURN NULL;\nEND\n$$",
             f"CREATE TRIGGER {name} AFTER {event} ON {table} REFERENCING {tables} FOR EACH STATEMENT "
             f"EXECUTE FUNCTION {name}()"]
@@ -329,11 +329,8 @@ def insert_trigger(dialect: Dialect, name: str, table: str, row_statements: list
     updates one rollup row once per inserted row, and each update of a row in one transaction adds a version that
     the next one walks past (a batch of n rows costs n^2/2 visits: 1.5 s of the server's CPU for 5,000 leads).
     SQLite updates in place: a row trigger running ``row_statements`` (reading ``NEW``)."""
-    if dialect.name == "postgresql":
-        body = "".join(f"{statement};\n" for statement in set_statements)
-        return [f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}RETURN NULL;\nEND\n$$",
-                f"CREATE TRIGGER {name} AFTER INSERT ON {table} REFERENCING NEW TABLE AS inserted "
-                f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"]
+    if sums_in_statement_triggers(dialect):
+        return statement_trigger(name, table, "INSERT", set_statements, new_rows="inserted")
     return row_trigger(dialect, name, table, "INSERT", "1 = 1", row_statements)
 
 
