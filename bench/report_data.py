@@ -10,8 +10,8 @@ It writes straight into a migrated database (bulk inserts, explicit ids) and ret
         --database-url postgresql://postgres@127.0.0.1:5432/bench_report
 
 Deterministic for a seed. Leads are created over ``--months`` whole months ending at NOW (2026-04-01 00:00 UTC). On
-PostgreSQL the command writes with the triggers off (``session_replication_role = replica``) and counts the rollups
-once at the end, as ``nurture db rebuild-rollups`` does (what the triggers would have kept: ``tests/integration/test_rollups.py``).
+PostgreSQL the command writes with the triggers off (``session_replication_role = replica``), on SQLite with them
+dropped and put back after, and counts the rollups once at the end, as ``nurture db rebuild-rollups`` does (what the triggers would have kept: ``tests/integration/test_rollups.py``).
 """
 
 from __future__ import annotations
@@ -266,8 +266,23 @@ def main() -> None:
         from sqlalchemy import event
 
         event.listen(engine, "connect", lambda dbapi, _record: dbapi.execute("SET session_replication_role = replica"))
+    triggers: list[str] = []
+    if engine.dialect.name == "sqlite":  # no trigger per row either: dropped, then put back before the rollups count
+        with engine.begin() as conn:
+            triggers = [sql for (name, sql) in conn.execute(text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"))]
+            for (name,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).all():
+                conn.execute(text(f'DROP TRIGGER "{name}"'))
     started = time.perf_counter()
     truth = generate(engine, leads=args.leads, events=args.events, months=args.months, progress=True)
+    if triggers:
+        from nurture.storage.database import transaction
+        from nurture.storage.rollups import rebuild
+
+        with transaction(engine) as conn:
+            for sql in triggers:
+                conn.exec_driver_sql(sql)
+            print(f"  rollups counted: {rebuild(conn)}", file=sys.stderr)
     if engine.dialect.name == "postgresql":
         from nurture.storage.database import transaction
         from nurture.storage.rollups import rebuild
