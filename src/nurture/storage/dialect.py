@@ -358,6 +358,11 @@ def utc_date(column: Any, dialect: Dialect) -> Any:
     return func.substr(column, 1, 10)
 
 
+HELD_OUT_INDEX: dict[str, Any] = {"sqlite_where": text("held_out = 1"), "postgresql_where": text("held_out = true")}
+"""The condition of the partial index of held-out enrollments, written as each database writes ``held_out == true()``
+(SQLite uses a partial index only for a query that repeats its condition term for term)."""
+
+
 # -- entry filters in SQL and planner statistics (nurture.storage.entry_sql, nurture.application.enroll) -------------
 
 

@@ -9,14 +9,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, select
+from sqlalchemy import bindparam, case, exists, func, select, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import BindParameter
 
 from nurture.core.abtest import StepSend
 from nurture.core.facts import CLICK, OPEN
 from nurture.storage.dialect import upsert_insert
-from nurture.storage.tables import D, E, EV, SC, VD
+from nurture.storage.tables import AB, D, E, EV, SC, VD
 
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 CHUNK = 900
@@ -54,13 +54,42 @@ def engagement_by_variant(conn: Connection, campaign_id: str, step_id: str, *, s
                           until: datetime, as_of: datetime, types: Sequence[str]) -> dict[str, tuple[int, int]]:
     """Variant -> (leads, engaged): the leads whose first sent email of the step created in [since, until) had that
     variant, and how many of them had one of ``types`` recorded before ``as_of`` on any of their emails of the step in
-    that period. One query, counted in the database (what :func:`nurture.core.abtest.count_goal` counts from
-    :func:`step_sends` and :func:`engaged_deliveries`)."""
+    that period (what :func:`nurture.core.abtest.count_goal` counts from :func:`step_sends` and
+    :func:`engaged_deliveries`). Counted in the database: the leads with one email of the step from the index of
+    ``ab_lead_step`` (:mod:`nurture.storage.ab_rollup`), the few with several from their emails."""
+    first = _FIRST_TIMES.get(frozenset(types))
+    if first is None:  # other event types: every email of the period
+        return _engagement_of_sends(conn, campaign_id, step_id, since=since, until=until, as_of=as_of, types=types)
+    column = AB.c[first]
+    step = (AB.c.campaign_id == campaign_id, AB.c.step_id == step_id)
+    rows = conn.execute(
+        select(AB.c.variant, func.count(), func.sum(case((column < as_of, 1), else_=0)))
+        .where(*step, AB.c.sends == 1, AB.c.created_at < until,
+               *([AB.c.created_at >= since] if since is not None else []))
+        .group_by(AB.c.variant))
+    found = {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
+    several = select(AB.c.lead_id).where(*step, AB.c.sends > 1).scalar_subquery()
+    for variant, (leads, engaged) in _engagement_of_sends(conn, campaign_id, step_id, since=since, until=until,
+                                                          as_of=as_of, types=types, leads=several).items():
+        before = found.get(variant, (0, 0))
+        found[variant] = (before[0] + leads, before[1] + engaged)
+    return found
+
+
+_FIRST_TIMES = {frozenset((CLICK,)): "clicked_at", frozenset((OPEN, CLICK)): "opened_at"}
+"""The ``ab_lead_step`` column of the first of these event types."""
+
+
+def _engagement_of_sends(conn: Connection, campaign_id: str, step_id: str, *, since: datetime | None,
+                         until: datetime, as_of: datetime, types: Sequence[str],
+                         leads: Any = None) -> dict[str, tuple[int, int]]:
+    """:func:`engagement_by_variant` counted from every email of the period (of ``leads``, a subquery, if given)."""
     first = func.row_number().over(partition_by=D.c.lead_id, order_by=(D.c.sent_at, D.c.id))
     sends = select(D.c.id, D.c.lead_id, D.c.variant, first.label("rank")).where(
         D.c.campaign_id == campaign_id, D.c.step_id == step_id, D.c.channel == "email", D.c.status == "sent",
         D.c.variant.is_not(None), D.c.sent_at.is_not(None), D.c.created_at < until,
         *([D.c.created_at >= since] if since is not None else []),
+        *([D.c.lead_id.in_(leads)] if leads is not None else []),
     ).subquery()
     engaged = exists().where(EV.c.delivery_id == sends.c.id, EV.c.type.in_(list(types)), EV.c.occurred_at < as_of)
     per_lead = (select(func.max(case((sends.c.rank == 1, sends.c.variant))).label("variant"),
@@ -131,8 +160,8 @@ def record_decision(conn: Connection, *, campaign_id: str, step_id: str, winner:
 
 def holdout_campaigns(conn: Connection, *, since: datetime, until: datetime, campaign: str | None = None) -> list[str]:
     """The campaigns (``campaign`` alone if given) that held out a lead entering in [since, until)."""
-    query = select(E.c.campaign_id).distinct().where(
-        E.c.held_out.is_(True), E.c.enrolled_at >= since, E.c.enrolled_at < until)
+    query = select(E.c.campaign_id).distinct().where(  # by the partial index of held-out enrollments: as it writes
+        E.c.held_out == true(), E.c.enrolled_at >= since, E.c.enrolled_at < until)  # its condition
     if campaign is not None:
         query = query.where(E.c.campaign_id == campaign)
     return sorted(row.campaign_id for row in conn.execute(query))

@@ -18,6 +18,7 @@ from sqlmodel import Field, SQLModel
 
 from nurture.clock import SYSTEM_CLOCK
 from nurture.storage.database import UTCDateTime
+from nurture.storage.dialect import HELD_OUT_INDEX
 
 # Named constraints and indexes keep migrations deterministic on both back-ends.
 SQLModel.metadata.naming_convention = {
@@ -94,6 +95,8 @@ class Enrollment(SQLModel, table=True):
         Index("ix_enrollment_lead_id_campaign_id", "lead_id", "campaign_id"),  # "is this lead in that campaign?"
         Index("ix_enrollment_enrolled_at_campaign_id", "enrolled_at", "campaign_id"),  # reports: enrollments started
         Index("ix_enrollment_ended_at_campaign_id", "ended_at", "campaign_id", "status", "end_reason"),  # ... ended
+        # reports: the campaigns that held out a lead in a period (empty, so free, when none holds out)
+        Index("ix_enrollment_held_out_enrolled_at", "enrolled_at", "campaign_id", **HELD_OUT_INDEX),
         # A lead is never twice active in one campaign; once ended it may enroll again.
         Index(
             "uq_enrollment_active_lead_id_campaign_id",
@@ -403,3 +406,27 @@ class RollupDecisionDay(SQLModel, table=True):
     rule: str = Field(primary_key=True)
     campaigns: str = Field(primary_key=True)
     n: int = Field(sa_type=BigInteger)
+
+
+class AbLeadStep(SQLModel, table=True):
+    """Per lead and A/B step, its sent emails of the step with a variant (migration 0010_abrollup): the first one (by
+    ``sent_at``, then id), how many there are, and when the first click and the first open or click on any of them
+    happened. Triggers keep it; an A/B test on clicks or opens counts the leads of one send from it, by the index."""
+
+    __tablename__ = "ab_lead_step"
+    __table_args__ = (
+        # A/B tests: the leads whose first email of the step was created in a period, read from the index alone
+        Index("ix_ab_lead_step_campaign_id_step_id_sends", "campaign_id", "step_id", "sends", "created_at", "variant",
+              "clicked_at", "opened_at"),
+    )
+
+    campaign_id: str = Field(primary_key=True)
+    step_id: str = Field(primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", primary_key=True, sa_type=ID)
+    delivery_id: int = Field(sa_type=ID)  # the first email
+    variant: str
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    sent_at: datetime = Field(sa_type=UTCDateTime)
+    sends: int
+    clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    opened_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -1,9 +1,9 @@
 """The report's daily rollups (``rollup_*``): read per day range, and rebuilt from the rows.
 
-The database's triggers (migrations ``0006_rollup`` and ``0007_sales_rollup``, whose SQL is
-:mod:`nurture.storage.sales_rollups`') keep them as rows are written; :func:`rebuild` recomputes them from
-the rows (``nurture db rebuild-rollups``), which gives the same counts. Dimensions that are NULL in the rows are ''
-in the rollups (a key cannot be NULL): :func:`none` turns them back.
+The database's triggers (migrations ``0006_rollup``, ``0007_sales_rollup`` and ``0010_abrollup``, whose SQL is
+:mod:`nurture.storage.sales_rollups`' and :mod:`nurture.storage.ab_rollup`'s) keep them as rows are written;
+:func:`rebuild` recomputes them from the rows (``nurture db rebuild-rollups``), which gives the same counts.
+Dimensions that are NULL in the rows are '' in the rollups (a key cannot be NULL): :func:`none` turns them back.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select
 from sqlalchemy.engine import Connection
 
-from nurture.storage import sales_rollups
+from nurture.storage import ab_rollup, sales_rollups
 from nurture.storage.dialect import utc_date
-from nurture.storage.tables import D, E, EV, L, RD, RE, RL, RM, RO, RS, RX, SC, SO
+from nurture.storage.tables import AB, D, E, EV, L, RD, RE, RL, RM, RO, RS, RX, SC, SO
 
 ROLLUPS = (RL, RM, RD, RE, RO, RS, RX)
 _ENGAGED = ("email_open", "email_click")
@@ -125,9 +125,9 @@ def rebuild(conn: Connection) -> dict[str, int]:
         conn.execute(delete(table))
     for statement in _rebuilds(conn):
         conn.execute(statement)
-    for sql in sales_rollups.rebuilds(conn.dialect):
+    for sql in sales_rollups.rebuilds(conn.dialect) + ab_rollup.rebuilds():
         conn.exec_driver_sql(sql)
-    return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in ROLLUPS}
+    return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in (*ROLLUPS, AB)}
 
 
 def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -137,4 +137,5 @@ def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
         counts = [c for c in table.c if c.name in ("n", "opened", "clicked")]
         rows = conn.execute(select(table).where(or_(*(c != 0 for c in counts))))
         found[table.name] = sorted(tuple(row) for row in rows)
+    found[AB.name] = sorted(tuple(row) for row in conn.execute(select(AB)))
     return found

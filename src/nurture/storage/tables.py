@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Table
 
 from nurture.storage.models import (
+    AbLeadStep,
     DefinitionVersion,
     Delivery,
     EngagementEvent,
@@ -66,3 +67,5 @@ RS: Table = RollupSqlDay.__table__  # type: ignore[attr-defined]
 """rollup: moves to sql per day and wait since the first MQL"""
 RX: Table = RollupDecisionDay.__table__  # type: ignore[attr-defined]
 """rollup: sales' decisions per day, stage, reason, owner, rule and campaigns"""
+AB: Table = AbLeadStep.__table__  # type: ignore[attr-defined]
+"""per lead and A/B step: its first email of the step, how many, its first click and open"""
