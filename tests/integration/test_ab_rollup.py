@@ -28,7 +28,7 @@ STEPS = (("welcome", "hello"), ("welcome", "plain"), ("news", "issue"))
 def write_history(engine: Engine, seed: int = 7) -> None:
     """Leads with one to three emails of each step (one enrollment each), written as the dispatcher writes them
     (claimed, then sent, retried or failed, several rows per statement), some sent at once, an email moved to failed
-    after it was sent, and opens and clicks one at a time and in one statement, some before any send."""
+    after it was sent, retries sent in one statement, and opens and clicks one at a time and in one statement, some before any send."""
     rng = random.Random(seed)
     with transaction(engine) as conn:
         conn.execute(insert(L), [dict(email=f"l{i}@example.com", stage="mql", tags=[], fields={}, score=0.0,
@@ -64,9 +64,12 @@ def write_history(engine: Engine, seed: int = 7) -> None:
         conn.execute(update(D).where(D.c.id == retried["d_id"]).values(status="sent", sent_at=T0 + 30 * 24 * HOUR))
         gone = next(o for o in outcomes if o["status"] == "sent")
         conn.execute(update(D).where(D.c.id == gone["d_id"]).values(status="failed"))  # sent, then failed
-        conn.execute(insert(D).values(enrollment_id=ids[1], lead_id=emails[1][0], campaign_id="welcome",
-                                      step_id="hello", step_key="hello/again", variant="b", channel="email",
-                                      status="sent", created_at=T0 + 2 * HOUR, sent_at=T0 + 2 * HOUR))
+        # the other retried emails sent in one statement; two emails of one lead and step written sent at once
+        conn.execute(update(D).where(D.c.status == "retry").values(status="sent", sent_at=T0 + 31 * 24 * HOUR))
+        conn.execute(insert(D), [dict(enrollment_id=ids[1], lead_id=emails[1][0], campaign_id="welcome",
+                                      step_id="hello", step_key=f"hello/{n}", variant="ab"[n], channel="email",
+                                      status="sent", created_at=T0 + n * HOUR, sent_at=T0 + (2 - n) * HOUR)
+                                 for n in (0, 1)])
     events = []
     for delivery in deliveries:
         for kind in (OPEN, CLICK):

@@ -36,23 +36,47 @@ def sent_with_variant(row: str) -> str:
             f"AND {row}.sent_at IS NOT NULL")
 
 
-def _first_event(types: str) -> str:
+def _in_step(row: str, key: str) -> str:
+    """SQL: ``row`` (a delivery) is a sent email with a variant of the lead and step of ``key``."""
+    return f"{_same_key(row, key)} AND {sent_with_variant(row)}"
+
+
+def _first_event(types: str, key: str) -> str:
     return (f"(SELECT min(e.occurred_at) FROM delivery g JOIN engagement_event e ON e.delivery_id = g.id "
-            f"WHERE g.lead_id = f.lead_id AND g.campaign_id = f.campaign_id AND g.step_id = f.step_id "
-            f"AND {sent_with_variant('g')} AND e.type IN {types})")
+            f"WHERE {_in_step('g', key)} AND e.type IN {types})")
 
 
-def rows(where: str) -> str:
-    """INSERT the rows of the (lead, step)s whose emails ``delivery d`` ``where`` selects, computed from their
-    deliveries and events (the rows must not be there)."""
-    keys = ", ".join(f"d.{k}" for k in KEY)
+def rows(keys: str) -> str:
+    """INSERT the rows of the (campaign_id, step_id, lead_id)s that ``keys`` (a SELECT) gives, computed from their
+    deliveries and events (the rows must not be there): a few look-ups by lead per key."""
+    first = f"(SELECT d.id FROM delivery d WHERE {_in_step('d', 'k')} ORDER BY d.sent_at, d.id LIMIT 1)"
     return (f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) "
-            "SELECT f.campaign_id, f.step_id, f.lead_id, f.id, f.variant, f.created_at, f.sent_at, f.sends, "
-            f"{_first_event(f'({CLICK})')}, {_first_event(OPENED)} "
-            "FROM (SELECT d.campaign_id, d.step_id, d.lead_id, d.id, d.variant, d.created_at, d.sent_at, "
-            f"row_number() OVER (PARTITION BY {keys} ORDER BY d.sent_at, d.id) AS nth, "
-            f"count(*) OVER (PARTITION BY {keys}) AS sends "
-            f"FROM delivery d WHERE {sent_with_variant('d')} AND {where}) f WHERE f.nth = 1")
+            "SELECT x.campaign_id, x.step_id, x.lead_id, f.id, f.variant, f.created_at, f.sent_at, x.sends, "
+            f"{_first_event(f'({CLICK})', 'x')}, {_first_event(OPENED, 'x')} "
+            f"FROM (SELECT k.campaign_id, k.step_id, k.lead_id, {first} AS first_id, "
+            f"(SELECT count(*) FROM delivery c WHERE {_in_step('c', 'k')}) AS sends FROM ({keys}) k) x "
+            "JOIN delivery f ON f.id = x.first_id")
+
+
+def _earlier(a: str, b: str) -> str:
+    """SQL: the earlier of two times, either of which may be NULL."""
+    return f"CASE WHEN {a} IS NULL THEN {b} WHEN {b} IS NULL THEN {a} WHEN {b} < {a} THEN {b} ELSE {a} END"
+
+
+def _add(select: str) -> str:
+    """Add the rows of ``select`` (one per key, in :data:`COLUMNS`' order: a lead's new emails of the step, the first
+    of them, how many, their first click and open) to what the table holds for their lead and step."""
+    first = f"(excluded.sent_at, excluded.delivery_id) < ({TABLE}.sent_at, {TABLE}.delivery_id)"
+    moved = ", ".join(f"{c} = CASE WHEN {first} THEN excluded.{c} ELSE {TABLE}.{c} END"
+                      for c in ("delivery_id", "variant", "created_at", "sent_at"))
+    return (f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) {select} ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+            f"sends = {TABLE}.sends + excluded.sends, {moved}, "
+            f"clicked_at = {_earlier(f'{TABLE}.clicked_at', 'excluded.clicked_at')}, "
+            f"opened_at = {_earlier(f'{TABLE}.opened_at', 'excluded.opened_at')}")
+
+
+def _events_of(row: str, types: str) -> str:
+    return f"(SELECT min(e.occurred_at) FROM engagement_event e WHERE e.delivery_id = {row}.id AND e.type IN {types})"
 
 
 def _changed(old: str, new: str) -> str:
@@ -69,18 +93,25 @@ def _same_key(a: str, b: str) -> str:
     return " AND ".join(f"{a}.{k} = {b}.{k}" for k in KEY)
 
 
-def _earlier(column: str, value: str) -> str:
-    return f"CASE WHEN {column} IS NULL OR {value} < {column} THEN {value} ELSE {column} END"
+def _key_of(row: str) -> str:
+    return ", ".join(f"{row}.{k}" for k in KEY)
 
 
 def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
-    """SQLite: (name, table) -> (event, condition, statements) of the row triggers."""
-    def recompute(row: str, only_if: str = "1 = 1") -> list[str]:
-        own = " AND ".join(f"{k} = {row}.{k}" for k in KEY)
-        return [f"DELETE FROM {TABLE} WHERE {own} AND {only_if}",
-                rows(f"{_same_key('d', row)} AND {only_if}")]
+    """SQLite: (name, table) -> (event, condition, statements) of the row triggers. An email that becomes a sent one
+    with a variant is added to its lead's row; any other change recomputes the rows of its old and new lead and step."""
+    def add(row: str, where: str) -> str:
+        return _add(f"SELECT {_key_of(row)}, {row}.id, {row}.variant, {row}.created_at, {row}.sent_at, 1, "
+                    f"{_events_of(row, f'({CLICK})')}, {_events_of(row, OPENED)} WHERE {where}")
 
+    def recompute(row: str, where: str) -> list[str]:
+        own = " AND ".join(f"{k} = {row}.{k}" for k in KEY)
+        keys = f"SELECT {', '.join(f'{row}.{k} AS {k}' for k in KEY)} WHERE {where}"
+        return [f"DELETE FROM {TABLE} WHERE {own} AND {where}", rows(keys)]
+
+    was, now = sent_with_variant("OLD"), sent_with_variant("NEW")
     moved = " OR ".join(f"OLD.{k} <> NEW.{k}" for k in KEY)
+
     def of(column: str) -> str:
         return f"(SELECT d.{column} FROM delivery d WHERE d.id = NEW.delivery_id AND {sent_with_variant('d')})"
 
@@ -88,35 +119,45 @@ def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
              f"clicked_at = CASE WHEN NEW.type = {CLICK} THEN {_earlier('clicked_at', 'NEW.occurred_at')} "
              "ELSE clicked_at END WHERE " + " AND ".join(f"{k} = {of(k)}" for k in KEY))
     return {
-        ("ab_delivery_insert", "delivery"): ("INSERT", sent_with_variant("NEW"), recompute("NEW")),
-        ("ab_delivery_update", "delivery"): (f"UPDATE OF {', '.join(WATCHED)}", _changed("OLD", "NEW"),
-                                             recompute("OLD", f"({moved})") + recompute("NEW")),
+        ("ab_delivery_insert", "delivery"): ("INSERT", now, [add("NEW", "1 = 1")]),
+        ("ab_delivery_update", "delivery"): (
+            f"UPDATE OF {', '.join(WATCHED)}", _changed("OLD", "NEW"),
+            [add("NEW", f"NOT ({was})"), *recompute("OLD", was), *recompute("NEW", f"({was}) AND ({now}) AND ({moved})")]),
         ("ab_engagement_event_insert", "engagement_event"): (
             "INSERT", f"NEW.delivery_id IS NOT NULL AND NEW.type IN {OPENED}", [event]),
     }
 
 
 def statement_triggers() -> dict[tuple[str, str], tuple[str, list[str]]]:
-    """PostgreSQL: (name, table) -> (event, statements) of the statement triggers (``new_rows``, ``old_rows``)."""
-    def recompute(keys: str) -> list[str]:
-        listed = ", ".join(KEY)
-        return [f"DELETE FROM {TABLE} a USING ({keys}) k WHERE {_same_key('a', 'k')}",
-                rows(f"({', '.join(f'd.{k}' for k in KEY)}) IN ({keys})") + f" ORDER BY {listed}"]
+    """PostgreSQL: (name, table) -> (event, statements) of the statement triggers (``new_rows``, ``old_rows``): the
+    statement's new sent emails with a variant added per lead and step in key order, other changes recomputed."""
+    def add(source: str, where: str) -> str:
+        window = f"OVER (PARTITION BY {', '.join(KEY)})"
+        return _add(f"SELECT DISTINCT ON ({', '.join(KEY)}) {', '.join(KEY)}, id, variant, created_at, sent_at, "
+                    f"count(*) {window}, min(clicked) {window}, min(opened) {window} "
+                    f"FROM (SELECT {_key_of('r')}, r.id, r.variant, r.created_at, r.sent_at, "
+                    f"{_events_of('r', f'({CLICK})')} AS clicked, {_events_of('r', OPENED)} AS opened "
+                    f"FROM {source} WHERE {where}) n ORDER BY {', '.join(KEY)}, sent_at, id")
 
-    def keys_of(row: str, source: str, where: str) -> str:
-        return f"SELECT DISTINCT {', '.join(f'{row}.{k}' for k in KEY)} FROM {source} WHERE {where}"
+    def recompute(keys: str) -> list[str]:
+        return [f"DELETE FROM {TABLE} a USING ({keys}) k WHERE {_same_key('a', 'k')}", rows(keys)]
 
     pairs = "old_rows o JOIN new_rows r ON r.id = o.id"
-    changed = _changed("o", "r")
-    event = (f"UPDATE {TABLE} a SET opened_at = least(a.opened_at, x.opened), "
-             "clicked_at = least(a.clicked_at, x.clicked) FROM (SELECT d.campaign_id, d.step_id, d.lead_id, "
+    was, now, changed = sent_with_variant("o"), sent_with_variant("r"), _changed("o", "r")
+    added, new_key = f"{now} AND NOT ({was})", _key_of("r")
+    keys = (f"SELECT {_key_of('o')} FROM {pairs} WHERE {changed} AND {was} "
+            f"UNION SELECT {_key_of('r')} FROM {pairs} WHERE {changed} AND {was} AND {now}")
+    event = (f"UPDATE {TABLE} a SET opened_at = {_earlier('a.opened_at', 'x.opened')}, "
+             f"clicked_at = {_earlier('a.clicked_at', 'x.clicked')} FROM (SELECT d.campaign_id, d.step_id, d.lead_id, "
              f"min(e.occurred_at) AS opened, min(CASE WHEN e.type = {CLICK} THEN e.occurred_at END) AS clicked "
              f"FROM new_rows e JOIN delivery d ON d.id = e.delivery_id WHERE e.type IN {OPENED} "
              f"AND {sent_with_variant('d')} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) x WHERE {_same_key('a', 'x')}")
     return {
-        ("ab_delivery_insert", "delivery"): ("INSERT", recompute(keys_of("r", "new_rows r", sent_with_variant("r")))),
-        ("ab_delivery_update", "delivery"): ("UPDATE", recompute(
-            f"{keys_of('o', pairs, changed)} UNION {keys_of('r', pairs, changed)}")),
+        ("ab_delivery_insert", "delivery"): ("INSERT", [add("new_rows r", now)]),
+        ("ab_delivery_update", "delivery"): ("UPDATE", [  # the dispatcher's updates take the ELSIF alone
+            f"IF EXISTS (SELECT 1 FROM old_rows o WHERE {was}) THEN\n"
+            + "".join(f"{statement};\n" for statement in [*recompute(keys), add(pairs, f"{added} AND ({new_key}) NOT IN ({keys})")])
+            + f"ELSIF EXISTS (SELECT 1 FROM new_rows r WHERE {now}) THEN\n{add(pairs, added)};\nEND IF"]),
         ("ab_engagement_event_insert", "engagement_event"): ("INSERT", [event]),
     }
 
@@ -128,4 +169,4 @@ def trigger_names(dialect: Dialect) -> list[tuple[str, str]]:
 
 def rebuilds() -> list[str]:
     """The statements that compute every row from the deliveries and events."""
-    return [f"DELETE FROM {TABLE}", rows("1 = 1")]
+    return [f"DELETE FROM {TABLE}", rows(f"SELECT DISTINCT {_key_of('d')} FROM delivery d WHERE {sent_with_variant('d')}")]

@@ -119,23 +119,27 @@ def _rebuilds(conn: Connection) -> list[Any]:
     ]
 
 
-def rebuild(conn: Connection) -> dict[str, int]:
-    """Recompute every rollup from the rows (inside the caller's transaction); the rows each rollup holds after."""
+def rebuild(conn: Connection, *, lead_steps: bool = True) -> dict[str, int]:
+    """Recompute every rollup from the rows (inside the caller's transaction), and ``ab_lead_step`` unless
+    ``lead_steps`` is false (a database before ``0010_abrollup``); the rows each holds after."""
     for table in ROLLUPS:
         conn.execute(delete(table))
     for statement in _rebuilds(conn):
         conn.execute(statement)
-    for sql in sales_rollups.rebuilds(conn.dialect) + ab_rollup.rebuilds():
+    for sql in sales_rollups.rebuilds(conn.dialect) + (ab_rollup.rebuilds() if lead_steps else []):
         conn.exec_driver_sql(sql)
-    return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in (*ROLLUPS, AB)}
+    tables = (*ROLLUPS, AB) if lead_steps else ROLLUPS
+    return {table.name: conn.execute(select(func.count()).select_from(table)).scalar_one() for table in tables}
 
 
-def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
-    """Every rollup's rows whose counts are not all zero, sorted: what two ways of counting must agree on."""
+def snapshot(conn: Connection, *, lead_steps: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+    """Every rollup's rows whose counts are not all zero, and ``ab_lead_step``'s rows unless ``lead_steps`` is false,
+    sorted: what two ways of counting must agree on."""
     found = {}
     for table in ROLLUPS:
         counts = [c for c in table.c if c.name in ("n", "opened", "clicked")]
         rows = conn.execute(select(table).where(or_(*(c != 0 for c in counts))))
         found[table.name] = sorted(tuple(row) for row in rows)
-    found[AB.name] = sorted(tuple(row) for row in conn.execute(select(AB)))
+    if lead_steps:
+        found[AB.name] = sorted(tuple(row) for row in conn.execute(select(AB)))
     return found
