@@ -99,7 +99,8 @@ def _key_of(row: str) -> str:
 
 def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
     """SQLite: (name, table) -> (event, condition, statements) of the row triggers. An email that becomes a sent one
-    with a variant is added to its lead's row; any other change recomputes the rows of its old and new lead and step."""
+    with a variant is added to its lead's row (``ab_delivery_update``); a change to one that was recomputes the rows of
+    its old and new lead and step (``ab_delivery_change``)."""
     def add(row: str, where: str) -> str:
         return _add(f"SELECT {_key_of(row)}, {row}.id, {row}.variant, {row}.created_at, {row}.sent_at, 1, "
                     f"{_events_of(row, f'({CLICK})')}, {_events_of(row, OPENED)} WHERE {where}")
@@ -112,17 +113,17 @@ def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
     was, now = sent_with_variant("OLD"), sent_with_variant("NEW")
     moved = " OR ".join(f"OLD.{k} <> NEW.{k}" for k in KEY)
 
-    def of(column: str) -> str:
-        return f"(SELECT d.{column} FROM delivery d WHERE d.id = NEW.delivery_id AND {sent_with_variant('d')})"
-
     event = (f"UPDATE {TABLE} SET opened_at = {_earlier('opened_at', 'NEW.occurred_at')}, "
              f"clicked_at = CASE WHEN NEW.type = {CLICK} THEN {_earlier('clicked_at', 'NEW.occurred_at')} "
-             "ELSE clicked_at END WHERE " + " AND ".join(f"{k} = {of(k)}" for k in KEY))
+             f"ELSE clicked_at END WHERE ({', '.join(KEY)}) = (SELECT {_key_of('d')} FROM delivery d "
+             f"WHERE d.id = NEW.delivery_id AND {sent_with_variant('d')})")
     return {
         ("ab_delivery_insert", "delivery"): ("INSERT", now, [add("NEW", "1 = 1")]),
-        ("ab_delivery_update", "delivery"): (
-            f"UPDATE OF {', '.join(WATCHED)}", _changed("OLD", "NEW"),
-            [add("NEW", f"NOT ({was})"), *recompute("OLD", was), *recompute("NEW", f"({was}) AND ({now}) AND ({moved})")]),
+        ("ab_delivery_update", "delivery"): (f"UPDATE OF {', '.join(WATCHED)}", f"{now} AND NOT ({was})",
+                                             [add("NEW", "1 = 1")]),
+        ("ab_delivery_change", "delivery"): (
+            f"UPDATE OF {', '.join(WATCHED)}", f"{was} AND {_changed('OLD', 'NEW')}",
+            [*recompute("OLD", "1 = 1"), *recompute("NEW", f"({now}) AND ({moved})")]),
         ("ab_engagement_event_insert", "engagement_event"): (
             "INSERT", f"NEW.delivery_id IS NOT NULL AND NEW.type IN {OPENED}", [event]),
     }
