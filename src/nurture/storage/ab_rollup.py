@@ -97,6 +97,21 @@ def _key_of(row: str) -> str:
     return ", ".join(f"{row}.{k}" for k in KEY)
 
 
+def event_trigger() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
+    """The row trigger (on both databases) that moves a lead's first click and open earlier on an open or click of
+    one of its sent emails with a variant: its row is found by key, each part looked up once from the email (a
+    statement trigger on PostgreSQL planned the join to the table without knowing the statement's rows, and read it
+    whole for each event)."""
+    def of(column: str) -> str:
+        return f"(SELECT d.{column} FROM delivery d WHERE d.id = NEW.delivery_id AND {sent_with_variant('d')})"
+
+    event = (f"UPDATE {TABLE} SET opened_at = {_earlier('opened_at', 'NEW.occurred_at')}, "
+             f"clicked_at = CASE WHEN NEW.type = {CLICK} THEN {_earlier('clicked_at', 'NEW.occurred_at')} "
+             "ELSE clicked_at END WHERE " + " AND ".join(f"{k} = {of(k)}" for k in KEY))
+    return {("ab_engagement_event_insert", "engagement_event"): (
+        "INSERT", f"NEW.delivery_id IS NOT NULL AND NEW.type IN {OPENED}", [event])}
+
+
 def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
     """SQLite: (name, table) -> (event, condition, statements) of the row triggers. An email that becomes a sent one
     with a variant is added to its lead's row (``ab_delivery_update``); a change to one that was recomputes the rows of
@@ -113,10 +128,6 @@ def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
     was, now = sent_with_variant("OLD"), sent_with_variant("NEW")
     moved = " OR ".join(f"OLD.{k} <> NEW.{k}" for k in KEY)
 
-    event = (f"UPDATE {TABLE} SET opened_at = {_earlier('opened_at', 'NEW.occurred_at')}, "
-             f"clicked_at = CASE WHEN NEW.type = {CLICK} THEN {_earlier('clicked_at', 'NEW.occurred_at')} "
-             f"ELSE clicked_at END WHERE ({', '.join(KEY)}) = (SELECT {_key_of('d')} FROM delivery d "
-             f"WHERE d.id = NEW.delivery_id AND {sent_with_variant('d')})")
     return {
         ("ab_delivery_insert", "delivery"): ("INSERT", now, [add("NEW", "1 = 1")]),
         ("ab_delivery_update", "delivery"): (f"UPDATE OF {', '.join(WATCHED)}", f"{now} AND NOT ({was})",
@@ -124,14 +135,14 @@ def row_triggers() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
         ("ab_delivery_change", "delivery"): (
             f"UPDATE OF {', '.join(WATCHED)}", f"{was} AND {_changed('OLD', 'NEW')}",
             [*recompute("OLD", "1 = 1"), *recompute("NEW", f"({now}) AND ({moved})")]),
-        ("ab_engagement_event_insert", "engagement_event"): (
-            "INSERT", f"NEW.delivery_id IS NOT NULL AND NEW.type IN {OPENED}", [event]),
+        **event_trigger(),
     }
 
 
 def statement_triggers() -> dict[tuple[str, str], tuple[str, list[str]]]:
-    """PostgreSQL: (name, table) -> (event, statements) of the statement triggers (``new_rows``, ``old_rows``): the
-    statement's new sent emails with a variant added per lead and step in key order, other changes recomputed."""
+    """PostgreSQL: (name, table) -> (event, statements) of the statement triggers of ``delivery`` (``new_rows``,
+    ``old_rows``): the statement's new sent emails with a variant added per lead and step in key order, other changes
+    recomputed. Events have :func:`event_trigger`."""
     def add(source: str, where: str) -> str:
         window = f"OVER (PARTITION BY {', '.join(KEY)})"
         return _add(f"SELECT DISTINCT ON ({', '.join(KEY)}) {', '.join(KEY)}, id, variant, created_at, sent_at, "
@@ -148,24 +159,20 @@ def statement_triggers() -> dict[tuple[str, str], tuple[str, list[str]]]:
     added, new_key = f"{now} AND NOT ({was})", _key_of("r")
     keys = (f"SELECT {_key_of('o')} FROM {pairs} WHERE {changed} AND {was} "
             f"UNION SELECT {_key_of('r')} FROM {pairs} WHERE {changed} AND {was} AND {now}")
-    event = (f"UPDATE {TABLE} a SET opened_at = {_earlier('a.opened_at', 'x.opened')}, "
-             f"clicked_at = {_earlier('a.clicked_at', 'x.clicked')} FROM (SELECT d.campaign_id, d.step_id, d.lead_id, "
-             f"min(e.occurred_at) AS opened, min(CASE WHEN e.type = {CLICK} THEN e.occurred_at END) AS clicked "
-             f"FROM new_rows e JOIN delivery d ON d.id = e.delivery_id WHERE e.type IN {OPENED} "
-             f"AND {sent_with_variant('d')} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) x WHERE {_same_key('a', 'x')}")
     return {
         ("ab_delivery_insert", "delivery"): ("INSERT", [add("new_rows r", now)]),
         ("ab_delivery_update", "delivery"): ("UPDATE", [  # the dispatcher's updates take the ELSIF alone
             f"IF EXISTS (SELECT 1 FROM old_rows o WHERE {was}) THEN\n"
             + "".join(f"{statement};\n" for statement in [*recompute(keys), add(pairs, f"{added} AND ({new_key}) NOT IN ({keys})")])
             + f"ELSIF EXISTS (SELECT 1 FROM new_rows r WHERE {now}) THEN\n{add(pairs, added)};\nEND IF"]),
-        ("ab_engagement_event_insert", "engagement_event"): ("INSERT", [event]),
     }
 
 
 def trigger_names(dialect: Dialect) -> list[tuple[str, str]]:
     """(name, table) of this table's triggers."""
-    return list(statement_triggers() if sums_in_statement_triggers(dialect) else row_triggers())
+    if sums_in_statement_triggers(dialect):
+        return [*statement_triggers(), *event_trigger()]
+    return list(row_triggers())
 
 
 def rebuilds() -> list[str]:

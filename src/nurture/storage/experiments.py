@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, select, true
+from sqlalchemy import bindparam, case, exists, func, literal_column, select, true
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.elements import BindParameter, ColumnClause
 
 from nurture.core.abtest import StepSend
 from nurture.core.facts import CLICK, OPEN
@@ -64,11 +64,11 @@ def engagement_by_variant(conn: Connection, campaign_id: str, step_id: str, *, s
     step = (AB.c.campaign_id == campaign_id, AB.c.step_id == step_id)
     rows = conn.execute(
         select(AB.c.variant, func.count(), func.sum(case((column < as_of, 1), else_=0)))
-        .where(*step, AB.c.sends == 1, AB.c.created_at < until,
+        .where(*step, AB.c.sends == ONE, AB.c.created_at < until,
                *([AB.c.created_at >= since] if since is not None else []))
         .group_by(AB.c.variant))
     found = {row[0]: (int(row[1]), int(row[2] or 0)) for row in rows}
-    several = select(AB.c.lead_id).where(*step, AB.c.sends > 1).scalar_subquery()
+    several = select(AB.c.lead_id).where(*step, AB.c.sends > ONE).scalar_subquery()
     for variant, (leads, engaged) in _engagement_of_sends(conn, campaign_id, step_id, since=since, until=until,
                                                           as_of=as_of, types=types, leads=several).items():
         before = found.get(variant, (0, 0))
@@ -76,6 +76,8 @@ def engagement_by_variant(conn: Connection, campaign_id: str, step_id: str, *, s
     return found
 
 
+ONE: ColumnClause[Any] = literal_column("1")
+"""1 written out, as the conditions of ``ab_lead_step``'s partial indexes are (a bound value does not prove them)."""
 _FIRST_TIMES = {frozenset((CLICK,)): "clicked_at", frozenset((OPEN, CLICK)): "opened_at"}
 """The ``ab_lead_step`` column of the first of these event types."""
 

@@ -415,9 +415,12 @@ class AbLeadStep(SQLModel, table=True):
 
     __tablename__ = "ab_lead_step"
     __table_args__ = (
-        # A/B tests: the leads whose first email of the step was created in a period, read from the index alone
-        Index("ix_ab_lead_step_campaign_id_step_id_sends", "campaign_id", "step_id", "sends", "created_at", "variant",
-              "clicked_at", "opened_at"),
+        # A/B tests: the leads of one email of the step created in a period, read from the index alone; the few leads
+        # with several. Partial, so that a look-up by key (a trigger's) can only take the primary key.
+        Index("ix_ab_lead_step_one_send", "campaign_id", "step_id", "created_at", "variant", "clicked_at", "opened_at",
+              "sends", sqlite_where=text("sends = 1"), postgresql_where=text("sends = 1")),
+        Index("ix_ab_lead_step_several_sends", "campaign_id", "step_id", "lead_id", "sends",
+              sqlite_where=text("sends > 1"), postgresql_where=text("sends > 1")),
     )
 
     campaign_id: str = Field(primary_key=True)
