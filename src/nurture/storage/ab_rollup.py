@@ -12,7 +12,8 @@ the step from their emails, as before.
 The SQL that computes a lead's row lives here once, for the triggers that keep the table (a delivery that becomes,
 or stops being, a sent email with a variant recomputes its lead's row; an open or click moves the first times
 earlier) and for :func:`rebuilds` (``nurture db rebuild-rollups``), so the two agree. SQLite runs the triggers per
-row; PostgreSQL once per statement, on the statement's rows (transition tables), as the other rollups do there.
+row; PostgreSQL those of ``delivery`` once per statement, on the statement's rows (transition tables), as the other
+rollups do there, and the one of events per row (:func:`event_trigger`).
 """
 
 from __future__ import annotations
