@@ -14,8 +14,8 @@ from nurture.intake.context import ApiError
 from nurture.intake.events import _plain_event, parse_events
 from nurture.intake.schemas import EventBody, describe_errors
 
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=False, allow_infinity=False),
-                         st.text(max_size=5))
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 10),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5))
 VALUES = st.one_of(JSON_SCALARS, st.text(min_size=195, max_size=205), st.lists(JSON_SCALARS, max_size=2),
                    st.dictionaries(st.text(max_size=3), JSON_SCALARS, max_size=2),
                    st.sampled_from(["2024-05-01T09:30:00Z", "2024-05-01T09:30:00", "1714555800", "a@b.example"]))

@@ -291,7 +291,8 @@ def create_app(
     app.state.intake = IntakeContext(settings, engine, catalog, rules, signer, clock=clock, on_event=on_event,
                                      sales=sales or SalesRules())
     _install_error_handlers(app)
-    app.add_middleware(EventsShortcut, route=next(route for route in api.routes if getattr(route, "path", None) == "/v1/events"))
+    events_route = next(route for route in api.routes if getattr(route, "path", None) == "/v1/events")
+    app.add_middleware(EventsShortcut, route=events_route)  # inside RequestLog, which logs and guards it
     app.add_middleware(RequestLog)
     app.include_router(api)
     app.include_router(providers.router)
