@@ -30,3 +30,11 @@ def test_json_value_refuses_what_json_loads_refuses():
     with pytest.raises(ValueError):
         json_value("{not json")
     assert math.isnan(json_value("NaN"))
+
+
+@pytest.mark.parametrize("value", [{}, [], {"a": 1}, [1, "é"], "", 0, False])
+def test_json_text_writes_as_json_dumps(value):
+    from nurture.storage.codec import json_text
+
+    assert json_text(value) == json.dumps(value)
+    assert json_text(None) is None

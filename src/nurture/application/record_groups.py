@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.engine import Connection, Engine
@@ -80,8 +79,7 @@ def record_together(
         else:
             offset = 0
             for position, cleaned in pending:
-                outcomes[position] = [replace(result, index=result.index - offset)
-                                      for result in results[offset : offset + len(cleaned)]]
+                outcomes[position] = [_reindexed(result, offset) for result in results[offset : offset + len(cleaned)]]
                 offset += len(cleaned)
             return outcomes
     for position, cleaned in pending:
@@ -90,3 +88,9 @@ def record_together(
         except Exception as exc:  # noqa: BLE001 - the request's own answer
             outcomes[position] = exc
     return outcomes
+
+
+def _reindexed(result: EventResult, offset: int) -> EventResult:
+    """``result`` numbered within its request (``dataclasses.replace`` does the same at several times the cost)."""
+    return EventResult(result.index - offset, result.status, result.email, result.type, result.id, result.points,
+                       result.score, result.stage, result.stage_changed)

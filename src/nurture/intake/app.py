@@ -21,7 +21,7 @@ import gc
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -31,24 +31,24 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nurture import __version__
-from nurture.application.event_input import MAX_BATCH, RECORDED, EventIn, InvalidEvents
 from nurture.application.rescore import score_breakdown
 from nurture.application.save_lead import save_lead
 from nurture.clock import SYSTEM_CLOCK, Clock
 from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
-from nurture.errors import InvalidInput, LeadNotFound, NurtureError, SchemaOutOfDate
+from nurture.errors import LeadNotFound, NurtureError, SchemaOutOfDate
 from nurture.intake import dashboard, providers, sales_routes, tracking
 from nurture.intake.auth import KeyedRoute, security_scheme
-from nurture.intake.context import ApiError, IntakeContext, context, read_json, read_model
+from nurture.intake.context import ApiError, IntakeContext, context, read_model
+from nurture.intake.events import EventsShortcut, answer_events, error, error_answer
 from nurture.intake.schemas import (
     BounceNotice,
     EventBatch,
@@ -56,7 +56,6 @@ from nurture.intake.schemas import (
     EventsResponse,
     LeadBody,
     SavedLeadBody,
-    describe_errors,
     error_responses,
 )
 from nurture.settings import Settings
@@ -81,53 +80,17 @@ _EVENTS_BODY = {
 }
 
 
-def parse_events(payload: Any) -> tuple[list[EventIn], bool]:
-    """The events of a ``POST /v1/events`` body and whether it was a batch; :class:`ApiError` 422 when malformed."""
-    if isinstance(payload, dict) and "events" in payload:
-        items = payload["events"]
-        if not isinstance(items, list) or not items:
-            raise ApiError(422, "events must be a non-empty list of event objects")
-        if len(items) > MAX_BATCH:
-            raise ApiError(422, f"at most {MAX_BATCH} events per request, got {len(items)}: split the batch")
-        if set(payload) != {"events"}:
-            raise ApiError(422, f"unknown key(s) next to events: {', '.join(sorted(set(payload) - {'events'}))}")
-        problems: list[str] = []
-        events: list[EventIn] = []
-        for index, item in enumerate(items):
-            try:
-                events.append(EventBody.model_validate(item).to_event())
-            except ValidationError as exc:
-                problems.append(describe_errors(exc, f"events[{index}]"))
-        if problems:
-            raise ApiError(422, "; ".join(problems[:20]))
-        return events, True
-    if isinstance(payload, dict):
-        try:
-            return [EventBody.model_validate(payload).to_event()], False
-        except ValidationError as exc:
-            raise ApiError(422, describe_errors(exc)) from None
-    raise ApiError(422, 'send one event object, or {"events": [...]} for a batch')
-
-
 @api.post(
     "/events", status_code=202, response_model=EventsResponse, openapi_extra=_EVENTS_BODY,
     responses={200: {"description": "Every event was a duplicate: nothing changed.", "model": EventsResponse},
                **error_responses(400, 401, 413, 422, 503, e413="The body is larger than 8 MiB.")},
 )
-async def post_events(request: Request) -> JSONResponse:
+async def post_events(request: Request) -> Response:
     """Record engagement events: scoring, promotion, exits and waits follow in the same transaction.
 
     Answers 202 when something was recorded, 200 when every event was a duplicate of one recorded before (same id).
     """
-    events, batch = parse_events(await read_json(request))
-    try:
-        results = await context(request).record_async(events, actor="api", source="api")
-    except InvalidEvents as exc:
-        messages = [f"events[{i}]: {m}" if batch else m for i, m in exc.problems]
-        raise ApiError(422, "; ".join(messages[:20])) from None
-    recorded = sum(1 for result in results if result.status == RECORDED)
-    body = {"recorded": recorded, "duplicate": len(results) - recorded, "results": [r.to_json() for r in results]}
-    return JSONResponse(body, status_code=202 if recorded else 200)
+    return await answer_events(request)  # EventsShortcut answers these requests before they reach FastAPI
 
 
 @api.post(
@@ -232,22 +195,11 @@ def render_metrics(counts: dict[str, dict[str, int]], events: dict[tuple[str, st
 # --- errors and request logging ------------------------------------------------------------------------------------
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.headers)
-
     @app.exception_handler(NurtureError)
-    async def _nurture_error(_request: Request, exc: NurtureError) -> JSONResponse:
-        if isinstance(exc, LeadNotFound):
-            return _error(404, str(exc))
-        if isinstance(exc, SchemaOutOfDate):
-            return _error(503, str(exc))
-        return _error(422 if isinstance(exc, InvalidInput) else 400, str(exc))
+    async def _known_error(_request: Request, exc: ApiError | NurtureError) -> JSONResponse:
+        return error_answer(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -255,15 +207,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = exc.headers
         if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
             headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
-        return _error(exc.status_code, message.lower() if message == "Not Found" else message, headers)
+        return error(exc.status_code, message.lower() if message == "Not Found" else message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
-        for error in exc.errors():
-            location = ".".join(str(part) for part in error["loc"] if part not in ("body", "path", "query"))
-            parts.append(f"{location}: {error['msg']}" if location else error["msg"])
-        return _error(422, "; ".join(parts) or "invalid request")
+        for problem in exc.errors():
+            location = ".".join(str(part) for part in problem["loc"] if part not in ("body", "path", "query"))
+            parts.append(f"{location}: {problem['msg']}" if location else problem["msg"])
+        return error(422, "; ".join(parts) or "invalid request")
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
@@ -303,7 +255,7 @@ class RequestLog:
             log.error("unhandled %s in %s %s:\n%s", type(exc).__name__, scope["method"], _route(scope),
                       "".join(traceback.format_tb(exc.__traceback__)).rstrip())
             if not response_started:
-                await _error(500, "internal error")(scope, receive, send)
+                await error(500, "internal error")(scope, receive, send)
             status = 500
         log.info("%s %s %d %.1fms", scope["method"], _route(scope), status, (time.perf_counter() - started) * 1000)
 
@@ -339,6 +291,8 @@ def create_app(
     app.state.intake = IntakeContext(settings, engine, catalog, rules, signer, clock=clock, on_event=on_event,
                                      sales=sales or SalesRules())
     _install_error_handlers(app)
+    events_route = next(route for route in api.routes if getattr(route, "path", None) == "/v1/events")
+    app.add_middleware(EventsShortcut, route=events_route)  # inside RequestLog, which logs and guards it
     app.add_middleware(RequestLog)
     app.include_router(api)
     app.include_router(providers.router)

@@ -97,18 +97,27 @@ class GroupWriter:
             except BaseException as exc:  # noqa: BLE001  handed to every request of the group
                 outcomes = [exc] * len(group)
             self.groups.append(len(group))
-            for request, outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    _settle_soon(request, None, outcome)
-                else:
-                    _settle_soon(request, outcome, None)
+            _settle_soon(group, outcomes)
 
 
-def _settle_soon(request: _Request, result: Any, exc: BaseException | None) -> None:
-    try:
-        request.loop.call_soon_threadsafe(_settle, request.future, result, exc)
-    except RuntimeError:  # the loop closed meanwhile: nobody waits for the answer
-        pass
+def _settle_soon(group: list[_Request], outcomes: list[Any]) -> None:
+    """Hand each request its outcome on its event loop: one call per loop for the whole group (each call wakes the
+    loop, which then answers every request of the group in one pass)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for request, outcome in zip(group, outcomes, strict=True):
+        settled = (request.future, None, outcome) if isinstance(outcome, BaseException) else (
+            request.future, outcome, None)
+        by_loop.setdefault(request.loop, []).append(settled)
+    for loop, settlements in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, settlements)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits for the answers
+            pass
+
+
+def _settle_all(settlements: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in settlements:
+        _settle(future, result, exc)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
