@@ -21,7 +21,6 @@ import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette._utils import get_route_path
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -144,7 +143,7 @@ class EventsShortcut:
         self.route = route  # the app's route of POST /v1/events, which the request log names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or get_route_path(scope) != PATH:
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -155,3 +154,12 @@ class EventsShortcut:
         except (ApiError, NurtureError) as exc:
             response = error_answer(exc)
         await response(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request's path below the app's mount point (``root_path``), as Starlette's router matches it."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root):len(root) + 1] == "/":
+        return path[len(root):]
+    return path
