@@ -44,6 +44,7 @@ from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage import lead_rows
+from nurture.storage.batch_rollups import counted_at_once
 from nurture.storage.database import transaction
 from nurture.storage.entry_reads import forget_audiences
 
@@ -340,7 +341,7 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own, and so
     does a stage the lifecycle's rule does not apply (counted in ``report``).
     """
-    with transaction(engine) as connection:
+    with transaction(engine) as connection, counted_at_once(connection):  # the batch's rollups: once, at its end
         existing = lead_rows.existing(connection, list(batch), lock=True)  # no stage changes under the rule's feet
         for email, row in batch.items():
             old = existing.get(email)
