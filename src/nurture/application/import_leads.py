@@ -28,18 +28,16 @@ from nurture.application.enroll import enroll_imported
 from nurture.application.enroll_sweep import considered_every_lead
 from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
-from nurture.core.facts import LeadView
 from nurture.core.lead_fields import (
     FIELD_ALIASES,
     FIELD_CLEANERS,
-    LEAD_ATTRIBUTES,
     LEAD_FIELDS,
     clean_email,
     clean_text,
     normalize_email,
 )
 from nurture.core.lifecycle import StageNotApplied, outside_stage_refusal
-from nurture.core.scoring import score_without_events
+from nurture.core.scoring import NewLeadScores
 from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
@@ -175,6 +173,7 @@ def import_leads_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     report = ImportReport()
+    scores = NewLeadScores(rules) if rules is not None else None  # a new lead's score is its fit
     statistics = _Statistics(engine)
     first: tuple[datetime, int] | None = None  # when the first batch was written, and the highest lead id before it
     with handle:
@@ -199,13 +198,13 @@ def import_leads_csv(
             row["line"] = line
             batch[email] = row
             if len(batch) >= batch_size:
-                first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog))
+                first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog, scores))
                 batch = {}
                 statistics.after_batch(report.imported)
                 if on_progress:
                     on_progress(rows.lines.bytes_read, total)
         if batch:
-            first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog))
+            first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog, scores))
     statistics.at_end(report.imported)
     if catalog is not None and first is not None and first[1] == 0:
         # the import began on a database without leads and considered every lead it wrote for every campaign:
@@ -334,7 +333,8 @@ def _first_batch(first: tuple[datetime, int] | None, written: tuple[datetime, in
 
 
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
-                 rules: ScoringRules | None = None, catalog: Catalog | None = None) -> tuple[datetime, int]:
+                 rules: ScoringRules | None = None, catalog: Catalog | None = None,
+                 scores: NewLeadScores | None = None) -> tuple[datetime, int]:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction; return ``now``
     and the highest lead id before the batch (0: there was no lead).
 
@@ -356,7 +356,7 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
                 row["stage"] = row["stage"] or "lead"
                 tags, fields = row["tags"], custom
                 # a new lead has no events: its score is its fit (existing leads keep theirs here, rescored below)
-                row["score"] = 0.0 if rules is None else _new_lead_score(rules, row, tags, fields)
+                row["score"] = 0.0 if scores is None else scores(row["email"], row, tags or (), fields)
             else:
                 report.updated += 1
                 row["stage"] = row["stage"] or old_stage
@@ -374,13 +374,6 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
             report.enrolled += enroll_imported(connection, catalog, [old["id"] for old in existing.values()],
                                                (before, lead_rows.highest_id(connection)), now)
     return now, before
-
-
-def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:
-    attributes = {name: row[name] for name in LEAD_ATTRIBUTES if row[name] is not None}
-    view = LeadView(key=row["email"], email=row["email"], stage=row["stage"], timezone=row["timezone"],
-                    tags=tuple(tags or ()), attributes=attributes, custom=fields)
-    return score_without_events(rules, view)
 
 
 def _record_stage_changes(
