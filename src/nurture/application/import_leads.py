@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -357,12 +358,14 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
                 tags, fields = row["tags"], custom
                 # a new lead has no events: its score is its fit (existing leads keep theirs here, rescored below)
                 row["score"] = 0.0 if scores is None else scores(row["email"], row, tags or (), fields)
+                tags_text = _tags_text(tags) if tags else "[]"  # the file's tags: text, as cleaned
             else:
                 report.updated += 1
                 row["stage"] = row["stage"] or old_stage
                 tags, fields = row["tags"] or old["tags"], {**old["fields"], **custom}
                 row["score"] = 0.0  # not written over an existing lead's score
-            row["tags"] = json.dumps(tags) if tags else "[]"
+                tags_text = json.dumps(tags) if tags else "[]"
+            row["tags"] = tags_text
             row["fields"] = json.dumps(fields) if fields else "{}"
         params = list(batch.values())
         before = lead_rows.highest_id(connection)
@@ -374,6 +377,17 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
             report.enrolled += enroll_imported(connection, catalog, [old["id"] for old in existing.values()],
                                                (before, lead_rows.highest_id(connection)), now)
     return now, before
+
+
+@lru_cache(maxsize=4096)
+def _tags_text_of(tags: tuple[str, ...]) -> str:
+    return json.dumps(list(tags))
+
+
+def _tags_text(tags: list[str]) -> str:
+    """The JSON text (:func:`json.dumps`) of tags read from the file (text, so equal tuples are equal tags),
+    remembered: an import's leads share a few sets of tags."""
+    return _tags_text_of(tuple(tags))
 
 
 def _record_stage_changes(
@@ -397,9 +411,10 @@ def _record_stage_changes(
     new_emails = [email for email, old_stage, _ in moves if old_stage is None]
     if new_emails:
         ids |= {row.email: row.id for row in lead_rows.ids(connection, new_emails)}
+    reason = f"imported from {source}"
     lead_rows.insert_stage_changes(connection, [
-        {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now,
-         "reason": f"imported from {source}", "actor": "import"}
+        {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now, "reason": reason,
+         "actor": "import"}
         for email, old_stage, stage in moves
     ])
     report.mql_lead_ids.extend(ids[email] for email, _, stage in moves if stage == "mql")
