@@ -56,6 +56,18 @@ def test_good_rows_are_normalized_and_stored(engine, tmp_path: Path) -> None:
     assert stage_changes(engine) == [(None, "mql", "import")]
 
 
+
+def test_cells_repeated_down_a_column_are_judged_alike_on_every_row(engine, tmp_path: Path) -> None:
+    rows = "".join(f"l{i}@example.com,L,,,,,{size},{country},Europe/Paris,mql,vip;beta,\n"
+                   for i, (size, country) in enumerate([("50", "fr"), ("lots", "fr"), ("50", "Atlantis"),
+                                                        ("50", "fr"), ("lots", "Atlantis")]))
+    report = import_leads_csv(engine, write(tmp_path, HEADER + rows), clock=SYSTEM_CLOCK)
+    assert report.inserted == 2 and [line for line, _ in report.rejected] == [3, 4, 6]
+    assert "company_size" in report.rejected[2][1] and "country" in report.rejected[2][1]
+    stored = leads(engine)
+    assert [(stored[e].company_size, stored[e].country, stored[e].tags) for e in ("l0@example.com", "l3@example.com")] \
+        == [(50, "FR", ["vip", "beta"])] * 2
+
 def test_each_bad_row_is_reported_with_its_line_and_the_rest_imported(engine, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER
                  + "ok1@example.com,,,,,,,,,,,\n"                       # line 2

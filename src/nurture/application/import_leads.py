@@ -258,6 +258,8 @@ class _Columns:
             if not name:
                 continue
             cleaner = _clean_row_email if key == "email" else FIELD_CLEANERS.get(key)
+            if cleaner is not None and key in _FEW_VALUES:
+                cleaner = _Remembered(cleaner)
             name = key if cleaner else name
             if name in seen:
                 raise InvalidInput(f"{path}: column {title!r} appears twice in the header")
@@ -266,6 +268,31 @@ class _Columns:
         if "email" not in seen:
             raise InvalidInput(f"{path}: the header has no email column (found: {', '.join(header)})")
         return cls(columns, len(header), next(index for index, name, _ in columns if name == "email"))
+
+
+_FEW_VALUES = ("company_size", "country", "timezone", "stage", "tags")
+"""Columns whose cells repeat a few values across a file: their cleaner's answers are remembered by cell."""
+
+
+class _Remembered:
+    """A column's cleaner that remembers its answer for each cell text (a bad cell is judged again each time: its
+    InvalidInput is not kept); a list answer (tags) is copied for each row."""
+
+    SIZE = 4096
+
+    def __init__(self, cleaner: Callable[[str], Any]) -> None:
+        self.cleaner = cleaner
+        self.known: dict[str, Any] = {}
+
+    def __call__(self, cell: str) -> Any:
+        try:
+            value = self.known[cell]
+        except KeyError:
+            value = self.cleaner(cell)
+            if len(self.known) >= self.SIZE:
+                self.known.clear()
+            self.known[cell] = value
+        return list(value) if type(value) is list else value
 
 
 def _clean_row(cells: list[str], columns: _Columns) -> dict[str, Any]:
