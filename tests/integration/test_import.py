@@ -320,3 +320,18 @@ def test_with_scoring_rules_the_stored_scores_count_the_fit(engine, tmp_path: Pa
     import_leads_csv(engine, write(tmp_path, "email,company_size\nd@example.com,900\n", "plain.csv"),
                      clock=SYSTEM_CLOCK)
     assert leads(engine)["d@example.com"].score == 0.0  # without rules, scores are left to the nightly rescoring
+
+
+def test_json_columns_read_back_as_json_loads_reads_them(engine) -> None:
+    fields = {"big": 10**30, "ratio": 0.1, "text": "é\U0001f389 \"quoted\"", "list": [1, None, True, {"a": -0.0}]}
+    odd = {"nan": float("nan")} if engine.dialect.name == "sqlite" else {}  # PostgreSQL's JSON refuses NaN
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Lead.__table__).values(
+            email="json@example.com", tags=["vip", "é"], fields={**fields, **odd}, stage="lead",
+            score=0.0, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            stage_changed_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    stored = leads(engine)["json@example.com"]
+    nan = stored.fields.pop("nan", None)
+    assert stored.fields == fields and type(stored.fields["big"]) is int and (nan != nan or not odd)
+    assert stored.tags == ["vip", "é"]
