@@ -56,6 +56,18 @@ def test_good_rows_are_normalized_and_stored(engine, tmp_path: Path) -> None:
     assert stage_changes(engine) == [(None, "mql", "import")]
 
 
+
+def test_cells_repeated_down_a_column_are_judged_alike_on_every_row(engine, tmp_path: Path) -> None:
+    rows = "".join(f"l{i}@example.com,L,,,,,{size},{country},Europe/Paris,mql,vip;beta,\n"
+                   for i, (size, country) in enumerate([("50", "fr"), ("lots", "fr"), ("50", "Atlantis"),
+                                                        ("50", "fr"), ("lots", "Atlantis")]))
+    report = import_leads_csv(engine, write(tmp_path, HEADER + rows), clock=SYSTEM_CLOCK)
+    assert report.inserted == 2 and [line for line, _ in report.rejected] == [3, 4, 6]
+    assert "company_size" in report.rejected[2][1] and "country" in report.rejected[2][1]
+    stored = leads(engine)
+    assert [(stored[e].company_size, stored[e].country, stored[e].tags) for e in ("l0@example.com", "l3@example.com")] \
+        == [(50, "FR", ["vip", "beta"])] * 2
+
 def test_each_bad_row_is_reported_with_its_line_and_the_rest_imported(engine, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER
                  + "ok1@example.com,,,,,,,,,,,\n"                       # line 2
@@ -308,3 +320,18 @@ def test_with_scoring_rules_the_stored_scores_count_the_fit(engine, tmp_path: Pa
     import_leads_csv(engine, write(tmp_path, "email,company_size\nd@example.com,900\n", "plain.csv"),
                      clock=SYSTEM_CLOCK)
     assert leads(engine)["d@example.com"].score == 0.0  # without rules, scores are left to the nightly rescoring
+
+
+def test_json_columns_read_back_as_json_loads_reads_them(engine) -> None:
+    fields = {"big": 10**30, "ratio": 0.1, "text": "é\U0001f389 \"quoted\"", "list": [1, None, True, {"a": -0.0}]}
+    odd = {"nan": float("nan")} if engine.dialect.name == "sqlite" else {}  # PostgreSQL's JSON refuses NaN
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Lead.__table__).values(
+            email="json@example.com", tags=["vip", "é"], fields={**fields, **odd}, stage="lead",
+            score=0.0, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            updated_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            stage_changed_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+    stored = leads(engine)["json@example.com"]
+    nan = stored.fields.pop("nan", None)
+    assert stored.fields == fields and type(stored.fields["big"]) is int and (nan != nan or not odd)
+    assert stored.tags == ["vip", "é"]

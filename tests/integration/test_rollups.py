@@ -9,20 +9,23 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from alembic import command
 from db_fixtures import db_url, engine, migrated_url, postgres_available, postgres_template  # noqa: F401  (fixtures)
-from replay_world import email, record_history
+from replay_world import email, record_history, write_drip_project
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from nurture.application.event_input import EventIn
 from nurture.application.import_leads import import_leads_csv
 from nurture.application.override_stage import override_stage
 from nurture.application.record_events import record_events
 from nurture.application.sales_feedback import apply_feedback
+from nurture.definitions.loader import load_catalog
 from nurture.definitions.sales import load_sales
 from nurture.definitions.scoring import load_scoring
 from nurture.storage.ab_rollup import trigger_names as ab_triggers
+from nurture.storage.batch_rollups import counted_at_once
 from nurture.storage.database import make_engine, transaction
 from nurture.storage.dialect import trigger_names
 from nurture.storage.migrate import alembic_config, upgrade
@@ -159,21 +162,26 @@ def test_the_upgrade_counts_the_rows_already_there(db_url: str) -> None:
 def insert_in_one_statement_each(engine: Engine, first: int) -> None:
     """60 leads over two days and three sources, 40 stage changes and 30 enrollments (10 of them ended): each table's
     rows by one multi-row INSERT, so that a trigger run per statement sees several rows of one key at once."""
-    sources = ["google", "linkedin", None]
     with transaction(engine) as conn:
-        conn.execute(insert(L).values([
-            dict(email=f"lead{i}@example.com", tags=[], fields={}, source=sources[i % 3], stage="lead", score=0.0,
-                 created_at=T + timedelta(days=i % 2), updated_at=T, stage_changed_at=T)
-            for i in range(first, first + 60)]))
-        ids = sorted(conn.execute(select(L.c.id).where(L.c.email.like("lead%@example.com"))).scalars())[-60:]
-        conn.execute(insert(SC).values([
-            dict(lead_id=lead_id, from_stage="lead" if i % 2 else None, to_stage="mql", at=T + timedelta(hours=i),
-                 reason="test", actor="import") for i, lead_id in enumerate(ids[:40])]))
-        conn.execute(insert(E).values([
-            dict(lead_id=lead_id, campaign_id=("a", "b")[i % 2], status="exited" if i < 10 else "active",
-                 step_id="s", arrived_at=T, state={}, priority=0, enrolled_at=T + timedelta(days=i % 3),
-                 ended_at=T + timedelta(days=1) if i < 10 else None, end_reason="goal" if i < 10 else None)
-            for i, lead_id in enumerate(ids[:30])]))
+        insert_rows(conn, first)
+
+
+def insert_rows(conn: Connection, first: int) -> None:
+    """The rows of :func:`insert_in_one_statement_each`, in the caller's transaction."""
+    sources = ["google", "linkedin", None]
+    conn.execute(insert(L).values([
+        dict(email=f"lead{i}@example.com", tags=[], fields={}, source=sources[i % 3], stage="lead", score=0.0,
+             created_at=T + timedelta(days=i % 2), updated_at=T, stage_changed_at=T)
+        for i in range(first, first + 60)]))
+    ids = sorted(conn.execute(select(L.c.id).where(L.c.email.like("lead%@example.com"))).scalars())[-60:]
+    conn.execute(insert(SC).values([
+        dict(lead_id=lead_id, from_stage="lead" if i % 2 else None, to_stage="mql", at=T + timedelta(hours=i),
+             reason="test", actor="import") for i, lead_id in enumerate(ids[:40])]))
+    conn.execute(insert(E).values([
+        dict(lead_id=lead_id, campaign_id=("a", "b")[i % 2], status="exited" if i < 10 else "active",
+             step_id="s", arrived_at=T, state={}, priority=0, enrolled_at=T + timedelta(days=i % 3),
+             ended_at=T + timedelta(days=1) if i < 10 else None, end_reason="goal" if i < 10 else None)
+        for i, lead_id in enumerate(ids[:30])]))
 
 
 def test_rows_inserted_by_one_statement_are_each_counted(engine: Engine) -> None:
@@ -188,6 +196,64 @@ def test_rows_inserted_by_one_statement_are_each_counted(engine: Engine) -> None
         ended = conn.execute(select(RE.c.n).where(RE.c.kind == "ended")).scalars().all()
     assert (sum(started), len(started), sum(ended)) == (30, 6, 10)
 
+
+
+def trigger_texts(engine: Engine) -> dict[str, str]:
+    """Each trigger's DDL as the database holds it (SQLite), or its name (PostgreSQL)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            return dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").all())
+        return {name: name for name in trigger_names(conn)}
+
+
+def test_rows_inserted_in_a_block_counted_at_once_are_each_counted_and_the_triggers_kept(engine: Engine) -> None:
+    triggers = trigger_texts(engine)
+    with transaction(engine) as conn, counted_at_once(conn):
+        insert_rows(conn, 0)
+    insert_in_one_statement_each(engine, 60)  # and after it, by the triggers again
+    maintained, rebuilt = maintained_and_rebuilt(engine)
+    assert maintained == rebuilt
+    assert sum(row[-1] for row in maintained["rollup_lead_day"]) == 120
+    assert sum(row[-1] for row in maintained["rollup_move_day"]) == 80
+    with engine.connect() as conn:
+        ended = conn.execute(select(RE.c.n).where(RE.c.kind == "ended")).scalars().all()
+    assert sum(ended) == 20
+    assert trigger_texts(engine) == triggers and set(triggers) >= TRIGGERS
+
+
+def test_a_block_counted_at_once_that_fails_leaves_the_triggers_and_counts_nothing(engine: Engine) -> None:
+    triggers = trigger_texts(engine)
+    with pytest.raises(RuntimeError), transaction(engine) as conn, counted_at_once(conn):
+        insert_rows(conn, 0)
+        raise RuntimeError("the batch fails")
+    assert trigger_texts(engine) == triggers
+    insert_in_one_statement_each(engine, 60)
+    maintained, rebuilt = maintained_and_rebuilt(engine)
+    assert maintained == rebuilt and sum(row[-1] for row in maintained["rollup_lead_day"]) == 60
+
+
+def test_an_import_in_batches_keeps_the_rollups_as_a_rebuild_counts_them(engine: Engine, tmp_path: Path) -> None:
+    project = write_drip_project(tmp_path)
+    catalog = load_catalog(project.campaigns_dir, project.templates_dir).raise_for_problems()
+    triggers = trigger_texts(engine)
+    first = tmp_path / "first.csv"
+    first.write_text("email,stage,utm_source,utm_medium\n" + "".join(
+        f"lead{i}@example.com,{('mql', 'lead', 'sql')[i % 3]},{('google', '', 'partner')[i % 3]},cpc\n"
+        for i in range(11)), encoding="utf-8")
+    report = import_leads_csv(engine, first, clock=lambda: T, catalog=catalog, batch_size=4)
+    assert (report.inserted, report.enrolled) == (11, 4)  # the mql leads enter the drip
+    second = tmp_path / "second.csv"  # later: sources given to leads that had none, stages moved on, new leads
+    second.write_text("email,stage,utm_source\n" + "".join(
+        f"lead{i}@example.com,{('sql', 'mql', 'customer')[i % 3]},{('', 'newsletter', '')[i % 3]}\n"
+        for i in range(5, 16)), encoding="utf-8")
+    report = import_leads_csv(engine, second, clock=lambda: T + timedelta(days=1), catalog=catalog, batch_size=3)
+    assert (report.inserted, report.updated) == (5, 6)
+    maintained, rebuilt = maintained_and_rebuilt(engine)
+    assert maintained == rebuilt
+    assert sum(row[-1] for row in maintained["rollup_lead_day"]) == 16
+    assert ("newsletter", 2) in {(row[4], row[-1]) for row in maintained["rollup_move_day"] if row[2] == "mql"}
+    assert sum(row[-1] for row in maintained["rollup_enrollment_day"] if row[2] == "started") == report.enrolled + 4
+    assert trigger_texts(engine) == triggers
 
 def test_the_downgrade_to_0007_puts_back_the_triggers_per_row(db_url: str) -> None:
     engine = make_engine(db_url)

@@ -185,3 +185,32 @@ def test_leads_without_fields_share_their_fit_unless_the_rules_read_built_in_fie
              LeadView(key="3", email="c@acme.example", stage="mql")]
     assert [[item.label for item in fit_items(by_email, lead)] for lead in leads] == [
         ["work email"], ["mql"], ["work email", "mql"]]
+
+
+def test_new_lead_scores_remembered_by_their_values_equal_the_scores_of_their_views(tmp_path):
+    rules = rules_for(tmp_path, "30d", -5)
+    (tmp_path / "built_in").mkdir()
+    (tmp_path / "built_in" / SCORING_FILE).write_text(
+        'fit:\n  - {label: work email, when: {email: {matches: "@acme"}}, points: 5}\n'
+        '  - {label: mql, when: {stage: mql}, points: 1}\n  - {label: east, when: {timezone: America/New_York}, points: 2}\n'
+        '  - {label: none yet, when: {score: 0}, points: 1}\n  - {label: seats, when: {seats: 1}, points: 3}\n'
+        '  - {label: vip, when: {tags: {in: [vip]}}, points: 4}\n', encoding="utf-8")
+    built_in, problems = load_scoring(tmp_path / "built_in")
+    assert problems == []
+    rng = random.Random(11)
+    columns_named = ["company_size", "industry", "title", "seats"]  # seats: no column, a custom field only
+    for ruleset in (rules, built_in):
+        scores = scoring.NewLeadScores(ruleset)
+        for number in range(3000):
+            email = rng.choice(["a@acme.example", "b@other.example"])
+            columns = {name: rng.choice(VALUES) for name in columns_named if rng.random() < 0.8}
+            columns |= {"stage": rng.choice(["lead", "mql"]), "timezone": rng.choice([None, "America/New_York"])}
+            custom = {name: rng.choice(VALUES) for name in ("seats", "flag", "score_hint", "title")
+                      if rng.random() < 0.5}
+            tags = [rng.choice(["vip", "partner", "VIP"]) for _ in range(rng.randint(0, 2))]
+            attributes = {name: value for name, value in columns.items()
+                          if name in scoring.LEAD_ATTRIBUTES and value is not None}
+            view = LeadView(key=email, email=email, stage=columns["stage"], timezone=columns["timezone"],
+                            tags=tuple(tags), attributes=attributes, custom=custom)
+            assert scores(email, columns, tags, custom) == scoring.score_without_events(ruleset, view), number
+        assert 0 < len(scores.known) < 3000  # leads that share the values the rules read share a look-up

@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,22 +29,21 @@ from nurture.application.enroll import enroll_imported
 from nurture.application.enroll_sweep import considered_every_lead
 from nurture.application.rescore import rescore_by_email
 from nurture.clock import Clock
-from nurture.core.facts import LeadView
 from nurture.core.lead_fields import (
     FIELD_ALIASES,
     FIELD_CLEANERS,
-    LEAD_ATTRIBUTES,
     LEAD_FIELDS,
     clean_email,
     clean_text,
     normalize_email,
 )
 from nurture.core.lifecycle import StageNotApplied, outside_stage_refusal
-from nurture.core.scoring import score_without_events
+from nurture.core.scoring import NewLeadScores
 from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.storage import lead_rows
+from nurture.storage.batch_rollups import counted_at_once
 from nurture.storage.database import transaction
 from nurture.storage.entry_reads import forget_audiences
 
@@ -174,6 +174,7 @@ def import_leads_csv(
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
     report = ImportReport()
+    scores = NewLeadScores(rules) if rules is not None else None  # a new lead's score is its fit
     statistics = _Statistics(engine)
     first: tuple[datetime, int] | None = None  # when the first batch was written, and the highest lead id before it
     with handle:
@@ -198,13 +199,13 @@ def import_leads_csv(
             row["line"] = line
             batch[email] = row
             if len(batch) >= batch_size:
-                first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog))
+                first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog, scores))
                 batch = {}
                 statistics.after_batch(report.imported)
                 if on_progress:
                     on_progress(rows.lines.bytes_read, total)
         if batch:
-            first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog))
+            first = _first_batch(first, _write_batch(engine, batch, path.name, report, clock(), rules, catalog, scores))
     statistics.at_end(report.imported)
     if catalog is not None and first is not None and first[1] == 0:
         # the import began on a database without leads and considered every lead it wrote for every campaign:
@@ -257,6 +258,8 @@ class _Columns:
             if not name:
                 continue
             cleaner = _clean_row_email if key == "email" else FIELD_CLEANERS.get(key)
+            if cleaner is not None and key in _FEW_VALUES:
+                cleaner = _Remembered(cleaner)
             name = key if cleaner else name
             if name in seen:
                 raise InvalidInput(f"{path}: column {title!r} appears twice in the header")
@@ -265,6 +268,31 @@ class _Columns:
         if "email" not in seen:
             raise InvalidInput(f"{path}: the header has no email column (found: {', '.join(header)})")
         return cls(columns, len(header), next(index for index, name, _ in columns if name == "email"))
+
+
+_FEW_VALUES = ("company_size", "country", "timezone", "stage", "tags")
+"""Columns whose cells repeat a few values across a file: their cleaner's answers are remembered by cell."""
+
+
+class _Remembered:
+    """A column's cleaner that remembers its answer for each cell text (a bad cell is judged again each time: its
+    InvalidInput is not kept); a list answer (tags) is copied for each row."""
+
+    SIZE = 4096
+
+    def __init__(self, cleaner: Callable[[str], Any]) -> None:
+        self.cleaner = cleaner
+        self.known: dict[str, Any] = {}
+
+    def __call__(self, cell: str) -> Any:
+        try:
+            value = self.known[cell]
+        except KeyError:
+            value = self.cleaner(cell)
+            if len(self.known) >= self.SIZE:
+                self.known.clear()
+            self.known[cell] = value
+        return list(value) if type(value) is list else value
 
 
 def _clean_row(cells: list[str], columns: _Columns) -> dict[str, Any]:
@@ -333,14 +361,15 @@ def _first_batch(first: tuple[datetime, int] | None, written: tuple[datetime, in
 
 
 def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, report: ImportReport, now: datetime,
-                 rules: ScoringRules | None = None, catalog: Catalog | None = None) -> tuple[datetime, int]:
+                 rules: ScoringRules | None = None, catalog: Catalog | None = None,
+                 scores: NewLeadScores | None = None) -> tuple[datetime, int]:
     """Upsert one batch of distinct emails and record the stage changes it makes, in one transaction; return ``now``
     and the highest lead id before the batch (0: there was no lead).
 
     The rows become the statement's parameters in place: blank stage and tags fall back to the lead's own, and so
     does a stage the lifecycle's rule does not apply (counted in ``report``).
     """
-    with transaction(engine) as connection:
+    with transaction(engine) as connection, counted_at_once(connection):  # the batch's rollups: once, at its end
         existing = lead_rows.existing(connection, list(batch), lock=True)  # no stage changes under the rule's feet
         for email, row in batch.items():
             old = existing.get(email)
@@ -355,13 +384,15 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
                 row["stage"] = row["stage"] or "lead"
                 tags, fields = row["tags"], custom
                 # a new lead has no events: its score is its fit (existing leads keep theirs here, rescored below)
-                row["score"] = 0.0 if rules is None else _new_lead_score(rules, row, tags, fields)
+                row["score"] = 0.0 if scores is None else scores(row["email"], row, tags or (), fields)
+                tags_text = _tags_text(tags) if tags else "[]"  # the file's tags: text, as cleaned
             else:
                 report.updated += 1
                 row["stage"] = row["stage"] or old_stage
                 tags, fields = row["tags"] or old["tags"], {**old["fields"], **custom}
                 row["score"] = 0.0  # not written over an existing lead's score
-            row["tags"] = json.dumps(tags) if tags else "[]"
+                tags_text = json.dumps(tags) if tags else "[]"
+            row["tags"] = tags_text
             row["fields"] = json.dumps(fields) if fields else "{}"
         params = list(batch.values())
         before = lead_rows.highest_id(connection)
@@ -375,11 +406,15 @@ def _write_batch(engine: Engine, batch: dict[str, dict[str, Any]], source: str, 
     return now, before
 
 
-def _new_lead_score(rules: ScoringRules, row: dict[str, Any], tags: list[str] | None, fields: dict[str, Any]) -> float:
-    attributes = {name: row[name] for name in LEAD_ATTRIBUTES if row[name] is not None}
-    view = LeadView(key=row["email"], email=row["email"], stage=row["stage"], timezone=row["timezone"],
-                    tags=tuple(tags or ()), attributes=attributes, custom=fields)
-    return score_without_events(rules, view)
+@lru_cache(maxsize=4096)
+def _tags_text_of(tags: tuple[str, ...]) -> str:
+    return json.dumps(list(tags))
+
+
+def _tags_text(tags: list[str]) -> str:
+    """The JSON text (:func:`json.dumps`) of tags read from the file (text, so equal tuples are equal tags),
+    remembered: an import's leads share a few sets of tags."""
+    return _tags_text_of(tuple(tags))
 
 
 def _record_stage_changes(
@@ -403,9 +438,10 @@ def _record_stage_changes(
     new_emails = [email for email, old_stage, _ in moves if old_stage is None]
     if new_emails:
         ids |= {row.email: row.id for row in lead_rows.ids(connection, new_emails)}
+    reason = f"imported from {source}"
     lead_rows.insert_stage_changes(connection, [
-        {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now,
-         "reason": f"imported from {source}", "actor": "import"}
+        {"lead_id": ids[email], "from_stage": old_stage, "to_stage": stage, "at": now, "reason": reason,
+         "actor": "import"}
         for email, old_stage, stage in moves
     ])
     report.mql_lead_ids.extend(ids[email] for email, _, stage in moves if stage == "mql")

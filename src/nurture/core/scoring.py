@@ -8,13 +8,13 @@ and notices leads that decayed below a threshold.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from nurture.core.conditions import field_matches
-from nurture.core.facts import Engagement, LeadView
+from nurture.core.facts import LEAD_ATTRIBUTES, Engagement, LeadView
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.scoring import EventRule, ScoringRules
 
@@ -317,6 +317,55 @@ def score_without_events(rules: ScoringRules, lead: LeadView) -> float:
     """``score(rules, lead, [], now).total`` without building its breakdown: a lead no event has scored yet (a new
     lead of an import, where this runs once per row)."""
     return _total(rules, 0, sum(item.points for item in fit_items(rules, lead)))
+
+
+class NewLeadScores:
+    """:func:`score_without_events` of many new leads (an import's), given as their values rather than as a
+    :class:`LeadView` each: remembered by the values of the fields the fit rules read (with their types, as
+    :func:`fit_items` remembers them), so the leads that share those cost a look-up and no view is built for them.
+
+    ``columns`` holds the lead's columns by name (``stage``, ``timezone``, the attributes; None when blank): a field
+    is read as :meth:`LeadView.get` reads the view the lead would have (its ``key`` and ``email`` the email, score 0,
+    the columns that are not None its attributes, ``custom`` its custom fields)."""
+
+    _SIZE = 4096
+
+    def __init__(self, rules: ScoringRules) -> None:
+        self.rules = rules
+        self.names = _fit_cache(rules).names
+        self.known: dict[tuple[Any, ...], float] = {}
+
+    def __call__(self, email: str, columns: Mapping[str, Any], tags: Sequence[str],
+                 custom: Mapping[str, Any]) -> float:
+        key = typed_values_key([self._value(name, email, columns, tags, custom) for name in self.names])
+        found = self.known.get(key) if key is not None else None
+        if found is None:
+            attributes = {name: columns[name] for name in LEAD_ATTRIBUTES if columns.get(name) is not None}
+            view = LeadView(key=email, email=email, stage=columns["stage"], timezone=columns.get("timezone"),
+                            tags=tuple(tags), attributes=attributes, custom=custom)
+            found = score_without_events(self.rules, view)
+            if key is not None:
+                if len(self.known) >= self._SIZE:
+                    self.known.clear()
+                self.known[key] = found
+        return found
+
+    @staticmethod
+    def _value(name: str, email: str, columns: Mapping[str, Any], tags: Sequence[str],
+               custom: Mapping[str, Any]) -> Any:
+        if name == "email":
+            return email
+        if name in ("stage", "timezone"):
+            return columns.get(name)
+        if name == "score":
+            return 0.0
+        if name == "tags":
+            return list(tags)
+        if name in LEAD_ATTRIBUTES:
+            value = columns.get(name)
+            if value is not None:
+                return value
+        return custom.get(name)
 
 
 def score(

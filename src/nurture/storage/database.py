@@ -21,7 +21,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Session
 
 from nurture.errors import ConfigError
-from nurture.storage.codec import aware_utc
+from nurture.storage.codec import aware_utc, json_value
 from nurture.storage.dialect import READ_ONLY, configure_sqlite, stored_utc
 
 DEFAULT_BUSY_TIMEOUT = 30.0
@@ -88,8 +88,10 @@ def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, echo: b
         raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        # hide_parameters: an error must not print the lead data it was writing into the log
-        engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout}, hide_parameters=True)
+        # hide_parameters: an error must not print the lead data it was writing into the log; JSON columns are read
+        # as json.loads reads them, by orjson where it can (codec.json_value: the CSV import reads back every lead)
+        engine = create_engine(parsed, echo=echo, connect_args={"timeout": busy_timeout}, hide_parameters=True,
+                               json_deserializer=json_value)
         configure_sqlite(engine, busy_timeout)
         return engine
     if backend == "postgresql":

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeAlias
@@ -339,6 +341,37 @@ def drop_row_trigger(dialect: Dialect, name: str, table: str) -> list[str]:
     if dialect.name == "postgresql":
         return [f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()"]
     return [f"DROP TRIGGER IF EXISTS {name}"]
+
+
+@contextmanager
+def row_triggers_set_aside(connection: Connection, names: Collection[str]) -> Iterator[frozenset[str]]:
+    """SQLite: the row triggers of ``names`` that the database holds are dropped for the block, inside the caller's
+    transaction, and created again after it from the very text the database held; yields their names, for the caller
+    to count at once what they would have counted row by row. The transaction holds the write lock (``BEGIN
+    IMMEDIATE``), so no other connection writes while they are away; readers see their snapshot's schema; a rollback
+    puts them back as well. PostgreSQL: nothing is set aside (yields an empty set): its insert triggers count a
+    statement's rows at once (:func:`sums_in_statement_triggers`)."""
+    if sums_in_statement_triggers(connection.dialect) or not names:
+        yield frozenset()
+        return
+    marks = ", ".join("?" * len(names))
+    kept = connection.exec_driver_sql(
+        f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN ({marks}) ORDER BY name",
+        tuple(names)).all()
+    for name, _ in kept:
+        connection.exec_driver_sql(f'DROP TRIGGER "{name}"')
+
+    def put_back() -> None:
+        for _, sql in kept:
+            connection.exec_driver_sql(sql)
+
+    try:
+        yield frozenset(name for name, _ in kept)
+    except BaseException:
+        with suppress(Exception):  # the transaction rolls back anyway, which puts them back too
+            put_back()
+        raise
+    put_back()
 
 
 def trigger_names(connection: Connection) -> set[str]:
