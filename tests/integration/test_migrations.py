@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from db_fixtures import db_url, pg_url, postgres_available  # noqa: F401
+
 from nurture.errors import SchemaOutOfDate
 from nurture.storage import migrate
 from nurture.storage.database import make_engine

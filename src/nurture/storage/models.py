@@ -19,10 +19,17 @@ from sqlmodel import Field, SQLModel
 from nurture.clock import SYSTEM_CLOCK
 from nurture.storage.tables import (
     ACTIVE,
+    D,
+    DV,
+    E,
+    EV,
     ID,
     JSON_DICT,
     JSON_LIST,
+    L,
+    M,
     METADATA,
+    O,
     RD,
     RE,
     RL,
@@ -34,13 +41,6 @@ from nurture.storage.tables import (
     SO,
     SP,
     VD,
-    D,
-    DV,
-    E,
-    EV,
-    L,
-    M,
-    O,
 )
 from nurture.storage.vocabulary import (
     DEFINITION_KINDS,
@@ -110,11 +110,11 @@ class Enrollment(SQLModel, table=True):
     step_id: str | None = Field(default=None, sa_column=E.c.step_id)  # the step the lead is waiting on
     arrived_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=E.c.arrived_at)  # when it reached that step
     next_due_at: datetime | None = Field(default=None, sa_column=E.c.next_due_at)
-    waiting_for: str | None = Field(default=None, sa_column=E.c.waiting_for)  # an event type that wakes this enrollment early
+    waiting_for: str | None = Field(default=None, sa_column=E.c.waiting_for)
     lease_until: datetime | None = Field(default=None, sa_column=E.c.lease_until)
     lease_owner: str | None = Field(default=None, sa_column=E.c.lease_owner)
     state: dict[str, Any] = Field(default_factory=dict, sa_column=E.c.state)  # owned by the step engine
-    campaign_version: str | None = Field(default=None, sa_column=E.c.campaign_version)  # the campaign version it runs under now (DefinitionVersion.content_hash)
+    campaign_version: str | None = Field(default=None, sa_column=E.c.campaign_version)
     priority: int = Field(default=0, sa_column=E.c.priority)
     enrolled_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=E.c.enrolled_at)
     ended_at: datetime | None = Field(default=None, sa_column=E.c.ended_at)
@@ -141,12 +141,12 @@ class Delivery(SQLModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_column=D.c.next_attempt_at)
     lease_until: datetime | None = Field(default=None, sa_column=D.c.lease_until)
     message_id: str | None = Field(default=None, sa_column=D.c.message_id)
-    provider_message_id: str | None = Field(default=None, sa_column=D.c.provider_message_id)  # bounces arrive keyed by it
+    provider_message_id: str | None = Field(default=None, sa_column=D.c.provider_message_id)
     subject: str | None = Field(default=None, sa_column=D.c.subject)
     error: str | None = Field(default=None, sa_column=D.c.error)
     created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=D.c.created_at)
     sent_at: datetime | None = Field(default=None, sa_column=D.c.sent_at)
-    campaign_version: str | None = Field(default=None, sa_column=D.c.campaign_version)  # the campaign version that decided it (DefinitionVersion.content_hash)
+    campaign_version: str | None = Field(default=None, sa_column=D.c.campaign_version)
 
 
 class EngagementEvent(SQLModel, table=True):
@@ -175,7 +175,7 @@ class StageChange(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=SC.c.id)
     lead_id: int = Field(sa_column=SC.c.lead_id)
-    from_stage: str | None = Field(default=None, sa_column=SC.c.from_stage)  # None when the lead was created at ``to_stage``
+    from_stage: str | None = Field(default=None, sa_column=SC.c.from_stage)
     to_stage: str = Field(sa_column=SC.c.to_stage)
     at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=SC.c.at)
     reason: str = Field(default="", sa_column=SC.c.reason)
@@ -243,7 +243,7 @@ class VariantDecision(SQLModel, table=True):
     metric: str = Field(sa_column=VD.c.metric)  # the goal in words: "clicks", "SQL within 14d", ...
     confidence: float = Field(sa_column=VD.c.confidence)
     decided_at: datetime = Field(sa_column=VD.c.decided_at)
-    figures: dict[str, Any] = Field(default_factory=dict, sa_column=VD.c.figures)  # the counts and tests behind the call
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=VD.c.figures)
 
 
 class Meta(SQLModel, table=True):
@@ -269,8 +269,8 @@ class DefinitionVersion(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=DV.c.id)
     kind: str = Field(sa_column=DV.c.kind)  # one of DEFINITION_KINDS
     name: str = Field(sa_column=DV.c.name)  # the campaign's id; the kind for policy, scoring and sales
-    content_hash: str = Field(sa_column=DV.c.content_hash)  # what enrollments and deliveries record as their campaign_version
-    fingerprint: str | None = Field(default=None, sa_column=DV.c.fingerprint)  # campaigns: the hash of the parsed model (an edit of comments keeps it)
+    content_hash: str = Field(sa_column=DV.c.content_hash)
+    fingerprint: str | None = Field(default=None, sa_column=DV.c.fingerprint)
     text: str | None = Field(default=None, sa_column=DV.c.text)
     loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=DV.c.loaded_at)  # when it came into force
     ended_at: datetime | None = Field(default=None, sa_column=DV.c.ended_at)  # replaced, or its file removed

@@ -213,7 +213,7 @@ SO: Table = Table(
 )
 """step outcomes: the way each lead went at a branch or wait-for step"""
 
-O: Table = Table(
+O: Table = Table(  # noqa: E741
     "outbox", METADATA,
     Column("id", ID, primary_key=True),
     Column("kind", String, nullable=False),  # "sales_webhook", "owner_email", "step_webhook", ...
