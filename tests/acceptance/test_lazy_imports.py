@@ -24,10 +24,10 @@ from nurture.storage.migrate import upgrade
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("fastapi", "starlette", "uvicorn", "httpx", "apscheduler", "alembic", "sqlmodel", "sqlalchemy.orm", "jinja2",
          "smtplib", "email_validator", "multiprocessing")
-"""What ``run --once`` with nothing due must not import: the HTTP intake's stack (``--no-http``), APScheduler (no scheduler runs), httpx
-(no webhook is sent), Alembic (the schema is at the head), SQLModel and SQLAlchemy's ORM (queries run on the Core
-tables), Jinja (no email is rendered: the renderer is made at the first one), the SMTP client (mail goes to a folder),
-the email validator (no lead is written) and multiprocessing (one process)."""
+"""What ``run --once`` with nothing due must not import: the HTTP intake's stack (``--no-http``), APScheduler (no
+scheduler runs), httpx (no webhook is sent), Alembic (the schema is at the head), SQLModel and SQLAlchemy's ORM
+(queries run on the Core tables), Jinja (no email is rendered: the renderer is made at the first one), the SMTP client
+(mail goes to a folder), the email validator (no lead is written) and multiprocessing (one process)."""
 SENDING_HEAVY = ("fastapi", "starlette", "uvicorn", "httpx", "apscheduler", "alembic", "sqlmodel", "sqlalchemy.orm",
                  "smtplib", "multiprocessing")
 """What ``run --once`` that sends emails to a folder must not import."""
