@@ -23,12 +23,12 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
-from nurture.definitions.loader import Catalog
-from nurture.settings import Settings
-
 if TYPE_CHECKING:  # multiprocessing is imported when processes are started (--processes 2 and more)
     from multiprocessing.connection import Connection
     from multiprocessing.context import SpawnProcess
+
+    from nurture.definitions.loader import Catalog
+    from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from nurture.settings import get_settings
+from nurture.cli.commands import get_settings
 
 
 class Format(StrEnum):
