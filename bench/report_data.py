@@ -143,13 +143,13 @@ class _Writer:
 
     def flush(self) -> None:
         """Write every table's pending rows, parents first (foreign keys)."""
-        from nurture.storage.models import SQLModel
+        from nurture.storage.tables import METADATA
 
         for name in sorted(self.rows, key=ORDER.index):
             rows = self.rows.get(name) or []
             if rows:
                 with self.engine.begin() as conn:
-                    conn.execute(SQLModel.metadata.tables[name].insert(), rows)
+                    conn.execute(METADATA.tables[name].insert(), rows)
                 self.written[name] = self.written.get(name, 0) + len(rows)
             self.rows[name] = []
 

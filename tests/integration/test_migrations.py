@@ -14,13 +14,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from db_fixtures import db_url, pg_url, postgres_available  # noqa: F401
-from sqlmodel import SQLModel
 
-import nurture.storage.models  # noqa: F401
 from nurture.errors import SchemaOutOfDate
 from nurture.storage import migrate
 from nurture.storage.database import make_engine
 from nurture.storage.migrate import current_revision, ensure_current, head_revision, open_database, upgrade
+from nurture.storage.tables import METADATA
 
 EXTRA_REVISION = '''"""Add a note to leads."""
 import sqlalchemy as sa
@@ -44,7 +43,7 @@ def downgrade() -> None:
 def schema_differences(engine: sa.Engine) -> list:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        return compare_metadata(context, SQLModel.metadata)
+        return compare_metadata(context, METADATA)
 
 
 def test_migrations_create_exactly_the_models(db_url: str) -> None:

@@ -631,3 +631,33 @@ def test_is_hand_raise(world, event, size, title, hand_raise):
     attributes = {"company_size": size, **({"title": title} if title else {})}
     view = LeadView(key="1", email="a@example.com", stage="sql", score=500, attributes=attributes)
     assert is_hand_raise(world.sales, view, event) is hand_raise
+
+
+def test_open_sqls_are_the_leads_at_sql_each_with_its_latest_promotion_longest_waiting_first(engine) -> None:
+    from nurture.storage.promotions import open_sqls
+    from nurture.storage.tables import SC
+
+    def lead(email: str, stage: str, owner: str | None = None) -> int:
+        with transaction(engine) as conn:
+            return int(conn.execute(L.insert().values(email=email, stage=stage, owner=owner, created_at=T0,
+                                                      updated_at=T0, stage_changed_at=T0)).inserted_primary_key[0])
+
+    def move(lead_id: int, to_stage: str, hours: int) -> int:
+        with transaction(engine) as conn:
+            return int(conn.execute(SC.insert().values(lead_id=lead_id, to_stage=to_stage, actor="rule",
+                                                       at=T0 + timedelta(hours=hours))).inserted_primary_key[0])
+
+    again = lead("again@example.com", "sql", "ana")  # promoted, recycled, promoted again: the latest promotion counts
+    move(again, "sql", 1)
+    move(again, "recycled", 2)
+    latest = move(again, "sql", 5)
+    early = lead("early@example.com", "sql")
+    first = move(early, "sql", 3)
+    moved_on = lead("won@example.com", "opportunity")  # promoted once, no longer waiting
+    move(moved_on, "sql", 0)
+    lead("unpromoted@example.com", "sql")  # at sql without a recorded promotion: not a promotion to answer
+    lead("plain@example.com", "lead")
+    with transaction(engine, read_only=True) as conn:
+        found = open_sqls(conn)
+    assert found == [OpenSql(early, first, T0 + timedelta(hours=3), None),
+                     OpenSql(again, latest, T0 + timedelta(hours=5), "ana")]

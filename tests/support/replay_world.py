@@ -28,7 +28,7 @@ from nurture.delivery.transports import FileTransport
 from nurture.rendering import EmailRenderer
 from nurture.signing import Signer
 from nurture.storage.database import transaction
-from nurture.storage.models import SQLModel
+from nurture.storage.tables import METADATA
 from nurture.worker.dispatcher import Dispatcher
 
 DRIP = """\
@@ -129,7 +129,7 @@ def table_contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, in primary key order: what must not change."""
     found: dict[str, list[tuple[Any, ...]]] = {}
     with transaction(engine, read_only=True) as conn:
-        for table in SQLModel.metadata.sorted_tables:
+        for table in METADATA.sorted_tables:
             found[table.name] = [tuple(row) for row in conn.execute(
                 select(table).order_by(*table.primary_key.columns))]
         if engine.dialect.name == "postgresql":

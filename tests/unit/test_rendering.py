@@ -473,3 +473,23 @@ def test_public_api_is_reexported() -> None:
     }
     for name in nurture.rendering.__all__:
         assert getattr(nurture.rendering, name) is not None
+
+
+def test_a_deferred_renderer_makes_its_renderer_once_at_the_first_email(templates_dir: Path,
+                                                                        context: dict[str, Any],
+                                                                        links: LinkBuilder) -> None:
+    from nurture.rendering.deferred import DeferredRenderer
+
+    made: list[EmailRenderer] = []
+
+    def make() -> EmailRenderer:
+        made.append(EmailRenderer(templates_dir))
+        return made[-1]
+
+    write(templates_dir, "x.html.j2", "<p>Hi {{ lead.first_name }}</p>")
+    deferred = DeferredRenderer(make)
+    assert made == []  # nothing is set up before an email is rendered
+    first = deferred.render("x.html.j2", "Hi {{ lead.first_name }}", context, links)
+    second = deferred.render("x.html.j2", "Hi {{ lead.first_name }}", context, links)
+    assert len(made) == 1 and deferred.renderer is made[0]
+    assert first == second == made[0].render("x.html.j2", "Hi {{ lead.first_name }}", context, links)

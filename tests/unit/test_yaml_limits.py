@@ -199,3 +199,52 @@ def test_a_lead_file_with_a_value_yaml_cannot_make_is_invalid_input(tmp_path: Pa
         load_lead_file(lead)
     assert str(caught.value).startswith(f"cannot read lead file {lead}:2: the value '2020-13-45' cannot be read as "
                                         "timestamp")
+
+
+SAMPLES = {
+    "campaign": "id: c\nname: C  # a comment\nentry: {stage: mql, tags: [a, 'b']}\nsteps:\n  - id: s1\n    wait: 2d\n"
+                "  - id: s2\n    email: {template: t.html.j2, subject: \"Hi {{ lead.first_name }}\"}\n",
+    "scalars": "a: 1\nb: 1.5\nc: true\nd: null\ne: 2026-03-01\nf: 2026-03-01T10:00:00Z\ng: 0x1f\nh: '007'\ni: ~\n"
+               "j: .inf\nk: 1_000\nl: yes\n",
+    "block-text": "text: |\n  line one\n  line two\n\nfolded: >-\n  a\n  b\n\n  c\nplain: a\n  b\n",
+    "anchors-and-merges": "base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\nlist: [*b, *b]\nmerged: {<<: [*b, {z: 4}]}\n",
+    "odd-keys": "1: one\n? [a, b]\n: list key\ntrue: t\n",
+    "duplicate-key": "a: 1\na: 2\n",
+    "syntax-error": "a: [1, 2\nb: 3\n",
+    "two-documents": "a: 1\n---\nb: 2\n",
+    "tab-indent": "a:\n\tb: 1\n",
+    "bad-value": "n: !!int abc\n",
+    "undefined-alias": "a: *nowhere\n",
+    "recursive": "a: &a [1, *a]\n",
+    "alias-bomb": alias_bomb(),
+    "merge-bomb": merge_bomb(),
+    "too-deep": "a: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n",
+    "at-the-depth-limit": "a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n",
+    "too-many-aliases": "a: &a 1\nb: [" + ", ".join(["*a"] * (MAX_ALIASES + 1)) + "]\n",
+    "empty": "",
+    "comment-only": "# nothing\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_libyaml_and_the_python_parser_read_every_file_alike(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are composed by libyaml when PyYAML has it (start-up reads every definition file), and a file with
+    anything to report is read again by the Python parser: data, lines and problems are the same either way."""
+    from nurture.definitions import yamlsource
+
+    if yamlsource._CSafeLoader is None:
+        pytest.skip("PyYAML without libyaml")
+    fast = parse_yaml(SAMPLES[name], "f.yaml")
+    monkeypatch.setattr(yamlsource, "_CSafeLoader", None)
+    slow = parse_yaml(SAMPLES[name], "f.yaml")
+    assert (fast.data, fast.lines, fast.problems, fast.text) == (slow.data, slow.lines, slow.problems, slow.text)
+
+
+def test_a_clean_file_is_composed_by_libyaml() -> None:
+    from nurture.definitions import yamlsource
+
+    if yamlsource._CSafeLoader is None:
+        pytest.skip("PyYAML without libyaml")
+    assert yamlsource._parsed_by_libyaml(SAMPLES["anchors-and-merges"], "f.yaml") is not None
+    assert yamlsource._parsed_by_libyaml(SAMPLES["duplicate-key"], "f.yaml") is None  # the Python parser reports it
+    assert yamlsource._parsed_by_libyaml(SAMPLES["alias-bomb"], "f.yaml") is None

@@ -5,12 +5,15 @@ Shared by ``nurture preview``, ``nurture simulate`` and the worker, so all three
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nurture.core.engine import Action
 from nurture.core.facts import LeadView, lead_template_fields
 from nurture.definitions.campaign import Campaign
-from nurture.rendering import EmailRenderer, LinkBuilder, RenderedEmail
+
+if TYPE_CHECKING:  # the renderer is passed in: composing imports no template engine
+    from nurture.rendering import LinkBuilder, RenderedEmail
+    from nurture.rendering.deferred import Renderer
 
 
 def email_context(campaign: Campaign, action: Action, lead: LeadView) -> dict[str, Any]:
@@ -27,7 +30,7 @@ def email_context(campaign: Campaign, action: Action, lead: LeadView) -> dict[st
 
 
 def render_action(
-    renderer: EmailRenderer, campaign: Campaign, action: Action, lead: LeadView, links: LinkBuilder
+    renderer: Renderer, campaign: Campaign, action: Action, lead: LeadView, links: LinkBuilder
 ) -> RenderedEmail:
     """Render the email an engine action asks for (TemplateRenderError if the template fails)."""
     assert action.template is not None and action.subject is not None

@@ -67,7 +67,7 @@ from nurture.storage.event_bulk import NURTURED, AlreadyRecorded
 from nurture.storage.events import event_times, goal_reached, repeated_points
 from nurture.storage.lead_rows import set_missing_attribution
 from nurture.storage.lead_state import lead_summary, new_lead_row
-from nurture.storage.models import STAGE_ACTORS
+from nurture.storage.vocabulary import STAGE_ACTORS
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import InvalidInput
 from nurture.handoff import Handoff
-from nurture.storage.models import STAGE_ACTORS
+from nurture.storage.vocabulary import STAGE_ACTORS
 
 log = logging.getLogger(__name__)
 

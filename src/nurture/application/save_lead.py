@@ -23,7 +23,7 @@ from nurture.storage.database import session
 from nurture.storage.dialect import is_retryable
 from nurture.storage.enrollments import exit_enrollments
 from nurture.storage.lead_state import lead_by_email, stage_for_update
-from nurture.storage.models import STAGE_ACTORS
+from nurture.storage.vocabulary import STAGE_ACTORS
 
 
 @dataclass(frozen=True)

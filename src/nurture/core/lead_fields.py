@@ -13,8 +13,6 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-
 from nurture.core.attribution import UTM_NAMES
 from nurture.core.lifecycle import STAGES
 from nurture.errors import InvalidInput
@@ -41,10 +39,17 @@ LEAD_FIELDS = ("email", *TEXT_FIELDS, *(name for name in LEAD_ATTRIBUTES if name
 # quotes, brackets, ...) goes to email-validator, so this only ever accepts what it would accept, unchanged.
 _ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_EMAIL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+[a-z]{{2,63}}")
-_SPECIAL_TLDS = frozenset(name.rpartition(".")[2] for name in SPECIAL_USE_DOMAIN_NAMES)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_COMPANY_SIZE = 2**31 - 1
 _COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+@lru_cache(maxsize=1)
+def _special_tlds() -> frozenset[str]:
+    """The top-level domains of email-validator's special-use names (it is imported by the first email checked)."""
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+    return frozenset(name.rpartition(".")[2] for name in SPECIAL_USE_DOMAIN_NAMES)
 
 
 def normalize_email(email: str) -> str:
@@ -72,13 +77,15 @@ def clean_email(value: str) -> str:
     email = value.strip().lower()
     if len(email) <= 254 and _PLAIN_EMAIL.fullmatch(email):
         local, _, domain = email.rpartition("@")
-        if len(local) <= 64 and "--" not in domain and domain.rpartition(".")[2] not in _SPECIAL_TLDS:
+        if len(local) <= 64 and "--" not in domain and domain.rpartition(".")[2] not in _special_tlds():
             return email
     return _validated(value, email)
 
 
 def _validated(value: str, email: str) -> str:
     """:func:`clean_email`'s full check, by email-validator (no DNS lookup)."""
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         checked = validate_email(email, check_deliverability=False, allow_smtputf8=False, allow_quoted_local=False,
                                  allow_domain_literal=False, allow_display_name=False, test_environment=True,

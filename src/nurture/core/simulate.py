@@ -9,20 +9,12 @@ from typing import Any
 
 from nurture.core.engine import Action, Advance, EnrollmentState, advance, lead_zone
 from nurture.core.facts import BOUNCE, CLICK, OPEN, UNSUBSCRIBE, Engagement, History, LeadView, Send
+from nurture.core.times import parse_time
 from nurture.definitions.campaign import Campaign
 from nurture.definitions.policy import Policy
 from nurture.errors import InvalidInput
 
 EMAIL_EVENTS = (OPEN, CLICK)
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time; a time without an offset is taken as UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"invalid time {text!r}: use ISO 8601, e.g. 2026-03-02T09:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_event(text: str, campaign_id: str) -> Engagement:

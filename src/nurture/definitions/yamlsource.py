@@ -227,6 +227,9 @@ def parse_yaml(text: str, display_path: str) -> YamlDocument:
     if len(text) > MAX_BYTES and len(text.encode("utf-8")) > MAX_BYTES:
         doc.problems.append(Problem(display_path, 1, _too_large()))
         return doc
+    fast = _parsed_by_libyaml(text, display_path)
+    if fast is not None:
+        return fast
     loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
@@ -245,3 +248,73 @@ def parse_yaml(text: str, display_path: str) -> YamlDocument:
     finally:
         loader.dispose()
     return doc
+
+
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+"""PyYAML's loader on libyaml (None when PyYAML was built without it)."""
+_LIBYAML_MAX_BRACKETS = 4096
+"""libyaml nests flow collections without a bound (the Python loader stops at :data:`MAX_DEPTH`): a file with more
+brackets than this is left to the Python loader, so that thousands of nested ``[`` cost what they cost there."""
+
+
+def _parsed_by_libyaml(text: str, display_path: str) -> YamlDocument | None:
+    """:func:`parse_yaml`'s document, composed by libyaml (about ten times faster than PyYAML's Python parser), when the
+    file has nothing to report; None otherwise (libyaml missing, a syntax error, a limit passed, an unreadable value, a
+    duplicate key...), and the Python parser reads the file again, with its own messages and lines.
+
+    libyaml composes aliases as shared nodes, so composing costs what the text costs; the limits are then measured on
+    that graph as the Python loader measures them while composing (aliases expanded), before anything is built."""
+    if _CSafeLoader is None or text.count("[") + text.count("{") > _LIBYAML_MAX_BRACKETS:
+        return None
+    loader = _CSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        doc = YamlDocument(path=display_path, data=None, text=text)
+        if node is not None:
+            if not _within_limits(node):
+                return None
+            doc.lines[()] = node.start_mark.line + 1
+            doc.data = _build(node, (), doc, loader)
+    except Exception:  # noqa: BLE001  (whatever libyaml says, the Python parser says it as the messages expect)
+        return None
+    finally:
+        loader.dispose()
+    return doc if not doc.problems else None
+
+
+def _within_limits(root: yaml.Node) -> bool:
+    """Whether a composed node graph stays within :data:`MAX_VALUES`, :data:`MAX_DEPTH` and :data:`MAX_ALIASES`, its
+    aliases (nodes reached more than once) expanded; False as soon as one is passed, or on a node that contains
+    itself."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height)
+    open_nodes: set[int] = set()
+    references = 0
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int] | None:
+        nonlocal references
+        references += 1
+        key = id(node)
+        found = measured.get(key)
+        if found is not None:
+            return found if depth + found[1] - 1 <= MAX_DEPTH else None
+        if key in open_nodes or depth > MAX_DEPTH:
+            return None
+        values, height = 1, 1
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            open_nodes.add(key)
+            children = [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) \
+                else node.value
+            for child in children:
+                inner = measure(child, depth + 1)
+                if inner is None:
+                    return None
+                values += inner[0]
+                height = max(height, inner[1] + 1)
+                if values > MAX_VALUES:
+                    return None
+            open_nodes.discard(key)
+        measured[key] = (values, height)
+        return values, height
+
+    total = measure(root, 1)
+    return total is not None and references - len(measured) <= MAX_ALIASES

@@ -15,14 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from jinja2 import StrictUndefined, Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nurture.definitions.sales import Owner
 from nurture.handoff.brief import lead_json
+
+if TYPE_CHECKING:  # Jinja is imported when an HTML email is first built, not by every process that imports this
+    from jinja2 import Template
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 PROMOTED, SLA_OVERDUE = "lead.promoted", "lead.sla_overdue"
 TIMELINE_IN_EMAIL = 12  # the email shows the latest events; the webhook carries the brief's full timeline
@@ -184,12 +185,6 @@ def brief_text(brief: Mapping[str, Any], zone: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-_ENV = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_ENV.filters["local"] = local_time
-_ENV.filters["shown"] = _shown
-_ENV.filters["signed"] = _signed
-_ENV.filters["ended"] = _ended
-
 _BRIEF_HTML = """\
 {% macro brief_block(b, zone) %}
 <p><strong>Why now</strong> ({{ b.why_now.at | local(zone) }}):</p>
@@ -259,8 +254,20 @@ _DIGEST_HTML = """\
 
 
 @cache
+def _environment() -> ImmutableSandboxedEnvironment:
+    """The sandbox the HTML emails are rendered in, made with the first of them (Jinja is imported then)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    environment = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined, trim_blocks=True,
+                                                lstrip_blocks=True)
+    environment.filters.update(local=local_time, shown=_shown, signed=_signed, ended=_ended)
+    return environment
+
+
+@cache
 def _template(source: str) -> Template:
-    return _ENV.from_string(source)
+    return _environment().from_string(source)
 
 
 def _html(source: str, brief: Mapping[str, Any] | None, zone: str | None, **values: Any) -> str:

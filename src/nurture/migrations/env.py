@@ -8,15 +8,14 @@ from typing import Literal
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
-from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-import nurture.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from nurture.storage.database import UTCDateTime, make_engine, normalize_url
 from nurture.storage.dialect import alters_by_copy, lock_for_migration
+from nurture.storage.tables import METADATA
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = METADATA
 
 if config.config_file_name is not None and config.attributes.get("connection") is None:
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -11,18 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, DateTime, TypeDecorator, create_engine, literal, literal_column
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Insert
 from sqlalchemy.types import TypeEngine
-from sqlmodel import Session
 
 from nurture.errors import ConfigError
 from nurture.storage.codec import aware_utc, json_value
 from nurture.storage.dialect import READ_ONLY, configure_sqlite, stored_utc
+
+if TYPE_CHECKING:  # the ORM is imported by the code that opens a session: queries run without it
+    from sqlmodel import Session
 
 DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a SQLite writer waits for another writer's lock before giving up."""
@@ -110,6 +112,8 @@ def session(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
     ``read_only=True`` only reads: on SQLite it runs on a snapshot without taking the write lock (writing in
     it anyway may fail with ``database is locked``). Objects stay usable after the commit.
     """
+    from sqlmodel import Session
+
     with Session(_bind(engine, read_only), expire_on_commit=False) as orm_session, orm_session.begin():
         yield orm_session
 

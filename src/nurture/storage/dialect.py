@@ -17,15 +17,17 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import BigInteger, Date, Table, Text, all_, any_, bindparam, event, func, literal, or_, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
 from nurture.errors import ConfigError
+
+if TYPE_CHECKING:  # each dialect's module is imported where it is used: SQLite runs without PostgreSQL's
+    from sqlalchemy.dialects import postgresql, sqlite
 
 SQLITE_BUSY = 5  # the result code of a lock that another connection holds
 
@@ -115,14 +117,18 @@ def in_ids(column: Any, name: str, dialect: Dialect) -> Any:
     it once and the server runs it prepared. An expanding ``IN (...)`` (SQLite's) writes a new text for every length,
     which psycopg parsed again each time (tens of ms for a thousand ids)."""
     if dialect.name == "postgresql":
-        return column == any_(bindparam(name, type_=postgresql.ARRAY(BigInteger())))
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(name, type_=ARRAY(BigInteger())))
     return column.in_(bindparam(name, expanding=True))
 
 
 def not_in_ids(column: Any, name: str, dialect: Dialect) -> Any:
     """SQL: ``column`` is none of the ids bound as ``name`` (:func:`in_ids` negated: ``<> ALL`` on PostgreSQL)."""
     if dialect.name == "postgresql":
-        return column != all_(bindparam(name, type_=postgresql.ARRAY(BigInteger())))
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column != all_(bindparam(name, type_=ARRAY(BigInteger())))
     return column.not_in(bindparam(name, expanding=True))
 
 
@@ -138,7 +144,7 @@ def dispatch_writer(dialect: Dialect) -> Any:
     return None
 
 
-UpsertInsert: TypeAlias = postgresql.Insert | sqlite.Insert
+UpsertInsert: TypeAlias = "postgresql.Insert | sqlite.Insert"
 """An INSERT with ``on_conflict_do_update``/``_do_nothing`` and ``excluded``: both dialects offer them, alike."""
 
 
@@ -146,9 +152,13 @@ def upsert_insert(table: Table, dialect: Dialect | str) -> UpsertInsert:
     """An INSERT for ``table`` in the dialect's flavour, which offers ``on_conflict_do_update``/``_do_nothing``."""
     name = dialect if isinstance(dialect, str) else dialect.name
     if name == "postgresql":
-        return postgresql.insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
     if name == "sqlite":
-        return sqlite.insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
     raise ConfigError(f"unsupported database dialect {name!r}")
 
 

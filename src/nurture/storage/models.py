@@ -1,10 +1,11 @@
-"""The tables: leads, their enrollments in campaigns, deliveries, engagement events, stage history, the outbox,
-marketing spend and the outcomes of branch and wait-for steps.
+"""The ORM models: a lead, its enrollments, deliveries, events, stage history, the outbox, spend, step outcomes,
+definition versions and the rollups, as objects (a lead read and written through a session, the tests' fixtures).
 
-The schema itself is created by the Alembic migrations in ``nurture/migrations``; a test checks that they
-produce exactly these models. JSON columns track top-level changes (``enrollment.state["variant"] = "b"``
-is saved); a change nested deeper needs the whole value assigned again. The timestamps' defaults (the wall clock)
-only date rows built without one: nurture's own writes pass the ``now`` their edge read.
+Each model is mapped onto its Core table of :mod:`nurture.storage.tables`, where the schema is declared once (columns,
+types, defaults, indexes): the models only add the Python side, the fields' types and the defaults of objects built
+in Python. Queries use the Core tables; importing this module brings in SQLModel and SQLAlchemy's ORM, which the
+commands that only run queries do without. JSON columns track top-level changes (``enrollment.state["variant"] = "b"``
+is saved); a change nested deeper needs the whole value assigned again.
 """
 
 from __future__ import annotations
@@ -12,275 +13,246 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlmodel import Field, SQLModel
 
 from nurture.clock import SYSTEM_CLOCK
-from nurture.storage.database import UTCDateTime
-from nurture.storage.dialect import HELD_OUT_INDEX
+from nurture.storage.tables import (
+    ACTIVE,
+    D,
+    DV,
+    E,
+    EV,
+    ID,
+    JSON_DICT,
+    JSON_LIST,
+    L,
+    M,
+    METADATA,
+    O,
+    RD,
+    RE,
+    RL,
+    RM,
+    RO,
+    RS,
+    RX,
+    SC,
+    SO,
+    SP,
+    VD,
+)
+from nurture.storage.vocabulary import (
+    DEFINITION_KINDS,
+    DELIVERY_CHANNELS,
+    DELIVERY_STATUSES,
+    ENROLLMENT_STATUSES,
+    OUTBOX_STATUSES,
+    STAGE_ACTORS,
+)
 
-# Named constraints and indexes keep migrations deterministic on both back-ends.
-SQLModel.metadata.naming_convention = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+__all__ = [
+    "ACTIVE", "DEFINITION_KINDS", "DELIVERY_CHANNELS", "DELIVERY_STATUSES", "ENROLLMENT_STATUSES", "ID", "METADATA",
+    "OUTBOX_STATUSES", "STAGE_ACTORS", "DefinitionVersion", "Delivery", "EngagementEvent", "Enrollment", "Lead", "Meta",
+    "Outbox", "RollupDecisionDay", "RollupDeliveryDay", "RollupEnrollmentDay", "RollupLeadDay", "RollupMoveDay",
+    "RollupOutcomeDay", "RollupSqlDay", "SQLModel", "Spend", "StageChange", "StepOutcome", "VariantDecision",
+]
 
-STAGE_ACTORS = ("rule", "api", "cli", "sales", "import", "system", "admin")
-ENROLLMENT_STATUSES = ("active", "completed", "exited")
-DELIVERY_STATUSES = ("claimed", "sent", "retry", "failed", "suppressed")
-DELIVERY_CHANNELS = ("email", "webhook")
-OUTBOX_STATUSES = ("pending", "sent", "failed")
-DEFINITION_KINDS = ("campaign", "policy", "scoring", "sales")
-
-# BIGINT on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" is the auto-incrementing rowid.
-ID = BigInteger().with_variant(Integer(), "sqlite")
-JSON_DICT = MutableDict.as_mutable(JSON())
-JSON_LIST = MutableList.as_mutable(JSON())
-ACTIVE = text("status = 'active'")
+# the JSON columns' types, tracked as mutable on every model that maps them (before any model is mapped)
+MutableDict.as_mutable(JSON_DICT)
+MutableList.as_mutable(JSON_LIST)
 
 
 class Lead(SQLModel, table=True):
     """A person marketing nurtures, keyed by email (stored stripped and lower-cased)."""
 
-    __tablename__ = "lead"
-    __table_args__ = (
-        UniqueConstraint("email"),
-        # reports: new leads per period and source, read from the index alone
-        Index("ix_lead_created_at_source", "created_at", "source", "medium", "source_campaign"),
-        # leads by stage; reports: the SQLs waiting now and since when, read from the index alone
-        Index("ix_lead_stage", "stage", "stage_changed_at", "owner"),
-    )
+    __table__ = L
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    email: str
-    first_name: str | None = None
-    last_name: str | None = None
-    company: str | None = None
-    title: str | None = None
-    industry: str | None = None
-    company_size: int | None = None
-    country: str | None = Field(default=None, sa_type=String(2))  # ISO 3166-1 alpha-2, upper case
-    timezone: str | None = None  # IANA name
-    tags: list[str] = Field(default_factory=list, sa_type=JSON_LIST)
-    fields: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # custom fields
-    stage: str = "lead"
-    score: float = 0.0
-    owner: str | None = None
+    id: int | None = Field(default=None, sa_column=L.c.id)
+    email: str = Field(sa_column=L.c.email)
+    first_name: str | None = Field(default=None, sa_column=L.c.first_name)
+    last_name: str | None = Field(default=None, sa_column=L.c.last_name)
+    company: str | None = Field(default=None, sa_column=L.c.company)
+    title: str | None = Field(default=None, sa_column=L.c.title)
+    industry: str | None = Field(default=None, sa_column=L.c.industry)
+    company_size: int | None = Field(default=None, sa_column=L.c.company_size)
+    country: str | None = Field(default=None, sa_column=L.c.country)  # ISO 3166-1 alpha-2, upper case
+    timezone: str | None = Field(default=None, sa_column=L.c.timezone)  # IANA name
+    tags: list[str] = Field(default_factory=list, sa_column=L.c.tags)
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=L.c.fields)  # custom fields
+    stage: str = Field(default="lead", sa_column=L.c.stage)
+    score: float = Field(default=0.0, sa_column=L.c.score)
+    owner: str | None = Field(default=None, sa_column=L.c.owner)
     # Where the lead came from (acquisition): utm_source / utm_medium / utm_campaign, from the import, the API, or
     # the first event that carried them. Cost per lead and CAC are reported by these.
-    source: str | None = None
-    medium: str | None = None
-    source_campaign: str | None = None
-    unsubscribed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    bounced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    stage_changed_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
+    source: str | None = Field(default=None, sa_column=L.c.source)
+    medium: str | None = Field(default=None, sa_column=L.c.medium)
+    source_campaign: str | None = Field(default=None, sa_column=L.c.source_campaign)
+    unsubscribed_at: datetime | None = Field(default=None, sa_column=L.c.unsubscribed_at)
+    bounced_at: datetime | None = Field(default=None, sa_column=L.c.bounced_at)
+    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=L.c.created_at)
+    updated_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=L.c.updated_at)
+    stage_changed_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=L.c.stage_changed_at)
     # The lead's scored history summed per event type as of a time, and recent days' counts for the daily caps: what
     # recording an event reads instead of the history itself (nurture.core.score_state). NULL: read the history.
-    score_state: list[Any] | None = Field(default=None, sa_type=JSON(none_as_null=True))
+    score_state: list[Any] | None = Field(default=None, sa_column=L.c.score_state)
 
 
 class Enrollment(SQLModel, table=True):
     """A lead's way through one campaign; while active, ``next_due_at`` is its place in the schedule."""
 
-    __tablename__ = "enrollment"
-    __table_args__ = (
-        Index("ix_enrollment_status_next_due_at", "status", "next_due_at"),
-        Index("ix_enrollment_campaign_id_status", "campaign_id", "status"),
-        Index("ix_enrollment_lead_id_campaign_id", "lead_id", "campaign_id"),  # "is this lead in that campaign?"
-        Index("ix_enrollment_enrolled_at_campaign_id", "enrolled_at", "campaign_id"),  # reports: enrollments started
-        Index("ix_enrollment_ended_at_campaign_id", "ended_at", "campaign_id", "status", "end_reason"),  # ... ended
-        # reports: the campaigns that held out a lead in a period (empty, so free, when none holds out)
-        Index("ix_enrollment_held_out_enrolled_at", "enrolled_at", "campaign_id", **HELD_OUT_INDEX),
-        # A lead is never twice active in one campaign; once ended it may enroll again.
-        Index(
-            "uq_enrollment_active_lead_id_campaign_id",
-            "lead_id",
-            "campaign_id",
-            unique=True,
-            sqlite_where=ACTIVE,
-            postgresql_where=ACTIVE,
-        ),
-    )
+    __table__ = E
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
-    campaign_id: str
-    status: str = "active"
-    step_id: str | None = None  # the step the lead is waiting on
-    arrived_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)  # when it reached that step
-    next_due_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    waiting_for: str | None = None  # an event type that wakes this enrollment early
-    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    lease_owner: str | None = None
-    state: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # owned by the step engine
-    campaign_version: str | None = None  # the campaign version it runs under now (DefinitionVersion.content_hash)
-    priority: int = 0
-    enrolled_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    end_reason: str | None = None
+    id: int | None = Field(default=None, sa_column=E.c.id)
+    lead_id: int = Field(sa_column=E.c.lead_id)
+    campaign_id: str = Field(sa_column=E.c.campaign_id)
+    status: str = Field(default="active", sa_column=E.c.status)
+    step_id: str | None = Field(default=None, sa_column=E.c.step_id)  # the step the lead is waiting on
+    arrived_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=E.c.arrived_at)  # when it reached that step
+    next_due_at: datetime | None = Field(default=None, sa_column=E.c.next_due_at)
+    waiting_for: str | None = Field(default=None, sa_column=E.c.waiting_for)
+    lease_until: datetime | None = Field(default=None, sa_column=E.c.lease_until)
+    lease_owner: str | None = Field(default=None, sa_column=E.c.lease_owner)
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=E.c.state)  # owned by the step engine
+    campaign_version: str | None = Field(default=None, sa_column=E.c.campaign_version)
+    priority: int = Field(default=0, sa_column=E.c.priority)
+    enrolled_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=E.c.enrolled_at)
+    ended_at: datetime | None = Field(default=None, sa_column=E.c.ended_at)
+    end_reason: str | None = Field(default=None, sa_column=E.c.end_reason)
     # in the campaign's holdout group: walks the campaign's path, is sent nothing (nurture.core.holdout)
-    held_out: bool = Field(default=False, sa_type=Boolean, sa_column_kwargs={"server_default": false()})
+    held_out: bool = Field(default=False, sa_column=E.c.held_out)
 
 
 class Delivery(SQLModel, table=True):
     """One message (email or webhook) of one step to one enrollment; unique, so it is never sent twice."""
 
-    __tablename__ = "delivery"
-    __table_args__ = (
-        UniqueConstraint("enrollment_id", "step_key"),
-        Index("ix_delivery_status_next_attempt_at", "status", "next_attempt_at"),
-        Index("ix_delivery_lead_id_sent_at", "lead_id", "sent_at"),  # frequency caps
-        # reports: emails of a period per step and variant
-        Index("ix_delivery_created_at_campaign_id", "created_at", "campaign_id", "step_id", "variant", "status",
-              "channel"),
-    )
+    __table__ = D
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    enrollment_id: int = Field(foreign_key="enrollment.id", ondelete="CASCADE", sa_type=ID)
-    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
-    campaign_id: str
-    step_id: str
-    step_key: str  # the step id, or "step/content-id" for content streams
-    variant: str | None = None
-    channel: str = "email"
-    status: str = "claimed"
-    attempts: int = 0
-    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    message_id: str | None = None
-    provider_message_id: str | None = Field(default=None, index=True)  # bounces arrive keyed by it
-    subject: str | None = None
-    error: str | None = None
-    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    campaign_version: str | None = None  # the campaign version that decided it (DefinitionVersion.content_hash)
+    id: int | None = Field(default=None, sa_column=D.c.id)
+    enrollment_id: int = Field(sa_column=D.c.enrollment_id)
+    lead_id: int = Field(sa_column=D.c.lead_id)
+    campaign_id: str = Field(sa_column=D.c.campaign_id)
+    step_id: str = Field(sa_column=D.c.step_id)
+    step_key: str = Field(sa_column=D.c.step_key)  # the step id, or "step/content-id" for content streams
+    variant: str | None = Field(default=None, sa_column=D.c.variant)
+    channel: str = Field(default="email", sa_column=D.c.channel)
+    status: str = Field(default="claimed", sa_column=D.c.status)
+    attempts: int = Field(default=0, sa_column=D.c.attempts)
+    next_attempt_at: datetime | None = Field(default=None, sa_column=D.c.next_attempt_at)
+    lease_until: datetime | None = Field(default=None, sa_column=D.c.lease_until)
+    message_id: str | None = Field(default=None, sa_column=D.c.message_id)
+    provider_message_id: str | None = Field(default=None, sa_column=D.c.provider_message_id)
+    subject: str | None = Field(default=None, sa_column=D.c.subject)
+    error: str | None = Field(default=None, sa_column=D.c.error)
+    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=D.c.created_at)
+    sent_at: datetime | None = Field(default=None, sa_column=D.c.sent_at)
+    campaign_version: str | None = Field(default=None, sa_column=D.c.campaign_version)
 
 
 class EngagementEvent(SQLModel, table=True):
     """Something a lead did (opened, clicked, visited, replied, ...) and the points scoring gave it."""
 
-    __tablename__ = "engagement_event"
-    __table_args__ = (
-        UniqueConstraint("external_id"),  # intake is idempotent on it
-        Index("ix_engagement_event_lead_id_occurred_at", "lead_id", "occurred_at"),
-        # reports: was this delivery opened, clicked? (only events about a delivery are indexed)
-        Index("ix_engagement_event_delivery_id_type", "delivery_id", "type",
-              sqlite_where=text("delivery_id IS NOT NULL"), postgresql_where=text("delivery_id IS NOT NULL")),
-    )
+    __table__ = EV
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", sa_type=ID)
-    type: str
-    occurred_at: datetime = Field(sa_type=UTCDateTime)
-    recorded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    external_id: str | None = None
-    campaign_id: str | None = None
-    step_key: str | None = None
-    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", ondelete="SET NULL", sa_type=ID)
-    properties: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)
-    points: float = 0.0
+    id: int | None = Field(default=None, sa_column=EV.c.id)
+    lead_id: int = Field(sa_column=EV.c.lead_id)
+    type: str = Field(sa_column=EV.c.type)
+    occurred_at: datetime = Field(sa_column=EV.c.occurred_at)
+    recorded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=EV.c.recorded_at)
+    external_id: str | None = Field(default=None, sa_column=EV.c.external_id)
+    campaign_id: str | None = Field(default=None, sa_column=EV.c.campaign_id)
+    step_key: str | None = Field(default=None, sa_column=EV.c.step_key)
+    delivery_id: int | None = Field(default=None, sa_column=EV.c.delivery_id)
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=EV.c.properties)
+    points: float = Field(default=0.0, sa_column=EV.c.points)
 
 
 class StageChange(SQLModel, table=True):
     """One move of a lead through the lifecycle, with who moved it and why."""
 
-    __tablename__ = "stage_change"
+    __table__ = SC
     # reports: the moves of a period, read from the index alone
-    __table_args__ = (Index("ix_stage_change_at_to_stage", "at", "to_stage", "from_stage", "actor", "lead_id"),)
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", index=True, sa_type=ID)
-    from_stage: str | None = None  # None when the lead was created at ``to_stage``
-    to_stage: str
-    at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    reason: str = ""
-    actor: str  # one of STAGE_ACTORS
+    id: int | None = Field(default=None, sa_column=SC.c.id)
+    lead_id: int = Field(sa_column=SC.c.lead_id)
+    from_stage: str | None = Field(default=None, sa_column=SC.c.from_stage)
+    to_stage: str = Field(sa_column=SC.c.to_stage)
+    at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=SC.c.at)
+    reason: str = Field(default="", sa_column=SC.c.reason)
+    actor: str = Field(sa_column=SC.c.actor)  # one of STAGE_ACTORS
 
 
 class Spend(SQLModel, table=True):
     """Marketing spend of one source (and optionally one of its campaigns) over a period of whole days, as imported
     by ``nurture spend import``; importing the same period, source and campaign again replaces the amount."""
 
-    __tablename__ = "spend"
-    __table_args__ = (UniqueConstraint("period_start", "period_end", "source", "campaign"),)
+    __table__ = SP
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    period_start: date = Field(sa_type=Date)
-    period_end: date = Field(sa_type=Date)  # the last day, included
-    source: str
-    campaign: str = ""  # "" for the source as a whole
-    amount_cents: int = Field(sa_type=BigInteger)  # hundredths of the currency's unit
-    currency: str = Field(sa_type=String(3))  # ISO 4217, upper case
-    imported_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
+    id: int | None = Field(default=None, sa_column=SP.c.id)
+    period_start: date = Field(sa_column=SP.c.period_start)
+    period_end: date = Field(sa_column=SP.c.period_end)  # the last day, included
+    source: str = Field(sa_column=SP.c.source)
+    campaign: str = Field(default="", sa_column=SP.c.campaign)  # "" for the source as a whole
+    amount_cents: int = Field(sa_column=SP.c.amount_cents)  # hundredths of the currency's unit
+    currency: str = Field(sa_column=SP.c.currency)  # ISO 4217, upper case
+    imported_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=SP.c.imported_at)
 
 
 class StepOutcome(SQLModel, table=True):
     """Which way a lead went at a branch or wait-for step (or why a step did not run), as the engine decided it."""
 
-    __tablename__ = "step_outcome"
-    __table_args__ = (Index("ix_step_outcome_at_campaign_id", "at", "campaign_id", "step_id", "outcome", "detail"),)
+    __table__ = SO
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    enrollment_id: int = Field(foreign_key="enrollment.id", ondelete="CASCADE", sa_type=ID)
-    campaign_id: str
-    step_id: str
-    outcome: str  # branch | event | timeout | skipped | late
-    detail: str = ""  # "rule 1 -> demo", "email_click came first", ...
-    at: datetime = Field(sa_type=UTCDateTime)
+    id: int | None = Field(default=None, sa_column=SO.c.id)
+    enrollment_id: int = Field(sa_column=SO.c.enrollment_id)
+    campaign_id: str = Field(sa_column=SO.c.campaign_id)
+    step_id: str = Field(sa_column=SO.c.step_id)
+    outcome: str = Field(sa_column=SO.c.outcome)  # branch | event | timeout | skipped | late
+    detail: str = Field(default="", sa_column=SO.c.detail)  # "rule 1 -> demo", "email_click came first", ...
+    at: datetime = Field(sa_column=SO.c.at)
 
 
 class Outbox(SQLModel, table=True):
     """A notification decided inside a transaction and delivered by the worker afterwards, with retries."""
 
-    __tablename__ = "outbox"
-    __table_args__ = (
-        UniqueConstraint("dedup_key"),
-        Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-    )
+    __table__ = O
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    kind: str  # "sales_webhook", "owner_email", "step_webhook", ...
-    dedup_key: str
-    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)
-    status: str = "pending"
-    attempts: int = 0
-    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # while a worker sends it
-    last_error: str | None = None
-    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)
-    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    id: int | None = Field(default=None, sa_column=O.c.id)
+    kind: str = Field(sa_column=O.c.kind)  # "sales_webhook", "owner_email", "step_webhook", ...
+    dedup_key: str = Field(sa_column=O.c.dedup_key)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=O.c.payload)
+    status: str = Field(default="pending", sa_column=O.c.status)
+    attempts: int = Field(default=0, sa_column=O.c.attempts)
+    next_attempt_at: datetime | None = Field(default=None, sa_column=O.c.next_attempt_at)
+    lease_until: datetime | None = Field(default=None, sa_column=O.c.lease_until)  # while a worker sends it
+    last_error: str | None = Field(default=None, sa_column=O.c.last_error)
+    created_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=O.c.created_at)
+    sent_at: datetime | None = Field(default=None, sa_column=O.c.sent_at)
 
 
 class VariantDecision(SQLModel, table=True):
     """The winner of an email step's A/B test, recorded once (the unique key: two workers never record two), with the
     figures it was decided on; from then on later leads get the winner."""
 
-    __tablename__ = "variant_decision"
-    __table_args__ = (UniqueConstraint("campaign_id", "step_id"),)
+    __table__ = VD
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    campaign_id: str
-    step_id: str
-    winner: str
-    metric: str  # the goal in words: "clicks", "SQL within 14d", ...
-    confidence: float
-    decided_at: datetime = Field(sa_type=UTCDateTime)
-    figures: dict[str, Any] = Field(default_factory=dict, sa_type=JSON_DICT)  # the counts and tests behind the call
+    id: int | None = Field(default=None, sa_column=VD.c.id)
+    campaign_id: str = Field(sa_column=VD.c.campaign_id)
+    step_id: str = Field(sa_column=VD.c.step_id)
+    winner: str = Field(sa_column=VD.c.winner)
+    metric: str = Field(sa_column=VD.c.metric)  # the goal in words: "clicks", "SQL within 14d", ...
+    confidence: float = Field(sa_column=VD.c.confidence)
+    decided_at: datetime = Field(sa_column=VD.c.decided_at)
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=VD.c.figures)
 
 
 class Meta(SQLModel, table=True):
     """Small settings nurture keeps for itself, such as a generated secret key."""
 
-    __tablename__ = "meta"
+    __table__ = M
 
-    key: str = Field(primary_key=True)
-    value: str
+    key: str = Field(sa_column=M.c.key)
+    value: str = Field(sa_column=M.c.value)
 
 
 class DefinitionVersion(SQLModel, table=True):
@@ -292,104 +264,100 @@ class DefinitionVersion(SQLModel, table=True):
     before their texts were kept, whose hash is their ``fingerprint``.
     """
 
-    __tablename__ = "definition_version"
-    __table_args__ = (Index("ix_definition_version_kind_name_ended_at", "kind", "name", "ended_at"),)
+    __table__ = DV
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
-    kind: str  # one of DEFINITION_KINDS
-    name: str  # the campaign's id; the kind for policy, scoring and sales
-    content_hash: str  # what enrollments and deliveries record as their campaign_version
-    fingerprint: str | None = None  # campaigns: the hash of the parsed model (an edit of comments keeps it)
-    text: str | None = Field(default=None, sa_type=Text)
-    loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_type=UTCDateTime)  # when it came into force
-    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # replaced, or its file removed
-    summary: dict[str, Any] | None = Field(default=None, sa_type=JSON(none_as_null=True))  # what applying it did
+    id: int | None = Field(default=None, sa_column=DV.c.id)
+    kind: str = Field(sa_column=DV.c.kind)  # one of DEFINITION_KINDS
+    name: str = Field(sa_column=DV.c.name)  # the campaign's id; the kind for policy, scoring and sales
+    content_hash: str = Field(sa_column=DV.c.content_hash)
+    fingerprint: str | None = Field(default=None, sa_column=DV.c.fingerprint)
+    text: str | None = Field(default=None, sa_column=DV.c.text)
+    loaded_at: datetime = Field(default_factory=SYSTEM_CLOCK, sa_column=DV.c.loaded_at)  # when it came into force
+    ended_at: datetime | None = Field(default=None, sa_column=DV.c.ended_at)  # replaced, or its file removed
+    summary: dict[str, Any] | None = Field(default=None, sa_column=DV.c.summary)  # what applying it did
 
 
-# -- daily rollups: what a report counts, per UTC day, kept up to date by triggers (migration 0006_rollup) ----------
-# Every writer of the underlying rows updates them in its own transaction, through the database's triggers, so no
-# write path can forget them; ``nurture db rebuild-rollups`` recomputes them from the rows. NULL dimensions are stored
-# as '' (a key column cannot hold NULL), ``n`` is the count (it may pass through 0 as rows move between keys).
+# -- daily rollups (see nurture.storage.tables) ---------------------------------------------------------------------
 
 
 class RollupLeadDay(SQLModel, table=True):
     """Leads created per UTC day, source, medium and acquisition campaign."""
 
-    __tablename__ = "rollup_lead_day"
+    __table__ = RL
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    source: str = Field(primary_key=True)
-    medium: str = Field(primary_key=True)
-    source_campaign: str = Field(primary_key=True)
-    n: int = Field(sa_type=BigInteger)
+    day: date = Field(sa_column=RL.c.day)
+    source: str = Field(sa_column=RL.c.source)
+    medium: str = Field(sa_column=RL.c.medium)
+    source_campaign: str = Field(sa_column=RL.c.source_campaign)
+    n: int = Field(sa_column=RL.c.n)
 
 
 class RollupMoveDay(SQLModel, table=True):
     """Stage changes per UTC day, stages and actor, by the source and acquisition campaign the lead has now."""
 
-    __tablename__ = "rollup_move_day"
+    __table__ = RM
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    from_stage: str = Field(primary_key=True)
-    to_stage: str = Field(primary_key=True)
-    actor: str = Field(primary_key=True)
-    source: str = Field(primary_key=True)
-    source_campaign: str = Field(primary_key=True)
-    n: int = Field(sa_type=BigInteger)
+    day: date = Field(sa_column=RM.c.day)
+    from_stage: str = Field(sa_column=RM.c.from_stage)
+    to_stage: str = Field(sa_column=RM.c.to_stage)
+    actor: str = Field(sa_column=RM.c.actor)
+    source: str = Field(sa_column=RM.c.source)
+    source_campaign: str = Field(sa_column=RM.c.source_campaign)
+    n: int = Field(sa_column=RM.c.n)
 
 
 class RollupDeliveryDay(SQLModel, table=True):
     """Emails created per UTC day, campaign, step, variant and status, with how many of the sent ones were opened (or
     clicked) and clicked, at any time."""
 
-    __tablename__ = "rollup_delivery_day"
+    __table__ = RD
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    campaign_id: str = Field(primary_key=True)
-    step_id: str = Field(primary_key=True)
-    variant: str = Field(primary_key=True)
-    status: str = Field(primary_key=True)
-    n: int = Field(sa_type=BigInteger)
-    opened: int = Field(sa_type=BigInteger)
-    clicked: int = Field(sa_type=BigInteger)
+    day: date = Field(sa_column=RD.c.day)
+    campaign_id: str = Field(sa_column=RD.c.campaign_id)
+    step_id: str = Field(sa_column=RD.c.step_id)
+    variant: str = Field(sa_column=RD.c.variant)
+    status: str = Field(sa_column=RD.c.status)
+    n: int = Field(sa_column=RD.c.n)
+    opened: int = Field(sa_column=RD.c.opened)
+    clicked: int = Field(sa_column=RD.c.clicked)
 
 
 class RollupEnrollmentDay(SQLModel, table=True):
     """Enrollments ``started`` (by ``enrolled_at``) or ``ended`` (by ``ended_at``, with status and reason) per UTC day
     and campaign."""
 
-    __tablename__ = "rollup_enrollment_day"
+    __table__ = RE
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    campaign_id: str = Field(primary_key=True)
-    kind: str = Field(primary_key=True)  # started | ended
-    status: str = Field(primary_key=True)
-    end_reason: str = Field(primary_key=True)
-    n: int = Field(sa_type=BigInteger)
+    day: date = Field(sa_column=RE.c.day)
+    campaign_id: str = Field(sa_column=RE.c.campaign_id)
+    kind: str = Field(sa_column=RE.c.kind)  # started | ended
+    status: str = Field(sa_column=RE.c.status)
+    end_reason: str = Field(sa_column=RE.c.end_reason)
+    n: int = Field(sa_column=RE.c.n)
 
 
 class RollupOutcomeDay(SQLModel, table=True):
     """Step outcomes per UTC day, campaign, step, outcome and detail."""
 
-    __tablename__ = "rollup_outcome_day"
+    __table__ = RO
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    campaign_id: str = Field(primary_key=True)
-    step_id: str = Field(primary_key=True)
-    outcome: str = Field(primary_key=True)
-    detail: str = Field(primary_key=True)
-    n: int = Field(sa_type=BigInteger)
+    day: date = Field(sa_column=RO.c.day)
+    campaign_id: str = Field(sa_column=RO.c.campaign_id)
+    step_id: str = Field(sa_column=RO.c.step_id)
+    outcome: str = Field(sa_column=RO.c.outcome)
+    detail: str = Field(sa_column=RO.c.detail)
+    n: int = Field(sa_column=RO.c.n)
 
 
 class RollupSqlDay(SQLModel, table=True):
     """Moves to ``sql`` per UTC day and wait: the whole milliseconds since the lead's first move to ``mql`` before it
     (-1: none), for the time-to-SQL distribution (migration 0007_sales_rollup)."""
 
-    __tablename__ = "rollup_sql_day"
+    __table__ = RS
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    wait_ms: int = Field(sa_type=BigInteger, primary_key=True)
-    n: int = Field(sa_type=BigInteger)
+    day: date = Field(sa_column=RS.c.day)
+    wait_ms: int = Field(sa_column=RS.c.wait_ms)
+    n: int = Field(sa_column=RS.c.n)
 
 
 class RollupDecisionDay(SQLModel, table=True):
@@ -397,39 +365,12 @@ class RollupDecisionDay(SQLModel, table=True):
     reason without its note, the lead's owner now, the rule of the promotion decided (the text before its first
     ``: ``), and, for a rejection, the nurture campaigns the lead was in when promoted (sorted, comma-joined)."""
 
-    __tablename__ = "rollup_decision_day"
+    __table__ = RX
 
-    day: date = Field(sa_type=Date, primary_key=True)
-    to_stage: str = Field(primary_key=True)
-    reason: str = Field(primary_key=True)
-    owner: str = Field(primary_key=True)
-    rule: str = Field(primary_key=True)
-    campaigns: str = Field(primary_key=True)
-    n: int = Field(sa_type=BigInteger)
-
-
-class AbLeadStep(SQLModel, table=True):
-    """Per lead and A/B step, its sent emails of the step with a variant (migration 0010_abrollup): the first one (by
-    ``sent_at``, then id), how many there are, and when the first click and the first open or click on any of them
-    happened. Triggers keep it; an A/B test on clicks or opens counts the leads of one send from it, by the index."""
-
-    __tablename__ = "ab_lead_step"
-    __table_args__ = (
-        # A/B tests: the leads of one email of the step created in a period, read from the index alone; the few leads
-        # with several. Partial, so that a look-up by key (a trigger's) can only take the primary key.
-        Index("ix_ab_lead_step_one_send", "campaign_id", "step_id", "created_at", "variant", "clicked_at", "opened_at",
-              "sends", sqlite_where=text("sends = 1"), postgresql_where=text("sends = 1")),
-        Index("ix_ab_lead_step_several_sends", "campaign_id", "step_id", "lead_id", "sends",
-              sqlite_where=text("sends > 1"), postgresql_where=text("sends > 1")),
-    )
-
-    campaign_id: str = Field(primary_key=True)
-    step_id: str = Field(primary_key=True)
-    lead_id: int = Field(foreign_key="lead.id", ondelete="CASCADE", primary_key=True, sa_type=ID)
-    delivery_id: int = Field(sa_type=ID)  # the first email
-    variant: str
-    created_at: datetime = Field(sa_type=UTCDateTime)
-    sent_at: datetime = Field(sa_type=UTCDateTime)
-    sends: int
-    clicked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    opened_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    day: date = Field(sa_column=RX.c.day)
+    to_stage: str = Field(sa_column=RX.c.to_stage)
+    reason: str = Field(sa_column=RX.c.reason)
+    owner: str = Field(sa_column=RX.c.owner)
+    rule: str = Field(sa_column=RX.c.rule)
+    campaigns: str = Field(sa_column=RX.c.campaigns)
+    n: int = Field(sa_column=RX.c.n)

@@ -138,12 +138,17 @@ class OpenSql:
 
 
 def open_sqls(conn: Connection) -> list[OpenSql]:
-    """Every lead at stage ``sql`` with its latest promotion, the longest waiting first."""
-    latest = (select(SC.c.lead_id, func.max(SC.c.id).label("promotion_id"))
-              .where(SC.c.to_stage == SQL).group_by(SC.c.lead_id).subquery())
+    """Every lead at stage ``sql`` with its latest promotion, the longest waiting first.
+
+    Read from the leads at ``sql`` (the stage index), each one's latest move to ``sql`` looked up by its own stage
+    changes: what the worker's digest and SLA jobs read at every run, so it costs the SQLs waiting, not every lead's
+    history of promotions."""
+    promotion = SC.alias("promotion")
+    latest = (select(func.max(promotion.c.id)).where(promotion.c.lead_id == L.c.id, promotion.c.to_stage == SQL)
+              .scalar_subquery())
     query = (
         select(L.c.id, L.c.owner, SC.c.id.label("promotion_id"), SC.c.at)
-        .select_from(L.join(latest, latest.c.lead_id == L.c.id).join(SC, SC.c.id == latest.c.promotion_id))
+        .select_from(L.join(SC, SC.c.id == latest))
         .where(L.c.stage == SQL)
         .order_by(SC.c.at, SC.c.id)
     )

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -33,13 +33,17 @@ from nurture.clock import Clock
 from nurture.core.engine import COUNTED, Action, EnrollmentState, advance, window_opens
 from nurture.core.facts import Send
 from nurture.definitions.loader import Catalog
-from nurture.delivery import OutgoingEmail, SendResult, Transport, build_message_bytes, domain_of, message_id_for
+from nurture.delivery.message import OutgoingEmail, build_message_bytes, domain_of, message_id_for
+from nurture.delivery.transports import SendResult, Transport
 from nurture.errors import NurtureError
-from nurture.rendering import EmailRenderer, LinkBuilder
+from nurture.rendering.links import LinkBuilder
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage import schedule
 from nurture.storage.schedule import DeliveryOutcome, EnrollmentUpdate, LeadChange, LeadFacts, NewDelivery
+
+if TYPE_CHECKING:
+    from nurture.rendering.deferred import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +130,7 @@ class Dispatcher:
         self,
         engine: Engine,
         catalog: Catalog,
-        renderer: EmailRenderer,
+        renderer: Renderer,
         transport: Transport,
         signer: Signer,
         config: DispatchConfig | None = None,

@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import Engine
 
 from nurture.clock import Clock
-from nurture.delivery import OutgoingEmail, Transport, build_message_bytes, domain_of, message_id_for
+from nurture.delivery.message import OutgoingEmail, build_message_bytes, domain_of, message_id_for
+from nurture.delivery.transports import Transport
 from nurture.delivery.webhooks import DeliveryResult, WebhookSender, event_id_for, is_slack_url, slack_message
 from nurture.storage import outbox as outbox_store
 from nurture.storage.outbox import OutboxOutcome

@@ -18,16 +18,17 @@ stops after its batch.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import threading
-from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nurture.definitions.loader import Catalog
-from nurture.settings import Settings
+if TYPE_CHECKING:  # multiprocessing is imported when processes are started (--processes 2 and more)
+    from multiprocessing.connection import Connection
+    from multiprocessing.context import SpawnProcess
+
+    from nurture.definitions.loader import Catalog
+    from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class DispatchProcesses:
         self.settings = settings
         self.count = count
         self.catalog = catalog
+        import multiprocessing
+
         self._context: Any = multiprocessing.get_context("spawn")
         self._running: list[tuple[SpawnProcess, Connection]] = []
         self._stopping = False

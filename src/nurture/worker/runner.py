@@ -17,6 +17,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from nurture.application.apply_versions import apply_versions
@@ -27,11 +28,11 @@ from nurture.definitions.loader import Catalog, load_catalog
 from nurture.definitions.sales import SalesRules, validate_sales
 from nurture.definitions.scoring import ScoringRules, validate_scoring
 from nurture.definitions.sources import DefinitionSource, catalog_sources
-from nurture.delivery import Transport, transport_from_url
+from nurture.delivery.transports import Transport, transport_from_url
 from nurture.delivery.webhooks import WebhookSender
 from nurture.errors import DefinitionError
 from nurture.handoff import Handoff
-from nurture.rendering import EmailRenderer, render_limits
+from nurture.rendering.deferred import DeferredRenderer
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.migrate import open_database
@@ -44,6 +45,8 @@ from nurture.worker.processes import DispatchProcesses
 
 if TYPE_CHECKING:  # APScheduler is imported by start(): `nurture run --once` runs no scheduler
     from apscheduler.schedulers.background import BackgroundScheduler
+
+    from nurture.rendering.environment import EmailRenderer
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class Worker:
         self.transport = transport or transport_from_url(settings.mail_url)
         self.signer = Signer(signing_secret(self.engine, settings.secret_key))
         self.dispatcher = Dispatcher(
-            self.engine, self.catalog, EmailRenderer(settings.templates_dir, render_limits(settings)), self.transport, self.signer,
+            self.engine, self.catalog, DeferredRenderer(partial(email_renderer, settings)), self.transport, self.signer,
             config or dispatch_config(settings),
         )
         self.webhooks = WebhookSender(None, secret=settings.webhook_secret)  # its HTTP client made at its first request
@@ -309,6 +312,13 @@ class Worker:
                     scheduler.modify_job(job, next_run_time=woken)
             except Exception:  # the scheduler may be shutting down; the next look catches up anyway
                 log.debug("could not wake %s", ", ".join(jobs), exc_info=True)
+
+
+def email_renderer(settings: Settings) -> EmailRenderer:
+    """The renderer of the worker's emails (made at the first email: the templates are compiled as they are used)."""
+    from nurture.rendering import EmailRenderer, render_limits
+
+    return EmailRenderer(settings.templates_dir, render_limits(settings))
 
 
 def definition_sources(settings: Settings, catalog: Catalog) -> list[DefinitionSource]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nurture.settings import Settings
 
 NAMES = ["campaigns", "run", "db", "leads", "events", "sales", "spend", "report", "impact", "project", "versions"]
 """The command modules, in the order their commands are listed in ``nurture --help``."""
@@ -39,3 +43,11 @@ def modules_for(command: str | None) -> list[ModuleType]:
     known command, else every module (``nurture --help`` lists them all; an unknown name gets click's message)."""
     name = COMMANDS.get(command) if command is not None else None
     return [module(name)] if name is not None else [module(each) for each in NAMES]
+
+
+def get_settings() -> Settings:
+    """The settings of this process (:func:`nurture.settings.get_settings`), imported when a command first reads them:
+    ``nurture --help`` lists the commands without importing pydantic."""
+    from nurture.settings import get_settings as settings_of_this_process
+
+    return settings_of_this_process()

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import typer
 
-from nurture.application.authoring import check, load_lead_file, preview
-from nurture.application.compose import render_action
-from nurture.definitions.loader import load_catalog
-from nurture.definitions.schemas import FILES, file_schema
+from nurture.cli.commands import get_settings
 from nurture.errors import DefinitionError, InvalidInput
-from nurture.rendering import render_limits
-from nurture.settings import get_settings
+
+# The use cases are imported by the commands that run them: ``nurture --help`` and the other commands do without
+# the template engine and the definitions' models.
 
 CAMPAIGNS_HELP = "Campaigns folder (env NURTURE_CAMPAIGNS_DIR, default: campaigns)."
 TEMPLATES_HELP = "Templates folder (env NURTURE_TEMPLATES_DIR, default: templates)."
@@ -34,6 +32,9 @@ def check_command(
 
     Prints each problem as path:line: message and exits 1 if there is any (fit for pre-commit hooks and CI).
     """
+    from nurture.application.authoring import check
+    from nurture.rendering import render_limits
+
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
     report = check(campaigns_dir, templates_dir, files=list(paths) if paths else None,
                    limits=render_limits(get_settings()))
@@ -58,6 +59,8 @@ def schema_command(
     kind: str = typer.Argument("campaign", help="campaign (a campaign file) or policy (policy.yaml)."),
 ) -> None:
     """Print the JSON Schema of a campaign file or of policy.yaml (the command's help is SCHEMA_HELP)."""
+    from nurture.definitions.schemas import FILES, file_schema
+
     if kind not in FILES:
         typer.echo(f"no schema for {kind!r}: use one of {', '.join(FILES)}", err=True)
         raise typer.Exit(2)
@@ -98,6 +101,10 @@ def preview_command(
     """Render one email of a campaign (subject, text and HTML) for a sample or given lead.
 
     An A/B step whose winner is recorded renders the winner, as the worker sends it to every later lead."""
+    from nurture.application.authoring import load_lead_file, preview
+    from nurture.definitions.loader import load_catalog
+    from nurture.rendering import render_limits
+
     campaigns_dir, templates_dir = _dirs(campaigns, templates)
     catalog = load_catalog(campaigns_dir, templates_dir).raise_for_problems()
     winners, _note = _winners(campaign, winner)
@@ -142,12 +149,14 @@ def simulate_command(
     No sending and no writes: the same engine as the worker, on a virtual clock, with the A/B winners recorded in the
     database (if there is one) or given with --winner.
     """
-    from nurture.application.authoring import preview_links
+    from nurture.application.authoring import load_lead_file, preview_links
+    from nurture.application.compose import render_action
     from nurture.core.engine import Action
     from nurture.core.facts import LeadView
     from nurture.core.holdout import held_out as in_holdout
     from nurture.core.simulate import parse_event, parse_time, simulate
-    from nurture.rendering import EmailRenderer
+    from nurture.definitions.loader import load_catalog
+    from nurture.rendering import EmailRenderer, render_limits
 
     settings = get_settings()
     campaigns_dir, templates_dir = _dirs(campaigns, templates)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nurture.settings import get_settings
+from nurture.cli.commands import get_settings
 
 db_app = typer.Typer(
     help="The database schema (database from NURTURE_DATABASE_URL, default sqlite:///nurture.db).",

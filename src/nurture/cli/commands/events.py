@@ -52,11 +52,11 @@ def event_command(
     from nurture.application.event_input import DUPLICATE, EventIn
     from nurture.application.record_events import record_events
     from nurture.cli.app import read_clock
+    from nurture.cli.commands import get_settings
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.sales import load_sales
     from nurture.definitions.scoring import load_scoring
     from nurture.handoff import Handoff
-    from nurture.settings import get_settings
     from nurture.signing import Signer
     from nurture.storage.migrate import open_database
     from nurture.storage.secrets import signing_secret

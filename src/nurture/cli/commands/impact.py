@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
+from nurture.cli.commands import get_settings
 from nurture.errors import DefinitionError, InvalidInput
-from nurture.settings import get_settings
 
 OLD_HELP = "The previous version's campaigns folder (e.g. a git checkout of the last release)."
 NEW_HELP = "The new version's campaigns folder (env NURTURE_CAMPAIGNS_DIR, default: campaigns)."

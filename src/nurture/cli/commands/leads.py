@@ -11,8 +11,8 @@ from typing import Any
 
 import typer
 
+from nurture.cli.commands import get_settings
 from nurture.errors import InvalidInput
-from nurture.settings import get_settings
 
 leads_app = typer.Typer(
     help="Leads: import, add, stage, show (database from NURTURE_DATABASE_URL).",

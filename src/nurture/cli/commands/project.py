@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from nurture.settings import Settings, get_settings
+from nurture.cli.commands import get_settings
 
 STARTER_CAMPAIGN = """\
 # A first nurture campaign. Check it with `nurture check`, try it with
@@ -123,7 +123,7 @@ def _shown(name: str, value: object) -> str:
 def config_command() -> None:
     """Print the settings in force (environment, then .env, then defaults), secrets masked."""
     settings = get_settings()
-    for name, info in Settings.model_fields.items():
+    for name, info in type(settings).model_fields.items():
         variable = (info.validation_alias if isinstance(info.validation_alias, str) else None) or f"NURTURE_{name.upper()}"
         typer.echo(f"{variable:28} {_shown(name, getattr(settings, name))}")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from nurture.settings import get_settings
+from nurture.cli.commands import get_settings
 
 
 class Format(StrEnum):
@@ -90,7 +90,7 @@ def report_command(
     NURTURE_CAMPAIGNS_DIR. Exits 1 when spend in the period mixes currencies."""
     from nurture.application.report import build_report
     from nurture.cli.app import read_clock
-    from nurture.core.simulate import parse_time
+    from nurture.core.times import parse_time
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.sales import load_sales
     from nurture.definitions.spend import load_spend

@@ -17,10 +17,10 @@ sales_app = typer.Typer(
 
 def _rules() -> tuple[Any, Any, Any]:
     """The catalog, scoring rules and sales rules from NURTURE_CAMPAIGNS_DIR; DefinitionError when any has problems."""
+    from nurture.cli.commands import get_settings
     from nurture.definitions.loader import load_catalog
     from nurture.definitions.sales import load_sales
     from nurture.definitions.scoring import load_scoring
-    from nurture.settings import get_settings
 
     settings = get_settings()
     # Templates are not needed to decide: a template being edited must not stop sales.
@@ -35,7 +35,7 @@ def _rules() -> tuple[Any, Any, Any]:
 def _decide(email: str, verdict: str, reason: str | None, note: str | None, as_json: bool) -> None:
     from nurture.application.sales_feedback import apply_feedback, feedback_outcome
     from nurture.cli.app import read_clock
-    from nurture.settings import get_settings
+    from nurture.cli.commands import get_settings
     from nurture.storage.migrate import open_database
 
     catalog, scoring, sales = _rules()
@@ -103,8 +103,8 @@ def reasons_command(
     as_json: bool = typer.Option(False, "--json", help="Print the reasons as JSON."),
 ) -> None:
     """List the reject reasons configured in sales.yaml: code, stage, score change, wait and label."""
+    from nurture.cli.commands import get_settings
     from nurture.definitions.sales import load_sales
-    from nurture.settings import get_settings
 
     sales, problems = load_sales(get_settings().campaigns_dir)
     if problems:

@@ -20,7 +20,7 @@ def import_command(
     NURTURE_CAMPAIGNS_DIR/spend.yaml gives the same period, source and campaign, the import wins."""
     from nurture.application.spend import import_spend
     from nurture.cli.app import read_clock
-    from nurture.settings import get_settings
+    from nurture.cli.commands import get_settings
     from nurture.storage.migrate import open_database
 
     engine = open_database(get_settings().database_url)

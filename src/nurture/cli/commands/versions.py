@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
+from nurture.cli.commands import get_settings
 from nurture.errors import InvalidInput
-from nurture.settings import get_settings
 
 CAMPAIGNS_HELP = "Campaigns folder (env NURTURE_CAMPAIGNS_DIR, default: campaigns)."
 TEMPLATES_HELP = "Templates folder (env NURTURE_TEMPLATES_DIR, default: templates)."
