@@ -112,7 +112,9 @@ E: Table = Table(
     Column("end_reason", String),
     # in the campaign's holdout group: walks the campaign's path, is sent nothing (nurture.core.holdout)
     Column("held_out", Boolean, nullable=False, default=False, server_default=false()),
-    Index("ix_enrollment_campaign_id_status", "campaign_id", "status"),
+    # a campaign's active enrollments, and where they wait (version and step) counted from the index alone
+    Index("ix_enrollment_campaign_id_status_campaign_version_step_id", "campaign_id", "status", "campaign_version",
+          "step_id"),
     Index("ix_enrollment_ended_at_campaign_id", "ended_at", "campaign_id", "status", "end_reason"),
     Index("ix_enrollment_enrolled_at_campaign_id", "enrolled_at", "campaign_id"),
     Index("ix_enrollment_lead_id_campaign_id", "lead_id", "campaign_id"),
