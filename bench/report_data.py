@@ -11,7 +11,8 @@ It writes straight into a migrated database (bulk inserts, explicit ids) and ret
 
 Deterministic for a seed. Leads are created over ``--months`` whole months ending at NOW (2026-04-01 00:00 UTC). On
 PostgreSQL the command writes with the triggers off (``session_replication_role = replica``), on SQLite with them
-dropped and put back after, and counts the rollups once at the end, as ``nurture db rebuild-rollups`` does (what the triggers would have kept: ``tests/integration/test_rollups.py``).
+dropped and put back after, and counts the rollups once at the end, as ``nurture db rebuild-rollups`` does (what the
+triggers would have kept: ``tests/integration/test_rollups.py``).
 """
 
 from __future__ import annotations
