@@ -25,14 +25,14 @@ def test_the_readme_command_is_the_one_ci_runs_and_ci_runs_the_slow_suites_too()
     assert f"\n{COMMAND}\n" in README
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert f"\n{COMMAND}\n" in ci
-    assert "\n.venv/bin/pytest -m slow" in ci
+    assert "\n.venv/bin/pytest -m slow -n 0 " in ci
 
 
 def test_the_default_run_leaves_out_the_slow_suites_which_are_marked() -> None:
     options = addopts()
     assert options[options.index("-m") + 1] == "not slow"
     assert any(marker.startswith("slow:") for marker in PYTEST["markers"])
-    assert "`.venv/bin/pytest -m slow` runs them" in README
+    assert "`.venv/bin/pytest -m slow -n 0` runs them, in one process" in README
 
 
 def test_the_default_run_is_spread_over_one_process_per_core_by_whole_files_and_the_readme_says_so() -> None:
@@ -45,7 +45,7 @@ def test_the_default_run_is_spread_over_one_process_per_core_by_whole_files_and_
 
 
 @pytest.mark.parametrize(("selection", "marker"), [("-m unit", "unit"), ("-m architecture", "architecture"),
-                                                   ('-m "not postgres"', "postgres"), ("-m slow", "slow")])
+                                                   ('-m "not postgres"', "postgres"), ("-m slow -n 0", "slow")])
 def test_every_selection_the_readme_names_is_a_declared_marker(selection: str, marker: str) -> None:
     assert f"{selection}`" in README
     assert any(line.startswith(f"{marker}:") for line in PYTEST["markers"])
