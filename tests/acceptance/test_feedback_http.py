@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from db_fixtures import migrated_url, postgres_available, postgres_template  # noqa: F401
+from db_fixtures import migrated_sqlite_url, migrated_url, postgres_available, postgres_template  # noqa: F401
 from feedback_world import PROMOTION_REASON, World, outbox_rows, seed_sql, snapshot, write_world
 from http_server import HttpServer, free_port
 from intake_world import T0, Clock, lead_row, stage_history
@@ -65,9 +65,8 @@ class Intake:
 
 
 @pytest.fixture
-def intake(tmp_path: Path) -> Iterator[Intake]:
-    url = f"sqlite:///{tmp_path / 'intake.db'}"
-    upgrade(url)
+def intake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Intake]:
+    url = migrated_sqlite_url(request, tmp_path / "intake.db")
     engine = make_engine(url, busy_timeout=5)
     world = write_world(tmp_path / "campaigns")
     signer = Signer("s3cret")

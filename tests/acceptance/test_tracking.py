@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from db_fixtures import migrated_sqlite_url
 from http_server import HttpServer
 from intake_world import (
     Clock,
@@ -28,7 +29,6 @@ from nurture.rendering.links import LinkBuilder
 from nurture.settings import Settings
 from nurture.signing import Signer
 from nurture.storage.database import make_engine, transaction
-from nurture.storage.migrate import upgrade
 from nurture.storage.models import Delivery, EngagementEvent
 
 SECRET = "tracking-secret"
@@ -48,9 +48,8 @@ class Tracking:
 
 
 @pytest.fixture
-def tracking(tmp_path: Path) -> Iterator[Tracking]:
-    url = f"sqlite:///{tmp_path / 'tracking.db'}"
-    upgrade(url)
+def tracking(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tracking]:
+    url = migrated_sqlite_url(request, tmp_path / "tracking.db")
     engine = make_engine(url, busy_timeout=5)
     catalog, rules = load_world(write_campaigns(tmp_path / "campaigns"))
     clock = Clock()

@@ -23,6 +23,7 @@ import pytest
 from db_fixtures import (  # noqa: F401 (fixtures)
     create_postgres_database,
     drop_postgres_database,
+    migrated_sqlite_url,
     migrated_url,
     postgres_available,
     postgres_template,
@@ -51,7 +52,6 @@ from nurture.delivery import message_id_for
 from nurture.storage import schedule
 from nurture.storage.database import session, transaction
 from nurture.storage.leads import lead_summary
-from nurture.storage.migrate import upgrade
 from nurture.storage.models import Lead
 from nurture.worker.runner import Worker
 
@@ -73,10 +73,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'nurture.db'}"
-    upgrade(url)
-    return url
+def sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return migrated_sqlite_url(request, tmp_path / "nurture.db")
 
 
 @pytest.fixture

@@ -2,14 +2,18 @@
 
 Import the fixtures a module needs (``from db_fixtures import engine, db_url``). Fixtures parametrized over
 both back-ends mark the PostgreSQL case ``postgres``; it is skipped when the server is unreachable. Every
-PostgreSQL test gets its own database, copied from a migrated template (a few milliseconds), dropped after.
+PostgreSQL test gets its own database, copied from a migrated template (a few milliseconds), dropped after; every
+SQLite test its own file, copied from a file migrated once per test process (migrating takes a tenth of a second).
+The names are random, so parallel test processes (pytest-xdist) never share a database or a file.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -65,15 +69,47 @@ def postgres_available() -> None:
         admin.dispose()
 
 
+_POSTGRES_TEMPLATES: dict[int, str] = {}  # per test session (id of its config): the migrated database's name
+
+
 @pytest.fixture(scope="session")
-def postgres_template(postgres_available: None) -> Iterator[str]:
-    """The name of a database migrated to head, for fresh copies."""
-    url = create_postgres_database()
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield make_url(url).database or ""
-    drop_postgres_database(url)
+def postgres_template(request: pytest.FixtureRequest, postgres_available: None) -> str:
+    """The name of a database migrated to head, for fresh copies: one per test process, dropped when it ends (the
+    modules import this fixture by name, and an imported session fixture runs once per module)."""
+    key = id(request.config)
+    if key not in _POSTGRES_TEMPLATES:
+        url = create_postgres_database()
+        request.config.add_cleanup(lambda: drop_postgres_database(url))
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        _POSTGRES_TEMPLATES[key] = make_url(url).database or ""
+    return _POSTGRES_TEMPLATES[key]
+
+
+_SQLITE_TEMPLATES: dict[Path, Path] = {}  # per test session (its base temporary folder): the migrated file
+
+
+def sqlite_template(request: pytest.FixtureRequest) -> Path:
+    """A SQLite file migrated to head once per test process, for fresh copies (:func:`migrated_sqlite_url`).
+
+    A plain function over ``tmp_path_factory`` rather than a session fixture: the modules import the fixtures they
+    use by name, and an imported session fixture would run once per module."""
+    factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+    base = factory.getbasetemp()
+    if base not in _SQLITE_TEMPLATES:
+        path = factory.mktemp("sqlite-template") / "nurture.db"
+        upgrade(f"sqlite:///{path}")
+        _SQLITE_TEMPLATES[base] = path
+    return _SQLITE_TEMPLATES[base]
+
+
+def migrated_sqlite_url(request: pytest.FixtureRequest, path: Path) -> str:
+    """Copy the migrated template to ``path`` (a file that must not exist yet) and return its URL."""
+    if path.exists():
+        raise FileExistsError(path)
+    shutil.copyfile(sqlite_template(request), path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -100,9 +136,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 def migrated_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """URL of a fresh database already at the head revision, on each back-end."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'nurture.db'}"
-        upgrade(url)
-        yield url
+        yield migrated_sqlite_url(request, tmp_path / "nurture.db")
         return
     template = request.getfixturevalue("postgres_template")
     url = create_postgres_database(template=template)
@@ -119,9 +153,8 @@ def engine(migrated_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def sqlite_engine(tmp_path) -> Iterator[Engine]:
+def sqlite_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
     """An engine on a fresh, migrated SQLite file."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'nurture.db'}")
-    upgrade(engine)
+    engine = make_engine(migrated_sqlite_url(request, tmp_path / "nurture.db"))
     yield engine
     engine.dispose()

@@ -69,16 +69,18 @@ HOSTILE = {
 
 @pytest.fixture
 def renderer(tmp_path: Path) -> EmailRenderer:
-    return EmailRenderer(tmp_path, RenderLimits(seconds=1.0))
+    # A time limit far above what any case here needs, so that it is the size limit (or the bits of a number) that
+    # stops each one even on a loaded machine; how fast that happens is measured in CPU time, not on the wall clock.
+    return EmailRenderer(tmp_path, RenderLimits(seconds=60.0))
 
 
 @pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_template_that_would_blow_up_fails_at_once_at_its_line(renderer: EmailRenderer, source: str) -> None:
     (renderer.templates_dir / "bad.html.j2").write_text(f"<p>Hi {{{{ lead.first_name }}}}</p>\n{source}\n")
-    started = time.monotonic()
+    started = time.process_time()
     with pytest.raises(TemplateRenderError) as failure:
         renderer.render("bad.html.j2", "Hi", CONTEXT, LINKS)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 2
     assert str(failure.value).startswith("bad.html.j2:2: ")
     assert SIZE in str(failure.value) or "bits" in str(failure.value)
 
