@@ -2,7 +2,7 @@
 
 Every start of the worker (and ``nurture plan``) counts each campaign's active enrollments by version and step, to
 see where the leads of a changed campaign wait and whether any waits at a step its file no longer has. With the index
-on (campaign_id, status) alone that count read every active enrollment's row: 0.2–0.5 s for 370,000 of them on
+on (campaign_id, status) alone that count read every active enrollment's row: 0.2 to 0.5 s for 370,000 of them on
 SQLite. Holding the version and the step, the index answers the count by itself, already in the order it groups by;
 it still serves every query that narrows by campaign and status.
 
