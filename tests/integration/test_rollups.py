@@ -142,6 +142,7 @@ def test_db_rebuild_rollups_command(engine: Engine, migrated_url: str, tmp_path:
                           env={**os.environ, "NURTURE_DATABASE_URL": migrated_url}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "rollups rebuilt (rollup_lead_day 1," in done.stdout
+    assert "ab_lead_step 0 rows)" in done.stdout
     with engine.connect() as conn:
         assert conn.execute(select(RL.c.source, RL.c.n)).all() == [("google", 1)]
 

@@ -92,5 +92,6 @@ def record_together(
 
 def _reindexed(result: EventResult, offset: int) -> EventResult:
     """``result`` numbered within its request (``dataclasses.replace`` does the same at several times the cost)."""
-    return EventResult(result.index - offset, result.status, result.email, result.type, result.id, result.points,
-                       result.score, result.stage, result.stage_changed)
+    return EventResult(index=result.index - offset, status=result.status, email=result.email, type=result.type,
+                       id=result.id, points=result.points, score=result.score, stage=result.stage,
+                       stage_changed=result.stage_changed)

@@ -9,11 +9,16 @@ its email is in the period or not, and its first click is before the as-of time 
 of the table for those leads (:mod:`nurture.storage.experiments`), and counts the few leads with several emails of
 the step from their emails, as before.
 
-The SQL that computes a lead's row lives here once, for the triggers that keep the table (a delivery that becomes,
-or stops being, a sent email with a variant recomputes its lead's row; an open or click moves the first times
-earlier) and for :func:`rebuilds` (``nurture db rebuild-rollups``), so the two agree. SQLite runs the triggers per
-row; PostgreSQL those of ``delivery`` once per statement, on the statement's rows (transition tables), as the other
-rollups do there, and the one of events per row (:func:`event_trigger`).
+The SQL that computes a lead's row lives here once, for the triggers that keep the table (a delivery that becomes a
+sent email with a variant is added to its lead's row; a change to an email that was one recomputes the rows of its
+old and new lead and step; an open or click moves the first times earlier) and for :func:`rebuilds` (``nurture db
+rebuild-rollups``), so the two agree. SQLite runs the triggers per row; PostgreSQL those of ``delivery`` once per
+statement, on the statement's rows (transition tables), as the other rollups do there, and the one of events per row
+(:func:`event_trigger`).
+
+On PostgreSQL, as with the opens and clicks of ``rollup_delivery_day``, an open or click recorded in a transaction
+that overlaps the one marking its email sent is seen by neither trigger (each reads what was committed when it ran):
+the lead's row misses that first time until ``nurture db rebuild-rollups`` recounts it. SQLite's writers take turns.
 """
 
 from __future__ import annotations

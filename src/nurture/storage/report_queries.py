@@ -4,7 +4,7 @@ report over a million leads reads a few thousand rows. What the counts mean is :
 The whole UTC days of a period are read from the daily rollups (:mod:`nurture.storage.rollups` and
 :mod:`nurture.storage.sales_rollups`, kept by triggers); the part days at its ends, and a period narrowed to the
 leads of one nurture campaign, are counted from the rows, through the ``ix_*_at`` indexes of
-:mod:`nurture.storage.models`. The SQLs waiting now are the leads at stage ``sql`` (one row each, by the stage index).
+:mod:`nurture.storage.tables`. The SQLs waiting now are the leads at stage ``sql`` (one row each, by the stage index).
 
 Each query takes the period ``[since, until)`` and, optionally, a nurture campaign: lead counts are then of leads
 ever enrolled in it, campaign and step counts of it alone.

@@ -61,8 +61,8 @@ def current_command(
 
 @db_app.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
-    """Recount the report's daily rollups from the rows (they are kept up to date as rows are written; this repairs
-    them after rows were changed by hand)."""
+    """Recount the report's daily rollups and each A/B step's first email per lead from the rows (they are kept up to
+    date as rows are written; this repairs them after rows were changed by hand)."""
     url = get_settings().database_url
     from nurture.storage.database import display_url, transaction
     from nurture.storage.migrate import open_database
