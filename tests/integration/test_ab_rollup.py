@@ -141,3 +141,39 @@ def test_the_campaigns_that_held_out_a_lead_in_the_period(engine: Engine) -> Non
         assert experiments.holdout_campaigns(conn, since=T0, until=T0 + 72 * HOUR) == ["a", "c"]
         assert experiments.holdout_campaigns(conn, since=T0, until=T0 + 72 * HOUR, campaign="b") == []
         assert experiments.holdout_campaigns(conn, since=T0 + HOUR, until=T0 + 2 * HOUR) == []
+
+
+def test_the_steps_with_variants_in_a_period_equal_the_emails(engine: Engine) -> None:
+    """The A/B steps of a period, read from the emails' daily rollup for its whole UTC days and from the emails for
+    the part days at its ends, are the steps that created an email with a variant in it (a step whose emails in a
+    period all lack a variant is not one)."""
+    write_history(engine)
+    with transaction(engine) as conn:  # a step that sends without variants only, and one whose variant email is late
+        conn.execute(insert(D), [dict(enrollment_id=conn.execute(select(E.c.id)).scalars().first(),
+                                      lead_id=conn.execute(select(L.c.id)).scalars().first(), campaign_id="news",
+                                      step_id=step, step_key=step, variant=variant, channel="email", status="sent",
+                                      created_at=at, sent_at=at, attempts=0)
+                                 for step, variant, at in (("digest", None, T0), ("late", "a", T0 + 40 * 24 * HOUR))])
+
+    def direct(since: datetime, until: datetime, campaign: str | None) -> list[tuple[str, str]]:
+        with transaction(engine, read_only=True) as conn:
+            rows = conn.execute(select(D.c.campaign_id, D.c.step_id, D.c.variant, D.c.created_at, D.c.channel)).all()
+        return sorted({(r.campaign_id, r.step_id) for r in rows if r.variant is not None and r.channel == "email"
+                       and since <= r.created_at < until and campaign in (None, r.campaign_id)})
+
+    rng = random.Random(3)
+    day = timedelta(days=1)
+    midnight = T0.replace(hour=0)
+    periods = [(midnight, midnight + 45 * day), (T0, T0 + 45 * day), (T0 + 3 * HOUR, T0 + 5 * HOUR),
+               (midnight + 39 * day, midnight + 41 * day), (T0 + 25 * day, T0 + 39 * day)]
+    periods += [(start, start + rng.randint(1, 30 * 24) * HOUR)
+                for start in (T0 + rng.randint(-24, 35 * 24) * HOUR for _ in range(25))]
+    seen = set()
+    for since, until in periods:
+        for campaign in (None, "news"):
+            with transaction(engine, read_only=True) as conn:
+                found = experiments.ab_steps(conn, since=since, until=until, campaign=campaign)
+            assert found == direct(since, until, campaign), (since, until, campaign)
+            seen.add(tuple(found))
+    assert ("news", "digest") not in {step for steps in seen for step in steps}
+    assert any(("news", "late") in steps for steps in seen) and any(len(steps) == 3 for steps in seen)

@@ -15,7 +15,9 @@ from sqlalchemy.sql.elements import BindParameter, ColumnClause
 
 from nurture.core.abtest import StepSend
 from nurture.core.facts import CLICK, OPEN
+from nurture.storage import rollups
 from nurture.storage.dialect import upsert_insert
+from nurture.storage.report_queries import in_parts
 from nurture.storage.tables import AB, D, E, EV, SC, VD
 
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
@@ -30,12 +32,16 @@ def _chunks(values: Sequence[int]) -> Iterable[list[int]]:
 
 def ab_steps(conn: Connection, *, since: datetime, until: datetime,
              campaign: str | None = None) -> list[tuple[str, str]]:
-    """(campaign, step) of every step (of ``campaign`` if given) that sent an email with a variant in [since, until)."""
-    query = (select(D.c.campaign_id, D.c.step_id).distinct()
-             .where(D.c.channel == "email", D.c.variant.is_not(None), D.c.created_at >= since, D.c.created_at < until))
-    if campaign is not None:
-        query = query.where(D.c.campaign_id == campaign)
-    return sorted((row.campaign_id, row.step_id) for row in conn.execute(query))
+    """(campaign, step) of every step (of ``campaign`` if given) that sent an email with a variant in [since, until):
+    the whole UTC days from the emails' daily rollup, the part days at the ends from the emails."""
+    def rows(start: datetime, end: datetime) -> list[tuple[str, str]]:
+        query = (select(D.c.campaign_id, D.c.step_id).distinct()
+                 .where(D.c.channel == "email", D.c.variant.is_not(None), D.c.created_at >= start, D.c.created_at < end))
+        if campaign is not None:
+            query = query.where(D.c.campaign_id == campaign)
+        return [(row.campaign_id, row.step_id) for row in conn.execute(query)]
+
+    return sorted(set(in_parts(since, until, rows, lambda first, last: rollups.variant_steps(conn, first, last, campaign))))
 
 
 def step_sends(conn: Connection, campaign_id: str, step_id: str, *, since: datetime | None,

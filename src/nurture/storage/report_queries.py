@@ -136,8 +136,9 @@ def _split(since: datetime, until: datetime) -> tuple[tuple[date, date] | None, 
     return (first, last), [(s, u) for s, u in ((since, start), (end, until)) if s < u]
 
 
-def _parts(since: datetime, until: datetime, rows: Callable[[datetime, datetime], list[Any]],
-           rolled: Callable[[date, date], list[Any]]) -> list[Any]:
+def in_parts(since: datetime, until: datetime, rows: Callable[[datetime, datetime], list[Any]],
+             rolled: Callable[[date, date], list[Any]]) -> list[Any]:
+    """What ``rolled`` reads from a rollup for the period's whole UTC days, and ``rows`` from the rows for the rest."""
     whole, rest = _split(since, until)
     found = rolled(*whole) if whole else []
     for start, end in rest:
@@ -162,7 +163,7 @@ def lead_counts(conn: Connection, since: datetime, until: datetime, campaign: st
     """Leads created per UTC day, source, medium and acquisition campaign."""
     if campaign is not None:
         return _rows_lead_counts(conn, since, until, campaign)
-    return _parts(since, until, lambda s, u: _rows_lead_counts(conn, s, u), lambda f, la: [
+    return in_parts(since, until, lambda s, u: _rows_lead_counts(conn, s, u), lambda f, la: [
         LeadCount(r.day, rollups.none(r.source), rollups.none(r.medium), rollups.none(r.source_campaign), r.n)
         for r in rollups.leads(conn, f, la)])
 
@@ -171,7 +172,7 @@ def move_counts(conn: Connection, since: datetime, until: datetime, campaign: st
     """Stage changes per UTC day, stages, actor, and the lead's source and acquisition campaign."""
     if campaign is not None:
         return _rows_move_counts(conn, since, until, campaign)
-    return _parts(since, until, lambda s, u: _rows_move_counts(conn, s, u), lambda f, la: [
+    return in_parts(since, until, lambda s, u: _rows_move_counts(conn, s, u), lambda f, la: [
         MoveCount(r.day, rollups.none(r.from_stage), r.to_stage, r.actor, rollups.none(r.source),
                   rollups.none(r.source_campaign), r.n)
         for r in rollups.moves(conn, f, la, COUNTED_STAGES)])
@@ -182,7 +183,7 @@ def mql_days(conn: Connection, since: datetime, until: datetime, campaign: str |
     if campaign is not None:
         return _rows_mql_days(conn, since, until, campaign)
     found: dict[Any, int] = {}
-    for day, count in _parts(since, until, lambda s, u: _rows_mql_days(conn, s, u),
+    for day, count in in_parts(since, until, lambda s, u: _rows_mql_days(conn, s, u),
                              lambda f, la: [(r[0], int(r[1])) for r in rollups.move_days(conn, f, la, "mql")]):
         found[day] = found.get(day, 0) + count
     return list(found.items())
@@ -201,7 +202,7 @@ def enrollment_counts(conn: Connection, since: datetime, until: datetime,
 
     active = conn.execute(select(E.c.campaign_id, func.count())
                           .where(E.c.status == "active", _campaign_is(E.c.campaign_id, campaign)).group_by(E.c.campaign_id))
-    return (_merged(_parts(since, until, rows, rolled), EnrollmentCount)
+    return (_merged(in_parts(since, until, rows, rolled), EnrollmentCount)
             + [EnrollmentCount(r[0], "active", "active", None, r[1]) for r in active])
 
 
@@ -209,7 +210,7 @@ def delivery_counts(conn: Connection, since: datetime, until: datetime,
                     campaign: str | None = None) -> list[DeliveryCount]:
     """Emails created in the period per campaign, step, variant and status, with how many were opened (or clicked:
     images may be blocked) and clicked, at any time."""
-    return _merged(_parts(since, until, lambda s, u: _rows_delivery_counts(conn, s, u, campaign), lambda f, la: [
+    return _merged(in_parts(since, until, lambda s, u: _rows_delivery_counts(conn, s, u, campaign), lambda f, la: [
         DeliveryCount(r[0], r[1], rollups.none(r[2]), r[3], int(r[4]), int(r[5]), int(r[6]))
         for r in rollups.deliveries(conn, f, la, campaign)]), DeliveryCount)
 
@@ -219,7 +220,7 @@ def sql_waits(conn: Connection, since: datetime, until: datetime, campaign: str 
     if campaign is not None:
         return [(r[0], r[1]) for r in sales_rollups.sql_waits_of(conn, since, until, campaign)]
     found: dict[int, int] = {}
-    for wait, n in _parts(since, until, lambda s, u: list(sales_rollups.sql_waits_of(conn, s, u)),
+    for wait, n in in_parts(since, until, lambda s, u: list(sales_rollups.sql_waits_of(conn, s, u)),
                           lambda f, la: list(sales_rollups.sql_waits(conn, f, la))):
         found[int(wait)] = found.get(int(wait), 0) + int(n)
     return list(found.items())
@@ -232,7 +233,7 @@ def decision_counts(conn: Connection, since: datetime, until: datetime,
     if campaign is not None:
         rows = sales_rollups.decision_counts_of(conn, since, until, campaign)
     else:
-        rows = _parts(since, until, lambda s, u: list(sales_rollups.decision_counts_of(conn, s, u)),
+        rows = in_parts(since, until, lambda s, u: list(sales_rollups.decision_counts_of(conn, s, u)),
                       lambda f, la: list(sales_rollups.decision_counts(conn, f, la)))
     found: dict[tuple[str, ...], int] = {}
     for row in rows:
@@ -244,6 +245,6 @@ def decision_counts(conn: Connection, since: datetime, until: datetime,
 def outcome_counts(conn: Connection, since: datetime, until: datetime,
                    campaign: str | None = None) -> list[OutcomeCount]:
     """Branch, wait-for and skip outcomes in the period per campaign, step, outcome and detail."""
-    return _merged(_parts(since, until, lambda s, u: _rows_outcome_counts(conn, s, u, campaign), lambda f, la: [
+    return _merged(in_parts(since, until, lambda s, u: _rows_outcome_counts(conn, s, u, campaign), lambda f, la: [
         OutcomeCount(r[0], r[1], r[2], r[3], int(r[4])) for r in rollups.outcomes(conn, f, la, campaign)]),
         OutcomeCount)

@@ -55,6 +55,14 @@ def _campaign(column: Any, campaign: str | None) -> Any:
     return literal(True) if campaign is None else column == campaign
 
 
+def variant_steps(conn: Connection, first: date, last: date, campaign: str | None) -> list[tuple[str, str]]:
+    """``(campaign_id, step_id)`` of the steps that created an email with a variant on the days ``[first, last)``."""
+    keys = (RD.c.campaign_id, RD.c.step_id)
+    return [(row[0], row[1]) for row in conn.execute(
+        select(*keys).where(RD.c.day >= first, RD.c.day < last, RD.c.variant != "", _campaign(RD.c.campaign_id, campaign))
+        .group_by(*keys).having(func.sum(RD.c.n) != 0))]
+
+
 def deliveries(conn: Connection, first: date, last: date, campaign: str | None) -> list[Any]:
     """``campaign_id, step_id, variant, status, n, opened, clicked`` summed over the days ``[first, last)``."""
     keys = (RD.c.campaign_id, RD.c.step_id, RD.c.variant, RD.c.status)
