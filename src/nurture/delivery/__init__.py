@@ -6,8 +6,9 @@ console does not import the SMTP client and TLS.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from nurture.lazy import exports
 
 if TYPE_CHECKING:
     from nurture.delivery.message import (
@@ -51,12 +52,4 @@ __all__ = [
     "supported_schemes", "transport_from_url",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """The public name ``name``, imported from its module on first use."""
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _MODULES)

@@ -6,8 +6,9 @@ The names below are imported from their modules on first use, so that importing 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from nurture.lazy import exports
 
 if TYPE_CHECKING:
     from nurture.rendering.environment import EmailRenderer, RenderedEmail, sample_lead
@@ -36,12 +37,4 @@ __all__ = [
     "render_limits", "sample_lead",
 ]
 
-
-def __getattr__(name: str) -> object:
-    """The public name ``name``, imported from its module on first use."""
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _MODULES)
