@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, insert, literal, or_, select
-from sqlalchemy.engine import Connection
+from sqlalchemy import Select, Table, and_, case, delete, exists, func, insert, literal, or_, select, true
+from sqlalchemy.engine import Connection, Dialect
 
 from nurture.storage import ab_rollup, sales_rollups
-from nurture.storage.dialect import utc_date
+from nurture.storage.dialect import upsert_insert, utc_date
 from nurture.storage.tables import AB, D, E, EV, L, RD, RE, RL, RM, RO, RS, RX, SC, SO
 
 ROLLUPS = (RL, RM, RD, RE, RO, RS, RX)
@@ -87,14 +87,52 @@ def outcomes(conn: Connection, first: date, last: date, campaign: str | None) ->
                              .group_by(*keys).having(func.sum(RO.c.n) != 0)))
 
 
+_LEAD_COLUMNS = ["day", "source", "medium", "source_campaign", "n"]
+_MOVE_COLUMNS = ["day", "from_stage", "to_stage", "actor", "source", "source_campaign", "n"]
+_ENROLLMENT_COLUMNS = ["day", "campaign_id", "kind", "status", "end_reason", "n"]
+
+
+def _inserted_counts(dialect: Dialect, after: dict[str, int] | None = None) -> dict[str, list[tuple[Table, list[str], Select[Any]]]]:
+    """Table name -> (rollup, its columns, the SELECT that counts the table's rows into it): every row, or with
+    ``after`` only the rows whose id is past ``after[table name]`` (the tables that count their inserted rows: leads,
+    stage changes, enrollments)."""
+    def past(table: Table) -> Any:
+        return table.c.id > after[table.name] if after is not None else true()
+
+    lead_keys = (utc_date(L.c.created_at, dialect), _blank(L.c.source), _blank(L.c.medium),
+                 _blank(L.c.source_campaign))
+    move_keys = (utc_date(SC.c.at, dialect), _blank(SC.c.from_stage), SC.c.to_stage, SC.c.actor, _blank(L.c.source),
+                 _blank(L.c.source_campaign))
+    started_day = utc_date(E.c.enrolled_at, dialect)
+    ended_keys = (utc_date(E.c.ended_at, dialect), E.c.campaign_id, literal("ended"), E.c.status,
+                  _blank(E.c.end_reason))
+    return {
+        L.name: [(RL, _LEAD_COLUMNS, select(*lead_keys, func.count()).where(past(L)).group_by(*lead_keys))],
+        SC.name: [(RM, _MOVE_COLUMNS, select(*move_keys, func.count()).select_from(SC.join(L, L.c.id == SC.c.lead_id))
+                   .where(past(SC)).group_by(*move_keys))],
+        E.name: [(RE, _ENROLLMENT_COLUMNS, select(started_day, E.c.campaign_id, literal("started"), literal(""),
+                                                  literal(""), func.count()).where(past(E))
+                  .group_by(started_day, E.c.campaign_id)),
+                 (RE, _ENROLLMENT_COLUMNS, select(*ended_keys, func.count()).where(E.c.ended_at.is_not(None), past(E))
+                  .group_by(*ended_keys[:2], *ended_keys[3:]))],
+    }
+
+
+def add_inserted(conn: Connection, after: dict[str, int]) -> None:
+    """Add to the rollups the rows of the tables named in ``after`` (leads, stage changes, enrollments) whose id is
+    past the one given, as the insert triggers would have added them one by one (:mod:`nurture.storage.batch_rollups`)."""
+    for name, counts in _inserted_counts(conn.dialect, after).items():
+        if name not in after:
+            continue
+        for rollup, columns, query in counts:
+            statement = upsert_insert(rollup, conn.dialect).from_select(columns, query)
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=[c.name for c in rollup.primary_key], set_={"n": rollup.c.n + statement.excluded.n}))
+
+
 def _rebuilds(conn: Connection) -> list[Any]:
     """The INSERT ... SELECT of each rollup from the rows."""
     dialect = conn.dialect
-    lead_day = utc_date(L.c.created_at, dialect)
-    lead_keys = (lead_day, _blank(L.c.source), _blank(L.c.medium), _blank(L.c.source_campaign))
-    move_day = utc_date(SC.c.at, dialect)
-    move_keys = (move_day, _blank(SC.c.from_stage), SC.c.to_stage, SC.c.actor, _blank(L.c.source),
-                 _blank(L.c.source_campaign))
 
     def engaged(*types: str) -> Any:
         found = exists().where(EV.c.delivery_id == D.c.id, EV.c.type.in_(types))
@@ -102,26 +140,15 @@ def _rebuilds(conn: Connection) -> list[Any]:
 
     email_day = utc_date(D.c.created_at, dialect)
     email_keys = (email_day, D.c.campaign_id, D.c.step_id, _blank(D.c.variant), D.c.status)
-    started_day = utc_date(E.c.enrolled_at, dialect)
-    ended_day = utc_date(E.c.ended_at, dialect)
-    ended_keys = (ended_day, E.c.campaign_id, literal("ended"), E.c.status, _blank(E.c.end_reason))
     outcome_day = utc_date(SO.c.at, dialect)
     outcome_keys = (outcome_day, SO.c.campaign_id, SO.c.step_id, SO.c.outcome, SO.c.detail)
+    inserted = _inserted_counts(dialect)
     return [
-        insert(RL).from_select(["day", "source", "medium", "source_campaign", "n"],
-                               select(*lead_keys, func.count()).group_by(*lead_keys)),
-        insert(RM).from_select(["day", "from_stage", "to_stage", "actor", "source", "source_campaign", "n"],
-                               select(*move_keys, func.count()).select_from(SC.join(L, L.c.id == SC.c.lead_id))
-                               .group_by(*move_keys)),
+        *(insert(rollup).from_select(columns, query) for rollup, columns, query in (*inserted[L.name], *inserted[SC.name])),
         insert(RD).from_select(["day", "campaign_id", "step_id", "variant", "status", "n", "opened", "clicked"],
                                select(*email_keys, func.count(), engaged(*_ENGAGED), engaged("email_click"))
                                .where(D.c.channel == "email").group_by(*email_keys)),
-        insert(RE).from_select(["day", "campaign_id", "kind", "status", "end_reason", "n"],
-                               select(started_day, E.c.campaign_id, literal("started"), literal(""), literal(""),
-                                      func.count()).group_by(started_day, E.c.campaign_id)),
-        insert(RE).from_select(["day", "campaign_id", "kind", "status", "end_reason", "n"],
-                               select(*ended_keys, func.count()).where(E.c.ended_at.is_not(None))
-                               .group_by(*ended_keys[:2], *ended_keys[3:])),
+        *(insert(rollup).from_select(columns, query) for rollup, columns, query in inserted[E.name]),
         insert(RO).from_select(["day", "campaign_id", "step_id", "outcome", "detail", "n"],
                                select(*outcome_keys, func.count()).group_by(*outcome_keys)),
     ]
