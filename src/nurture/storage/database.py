@@ -157,13 +157,24 @@ def executemany_prepared(connection: Connection, statement: Insert, rows: list[d
     return max(result.rowcount, 0)
 
 
-def driver(conn: Connection, sql: str, params: Any, *, many: bool = False) -> Any:
+def driver(conn: Connection, sql: str, params: Any, *, many: bool = False, planned_each_time: bool = False) -> Any:
     """Run ``sql`` on the transaction's own driver connection (sqlite3's or psycopg's), past SQLAlchemy's execution
     machinery (which costs several times the database's work for bulk statements); a driver error is raised as
-    SQLAlchemy would raise it."""
+    SQLAlchemy would raise it.
+
+    ``planned_each_time`` (psycopg only): never prepared, so PostgreSQL plans each execution for the tables as they
+    are then. psycopg prepares a statement on the server after a few executions, and PostgreSQL may then keep one
+    generic plan for the connection's life, made for the tables' sizes at that moment, until their statistics change
+    (an ``ANALYZE``, which never comes where autovacuum is off). A statement over a list (``= ANY(array)``,
+    ``FROM unnest(...)``) whose generic plan was made while its table was small then scans the whole table at every
+    execution once the table has grown: measured on the intake's lead look-up and lead update, a sequential scan of
+    every lead for each request. Planned each time it reads the index once the table is large, for the cost of
+    planning it (tens of microseconds, once per list)."""
     driver: Any = conn.connection.driver_connection  # sqlite3's or psycopg's connection (untyped DB-API)
     try:
-        return driver.executemany(sql, params) if many else driver.execute(sql, params)
+        if many:
+            return driver.executemany(sql, params)
+        return driver.execute(sql, params, prepare=False) if planned_each_time else driver.execute(sql, params)
     except Exception as exc:
         if isinstance(exc, conn.dialect.loaded_dbapi.Error):
             raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,

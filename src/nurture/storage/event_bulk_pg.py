@@ -1,14 +1,16 @@
 """The event batch's bulk statements on PostgreSQL (:class:`PostgresEventBulk`), past SQLAlchemy's per-value work.
 
 Every statement here has one text whatever the batch's size: lists go as arrays (``= ANY(%s)``, ``unnest(...)``), so
-psycopg parses each text once and PostgreSQL runs it as a prepared statement after a few executions (psycopg's
-``prepare_threshold``). SQLAlchemy's expanding ``IN (...)`` and its multi-row ``VALUES`` wrote a new text for every
-size of batch, which psycopg parsed again each time (by profile, most of the client's time for a batch of 100: 3-4 ms
-per statement). Values go as they are (psycopg adapts them); JSON as the text SQLAlchemy's ``JSON`` type would bind;
-rows come back with the types SQLAlchemy's types give (``tests/integration/test_intake_batches.py`` checks both).
-Each list goes as one text, PostgreSQL's array input (:func:`array_text`), cast in the statement: psycopg's own
-adaptation of a Python list finds the elements' type and dumps each element in Python, which cost more than the rest
-of the statement's client time (by profile, 40% of recording a group of single events).
+psycopg parses each text once. The inserts run as prepared statements after a few executions (psycopg's
+``prepare_threshold``); the statements that read or update rows by a list are planned at each execution, for the
+tables as they are (``planned_each_time``: a generic plan made while the lead table was small scanned every lead).
+SQLAlchemy's expanding ``IN (...)`` and its multi-row ``VALUES`` wrote a new text for every size of batch, which
+psycopg parsed again each time (by profile, most of the client's time for a batch of 100: 3-4 ms per statement).
+Values go as they are (psycopg adapts them); JSON as the text SQLAlchemy's ``JSON`` type would bind; rows come back
+with the types SQLAlchemy's types give (``tests/integration/test_intake_batches.py`` checks both). Each list goes as
+one text, PostgreSQL's array input (:func:`array_text`), cast in the statement: psycopg's own adaptation of a Python
+list finds the elements' type and dumps each element in Python, which cost more than the rest of the statement's
+client time (by profile, 40% of recording a group of single events).
 These statements go to the psycopg connection itself (:func:`nurture.storage.database.driver`): SQLAlchemy's
 ``before_cursor_execute`` listeners do not see them.
 """
@@ -137,7 +139,7 @@ class PostgresEventBulk(EventBulk):
         if len(emails) == 1:
             rows = driver(conn, _LOCK_LEAD, (emails[0],))
         else:
-            rows = driver(conn, _LOCK_LEADS, (array_text(emails, "text"),))
+            rows = driver(conn, _LOCK_LEADS, (array_text(emails, "text"),), planned_each_time=True)
         found = {}
         for values in rows:
             row = SimpleNamespace(**dict(zip(LEAD_COLUMNS, values)))
@@ -151,7 +153,7 @@ class PostgresEventBulk(EventBulk):
         return found
 
     def known_ids(self, conn: Connection, ids: set[str]) -> dict[str, tuple[int, float]]:
-        rows = driver(conn, _KNOWN_IDS, (array_text(sorted(ids), "text"),))
+        rows = driver(conn, _KNOWN_IDS, (array_text(sorted(ids), "text"),), planned_each_time=True)
         return {external_id: (lead_id, float(points)) for external_id, lead_id, points in rows}
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -177,7 +179,7 @@ class PostgresEventBulk(EventBulk):
     def update_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Every lead of the batch in one ``UPDATE ... FROM unnest(...)`` rather than one ``UPDATE`` per lead."""
         driver(conn, _UPDATE_LEADS, [array_text([row["b_id"] for row in rows], "bigint"),
-                                     *_columns(rows, LEAD_STATE_COLUMNS, "b_")])
+                                     *_columns(rows, LEAD_STATE_COLUMNS, "b_")], planned_each_time=True)
 
     def wake_all(self, conn: Connection, wakes: list[dict[str, Any]]) -> None:
         """One ``UPDATE ... FROM unnest(...)``. Applied in order, the last wake-up of a lead and event type sets the
@@ -186,4 +188,4 @@ class PostgresEventBulk(EventBulk):
         last = {(wake["w_lead_id"], wake["w_type"]): wake["w_at"] for wake in wakes}
         driver(conn, _WAKE_ALL, [array_text([lead_id for lead_id, _ in last], "bigint"),
                                  array_text([kind for _, kind in last], "text"),
-                                 array_text(list(last.values()), "timestamptz")])
+                                 array_text(list(last.values()), "timestamptz")], planned_each_time=True)
