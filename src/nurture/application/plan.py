@@ -89,7 +89,13 @@ def _file_plan(kind: str, source: DefinitionSource | None, row: Any) -> FilePlan
 
 def _campaign_plan(conn: Connection, catalog: Catalog, new: Campaign, row: Any, now: datetime) -> CampaignPlan:
     version = catalog.version(new.id)
-    waiting = live.waiting(conn, new.id)
+    if row is not None and row.content_hash == version:
+        # Unchanged: its enrollments under this very version wait at steps it has, so only those under other versions
+        # (a server that enrolled with an older catalog, rows from before versions) may need moving, and no effect
+        # counts where the others wait. What every worker start asks of each campaign, read without them.
+        waiting = live.waiting_off_version(conn, new.id, version)
+    else:
+        waiting = live.waiting(conn, new.id)
     at = Counter[str]()
     for _version, step_id, count in waiting:
         if step_id is not None:
