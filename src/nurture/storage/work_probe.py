@@ -39,7 +39,7 @@ class WorkProbe:
         now = bindparam("now", type_=UTCDateTime())
         campaigns = list(campaign_ids)
         self._statement = select(
-            exists().where(*schedule.enrollment_due(now, campaigns)).label("enrollments"),
+            schedule.first_due(now, campaigns).scalar_subquery().is_not(None).label("enrollments"),
             exists().where(*schedule.delivery_due(now, campaigns)).label("deliveries"),
             exists().where(*outbox.row_due(now)).label("outbox"),
         )
