@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: a SQLite file in a temporary folder)")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--skip-idle", action="store_true", help="leave out the idle worker's CPU")
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database afterwards, to look into")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nurture-bench-enroll-") as name:
         folder = Path(name)
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"after start-up settled in {settled:.0f} s")
             print(f"load average            : {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         finally:
-            drop_database(url)
+            if not (args.keep and url.startswith("postgresql")):
+                drop_database(url)
 
 
 if __name__ == "__main__":
