@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 
+from nurture.storage.dialect import without_parallel_workers
 from nurture.storage.tables import E, EV, L
 
 
@@ -40,7 +41,8 @@ def waiting_off_version(conn: Connection, campaign_id: str, version: str) -> lis
     counted = union_all(*(
         select(E.c.campaign_version, E.c.step_id, func.count()).where(*where, in_range)
         .group_by(E.c.campaign_version, E.c.step_id) for in_range in ranges))
-    return [(row[0], row[1], int(row[2])) for row in conn.execute(counted)]
+    with without_parallel_workers(conn):
+        return [(row[0], row[1], int(row[2])) for row in conn.execute(counted)]
 
 
 def exiting(conn: Connection, campaign_id: str, stages: Sequence[str], events: Sequence[str]) -> int:
