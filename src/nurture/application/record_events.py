@@ -328,22 +328,24 @@ class EventBatch:
     def rescore(self, lead: BatchLead, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
         disqualified (:func:`nurture.application.promote.after_rescore`). True when its stage changed."""
-        view = lead.view()
         if lead.fit is None:
-            lead.fit = fit_items(self.rules, view)
-        breakdown = lead.behaviour.breakdown(self.rules, lead.fit)
-        lead.score = breakdown.total
+            lead.fit = fit_items(self.rules, lead.view())
+        # the totals are what the decisions below read; the items only a promotion's brief does
+        totals = lead.behaviour.totals(self.rules, lead.fit)
+        lead.score = totals.total
         changed = False
-        decision = stage_after_scoring(self.rules, lead.stage, breakdown)
+        decision = stage_after_scoring(self.rules, lead.stage, totals)
         if decision is not None and decision[0] != lead.stage and not promote.recycling(
                 lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
             self.move(lead, decision[0], decision[1], actor="rule", queued=True)
             changed = True
         if self.sales is None:
             return changed
-        outcome = promote.after_rescore(self.sales, lead.view(), breakdown, event, fields=lead.row.fields,
+        outcome = promote.after_rescore(self.sales, lead.view(), totals, event, fields=lead.row.fields,
                                         now=self.now)
-        return (outcome is not None and self._promotion(lead, outcome, breakdown)) or changed
+        if outcome is None:
+            return changed
+        return self._promotion(lead, outcome, lead.behaviour.breakdown(self.rules, lead.fit)) or changed
 
     def _promotion(self, lead: BatchLead, outcome: promote.Outcome, breakdown: ScoreBreakdown) -> bool:
         """Write what promotion decided (:func:`nurture.application.promote.after_rescore`); True when the lead's stage

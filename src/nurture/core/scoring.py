@@ -304,6 +304,14 @@ class ScoreAccumulator:
         return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2),
                               (*behaviour_items, *fits))
 
+    def totals(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
+        """:meth:`breakdown` without its items (``items`` is empty): the same ``total``, ``behaviour`` and ``fit`` to
+        the last bit, for decisions that read only those (:func:`stage_after_scoring`, the promotion rules). Building
+        and sorting the items is most of a breakdown's cost, and the intake asks after every event."""
+        behaviour = sum(group.points for group in self._groups.values())
+        fit_total = sum(item.points for item in fit)
+        return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2), ())
+
 
 def _total(rules: ScoringRules, behaviour: float, fit_total: float) -> float:
     """The score from its two parts: their sum, no lower than the floor, to two decimals."""
