@@ -38,3 +38,12 @@ def test_json_text_writes_as_json_dumps(value):
 
     assert json_text(value) == json.dumps(value)
     assert json_text(None) is None
+
+
+def test_empty_containers_are_new_objects_each_time():
+    first, second = json_value("[]"), json_value("[]")
+    first.append(1)
+    assert second == [] and json_value("[]") == [] and first is not second
+    mapping = json_value("{}")
+    mapping["a"] = 1
+    assert json_value("{}") == {}

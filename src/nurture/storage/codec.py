@@ -78,6 +78,10 @@ def json_value(value: str | None) -> Any:
     would read as a float), and what orjson refuses (``NaN``, ``Infinity``, unpaired surrogate escapes)."""
     if value is None:
         return None
+    if value == "[]":  # most leads' tags
+        return []
+    if value == "{}":  # and fields
+        return {}
     if _LONG_DIGITS.search(value) is None:
         try:
             return orjson.loads(value)

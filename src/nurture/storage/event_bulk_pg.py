@@ -110,6 +110,10 @@ def array_text(values: Sequence[Any], kind: str) -> str:
         if kind == "text":
             if '"' not in (whole := "".join(values)) and "\\" not in whole:
                 return '{"' + '","'.join(values) + '"}'
+        elif kind == "timestamptz":  # a batch's rows share most of their times: each one written once (equal
+            # aware times are one instant, which PostgreSQL reads from the text of any of them)
+            texts = {value: value.isoformat() for value in set(values)}
+            return "{" + ",".join(map(texts.__getitem__, values)) + "}"
         else:
             return "{" + ",".join(map(_ELEMENTS[kind], values)) + "}"
     element = _ELEMENTS[kind]
@@ -139,15 +143,16 @@ class PostgresEventBulk(EventBulk):
         else:
             rows = driver(conn, _LOCK_LEADS, (array_text(emails, "text"),))
         found = {}
+        utc = timezone.utc
         for values in rows:
-            row = SimpleNamespace(**dict(zip(LEAD_COLUMNS, values)))
+            columns = dict(zip(LEAD_COLUMNS, values))
             for name in _LEAD_TIMES:  # aware, in UTC, as storage.database.UTCDateTime reads them
-                value = getattr(row, name)
+                value = columns[name]
                 if value is not None:
-                    setattr(row, name, value.astimezone(timezone.utc))
+                    columns[name] = value.astimezone(utc)
             for name in _LEAD_JSON:  # as SQLAlchemy's JSON type reads them (psycopg's loader is json.loads)
-                setattr(row, name, json_value(getattr(row, name)))
-            found[row.email] = row
+                columns[name] = json_value(columns[name])
+            found[columns["email"]] = SimpleNamespace(**columns)
         return found
 
     def known_ids(self, conn: Connection, ids: set[str]) -> dict[str, tuple[int, float]]:
