@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
@@ -54,16 +55,17 @@ class BatchLead:
         """How many events of this type scored (points other than 0) on this UTC day: what daily caps count."""
         return self.caps[(event_type, day)]
 
-    def add_scored(self, event_type: str, at: datetime, points: float) -> None:
-        """Count an event that scored into the running score and the daily caps."""
+    def add_scored(self, event_type: str, at: datetime, points: float, day: date | None = None) -> None:
+        """Count an event that scored into the running score and the daily caps (``day``: ``at``'s UTC day, when the
+        caller has it)."""
         if points:
             self.behaviour.add(event_type, at, points)
-            self.caps[(event_type, utc_day(at))] += 1
+            self.caps[(event_type, day if day is not None else utc_day(at))] += 1
 
     def acquisition_from(self, properties: Mapping[str, Any]) -> dict[str, Any] | None:
         """The lead's source, medium and campaign from an event's UTM properties (a row for
         :func:`~nurture.storage.lead_rows.set_missing_attribution`), when the lead has none yet; else None."""
-        if self.attributed:
+        if self.attributed or not properties:  # no properties: no UTM parameters, whatever the row holds
             return None
         if has_attribution({name: getattr(self.row, name, None) for name in ATTRIBUTION_FIELDS}):
             self.attributed = True
@@ -75,18 +77,32 @@ class BatchLead:
         return {"a_id": self.id, **found}
 
     def view(self) -> LeadView:
+        """The lead as conditions read it, with the batch's stage, score and suppressions."""
         if self._base is None:
-            self._base = lead_view(self.row)
+            row = self.row
+            # the bulk reads' rows hold their columns in their __dict__: lead_view reads it as a row's mapping
+            self._base = lead_view(_Columns(vars(row)) if type(row) is SimpleNamespace else row)
         base, last = self._base, self._view
         unsubscribed, bounced = self.unsubscribed_at is not None, self.bounced_at is not None
-        if last is not None and (last.stage, last.score, last.unsubscribed, last.bounced) == (
-                self.stage, self.score, unsubscribed, bounced):
+        if last is None:
+            last = base  # the row's own view, as long as the batch has not changed what it shows
+        if (last.stage, last.score, last.unsubscribed, last.bounced) == (self.stage, self.score, unsubscribed, bounced):
+            self._view = last
             return last  # views are frozen: the same state, the same view
         self._view = LeadView(
             key=base.key, email=base.email, stage=self.stage, score=self.score, timezone=base.timezone, tags=base.tags,
             attributes=base.attributes, custom=base.custom, unsubscribed=unsubscribed, bounced=bounced,
         )
         return self._view
+
+
+class _Columns:
+    """A row's columns by name as :func:`nurture.storage.rows.lead_view` reads a result row's (``_mapping``)."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: Mapping[str, Any]) -> None:
+        self._mapping = mapping
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,8 @@ class EventBatch:
             burst = self._burst(lead, event)
             if burst is not None:
                 return self._duplicate(index, event, lead.id, burst)
-        points, _why = event_points(self.rules, engagement, lead.caps[(event.type, utc_day(at))])
+        day = utc_day(at)
+        points, _why = event_points(self.rules, engagement, lead.caps[(event.type, day)])
         self._rows.append(dict(
             lead_id=lead.id, type=event.type, occurred_at=at, recorded_at=self.now, external_id=event.id,
             campaign_id=event.campaign_id, step_key=event.step_key, delivery_id=event.delivery_id,
@@ -262,7 +263,7 @@ class EventBatch:
         if (acquisition := lead.acquisition_from(engagement.properties)) is not None:
             self._attributions.append(acquisition)
             lead.source_given = True
-        lead.add_scored(event.type, at, points)
+        lead.add_scored(event.type, at, points, day)
         kind = event.type  # a soft bounce that reaches the policy's limit suppresses as a bounce does
         if kind == SOFT_BOUNCE and lead.bounced_at is None and self._soft_bounces_suppress(lead.id, at):
             kind = BOUNCE

@@ -264,8 +264,9 @@ class ScoreAccumulator:
         if not count:
             return
         group = self._groups.get(event_type)
-        if group is None:
-            group = self._groups[event_type] = _Group(latest=latest)
+        if group is None:  # a new group's sums are 0.0 plus these (0.0 + -0.0 is 0.0)
+            self._groups[event_type] = _Group(latest, 0.0 + points, 0.0 + raw, 0 + count)
+            return
         group.points += points
         group.raw += raw
         if latest > group.latest:
