@@ -235,3 +235,16 @@ def test_totals_are_the_breakdowns_figures_to_the_last_bit(tmp_path, half_life, 
             figures = [(type(value), repr(value)) for value in (full.total, full.behaviour, full.fit)]
             assert [(type(value), repr(value)) for value in (totals.total, totals.behaviour, totals.fit)] == figures
             assert totals.items == ()
+
+
+@pytest.mark.parametrize("half_life", ["30d", None])
+def test_an_accumulator_given_its_half_life_sums_as_one_given_the_rules(tmp_path, half_life):
+    rules = rules_for(tmp_path, half_life, None)
+    rng = random.Random(f"decaying{half_life}")
+    given = ScoreAccumulator.decaying(scoring.half_life_seconds(rules), NOW)
+    made = ScoreAccumulator(rules, NOW)
+    assert (given.half_life_seconds, given.now) == (made.half_life_seconds, made.now)
+    for event, points in random_events(rng, 50):
+        given.add(event.type, event.at, points)
+        made.add(event.type, event.at, points)
+    assert given.breakdown(rules, []) == made.breakdown(rules, []) and given.groups() == made.groups()

@@ -96,6 +96,7 @@ class EventBatch:
         self._updates: list[Callable[[Connection], Any] | Wake | batch_state.StageMove] = []  # what follows those rows, in order
         self._attributions: list[dict[str, Any]] = []  # leads that take their source from an event's UTM properties
         self.campaigns = campaign_facts(catalog)
+        self.half_life = half_life_seconds(rules)
 
     @property
     def conn(self) -> Connection:
@@ -175,7 +176,7 @@ class EventBatch:
             row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
             unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at,
             nurtured=not created and (nurtured is None or bool(nurtured)),
-            behaviour=ScoreAccumulator(self.rules, self.now),
+            behaviour=ScoreAccumulator.decaying(self.half_life, self.now),
         )
         self.leads[row.email] = state
         self.by_id[int(row.id)] = state
@@ -188,7 +189,7 @@ class EventBatch:
         only for leads without a state that can be used, and for cap counts of days older than the state keeps."""
         now, by_id = self.now, self.by_id
         window = score_state.window_start(now)
-        half_life = half_life_seconds(self.rules)
+        half_life = self.half_life
         to_read: list[int] = []
         for lead in by_id.values():
             if lead.created:

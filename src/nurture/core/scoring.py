@@ -243,6 +243,16 @@ class ScoreAccumulator:
         self._now = now
         self._groups: dict[str, _Group] = {}
 
+    @classmethod
+    def decaying(cls, half_life: float | None, now: datetime) -> ScoreAccumulator:
+        """``ScoreAccumulator(rules, now)`` for rules whose :func:`half_life_seconds` is ``half_life``: a caller that
+        keeps one per lead works the half-life out once (it costs microseconds: a pydantic model and a duration)."""
+        accumulator = cls.__new__(cls)
+        accumulator._half_life_seconds = half_life
+        accumulator._now = now
+        accumulator._groups = {}
+        return accumulator
+
     def add(self, event_type: str, at: datetime, awarded: float) -> None:
         """Fold in one event that was awarded ``awarded`` points at ``at`` (0 points: left out)."""
         if not awarded:
