@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from nurture.storage.codec import json_text, json_value
+from nurture.storage.codec import json_text, json_value, list_text
 from nurture.storage.database import driver
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
@@ -125,7 +125,9 @@ def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], prefix: st
     arrays = []
     for name in names:
         values = [row[prefix + name] for row in rows]
-        if name in _JSON:
+        if name == "score_state":  # lists the batch built (core.score_state.dump)
+            values = [list_text(value) if type(value) is list else json_text(value) for value in values]
+        elif name in _JSON:
             values = [json_text(value) for value in values]
         arrays.append(array_text(values, _TYPES[name]))
     return arrays
