@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,11 @@ from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.storage.rows import lead_view
+
+
+def _new_counter() -> Counter[Any]:
+    """An empty Counter, without ``Counter.__init__`` (which calls ``update`` with nothing): one per lead of a batch."""
+    return Counter.__new__(Counter)
 
 
 @dataclass
@@ -34,7 +40,7 @@ class BatchLead:
     bounced_at: datetime | None
     nurtured: bool  # had an active enrollment when the batch began: only then can events change enrollments
     behaviour: ScoreAccumulator
-    caps: Counter[tuple[str, date]] = field(default_factory=Counter)  # scored events per (type, UTC day)
+    caps: Counter[tuple[str, date]] = field(default_factory=_new_counter)  # scored events per (type, UTC day)
     counted_since: date | None = None  # caps holds every (type, day) count from this day on
     recorded: bool = False
     recorded_types: set[str] = field(default_factory=set)
@@ -47,8 +53,9 @@ class BatchLead:
     _base: LeadView | None = None
     _view: LeadView | None = None
 
-    @property
+    @cached_property
     def id(self) -> int:
+        """The lead's id (its row's, which the batch does not change)."""
         return int(self.row.id)
 
     def scored_on(self, event_type: str, day: date) -> int:

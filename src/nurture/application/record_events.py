@@ -200,7 +200,10 @@ class EventBatch:
                 to_read.append(lead.id)
                 continue
             loaded.add_to(lead.behaviour)
-            lead.caps.update(loaded.counts)
+            if lead.caps:
+                lead.caps.update(loaded.counts)
+            else:  # what Counter.update does to an empty Counter, without its Python-level checks
+                dict.update(lead.caps, loaded.counts)
             lead.counted_since = loaded.since
         capped = capped_types(self.rules)
         days = {utc_day(event.occurred_at) for event in events if event.type in capped and event.occurred_at}

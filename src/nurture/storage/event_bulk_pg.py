@@ -124,7 +124,8 @@ def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], prefix: st
     """The rows' values as one array text per column (JSON columns as the text SQLAlchemy's JSON type binds)."""
     arrays = []
     for name in names:
-        values = [row[prefix + name] for row in rows]
+        key = prefix + name
+        values = [row[key] for row in rows]
         if name == "score_state":  # lists the batch built (core.score_state.dump)
             values = [list_text(value) if type(value) is list else json_text(value) for value in values]
         elif name in _JSON:
