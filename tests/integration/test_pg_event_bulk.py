@@ -59,6 +59,15 @@ def test_times_read_back_as_the_same_instants(pg_url):
                                                               "timestamptz")] == utc
 
 
+def test_repeated_times_read_back_as_the_same_instants(pg_url):
+    values = [*TIMES, None, *TIMES, TIMES[0], TIMES[3], None]
+    back = _read(pg_url, array_text(values, "timestamptz"), "timestamptz")
+    assert [value and value.astimezone(timezone.utc) for value in back] == [
+        value and value.astimezone(timezone.utc) for value in values]
+    utc = [value.astimezone(timezone.utc) for value in TIMES]
+    assert array_text([*utc, *utc], "timestamptz") == "{" + ",".join(value.isoformat() for value in utc * 2) + "}"
+
+
 def test_doubles_read_back_to_the_last_bit(pg_url):
     back = _read(pg_url, array_text([*FLOATS, None], "float8"), "float8")
     assert back[-1] is None

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from nurture.storage.codec import json_value
+from nurture.storage.codec import json_value, list_text
 
 TEXTS = ['{"a": 1, "b": [1, 2.5, -0.0, 1e-300, 1.7976931348623157e308, null, true, false]}', "[]", "{}", '""',
          '"\\u00e9\\ud83c\\udf89 \\n\\t\\\\ \\""', "123456789012345678901234567890", "-123456789012345678901234567890",
@@ -38,3 +38,21 @@ def test_json_text_writes_as_json_dumps(value):
 
     assert json_text(value) == json.dumps(value)
     assert json_text(None) is None
+
+
+def test_empty_containers_are_new_objects_each_time():
+    first, second = json_value("[]"), json_value("[]")
+    first.append(1)
+    assert second == [] and json_value("[]") == [] and first is not second
+    mapping = json_value("{}")
+    mapping["a"] = 1
+    assert json_value("{}") == {}
+
+
+@pytest.mark.parametrize("value", [
+    [], [1, 1796617060123456, 2592000.0, 739000, ["page_view", 3.25, 4.0, 4, 1796617060123456], ["x", 739001, 2]],
+    [1, 2, None, ["a", 0.1 + 0.2, -0.0, 5e-324, 1e16, 2**64]], ["é\"\\\n\u2028🎉\ud800", [[[]]]],
+    [float("nan"), float("inf"), -float("inf"), True, False, {"k": [1, {"z": None}], "a": 1}],
+])
+def test_list_text_writes_as_json_dumps(value):
+    assert list_text(value) == json.dumps(value)

@@ -214,3 +214,37 @@ def test_new_lead_scores_remembered_by_their_values_equal_the_scores_of_their_vi
                             tags=tuple(tags), attributes=attributes, custom=custom)
             assert scores(email, columns, tags, custom) == scoring.score_without_events(ruleset, view), number
         assert 0 < len(scores.known) < 3000  # leads that share the values the rules read share a look-up
+
+
+@pytest.mark.parametrize(("half_life", "floor"), [("30d", -100), (None, 0)])
+def test_totals_are_the_breakdowns_figures_to_the_last_bit(tmp_path, half_life, floor):
+    rules = rules_for(tmp_path, half_life, floor)
+    rng = random.Random(f"totals{half_life}{floor}")
+    for _lead in range(30):
+        lead = LeadView(key="1", email="a@example.com",
+                        attributes={"company_size": rng.choice([None, 10, 500]), "industry": rng.choice(["SaaS", "x"])})
+        fit = fit_items(rules, lead)
+        accumulator = ScoreAccumulator(rules, NOW)
+        for event, points in [(None, 0.0), *random_events(rng, rng.randint(0, 40))]:
+            if event is not None:
+                if rng.random() < 0.2:
+                    accumulator.add_group(event.type, points * 0.37, points, 3, event.at)
+                else:
+                    accumulator.add(event.type, event.at, points)
+            full, totals = accumulator.breakdown(rules, fit), accumulator.totals(rules, fit)
+            figures = [(type(value), repr(value)) for value in (full.total, full.behaviour, full.fit)]
+            assert [(type(value), repr(value)) for value in (totals.total, totals.behaviour, totals.fit)] == figures
+            assert totals.items == ()
+
+
+@pytest.mark.parametrize("half_life", ["30d", None])
+def test_an_accumulator_given_its_half_life_sums_as_one_given_the_rules(tmp_path, half_life):
+    rules = rules_for(tmp_path, half_life, None)
+    rng = random.Random(f"decaying{half_life}")
+    given = ScoreAccumulator.decaying(scoring.half_life_seconds(rules), NOW)
+    made = ScoreAccumulator(rules, NOW)
+    assert (given.half_life_seconds, given.now) == (made.half_life_seconds, made.now)
+    for event, points in random_events(rng, 50):
+        given.add(event.type, event.at, points)
+        made.add(event.type, event.at, points)
+    assert given.breakdown(rules, []) == made.breakdown(rules, []) and given.groups() == made.groups()

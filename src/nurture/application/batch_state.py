@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
@@ -18,6 +20,11 @@ from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
 from nurture.definitions.scoring import ScoringRules
 from nurture.storage.rows import lead_view
+
+
+def _new_counter() -> Counter[Any]:
+    """An empty Counter, without ``Counter.__init__`` (which calls ``update`` with nothing): one per lead of a batch."""
+    return Counter.__new__(Counter)
 
 
 @dataclass
@@ -33,7 +40,7 @@ class BatchLead:
     bounced_at: datetime | None
     nurtured: bool  # had an active enrollment when the batch began: only then can events change enrollments
     behaviour: ScoreAccumulator
-    caps: Counter[tuple[str, date]] = field(default_factory=Counter)  # scored events per (type, UTC day)
+    caps: Counter[tuple[str, date]] = field(default_factory=_new_counter)  # scored events per (type, UTC day)
     counted_since: date | None = None  # caps holds every (type, day) count from this day on
     recorded: bool = False
     recorded_types: set[str] = field(default_factory=set)
@@ -46,24 +53,26 @@ class BatchLead:
     _base: LeadView | None = None
     _view: LeadView | None = None
 
-    @property
+    @cached_property
     def id(self) -> int:
+        """The lead's id (its row's, which the batch does not change)."""
         return int(self.row.id)
 
     def scored_on(self, event_type: str, day: date) -> int:
         """How many events of this type scored (points other than 0) on this UTC day: what daily caps count."""
         return self.caps[(event_type, day)]
 
-    def add_scored(self, event_type: str, at: datetime, points: float) -> None:
-        """Count an event that scored into the running score and the daily caps."""
+    def add_scored(self, event_type: str, at: datetime, points: float, day: date | None = None) -> None:
+        """Count an event that scored into the running score and the daily caps (``day``: ``at``'s UTC day, when the
+        caller has it)."""
         if points:
             self.behaviour.add(event_type, at, points)
-            self.caps[(event_type, utc_day(at))] += 1
+            self.caps[(event_type, day if day is not None else utc_day(at))] += 1
 
     def acquisition_from(self, properties: Mapping[str, Any]) -> dict[str, Any] | None:
         """The lead's source, medium and campaign from an event's UTM properties (a row for
         :func:`~nurture.storage.lead_rows.set_missing_attribution`), when the lead has none yet; else None."""
-        if self.attributed:
+        if self.attributed or not properties:  # no properties: no UTM parameters, whatever the row holds
             return None
         if has_attribution({name: getattr(self.row, name, None) for name in ATTRIBUTION_FIELDS}):
             self.attributed = True
@@ -75,18 +84,32 @@ class BatchLead:
         return {"a_id": self.id, **found}
 
     def view(self) -> LeadView:
+        """The lead as conditions read it, with the batch's stage, score and suppressions."""
         if self._base is None:
-            self._base = lead_view(self.row)
+            row = self.row
+            # the bulk reads' rows hold their columns in their __dict__: lead_view reads it as a row's mapping
+            self._base = lead_view(_Columns(vars(row)) if type(row) is SimpleNamespace else row)
         base, last = self._base, self._view
         unsubscribed, bounced = self.unsubscribed_at is not None, self.bounced_at is not None
-        if last is not None and (last.stage, last.score, last.unsubscribed, last.bounced) == (
-                self.stage, self.score, unsubscribed, bounced):
+        if last is None:
+            last = base  # the row's own view, as long as the batch has not changed what it shows
+        if (last.stage, last.score, last.unsubscribed, last.bounced) == (self.stage, self.score, unsubscribed, bounced):
+            self._view = last
             return last  # views are frozen: the same state, the same view
         self._view = LeadView(
             key=base.key, email=base.email, stage=self.stage, score=self.score, timezone=base.timezone, tags=base.tags,
             attributes=base.attributes, custom=base.custom, unsubscribed=unsubscribed, bounced=bounced,
         )
         return self._view
+
+
+class _Columns:
+    """A row's columns by name as :func:`nurture.storage.rows.lead_view` reads a result row's (``_mapping``)."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: Mapping[str, Any]) -> None:
+        self._mapping = mapping
 
 
 @dataclass(frozen=True)

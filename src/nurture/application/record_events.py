@@ -96,6 +96,7 @@ class EventBatch:
         self._updates: list[Callable[[Connection], Any] | Wake | batch_state.StageMove] = []  # what follows those rows, in order
         self._attributions: list[dict[str, Any]] = []  # leads that take their source from an event's UTM properties
         self.campaigns = campaign_facts(catalog)
+        self.half_life = half_life_seconds(rules)
 
     @property
     def conn(self) -> Connection:
@@ -175,7 +176,7 @@ class EventBatch:
             row=row, created=created, stage=row.stage, score=float(row.score or 0), stage_changed_at=row.stage_changed_at,
             unsubscribed_at=row.unsubscribed_at, bounced_at=row.bounced_at,
             nurtured=not created and (nurtured is None or bool(nurtured)),
-            behaviour=ScoreAccumulator(self.rules, self.now),
+            behaviour=ScoreAccumulator.decaying(self.half_life, self.now),
         )
         self.leads[row.email] = state
         self.by_id[int(row.id)] = state
@@ -188,7 +189,7 @@ class EventBatch:
         only for leads without a state that can be used, and for cap counts of days older than the state keeps."""
         now, by_id = self.now, self.by_id
         window = score_state.window_start(now)
-        half_life = half_life_seconds(self.rules)
+        half_life = self.half_life
         to_read: list[int] = []
         for lead in by_id.values():
             if lead.created:
@@ -199,7 +200,10 @@ class EventBatch:
                 to_read.append(lead.id)
                 continue
             loaded.add_to(lead.behaviour)
-            lead.caps.update(loaded.counts)
+            if lead.caps:
+                lead.caps.update(loaded.counts)
+            else:  # what Counter.update does to an empty Counter, without its Python-level checks
+                dict.update(lead.caps, loaded.counts)
             lead.counted_since = loaded.since
         capped = capped_types(self.rules)
         days = {utc_day(event.occurred_at) for event in events if event.type in capped and event.occurred_at}
@@ -249,7 +253,8 @@ class EventBatch:
             burst = self._burst(lead, event)
             if burst is not None:
                 return self._duplicate(index, event, lead.id, burst)
-        points, _why = event_points(self.rules, engagement, lead.caps[(event.type, utc_day(at))])
+        day = utc_day(at)
+        points, _why = event_points(self.rules, engagement, lead.caps[(event.type, day)])
         self._rows.append(dict(
             lead_id=lead.id, type=event.type, occurred_at=at, recorded_at=self.now, external_id=event.id,
             campaign_id=event.campaign_id, step_key=event.step_key, delivery_id=event.delivery_id,
@@ -262,7 +267,7 @@ class EventBatch:
         if (acquisition := lead.acquisition_from(engagement.properties)) is not None:
             self._attributions.append(acquisition)
             lead.source_given = True
-        lead.add_scored(event.type, at, points)
+        lead.add_scored(event.type, at, points, day)
         kind = event.type  # a soft bounce that reaches the policy's limit suppresses as a bounce does
         if kind == SOFT_BOUNCE and lead.bounced_at is None and self._soft_bounces_suppress(lead.id, at):
             kind = BOUNCE
@@ -328,22 +333,24 @@ class EventBatch:
     def rescore(self, lead: BatchLead, event: Engagement | None = None) -> bool:
         """Recompute the lead's score; scoring may make it an MQL, then the sales rules an SQL (with its handoff) or
         disqualified (:func:`nurture.application.promote.after_rescore`). True when its stage changed."""
-        view = lead.view()
         if lead.fit is None:
-            lead.fit = fit_items(self.rules, view)
-        breakdown = lead.behaviour.breakdown(self.rules, lead.fit)
-        lead.score = breakdown.total
+            lead.fit = fit_items(self.rules, lead.view())
+        # the totals are what the decisions below read; the items only a promotion's brief does
+        totals = lead.behaviour.totals(self.rules, lead.fit)
+        lead.score = totals.total
         changed = False
-        decision = stage_after_scoring(self.rules, lead.stage, breakdown)
+        decision = stage_after_scoring(self.rules, lead.stage, totals)
         if decision is not None and decision[0] != lead.stage and not promote.recycling(
                 lead.stage, lead.row.fields, self.now):  # sales said "not now": it waits out recycle_after
             self.move(lead, decision[0], decision[1], actor="rule", queued=True)
             changed = True
         if self.sales is None:
             return changed
-        outcome = promote.after_rescore(self.sales, lead.view(), breakdown, event, fields=lead.row.fields,
+        outcome = promote.after_rescore(self.sales, lead.view(), totals, event, fields=lead.row.fields,
                                         now=self.now)
-        return (outcome is not None and self._promotion(lead, outcome, breakdown)) or changed
+        if outcome is None:
+            return changed
+        return self._promotion(lead, outcome, lead.behaviour.breakdown(self.rules, lead.fit)) or changed
 
     def _promotion(self, lead: BatchLead, outcome: promote.Outcome, breakdown: ScoreBreakdown) -> bool:
         """Write what promotion decided (:func:`nurture.application.promote.after_rescore`); True when the lead's stage

@@ -145,7 +145,7 @@ def _disqualify_cache(rules: SalesRules) -> tuple[tuple[str, ...], dict[tuple[An
 
 def _values_key(lead: LeadView, names: tuple[str, ...]) -> tuple[Any, ...] | None:
     """The values of these lead fields with their types, as a memo key (None when one is not a plain value)."""
-    return typed_values_key(lead_value(lead, name) for name in names)
+    return typed_values_key([lead_value(lead, name) for name in names])
 
 
 def _first_disqualification(rules: SalesRules, lead: LeadView) -> Decision | None:

@@ -243,6 +243,16 @@ class ScoreAccumulator:
         self._now = now
         self._groups: dict[str, _Group] = {}
 
+    @classmethod
+    def decaying(cls, half_life: float | None, now: datetime) -> ScoreAccumulator:
+        """``ScoreAccumulator(rules, now)`` for rules whose :func:`half_life_seconds` is ``half_life``: a caller that
+        keeps one per lead works the half-life out once (it costs microseconds: a pydantic model and a duration)."""
+        accumulator = cls.__new__(cls)
+        accumulator._half_life_seconds = half_life
+        accumulator._now = now
+        accumulator._groups = {}
+        return accumulator
+
     def add(self, event_type: str, at: datetime, awarded: float) -> None:
         """Fold in one event that was awarded ``awarded`` points at ``at`` (0 points: left out)."""
         if not awarded:
@@ -264,8 +274,9 @@ class ScoreAccumulator:
         if not count:
             return
         group = self._groups.get(event_type)
-        if group is None:
-            group = self._groups[event_type] = _Group(latest=latest)
+        if group is None:  # a new group's sums are 0.0 plus these (0.0 + -0.0 is 0.0)
+            self._groups[event_type] = _Group(latest, 0.0 + points, 0.0 + raw, 0 + count)
+            return
         group.points += points
         group.raw += raw
         if latest > group.latest:
@@ -303,6 +314,14 @@ class ScoreAccumulator:
         fit_total = sum(item.points for item in fits)
         return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2),
                               (*behaviour_items, *fits))
+
+    def totals(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
+        """:meth:`breakdown` without its items (``items`` is empty): the same ``total``, ``behaviour`` and ``fit`` to
+        the last bit, for decisions that read only those (:func:`stage_after_scoring`, the promotion rules). Building
+        and sorting the items is most of a breakdown's cost, and the intake asks after every event."""
+        behaviour = sum(group.points for group in self._groups.values())
+        fit_total = sum(item.points for item in fit)
+        return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2), ())
 
 
 def _total(rules: ScoringRules, behaviour: float, fit_total: float) -> float:

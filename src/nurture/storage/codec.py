@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from typing import Any, overload
@@ -78,6 +79,10 @@ def json_value(value: str | None) -> Any:
     would read as a float), and what orjson refuses (``NaN``, ``Infinity``, unpaired surrogate escapes)."""
     if value is None:
         return None
+    if value == "[]":  # most leads' tags
+        return []
+    if value == "{}":  # and fields
+        return {}
     if _LONG_DIGITS.search(value) is None:
         try:
             return orjson.loads(value)
@@ -96,3 +101,38 @@ def json_text(value: Any) -> str | None:
     if not value and type(value) is dict:  # most events' properties: json.dumps costs microseconds to say so
         return "{}"
     return json.dumps(value)
+
+
+def _kept_list_encoder() -> Callable[[list[Any]], str]:
+    """:func:`json.dumps` of a list, with one C encoder kept for every call rather than one made per call (most of
+    what dumping a short list costs); :func:`json.dumps` itself where this Python has no C encoder of that make."""
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+    try:
+        # as json.dumps's encoder: no indent, ", " and ": ", keys unsorted, no key skipped, NaN allowed; no markers
+        # (the circular-reference check): only lists their caller built are given
+        kept = make(None, json.JSONEncoder().default, encoder.encode_basestring_ascii, None, ": ", ", ", False, False,
+                    True)
+    except TypeError:
+        return json.dumps
+
+    def dumps(value: list[Any]) -> str:
+        return "".join(kept(value, 0))
+
+    sample = [1, 2**70, -0.0, 0.1 + 0.2, 1e-300, 1.7976931348623157e308, float("nan"), float("inf"), None, True,
+              "é\"\\\n\u2028🎉", [["a", 1.5, []]], {"b": [2]}]
+    try:
+        if dumps(sample) == json.dumps(sample):
+            return dumps
+    except (TypeError, ValueError):
+        pass
+    return json.dumps
+
+
+list_text: Callable[[list[Any]], str] = _kept_list_encoder()
+"""A list as :func:`json.dumps` writes it, for lists built by their caller (no list holding itself): the score
+state's, written for every lead of every event batch."""
+

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from nurture.storage.codec import json_text, json_value
+from nurture.storage.codec import json_text, json_value, list_text
 from nurture.storage.database import driver
 from nurture.storage.event_bulk import (
     EVENT_COLUMNS,
@@ -112,6 +112,10 @@ def array_text(values: Sequence[Any], kind: str) -> str:
         if kind == "text":
             if '"' not in (whole := "".join(values)) and "\\" not in whole:
                 return '{"' + '","'.join(values) + '"}'
+        elif kind == "timestamptz":  # a batch's rows share most of their times: each one written once (equal
+            # aware times are one instant, which PostgreSQL reads from the text of any of them)
+            texts = {value: value.isoformat() for value in set(values)}
+            return "{" + ",".join(map(texts.__getitem__, values)) + "}"
         else:
             return "{" + ",".join(map(_ELEMENTS[kind], values)) + "}"
     element = _ELEMENTS[kind]
@@ -122,8 +126,11 @@ def _columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str], prefix: st
     """The rows' values as one array text per column (JSON columns as the text SQLAlchemy's JSON type binds)."""
     arrays = []
     for name in names:
-        values = [row[prefix + name] for row in rows]
-        if name in _JSON:
+        key = prefix + name
+        values = [row[key] for row in rows]
+        if name == "score_state":  # lists the batch built (core.score_state.dump)
+            values = [list_text(value) if type(value) is list else json_text(value) for value in values]
+        elif name in _JSON:
             values = [json_text(value) for value in values]
         arrays.append(array_text(values, _TYPES[name]))
     return arrays
@@ -141,15 +148,16 @@ class PostgresEventBulk(EventBulk):
         else:
             rows = driver(conn, _LOCK_LEADS, (array_text(emails, "text"),), planned_each_time=True)
         found = {}
+        utc = timezone.utc
         for values in rows:
-            row = SimpleNamespace(**dict(zip(LEAD_COLUMNS, values)))
+            columns = dict(zip(LEAD_COLUMNS, values))
             for name in _LEAD_TIMES:  # aware, in UTC, as storage.database.UTCDateTime reads them
-                value = getattr(row, name)
+                value = columns[name]
                 if value is not None:
-                    setattr(row, name, value.astimezone(timezone.utc))
+                    columns[name] = value.astimezone(utc)
             for name in _LEAD_JSON:  # as SQLAlchemy's JSON type reads them (psycopg's loader is json.loads)
-                setattr(row, name, json_value(getattr(row, name)))
-            found[row.email] = row
+                columns[name] = json_value(columns[name])
+            found[columns["email"]] = SimpleNamespace(**columns)
         return found
 
     def known_ids(self, conn: Connection, ids: set[str]) -> dict[str, tuple[int, float]]:
