@@ -12,7 +12,6 @@ Every failure becomes a :class:`~nurture.errors.TemplateRenderError` whose messa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -37,7 +36,7 @@ from jinja2.runtime import Context
 from markupsafe import escape
 
 from nurture.errors import Problem, TemplateRenderError
-from nurture.rendering.limits import BudgetedSandbox, RenderLimits
+from nurture.rendering.limits import BudgetedSandbox, RenderLimits, _Budget
 from nurture.rendering.links import LinkBuilder
 from nurture.rendering.text import html_to_text
 
@@ -65,12 +64,15 @@ class _Placeholders:
         self.cacheable = True
 
     def marker(self, value: Any) -> Any:
-        if value is None:
-            return ""
-        if hasattr(value, "__html__"):
-            self.cacheable = False
-            return value
-        text = str(value)  # StrictUndefined raises here exactly as it would when printed
+        if type(value) is str:
+            text = value
+        else:
+            if value is None:
+                return ""
+            if hasattr(value, "__html__"):
+                self.cacheable = False
+                return value
+            text = str(value)  # StrictUndefined raises here exactly as it would when printed
         if (not text or text != text.strip() or "\n" in text or "  " in text or "\ue000" in text
                 or text.startswith(("#", "javascript:"))):
             self.cacheable = False
@@ -82,6 +84,29 @@ class _Placeholders:
             number = self.index[text] = len(self.values)
             self.values.append(text)
         return f"\ue000{number}\ue001"
+
+
+class _EmailBudget:
+    """Enters the parts' budget, then the subject's (the same deadline); leaves them in the reverse order."""
+
+    __slots__ = ("parts", "subject")
+
+    def __init__(self, parts: _Budget, subject: _Budget) -> None:
+        self.parts, self.subject = parts, subject
+
+    def __enter__(self) -> None:
+        self.parts.__enter__()
+        try:
+            self.subject.__enter__()
+        except BaseException:
+            self.parts.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.subject.__exit__(*exc)
+        finally:
+            self.parts.__exit__(*exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +148,8 @@ def _sibling_text_name(name: str) -> str | None:
 def _clean_subject(subject: str) -> str:
     # str.split() breaks on CR, LF and every other Unicode line separator: a subject can never start a new header.
     collapsed = " ".join(subject.split())
+    if collapsed.isprintable():  # no control character (Cc) is printable: nothing to take out
+        return collapsed
     return "".join(ch for ch in collapsed if unicodedata.category(ch) != "Cc")
 
 
@@ -189,13 +216,10 @@ class EmailRenderer:
                 problems.append(self._problem(failure))
         return problems
 
-    def _budget(self) -> contextlib.ExitStack:
+    def _budget(self) -> _EmailBudget:
         """One email's time budget, shared by its subject and both parts."""
-        stack = contextlib.ExitStack()
         budget = self.environment.budget()
-        stack.enter_context(budget)
-        stack.enter_context(self.subject_environment.budget(budget.deadline))
-        return stack
+        return _EmailBudget(budget, self.subject_environment.budget(budget.deadline))
 
     def _problem(self, failure: _RenderFailure) -> Problem:
         path = str(self.templates_dir / failure.template) if failure.template is not None else SUBJECT_PATH

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -46,6 +47,8 @@ from nurture.rendering.sizes import format_size, logical_size, percent_size
 MAX_INT_BITS = 1 << 16  # about 20,000 digits: far beyond any number an email prints (Python prints at most 4,300)
 _SEQUENCES = (str, list, tuple, bytes)
 _NESTED = (list, tuple, set, frozenset, dict, Namespace)
+# Names getattr finds on a dict: ``lead.first_name`` on a dict with no such attribute is the item, looked up directly.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +171,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         try:
             # Loops and calls keep the time; every {{ value }} is counted by finalize (count_output); so the pieces
             # here are text a template holds, or values counted already: their size is checked every 64 pieces.
-            pieces = template.root_render_func(template.new_context(namespace))
+            pieces = template.root_render_func(_new_context(template, namespace))
             while chunk := list(islice(pieces, 64)):
                 out += chunk
                 size += sum(map(len, chunk))
@@ -218,6 +221,12 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         self.tick()
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            # What the sandbox does for it, without the AttributeError it raises and catches on the way.
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -308,6 +317,20 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             return result
 
         return guarded
+
+
+def _new_context(template: Template, namespace: dict[str, Any]) -> Context:
+    """``template.new_context(namespace)``: the same context, with the template's globals (a ChainMap of dicts) merged by
+    dict updates rather than through ChainMap's Python-level iteration, twice, for every part of every email."""
+    chained = template.globals
+    if type(chained) is not ChainMap or any(type(mapping) is not dict for mapping in chained.maps):
+        return template.new_context(namespace)
+    merged: dict[str, Any] = {}
+    for mapping in reversed(chained.maps):  # ChainMap's order: the last map's keys first, the first map's values win
+        merged.update(mapping)
+    environment = template.environment
+    return environment.context_class(environment, dict(merged, **namespace), template.name, template.blocks,
+                                     globals=merged)
 
 
 class _Budget:
