@@ -1,6 +1,7 @@
 """CPU per email of the worker's in-process work: render (subject, HTML, text), sign the links, build the message.
 
     .venv/bin/python bench/render_cpu.py --emails 5000 --repeat 7      # ms of CPU per email, the bench campaign
+    .venv/bin/python bench/render_cpu.py --decide                      # and the engine's decision for each
     .venv/bin/python bench/render_cpu.py --digest                      # a digest of every shipped email's bytes
 
 ``--digest`` renders and builds every email step, variant and stream piece of the shipped campaigns for a few leads
@@ -90,11 +91,12 @@ def digest() -> str:
     return f"{sha.hexdigest()} ({count} emails x 2)"
 
 
-def bench(emails: int, repeat: int, profile: str | None) -> None:
-    """CPU ms per email: render, sign, build, as the dispatcher does for the benchmark campaign."""
+def bench(emails: int, repeat: int, profile: str | None, decide: bool) -> None:
+    """CPU ms per email: render, sign, build, as the dispatcher does for the benchmark campaign (and ``decide``: the
+    engine's decision before)."""
     from nurture.application.compose import render_action
-    from nurture.core.engine import Action
-    from nurture.core.facts import lead_from_mapping
+    from nurture.core.engine import Action, EnrollmentState, advance
+    from nurture.core.facts import History, lead_from_mapping
     from nurture.definitions.loader import load_catalog
     from nurture.delivery import OutgoingEmail, build_message_bytes
     from nurture.rendering import EmailRenderer, LinkBuilder
@@ -113,6 +115,11 @@ def bench(emails: int, repeat: int, profile: str | None) -> None:
 
         def run() -> None:
             for i, lead in enumerate(leads):
+                if decide:  # what the dispatcher's engine call costs for the email: the state in, the state out
+                    state = EnrollmentState.from_row(step.id, DATE, DATE, {})
+                    decided = advance(campaign, catalog.policy, state, lead, History(), DATE)
+                    decided.state.to_json()
+                    assert decided.actions[0] == action
                 links = LinkBuilder("http://127.0.0.1:8000", signer, str(i + 1))
                 rendered = render_action(renderer, campaign, action, lead, links)
                 build_message_bytes(OutgoingEmail(f"<m{i}@acme.example>", "Acme <hello@acme.example>", lead.email,
@@ -140,11 +147,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--digest", action="store_true")
     parser.add_argument("--profile", choices=["tottime", "cumulative"])
+    parser.add_argument("--decide", action="store_true", help="the engine's decision for each email too")
     args = parser.parse_args()
     if args.digest:
         print(digest())
     else:
-        bench(args.emails, args.repeat, args.profile)
+        bench(args.emails, args.repeat, args.profile, args.decide)
 
 
 if __name__ == "__main__":
