@@ -13,7 +13,7 @@ from jinja2 import DictLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nurture.rendering import EmailRenderer, LinkBuilder
-from nurture.rendering.environment import _clean_subject
+from nurture.rendering.environment import _MARKER, _clean_subject, _fill_markers, _split_markers
 from nurture.rendering.limits import BudgetedSandbox, _new_context
 from nurture.signing import Signer
 
@@ -88,3 +88,21 @@ def test_a_rendered_subject_loses_its_control_characters(tmp_path: Path) -> None
     lead = {"first_name": "Da\x1bna\x85\u200b"}
     email = renderer.render("t.html.j2", "Hi {{ lead.first_name }}\x07 \u00a0there", {"lead": lead}, links)
     assert email.subject == "Hi Dana \u200b there"  # NEL and no-break space are whitespace, ZWSP is not
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["a", " ", "\ue000", "\ue001", "0", "1", "2", "12", "٣", "{", "}", "\n"]), max_size=40)
+       .map("".join), st.lists(st.sampled_from(["x", "", "<b>", "\\1", "\ue0000\ue001"]), max_size=4))
+def test_filling_the_markers_is_the_regex_substitution(text: str, values: list[str]) -> None:
+    def by_regex() -> str:
+        return _MARKER.sub(lambda m: values[int(m.group(1))], text)
+
+    try:
+        expected: object = by_regex()
+    except IndexError as exc:
+        expected = ("IndexError", str(exc))
+    try:
+        got: object = _fill_markers(_split_markers(text), values)
+    except IndexError as exc:
+        got = ("IndexError", str(exc))
+    assert got == expected

@@ -46,6 +46,26 @@ _DERIVED_CACHE_LIMIT = 512
 _MARKER = re.compile("\ue000(\\d+)\ue001")
 
 
+_Split = tuple[tuple[str, ...], tuple[int, ...]]
+
+
+def _split_markers(text: str) -> _Split:
+    """``text`` cut at its markers: the text around them (one more than the markers) and the markers' numbers."""
+    parts = _MARKER.split(text)
+    return tuple(parts[0::2]), tuple(int(number) for number in parts[1::2])
+
+
+def _fill_markers(split: _Split, values: list[str]) -> str:
+    """The text ``split`` was cut from, each marker replaced by its value: ``_MARKER.sub`` without a regex scan and a
+    callback per marker (an IndexError for a marker without a value, as there)."""
+    texts, numbers = split
+    out = [texts[0]]
+    for number, text in zip(numbers, texts[1:]):
+        out.append(values[number])
+        out.append(text)
+    return "".join(out)
+
+
 class _Placeholders:
     """The values a render printed with ``{{ }}``, replaced in the output by numbered private-use markers.
 
@@ -176,7 +196,8 @@ class EmailRenderer:
         )
         self.environment.filters["track"] = _track_filter
         self._local = threading.local()
-        self._derived: dict[str, str] = {}  # HTML skeleton -> derived text skeleton
+        self._derived: dict[str, _Split] = {}  # HTML skeleton -> derived text skeleton, split at its markers
+        self._html_splits: dict[str, _Split] = {}  # HTML skeleton -> itself split at its markers
         self.subject_environment = BudgetedSandbox(
             self.limits, undefined=StrictUndefined, autoescape=False, finalize=_none_as_empty
         )
@@ -258,8 +279,14 @@ class EmailRenderer:
             self._local.placeholders = None
         values = placeholders.values
         escaped = [str(escape(v)) for v in values] if self._autoescape(name) else values
-        html = _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton)
-        return html, ((skeleton, values) if placeholders.cacheable else None)
+        if not placeholders.cacheable:  # the skeleton holds this lead's own values: no other render will share it
+            return _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton), None
+        split = self._html_splits.get(skeleton)
+        if split is None:
+            if len(self._html_splits) >= _DERIVED_CACHE_LIMIT:
+                self._html_splits.clear()
+            split = self._html_splits[skeleton] = _split_markers(skeleton)
+        return _fill_markers(split, escaped), (skeleton, values)
 
     def _text_template_or_none(self, name: str) -> Template | None:
         try:
@@ -275,8 +302,8 @@ class EmailRenderer:
         if derived is None:
             if len(self._derived) >= _DERIVED_CACHE_LIMIT:
                 self._derived.clear()
-            derived = self._derived[source] = html_to_text(source)
-        return _MARKER.sub(lambda m: values[int(m.group(1))], derived)
+            derived = self._derived[source] = _split_markers(html_to_text(source))
+        return _fill_markers(derived, values)
 
     def _render_text(
         self, name: str, namespace: dict[str, Any], html: str | None, skeleton: tuple[str, list[str]] | None = None
