@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jinja2 import DictLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import DictLoader, StrictUndefined, Undefined, pass_context
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, unsafe
 
 from nurture.rendering import EmailRenderer, LinkBuilder
 from nurture.rendering.environment import _MARKER, _clean_subject, _fill_markers, _split_markers
@@ -106,3 +107,62 @@ def test_filling_the_markers_is_the_regex_substitution(text: str, values: list[s
     except IndexError as exc:
         got = ("IndexError", str(exc))
     assert got == expected
+
+
+class _Helpers:
+    def plain(self, value: str = "x") -> str:
+        return f"<{value}>"
+
+    def stops(self) -> str:
+        raise StopIteration
+
+    def fails(self) -> str:
+        raise ValueError("no")
+
+    @pass_context
+    def with_context(self, context: Any, value: str) -> str:
+        return f"{context.name}:{value}"
+
+    @unsafe
+    def dangerous(self) -> str:
+        return "ran"
+
+    def alters(self) -> str:
+        return "altered"
+
+    alters.alters_data = True  # type: ignore[attr-defined]
+
+
+class _Text(str):
+    def shout(self) -> str:
+        return self.upper()
+
+
+def _outcome(action: Any) -> object:
+    try:
+        result = action()
+    except Exception as exc:  # noqa: BLE001 - the outcome compared, whatever it is
+        return ("raised", type(exc), str(exc))
+    return ("undefined", result._undefined_hint) if isinstance(result, Undefined) else ("value", result)
+
+
+@pytest.mark.parametrize("name", ["plain", "stops", "fails", "with_context", "dangerous", "alters"])
+def test_a_method_is_called_as_the_sandbox_calls_it(name: str) -> None:
+    env = BudgetedSandbox(loader=DictLoader({"t": "x"}))
+    context = env.get_template("t").new_context({})
+    method = getattr(_Helpers(), name)
+    args = ("v",) if name in ("plain", "with_context") else ()
+    ours = _outcome(lambda: env.call(context, method, *args, _block_vars={}))
+    theirs = _outcome(lambda: ImmutableSandboxedEnvironment.call(env, context, method, *args, _block_vars={}))
+    assert ours == theirs
+
+
+def test_methods_through_templates_render_as_before(tmp_path: Path) -> None:
+    source = ("{{ h.plain('a') }} {{ h.with_context('b') }} {% set c = cycler('x', 'y') %}{{ c.next() }}{{ c.next() }}"
+              " {{ t.shout() }} {{ t.center(5) }}")
+    env = BudgetedSandbox(loader=DictLoader({"t": source}))
+    reference = ImmutableSandboxedEnvironment(loader=DictLoader({"t": source}))
+    namespace = {"h": _Helpers(), "t": _Text("ab")}
+    assert env.get_template("t").render(namespace) == reference.get_template("t").render(namespace)
+    with pytest.raises(SecurityError):
+        env.from_string("{{ h.dangerous() }}").render(namespace)

@@ -31,6 +31,7 @@ from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from types import FunctionType, MethodType
 from typing import Any
 
 from jinja2 import Template, nodes, pass_context
@@ -38,7 +39,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
@@ -122,6 +123,8 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         self.filters["_budgeted_loop"] = self._loop
         self.filters["_budgeted_concat"] = self._concat
         self.filters["_budgeted_compared"] = self._compared
+        # is_safe_callable as the sandbox has it (not overridden): the shortcut in call() depends on what it checks
+        self._plain_is_safe_callable = type(self).is_safe_callable is SandboxedEnvironment.is_safe_callable
         if self.finalize is not None:  # Jinja prints str(finalize(value)): the value is sized before
             self.finalize = self._sized_finalize(self.finalize)
 
@@ -256,6 +259,26 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         __self.tick()
+        if (type(__obj) is MethodType and type(__context) is Context and __self._plain_is_safe_callable
+                and type(__obj.__func__) is FunctionType and not __obj.__func__.__dict__
+                and not isinstance(__obj.__self__, str)):
+            # A method such as track(): its function carries no attribute at all, so none of the checks below nor
+            # those of the sandbox (unsafe_callable, alters_data) and of Context.call (jinja_pass_arg) can apply.
+            # It is called as Context.call calls it, without the attribute lookups that fail on the way.
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                result = __obj(*args, **kwargs)
+            except StopIteration:
+                result = __context.environment.undefined(
+                    "value was undefined because a callable raised a StopIteration exception")
+        else:
+            result = __self._checked_call(__context, __obj, *args, **kwargs)
+        if isinstance(result, _SEQUENCES) and len(result) > __self.limits.max_chars:
+            __self.limit_size(len(result), "a call")
+        return result
+
+    def _checked_call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox hands str.format out wrapped
         owner = getattr(method, "__self__", None)
         if isinstance(owner, str):
@@ -266,10 +289,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         elif __obj is generate_lorem_ipsum:
             words = _arg(args, kwargs, 0, "n", 5) * _arg(args, kwargs, 3, "max", 100)
             __self.limit_size(words * 12 if isinstance(words, int) else 0, "lipsum")
-        result = super().call(__context, __obj, *args, **kwargs)
-        if isinstance(result, _SEQUENCES) and len(result) > __self.limits.max_chars:
-            __self.limit_size(len(result), "a call")
-        return result
+        return super().call(__context, __obj, *args, **kwargs)
 
     def _check_str_method(self, text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if name in ("center", "ljust", "rjust", "zfill"):
