@@ -16,12 +16,14 @@ import hmac
 import json
 import re
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from nurture.errors import NurtureError
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # what json.dumps builds anew on every call
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class BadSignature(NurtureError):
@@ -29,7 +31,21 @@ class BadSignature(NurtureError):
 
 
 def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    # base64.urlsafe_b64encode, without its two Python-level calls: this runs for every link of every email
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+def _compact_json(payload: dict) -> str:
+    """``_COMPACT.encode(payload)``; a flat dict of strings (every link's payload) is written directly, with the
+    encoder's own string escaping, at half the cost."""
+    if type(payload) is not dict:
+        return _COMPACT.encode(payload)
+    parts = []
+    for key, value in payload.items():
+        if type(key) is not str or type(value) is not str:
+            return _COMPACT.encode(payload)
+        parts.append(f"{encode_basestring(key)}:{encode_basestring(value)}")
+    return "{" + ",".join(parts) + "}"
 
 
 def _b64decode(text: str) -> bytes:
@@ -53,7 +69,9 @@ class Signer:
             # A separate key per purpose rather than the purpose prefixed to the message: no concatenation of
             # purpose and payload can ever collide with another pair.
             key = hmac.new(self._secret, b"nurture.signing:" + purpose.encode("utf-8"), hashlib.sha256).digest()
-            keyed = self._purpose_keys[purpose] = hmac.new(key, digestmod=hashlib.sha256)
+            keyed = hmac.new(key, digestmod=hashlib.sha256)
+            # the OpenSSL HMAC object inside, when there is one: copying it skips hmac.HMAC's Python-level copy
+            keyed = self._purpose_keys[purpose] = getattr(keyed, "_hmac", None) or keyed
         return keyed
 
     def _mac(self, body: str, purpose: str) -> str:
@@ -63,7 +81,7 @@ class Signer:
 
     def sign(self, payload: dict, purpose: str = "") -> str:
         """Return a URL-safe token carrying ``payload`` (JSON-serialisable), bound to ``purpose``."""
-        body = _b64encode(_COMPACT.encode(payload).encode("utf-8"))
+        body = _b64encode(_compact_json(payload).encode("utf-8"))
         return f"{body}.{self._mac(body, purpose)}"
 
     def unsign(self, token: str, purpose: str = "") -> dict:

@@ -142,6 +142,8 @@ def exit_reason(campaign: Campaign, lead: LeadView, history: History, since: dat
         return "bounced"
     if lead.stage in campaign.exit.stages:
         return f"stage:{lead.stage}"
+    if not history.events:
+        return None
     goals = set(campaign.exit.events) | {UNSUBSCRIBE, BOUNCE, COMPLAINT}
     for event in history.events:
         if event.type in goals and since <= event.at <= now:
@@ -315,10 +317,19 @@ def advance(
 
     def record(entry: PathEntry) -> None:
         result.notes.append(entry)
-        result.state = replace(result.state, path=(*result.state.path, entry))
+        was = result.state
+        if type(was) is EnrollmentState:  # dataclasses.replace, without its field-by-field introspection
+            result.state = EnrollmentState(was.step_id, was.arrived_at, was.enrolled_at,
+                                           (*was.path, entry), was.held_out)
+        else:
+            result.state = replace(was, path=(*was.path, entry))
 
     def move(to: str | None, at: datetime) -> None:
-        result.state = replace(result.state, step_id=to, arrived_at=at)
+        was = result.state
+        if type(was) is EnrollmentState:
+            result.state = EnrollmentState(to, at, was.enrolled_at, was.path, was.held_out)
+        else:
+            result.state = replace(was, step_id=to, arrived_at=at)
 
     for _ in range(MAX_STEPS_PER_ADVANCE):
         current = result.state

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 
@@ -70,6 +70,12 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 # 39 UTF-8 bytes make 52 base64 characters: "Subject: " plus one encoded word stays within 78 columns.
 _ENCODED_WORD_BYTES = 39
+# Quoted-printable lines kept for reuse: most lines of an email are the same for every lead of a step. Bounded in
+# number and in length (a longer line is encoded every time), so the cache stays a few MB at worst.
+_QP_CACHE_LINES = 4096
+_QP_CACHE_LINE_BYTES = 512
+_qp_lines: dict[bytes, bytes] = {}
+_last_date: tuple[datetime, str] = (datetime.min, "")  # a batch's messages share one date object
 
 
 def message_id_for(delivery_key: str, domain: str) -> str:
@@ -104,7 +110,7 @@ def build_message_bytes(email: OutgoingEmail, *, date: datetime) -> bytes:
         "From: " + _format_address(email.from_addr),
         "To: " + _format_address(email.to_addr),
         _unstructured("Subject", email.subject),
-        "Date: " + format_datetime(date),
+        "Date: " + _date_value(date),
         "Message-ID: " + message_id,
         "MIME-Version: 1.0",
     ]
@@ -145,6 +151,18 @@ def build_message_bytes(email: OutgoingEmail, *, date: datetime) -> bytes:
     )
 
 
+def _date_value(date: datetime) -> str:
+    """``format_datetime(date)``, kept for the next message when it is given the same datetime object again."""
+    global _last_date  # noqa: PLW0603 - one (object, text) pair, swapped whole: safe across threads
+    last, text = _last_date
+    if date is last:
+        return text
+    text = format_datetime(date)
+    if type(date) is datetime and type(date.tzinfo) is timezone:  # immutable: a fixed offset, never a custom tzinfo
+        _last_date = (date, text)
+    return text
+
+
 def _encode_body(text: str) -> tuple[bytes, bytes]:
     """(Content-Transfer-Encoding, encoded body with CRLF line endings) for one text part."""
     raw = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
@@ -155,13 +173,37 @@ def _encode_body(text: str) -> tuple[bytes, bytes]:
             # Base64 carries the canonical form of text, whose line breaks are CRLF (RFC 2046).
             canonical = raw.replace(b"\n", b"\r\n")
             return b"base64", base64.encodebytes(canonical).rstrip(b"\n").replace(b"\n", b"\r\n")
-    encoded = binascii.b2a_qp(raw, istext=True)
+    encoded = _quoted_printable(raw)
     # A line starting "From " gets a '>' in mbox stores along the way; encoding the F keeps the body intact.
     if b"From " in encoded:
         if encoded.startswith(b"From "):
             encoded = b"=46" + encoded[1:]
         encoded = encoded.replace(b"\nFrom ", b"\n=46rom ")
     return b"quoted-printable", encoded.replace(b"\n", b"\r\n")
+
+
+def _quoted_printable(raw: bytes) -> bytes:
+    r"""``binascii.b2a_qp(raw, istext=True)`` for ``raw`` without CR, line by line, each line from the cache if it is there.
+
+    b2a_qp encodes a line with nothing but the line and whether a newline follows it (soft breaks, a space before the
+    newline, a lone dot), so the encoding of ``line + b"\n"`` is that line's part of the whole, and the last line
+    (no newline after it) is encoded on its own, as the end of the data.
+    """
+    lines = raw.split(b"\n")
+    last = lines.pop()
+    get = _qp_lines.get
+    out = [get(line) or _qp_line(line) for line in lines]  # an encoded line is never empty: it ends with its newline
+    out.append(binascii.b2a_qp(last, istext=True))
+    return b"".join(out)
+
+
+def _qp_line(line: bytes) -> bytes:
+    encoded = binascii.b2a_qp(line + b"\n", istext=True)
+    if len(line) <= _QP_CACHE_LINE_BYTES:
+        if len(_qp_lines) >= _QP_CACHE_LINES:
+            _qp_lines.clear()
+        _qp_lines[line] = encoded
+    return encoded
 
 
 @lru_cache(maxsize=4096)

@@ -226,8 +226,28 @@ class _RememberingSMTP(smtplib.SMTP):
         return self.getreply()
 
     def data(self, msg: bytes | str) -> tuple[int, bytes]:  # type: ignore[override]
-        code, reply = super().data(msg)
+        if type(msg) is bytes and not msg.startswith(b".") and b"\n." not in msg:
+            code, reply = self._data_without_dots(msg)
+        else:
+            code, reply = super().data(msg)
         self.last_data_reply = reply
+        return code, reply
+
+    def _data_without_dots(self, msg: bytes) -> tuple[int, bytes]:
+        """smtplib's DATA for a message with no line starting with a dot: the same bytes, without the regex over the
+        whole message that would find no dot to double (a third of the sending thread's CPU per message)."""
+        self.putcmd("data")
+        code, repl = self.getreply()
+        if self.debuglevel > 0:
+            self._print_debug("data:", (code, repl))  # type: ignore[attr-defined]
+        if code != 354:
+            raise smtplib.SMTPDataError(code, repl)
+        if msg[-2:] != b"\r\n":
+            msg = msg + b"\r\n"
+        self.send(msg + b".\r\n")
+        code, reply = self.getreply()
+        if self.debuglevel > 0:
+            self._print_debug("data:", (code, reply))  # type: ignore[attr-defined]
         return code, reply
 
 

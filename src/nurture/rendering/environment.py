@@ -12,7 +12,6 @@ Every failure becomes a :class:`~nurture.errors.TemplateRenderError` whose messa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -37,7 +36,7 @@ from jinja2.runtime import Context
 from markupsafe import escape
 
 from nurture.errors import Problem, TemplateRenderError
-from nurture.rendering.limits import BudgetedSandbox, RenderLimits
+from nurture.rendering.limits import BudgetedSandbox, RenderLimits, _Budget
 from nurture.rendering.links import LinkBuilder
 from nurture.rendering.text import html_to_text
 
@@ -45,6 +44,26 @@ SUBJECT_PATH = "<subject>"
 _SUBJECT_CACHE_LIMIT = 2048
 _DERIVED_CACHE_LIMIT = 512
 _MARKER = re.compile("\ue000(\\d+)\ue001")
+
+
+_Split = tuple[tuple[str, ...], tuple[int, ...]]
+
+
+def _split_markers(text: str) -> _Split:
+    """``text`` cut at its markers: the text around them (one more than the markers) and the markers' numbers."""
+    parts = _MARKER.split(text)
+    return tuple(parts[0::2]), tuple(int(number) for number in parts[1::2])
+
+
+def _fill_markers(split: _Split, values: list[str]) -> str:
+    """The text ``split`` was cut from, each marker replaced by its value: ``_MARKER.sub`` without a regex scan and a
+    callback per marker (an IndexError for a marker without a value, as there)."""
+    texts, numbers = split
+    out = [texts[0]]
+    for number, text in zip(numbers, texts[1:]):
+        out.append(values[number])
+        out.append(text)
+    return "".join(out)
 
 
 class _Placeholders:
@@ -65,12 +84,15 @@ class _Placeholders:
         self.cacheable = True
 
     def marker(self, value: Any) -> Any:
-        if value is None:
-            return ""
-        if hasattr(value, "__html__"):
-            self.cacheable = False
-            return value
-        text = str(value)  # StrictUndefined raises here exactly as it would when printed
+        if type(value) is str:
+            text = value
+        else:
+            if value is None:
+                return ""
+            if hasattr(value, "__html__"):
+                self.cacheable = False
+                return value
+            text = str(value)  # StrictUndefined raises here exactly as it would when printed
         if (not text or text != text.strip() or "\n" in text or "  " in text or "\ue000" in text
                 or text.startswith(("#", "javascript:"))):
             self.cacheable = False
@@ -82,6 +104,29 @@ class _Placeholders:
             number = self.index[text] = len(self.values)
             self.values.append(text)
         return f"\ue000{number}\ue001"
+
+
+class _EmailBudget:
+    """Enters the parts' budget, then the subject's (the same deadline); leaves them in the reverse order."""
+
+    __slots__ = ("parts", "subject")
+
+    def __init__(self, parts: _Budget, subject: _Budget) -> None:
+        self.parts, self.subject = parts, subject
+
+    def __enter__(self) -> None:
+        self.parts.__enter__()
+        try:
+            self.subject.__enter__()
+        except BaseException:
+            self.parts.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.subject.__exit__(*exc)
+        finally:
+            self.parts.__exit__(*exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +168,8 @@ def _sibling_text_name(name: str) -> str | None:
 def _clean_subject(subject: str) -> str:
     # str.split() breaks on CR, LF and every other Unicode line separator: a subject can never start a new header.
     collapsed = " ".join(subject.split())
+    if collapsed.isprintable():  # no control character (Cc) is printable: nothing to take out
+        return collapsed
     return "".join(ch for ch in collapsed if unicodedata.category(ch) != "Cc")
 
 
@@ -149,7 +196,8 @@ class EmailRenderer:
         )
         self.environment.filters["track"] = _track_filter
         self._local = threading.local()
-        self._derived: dict[str, str] = {}  # HTML skeleton -> derived text skeleton
+        self._derived: dict[str, _Split] = {}  # HTML skeleton -> derived text skeleton, split at its markers
+        self._html_splits: dict[str, _Split] = {}  # HTML skeleton -> itself split at its markers
         self.subject_environment = BudgetedSandbox(
             self.limits, undefined=StrictUndefined, autoescape=False, finalize=_none_as_empty
         )
@@ -189,13 +237,10 @@ class EmailRenderer:
                 problems.append(self._problem(failure))
         return problems
 
-    def _budget(self) -> contextlib.ExitStack:
+    def _budget(self) -> _EmailBudget:
         """One email's time budget, shared by its subject and both parts."""
-        stack = contextlib.ExitStack()
         budget = self.environment.budget()
-        stack.enter_context(budget)
-        stack.enter_context(self.subject_environment.budget(budget.deadline))
-        return stack
+        return _EmailBudget(budget, self.subject_environment.budget(budget.deadline))
 
     def _problem(self, failure: _RenderFailure) -> Problem:
         path = str(self.templates_dir / failure.template) if failure.template is not None else SUBJECT_PATH
@@ -234,8 +279,14 @@ class EmailRenderer:
             self._local.placeholders = None
         values = placeholders.values
         escaped = [str(escape(v)) for v in values] if self._autoescape(name) else values
-        html = _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton)
-        return html, ((skeleton, values) if placeholders.cacheable else None)
+        if not placeholders.cacheable:  # the skeleton holds this lead's own values: no other render will share it
+            return _MARKER.sub(lambda m: escaped[int(m.group(1))], skeleton), None
+        split = self._html_splits.get(skeleton)
+        if split is None:
+            if len(self._html_splits) >= _DERIVED_CACHE_LIMIT:
+                self._html_splits.clear()
+            split = self._html_splits[skeleton] = _split_markers(skeleton)
+        return _fill_markers(split, escaped), (skeleton, values)
 
     def _text_template_or_none(self, name: str) -> Template | None:
         try:
@@ -251,8 +302,8 @@ class EmailRenderer:
         if derived is None:
             if len(self._derived) >= _DERIVED_CACHE_LIMIT:
                 self._derived.clear()
-            derived = self._derived[source] = html_to_text(source)
-        return _MARKER.sub(lambda m: values[int(m.group(1))], derived)
+            derived = self._derived[source] = _split_markers(html_to_text(source))
+        return _fill_markers(derived, values)
 
     def _render_text(
         self, name: str, namespace: dict[str, Any], html: str | None, skeleton: tuple[str, list[str]] | None = None

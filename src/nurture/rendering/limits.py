@@ -27,9 +27,11 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from types import FunctionType, MethodType
 from typing import Any
 
 from jinja2 import Template, nodes, pass_context
@@ -37,7 +39,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import TemplateRuntimeError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
@@ -46,6 +48,8 @@ from nurture.rendering.sizes import format_size, logical_size, percent_size
 MAX_INT_BITS = 1 << 16  # about 20,000 digits: far beyond any number an email prints (Python prints at most 4,300)
 _SEQUENCES = (str, list, tuple, bytes)
 _NESTED = (list, tuple, set, frozenset, dict, Namespace)
+# Names getattr finds on a dict: ``lead.first_name`` on a dict with no such attribute is the item, looked up directly.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         self.filters["_budgeted_loop"] = self._loop
         self.filters["_budgeted_concat"] = self._concat
         self.filters["_budgeted_compared"] = self._compared
+        # is_safe_callable as the sandbox has it (not overridden): the shortcut in call() depends on what it checks
+        self._plain_is_safe_callable = type(self).is_safe_callable is SandboxedEnvironment.is_safe_callable
         if self.finalize is not None:  # Jinja prints str(finalize(value)): the value is sized before
             self.finalize = self._sized_finalize(self.finalize)
 
@@ -168,7 +174,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         try:
             # Loops and calls keep the time; every {{ value }} is counted by finalize (count_output); so the pieces
             # here are text a template holds, or values counted already: their size is checked every 64 pieces.
-            pieces = template.root_render_func(template.new_context(namespace))
+            pieces = template.root_render_func(_new_context(template, namespace))
             while chunk := list(islice(pieces, 64)):
                 out += chunk
                 size += sum(map(len, chunk))
@@ -218,6 +224,12 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         self.tick()
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            # What the sandbox does for it, without the AttributeError it raises and catches on the way.
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -247,6 +259,26 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         __self.tick()
+        if (type(__obj) is MethodType and type(__context) is Context and __self._plain_is_safe_callable
+                and type(__obj.__func__) is FunctionType and not __obj.__func__.__dict__
+                and not isinstance(__obj.__self__, str)):
+            # A method such as track(): its function carries no attribute at all, so none of the checks below nor
+            # those of the sandbox (unsafe_callable, alters_data) and of Context.call (jinja_pass_arg) can apply.
+            # It is called as Context.call calls it, without the attribute lookups that fail on the way.
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                result = __obj(*args, **kwargs)
+            except StopIteration:
+                result = __context.environment.undefined(
+                    "value was undefined because a callable raised a StopIteration exception")
+        else:
+            result = __self._checked_call(__context, __obj, *args, **kwargs)
+        if isinstance(result, _SEQUENCES) and len(result) > __self.limits.max_chars:
+            __self.limit_size(len(result), "a call")
+        return result
+
+    def _checked_call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox hands str.format out wrapped
         owner = getattr(method, "__self__", None)
         if isinstance(owner, str):
@@ -257,10 +289,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
         elif __obj is generate_lorem_ipsum:
             words = _arg(args, kwargs, 0, "n", 5) * _arg(args, kwargs, 3, "max", 100)
             __self.limit_size(words * 12 if isinstance(words, int) else 0, "lipsum")
-        result = super().call(__context, __obj, *args, **kwargs)
-        if isinstance(result, _SEQUENCES) and len(result) > __self.limits.max_chars:
-            __self.limit_size(len(result), "a call")
-        return result
+        return super().call(__context, __obj, *args, **kwargs)
 
     def _check_str_method(self, text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if name in ("center", "ljust", "rjust", "zfill"):
@@ -308,6 +337,20 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
             return result
 
         return guarded
+
+
+def _new_context(template: Template, namespace: dict[str, Any]) -> Context:
+    """``template.new_context(namespace)``: the same context, with the template's globals (a ChainMap of dicts) merged by
+    dict updates rather than through ChainMap's Python-level iteration, twice, for every part of every email."""
+    chained = template.globals
+    if type(chained) is not ChainMap or any(type(mapping) is not dict for mapping in chained.maps):
+        return template.new_context(namespace)
+    merged: dict[str, Any] = {}
+    for mapping in reversed(chained.maps):  # ChainMap's order: the last map's keys first, the first map's values win
+        merged.update(mapping)
+    environment = template.environment
+    return environment.context_class(environment, dict(merged, **namespace), template.name, template.blocks,
+                                     globals=merged)
 
 
 class _Budget:
