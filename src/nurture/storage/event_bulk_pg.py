@@ -94,17 +94,17 @@ def _element(kind: str) -> Callable[[Any], str]:
         return lambda value: value.isoformat()
     if kind == "float8":  # the shortest text that reads back as the same double (a score of 0 may be an int)
         return lambda value: repr(float(value))
-    if kind == "bigint":
+    if kind in ("bigint", "integer"):
         return lambda value: str(int(value))
     raise ValueError(f"no array text for {kind}")
 
 
-_ELEMENTS = {kind: _element(kind) for kind in ("text", "timestamptz", "float8", "bigint")}
+_ELEMENTS = {kind: _element(kind) for kind in ("text", "timestamptz", "float8", "bigint", "integer")}
 
 
 def array_text(values: Sequence[Any], kind: str) -> str:
-    """``values`` as PostgreSQL's input text of an array of ``kind`` (``text``, ``timestamptz``, ``float8`` or
-    ``bigint``; None is NULL): what the statement casts with ``%s::kind[]``. Text elements are double-quoted with
+    """``values`` as PostgreSQL's input text of an array of ``kind`` (``text``, ``timestamptz``, ``float8``,
+    ``bigint`` or ``integer``; None is NULL): what the statement casts with ``%s::kind[]``. Text elements are double-quoted with
     backslashes before ``"`` and ``\\``, so any string reads back as it was."""
     if not values:
         return "{}"
