@@ -169,31 +169,36 @@ def test_a_version_recorded_without_its_text_keeps_only_what_replaces_says(migra
 
 def test_an_unchanged_campaign_still_moves_the_leads_an_older_version_left_at_a_removed_step(
         migrated_url: str, tmp_path: Path) -> None:
-    """The version on disk is the one in force, so a worker start reads only the enrollments under other versions
-    (storage.live_enrollments.waiting_off_version): the ones a server with an older catalog enrolled, at a step the
-    version in force lacks, are moved all the same; those under the version in force are not counted or touched."""
+    """The version on disk is the one in force, so a worker start reads only the enrollments not at one of its steps
+    under it (storage.live_enrollments.waiting_elsewhere): the ones a server with an older catalog enrolled, or a
+    worker with it moved on, at a step the version in force lacks, are moved all the same; the others are not
+    counted or touched."""
     engine = make_engine(migrated_url)
     try:
         v1 = catalog_of(tmp_path, V1)
         v2 = catalog_of(tmp_path, WITHOUT_W)
         apply_versions(engine, v2, catalog_sources(v2, tmp_path)[0], T0)
-        seed(engine, v2.version("trial"), {"welcome": 2, "cold": 1})
+        # the last one at 'w': moved on to it by a worker that still had the older text
+        seed(engine, v2.version("trial"), {"welcome": 2, "cold": 1, "w": 1})
         seed(engine, v1.version("trial"), {"w": 2, "welcome": 1})  # enrolled meanwhile under the older text
         with transaction(engine) as conn:
-            first_w = conn.execute(sa.select(sa.func.min(E.c.id)).where(E.c.step_id == "w")).scalar_one()
+            first_w = conn.execute(sa.select(sa.func.min(E.c.id)).where(
+                E.c.step_id == "w", E.c.campaign_version == v1.version("trial"))).scalar_one()
             conn.execute(sa.update(E).where(E.c.id == first_w).values(campaign_version=None))  # from before versions
         sources = catalog_sources(v2, tmp_path)[0]
         report = plan(engine, v2, sources, T0 + timedelta(hours=1))
         (trial,) = report.campaigns
         assert trial.status == "unchanged"
         assert sorted(((m.version or ""), m.relocation.removed, m.relocation.target, m.relocation.end_reason, m.leads)
-                      for m in trial.moves) == [("", "w", None, "step_removed:w", 1),
-                                                (v1.version("trial"), "w", None, "step_removed:w", 1)]
+                      for m in trial.moves) == sorted([("", "w", None, "step_removed:w", 1),
+                                                       (v1.version("trial"), "w", None, "step_removed:w", 1),
+                                                       (v2.version("trial"), "w", None, "step_removed:w", 1)])
         assert [(p.campaign, p.status) for p in report.changed()] == [("trial", "unchanged")]
         apply_versions(engine, v2, sources, T0 + timedelta(hours=2))
         rows = [(step, status, reason, version) for step, status, reason, version, _due in enrollment_rows(engine)]
         assert rows == [("welcome", "active", None, v2.version("trial"))] * 2 + [
-            ("cold", "active", None, v2.version("trial")), ("w", "exited", "step_removed:w", None),
-            ("w", "exited", "step_removed:w", v1.version("trial")), ("welcome", "active", None, v2.version("trial"))]
+            ("cold", "active", None, v2.version("trial")), ("w", "exited", "step_removed:w", v2.version("trial")),
+            ("w", "exited", "step_removed:w", None), ("w", "exited", "step_removed:w", v1.version("trial")),
+            ("welcome", "active", None, v2.version("trial"))]
     finally:
         engine.dispose()

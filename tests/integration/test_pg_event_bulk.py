@@ -68,6 +68,15 @@ def test_repeated_times_read_back_as_the_same_instants(pg_url):
     assert array_text([*utc, *utc], "timestamptz") == "{" + ",".join(value.isoformat() for value in utc * 2) + "}"
 
 
+def test_a_zones_repeated_hour_reads_back_as_its_two_instants(pg_url):
+    # equal to Python (same wall time, same zone), an hour apart: written once each, not as one text
+    first = datetime(2024, 11, 3, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+    second = first.replace(fold=1)
+    assert first == second
+    back = _read(pg_url, array_text([first, second, first], "timestamptz"), "timestamptz")
+    assert [value - back[0] for value in back] == [timedelta(0), timedelta(hours=1), timedelta(0)]
+
+
 def test_doubles_read_back_to_the_last_bit(pg_url):
     back = _read(pg_url, array_text([*FLOATS, None], "float8"), "float8")
     assert back[-1] is None

@@ -96,3 +96,16 @@ def test_the_intake_locks_and_updates_grown_leads_by_their_index(pg_engine: Engi
     assert rows == 100 + 20
     assert after - before == 0
     assert not any("FOR UPDATE" in text or text.startswith("UPDATE lead") for text in prepared)
+
+
+def test_a_block_without_parallel_workers_puts_the_transactions_setting_back(pg_engine: Engine):
+    from nurture.storage.dialect import without_parallel_workers
+
+    def setting(conn: Connection) -> str:
+        return str(conn.exec_driver_sql("SELECT current_setting('max_parallel_workers_per_gather')").scalar_one())
+
+    with transaction(pg_engine) as conn:
+        conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 3")
+        with without_parallel_workers(conn):
+            assert setting(conn) == "0"
+        assert setting(conn) == "3"

@@ -90,10 +90,10 @@ def _file_plan(kind: str, source: DefinitionSource | None, row: Any) -> FilePlan
 def _campaign_plan(conn: Connection, catalog: Catalog, new: Campaign, row: Any, now: datetime) -> CampaignPlan:
     version = catalog.version(new.id)
     if row is not None and row.content_hash == version:
-        # Unchanged: its enrollments under this very version wait at steps it has, so only those under other versions
-        # (a server that enrolled with an older catalog, rows from before versions) may need moving, and no effect
-        # counts where the others wait. What every worker start asks of each campaign, read without them.
-        waiting = live.waiting_off_version(conn, new.id, version)
+        # Unchanged: only the enrollments at steps it lacks may need moving (under another version, or this one when
+        # a worker with an older catalog moved them on), and no effect counts where the others wait. What every
+        # worker start asks of each campaign, read without the enrollments at its steps.
+        waiting = live.waiting_elsewhere(conn, new.id, version, [step.id for step in new.steps])
     else:
         waiting = live.waiting(conn, new.id)
     at = Counter[str]()

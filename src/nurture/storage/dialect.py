@@ -197,17 +197,17 @@ def lock_for_versions(connection: Connection) -> None:
 
 @contextmanager
 def without_parallel_workers(connection: Connection) -> Iterator[None]:
-    """Statements run in this block start no parallel workers (PostgreSQL; the transaction's setting is restored
+    """Statements run in this block start no parallel workers (PostgreSQL; the transaction's setting is put back
     after it). Starting them costs 20-30 ms, more than a look-up of a few index entries that the planner took for
-    thousands of rows: its statistics of a column such as an enrollment's version mix every campaign's."""
+    thousands of rows: its statistics of a column such as an enrollment's version mix every campaign's. A statement
+    that fails in the block leaves the setting alone: the transaction is aborted, and its rollback undoes it."""
     if connection.dialect.name != "postgresql":
         yield
         return
-    connection.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    try:
-        yield
-    finally:
-        connection.execute(text("SET LOCAL max_parallel_workers_per_gather TO DEFAULT"))
+    before = connection.execute(text("SELECT current_setting('max_parallel_workers_per_gather')")).scalar_one()
+    connection.execute(text("SELECT set_config('max_parallel_workers_per_gather', '0', true)"))
+    yield
+    connection.execute(text("SELECT set_config('max_parallel_workers_per_gather', :value, true)"), {"value": before})
 
 
 def stored_utc(value: datetime, dialect: Dialect) -> datetime:

@@ -104,16 +104,18 @@ _ELEMENTS = {kind: _element(kind) for kind in ("text", "timestamptz", "float8", 
 
 def array_text(values: Sequence[Any], kind: str) -> str:
     """``values`` as PostgreSQL's input text of an array of ``kind`` (``text``, ``timestamptz``, ``float8``,
-    ``bigint`` or ``integer``; None is NULL): what the statement casts with ``%s::kind[]``. Text elements are double-quoted with
-    backslashes before ``"`` and ``\\``, so any string reads back as it was."""
+    ``bigint`` or ``integer``; None is NULL): what the statement casts with ``%s::kind[]``. Text elements are
+    double-quoted with backslashes before ``"`` and ``\\``, so any string reads back as it was."""
     if not values:
         return "{}"
     if None not in values:  # the usual case, joined in C
         if kind == "text":
             if '"' not in (whole := "".join(values)) and "\\" not in whole:
                 return '{"' + '","'.join(values) + '"}'
-        elif kind == "timestamptz":  # a batch's rows share most of their times: each one written once (equal
-            # aware times are one instant, which PostgreSQL reads from the text of any of them)
+        elif kind == "timestamptz" and all(type(value.tzinfo) is timezone for value in values):
+            # a batch's rows share most of their times: each one written once. Equal times with fixed offsets are
+            # one instant, which PostgreSQL reads from the text of any of them (not so with a zone's repeated hour,
+            # where two instants with different ``fold`` compare equal)
             texts = {value: value.isoformat() for value in set(values)}
             return "{" + ",".join(map(texts.__getitem__, values)) + "}"
         else:
