@@ -326,9 +326,13 @@ def test_templates_are_loaded_and_compiled_once(renderer: EmailRenderer, templat
 
     monkeypatch.setattr(loader, "get_source", counting_get_source)
     first = renderer.render("ebook/welcome.html.j2", "s", context, links)
+    after_first = list(loads)
     for _ in range(50):
         assert renderer.render("ebook/welcome.html.j2", "s", context, links) == first
-    assert sorted(loads) == ["_layout.html.j2", "ebook/welcome.html.j2", "ebook/welcome.txt.j2"]
+    assert loads == after_first  # nothing read again after the first render
+    # each read to be compiled, the HTML ones once more to see whether they hand rendered output on (a filter block)
+    assert sorted(set(loads)) == ["_layout.html.j2", "ebook/welcome.html.j2", "ebook/welcome.txt.j2"]
+    assert max(loads.count(name) for name in set(loads)) <= 2
 
 
 # --- links

@@ -29,6 +29,7 @@ from jinja2 import (
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    nodes,
     pass_context,
     select_autoescape,
 )
@@ -104,6 +105,40 @@ class _Placeholders:
             number = self.index[text] = len(self.values)
             self.values.append(text)
         return f"\ue000{number}\ue001"
+
+
+_REWORKING_NODES = (nodes.FilterBlock, nodes.AssignBlock, nodes.CallBlock, nodes.Macro)
+_INCLUDING_NODES = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+def _reworks_output(loader_source: Callable[[str], str], parse: Callable[[str, str], nodes.Template], name: str,
+                    seen: set[str]) -> bool:
+    """Whether template ``name``, or one it extends, includes or imports, hands rendered output to other template
+    code before it is written: a ``{% filter %}`` block, a captured ``{% set %}``, a macro or ``{% call %}`` block,
+    ``super()``, ``caller()`` or ``self.<block>()``. That output holds :class:`_Placeholders`' markers, which a filter
+    (``upper``, ``length``, ``replace``) would take for the text: such a template is rendered without them."""
+    if name in seen:
+        return False
+    seen.add(name)
+    try:
+        tree = parse(loader_source(name), name)
+    except Exception:  # noqa: BLE001 - whatever fails here fails the render too, and is reported there
+        return True
+    if next(tree.find_all(_REWORKING_NODES), None) is not None:
+        return True
+    for call in tree.find_all(nodes.Call):
+        target = call.node
+        if isinstance(target, nodes.Name) and target.name in ("super", "caller"):
+            return True
+        if isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name) and target.node.name == "self":
+            return True
+    for node in tree.find_all(_INCLUDING_NODES):
+        other = getattr(node, "template", None)  # each of them names the template it reads
+        if not (isinstance(other, nodes.Const) and isinstance(other.value, str)):
+            return True  # named only when it renders
+        if _reworks_output(loader_source, parse, other.value, seen):
+            return True
+    return False
 
 
 class _EmailBudget:
@@ -204,6 +239,7 @@ class EmailRenderer:
         self._subjects: dict[str, Template] = {}
         # Template name -> compiled text sibling, or None when the text part is derived from the HTML.
         self._text_templates: dict[str, Template | None] = {}
+        self._reworking: dict[str, bool] = {}  # template name -> whether it is rendered without placeholders
 
     def render(self, template: str, subject: str, context: dict, links: LinkBuilder) -> RenderedEmail:
         """Render one email for ``context``; raise :class:`TemplateRenderError` naming ``file:line`` on any failure,
@@ -269,7 +305,7 @@ class EmailRenderer:
 
     def _render_html_skeleton(self, name: str, namespace: dict[str, Any]) -> tuple[str, tuple[str, list[str]] | None]:
         """The HTML, and (skeleton, values) when the derived text may be taken from the skeleton cache."""
-        if self._text_template_or_none(name) is not None:
+        if self._text_template_or_none(name) is not None or self._reworks(name):
             return self._guarded(name, lambda: self.environment.render(self.environment.get_template(name), namespace)), None
         placeholders = self._local.placeholders = _Placeholders(self.environment.count_output)
         try:
@@ -287,6 +323,20 @@ class EmailRenderer:
                 self._html_splits.clear()
             split = self._html_splits[skeleton] = _split_markers(skeleton)
         return _fill_markers(split, escaped), (skeleton, values)
+
+    def _reworks(self, name: str) -> bool:
+        """:func:`_reworks_output` for this template, worked out once (templates are never reloaded)."""
+        known = self._reworking.get(name)
+        if known is None:
+            environment = self.environment
+            loader = environment.loader
+            assert loader is not None
+
+            def source(template_name: str) -> str:
+                return loader.get_source(environment, template_name)[0]
+
+            known = self._reworking[name] = _reworks_output(source, environment.parse, name, set())
+        return known
 
     def _text_template_or_none(self, name: str) -> Template | None:
         try:
