@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -317,19 +317,12 @@ def advance(
 
     def record(entry: PathEntry) -> None:
         result.notes.append(entry)
-        was = result.state
-        if type(was) is EnrollmentState:  # dataclasses.replace, without its field-by-field introspection
-            result.state = EnrollmentState(was.step_id, was.arrived_at, was.enrolled_at,
-                                           (*was.path, entry), was.held_out)
-        else:
-            result.state = replace(was, path=(*was.path, entry))
+        was = result.state  # copied field by field: dataclasses.replace introspects the fields at every call
+        result.state = EnrollmentState(was.step_id, was.arrived_at, was.enrolled_at, (*was.path, entry), was.held_out)
 
     def move(to: str | None, at: datetime) -> None:
         was = result.state
-        if type(was) is EnrollmentState:
-            result.state = EnrollmentState(to, at, was.enrolled_at, was.path, was.held_out)
-        else:
-            result.state = replace(was, step_id=to, arrived_at=at)
+        result.state = EnrollmentState(to, at, was.enrolled_at, was.path, was.held_out)
 
     for _ in range(MAX_STEPS_PER_ADVANCE):
         current = result.state

@@ -310,18 +310,19 @@ class ScoreAccumulator:
             behaviour_items.append(item)
         behaviour_items.sort(key=_item_order)
         fits = list(fit)
-        behaviour = sum(group.points for group in groups.values())
-        fit_total = sum(item.points for item in fits)
-        return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2),
-                              (*behaviour_items, *fits))
+        return ScoreBreakdown(*self._sums(rules, fits), (*behaviour_items, *fits))
 
     def totals(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> ScoreBreakdown:
         """:meth:`breakdown` without its items (``items`` is empty): the same ``total``, ``behaviour`` and ``fit`` to
         the last bit, for decisions that read only those (:func:`stage_after_scoring`, the promotion rules). Building
         and sorting the items is most of a breakdown's cost, and the intake asks after every event."""
+        return ScoreBreakdown(*self._sums(rules, fit), ())
+
+    def _sums(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> tuple[float, float, float]:
+        """The score, its behaviour part and its fit part, as both :meth:`breakdown` and :meth:`totals` give them."""
         behaviour = sum(group.points for group in self._groups.values())
         fit_total = sum(item.points for item in fit)
-        return ScoreBreakdown(_total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2), ())
+        return _total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2)
 
 
 def _total(rules: ScoringRules, behaviour: float, fit_total: float) -> float:

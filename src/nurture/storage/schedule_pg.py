@@ -21,7 +21,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.selectable import TextualSelect
 
-from nurture.storage.event_bulk_pg import array_text
+from nurture.storage.pg_arrays import array_text
 from nurture.storage.tables import D
 
 _DELIVERY_COLUMNS = ", ".join(f'"{column.name}"' for column in D.c)
