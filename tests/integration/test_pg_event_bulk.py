@@ -5,6 +5,7 @@ storage.codec.json_value, are those SQLAlchemy's types read."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -123,5 +124,31 @@ def test_lead_rows_read_as_sqlalchemy_reads_them(pg_url):
                     assert repr(got) == repr(expected)  # compared as text: types and infinities included
                     assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
             assert fast.lock_leads(conn, ["a@example.com"])["a@example.com"].fields["big"] == 123456789012345678901234567890
+    finally:
+        engine.dispose()
+
+
+def test_json_columns_read_through_the_engine_as_json_loads_reads_their_text(pg_url):
+    """The engine's JSON columns on PostgreSQL (codec.json_bytes_value, psycopg's loader) hold what json.loads makes
+    of the stored text: orjson's values where it reads them, json.loads's for what orjson reads otherwise or not."""
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    documents = ['[]', '{}', '["vip", "é 🎉"]', '{"big": 123456789012345678901234567890, "n": [1, 2.5, null, -0.0]}',
+                 '{"x": 1e400, "s": "\\ud800", "a": 1, "a": 2}', '[18446744073709551615, -9223372036854775808, 0.1]']
+    try:
+        with transaction(engine) as conn:
+            for number, document in enumerate(documents):
+                conn.exec_driver_sql(
+                    "INSERT INTO lead (email, tags, fields, stage, score, created_at, updated_at, stage_changed_at) "
+                    "VALUES (%(email)s, '[]', %(fields)s, 'lead', 0, now(), now(), now())",
+                    {"email": f"j{number}@example.com", "fields": document})
+        with transaction(engine) as conn:
+            rows = conn.execute(sa.text("SELECT email, fields, fields::text AS stored FROM lead ORDER BY email")
+                                .columns(sa.column("email"), sa.column("fields", sa.JSON), sa.column("stored"))).all()
+        assert len(rows) == len(documents)
+        for row in rows:
+            expected = json.loads(row.stored)
+            assert repr(row.fields) == repr(expected)
+            assert json.dumps(row.fields) == json.dumps(expected)
     finally:
         engine.dispose()

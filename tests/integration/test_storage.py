@@ -8,14 +8,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from db_fixtures import engine, migrated_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
+from db_fixtures import engine, migrated_url, pg_url, postgres_available, postgres_template, sqlite_engine  # noqa: F401
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from nurture.application.lead_input import upsert_lead
 from nurture.clock import SYSTEM_CLOCK as utcnow
 from nurture.core.lead_fields import normalize_email
 from nurture.errors import ConfigError, InvalidInput, LeadNotFound
-from nurture.storage.database import make_engine, session, transaction
+from nurture.storage.database import UTCDateTime, make_engine, session, transaction
 from nurture.storage.dialect import WriteLockBusy, for_update_skip_locked, no_wait
 from nurture.storage.leads import get_lead, lead_summary
 from nurture.storage.models import Delivery, EngagementEvent, Enrollment, Lead, Outbox, StageChange
@@ -237,6 +237,24 @@ def test_datetimes_read_back_aware_utc(engine) -> None:
     assert lead.unsubscribed_at.tzinfo == timezone.utc
     assert lead.created_at.tzinfo == timezone.utc
     assert abs(lead.created_at - utcnow()) < timedelta(minutes=1)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "UTC", "Etc/UTC", "America/St_Johns"])
+def test_postgresql_timestamps_read_back_utc_whatever_the_sessions_time_zone(pg_url, zone) -> None:
+    """psycopg hands timestamps back in the session's time zone (timezone.utc itself for 'UTC', a ZoneInfo for any
+    other): each reads back as the same instant in timezone.utc, and NULL as None."""
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SET TIME ZONE '{zone}'")
+            query = sa.text("SELECT '2025-06-01 12:00:00.000001+02'::timestamptz AS at, NULL::timestamptz AS never")
+            row = conn.execute(query.columns(at=UTCDateTime(), never=UTCDateTime())).one()
+    finally:
+        engine.dispose()
+    assert row.at == datetime(2025, 6, 1, 10, 0, 0, 1, tzinfo=timezone.utc)
+    assert row.at.tzinfo is timezone.utc
+    assert row.never is None
 
 
 def test_datetime_comparisons_work_across_offsets(engine) -> None:

@@ -1,4 +1,5 @@
-"""storage.codec.json_value reads a JSON column's text as json.loads does, whichever parser answers."""
+"""storage.codec.json_value reads a JSON column's text as json.loads does, whichever parser answers; so does
+json_bytes_value the bytes psycopg hands its JSON loader on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from nurture.storage.codec import json_value, list_text
+from nurture.storage.codec import json_bytes_value, json_value, list_text
 
 TEXTS = ['{"a": 1, "b": [1, 2.5, -0.0, 1e-300, 1.7976931348623157e308, null, true, false]}', "[]", "{}", '""',
          '"\\u00e9\\ud83c\\udf89 \\n\\t\\\\ \\""', "123456789012345678901234567890", "-123456789012345678901234567890",
@@ -22,13 +23,25 @@ def test_json_value_reads_as_json_loads(text):
     assert json.dumps(mine) == json.dumps(theirs)
 
 
+@pytest.mark.parametrize("text", TEXTS)
+def test_json_bytes_value_reads_as_json_loads(text):
+    data = text.encode()
+    mine, theirs = json_bytes_value(data), json.loads(data)
+    assert repr(mine) == repr(theirs)
+    assert json.dumps(mine) == json.dumps(theirs)
+    assert repr(json_bytes_value(text)) == repr(theirs)  # a text, should a driver hand one, reads the same
+
+
 def test_json_value_of_null_is_none():
     assert json_value(None) is None
+    assert json_bytes_value(None) is None
 
 
 def test_json_value_refuses_what_json_loads_refuses():
     with pytest.raises(ValueError):
         json_value("{not json")
+    with pytest.raises(ValueError):
+        json_bytes_value(b"{not json")
     assert math.isnan(json_value("NaN"))
 
 

@@ -94,6 +94,28 @@ def json_value(value: str | None) -> Any:
 _LONG_DIGITS = re.compile(r"\d{19}")
 
 
+def json_bytes_value(value: bytes | str | None) -> Any:
+    """:func:`json_value` for the bytes psycopg hands its JSON loader (every ``json`` column read on PostgreSQL):
+    the same values as :func:`json.loads` (psycopg's own loader), read by orjson where it reads them the same. A
+    dispatch batch reads three JSON columns per lead and one per enrollment; by :func:`json.loads` they cost about a
+    fifth of reading the rows."""
+    if type(value) is not bytes:
+        return json_value(value)  # type: ignore[arg-type]
+    if value == b"[]":
+        return []
+    if value == b"{}":
+        return {}
+    if _LONG_DIGIT_BYTES.search(value) is None:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(value)
+
+
+_LONG_DIGIT_BYTES = re.compile(rb"\d{19}")
+
+
 def json_text(value: Any) -> str | None:
     """A JSON column's value as SQLAlchemy's ``JSON(none_as_null=True)`` stores it: None as NULL."""
     if value is None:

@@ -7,7 +7,7 @@ zones: :class:`UTCDateTime` stores UTC and hands back aware UTC datetimes on bot
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from operator import itemgetter
@@ -20,7 +20,7 @@ from sqlalchemy.sql import ColumnElement, Insert
 from sqlalchemy.types import TypeEngine
 
 from nurture.errors import ConfigError
-from nurture.storage.codec import aware_utc, json_value
+from nurture.storage.codec import aware_utc, json_bytes_value, json_value
 from nurture.storage.dialect import READ_ONLY, configure_sqlite, stored_utc
 
 if TYPE_CHECKING:  # the ORM is imported by the code that opens a session: queries run without it
@@ -47,11 +47,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return stored_utc(aware_utc(value), dialect)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        return _utc_value(value)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], datetime | None]:
+        """:meth:`process_result_value` as one call per value, after the dialect's own processor if it has one
+        (SQLite's, which parses the text): :class:`TypeDecorator`'s processor wraps it in a second call, and a
+        dispatch batch reads a few timestamps per email."""
+        parse = self.impl_instance.result_processor(dialect, coltype)
+        if parse is None:
+            return _utc_value
+        return lambda value: _utc_value(parse(value))
+
+
+def _utc_value(value: datetime | None) -> datetime | None:
+    """A timestamp read back as an aware UTC datetime (a naive one is UTC: SQLite stores no offset)."""
+    if value is None:
+        return None
+    zone = value.tzinfo
+    if zone is timezone.utc:
+        return value
+    if zone is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 class SerializedJSON(TypeDecorator[str]):
@@ -97,7 +114,10 @@ def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, echo: b
         configure_sqlite(engine, busy_timeout)
         return engine
     if backend == "postgresql":
-        return create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True)
+        # JSON columns read by orjson where it reads them as json.loads does (codec.json_bytes_value), psycopg's
+        # loader for every connection of the engine
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True,
+                             json_deserializer=json_bytes_value)
     raise ConfigError(f"unsupported database {backend!r} in {url!r}: use sqlite:///FILE or postgresql://...")
 
 
