@@ -30,14 +30,15 @@ def leads_by_ids(conn: Connection, lead_ids: Sequence[int], sql: EntrySql) -> li
     if not lead_ids:
         return []
     return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.id.in_(_IDS), sql.where).order_by(L.c.id),
-                             {"ids": list(lead_ids)}))
+                             {"ids": list(lead_ids)}).all())
 
 
 def leads_in_range(conn: Connection, after_id: int, up_to_id: int, sql: EntrySql) -> list[Any]:
     """The rows of the leads with ids in (``after_id``, ``up_to_id``] that some campaign may take, in id order: a
     range of the primary key, whatever the statistics say."""
+    # .all(): the driver's fetchall loads the rows in one call; iterating the result calls its fetchone per row
     return list(conn.execute(select(*_LEAD, *sql.flags).where(L.c.id > after_id, L.c.id <= up_to_id, sql.where)
-                             .order_by(L.c.id)))
+                             .order_by(L.c.id)).all())
 
 
 def lead_id_bounds(conn: Connection) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ def lead_view(row: Any) -> LeadView:
     microseconds each; or anything with the columns as attributes)."""
     values = getattr(row, "_mapping", None)
     if values is None:
-        values = {name: getattr(row, name) for name in _VIEW_COLUMNS}
+        values = {name: getattr(row, name) for name in VIEW_COLUMNS}
     attributes = {name: value for name in LEAD_COLUMNS if (value := values[name]) is not None}
     return LeadView(
         key=str(values["id"]),
@@ -32,5 +32,7 @@ def lead_view(row: Any) -> LeadView:
     )
 
 
-_VIEW_COLUMNS = ("id", "email", "stage", "score", "timezone", "tags", "fields", "unsubscribed_at", "bounced_at",
-                 *LEAD_COLUMNS)
+VIEW_COLUMNS = ("id", "email", "stage", "score", "timezone", "tags", "fields", "unsubscribed_at", "bounced_at",
+                *LEAD_COLUMNS)
+"""The lead columns :func:`lead_view` reads: what a query that only builds views selects (not the score state, not
+the row's own times)."""

@@ -25,7 +25,7 @@ from nurture.storage.dialect import (
     not_in_ids,
     upsert_insert,
 )
-from nurture.storage.rows import LEAD_COLUMNS, lead_view
+from nurture.storage.rows import LEAD_COLUMNS, VIEW_COLUMNS, lead_view
 from nurture.storage.tables import D, E, EV, L, O, SO
 
 # Lists of ids are bound as one parameter (:func:`nurture.storage.dialect.in_ids`): the statement compiles once
@@ -94,7 +94,7 @@ def claim_due_enrollments(
         conn.execute(update(E).where(in_ids(E.c.id, "ids", dialect)).values(lease_until=now + lease, lease_owner=owner),
                      {"ids": ids})
         return list(conn.execute(select(E).where(in_ids(E.c.id, "ids", dialect))
-                                 .order_by(E.c.lead_id, E.c.priority.desc()), {"ids": ids}))
+                                 .order_by(E.c.lead_id, E.c.priority.desc()), {"ids": ids}).all())
 
 
 @dataclass
@@ -102,13 +102,15 @@ class LeadFacts:
     """A lead and its history as the engine needs them (sends accumulate while a batch is decided)."""
 
     lead: LeadView
-    row: Any
     events: list[Engagement] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
 
     def history(self) -> History:
         """The engine's view of this lead's history."""
         return History(self.events, self.sends)
+
+
+_VIEW = tuple(L.c[name] for name in VIEW_COLUMNS)  # a dispatch batch reads its leads as views only
 
 
 def _chunks(values: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
@@ -122,14 +124,15 @@ def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) 
     with transaction(engine, read_only=True) as conn:
         dialect = conn.dialect
         for chunk in _chunks(list(lead_ids)):
-            for row in conn.execute(select(L).where(in_ids(L.c.id, "ids", dialect)), {"ids": chunk}):
-                facts[row.id] = LeadFacts(lead_view(row), row)
+            # .all(): the driver's fetchall loads the rows in one call, iterating calls its fetchone per row
+            for row in conn.execute(select(*_VIEW).where(in_ids(L.c.id, "ids", dialect)), {"ids": chunk}).all():
+                facts[row.id] = LeadFacts(lead_view(row))
             events = conn.execute(
                 select(EV.c.lead_id, EV.c.type, EV.c.occurred_at, EV.c.campaign_id, EV.c.step_key, EV.c.properties)
                 .where(in_ids(EV.c.lead_id, "ids", dialect), EV.c.occurred_at >= events_since)
                 .order_by(EV.c.occurred_at),
                 {"ids": chunk},
-            )
+            ).all()
             for ev in events:
                 facts[ev.lead_id].events.append(
                     Engagement(ev.type, ev.occurred_at, ev.campaign_id, ev.step_key, ev.properties or {})
@@ -140,7 +143,7 @@ def load_facts(engine: Engine, lead_ids: Sequence[int], events_since: datetime) 
                     D.c.status.in_(("claimed", "sent", "retry")),
                 ),
                 {"ids": chunk},
-            )
+            ).all()
             for s in sends:
                 content = s.step_key.split("/", 1)[1] if "/" in s.step_key else None
                 facts[s.lead_id].sends.append(Send(s.sent_at or s.created_at, s.campaign_id, s.step_key, content))
@@ -228,7 +231,7 @@ def write_decisions(
                      campaign_version=d.campaign_version)
                 for d in deliveries
             ]
-            created = list(conn.execute(insert.returning(*D.c), rows))
+            created = list(conn.execute(insert.returning(*D.c), rows).all())
         if enrollments:
             advanced = [
                 dict(e_id=u.id, step_id=u.step_id, arrived_at=u.arrived_at, state=u.state,
@@ -314,7 +317,7 @@ def claim_deliveries_to_retry(
             return []
         conn.execute(update(D).where(in_ids(D.c.id, "ids", conn.dialect)).values(status="claimed", lease_until=now + lease),
                      {"ids": ids})
-        return list(conn.execute(select(D).where(in_ids(D.c.id, "ids", conn.dialect)), {"ids": ids}))
+        return list(conn.execute(select(D).where(in_ids(D.c.id, "ids", conn.dialect)), {"ids": ids}).all())
 
 
 def suppressed_leads(engine: Engine, lead_ids: Sequence[int]) -> set[int]:

@@ -80,7 +80,7 @@ class PostgresDispatchWrites:
         """Create the deliveries (status ``claimed``, leased) that do not exist yet; return the created rows."""
         params: dict[str, Any] = _arrays(rows, _NEW_DELIVERY)
         params.update(lease_until=lease_until, created_at=created_at)
-        return list(conn.execute(_INSERT_DELIVERIES, params))
+        return list(conn.execute(_INSERT_DELIVERIES, params).all())
 
     def update_enrollments(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Advance the enrollments and release their lease (``e_id`` is the enrollment's id; ``state`` a dict)."""
