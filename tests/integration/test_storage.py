@@ -257,6 +257,22 @@ def test_postgresql_timestamps_read_back_utc_whatever_the_sessions_time_zone(pg_
     assert row.never is None
 
 
+@pytest.mark.postgres
+def test_postgresql_sessions_run_in_utc_after_a_rollback_too(pg_url) -> None:
+    """make_engine's connections set the session's zone to UTC once, committed: the pool's rollback on check-in
+    keeps it, so a reused connection still reads timestamps in timezone.utc without converting them."""
+    engine = make_engine(pg_url)
+    try:
+        for _ in range(2):  # the second checkout is the first's connection, reset by a rollback
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW TIME ZONE").scalar() == "UTC"
+                assert conn.exec_driver_sql("SELECT now()").scalar().tzinfo is timezone.utc
+                conn.rollback()
+        assert engine.pool.checkedin() == 1
+    finally:
+        engine.dispose()
+
+
 def test_datetime_comparisons_work_across_offsets(engine) -> None:
     lead_id = add_lead(engine)
     add_enrollment(engine, lead_id)  # due at T0

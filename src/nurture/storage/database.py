@@ -21,7 +21,7 @@ from sqlalchemy.types import TypeEngine
 
 from nurture.errors import ConfigError
 from nurture.storage.codec import aware_utc, json_bytes_value, json_value
-from nurture.storage.dialect import READ_ONLY, configure_sqlite, stored_utc
+from nurture.storage.dialect import READ_ONLY, configure_postgresql, configure_sqlite, stored_utc
 
 if TYPE_CHECKING:  # the ORM is imported by the code that opens a session: queries run without it
     from sqlmodel import Session
@@ -116,8 +116,10 @@ def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, echo: b
     if backend == "postgresql":
         # JSON columns read by orjson where it reads them as json.loads does (codec.json_bytes_value), psycopg's
         # loader for every connection of the engine
-        return create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True,
-                             json_deserializer=json_bytes_value)
+        engine = create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True,
+                               json_deserializer=json_bytes_value)
+        configure_postgresql(engine)
+        return engine
     raise ConfigError(f"unsupported database {backend!r} in {url!r}: use sqlite:///FILE or postgresql://...")
 
 
