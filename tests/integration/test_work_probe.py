@@ -22,6 +22,7 @@ from nurture.storage import outbox, schedule
 from nurture.storage.database import session, transaction
 from nurture.storage.models import Delivery, Enrollment, Lead
 from nurture.storage.work_probe import Waiting, WorkProbe
+from nurture.worker import runner
 from nurture.worker.runner import Worker
 
 LIVE = ["live"]
@@ -130,7 +131,7 @@ class _Clock:
 
 
 def test_the_worker_looks_every_poll_interval_and_starts_only_the_job_with_work(
-        engine: Engine, migrated_url: str, tmp_path: Path) -> None:
+        engine: Engine, migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     project = write_project(tmp_path / "project")
     clock = _Clock()
     settings = project.settings(migrated_url, f"file://{tmp_path / 'mail'}").model_copy(
@@ -149,7 +150,10 @@ def test_the_worker_looks_every_poll_interval_and_starts_only_the_job_with_work(
 
     worker.dispatch = counted("dispatch", worker.dispatch)  # type: ignore[method-assign]
     worker.deliver_outbox = counted("outbox", worker.deliver_outbox)  # type: ignore[method-assign]
+    settled: list[bool] = []
+    monkeypatch.setattr(runner, "settle_after_start_up", lambda: settled.append(True))
     worker.start()
+    assert settled == [True]  # a service from its start: the collector set for batches (nurture.heap)
     try:
         deadline = datetime.now(timezone.utc) + timedelta(seconds=30)
         while runs["dispatch"] == 0 or runs["outbox"] == 0:  # each runs once at start

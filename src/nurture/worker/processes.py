@@ -64,6 +64,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     from nurture.clock import SystemClock
     from nurture.definitions.loader import load_catalog
     from nurture.delivery import transport_from_url
+    from nurture.heap import settle_after_start_up
     from nurture.rendering import EmailRenderer, render_limits
     from nurture.signing import Signer
     from nurture.storage.migrate import open_database
@@ -77,6 +78,7 @@ def dispatch_process_main(settings: Settings, control: Connection, catalog: Cata
     dispatcher = Dispatcher(engine, catalog, EmailRenderer(settings.templates_dir, render_limits(settings)), transport,
                             Signer(signing_secret(engine, settings.secret_key)), dispatch_config(settings))
     clock = SystemClock()
+    settle_after_start_up()
 
     def watch() -> None:
         # a message on the pipe or its end of file (the main process is gone), or SIGTERM: stop claiming

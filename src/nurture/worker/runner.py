@@ -32,6 +32,7 @@ from nurture.delivery.transports import Transport, transport_from_url
 from nurture.delivery.webhooks import WebhookSender
 from nurture.errors import DefinitionError
 from nurture.handoff import Handoff
+from nurture.heap import settle_after_start_up
 from nurture.rendering.deferred import DeferredRenderer
 from nurture.settings import Settings
 from nurture.signing import Signer
@@ -233,6 +234,7 @@ class Worker:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.sync_versions()
+        settle_after_start_up()  # a service from here on: batches, not start-up objects, for the collector
         scheduler = BackgroundScheduler(timezone=timezone.utc)
         common: dict[str, Any] = dict(max_instances=1, coalesce=True, misfire_grace_time=None)
         # APScheduler runs on wall-clock time, whatever clock the jobs decide with: "now" to it is the wall clock's
