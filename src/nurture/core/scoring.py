@@ -80,7 +80,19 @@ def _describe(name: str, test: Any) -> str:
 
 
 def _rule_matches(rule: EventRule, event: Engagement) -> bool:
-    return all(field_matches(event.properties.get(name), test) for name, test in (rule.when or {}).items())
+    return not rule.when or all(field_matches(event.properties.get(name), test) for name, test in rule.when.items())
+
+
+def awarded_points(rules: ScoringRules, event: Engagement, scored_today: int) -> float:
+    """:func:`event_points`'s points without its reason: what the intake stores with each event (writing the reason
+    cost as much as finding the rule)."""
+    event_rules = rules.behaviour.events.get(event.type)
+    if not event_rules:
+        return 0.0
+    for rule in event_rules:
+        if _rule_matches(rule, event):
+            return 0.0 if rule.max_per_day is not None and scored_today >= rule.max_per_day else float(rule.points)
+    return 0.0
 
 
 def event_points(rules: ScoringRules, event: Engagement, scored_today: int) -> tuple[float, str]:
