@@ -15,6 +15,7 @@ from typing import Any
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import LEAD_ATTRIBUTES, Engagement, LeadView
+from nurture.core.frozen import quick_init
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.scoring import EventRule, ScoringRules
 
@@ -42,6 +43,7 @@ class ScoreItem:
         }
 
 
+@quick_init
 @dataclass(frozen=True)
 class ScoreBreakdown:
     """A lead's score and where it comes from. ``total`` is ``behaviour + fit``, raised to the floor if there is one."""
