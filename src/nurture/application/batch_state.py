@@ -15,9 +15,11 @@ from typing import Any
 from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
 from nurture.core.enrollment import reads_score
 from nurture.core.facts import History, LeadView
+from nurture.core.promotion import FieldChecks
 from nurture.core.scoring import ScoreAccumulator, utc_day
 from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
+from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.storage.rows import lead_view
 
@@ -50,6 +52,7 @@ class BatchLead:
     source_given: bool = False  # its acquisition source came from an event of this batch (entry filters may test it)
     dirty: bool = False
     attributed: bool = False  # its acquisition was looked for in this batch's events already
+    checks: FieldChecks | None = None  # the sales rules' tests on its fields (:meth:`sales_checks`)
     _base: LeadView | None = None
     _view: LeadView | None = None
 
@@ -82,6 +85,13 @@ class BatchLead:
             return None
         self.attributed = True
         return {"a_id": self.id, **found}
+
+    def sales_checks(self, sales: SalesRules) -> FieldChecks:
+        """The sales rules' answers on the lead's fields, kept for the batch: its views differ in their stage, score
+        and suppressions only (they are all built from the row the batch read)."""
+        if self.checks is None or self.checks.rules is not sales:
+            self.checks = FieldChecks(sales)
+        return self.checks
 
     def view(self) -> LeadView:
         """The lead as conditions read it, with the batch's stage, score and suppressions."""

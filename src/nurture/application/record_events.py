@@ -347,7 +347,7 @@ class EventBatch:
         if self.sales is None:
             return changed
         outcome = promote.after_rescore(self.sales, lead.view(), totals, event, fields=lead.row.fields,
-                                        now=self.now)
+                                        now=self.now, checks=lead.sales_checks(self.sales))
         if outcome is None:
             return changed
         return self._promotion(lead, outcome, lead.behaviour.breakdown(self.rules, lead.fit)) or changed
