@@ -111,17 +111,21 @@ def test_lead_rows_read_as_sqlalchemy_reads_them(pg_url):
                 "'2024-05-01 12:00:00+00', '[3, [[\"page_view\", 1.5]]]', 'ads'), "
                 "('b@example.com', NULL, NULL, NULL, NULL, '[]', '{\"x\": 1e400, \"s\": \"\\ud800\"}', 'lead', 0, "
                 "NULL, '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', NULL, NULL)")
-        with transaction(engine) as conn:
-            fast, core = PostgresEventBulk(), EventBulk("postgresql")
-            for wanted in (["a@example.com", "b@example.com", "missing@example.com"], ["a@example.com"],
-                           ["b@example.com"]):
-                mine, theirs = fast.lock_leads(conn, wanted), core.lock_leads(conn, wanted)
-                assert sorted(mine) == sorted(theirs) == sorted(set(wanted) - {"missing@example.com"})
-                for email, row in theirs.items():
-                    expected = dict(row._mapping)
-                    got = {name: getattr(mine[email], name) for name in expected}
-                    assert repr(got) == repr(expected)  # compared as text: types and infinities included
-                    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
-            assert fast.lock_leads(conn, ["a@example.com"])["a@example.com"].fields["big"] == 123456789012345678901234567890
+        for zone in (None, "Pacific/Chatham"):  # the session's time zone (+13:45 there) changes nothing read
+            with transaction(engine) as conn:
+                if zone is not None:
+                    conn.exec_driver_sql(f"SET LOCAL TIME ZONE '{zone}'")
+                fast, core = PostgresEventBulk(), EventBulk("postgresql")
+                for wanted in (["a@example.com", "b@example.com", "missing@example.com"], ["a@example.com"],
+                               ["b@example.com"]):
+                    mine, theirs = fast.lock_leads(conn, wanted), core.lock_leads(conn, wanted)
+                    assert sorted(mine) == sorted(theirs) == sorted(set(wanted) - {"missing@example.com"})
+                    for email, row in theirs.items():
+                        expected = dict(row._mapping)
+                        got = {name: getattr(mine[email], name) for name in expected}
+                        assert repr(got) == repr(expected)  # compared as text: types and infinities included
+                        assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+                assert fast.lock_leads(conn, ["a@example.com"])["a@example.com"].fields["big"] == (
+                    123456789012345678901234567890)
     finally:
         engine.dispose()
