@@ -15,6 +15,7 @@ from typing import Any
 from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
 from nurture.core.enrollment import reads_score
 from nurture.core.facts import History, LeadView
+from nurture.core.frozen import quick_init
 from nurture.core.promotion import FieldChecks
 from nurture.core.scoring import ScoreAccumulator, utc_day
 from nurture.definitions.campaign import EntryFilter
@@ -122,6 +123,7 @@ class _Columns:
         self._mapping = mapping
 
 
+@quick_init
 @dataclass(frozen=True)
 class Wake:
     """A queued wake-up (:func:`nurture.storage.enrollments.wake_all`): the lead's enrollments waiting for
@@ -132,6 +134,7 @@ class Wake:
     at: datetime
 
 
+@quick_init
 @dataclass(frozen=True)
 class StageMove:
     """A queued stage change whose history row's id nothing asks for (the row of ``insert_stage_changes``)."""
