@@ -54,6 +54,7 @@ class BatchLead:
     dirty: bool = False
     attributed: bool = False  # its acquisition was looked for in this batch's events already
     checks: FieldChecks | None = None  # the sales rules' tests on its fields (:meth:`sales_checks`)
+    decided: bool = False  # the sales rules decided on it once in this batch
     _base: LeadView | None = None
     _view: LeadView | None = None
 
@@ -87,10 +88,15 @@ class BatchLead:
         self.attributed = True
         return {"a_id": self.id, **found}
 
-    def sales_checks(self, sales: SalesRules) -> FieldChecks:
-        """The sales rules' answers on the lead's fields, kept for the batch: its views differ in their stage, score
-        and suppressions only (they are all built from the row the batch read)."""
+    def sales_checks(self, sales: SalesRules) -> FieldChecks | None:
+        """The sales rules' answers on the lead's fields, kept for the batch from the lead's second decision on (its
+        views differ in their stage, score and suppressions only: they are all built from the row the batch read).
+        None at its first: most leads of a batch have one event, and keeping answers for one decision costs a third
+        more than deciding (3.9 µs rather than 2.9 µs)."""
         if self.checks is None or self.checks.rules is not sales:
+            if not self.decided:
+                self.decided = True
+                return None
             self.checks = FieldChecks(sales)
         return self.checks
 
