@@ -129,3 +129,33 @@ def test_lead_rows_read_as_sqlalchemy_reads_them(pg_url):
                     123456789012345678901234567890)
     finally:
         engine.dispose()
+
+
+def test_event_ids_recorded_already_are_named_and_new_ones_pass(pg_url):
+    """An insert whose every row goes in reads nothing back; one with ids the table holds names exactly those."""
+    from nurture.storage.event_bulk import AlreadyRecorded
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    at = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+    def row(lead_id: int, external_id: str | None) -> dict:
+        return dict(lead_id=lead_id, type="page_view", occurred_at=at, recorded_at=at, external_id=external_id,
+                    campaign_id=None, step_key=None, delivery_id=None, properties={}, points=1.0)
+
+    try:
+        with transaction(engine) as conn:
+            (lead_id,) = conn.exec_driver_sql(
+                "INSERT INTO lead (email, tags, fields, stage, score, created_at, updated_at, stage_changed_at) "
+                "VALUES ('a@example.com', '[]', '{}', 'lead', 0, now(), now(), now()) RETURNING id").one()
+            bulk = PostgresEventBulk()
+            bulk.insert_events(conn, [row(lead_id, "a"), row(lead_id, None), row(lead_id, "b")])
+            bulk.insert_events(conn, [row(lead_id, None), row(lead_id, "c")])
+            with pytest.raises(AlreadyRecorded) as refused:
+                bulk.insert_events(conn, [row(lead_id, "d"), row(lead_id, "a"), row(lead_id, None), row(lead_id, "c")])
+            assert refused.value.ids == {"a", "c"}
+            with pytest.raises(AlreadyRecorded) as refused:
+                bulk.insert_events(conn, [row(lead_id, "b")])
+            assert refused.value.ids == {"b"}
+    finally:
+        engine.dispose()

@@ -151,7 +151,10 @@ class PostgresEventBulk(EventBulk):
         if not ids:
             driver(conn, _INSERT_EVENTS, arrays)
             return
-        refused = ids.difference(external_id for (external_id,) in driver(conn, _INSERT_EVENTS_IDS, arrays).fetchall())
+        cursor = driver(conn, _INSERT_EVENTS_IDS, arrays)
+        if cursor.rowcount == len(rows):  # every row inserted: no id was refused (the usual case), none to read
+            return
+        refused = ids.difference(external_id for (external_id,) in cursor.fetchall())
         if refused:
             raise AlreadyRecorded(refused)
 
