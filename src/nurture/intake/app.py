@@ -327,8 +327,8 @@ def _freeze_startup_objects() -> None:
         _frozen = True
         gc.collect()
         gc.freeze()
-        _young, *older = gc.get_threshold()
-        gc.set_threshold(max(_young, YOUNG_COLLECTION), *older)
+        young, *older = gc.get_threshold()
+        gc.set_threshold(max(young, YOUNG_COLLECTION), *older)
 
 
 YOUNG_COLLECTION = 10_000
