@@ -179,3 +179,25 @@ def test_the_head_read_from_the_revision_files_is_alembics(tmp_path: Path) -> No
     (migrations / "versions" / "0901_merge.py").write_text(
         f'revision = "0901"\ndown_revision = ("{head_revision()}", "0900")\n')
     assert migrate._head_of_files(migrations) is None
+
+
+@pytest.mark.postgres
+def test_lead_pages_keep_room_for_updated_rows_on_postgresql(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+
+    def options() -> list[str] | None:
+        with engine.connect() as connection:
+            return connection.exec_driver_sql("SELECT reloptions FROM pg_class WHERE relname = 'lead'").scalar_one()
+
+    try:
+        upgrade(engine, "0011_waiting_index")
+        assert options() is None
+        upgrade(engine)
+        assert options() == ["fillfactor=80"]
+        config = migrate.alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0011_waiting_index")
+        assert options() is None
+    finally:
+        engine.dispose()

@@ -112,18 +112,52 @@ def test_lead_rows_read_as_sqlalchemy_reads_them(pg_url):
                 "'2024-05-01 12:00:00+00', '[3, [[\"page_view\", 1.5]]]', 'ads'), "
                 "('b@example.com', NULL, NULL, NULL, NULL, '[]', '{\"x\": 1e400, \"s\": \"\\ud800\"}', 'lead', 0, "
                 "NULL, '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', '2024-05-01 12:00:00+00', NULL, NULL)")
+        for zone in (None, "Pacific/Chatham"):  # the session's time zone (+13:45 there) changes nothing read
+            with transaction(engine) as conn:
+                if zone is not None:
+                    conn.exec_driver_sql(f"SET LOCAL TIME ZONE '{zone}'")
+                fast, core = PostgresEventBulk(), EventBulk("postgresql")
+                for wanted in (["a@example.com", "b@example.com", "missing@example.com"], ["a@example.com"],
+                               ["b@example.com"]):
+                    mine, theirs = fast.lock_leads(conn, wanted), core.lock_leads(conn, wanted)
+                    assert sorted(mine) == sorted(theirs) == sorted(set(wanted) - {"missing@example.com"})
+                    for email, row in theirs.items():
+                        expected = dict(row._mapping)
+                        got = {name: getattr(mine[email], name) for name in expected}
+                        assert repr(got) == repr(expected)  # compared as text: types and infinities included
+                        assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+                assert fast.lock_leads(conn, ["a@example.com"])["a@example.com"].fields["big"] == (
+                    123456789012345678901234567890)
+    finally:
+        engine.dispose()
+
+
+def test_event_ids_recorded_already_are_named_and_new_ones_pass(pg_url):
+    """An insert whose every row goes in reads nothing back; one with ids the table holds names exactly those."""
+    from nurture.storage.event_bulk import AlreadyRecorded
+
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    at = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+    def row(lead_id: int, external_id: str | None) -> dict:
+        return dict(lead_id=lead_id, type="page_view", occurred_at=at, recorded_at=at, external_id=external_id,
+                    campaign_id=None, step_key=None, delivery_id=None, properties={}, points=1.0)
+
+    try:
         with transaction(engine) as conn:
-            fast, core = PostgresEventBulk(), EventBulk("postgresql")
-            for wanted in (["a@example.com", "b@example.com", "missing@example.com"], ["a@example.com"],
-                           ["b@example.com"]):
-                mine, theirs = fast.lock_leads(conn, wanted), core.lock_leads(conn, wanted)
-                assert sorted(mine) == sorted(theirs) == sorted(set(wanted) - {"missing@example.com"})
-                for email, row in theirs.items():
-                    expected = dict(row._mapping)
-                    got = {name: getattr(mine[email], name) for name in expected}
-                    assert repr(got) == repr(expected)  # compared as text: types and infinities included
-                    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
-            assert fast.lock_leads(conn, ["a@example.com"])["a@example.com"].fields["big"] == 123456789012345678901234567890
+            (lead_id,) = conn.exec_driver_sql(
+                "INSERT INTO lead (email, tags, fields, stage, score, created_at, updated_at, stage_changed_at) "
+                "VALUES ('a@example.com', '[]', '{}', 'lead', 0, now(), now(), now()) RETURNING id").one()
+            bulk = PostgresEventBulk()
+            bulk.insert_events(conn, [row(lead_id, "a"), row(lead_id, None), row(lead_id, "b")])
+            bulk.insert_events(conn, [row(lead_id, None), row(lead_id, "c")])
+            with pytest.raises(AlreadyRecorded) as refused:
+                bulk.insert_events(conn, [row(lead_id, "d"), row(lead_id, "a"), row(lead_id, None), row(lead_id, "c")])
+            assert refused.value.ids == {"a", "c"}
+            with pytest.raises(AlreadyRecorded) as refused:
+                bulk.insert_events(conn, [row(lead_id, "b")])
+            assert refused.value.ids == {"b"}
     finally:
         engine.dispose()
 

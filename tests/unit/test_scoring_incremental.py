@@ -248,3 +248,28 @@ def test_an_accumulator_given_its_half_life_sums_as_one_given_the_rules(tmp_path
         given.add(event.type, event.at, points)
         made.add(event.type, event.at, points)
     assert given.breakdown(rules, []) == made.breakdown(rules, []) and given.groups() == made.groups()
+
+
+def test_awarded_points_are_event_points_without_the_reason(tmp_path):
+    text = """\
+    behaviour:
+      events:
+        page_view: {points: 1, max_per_day: 2}
+        download:
+          - {when: {content: {contains: buyers-guide}}, points: 20, max_per_day: 1}
+          - {when: {content: ebook}, points: 5}
+          - {points: 0.5}
+        pricing:
+          - {when: {url: {contains: /pricing}}, points: 10}
+    """
+    (tmp_path / SCORING_FILE).write_text(textwrap.dedent(text), encoding="utf-8")
+    rules, problems = load_scoring(tmp_path)
+    assert problems == []
+    properties = [{}, {"content": "buyers-guide-2026"}, {"content": "ebook"}, {"content": None}, {"url": "/pricing"},
+                  {"url": "/about"}, {"content": ["ebook"]}]
+    for kind in ("page_view", "download", "pricing", "unknown"):
+        for found in properties:
+            for scored_today in range(4):
+                event = Engagement(kind, NOW, properties=found)
+                assert scoring.awarded_points(rules, event, scored_today) == scoring.event_points(
+                    rules, event, scored_today)[0]

@@ -15,9 +15,12 @@ from typing import Any
 from nurture.core.attribution import ATTRIBUTION_FIELDS, attribution_from_properties, has_attribution
 from nurture.core.enrollment import reads_score
 from nurture.core.facts import History, LeadView
+from nurture.core.frozen import quick_init
+from nurture.core.promotion import FieldChecks
 from nurture.core.scoring import ScoreAccumulator, utc_day
 from nurture.definitions.campaign import EntryFilter
 from nurture.definitions.loader import Catalog
+from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.storage.rows import lead_view
 
@@ -50,6 +53,8 @@ class BatchLead:
     source_given: bool = False  # its acquisition source came from an event of this batch (entry filters may test it)
     dirty: bool = False
     attributed: bool = False  # its acquisition was looked for in this batch's events already
+    checks: FieldChecks | None = None  # the sales rules' tests on its fields (:meth:`sales_checks`)
+    decided: bool = False  # the sales rules decided on it once in this batch
     _base: LeadView | None = None
     _view: LeadView | None = None
 
@@ -83,6 +88,18 @@ class BatchLead:
         self.attributed = True
         return {"a_id": self.id, **found}
 
+    def sales_checks(self, sales: SalesRules) -> FieldChecks | None:
+        """The sales rules' answers on the lead's fields, kept for the batch from the lead's second decision on (its
+        views differ in their stage, score and suppressions only: they are all built from the row the batch read).
+        None at its first: most leads of a batch have one event, and keeping answers for one decision costs a third
+        more than deciding (3.9 µs rather than 2.9 µs)."""
+        if self.checks is None or self.checks.rules is not sales:
+            if not self.decided:
+                self.decided = True
+                return None
+            self.checks = FieldChecks(sales)
+        return self.checks
+
     def view(self) -> LeadView:
         """The lead as conditions read it, with the batch's stage, score and suppressions."""
         if self._base is None:
@@ -112,6 +129,7 @@ class _Columns:
         self._mapping = mapping
 
 
+@quick_init
 @dataclass(frozen=True)
 class Wake:
     """A queued wake-up (:func:`nurture.storage.enrollments.wake_all`): the lead's enrollments waiting for
@@ -122,6 +140,7 @@ class Wake:
     at: datetime
 
 
+@quick_init
 @dataclass(frozen=True)
 class StageMove:
     """A queued stage change whose history row's id nothing asks for (the row of ``insert_stage_changes``)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from nurture.core.frozen import quick_init
 from nurture.core.lead_fields import clean_email, contains_nul
 from nurture.errors import InvalidInput
 
@@ -27,6 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_PROBLEMS_SHOWN = 20
 
 
+@quick_init
 @dataclass(frozen=True)
 class EventIn:
     """One engagement event as a caller hands it in (HTTP, CLI, tracking links, provider webhooks)."""
@@ -43,6 +45,7 @@ class EventIn:
     """Tracking: an event of the same lead, type, delivery and url within this long is a duplicate (link bursts)."""
 
 
+@quick_init
 @dataclass(frozen=True)
 class EventResult:
     """What became of one event of a batch, and the lead's score and stage after it."""

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from nurture.core.enrollment import recycle_pending
 from nurture.core.facts import CLICK, OPEN, Engagement, LeadView
-from nurture.core.promotion import DISQUALIFY, PROMOTE, Decision, decide
+from nurture.core.promotion import DISQUALIFY, PROMOTE, Decision, FieldChecks, decide
 from nurture.core.routing import Route, route
 from nurture.core.routing import owner as find_owner
 from nurture.core.scoring import ScoreBreakdown, score
@@ -129,13 +129,14 @@ _REFRESH = Outcome(None)
 
 
 def after_rescore(sales: SalesRules, view: LeadView, breakdown: ScoreBreakdown, event: Engagement | None, *,
-                  fields: Mapping[str, Any] | None, now: datetime) -> Outcome | None:
+                  fields: Mapping[str, Any] | None, now: datetime, checks: FieldChecks | None = None) -> Outcome | None:
     """Promote, disqualify, or add a hand-raise to a waiting notification; None when nothing is to be done.
 
     ``view`` is the lead as rescored (its stage the current one), ``fields`` its stored fields. ``event`` is the
     event just recorded (None after a lead was saved: only score-and-fit rules and disqualification can apply then).
+    ``checks``: the answers kept for this lead's fields (:class:`nurture.core.promotion.FieldChecks`), if any.
     """
-    decision = decide(sales, view, breakdown, event)
+    decision = decide(sales, view, breakdown, event, checks)
     if decision is None:
         if view.stage == SQL and event is not None and is_hand_raise(sales, view, event):
             return _REFRESH

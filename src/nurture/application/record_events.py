@@ -49,7 +49,7 @@ from nurture.core.facts import BOUNCE, COMPLAINT, UNSUBSCRIBE, Engagement
 from nurture.core.scoring import (
     ScoreAccumulator,
     ScoreBreakdown,
-    event_points,
+    awarded_points,
     fit_items,
     half_life_seconds,
     stage_after_scoring,
@@ -254,7 +254,7 @@ class EventBatch:
             if burst is not None:
                 return self._duplicate(index, event, lead.id, burst)
         day = utc_day(at)
-        points, _why = event_points(self.rules, engagement, lead.caps[(event.type, day)])
+        points = awarded_points(self.rules, engagement, lead.caps[(event.type, day)])
         self._rows.append(dict(
             lead_id=lead.id, type=event.type, occurred_at=at, recorded_at=self.now, external_id=event.id,
             campaign_id=event.campaign_id, step_key=event.step_key, delivery_id=event.delivery_id,
@@ -347,7 +347,7 @@ class EventBatch:
         if self.sales is None:
             return changed
         outcome = promote.after_rescore(self.sales, lead.view(), totals, event, fields=lead.row.fields,
-                                        now=self.now)
+                                        now=self.now, checks=lead.sales_checks(self.sales))
         if outcome is None:
             return changed
         return self._promotion(lead, outcome, lead.behaviour.breakdown(self.rules, lead.fit)) or changed

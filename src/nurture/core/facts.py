@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nurture.core.frozen import quick_init
+
 OPEN, CLICK = "email_open", "email_click"
 UNSUBSCRIBE, BOUNCE, COMPLAINT = "unsubscribe", "bounce", "spam_complaint"
 
 
+@quick_init
 @dataclass(frozen=True)
 class LeadView:
     """A lead's fields as conditions and templates read them."""
@@ -37,6 +40,7 @@ class LeadView:
         return self.custom.get(name)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Engagement:
     """Something the lead did (or that happened to its email), at a time."""

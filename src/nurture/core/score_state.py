@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from nurture.core.frozen import quick_init
 from nurture.core.scoring import ScoreAccumulator, decayed, utc_day
 
 VERSION = 1
@@ -42,6 +43,7 @@ DAYS = 3
 """Days of cap counts a state keeps: the batch's UTC day and the two before (events arrive late, rarely older)."""
 
 
+@quick_init
 @dataclass(frozen=True)
 class Loaded:
     """A state read back for a batch at ``now``: the sums decayed to ``now`` and the daily counts from ``since``."""
@@ -70,12 +72,12 @@ def load(value: Any, now: datetime, half_life_seconds: float | None) -> Loaded |
     if not isinstance(value, list) or len(value) != 6 or value[0] != VERSION or value[2] != half_life_seconds:
         return None
     _version, at, _half_life, since, groups, counts = value
-    age = (now - EPOCH) / MICROSECOND - at
+    age = _moment(now).micros - at
     if age < 0:  # written by a batch stamped later (another clock): read the history
         return None
     factor = decayed(1.0, age / 1e6, half_life_seconds)
     return Loaded(
-        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], EPOCH + timedelta(microseconds=groups[i + 4]))
+        [(groups[i], groups[i + 1] * factor, groups[i + 2], groups[i + 3], EPOCH + timedelta(0, 0, groups[i + 4]))
          for i in range(0, len(groups), 5)],
         date.fromordinal(since),
         {(counts[i], date.fromordinal(counts[i + 1])): counts[i + 2] for i in range(0, len(counts), 3)},
@@ -87,15 +89,15 @@ def dump(behaviour: ScoreAccumulator, counts: Mapping[tuple[str, date], int], co
     ``now``), ``counts`` its scored events per (type, UTC day), complete from ``counted_since`` on. None when no
     state can stand for the history (an event stamped after ``now``, or counts not complete over the window)."""
     now = behaviour.now
-    since = window_start(now)
-    if counted_since is None or counted_since > since:
+    moment = _moment(now)
+    if counted_since is None or counted_since > moment.since:
         return None
     groups: list[Any] = []
     for kind, points, raw, count, latest in behaviour.groups():
         if latest > now:
             return None
         groups += (kind, points, raw, count, (latest - EPOCH) // MICROSECOND)
-    first, last = since.toordinal(), utc_day(now).toordinal()
+    first, last = moment.first, moment.last
     days: list[Any] = []
     for (kind, day), count in counts.items():
         if count:
@@ -104,4 +106,34 @@ def dump(behaviour: ScoreAccumulator, counts: Mapping[tuple[str, date], int], co
                 return None
             if ordinal >= first:
                 days += (kind, ordinal, count)
-    return [VERSION, (now - EPOCH) // MICROSECOND, behaviour.half_life_seconds, first, groups, days]
+    return [VERSION, moment.whole_micros, behaviour.half_life_seconds, first, groups, days]
+
+
+@quick_init
+@dataclass(frozen=True)
+class _Moment:
+    """What :func:`load` and :func:`dump` work out from a batch's time alone."""
+
+    micros: float  # microseconds since EPOCH, as (now - EPOCH) / MICROSECOND gives them
+    whole_micros: int  # and as (now - EPOCH) // MICROSECOND does
+    since: date  # window_start(now)
+    first: int  # its ordinal
+    last: int  # the ordinal of now's UTC day
+
+
+_LAST_MOMENT: tuple[datetime | None, _Moment | None] = (None, None)
+
+
+def _moment(now: datetime) -> _Moment:
+    """``now``'s :class:`_Moment`, remembered for the last time asked: a batch loads and dumps the state of each of
+    its leads at one time (worked out per lead, they cost about a microsecond of each load and dump). The pair is
+    replaced as a whole, so a thread reading it while another batch replaces it sees one or the other."""
+    global _LAST_MOMENT  # noqa: PLW0603 - a one-entry memo
+    last_now, moment = _LAST_MOMENT
+    if last_now is now and moment is not None:
+        return moment
+    since = window_start(now)
+    moment = _Moment((now - EPOCH) / MICROSECOND, (now - EPOCH) // MICROSECOND, since, since.toordinal(),
+                     utc_day(now).toordinal())
+    _LAST_MOMENT = (now, moment)
+    return moment

@@ -15,6 +15,7 @@ from typing import Any
 
 from nurture.core.conditions import field_matches
 from nurture.core.facts import LEAD_ATTRIBUTES, Engagement, LeadView
+from nurture.core.frozen import quick_init
 from nurture.definitions.conditions import Comparison
 from nurture.definitions.scoring import EventRule, ScoringRules
 
@@ -42,6 +43,7 @@ class ScoreItem:
         }
 
 
+@quick_init
 @dataclass(frozen=True)
 class ScoreBreakdown:
     """A lead's score and where it comes from. ``total`` is ``behaviour + fit``, raised to the floor if there is one."""
@@ -80,7 +82,19 @@ def _describe(name: str, test: Any) -> str:
 
 
 def _rule_matches(rule: EventRule, event: Engagement) -> bool:
-    return all(field_matches(event.properties.get(name), test) for name, test in (rule.when or {}).items())
+    return not rule.when or all(field_matches(event.properties.get(name), test) for name, test in rule.when.items())
+
+
+def awarded_points(rules: ScoringRules, event: Engagement, scored_today: int) -> float:
+    """:func:`event_points`'s points without its reason: what the intake stores with each event (writing the reason
+    cost as much as finding the rule)."""
+    event_rules = rules.behaviour.events.get(event.type)
+    if not event_rules:
+        return 0.0
+    for rule in event_rules:
+        if _rule_matches(rule, event):
+            return 0.0 if rule.max_per_day is not None and scored_today >= rule.max_per_day else float(rule.points)
+    return 0.0
 
 
 def event_points(rules: ScoringRules, event: Engagement, scored_today: int) -> tuple[float, str]:
@@ -320,8 +334,8 @@ class ScoreAccumulator:
 
     def _sums(self, rules: ScoringRules, fit: Sequence[ScoreItem]) -> tuple[float, float, float]:
         """The score, its behaviour part and its fit part, as both :meth:`breakdown` and :meth:`totals` give them."""
-        behaviour = sum(group.points for group in self._groups.values())
-        fit_total = sum(item.points for item in fit)
+        behaviour = sum([group.points for group in self._groups.values()])  # a list sums faster than a generator
+        fit_total = sum([item.points for item in fit]) if fit else 0  # the sum of nothing, as sum() gives it
         return _total(rules, behaviour, fit_total), round(behaviour, 2), round(fit_total, 2)
 
 

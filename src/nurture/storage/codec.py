@@ -11,7 +11,6 @@ than a timestamp's text.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from functools import lru_cache
@@ -76,14 +75,19 @@ def json_value(value: str | None) -> Any:
 
     orjson parses in C, several times faster. What it reads otherwise is read by :func:`json.loads`, so the values
     are the same either way: a text with 19 digits in a row (it may hold a whole number beyond 64 bits, which orjson
-    would read as a float), and what orjson refuses (``NaN``, ``Infinity``, unpaired surrogate escapes)."""
+    would read as a float), and what orjson refuses (``NaN``, ``Infinity``, unpaired surrogate escapes).
+
+    The digits are found by mapping the text's bytes to ``0`` (a digit) or a space and looking for 19 zeros, in C
+    (0.5 µs on a lead's score state): a regular expression took 7 µs there (its floats and times are runs of 16-17
+    digits, each tried from every position), 15 times orjson's parse of it. ASCII digits only: any other digit can
+    only be in a string, which both parsers read alike."""
     if value is None:
         return None
     if value == "[]":  # most leads' tags
         return []
     if value == "{}":  # and fields
         return {}
-    if _LONG_DIGITS.search(value) is None:
+    if _LONG_DIGITS not in value.encode("utf-8", "surrogatepass").translate(_DIGITS):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -91,7 +95,9 @@ def json_value(value: str | None) -> Any:
     return json.loads(value)
 
 
-_LONG_DIGITS = re.compile(r"\d{19}")
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+"""A byte translation table: ASCII digits to ``0``, every other byte to a space."""
+_LONG_DIGITS = b"0" * 19
 
 
 def json_bytes_value(value: bytes | str | None) -> Any:

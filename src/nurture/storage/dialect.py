@@ -477,3 +477,14 @@ def json_text(column: Any, key: str, dialect: Dialect) -> Any:
     if dialect.name == "postgresql":
         return column.op("->>", return_type=Text())(literal(key))
     return func.json_extract(column, literal('$."' + key.replace('"', '""') + '"'))
+
+
+def fillfactor_sql(dialect: Dialect, table: str, percent: int | None) -> list[str]:
+    """The statements that keep ``100 - percent`` % of each page of ``table`` that PostgreSQL fills from now on free
+    for the new versions of its rows (its ``fillfactor``; None: back to full pages). Nothing on SQLite, which has no
+    such setting (it rewrites a row in place)."""
+    if dialect.name != "postgresql":
+        return []
+    if percent is None:
+        return [f'ALTER TABLE "{table}" RESET (fillfactor)']
+    return [f'ALTER TABLE "{table}" SET (fillfactor = {int(percent)})']

@@ -10,7 +10,8 @@ Values go as they are (psycopg adapts them); JSON as the text SQLAlchemy's ``JSO
 with the types SQLAlchemy's types give (``tests/integration/test_intake_batches.py`` checks both). Each list goes as
 one text, PostgreSQL's array input (:func:`array_text`), cast in the statement: psycopg's own adaptation of a Python
 list finds the elements' type and dumps each element in Python, which cost more than the rest of the statement's
-client time (by profile, 40% of recording a group of single events).
+client time (by profile, 40% of recording a group of single events). Rows are fetched at once (``fetchall``):
+iterating a cursor asks psycopg for each row with a call of its own, ~0.4 µs a row.
 These statements go to the psycopg connection itself (:func:`nurture.storage.database.driver`): SQLAlchemy's
 ``before_cursor_execute`` listeners do not see them.
 """
@@ -40,8 +41,24 @@ from nurture.storage.tables import L
 LEAD_COLUMNS = tuple(column.name for column in L.c)
 _LEAD_TIMES = ("unsubscribed_at", "bounced_at", "created_at", "updated_at", "stage_changed_at")
 _LEAD_JSON = ("tags", "fields", "score_state")  # read as their text, parsed by codec.json_value
-_SELECT_LEADS = ("SELECT " + ", ".join(f'"{name}"::text' if name in _LEAD_JSON else f'"{name}"' for name in LEAD_COLUMNS)
-                 + " FROM lead")
+_LEAD_TIME_POSITIONS = tuple(LEAD_COLUMNS.index(name) for name in _LEAD_TIMES)
+_LEAD_JSON_POSITIONS = tuple(LEAD_COLUMNS.index(name) for name in _LEAD_JSON)
+_EMAIL_POSITION = LEAD_COLUMNS.index("email")
+
+
+def _lead_column(name: str) -> str:
+    """A lead column as :meth:`PostgresEventBulk.lock_leads` selects it: JSON as its text; times as UTC wall-clock
+    times (``timestamp``), given their zone in Python. psycopg turns a ``timestamptz`` into a datetime in the session's
+    time zone, about 0.3 µs a value in a zone such as ``Etc/UTC``: reading 100 leads took 196 µs of client CPU
+    rather than 108 µs (microbenchmark)."""
+    if name in _LEAD_JSON:
+        return f'"{name}"::text'
+    if name in _LEAD_TIMES:
+        return f"\"{name}\" AT TIME ZONE 'UTC'"
+    return f'"{name}"'
+
+
+_SELECT_LEADS = "SELECT " + ", ".join(map(_lead_column, LEAD_COLUMNS)) + " FROM lead"
 
 # the array type of each column a statement sends as a list
 _TYPES = {"lead_id": "bigint", "type": "text", "occurred_at": "timestamptz", "recorded_at": "timestamptz",
@@ -111,19 +128,21 @@ class PostgresEventBulk(EventBulk):
             rows = driver(conn, _LOCK_LEADS, (array_text(emails, "text"),), planned_each_time=True)
         found = {}
         utc = timezone.utc
-        for values in rows:
-            columns = dict(zip(LEAD_COLUMNS, values))
-            for name in _LEAD_TIMES:  # aware, in UTC, as storage.database.UTCDateTime reads them
-                value = columns[name]
+        for fetched in rows.fetchall():
+            values = list(fetched)
+            for position in _LEAD_TIME_POSITIONS:  # aware, in UTC, as storage.database.UTCDateTime reads them
+                value = values[position]
                 if value is not None:
-                    columns[name] = value.astimezone(utc)
-            for name in _LEAD_JSON:  # as SQLAlchemy's JSON type reads them (psycopg's loader is json.loads)
-                columns[name] = json_value(columns[name])
-            found[columns["email"]] = SimpleNamespace(**columns)
+                    values[position] = value.replace(tzinfo=utc)
+            for position in _LEAD_JSON_POSITIONS:  # as SQLAlchemy's JSON type reads them (psycopg's is json.loads)
+                values[position] = json_value(values[position])
+            row = SimpleNamespace()
+            row.__dict__.update(zip(LEAD_COLUMNS, values))
+            found[values[_EMAIL_POSITION]] = row
         return found
 
     def known_ids(self, conn: Connection, ids: set[str]) -> dict[str, tuple[int, float]]:
-        rows = driver(conn, _KNOWN_IDS, (array_text(sorted(ids), "text"),), planned_each_time=True)
+        rows = driver(conn, _KNOWN_IDS, (array_text(sorted(ids), "text"),), planned_each_time=True).fetchall()
         return {external_id: (lead_id, float(points)) for external_id, lead_id, points in rows}
 
     def insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -132,12 +151,16 @@ class PostgresEventBulk(EventBulk):
         if not ids:
             driver(conn, _INSERT_EVENTS, arrays)
             return
-        refused = ids.difference(external_id for (external_id,) in driver(conn, _INSERT_EVENTS_IDS, arrays))
+        cursor = driver(conn, _INSERT_EVENTS_IDS, arrays)
+        if cursor.rowcount == len(rows):  # every row inserted: no id was refused (the usual case), none to read
+            return
+        refused = ids.difference(external_id for (external_id,) in cursor.fetchall())
         if refused:
             raise AlreadyRecorded(refused)
 
     def insert_leads(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
-        return {email: lead_id for lead_id, email in driver(conn, _INSERT_LEADS, _columns(rows, NEW_LEAD_COLUMNS))}
+        inserted = driver(conn, _INSERT_LEADS, _columns(rows, NEW_LEAD_COLUMNS)).fetchall()
+        return {email: lead_id for lead_id, email in inserted}
 
     def insert_stage_changes(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         driver(conn, _INSERT_STAGE_CHANGES, _columns(rows, STAGE_CHANGE_COLUMNS))

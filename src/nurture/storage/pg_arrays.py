@@ -48,4 +48,6 @@ def array_text(values: Sequence[Any], kind: str) -> str:
         else:
             return "{" + ",".join(map(_ELEMENTS[kind], values)) + "}"
     element = _ELEMENTS[kind]
+    if values.count(None) == len(values):  # a column no row sets (an event's campaign, a lead's bounce), joined in C
+        return "{" + ",".join(["NULL"] * len(values)) + "}"
     return "{" + ",".join("NULL" if value is None else element(value) for value in values) + "}"
