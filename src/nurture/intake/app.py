@@ -17,7 +17,6 @@ replaced by one that prints the route template: serve with :func:`server_config`
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 import traceback
@@ -45,6 +44,7 @@ from nurture.definitions.loader import Catalog
 from nurture.definitions.sales import SalesRules
 from nurture.definitions.scoring import ScoringRules
 from nurture.errors import LeadNotFound, NurtureError, SchemaOutOfDate
+from nurture.heap import settle_after_start_up
 from nurture.intake import dashboard, providers, sales_routes, tracking
 from nurture.intake.auth import KeyedRoute, security_scheme
 from nurture.intake.context import ApiError, IntakeContext, context, read_model
@@ -301,38 +301,8 @@ def create_app(
     app.include_router(ops)
     app.include_router(dashboard.router)
     _document_bodies(app)
-    _freeze_startup_objects()
+    settle_after_start_up()  # the collector set for a service (nurture.heap): start-up frozen, batches walked less
     return app
-
-
-_frozen = False
-
-
-def _freeze_startup_objects() -> None:
-    """Move everything alive now (the app, the definitions, the libraries' machinery: objects that live as long as the
-    process) out of the cyclic garbage collector's reach, once per process.
-
-    Recording a batch creates tens of thousands of short-lived objects; the full collections they trigger every few
-    batches scanned the whole start-up heap each time (about 2 ms per request of 100 events, by profile). Frozen
-    objects are still freed by reference counting; only cycles among them would outlive the process's need.
-
-    The youngest generation is also collected less often (every :data:`YOUNG_COLLECTION` allocations rather than
-    Python's 700): a batch's rows, views and results live until it ends, so each young collection walked the same
-    objects again and moved them on to be walked once more in the next generation, which cost about 5% of the intake's
-    CPU per event (``bench/intake_cpu.py``: 48-51 µs at 700, 45-47 µs at 10,000). Garbage without cycles is freed by
-    reference counting as before; only cycles wait a little longer.
-    """
-    global _frozen  # noqa: PLW0603 - a once-per-process flag
-    if not _frozen:
-        _frozen = True
-        gc.collect()
-        gc.freeze()
-        young, *older = gc.get_threshold()
-        gc.set_threshold(max(young, YOUNG_COLLECTION), *older)
-
-
-YOUNG_COLLECTION = 10_000
-"""Allocations (less deallocations) between two collections of the youngest generation of the intake's process."""
 
 
 def _document_bodies(app: FastAPI) -> None:

@@ -111,15 +111,12 @@ def json_bytes_value(value: bytes | str | None) -> Any:
         return []
     if value == b"{}":
         return {}
-    if _LONG_DIGIT_BYTES.search(value) is None:
+    if _LONG_DIGITS not in value.translate(_DIGITS):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
             pass
     return json.loads(value)
-
-
-_LONG_DIGIT_BYTES = re.compile(rb"\d{19}")
 
 
 def json_text(value: Any) -> str | None:
