@@ -35,4 +35,5 @@ def settle_after_start_up() -> None:
     gc.collect()
     gc.freeze()
     young, *older = gc.get_threshold()
-    gc.set_threshold(max(young, YOUNG_COLLECTION), *older)
+    if young:  # 0: the process turned collection off, and so it stays
+        gc.set_threshold(max(young, YOUNG_COLLECTION), *older)

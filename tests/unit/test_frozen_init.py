@@ -74,3 +74,31 @@ def test_classes_it_cannot_speed_up_are_refused():
 
     with pytest.raises(TypeError):
         quick_init(Mutable)
+
+
+def test_quick_init_refuses_init_vars_and_a_field_named_self():
+    @dataclass(frozen=True)
+    class WithInitVar:
+        a: int
+        b: dataclasses.InitVar[int]  # the module's own name: dataclasses reads the annotation's text
+
+    assert [f.name for f in dataclasses.fields(WithInitVar)] == ["a"]
+
+    @dataclass(frozen=True)
+    class WithSelf:
+        self: int
+
+    for cls in (WithInitVar, WithSelf):
+        with pytest.raises(TypeError):
+            quick_init(cls)
+
+
+def test_quick_init_shows_a_default_factory_as_the_generated_init_does():
+    import inspect
+
+    @dataclass(frozen=True)
+    class Plain:
+        items: list[int] = field(default_factory=list)
+
+    generated = str(inspect.signature(Plain.__init__))
+    assert str(inspect.signature(quick_init(Plain).__init__)) == generated

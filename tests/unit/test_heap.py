@@ -25,7 +25,7 @@ def test_settling_freezes_the_start_up_heap_and_collects_the_youngest_generation
     out = json.loads(subprocess.run([sys.executable, "-c", SCRIPT], check=True, capture_output=True, text=True).stdout)
     (young_before, *older_before), frozen_before = out["before"]
     (young, *older), frozen = out["settled"]
-    assert young_before == 700 and frozen_before == 0  # Python's defaults, so the change below is the function's
+    assert young_before < out["young"] and frozen_before == 0  # Python's defaults: the change below is the function's
     assert young == out["young"] == 10_000 and older == older_before
     assert frozen > 1000
     assert out["again"][0] == 800

@@ -101,7 +101,11 @@ class BatchLead:
         return self.checks
 
     def view(self) -> LeadView:
-        """The lead as conditions read it, with the batch's stage, score and suppressions."""
+        """The lead as conditions read it, with the batch's stage, score and suppressions.
+
+        Only these differ between a lead's views in one batch, all else is the row the batch read: the sales rules'
+        answers kept for the batch (:meth:`sales_checks`, :class:`nurture.core.promotion.FieldChecks`) rely on it. A
+        view that showed a field the batch changes must leave those answers behind."""
         if self._base is None:
             row = self.row
             # the bulk reads' rows hold their columns in their __dict__: lead_view reads it as a row's mapping

@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_FACTORY: Any = object()
+class _Factory:
+    def __repr__(self) -> str:
+        return "<factory>"  # as the generated __init__'s signature shows such a default
+
+
+_FACTORY: Any = _Factory()
 """The default of a parameter whose field has a default factory: the factory's value is made per call."""
 
 
@@ -25,12 +30,15 @@ def quick_init(cls: type[T]) -> type[T]:
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or hasattr(cls, "__post_init__") or hasattr(cls, "__slots__"):
         raise TypeError(f"{cls.__name__}: quick_init takes a frozen dataclass without __post_init__ or slots")
+    every = getattr(cls, "__dataclass_fields__", {}).values()
+    if any(field._field_type is dataclasses._FIELD_INITVAR for field in every):  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}: quick_init takes plain fields only, not InitVar")  # fields() leaves them out
     namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
     parameters: list[str] = []
     values: list[str] = []
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = field.name
-        if not field.init or field.kw_only or not name.isidentifier():
+        if not field.init or field.kw_only or not name.isidentifier() or name == "self":
             raise TypeError(f"{cls.__name__}.{name}: quick_init takes plain fields only")
         if field.default is not dataclasses.MISSING:
             namespace[f"_default_{name}"] = field.default
