@@ -87,7 +87,13 @@ def json_value(value: str | None) -> Any:
         return []
     if value == "{}":  # and fields
         return {}
-    if _LONG_DIGITS not in value.encode("utf-8", "surrogatepass").translate(_DIGITS):
+    return _parsed(value, value.encode("utf-8", "surrogatepass"))
+
+
+def _parsed(value: str | bytes, data: bytes) -> Any:
+    """``value`` (its bytes: ``data``) read by orjson unless it holds 19 digits in a row or orjson refuses it, then by
+    :func:`json.loads`: the rule :func:`json_value` and :func:`json_bytes_value` share."""
+    if _LONG_DIGITS not in data.translate(_DIGITS):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -111,12 +117,7 @@ def json_bytes_value(value: bytes | str | None) -> Any:
         return []
     if value == b"{}":
         return {}
-    if _LONG_DIGITS not in value.translate(_DIGITS):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(value)
+    return _parsed(value, value)
 
 
 def json_text(value: Any) -> str | None:

@@ -47,7 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return stored_utc(aware_utc(value), dialect)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return _utc_value(value)
+        return utc_value(value)
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], datetime | None]:
         """:meth:`process_result_value` as one call per value, after the dialect's own processor if it has one
@@ -55,12 +55,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         dispatch batch reads a few timestamps per email."""
         parse = self.impl_instance.result_processor(dialect, coltype)
         if parse is None:
-            return _utc_value
-        return lambda value: _utc_value(parse(value))
+            return utc_value
+        return lambda value: utc_value(parse(value))
 
 
-def _utc_value(value: datetime | None) -> datetime | None:
-    """A timestamp read back as an aware UTC datetime (a naive one is UTC: SQLite stores no offset)."""
+def utc_value(value: datetime | None) -> datetime | None:
+    """A timestamp read back as an aware UTC datetime (a naive one is UTC: SQLite stores no offset): what
+    :class:`UTCDateTime` and the reads past SQLAlchemy's types (:mod:`nurture.storage.event_bulk_pg`) hand on. In a
+    session in UTC (:func:`nurture.storage.dialect.configure_postgresql`) psycopg's value is passed on as it is."""
     if value is None:
         return None
     zone = value.tzinfo
